@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Build (once) the Python venvs holding the real Airflow releases the tests run against.
+# Idempotent: a venv whose stamp matches its pinned spec is kept as it is.
+# BACKFILLD_VENV_DIR overrides the cache directory (default ~/.cache/backfilld/venvs).
+set -euo pipefail
+
+dir="${BACKFILLD_VENV_DIR:-$HOME/.cache/backfilld/venvs}"
+python="${PYTHON:-python3}"
+mkdir -p "$dir"
+
+build() {
+    local name=$1; shift
+    local spec="$*"
+    if [ -x "$dir/$name/bin/airflow" ] && [ "$(cat "$dir/$name/.spec" 2>/dev/null)" = "$spec" ]; then
+        echo "venv $name: up to date ($spec)"
+        return
+    fi
+    echo "venv $name: installing $spec"
+    rm -rf "$dir/$name"
+    "$python" -m venv "$dir/$name"
+    "$dir/$name/bin/pip" install --quiet --upgrade pip
+    # shellcheck disable=SC2086
+    "$dir/$name/bin/pip" install --quiet $spec
+    echo "$spec" > "$dir/$name/.spec"
+}
+
+build af2 "apache-airflow==2.11.2"
+build af3 "apache-airflow==3.1.8 apache-airflow-providers-fab==3.10.2"

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The whole test suite: unit tests, and end-to-end tests against real Airflow releases.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/airflow-venvs.sh
+# diesel and rusqlite must share one SQLite library build.
+n=$(cargo tree -e normal,build,dev --prefix none 2>/dev/null | grep -E '^libsqlite3-sys v' | sort -u | wc -l)
+if [ "$n" -ne 1 ]; then
+    echo "expected exactly one libsqlite3-sys in the dependency graph, found $n" >&2
+    cargo tree -d >&2
+    exit 1
+fi
+cargo test --all-targets -- --test-threads=2

@@ -1,0 +1,351 @@
+//! The daemon's configuration file, and where Airflow keeps its metadata DB and DAGs.
+//!
+//! `[airflow] home` is the only required key on an Airflow host: the metadata DB URL and the
+//! DAGs folder are then read the way Airflow reads them (environment, `airflow.cfg`, defaults).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::dburl::DbUrl;
+
+/// Default location of the configuration file.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/backfilld/backfilld.toml";
+/// Default spool directory.
+pub const DEFAULT_SPOOL_DIR: &str = "/var/spool/backfilld";
+
+/// Errors loading or resolving the configuration; each names the file and key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The config file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has an unknown or mistyped key.
+    #[error("invalid config {path}: {message}")]
+    Parse {
+        /// The config file.
+        path: PathBuf,
+        /// toml's message, which names the key and line.
+        message: String,
+    },
+    /// A key has a value outside its allowed range.
+    #[error("invalid config {path}: key `{key}`: {message}")]
+    Value {
+        /// The config file.
+        path: PathBuf,
+        /// The dotted key.
+        key: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// Airflow's own configuration could not be resolved.
+    #[error("cannot resolve Airflow's {what}: {message}")]
+    Airflow {
+        /// Which setting.
+        what: &'static str,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// The parsed configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where Airflow lives.
+    pub airflow: AirflowSection,
+    /// The spool directory.
+    #[serde(default)]
+    pub spool: SpoolSection,
+    /// The control socket.
+    #[serde(default)]
+    pub control: ControlSection,
+    /// Limits on requests.
+    #[serde(default)]
+    pub limits: LimitsSection,
+    /// Reconciler timing.
+    #[serde(default)]
+    pub reconcile: ReconcileSection,
+}
+
+/// `[airflow]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AirflowSection {
+    /// AIRFLOW_HOME.
+    pub home: PathBuf,
+    /// SQLAlchemy URL of the metadata DB; resolved as Airflow does when absent.
+    pub sql_alchemy_conn: Option<String>,
+    /// The DAGs folder; resolved as Airflow does when absent.
+    pub dags_folder: Option<PathBuf>,
+}
+
+/// `[spool]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpoolSection {
+    /// Root of the spool (holds `incoming/`, `active/`, `accepted/`, `rejected/`, `public/`).
+    pub dir: PathBuf,
+    /// Largest request file accepted, in bytes.
+    pub max_request_bytes: u64,
+    /// Seconds between full rescans of `incoming/` (events are only a hint).
+    pub rescan_interval_secs: u64,
+}
+
+impl Default for SpoolSection {
+    fn default() -> Self {
+        SpoolSection {
+            dir: PathBuf::from(DEFAULT_SPOOL_DIR),
+            max_request_bytes: 64 * 1024,
+            rescan_interval_secs: 30,
+        }
+    }
+}
+
+/// `[control]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlSection {
+    /// The unix socket; default `<spool>/public/control.sock`.
+    pub socket: Option<PathBuf>,
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    /// Highest `max_active_runs` a request may ask for.
+    pub max_active_runs: u32,
+    /// Most logical dates one request may cover.
+    pub max_dates_per_request: usize,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        LimitsSection {
+            max_active_runs: 10,
+            max_dates_per_request: 10_000,
+        }
+    }
+}
+
+/// `[reconcile]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReconcileSection {
+    /// Seconds between reconcile passes.
+    pub interval_secs: u64,
+    /// Seconds Airflow may take to register a copy before the backfill fails.
+    pub register_timeout_secs: u64,
+}
+
+impl Default for ReconcileSection {
+    fn default() -> Self {
+        ReconcileSection {
+            interval_secs: 5,
+            register_timeout_secs: 600,
+        }
+    }
+}
+
+impl Config {
+    /// Read and validate the configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(path, &text)
+    }
+
+    /// Parse and validate configuration text (`path` only names it in errors).
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        let bad = |key: &'static str, message: &str| ConfigError::Value {
+            path: path.to_owned(),
+            key,
+            message: message.to_owned(),
+        };
+        if !config.airflow.home.is_absolute() {
+            return Err(bad("airflow.home", "must be an absolute path"));
+        }
+        if !config.spool.dir.is_absolute() {
+            return Err(bad("spool.dir", "must be an absolute path"));
+        }
+        if config.spool.max_request_bytes == 0 || config.spool.max_request_bytes > 16 * 1024 * 1024
+        {
+            return Err(bad("spool.max_request_bytes", "must be 1..=16777216"));
+        }
+        if config.spool.rescan_interval_secs == 0 {
+            return Err(bad("spool.rescan_interval_secs", "must be at least 1"));
+        }
+        if config.limits.max_active_runs == 0 {
+            return Err(bad("limits.max_active_runs", "must be at least 1"));
+        }
+        if config.limits.max_dates_per_request == 0 {
+            return Err(bad("limits.max_dates_per_request", "must be at least 1"));
+        }
+        if config.reconcile.interval_secs == 0 {
+            return Err(bad("reconcile.interval_secs", "must be at least 1"));
+        }
+        Ok(config)
+    }
+
+    /// The control socket path.
+    pub fn socket_path(&self) -> PathBuf {
+        self.control
+            .socket
+            .clone()
+            .unwrap_or_else(|| self.spool.dir.join("public").join("control.sock"))
+    }
+
+    /// Seconds between reconcile passes.
+    pub fn reconcile_interval(&self) -> Duration {
+        Duration::from_secs(self.reconcile.interval_secs)
+    }
+
+    /// Resolve the metadata DB URL and DAGs folder the way Airflow would on this host.
+    pub fn resolve_airflow(&self) -> Result<AirflowLocation, ConfigError> {
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let cfg = AirflowCfg::read(&self.airflow.home)?;
+        let home = self.airflow.home.to_string_lossy().into_owned();
+        let conn = match &self.airflow.sql_alchemy_conn {
+            Some(c) => c.clone(),
+            None => env("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN")
+                .or_else(|| env("AIRFLOW__CORE__SQL_ALCHEMY_CONN"))
+                .or_else(|| cfg.get("database", "sql_alchemy_conn"))
+                .or_else(|| cfg.get("core", "sql_alchemy_conn"))
+                .unwrap_or_else(|| format!("sqlite:///{home}/airflow.db")),
+        };
+        let conn = conn.replace("{AIRFLOW_HOME}", &home);
+        let db = DbUrl::parse(&conn).map_err(|e| ConfigError::Airflow {
+            what: "sql_alchemy_conn",
+            message: e.to_string(),
+        })?;
+        let dags_folder = match &self.airflow.dags_folder {
+            Some(d) => d.clone(),
+            None => PathBuf::from(
+                env("AIRFLOW__CORE__DAGS_FOLDER")
+                    .or_else(|| cfg.get("core", "dags_folder"))
+                    .unwrap_or_else(|| format!("{home}/dags"))
+                    .replace("{AIRFLOW_HOME}", &home),
+            ),
+        };
+        if !dags_folder.is_absolute() {
+            return Err(ConfigError::Airflow {
+                what: "dags_folder",
+                message: format!("{} is not an absolute path", dags_folder.display()),
+            });
+        }
+        Ok(AirflowLocation { db, dags_folder })
+    }
+}
+
+/// Where this host's Airflow keeps its metadata DB and DAG files.
+#[derive(Debug, Clone)]
+pub struct AirflowLocation {
+    /// The metadata DB.
+    pub db: DbUrl,
+    /// The DAGs folder.
+    pub dags_folder: PathBuf,
+}
+
+/// The sections of `$AIRFLOW_HOME/airflow.cfg` that backfilld reads (absent file = empty).
+struct AirflowCfg(Option<ini::Ini>);
+
+impl AirflowCfg {
+    fn read(home: &Path) -> Result<AirflowCfg, ConfigError> {
+        let path = home.join("airflow.cfg");
+        if !path.exists() {
+            return Ok(AirflowCfg(None));
+        }
+        let opts = ini::ParseOption {
+            enabled_escape: false,
+            enabled_quote: false,
+            ..Default::default()
+        };
+        ini::Ini::load_from_file_opt(&path, opts)
+            .map(|i| AirflowCfg(Some(i)))
+            .map_err(|e| ConfigError::Airflow {
+                what: "airflow.cfg",
+                message: format!("{}: {e}", path.display()),
+            })
+    }
+
+    fn get(&self, section: &str, key: &str) -> Option<String> {
+        self.0
+            .as_ref()?
+            .get_from(Some(section), key)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = Config::parse(Path::new("x"), "[airflow]\nhome = \"/opt/airflow\"\n");
+        let c = c.map_err(|e| e.to_string());
+        assert!(c.is_ok(), "{c:?}");
+        if let Ok(c) = c {
+            assert_eq!(c.spool.dir, PathBuf::from(DEFAULT_SPOOL_DIR));
+            assert_eq!(
+                c.socket_path(),
+                PathBuf::from("/var/spool/backfilld/public/control.sock")
+            );
+            assert_eq!(c.limits.max_active_runs, 10);
+        }
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = Config::parse(
+            Path::new("x"),
+            "[airflow]\nhome = \"/a\"\n[spool]\ndirr = \"/s\"\n",
+        )
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+        assert!(e.contains("dirr"), "{e}");
+    }
+
+    #[test]
+    fn bad_value_is_named() {
+        let e = Config::parse(
+            Path::new("x"),
+            "[airflow]\nhome = \"/a\"\n[limits]\nmax_active_runs = 0\n",
+        )
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+        assert!(e.contains("limits.max_active_runs"), "{e}");
+    }
+
+    #[test]
+    fn shipped_example_parses() {
+        let text = include_str!("../config/backfilld.toml");
+        let c = Config::parse(Path::new("config/backfilld.toml"), text);
+        assert!(c.is_ok(), "{:?}", c.err());
+    }
+
+    #[test]
+    fn missing_home_is_named() {
+        let e = Config::parse(Path::new("x"), "[airflow]\n")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("home"), "{e}");
+    }
+}

@@ -1,0 +1,185 @@
+//! The control protocol between `backfillctl` and the daemon: one JSON request line, one JSON
+//! response line, over a unix socket. The daemon learns the caller's uid from `SO_PEERCRED`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::metadb::store::{BackfillRow, RequestRecord};
+use crate::request::fmt_ts;
+use crate::state::BackfillState;
+
+/// Longest request line the daemon reads.
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// What a client asks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum ControlRequest {
+    /// Every backfill.
+    List,
+    /// One backfill.
+    Status {
+        /// Backfill id.
+        id: String,
+    },
+    /// What became of a file the caller dropped into the spool.
+    Outcome {
+        /// The file's name in `incoming/`.
+        file_name: String,
+    },
+}
+
+/// What the daemon answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ControlResponse {
+    /// Answer to `list`.
+    Backfills {
+        /// Newest first.
+        backfills: Vec<BackfillView>,
+    },
+    /// Answer to `status`.
+    Backfill {
+        /// The backfill.
+        backfill: BackfillView,
+    },
+    /// Answer to `outcome` once the file was decided.
+    Decided {
+        /// The record.
+        request: RequestRecord,
+    },
+    /// Answer to `outcome` while the file waits.
+    Pending,
+    /// The request failed.
+    Error {
+        /// Why.
+        message: String,
+    },
+}
+
+/// A backfill as shown to users (`list --json`, `status --json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BackfillView {
+    /// Backfill id (the copy's DAG id).
+    pub id: String,
+    /// Origin DAG.
+    pub dag_id: String,
+    /// State.
+    pub state: BackfillState,
+    /// Why it is in that state, if that needs saying.
+    pub reason: Option<String>,
+    /// First logical date.
+    pub start: String,
+    /// Last logical date.
+    pub end: String,
+    /// Description.
+    pub description: Option<String>,
+    /// Concurrent runs.
+    pub max_active_runs: u32,
+    /// Param overrides.
+    pub params: serde_json::Map<String, serde_json::Value>,
+    /// Requester.
+    pub submitted_by: String,
+    /// When accepted.
+    pub submitted_at: String,
+    /// Last change.
+    pub updated_at: String,
+    /// First run start.
+    pub run_start: Option<String>,
+    /// Last run end.
+    pub run_end: Option<String>,
+    /// Dates covered.
+    pub dates_total: u32,
+    /// Dates succeeded.
+    pub dates_succeeded: u32,
+    /// Dates failed.
+    pub dates_failed: u32,
+    /// Dates running.
+    pub dates_running: u32,
+    /// Dates queued.
+    pub dates_queued: u32,
+    /// Dates without a run yet.
+    pub dates_pending: u32,
+    /// The copy's file.
+    pub copy_path: Option<String>,
+    /// Host that accepted it.
+    pub host: String,
+}
+
+fn opt_ts(t: Option<DateTime<Utc>>) -> Option<String> {
+    t.map(fmt_ts)
+}
+
+impl From<&BackfillRow> for BackfillView {
+    fn from(b: &BackfillRow) -> Self {
+        BackfillView {
+            id: b.id.clone(),
+            dag_id: b.dag_id.clone(),
+            state: b.state,
+            reason: b.state_reason.clone(),
+            start: fmt_ts(b.start),
+            end: fmt_ts(b.end),
+            description: b.description.clone(),
+            max_active_runs: b.max_active_runs,
+            params: b.params.clone(),
+            submitted_by: b.submitted_by.clone(),
+            submitted_at: fmt_ts(b.submitted_at),
+            updated_at: fmt_ts(b.updated_at),
+            run_start: opt_ts(b.run_start),
+            run_end: opt_ts(b.run_end),
+            dates_total: b.progress.total,
+            dates_succeeded: b.progress.succeeded,
+            dates_failed: b.progress.failed,
+            dates_running: b.progress.running,
+            dates_queued: b.progress.queued,
+            dates_pending: b.progress.pending,
+            copy_path: b.copy_path.clone(),
+            host: b.host.clone(),
+        }
+    }
+}
+
+/// Errors of the client side of the protocol.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The daemon could not be reached.
+    #[error("cannot reach backfilld at {path}: {source} (is the daemon running?)")]
+    Connect {
+        /// Socket path.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The exchange failed.
+    #[error("talking to backfilld: {0}")]
+    Io(#[from] std::io::Error),
+    /// The daemon's answer was not understood.
+    #[error("backfilld sent an answer this backfillctl does not understand: {0}")]
+    Protocol(#[from] serde_json::Error),
+}
+
+/// Send one request and wait for the answer (blocking; for `backfillctl`).
+pub fn call(
+    socket: &Path,
+    request: &ControlRequest,
+    timeout: Duration,
+) -> Result<ControlResponse, ControlError> {
+    let mut stream = UnixStream::connect(socket).map_err(|source| ControlError::Connect {
+        path: socket.display().to_string(),
+        source,
+    })?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    let mut line = serde_json::to_vec(request)?;
+    line.push(b'\n');
+    stream.write_all(&line)?;
+    let mut reader = BufReader::new(stream);
+    let mut answer = String::new();
+    reader.read_line(&mut answer)?;
+    Ok(serde_json::from_str(&answer)?)
+}

@@ -1,0 +1,348 @@
+//! `backfillctl`: submit requests into the spool and read backfills from the daemon.
+//!
+//! `submit` is a convenience, not a security boundary: it writes the same TOML file a user
+//! could write, with the publishing protocol the daemon expects (hidden temp name, fsync,
+//! rename into `incoming/`), then asks the daemon for the outcome.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::control::{self, BackfillView, ControlRequest, ControlResponse};
+use crate::spool::INCOMING;
+
+/// Command line of `backfillctl`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "backfillctl",
+    version,
+    about = "Submit and follow Airflow backfills run by backfilld"
+)]
+pub struct Cli {
+    /// The daemon's configuration file.
+    #[arg(long, global = true, env = "BACKFILLD_CONFIG", default_value = crate::config::DEFAULT_CONFIG_PATH)]
+    pub config: PathBuf,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: CtlCommand,
+}
+
+/// `backfillctl` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum CtlCommand {
+    /// Write a request into the spool and wait for the daemon's decision.
+    Submit(SubmitArgs),
+    /// List backfills.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one backfill's state and progress.
+    Status {
+        /// Backfill id.
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Follow until the backfill finishes.
+        #[arg(long)]
+        watch: bool,
+    },
+}
+
+/// Arguments of `submit`; each maps to a request-file key.
+#[derive(Debug, clap::Args)]
+pub struct SubmitArgs {
+    /// The DAG to backfill.
+    #[arg(long = "dag")]
+    pub dag_id: String,
+    /// First logical date: 2024-01-01 (00:00 UTC) or 2024-01-01T06:00:00Z.
+    #[arg(long)]
+    pub start: String,
+    /// Last logical date (inclusive), same forms as --start.
+    #[arg(long)]
+    pub end: String,
+    /// Why this backfill exists.
+    #[arg(long)]
+    pub description: Option<String>,
+    /// Concurrent runs of the backfill.
+    #[arg(long)]
+    pub max_active_runs: Option<i64>,
+    /// A param override, KEY=VALUE (VALUE is read as TOML when it parses, else as a string).
+    #[arg(long = "param", value_name = "KEY=VALUE")]
+    pub params: Vec<String>,
+    /// Accept a range that overlaps another active backfill of the DAG.
+    #[arg(long)]
+    pub ignore_overlap: bool,
+    /// Return once the file is in the spool, without waiting for the decision.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Seconds to wait for the decision.
+    #[arg(long, default_value_t = 120)]
+    pub timeout: u64,
+    /// Print the outcome as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The request file `submit` writes.
+#[derive(Debug, Serialize)]
+struct RequestFile {
+    dag_id: String,
+    start: toml::value::Datetime,
+    end: toml::value::Datetime,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_active_runs: Option<i64>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    ignore_overlap: bool,
+    #[serde(skip_serializing_if = "toml::Table::is_empty")]
+    params: toml::Table,
+}
+
+/// Run `backfillctl`; returns the process exit code.
+pub fn run(cli: Cli) -> anyhow::Result<i32> {
+    let config = Config::load(&cli.config)?;
+    let socket = config.socket_path();
+    match cli.command {
+        CtlCommand::Submit(args) => submit(&config, &socket, args),
+        CtlCommand::List { json } => {
+            let list = match call(&socket, ControlRequest::List)? {
+                ControlResponse::Backfills { backfills } => backfills,
+                other => bail!(unexpected(other)),
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                print_table(&list);
+            }
+            Ok(0)
+        }
+        CtlCommand::Status { id, json, watch } => status(&socket, &id, json, watch),
+    }
+}
+
+fn call(socket: &Path, request: ControlRequest) -> anyhow::Result<ControlResponse> {
+    Ok(control::call(socket, &request, Duration::from_secs(90))?)
+}
+
+fn unexpected(r: ControlResponse) -> String {
+    match r {
+        ControlResponse::Error { message } => message,
+        other => format!("unexpected answer from backfilld: {other:?}"),
+    }
+}
+
+fn parse_when(flag: &str, s: &str) -> anyhow::Result<toml::value::Datetime> {
+    let dt: toml::value::Datetime = s
+        .parse()
+        .with_context(|| format!("--{flag} {s:?}: write 2024-01-31 or 2024-01-31T06:00:00Z"))?;
+    Ok(dt)
+}
+
+fn submit(config: &Config, socket: &Path, args: SubmitArgs) -> anyhow::Result<i32> {
+    let mut params = toml::Table::new();
+    for p in &args.params {
+        let (k, v) = p
+            .split_once('=')
+            .with_context(|| format!("--param {p:?}: expected KEY=VALUE"))?;
+        let value = format!("v = {v}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(v.to_owned()));
+        params.insert(k.to_owned(), value);
+    }
+    let file = RequestFile {
+        dag_id: args.dag_id,
+        start: parse_when("start", &args.start)?,
+        end: parse_when("end", &args.end)?,
+        description: args.description,
+        max_active_runs: args.max_active_runs,
+        ignore_overlap: args.ignore_overlap,
+        params,
+    };
+    let body = toml::to_string(&file).context("encoding the request")?;
+    let user =
+        crate::spool::user_name(nix::unistd::getuid().as_raw()).unwrap_or_else(|| "user".into());
+    let user: String = user
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        .take(32)
+        .collect();
+    let name = format!(
+        "{}-{}.toml",
+        if user.is_empty() { "user" } else { &user },
+        random_suffix()
+    );
+    let incoming = config.spool.dir.join(INCOMING);
+    publish(&incoming, &name, body.as_bytes())?;
+    if args.no_wait {
+        println!("{name}");
+        return Ok(0);
+    }
+    let deadline = Instant::now() + Duration::from_secs(args.timeout);
+    loop {
+        match call(
+            socket,
+            ControlRequest::Outcome {
+                file_name: name.clone(),
+            },
+        )? {
+            ControlResponse::Decided { request } => {
+                if args.json {
+                    println!("{}", serde_json::to_string_pretty(&request)?);
+                } else if let Some(id) = &request.backfill_id {
+                    println!("{id}");
+                } else {
+                    eprintln!(
+                        "rejected ({}): {}",
+                        request
+                            .reason_code
+                            .and_then(|c| serde_json::to_value(c).ok())
+                            .and_then(|v| v.as_str().map(str::to_owned))
+                            .unwrap_or_default(),
+                        request.reason.clone().unwrap_or_default()
+                    );
+                }
+                return Ok(if request.backfill_id.is_some() { 0 } else { 1 });
+            }
+            ControlResponse::Pending => {}
+            other => bail!(unexpected(other)),
+        }
+        if Instant::now() > deadline {
+            eprintln!("{name} is in the spool but backfilld has not decided it yet; check later with `backfillctl list`");
+            return Ok(2);
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Write `dir/.name.tmp` exclusively, mode 0644, fsync, then rename it to `dir/name`.
+fn publish(dir: &Path, name: &str, body: &[u8]) -> anyhow::Result<()> {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    f.write_all(body)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, dir.join(name))
+        .with_context(|| format!("publishing {name} into {}", dir.display()))?;
+    Ok(())
+}
+
+fn random_suffix() -> String {
+    let mut buf = [0u8; 8];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut buf))
+        .is_err()
+    {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        buf = (nanos as u64 ^ u64::from(std::process::id())).to_le_bytes();
+    }
+    hex::encode(buf)
+}
+
+fn status(socket: &Path, id: &str, json: bool, watch: bool) -> anyhow::Result<i32> {
+    let fetch = || -> anyhow::Result<BackfillView> {
+        match call(socket, ControlRequest::Status { id: id.to_owned() })? {
+            ControlResponse::Backfill { backfill } => Ok(backfill),
+            other => bail!(unexpected(other)),
+        }
+    };
+    let mut b = fetch()?;
+    if watch && !json {
+        let bar = indicatif::ProgressBar::new(u64::from(b.dates_total));
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{msg:>10} [{bar:40}] {pos}/{len} dates")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        loop {
+            bar.set_length(u64::from(b.dates_total));
+            bar.set_position(u64::from(b.dates_succeeded + b.dates_failed));
+            bar.set_message(b.state.to_string());
+            if b.state.is_terminal() {
+                break;
+            }
+            std::thread::sleep(Duration::from_secs(2));
+            b = fetch()?;
+        }
+        bar.finish();
+    } else if watch {
+        while !b.state.is_terminal() {
+            std::thread::sleep(Duration::from_secs(2));
+            b = fetch()?;
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&b)?);
+    } else {
+        print_status(&b);
+    }
+    Ok(0)
+}
+
+fn print_status(b: &BackfillView) {
+    println!("{}  ({} {} .. {})", b.id, b.dag_id, b.start, b.end);
+    println!(
+        "state: {}{}",
+        b.state,
+        b.reason
+            .as_ref()
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default()
+    );
+    let done = b.dates_succeeded + b.dates_failed;
+    let width = 40usize;
+    let filled = if b.dates_total == 0 {
+        0
+    } else {
+        (done as usize * width) / b.dates_total as usize
+    };
+    println!(
+        "[{}{}] {done}/{} dates",
+        "=".repeat(filled),
+        " ".repeat(width - filled.min(width)),
+        b.dates_total
+    );
+    println!(
+        "succeeded {}  failed {}  running {}  queued {}  pending {}",
+        b.dates_succeeded, b.dates_failed, b.dates_running, b.dates_queued, b.dates_pending
+    );
+    println!("submitted by {} at {}", b.submitted_by, b.submitted_at);
+}
+
+fn print_table(list: &[BackfillView]) {
+    println!(
+        "{:<48} {:<24} {:<10} {:>9}  RANGE",
+        "ID", "DAG", "STATE", "DONE"
+    );
+    for b in list {
+        println!(
+            "{:<48} {:<24} {:<10} {:>4}/{:<4}  {} .. {}",
+            b.id,
+            b.dag_id,
+            b.state.as_str(),
+            b.dates_succeeded + b.dates_failed,
+            b.dates_total,
+            b.start,
+            b.end
+        );
+    }
+}

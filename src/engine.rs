@@ -1,0 +1,619 @@
+//! The engine: the one owner of the metadata-DB connection. It ingests spool files, writes DAG
+//! copies, reconciles state, and answers control queries, one command at a time on its own
+//! thread (diesel is synchronous; serialising the work also keeps every decision ordered).
+//!
+//! Ingest of a file is idempotent: its outcome is recorded under the file's durable key in the
+//! same transaction that creates the backfill, and only then is the file moved out of
+//! `active/`. A crash at any point leaves the file in `incoming/` or `active/`, and the next
+//! pass either decides it or, finding the key recorded, just finishes the move.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+
+use crate::config::{AirflowLocation, Config};
+use crate::control::{BackfillView, ControlRequest, ControlResponse};
+use crate::dagcopy::{self, CopySpec};
+use crate::failpoint;
+use crate::metadb::airflow::{Airflow, AirflowSchema};
+use crate::metadb::store::{self, BackfillRow, NewBackfill, RequestRecord, Store};
+use crate::metadb::{DbError, MetaDb};
+use crate::reconcile::{self, Observation};
+use crate::request::{self, fmt_ts, ReasonCode, Rejection, Request};
+use crate::schedule::{ScheduleError, Timetable};
+use crate::spool::{self, ClaimedFile, Disposition, Spool};
+use crate::state::BackfillState;
+
+/// A unit of work for the engine thread.
+pub enum Command {
+    /// Claim and decide spool files.
+    Scan,
+    /// Answer a control request from `uid`.
+    Query {
+        /// Caller uid (from `SO_PEERCRED`).
+        uid: u32,
+        /// The request.
+        request: ControlRequest,
+        /// Where the answer goes.
+        reply: tokio::sync::oneshot::Sender<ControlResponse>,
+    },
+    /// Finish and return.
+    Stop,
+}
+
+struct Connected {
+    db: MetaDb,
+    schema: AirflowSchema,
+}
+
+/// The engine state.
+pub struct Engine {
+    config: Config,
+    airflow: AirflowLocation,
+    spool: Spool,
+    host: String,
+    conn: Option<Connected>,
+    next_connect: Instant,
+    backoff: Duration,
+    outage_reported: bool,
+}
+
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+impl Engine {
+    /// An engine over an opened spool; connects lazily.
+    pub fn new(config: Config, airflow: AirflowLocation, spool: Spool) -> Engine {
+        let host = nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "localhost".into());
+        Engine {
+            config,
+            airflow,
+            spool,
+            host,
+            conn: None,
+            next_connect: Instant::now(),
+            backoff: Duration::from_millis(500),
+            outage_reported: false,
+        }
+    }
+
+    /// Make sure a connection is up (connect, detect the schema, migrate), with backoff.
+    pub fn ensure_connected(&mut self) -> Result<(), DbError> {
+        if self.conn.is_some() {
+            return Ok(());
+        }
+        if Instant::now() < self.next_connect {
+            return Err(DbError::Connect {
+                url: self.airflow.db.to_string(),
+                message: "waiting to reconnect".into(),
+            });
+        }
+        let attempt = (|| {
+            let mut db = MetaDb::connect(&self.airflow.db)?;
+            let schema = AirflowSchema::detect(&mut db)?;
+            let version = store::migrate(&mut db)?;
+            Ok::<_, DbError>((db, schema, version))
+        })();
+        match attempt {
+            Ok((db, schema, version)) => {
+                tracing::info!(db = %self.airflow.db, generation = ?schema.generation, revision = %schema.revision, backfilld_schema = version, "connected to the metadata DB");
+                self.conn = Some(Connected { db, schema });
+                self.backoff = Duration::from_millis(500);
+                self.outage_reported = false;
+                Ok(())
+            }
+            Err(e) => {
+                if !self.outage_reported || self.backoff >= MAX_BACKOFF {
+                    tracing::error!(error = %e, retry_in_ms = self.backoff.as_millis() as u64, "metadata DB unavailable; requests wait in the spool");
+                    self.outage_reported = true;
+                }
+                self.next_connect = Instant::now() + self.backoff;
+                self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+                Err(e)
+            }
+        }
+    }
+
+    fn lost(&mut self, e: &DbError) {
+        if e.is_connection_lost() {
+            tracing::warn!(error = %e, "lost the metadata DB connection; will reconnect");
+            self.conn = None;
+        }
+    }
+
+    /// Run commands until `Stop` or the channel closes; between commands, rescan and reconcile
+    /// on their intervals.
+    pub fn run(mut self, commands: std::sync::mpsc::Receiver<Command>) {
+        let rescan_every = Duration::from_secs(self.config.spool.rescan_interval_secs);
+        let reconcile_every = self.config.reconcile_interval();
+        let mut next_rescan = Instant::now();
+        let mut next_reconcile = Instant::now();
+        loop {
+            let now = Instant::now();
+            if now >= next_rescan {
+                self.scan();
+                next_rescan = now + rescan_every;
+            }
+            if now >= next_reconcile {
+                self.reconcile();
+                next_reconcile = Instant::now() + reconcile_every;
+            }
+            let wait = next_rescan
+                .min(next_reconcile)
+                .saturating_duration_since(Instant::now());
+            let first = match commands.recv_timeout(wait) {
+                Ok(c) => c,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Command::Stop,
+            };
+            // Take the whole burst, so many doorbells cost one scan.
+            let mut batch = vec![first];
+            batch.extend(commands.try_iter());
+            let mut scan = false;
+            for command in batch {
+                match command {
+                    Command::Scan => scan = true,
+                    Command::Query {
+                        uid,
+                        request,
+                        reply,
+                    } => {
+                        let answer = self.query(uid, request);
+                        let _ = reply.send(answer);
+                    }
+                    Command::Stop => {
+                        tracing::info!("engine stopping");
+                        return;
+                    }
+                }
+            }
+            if scan {
+                self.scan();
+            }
+        }
+    }
+
+    /// One ingest pass: claim everything in `incoming/`, then decide every claimed file.
+    /// Loops until a pass finds nothing new. Returns how many files were decided.
+    pub fn scan(&mut self) -> usize {
+        let mut decided = 0;
+        loop {
+            match self.spool.incoming() {
+                Ok(names) => {
+                    for name in names {
+                        match self.spool.claim(&name) {
+                            Ok(Some(claim)) => {
+                                tracing::debug!(file = %name, claim = %claim, "claimed")
+                            }
+                            Ok(None) => {}
+                            Err(e) => tracing::error!(error = %e, "cannot claim a spool file"),
+                        }
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "cannot list the spool"),
+            }
+            let claimed = match self.spool.claimed() {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot list claimed files");
+                    return decided;
+                }
+            };
+            if claimed.is_empty() {
+                return decided;
+            }
+            let mut progress = false;
+            for claim in claimed {
+                match self.decide_file(&claim) {
+                    Ok(()) => {
+                        decided += 1;
+                        progress = true;
+                    }
+                    Err(e) => {
+                        self.lost(&e);
+                        tracing::warn!(claim = %claim, error = %e, "request waits: cannot decide it now");
+                    }
+                }
+            }
+            if !progress {
+                return decided;
+            }
+        }
+    }
+
+    /// Decide one claimed file: record its outcome, then move it.
+    fn decide_file(&mut self, claim: &str) -> Result<(), DbError> {
+        let file = self
+            .spool
+            .read_claimed(claim)
+            .map_err(|e| DbError::Data(e.to_string()))?;
+        self.ensure_connected()?;
+        let recorded = {
+            let c = self.conn.as_mut().ok_or_else(not_connected)?;
+            Store::new(&mut c.db).request(&file.key)?
+        };
+        let record = match recorded {
+            Some(r) => r,
+            None => {
+                let record = self.evaluate(&file)?;
+                if let Some(id) = &record.backfill_id {
+                    tracing::info!(request = %file.file_name, uid = record.uid, user = ?record.username, backfill = %id, "request accepted");
+                    failpoint::hang_if_armed(failpoint::AFTER_ACCEPT);
+                } else {
+                    tracing::info!(request = %file.file_name, uid = record.uid, user = ?record.username, code = ?record.reason_code, reason = ?record.reason, "request rejected");
+                }
+                record
+            }
+        };
+        let to = if record.outcome == "accepted" {
+            Disposition::Accepted
+        } else {
+            Disposition::Rejected
+        };
+        let receipt = serde_json::to_value(&record).map_err(|e| DbError::Data(e.to_string()))?;
+        self.spool
+            .finish(&file.claim_name, to, &receipt)
+            .map_err(|e| DbError::Data(e.to_string()))?;
+        if let Some(id) = record.backfill_id {
+            self.reconcile_id(&id);
+        }
+        Ok(())
+    }
+
+    /// Validate a new file and record the outcome (accepting creates the backfill atomically).
+    fn evaluate(&mut self, file: &ClaimedFile) -> Result<RequestRecord, DbError> {
+        let (uid, verdict) = match &file.content {
+            Err((uid, rejection)) => (*uid, Err(rejection.clone())),
+            Ok(content) => (
+                Some(content.uid),
+                self.validate(content.uid, &content.bytes)?,
+            ),
+        };
+        let username = uid.and_then(spool::user_name);
+        let mut record = RequestRecord {
+            request_key: file.key.clone(),
+            file_name: file.file_name.clone(),
+            uid: uid.unwrap_or(u32::MAX),
+            username: username.clone(),
+            host: self.host.clone(),
+            received_at: store::stored_ts(Utc::now()),
+            outcome: "rejected".into(),
+            backfill_id: None,
+            reason_code: None,
+            reason: None,
+        };
+        let c = self.conn.as_mut().ok_or_else(not_connected)?;
+        match verdict {
+            Err(rejection) => {
+                record.reason_code = Some(rejection.code);
+                record.reason = Some(rejection.message);
+                Store::new(&mut c.db).record_request(&record)?;
+            }
+            Ok(new) => {
+                let host = self.host.clone();
+                let id = c.db.transaction(|db| {
+                    let mut s = Store::new(db);
+                    if let Some(existing) = s.request(&file.key)? {
+                        return Ok::<_, DbError>(existing.backfill_id);
+                    }
+                    let id = free_id(&mut s, &new.dag_id)?;
+                    s.insert_backfill(&id, &new, &host, &file.key, Utc::now())?;
+                    let mut accepted = record.clone();
+                    accepted.outcome = "accepted".into();
+                    accepted.backfill_id = Some(id.clone());
+                    s.record_request(&accepted)?;
+                    Ok(Some(id))
+                })?;
+                record.outcome = "accepted".into();
+                record.backfill_id = id;
+            }
+        }
+        Ok(record)
+    }
+
+    /// Every check of a request. `Ok(Err(_))` is a rejection; `Err(_)` a DB problem.
+    fn validate(
+        &mut self,
+        uid: u32,
+        bytes: &[u8],
+    ) -> Result<Result<NewBackfill, Rejection>, DbError> {
+        let Some(user) = spool::user_name(uid) else {
+            return Ok(Err(Rejection::new(
+                ReasonCode::UnknownUser,
+                format!("uid {uid} has no user name on this host"),
+            )));
+        };
+        let req = match request::parse(bytes, self.config.limits.max_active_runs) {
+            Ok(r) => r,
+            Err(r) => return Ok(Err(r)),
+        };
+        let limit = self.config.limits.max_dates_per_request;
+        let c = self.conn.as_mut().ok_or_else(not_connected)?;
+        let mut af = Airflow::new(&mut c.db, &c.schema);
+        let Some(dag) = af.dag(&req.dag_id)? else {
+            return Ok(Err(Rejection::new(
+                ReasonCode::UnknownDag,
+                format!("Airflow has no DAG with id {:?}", req.dag_id),
+            )));
+        };
+        if !dag.is_active {
+            return Ok(Err(Rejection::new(
+                ReasonCode::DagDeleted,
+                format!("DAG {:?} is no longer active in Airflow (its file was removed or it failed to parse)", req.dag_id),
+            )));
+        }
+        let not_serialized = || {
+            Rejection::new(
+                ReasonCode::DagNotSerialized,
+                format!("Airflow has not stored DAG {:?} and its source yet; try again after the next parse", req.dag_id),
+            )
+        };
+        let (Some(fileloc), Some(timetable)) =
+            (dag.fileloc.clone(), af.serialized_timetable(&req.dag_id)?)
+        else {
+            return Ok(Err(not_serialized()));
+        };
+        let Some(origin_code) = af.source_code(&req.dag_id, &fileloc)? else {
+            return Ok(Err(not_serialized()));
+        };
+        let dates = match Timetable::from_serialized(&timetable)
+            .and_then(|t| t.logical_dates(req.start, req.end, limit))
+        {
+            Ok(d) => d,
+            Err(ScheduleError::TooMany { limit }) => {
+                return Ok(Err(Rejection::new(
+                    ReasonCode::TooManyDates,
+                    format!(
+                    "the range has more than {limit} logical dates; split it into several requests"
+                ),
+                )))
+            }
+            Err(e) => {
+                return Ok(Err(Rejection::new(
+                    ReasonCode::UnsupportedSchedule,
+                    format!("DAG {:?}: {e}", req.dag_id),
+                )))
+            }
+        };
+        if dates.is_empty() {
+            return Ok(Err(Rejection::new(
+                ReasonCode::NoLogicalDates,
+                format!(
+                    "no logical date of DAG {:?} falls between {} and {}",
+                    req.dag_id,
+                    fmt_ts(req.start),
+                    fmt_ts(req.end)
+                ),
+            )));
+        }
+        if !req.ignore_overlap {
+            let overlapping = Store::new(&mut c.db).overlapping(&req.dag_id, req.start, req.end)?;
+            if !overlapping.is_empty() {
+                return Ok(Err(Rejection::new(
+                    ReasonCode::Overlap,
+                    format!(
+                        "the range overlaps active backfill(s) of {:?}: {}; set ignore_overlap = true to run anyway",
+                        req.dag_id,
+                        overlapping.join(", ")
+                    ),
+                )));
+            }
+        }
+        Ok(Ok(new_backfill(
+            req,
+            dates,
+            fileloc,
+            origin_code,
+            user,
+            uid,
+        )))
+    }
+
+    /// Reconcile every unfinished backfill.
+    pub fn reconcile(&mut self) {
+        if self.ensure_connected().is_err() {
+            return;
+        }
+        let rows = match self
+            .conn
+            .as_mut()
+            .map(|c| Store::new(&mut c.db).unfinished())
+        {
+            Some(Ok(rows)) => rows,
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "cannot list backfills to reconcile");
+                self.lost(&e);
+                return;
+            }
+            None => return,
+        };
+        for row in rows {
+            if let Err(e) = self.reconcile_row(&row) {
+                tracing::warn!(backfill = %row.id, error = %e, "reconcile failed; retrying next pass");
+                self.lost(&e);
+                if self.conn.is_none() {
+                    return;
+                }
+            }
+        }
+    }
+
+    fn reconcile_id(&mut self, id: &str) {
+        let row = match self
+            .conn
+            .as_mut()
+            .map(|c| Store::new(&mut c.db).backfill(id))
+        {
+            Some(Ok(Some(row))) => row,
+            Some(Err(e)) => {
+                self.lost(&e);
+                return;
+            }
+            _ => return,
+        };
+        if let Err(e) = self.reconcile_row(&row) {
+            tracing::warn!(backfill = %id, error = %e, "reconcile failed; retrying next pass");
+            self.lost(&e);
+        }
+    }
+
+    fn copy_dir(&self) -> PathBuf {
+        self.airflow.dags_folder.join(dagcopy::COPY_SUBDIR)
+    }
+
+    /// Write the copy if it is missing, then apply the reconcile rule.
+    fn reconcile_row(&mut self, row: &BackfillRow) -> Result<(), DbError> {
+        let dir = self.copy_dir();
+        let name = dagcopy::file_name(&row.id);
+        let path = dir.join(&name);
+        let path_text = path.to_string_lossy().into_owned();
+        let now = Utc::now();
+        let c = self.conn.as_mut().ok_or_else(not_connected)?;
+        let mut written_at = row.copy_written_at;
+        if row.state == BackfillState::Submitted && (written_at.is_none() || !path.exists()) {
+            let spec = CopySpec {
+                backfill_id: row.id.clone(),
+                origin_dag_id: row.dag_id.clone(),
+                start: row.start,
+                end: row.end,
+                max_active_runs: row.max_active_runs,
+                params: row.params.clone(),
+                description: row.description.clone(),
+            };
+            let source = dagcopy::render(&row.origin_code, &spec);
+            match dagcopy::write_atomically(&dir, &name, source.as_bytes()) {
+                Ok(_) => {
+                    Store::new(&mut c.db).mark_copy_written(&row.id, &path_text, now)?;
+                    written_at = Some(now);
+                    let fast = Airflow::new(&mut c.db, &c.schema).request_parse(&path_text)?;
+                    tracing::info!(backfill = %row.id, path = %path_text, parse_requested = fast, "DAG copy written");
+                }
+                Err(e) => {
+                    tracing::error!(backfill = %row.id, error = %e, "cannot write the DAG copy; retrying next pass");
+                    return Ok(());
+                }
+            }
+        }
+        let mut af = Airflow::new(&mut c.db, &c.schema);
+        let obs = Observation {
+            registered: af.dag(&row.id)?.map(|d| d.is_paused),
+            import_error: af.import_error(&path_text)?,
+            runs: af.runs(&row.id)?,
+        };
+        let age = written_at
+            .map(|t| now - t)
+            .unwrap_or_else(chrono::Duration::zero);
+        let timeout = chrono::Duration::seconds(
+            i64::try_from(self.config.reconcile.register_timeout_secs).unwrap_or(i64::MAX / 1000),
+        );
+        let d = reconcile::decide(row.state, &row.logical_dates, &obs, age, timeout);
+        let unchanged = d.state == row.state
+            && d.reason == row.state_reason
+            && d.progress == row.progress
+            && d.run_start == row.run_start
+            && d.run_end == row.run_end;
+        if !unchanged {
+            Store::new(&mut c.db).apply(&row.id, &d, now)?;
+            if d.state != row.state {
+                tracing::info!(backfill = %row.id, from = %row.state, to = %d.state, reason = ?d.reason, "state change");
+            }
+        }
+        Ok(())
+    }
+
+    /// Answer a control request.
+    pub fn query(&mut self, uid: u32, request: ControlRequest) -> ControlResponse {
+        match self.try_query(uid, request) {
+            Ok(r) => r,
+            Err(e) => {
+                self.lost(&e);
+                ControlResponse::Error {
+                    message: e.to_string(),
+                }
+            }
+        }
+    }
+
+    fn try_query(&mut self, uid: u32, request: ControlRequest) -> Result<ControlResponse, DbError> {
+        if let ControlRequest::Outcome { file_name } = &request {
+            // Decide anything waiting first, so a fresh submit gets its answer at once.
+            if !spool::valid_file_name(file_name) {
+                return Ok(ControlResponse::Error {
+                    message: format!("{file_name:?} is not a valid request file name"),
+                });
+            }
+            self.scan();
+        }
+        self.ensure_connected()?;
+        let c = self.conn.as_mut().ok_or_else(not_connected)?;
+        let mut s = Store::new(&mut c.db);
+        Ok(match request {
+            ControlRequest::List => ControlResponse::Backfills {
+                backfills: s.backfills()?.iter().map(BackfillView::from).collect(),
+            },
+            ControlRequest::Status { id } => match s.backfill(&id)? {
+                Some(b) => ControlResponse::Backfill {
+                    backfill: BackfillView::from(&b),
+                },
+                None => ControlResponse::Error {
+                    message: format!("no backfill with id {id:?}"),
+                },
+            },
+            ControlRequest::Outcome { file_name } => match s.outcome(uid, &file_name)? {
+                Some(r) => ControlResponse::Decided { request: r },
+                None => ControlResponse::Pending,
+            },
+        })
+    }
+}
+
+fn not_connected() -> DbError {
+    DbError::Connect {
+        url: String::new(),
+        message: "not connected".into(),
+    }
+}
+
+/// `<dag_id>_backfill_<UTC YYYYmmdd_HHMMSS>`, with `_2`, `_3`, ... when taken.
+fn free_id(s: &mut Store<'_>, dag_id: &str) -> Result<String, DbError> {
+    let base = format!("{dag_id}_backfill_{}", Utc::now().format("%Y%m%d_%H%M%S"));
+    if !s.id_taken(&base)? {
+        return Ok(base);
+    }
+    for n in 2..100 {
+        let id = format!("{base}_{n}");
+        if !s.id_taken(&id)? {
+            return Ok(id);
+        }
+    }
+    Err(DbError::Data(format!(
+        "no free backfill id for {dag_id} this second"
+    )))
+}
+
+fn new_backfill(
+    req: Request,
+    dates: Vec<chrono::DateTime<Utc>>,
+    origin_fileloc: String,
+    origin_code: String,
+    user: String,
+    uid: u32,
+) -> NewBackfill {
+    NewBackfill {
+        dag_id: req.dag_id,
+        start: req.start,
+        end: req.end,
+        logical_dates: dates,
+        description: req.description,
+        params: req.params,
+        max_active_runs: req.max_active_runs,
+        ignore_overlap: req.ignore_overlap,
+        origin_fileloc,
+        origin_code,
+        submitted_by: user,
+        submitted_uid: uid,
+    }
+}

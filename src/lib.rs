@@ -1,0 +1,20 @@
+//! backfilld: managed, restart-proof backfills for Apache Airflow.
+//!
+//! The crate is one library with two thin binaries (`backfilld`, `backfillctl`). See
+//! `ARCHITECTURE.md` for the code map, the request flow and the invariants.
+#![deny(clippy::unwrap_used)]
+
+pub mod config;
+pub mod control;
+pub mod ctl;
+pub mod daemon;
+pub mod dagcopy;
+pub mod dburl;
+pub mod engine;
+pub mod failpoint;
+pub mod metadb;
+pub mod reconcile;
+pub mod request;
+pub mod schedule;
+pub mod spool;
+pub mod state;

@@ -1,0 +1,400 @@
+//! Access to Airflow's metadata DB through diesel: one connection type over SQLite, PostgreSQL
+//! and MySQL, with every dialect difference kept in this module.
+//!
+//! Queries are plain SQL with `?` placeholders and typed [`Arg`]s; [`Dialect`] renders the few
+//! expressions that differ (timestamps, booleans, long text). Timestamps are read as text and
+//! parsed here, so no backend-specific time type leaks out.
+//!
+//! Submodules: [`airflow`] reads (and, in a few reviewed places, writes) Airflow's own tables;
+//! [`store`] owns backfilld's tables and their migrations.
+
+pub mod airflow;
+pub mod store;
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use diesel::connection::SimpleConnection;
+use diesel::mysql::{Mysql, MysqlConnection};
+use diesel::pg::{Pg, PgConnection};
+use diesel::query_builder::BoxedSqlQuery;
+use diesel::query_builder::SqlQuery;
+use diesel::sql_types::{BigInt, Nullable, Text};
+use diesel::sqlite::{Sqlite, SqliteConnection};
+use diesel::{Connection, QueryableByName, RunQueryDsl};
+
+use crate::dburl::{Backend, DbUrl};
+
+/// Errors talking to the metadata DB.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The DB could not be reached or opened.
+    #[error("cannot connect to the metadata DB {url}: {message}")]
+    Connect {
+        /// Where (password redacted).
+        url: String,
+        /// Why.
+        message: String,
+    },
+    /// A statement failed.
+    #[error("metadata DB query failed: {0}")]
+    Query(#[from] diesel::result::Error),
+    /// A value read from the DB is not what Airflow or backfilld writes there.
+    #[error("unexpected value in the metadata DB: {0}")]
+    Data(String),
+    /// The DB schema is not one backfilld knows.
+    #[error("{0}")]
+    Schema(String),
+}
+
+impl DbError {
+    /// Whether the error means the connection is gone and should be re-established.
+    pub fn is_connection_lost(&self) -> bool {
+        match self {
+            DbError::Connect { .. } => true,
+            DbError::Query(diesel::result::Error::DatabaseError(kind, info)) => {
+                matches!(kind, diesel::result::DatabaseErrorKind::ClosedConnection)
+                    || info.message().contains("server closed the connection")
+                    || info.message().contains("gone away")
+                    || info.message().contains("Lost connection")
+                    || info.message().contains("terminating connection")
+            }
+            DbError::Query(diesel::result::Error::BrokenTransactionManager) => true,
+            _ => false,
+        }
+    }
+
+    /// Whether the error is a unique-key violation (a concurrent insert won).
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(
+            self,
+            DbError::Query(diesel::result::Error::DatabaseError(
+                diesel::result::DatabaseErrorKind::UniqueViolation,
+                _
+            ))
+        )
+    }
+}
+
+/// A bind value.
+#[derive(Debug, Clone)]
+pub enum Arg {
+    /// Text.
+    Text(String),
+    /// Nullable text.
+    OptText(Option<String>),
+    /// A 64-bit integer.
+    Int(i64),
+    /// A nullable 64-bit integer.
+    OptInt(Option<i64>),
+}
+
+/// SQL fragments that differ between backends.
+#[derive(Debug, Clone, Copy)]
+pub struct Dialect(pub Backend);
+
+impl Dialect {
+    /// An expression giving a timestamp column as text `YYYY-MM-DD HH:MM:SS[.ffffff]` in UTC.
+    pub fn ts_text(self, col: &str) -> String {
+        match self.0 {
+            Backend::Sqlite => format!("CAST({col} AS TEXT)"),
+            Backend::Postgres => {
+                format!("to_char({col} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')")
+            }
+            Backend::Mysql => format!("DATE_FORMAT({col}, '%Y-%m-%d %H:%i:%s.%f')"),
+        }
+    }
+
+    /// An expression giving a boolean column as 0/1 (NULL as 0).
+    pub fn bool_int(self, col: &str) -> String {
+        match self.0 {
+            Backend::Postgres => format!("CASE WHEN {col} THEN 1 ELSE 0 END"),
+            Backend::Sqlite | Backend::Mysql => format!("CASE WHEN {col} = 1 THEN 1 ELSE 0 END"),
+        }
+    }
+
+    /// An expression giving a JSON/text column as text.
+    pub fn text(self, col: &str) -> String {
+        match self.0 {
+            Backend::Sqlite => format!("CAST({col} AS TEXT)"),
+            Backend::Postgres => format!("CAST({col} AS TEXT)"),
+            Backend::Mysql => format!("CAST({col} AS CHAR)"),
+        }
+    }
+
+    /// Column type for unbounded text (MySQL's TEXT stops at 64 KiB).
+    pub fn long_text(self) -> &'static str {
+        match self.0 {
+            Backend::Mysql => "LONGTEXT",
+            Backend::Sqlite | Backend::Postgres => "TEXT",
+        }
+    }
+
+    /// Auto-incrementing integer primary key column definition.
+    pub fn serial_pk(self) -> &'static str {
+        match self.0 {
+            Backend::Sqlite => "INTEGER PRIMARY KEY AUTOINCREMENT",
+            Backend::Postgres => "BIGSERIAL PRIMARY KEY",
+            Backend::Mysql => "BIGINT AUTO_INCREMENT PRIMARY KEY",
+        }
+    }
+
+    /// Statement that opens a write transaction.
+    fn begin(self) -> &'static str {
+        match self.0 {
+            Backend::Sqlite => "BEGIN IMMEDIATE",
+            Backend::Postgres | Backend::Mysql => "BEGIN",
+        }
+    }
+}
+
+enum Conn {
+    Sqlite(SqliteConnection),
+    Postgres(PgConnection),
+    Mysql(MysqlConnection),
+}
+
+/// One open connection to the metadata DB.
+pub struct MetaDb {
+    conn: Conn,
+    dialect: Dialect,
+}
+
+/// How long a SQLite statement waits for Airflow's lock before failing.
+const SQLITE_BUSY_TIMEOUT_MS: u32 = 10_000;
+
+impl MetaDb {
+    /// Connect. A SQLite file must already exist: it is opened read-write, never created.
+    pub fn connect(url: &DbUrl) -> Result<MetaDb, DbError> {
+        let fail = |message: String| DbError::Connect {
+            url: url.to_string(),
+            message,
+        };
+        let conn = match url {
+            DbUrl::Sqlite(path) => {
+                if !path.is_file() {
+                    return Err(fail(
+                        "no such SQLite file (backfilld never creates one)".into(),
+                    ));
+                }
+                let mut encoded = String::from("file:");
+                for c in path.to_string_lossy().chars() {
+                    match c {
+                        '%' => encoded.push_str("%25"),
+                        '?' => encoded.push_str("%3f"),
+                        '#' => encoded.push_str("%23"),
+                        c => encoded.push(c),
+                    }
+                }
+                encoded.push_str("?mode=rw");
+                let mut c =
+                    SqliteConnection::establish(&encoded).map_err(|e| fail(e.to_string()))?;
+                c.batch_execute(&format!("PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS};"))
+                    .map_err(|e| fail(e.to_string()))?;
+                Conn::Sqlite(c)
+            }
+            DbUrl::Postgres(u) => {
+                let mut c = PgConnection::establish(u).map_err(|e| fail(e.to_string()))?;
+                c.batch_execute("SET TIME ZONE 'UTC'")
+                    .map_err(|e| fail(e.to_string()))?;
+                Conn::Postgres(c)
+            }
+            DbUrl::Mysql(u) => {
+                let mut c = MysqlConnection::establish(u).map_err(|e| fail(e.to_string()))?;
+                c.batch_execute("SET time_zone = '+00:00'")
+                    .map_err(|e| fail(e.to_string()))?;
+                Conn::Mysql(c)
+            }
+        };
+        Ok(MetaDb {
+            conn,
+            dialect: Dialect(url.backend()),
+        })
+    }
+
+    /// The SQL dialect of this connection.
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// Run a query and load its rows.
+    pub fn load<T>(&mut self, sql: &str, args: &[Arg]) -> Result<Vec<T>, DbError>
+    where
+        T: QueryableByName<Sqlite> + QueryableByName<Pg> + QueryableByName<Mysql> + 'static,
+    {
+        Ok(match &mut self.conn {
+            Conn::Sqlite(c) => {
+                bind_all(diesel::sql_query(sql).into_boxed::<Sqlite>(), args).load(c)?
+            }
+            Conn::Postgres(c) => {
+                bind_all(diesel::sql_query(numbered(sql)).into_boxed::<Pg>(), args).load(c)?
+            }
+            Conn::Mysql(c) => {
+                bind_all(diesel::sql_query(sql).into_boxed::<Mysql>(), args).load(c)?
+            }
+        })
+    }
+
+    /// Run a statement; returns the number of rows it touched.
+    pub fn execute(&mut self, sql: &str, args: &[Arg]) -> Result<usize, DbError> {
+        Ok(match &mut self.conn {
+            Conn::Sqlite(c) => {
+                bind_all(diesel::sql_query(sql).into_boxed::<Sqlite>(), args).execute(c)?
+            }
+            Conn::Postgres(c) => {
+                bind_all(diesel::sql_query(numbered(sql)).into_boxed::<Pg>(), args).execute(c)?
+            }
+            Conn::Mysql(c) => {
+                bind_all(diesel::sql_query(sql).into_boxed::<Mysql>(), args).execute(c)?
+            }
+        })
+    }
+
+    /// Run statements without binds (DDL).
+    pub fn batch(&mut self, sql: &str) -> Result<(), DbError> {
+        match &mut self.conn {
+            Conn::Sqlite(c) => c.batch_execute(sql)?,
+            Conn::Postgres(c) => c.batch_execute(sql)?,
+            Conn::Mysql(c) => c.batch_execute(sql)?,
+        }
+        Ok(())
+    }
+
+    /// Run `f` in a write transaction: committed when it returns `Ok`, rolled back otherwise.
+    pub fn transaction<T, E>(&mut self, f: impl FnOnce(&mut MetaDb) -> Result<T, E>) -> Result<T, E>
+    where
+        E: From<DbError>,
+    {
+        self.batch(self.dialect.begin())?;
+        match f(self) {
+            Ok(v) => {
+                self.batch("COMMIT")?;
+                Ok(v)
+            }
+            Err(e) => {
+                // The original error matters more than a failed rollback.
+                let _ = self.batch("ROLLBACK");
+                Err(e)
+            }
+        }
+    }
+
+    /// Column names of a table (empty when the table does not exist).
+    pub fn columns(&mut self, table: &str) -> Result<Vec<String>, DbError> {
+        let sql = match self.dialect.0 {
+            Backend::Sqlite => "SELECT name AS value FROM pragma_table_info(?)",
+            Backend::Postgres => {
+                "SELECT CAST(column_name AS TEXT) AS value FROM information_schema.columns \
+                 WHERE table_schema = current_schema() AND table_name = ?"
+            }
+            Backend::Mysql => {
+                "SELECT CAST(column_name AS CHAR) AS value FROM information_schema.columns \
+                 WHERE table_schema = DATABASE() AND table_name = ?"
+            }
+        };
+        let rows: Vec<TextRow> = self.load(sql, &[Arg::Text(table.to_owned())])?;
+        Ok(rows.into_iter().map(|r| r.value).collect())
+    }
+}
+
+/// Replace `?` placeholders by PostgreSQL's `$1, $2, ...` (our SQL never has `?` in literals).
+fn numbered(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len() + 8);
+    let mut n = 0;
+    for c in sql.chars() {
+        if c == '?' {
+            n += 1;
+            out.push('$');
+            out.push_str(&n.to_string());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn bind_all<'a, DB>(
+    mut q: BoxedSqlQuery<'a, DB, SqlQuery>,
+    args: &[Arg],
+) -> BoxedSqlQuery<'a, DB, SqlQuery>
+where
+    DB: diesel::backend::Backend
+        + diesel::sql_types::HasSqlType<Text>
+        + diesel::sql_types::HasSqlType<BigInt>,
+    String: diesel::serialize::ToSql<Text, DB>,
+    i64: diesel::serialize::ToSql<BigInt, DB>,
+    Option<String>: diesel::serialize::ToSql<Nullable<Text>, DB>,
+    Option<i64>: diesel::serialize::ToSql<Nullable<BigInt>, DB>,
+{
+    for a in args {
+        q = match a.clone() {
+            Arg::Text(s) => q.bind::<Text, _>(s),
+            Arg::OptText(s) => q.bind::<Nullable<Text>, _>(s),
+            Arg::Int(i) => q.bind::<BigInt, _>(i),
+            Arg::OptInt(i) => q.bind::<Nullable<BigInt>, _>(i),
+        };
+    }
+    q
+}
+
+/// A single text column named `value`.
+#[derive(QueryableByName, Debug)]
+pub struct TextRow {
+    /// The value.
+    #[diesel(sql_type = Text)]
+    pub value: String,
+}
+
+/// A single integer column named `value`.
+#[derive(QueryableByName, Debug)]
+pub struct IntRow {
+    /// The value.
+    #[diesel(sql_type = BigInt)]
+    pub value: i64,
+}
+
+/// Parse a timestamp read through [`Dialect::ts_text`] (or stored by backfilld) as UTC.
+pub fn parse_ts(s: &str) -> Result<DateTime<Utc>, DbError> {
+    let s = s.trim();
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    // SQLite keeps SQLAlchemy's naive-UTC text; some versions append an offset.
+    let core = s.trim_end_matches("+00:00");
+    for fmt in [
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S",
+    ] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(core, fmt) {
+            return Ok(t.and_utc());
+        }
+    }
+    Err(DbError::Data(format!("unparseable timestamp {s:?}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_numbered_for_postgres() {
+        assert_eq!(
+            numbered("a = ? AND b IN (?, ?)"),
+            "a = $1 AND b IN ($2, $3)"
+        );
+    }
+
+    #[test]
+    fn timestamps_from_every_backend_parse() {
+        for s in [
+            "2024-01-01 00:00:00.000000",
+            "2024-01-01 00:00:00",
+            "2024-01-01T00:00:00Z",
+            "2024-01-01 00:00:00.000000+00:00",
+            "2024-01-01T00:00:00+00:00",
+        ] {
+            let t = parse_ts(s).map(|t| t.to_rfc3339()).unwrap_or_default();
+            assert_eq!(t, "2024-01-01T00:00:00+00:00", "{s}");
+        }
+        assert!(parse_ts("yesterday").is_err());
+    }
+}

@@ -1,0 +1,615 @@
+//! backfilld's own tables in the metadata DB (all prefixed `backfilld_`), created and upgraded by
+//! versioned migrations that backfilld runs itself.
+//!
+//! Timestamps are stored as RFC 3339 UTC text of one fixed width, so they sort as text on every
+//! backend. `backfilld_request` has one row per request file ever ingested (its `request_key`
+//! is what makes ingest idempotent); `backfilld_backfill` one row per accepted backfill.
+
+use chrono::{DateTime, Utc};
+use diesel::sql_types::{BigInt, Nullable, Text};
+use diesel::QueryableByName;
+
+use super::{parse_ts, Arg, DbError, Dialect, IntRow, MetaDb, TextRow};
+use crate::reconcile::{Decision, Progress};
+use crate::request::{fmt_ts, ReasonCode};
+use crate::state::BackfillState;
+
+/// Schema version this build expects.
+pub const SCHEMA_VERSION: i64 = 1;
+
+fn migrations(d: Dialect) -> Vec<(i64, Vec<String>)> {
+    let long = d.long_text();
+    vec![(
+        1,
+        vec![
+            format!(
+                "CREATE TABLE IF NOT EXISTS backfilld_request (
+                request_key VARCHAR(64) NOT NULL PRIMARY KEY,
+                file_name VARCHAR(255) NOT NULL,
+                uid BIGINT NOT NULL,
+                username VARCHAR(255),
+                host VARCHAR(255) NOT NULL,
+                received_at VARCHAR(40) NOT NULL,
+                outcome VARCHAR(16) NOT NULL,
+                backfill_id VARCHAR(250),
+                reason_code VARCHAR(64),
+                reason {long})"
+            ),
+            "CREATE INDEX backfilld_request_owner ON backfilld_request (uid, file_name)".to_owned(),
+            format!(
+                "CREATE TABLE IF NOT EXISTS backfilld_backfill (
+                id VARCHAR(250) NOT NULL PRIMARY KEY,
+                dag_id VARCHAR(250) NOT NULL,
+                state VARCHAR(16) NOT NULL,
+                state_reason {long},
+                description {long},
+                start_date VARCHAR(40) NOT NULL,
+                end_date VARCHAR(40) NOT NULL,
+                logical_dates {long} NOT NULL,
+                params {long} NOT NULL,
+                max_active_runs BIGINT NOT NULL,
+                ignore_overlap BIGINT NOT NULL,
+                scheduled_at VARCHAR(40),
+                delete_at VARCHAR(40),
+                origin_fileloc VARCHAR(2000) NOT NULL,
+                origin_code {long} NOT NULL,
+                copy_path VARCHAR(2000),
+                copy_written_at VARCHAR(40),
+                submitted_by VARCHAR(255) NOT NULL,
+                submitted_uid BIGINT NOT NULL,
+                submitted_at VARCHAR(40) NOT NULL,
+                updated_at VARCHAR(40) NOT NULL,
+                deleted BIGINT NOT NULL,
+                run_start VARCHAR(40),
+                run_end VARCHAR(40),
+                dates_total BIGINT NOT NULL,
+                dates_succeeded BIGINT NOT NULL,
+                dates_failed BIGINT NOT NULL,
+                dates_running BIGINT NOT NULL,
+                dates_queued BIGINT NOT NULL,
+                host VARCHAR(255) NOT NULL,
+                request_key VARCHAR(64) NOT NULL)"
+            ),
+            "CREATE INDEX backfilld_backfill_dag ON backfilld_backfill (dag_id, state)".to_owned(),
+        ],
+    )]
+}
+
+/// Timestamps as stored: RFC 3339, UTC, microseconds, `Z`.
+pub fn stored_ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+/// Create or upgrade backfilld's tables. Safe when several agents start at once.
+pub fn migrate(db: &mut MetaDb) -> Result<i64, DbError> {
+    db.batch(
+        "CREATE TABLE IF NOT EXISTS backfilld_migration (version BIGINT NOT NULL PRIMARY KEY, applied_at VARCHAR(40) NOT NULL)",
+    )?;
+    let current = current_version(db)?;
+    if current > SCHEMA_VERSION {
+        return Err(DbError::Schema(format!(
+            "backfilld's tables are at version {current}, newer than this build ({SCHEMA_VERSION}): upgrade backfilld"
+        )));
+    }
+    for (version, statements) in migrations(db.dialect()) {
+        if version <= current_version(db)? {
+            continue;
+        }
+        for sql in statements {
+            if let Err(e) = db.batch(&sql) {
+                // Another agent may have applied the same migration a moment ago.
+                if current_version(db)? >= version {
+                    break;
+                }
+                let msg = e.to_string();
+                if !(msg.contains("already exists") || msg.contains("Duplicate key name")) {
+                    return Err(e);
+                }
+            }
+        }
+        match db.execute(
+            "INSERT INTO backfilld_migration (version, applied_at) VALUES (?, ?)",
+            &[Arg::Int(version), Arg::Text(stored_ts(Utc::now()))],
+        ) {
+            Ok(_) => tracing::info!(version, "applied backfilld schema migration"),
+            Err(e) if e.is_unique_violation() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    current_version(db)
+}
+
+fn current_version(db: &mut MetaDb) -> Result<i64, DbError> {
+    let rows: Vec<IntRow> = db.load(
+        "SELECT COALESCE(MAX(version), 0) AS value FROM backfilld_migration",
+        &[],
+    )?;
+    Ok(rows.first().map(|r| r.value).unwrap_or(0))
+}
+
+/// What became of a request file.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RequestRecord {
+    /// Durable identity of the file (see `spool`).
+    pub request_key: String,
+    /// The name the requester gave the file.
+    pub file_name: String,
+    /// The file owner's uid, from the kernel.
+    pub uid: u32,
+    /// The uid's user name, when it has one.
+    pub username: Option<String>,
+    /// The host whose spool received it.
+    pub host: String,
+    /// When it was ingested.
+    pub received_at: String,
+    /// `accepted` or `rejected`.
+    pub outcome: String,
+    /// The backfill it created.
+    pub backfill_id: Option<String>,
+    /// Why it was rejected (machine-readable).
+    pub reason_code: Option<ReasonCode>,
+    /// Why it was rejected (for people).
+    pub reason: Option<String>,
+}
+
+#[derive(QueryableByName)]
+struct RequestSql {
+    #[diesel(sql_type = Text)]
+    request_key: String,
+    #[diesel(sql_type = Text)]
+    file_name: String,
+    #[diesel(sql_type = BigInt)]
+    uid: i64,
+    #[diesel(sql_type = Nullable<Text>)]
+    username: Option<String>,
+    #[diesel(sql_type = Text)]
+    host: String,
+    #[diesel(sql_type = Text)]
+    received_at: String,
+    #[diesel(sql_type = Text)]
+    outcome: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    backfill_id: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    reason_code: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    reason: Option<String>,
+}
+
+impl From<RequestSql> for RequestRecord {
+    fn from(r: RequestSql) -> Self {
+        RequestRecord {
+            request_key: r.request_key,
+            file_name: r.file_name,
+            uid: u32::try_from(r.uid).unwrap_or(u32::MAX),
+            username: r.username,
+            host: r.host,
+            received_at: r.received_at,
+            outcome: r.outcome,
+            backfill_id: r.backfill_id,
+            reason_code: r
+                .reason_code
+                .and_then(|c| serde_json::from_value(serde_json::Value::String(c)).ok()),
+            reason: r.reason,
+        }
+    }
+}
+
+const REQUEST_COLS: &str =
+    "request_key, file_name, uid, username, host, received_at, outcome, backfill_id, reason_code, reason";
+
+/// A backfill as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackfillRow {
+    /// The backfill id, which is also the copy's DAG id.
+    pub id: String,
+    /// The origin DAG.
+    pub dag_id: String,
+    /// Current state.
+    pub state: BackfillState,
+    /// Why it is in that state, when that needs saying.
+    pub state_reason: Option<String>,
+    /// The requester's description.
+    pub description: Option<String>,
+    /// First logical date.
+    pub start: DateTime<Utc>,
+    /// Last logical date.
+    pub end: DateTime<Utc>,
+    /// Every logical date the backfill runs.
+    pub logical_dates: Vec<DateTime<Utc>>,
+    /// Param overrides.
+    pub params: serde_json::Map<String, serde_json::Value>,
+    /// Concurrent runs.
+    pub max_active_runs: u32,
+    /// Whether overlap was allowed.
+    pub ignore_overlap: bool,
+    /// The origin DAG's file.
+    pub origin_fileloc: String,
+    /// Origin source snapshot taken at accept time.
+    pub origin_code: String,
+    /// Where the copy was written.
+    pub copy_path: Option<String>,
+    /// When the copy was written.
+    pub copy_written_at: Option<DateTime<Utc>>,
+    /// Airflow user name of the requester.
+    pub submitted_by: String,
+    /// The requester's uid.
+    pub submitted_uid: u32,
+    /// When it was accepted.
+    pub submitted_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+    /// First run start.
+    pub run_start: Option<DateTime<Utc>>,
+    /// Last run end.
+    pub run_end: Option<DateTime<Utc>>,
+    /// Date counts (pending is derived).
+    pub progress: Progress,
+    /// Host that accepted it.
+    pub host: String,
+}
+
+#[derive(QueryableByName)]
+struct BackfillSql {
+    #[diesel(sql_type = Text)]
+    id: String,
+    #[diesel(sql_type = Text)]
+    dag_id: String,
+    #[diesel(sql_type = Text)]
+    state: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    state_reason: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    description: Option<String>,
+    #[diesel(sql_type = Text)]
+    start_date: String,
+    #[diesel(sql_type = Text)]
+    end_date: String,
+    #[diesel(sql_type = Text)]
+    logical_dates: String,
+    #[diesel(sql_type = Text)]
+    params: String,
+    #[diesel(sql_type = BigInt)]
+    max_active_runs: i64,
+    #[diesel(sql_type = BigInt)]
+    ignore_overlap: i64,
+    #[diesel(sql_type = Text)]
+    origin_fileloc: String,
+    #[diesel(sql_type = Text)]
+    origin_code: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    copy_path: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    copy_written_at: Option<String>,
+    #[diesel(sql_type = Text)]
+    submitted_by: String,
+    #[diesel(sql_type = BigInt)]
+    submitted_uid: i64,
+    #[diesel(sql_type = Text)]
+    submitted_at: String,
+    #[diesel(sql_type = Text)]
+    updated_at: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    run_start: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    run_end: Option<String>,
+    #[diesel(sql_type = BigInt)]
+    dates_total: i64,
+    #[diesel(sql_type = BigInt)]
+    dates_succeeded: i64,
+    #[diesel(sql_type = BigInt)]
+    dates_failed: i64,
+    #[diesel(sql_type = BigInt)]
+    dates_running: i64,
+    #[diesel(sql_type = BigInt)]
+    dates_queued: i64,
+    #[diesel(sql_type = Text)]
+    host: String,
+}
+
+const BACKFILL_COLS: &str = "id, dag_id, state, state_reason, description, start_date, end_date, \
+    logical_dates, params, max_active_runs, ignore_overlap, origin_fileloc, origin_code, copy_path, \
+    copy_written_at, submitted_by, submitted_uid, submitted_at, updated_at, run_start, run_end, \
+    dates_total, dates_succeeded, dates_failed, dates_running, dates_queued, host";
+
+fn count(n: i64) -> u32 {
+    u32::try_from(n).unwrap_or(0)
+}
+
+impl TryFrom<BackfillSql> for BackfillRow {
+    type Error = DbError;
+
+    fn try_from(r: BackfillSql) -> Result<Self, DbError> {
+        let opt = |s: Option<String>| s.as_deref().map(parse_ts).transpose();
+        let dates: Vec<String> = serde_json::from_str(&r.logical_dates)
+            .map_err(|e| DbError::Data(format!("backfill {}: logical_dates: {e}", r.id)))?;
+        let logical_dates = dates
+            .iter()
+            .map(|d| parse_ts(d))
+            .collect::<Result<Vec<_>, _>>()?;
+        let params = match serde_json::from_str(&r.params) {
+            Ok(serde_json::Value::Object(m)) => m,
+            _ => {
+                return Err(DbError::Data(format!(
+                    "backfill {}: params is not a JSON object",
+                    r.id
+                )))
+            }
+        };
+        let state = BackfillState::parse(&r.state).ok_or_else(|| {
+            DbError::Data(format!("backfill {}: unknown state {:?}", r.id, r.state))
+        })?;
+        let total = count(r.dates_total);
+        let (succeeded, failed, running, queued) = (
+            count(r.dates_succeeded),
+            count(r.dates_failed),
+            count(r.dates_running),
+            count(r.dates_queued),
+        );
+        Ok(BackfillRow {
+            state,
+            state_reason: r.state_reason,
+            description: r.description,
+            start: parse_ts(&r.start_date)?,
+            end: parse_ts(&r.end_date)?,
+            logical_dates,
+            params,
+            max_active_runs: count(r.max_active_runs),
+            ignore_overlap: r.ignore_overlap != 0,
+            origin_fileloc: r.origin_fileloc,
+            origin_code: r.origin_code,
+            copy_path: r.copy_path,
+            copy_written_at: opt(r.copy_written_at)?,
+            submitted_by: r.submitted_by,
+            submitted_uid: count(r.submitted_uid),
+            submitted_at: parse_ts(&r.submitted_at)?,
+            updated_at: parse_ts(&r.updated_at)?,
+            run_start: opt(r.run_start)?,
+            run_end: opt(r.run_end)?,
+            progress: Progress {
+                total,
+                succeeded,
+                failed,
+                running,
+                queued,
+                pending: total.saturating_sub(succeeded + failed + running + queued),
+            },
+            host: r.host,
+            dag_id: r.dag_id,
+            id: r.id,
+        })
+    }
+}
+
+/// A backfill about to be accepted.
+#[derive(Debug, Clone)]
+pub struct NewBackfill {
+    /// The origin DAG.
+    pub dag_id: String,
+    /// Requested range.
+    pub start: DateTime<Utc>,
+    /// Requested range.
+    pub end: DateTime<Utc>,
+    /// Dates computed from the timetable.
+    pub logical_dates: Vec<DateTime<Utc>>,
+    /// Description.
+    pub description: Option<String>,
+    /// Param overrides.
+    pub params: serde_json::Map<String, serde_json::Value>,
+    /// Concurrent runs.
+    pub max_active_runs: u32,
+    /// Overlap allowed.
+    pub ignore_overlap: bool,
+    /// Origin file.
+    pub origin_fileloc: String,
+    /// Origin source snapshot.
+    pub origin_code: String,
+    /// Requester's Airflow user name.
+    pub submitted_by: String,
+    /// Requester's uid.
+    pub submitted_uid: u32,
+}
+
+/// Typed access to backfilld's tables.
+pub struct Store<'a> {
+    db: &'a mut MetaDb,
+}
+
+impl<'a> Store<'a> {
+    /// Wrap a migrated connection.
+    pub fn new(db: &'a mut MetaDb) -> Store<'a> {
+        Store { db }
+    }
+
+    /// The record of a request file, by its durable key.
+    pub fn request(&mut self, key: &str) -> Result<Option<RequestRecord>, DbError> {
+        let rows: Vec<RequestSql> = self.db.load(
+            &format!("SELECT {REQUEST_COLS} FROM backfilld_request WHERE request_key = ?"),
+            &[Arg::Text(key.to_owned())],
+        )?;
+        Ok(rows.into_iter().next().map(Into::into))
+    }
+
+    /// The newest record of a file `uid` dropped under `file_name`.
+    pub fn outcome(&mut self, uid: u32, file_name: &str) -> Result<Option<RequestRecord>, DbError> {
+        let rows: Vec<RequestSql> = self.db.load(
+            &format!(
+                "SELECT {REQUEST_COLS} FROM backfilld_request WHERE uid = ? AND file_name = ? ORDER BY received_at DESC"
+            ),
+            &[Arg::Int(i64::from(uid)), Arg::Text(file_name.to_owned())],
+        )?;
+        Ok(rows.into_iter().next().map(Into::into))
+    }
+
+    /// Record a request. A record with the same key already present is left as it is.
+    pub fn record_request(&mut self, r: &RequestRecord) -> Result<(), DbError> {
+        let code = r
+            .reason_code
+            .and_then(|c| serde_json::to_value(c).ok())
+            .and_then(|v| v.as_str().map(str::to_owned));
+        let res = self.db.execute(
+            &format!("INSERT INTO backfilld_request ({REQUEST_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+            &[
+                Arg::Text(r.request_key.clone()),
+                Arg::Text(r.file_name.clone()),
+                Arg::Int(i64::from(r.uid)),
+                Arg::OptText(r.username.clone()),
+                Arg::Text(r.host.clone()),
+                Arg::Text(r.received_at.clone()),
+                Arg::Text(r.outcome.clone()),
+                Arg::OptText(r.backfill_id.clone()),
+                Arg::OptText(code),
+                Arg::OptText(r.reason.clone()),
+            ],
+        );
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_unique_violation() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether a backfill id is taken.
+    pub fn id_taken(&mut self, id: &str) -> Result<bool, DbError> {
+        let rows: Vec<IntRow> = self.db.load(
+            "SELECT COUNT(*) AS value FROM backfilld_backfill WHERE id = ?",
+            &[Arg::Text(id.to_owned())],
+        )?;
+        Ok(rows.first().map(|r| r.value > 0).unwrap_or(false))
+    }
+
+    /// Insert an accepted backfill under `id` (state `submitted`).
+    pub fn insert_backfill(
+        &mut self,
+        id: &str,
+        b: &NewBackfill,
+        host: &str,
+        request_key: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), DbError> {
+        let dates: Vec<String> = b.logical_dates.iter().map(|d| fmt_ts(*d)).collect();
+        let dates = serde_json::to_string(&dates).map_err(|e| DbError::Data(e.to_string()))?;
+        let params = serde_json::to_string(&b.params).map_err(|e| DbError::Data(e.to_string()))?;
+        let now = stored_ts(now);
+        self.db.execute(
+            "INSERT INTO backfilld_backfill (id, dag_id, state, description, start_date, end_date, \
+             logical_dates, params, max_active_runs, ignore_overlap, origin_fileloc, origin_code, \
+             submitted_by, submitted_uid, submitted_at, updated_at, deleted, dates_total, \
+             dates_succeeded, dates_failed, dates_running, dates_queued, host, request_key) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, 0, 0, 0, 0, ?, ?)",
+            &[
+                Arg::Text(id.to_owned()),
+                Arg::Text(b.dag_id.clone()),
+                Arg::Text(BackfillState::Submitted.as_str().to_owned()),
+                Arg::OptText(b.description.clone()),
+                Arg::Text(stored_ts(b.start)),
+                Arg::Text(stored_ts(b.end)),
+                Arg::Text(dates),
+                Arg::Text(params),
+                Arg::Int(i64::from(b.max_active_runs)),
+                Arg::Int(i64::from(b.ignore_overlap)),
+                Arg::Text(b.origin_fileloc.clone()),
+                Arg::Text(b.origin_code.clone()),
+                Arg::Text(b.submitted_by.clone()),
+                Arg::Int(i64::from(b.submitted_uid)),
+                Arg::Text(now.clone()),
+                Arg::Text(now),
+                Arg::Int(i64::try_from(b.logical_dates.len()).unwrap_or(i64::MAX)),
+                Arg::Text(host.to_owned()),
+                Arg::Text(request_key.to_owned()),
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Ids of unfinished backfills of `dag_id` whose range overlaps `start..=end`.
+    pub fn overlapping(
+        &mut self,
+        dag_id: &str,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<Vec<String>, DbError> {
+        let rows: Vec<TextRow> = self.db.load(
+            "SELECT id AS value FROM backfilld_backfill WHERE dag_id = ? AND deleted = 0 \
+             AND state NOT IN ('success', 'failed', 'cancelled') AND start_date <= ? AND end_date >= ? ORDER BY id",
+            &[
+                Arg::Text(dag_id.to_owned()),
+                Arg::Text(stored_ts(end)),
+                Arg::Text(stored_ts(start)),
+            ],
+        )?;
+        Ok(rows.into_iter().map(|r| r.value).collect())
+    }
+
+    /// One backfill.
+    pub fn backfill(&mut self, id: &str) -> Result<Option<BackfillRow>, DbError> {
+        let rows: Vec<BackfillSql> = self.db.load(
+            &format!("SELECT {BACKFILL_COLS} FROM backfilld_backfill WHERE id = ? AND deleted = 0"),
+            &[Arg::Text(id.to_owned())],
+        )?;
+        rows.into_iter().next().map(TryInto::try_into).transpose()
+    }
+
+    /// Every backfill not deleted, newest first.
+    pub fn backfills(&mut self) -> Result<Vec<BackfillRow>, DbError> {
+        let rows: Vec<BackfillSql> = self.db.load(
+            &format!("SELECT {BACKFILL_COLS} FROM backfilld_backfill WHERE deleted = 0 ORDER BY submitted_at DESC, id DESC"),
+            &[],
+        )?;
+        rows.into_iter().map(TryInto::try_into).collect()
+    }
+
+    /// Every unfinished backfill, oldest first.
+    pub fn unfinished(&mut self) -> Result<Vec<BackfillRow>, DbError> {
+        let rows: Vec<BackfillSql> = self.db.load(
+            &format!(
+                "SELECT {BACKFILL_COLS} FROM backfilld_backfill WHERE deleted = 0 \
+                 AND state NOT IN ('success', 'failed', 'cancelled') ORDER BY submitted_at, id"
+            ),
+            &[],
+        )?;
+        rows.into_iter().map(TryInto::try_into).collect()
+    }
+
+    /// Record that the copy was written.
+    pub fn mark_copy_written(
+        &mut self,
+        id: &str,
+        path: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), DbError> {
+        self.db.execute(
+            "UPDATE backfilld_backfill SET copy_path = ?, copy_written_at = ?, updated_at = ? WHERE id = ?",
+            &[
+                Arg::Text(path.to_owned()),
+                Arg::Text(stored_ts(at)),
+                Arg::Text(stored_ts(at)),
+                Arg::Text(id.to_owned()),
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Store a reconcile decision. Only called when something changed.
+    pub fn apply(&mut self, id: &str, d: &Decision, now: DateTime<Utc>) -> Result<(), DbError> {
+        let p = d.progress;
+        self.db.execute(
+            "UPDATE backfilld_backfill SET state = ?, state_reason = ?, run_start = ?, run_end = ?, \
+             dates_succeeded = ?, dates_failed = ?, dates_running = ?, dates_queued = ?, updated_at = ? \
+             WHERE id = ? AND state NOT IN ('success', 'failed', 'cancelled')",
+            &[
+                Arg::Text(d.state.as_str().to_owned()),
+                Arg::OptText(d.reason.clone()),
+                Arg::OptText(d.run_start.map(stored_ts)),
+                Arg::OptText(d.run_end.map(stored_ts)),
+                Arg::Int(p.succeeded.into()),
+                Arg::Int(p.failed.into()),
+                Arg::Int(p.running.into()),
+                Arg::Int(p.queued.into()),
+                Arg::Text(stored_ts(now)),
+                Arg::Text(id.to_owned()),
+            ],
+        )?;
+        Ok(())
+    }
+}

@@ -1,0 +1,370 @@
+//! A backfill request file: strict parsing and the checks that need no database.
+//!
+//! Every failure is a [`Rejection`]: a machine-readable [`ReasonCode`] plus a message written
+//! for the requester. Nothing here does I/O.
+
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Longest `dag_id` Airflow accepts.
+pub const AIRFLOW_ID_MAX: usize = 250;
+/// Characters the backfill id adds to the origin id (`_backfill_YYYYmmdd_HHMMSS` plus a
+/// same-second suffix such as `_99`).
+pub const BACKFILL_ID_EXTRA: usize = "_backfill_20240101_000000_99".len();
+/// Longest description kept.
+pub const DESCRIPTION_MAX: usize = 2000;
+/// Largest params table, as serialized JSON.
+pub const PARAMS_JSON_MAX: usize = 32 * 1024;
+
+/// Why a request was rejected, stable for scripts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReasonCode {
+    /// The spool entry is a symlink.
+    Symlink,
+    /// The spool entry is not a regular file (FIFO, socket, device, directory).
+    NotRegularFile,
+    /// The file has more than one hard link.
+    HardLinked,
+    /// The file is larger than the configured cap.
+    TooLarge,
+    /// The file changed while it was read.
+    ChangedWhileReading,
+    /// The file is not UTF-8.
+    InvalidUtf8,
+    /// The file is not valid TOML, or a value has the wrong type.
+    InvalidToml,
+    /// The file has a key backfilld does not know.
+    UnknownKey,
+    /// A required key is missing.
+    MissingKey,
+    /// A value is malformed or out of range.
+    InvalidValue,
+    /// `start` is after `end`.
+    StartAfterEnd,
+    /// `max_active_runs` outside 1..=limit.
+    MaxActiveRunsOutOfBounds,
+    /// `params` is not a table.
+    ParamsNotTable,
+    /// No such DAG in Airflow.
+    UnknownDag,
+    /// The DAG exists but is no longer active in Airflow.
+    DagDeleted,
+    /// The DAG has not been parsed into Airflow's serialized form yet.
+    DagNotSerialized,
+    /// The DAG's schedule cannot be backfilled.
+    UnsupportedSchedule,
+    /// No logical date falls in the range.
+    NoLogicalDates,
+    /// More logical dates than allowed.
+    TooManyDates,
+    /// An active backfill of the same DAG overlaps the range.
+    Overlap,
+    /// The requester's uid has no user name.
+    UnknownUser,
+}
+
+/// A rejected request: what went wrong, for scripts and for people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{code:?}: {message}")]
+pub struct Rejection {
+    /// Machine-readable reason.
+    pub code: ReasonCode,
+    /// Explanation for the requester.
+    pub message: String,
+}
+
+impl Rejection {
+    /// Build a rejection.
+    pub fn new(code: ReasonCode, message: impl Into<String>) -> Rejection {
+        Rejection {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// The file as written by the user: every key backfilld knows, nothing else.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRequest {
+    dag_id: String,
+    start: toml::value::Datetime,
+    end: toml::value::Datetime,
+    description: Option<String>,
+    max_active_runs: Option<i64>,
+    params: Option<toml::Value>,
+    ignore_overlap: Option<bool>,
+}
+
+/// A request that passed every check that needs no database.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    /// The origin DAG.
+    pub dag_id: String,
+    /// First logical date (inclusive), UTC.
+    pub start: DateTime<Utc>,
+    /// Last logical date (inclusive), UTC.
+    pub end: DateTime<Utc>,
+    /// Free text shown with the backfill.
+    pub description: Option<String>,
+    /// Concurrent runs of the copy.
+    pub max_active_runs: u32,
+    /// Param overrides merged over the DAG's params.
+    pub params: serde_json::Map<String, serde_json::Value>,
+    /// Accept a range overlapping another active backfill of the DAG.
+    pub ignore_overlap: bool,
+}
+
+/// Parse a request file's bytes. `max_active_runs_limit` bounds `max_active_runs`.
+pub fn parse(bytes: &[u8], max_active_runs_limit: u32) -> Result<Request, Rejection> {
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        Rejection::new(
+            ReasonCode::InvalidUtf8,
+            format!("request is not valid UTF-8 (byte {})", e.valid_up_to()),
+        )
+    })?;
+    let raw: RawRequest = toml::from_str(text).map_err(toml_rejection)?;
+    let dag_id = check_dag_id(&raw.dag_id)?;
+    let start = to_utc("start", &raw.start)?;
+    let end = to_utc("end", &raw.end)?;
+    if start > end {
+        return Err(Rejection::new(
+            ReasonCode::StartAfterEnd,
+            format!("start {} is after end {}", fmt_ts(start), fmt_ts(end)),
+        ));
+    }
+    let max_active_runs = match raw.max_active_runs {
+        None => 1,
+        Some(n) if n >= 1 && n <= i64::from(max_active_runs_limit) => u32::try_from(n).unwrap_or(1),
+        Some(n) => {
+            return Err(Rejection::new(
+                ReasonCode::MaxActiveRunsOutOfBounds,
+                format!(
+                    "max_active_runs = {n} is out of bounds: allowed 1..={max_active_runs_limit}"
+                ),
+            ))
+        }
+    };
+    let params = match raw.params {
+        None => serde_json::Map::new(),
+        Some(toml::Value::Table(t)) => {
+            let json = serde_json::to_value(&t)
+                .map_err(|e| Rejection::new(ReasonCode::InvalidValue, format!("params: {e}")))?;
+            let size = json.to_string().len();
+            if size > PARAMS_JSON_MAX {
+                return Err(Rejection::new(
+                    ReasonCode::InvalidValue,
+                    format!("params are {size} bytes as JSON; at most {PARAMS_JSON_MAX}"),
+                ));
+            }
+            match json {
+                serde_json::Value::Object(m) => m,
+                _ => serde_json::Map::new(),
+            }
+        }
+        Some(other) => {
+            return Err(Rejection::new(
+                ReasonCode::ParamsNotTable,
+                format!(
+                    "params must be a table ([params]), not a {}",
+                    other.type_str()
+                ),
+            ))
+        }
+    };
+    let description = match raw.description {
+        Some(d) if d.chars().count() > DESCRIPTION_MAX => {
+            return Err(Rejection::new(
+                ReasonCode::InvalidValue,
+                format!("description is longer than {DESCRIPTION_MAX} characters"),
+            ))
+        }
+        d => d,
+    };
+    Ok(Request {
+        dag_id,
+        start,
+        end,
+        description,
+        max_active_runs,
+        params,
+        ignore_overlap: raw.ignore_overlap.unwrap_or(false),
+    })
+}
+
+/// Turn toml's error into a rejection naming the key where possible.
+fn toml_rejection(e: toml::de::Error) -> Rejection {
+    let message = e.message().to_owned();
+    let code = if message.starts_with("unknown field") {
+        ReasonCode::UnknownKey
+    } else if message.starts_with("missing field") {
+        ReasonCode::MissingKey
+    } else {
+        ReasonCode::InvalidToml
+    };
+    let at = e
+        .span()
+        .map(|s| format!(" (at byte {})", s.start))
+        .unwrap_or_default();
+    Rejection::new(code, format!("{message}{at}"))
+}
+
+/// Airflow's id rule (`^[A-Za-z0-9_.-]+$`, at most 250 characters), minus room for the
+/// backfill suffix.
+pub fn check_dag_id(id: &str) -> Result<String, Rejection> {
+    let max = AIRFLOW_ID_MAX - BACKFILL_ID_EXTRA;
+    if id.is_empty()
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+    {
+        return Err(Rejection::new(
+            ReasonCode::InvalidValue,
+            "dag_id must be non-empty and use only letters, digits, '_', '.' and '-' (Airflow's id rule)",
+        ));
+    }
+    if id.len() > max {
+        return Err(Rejection::new(
+            ReasonCode::InvalidValue,
+            format!("dag_id is {} characters; the backfill id adds {BACKFILL_ID_EXTRA}, so at most {max}", id.len()),
+        ));
+    }
+    Ok(id.to_owned())
+}
+
+/// A TOML date is 00:00 UTC; an offset datetime is converted to UTC; anything else is refused.
+fn to_utc(key: &str, dt: &toml::value::Datetime) -> Result<DateTime<Utc>, Rejection> {
+    let bad = |why: &str| {
+        Rejection::new(
+            ReasonCode::InvalidValue,
+            format!("{key} = {dt}: {why}; write a date (2024-01-31) or a datetime with an offset (2024-01-31T06:00:00Z)"),
+        )
+    };
+    let date = dt.date.ok_or_else(|| bad("a time without a date"))?;
+    let naive = NaiveDate::from_ymd_opt(i32::from(date.year), date.month.into(), date.day.into())
+        .ok_or_else(|| bad("no such date"))?;
+    let Some(time) = dt.time else {
+        return Ok(Utc.from_utc_datetime(&naive.and_time(chrono::NaiveTime::MIN)));
+    };
+    let offset = dt
+        .offset
+        .ok_or_else(|| bad("a local datetime has no time zone"))?;
+    let naive_time = chrono::NaiveTime::from_hms_nano_opt(
+        time.hour.into(),
+        time.minute.into(),
+        time.second.unwrap_or(0).into(),
+        time.nanosecond.unwrap_or(0),
+    )
+    .ok_or_else(|| bad("no such time"))?;
+    let minutes = match offset {
+        toml::value::Offset::Z => 0,
+        toml::value::Offset::Custom { minutes } => i32::from(minutes),
+    };
+    let fixed = chrono::FixedOffset::east_opt(minutes * 60).ok_or_else(|| bad("bad offset"))?;
+    fixed
+        .from_local_datetime(&naive.and_time(naive_time))
+        .single()
+        .map(|d| d.with_timezone(&Utc))
+        .ok_or_else(|| bad("no such instant"))
+}
+
+/// The canonical text form of a timestamp in backfilld (RFC 3339, UTC, seconds).
+pub fn fmt_ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rejected(text: &str) -> (ReasonCode, String) {
+        match parse(text.as_bytes(), 10) {
+            Ok(r) => panic!("accepted: {r:?}"),
+            Err(r) => (r.code, r.message),
+        }
+    }
+
+    #[test]
+    fn full_request() {
+        let r = parse(
+            b"dag_id = \"sales\"\nstart = 2024-01-01\nend = 2024-01-31T06:00:00+02:00\n\
+              description = \"x\"\nmax_active_runs = 2\n[params]\nregion = \"eu\"\nn = 3\n",
+            10,
+        );
+        let r = r.map_err(|e| e.to_string());
+        assert!(r.is_ok(), "{r:?}");
+        let Ok(r) = r else { return };
+        assert_eq!(fmt_ts(r.start), "2024-01-01T00:00:00Z");
+        assert_eq!(fmt_ts(r.end), "2024-01-31T04:00:00Z");
+        assert_eq!(r.max_active_runs, 2);
+        assert_eq!(r.params.get("region"), Some(&serde_json::json!("eu")));
+        assert!(!r.ignore_overlap);
+    }
+
+    #[test]
+    fn each_rule_has_its_reason() {
+        let cases: &[(&str, ReasonCode, &str)] = &[
+            (
+                "dag_id = \"a\"\nstart = 2024-01-02\nend = 2024-01-01\n",
+                ReasonCode::StartAfterEnd,
+                "is after end",
+            ),
+            (
+                "dag_id = \"a\"\nstart = 2024-01-01\nend = 2024-01-02\nmax_active_runs = 11\n",
+                ReasonCode::MaxActiveRunsOutOfBounds,
+                "allowed 1..=10",
+            ),
+            (
+                "dag_id = \"a\"\nstart = 2024-01-01\nend = 2024-01-02\nmax_active_runs = 0\n",
+                ReasonCode::MaxActiveRunsOutOfBounds,
+                "out of bounds",
+            ),
+            (
+                "dag_id = \"a\"\nstart = 2024-01-01\nend = 2024-01-02\nparams = 3\n",
+                ReasonCode::ParamsNotTable,
+                "must be a table",
+            ),
+            (
+                "dag_id = \"a\"\nstart = 2024-01-01\nend = 2024-01-02\ncolour = 1\n",
+                ReasonCode::UnknownKey,
+                "colour",
+            ),
+            (
+                "dag_id = \"a\"\nstart = 2024-01-01\n",
+                ReasonCode::MissingKey,
+                "end",
+            ),
+            (
+                "dag_id = \"../../etc/passwd\"\nstart = 2024-01-01\nend = 2024-01-02\n",
+                ReasonCode::InvalidValue,
+                "Airflow's id rule",
+            ),
+            (
+                "dag_id = \"a\"\nstart = 2024-01-01T00:00:00\nend = 2024-01-02\n",
+                ReasonCode::InvalidValue,
+                "no time zone",
+            ),
+            (
+                "dag_id = \"a\"\nstart = 2024-01-01\nend = 2024-02-30\n",
+                ReasonCode::InvalidToml,
+                "",
+            ),
+            ("dag_id = [\n", ReasonCode::InvalidToml, ""),
+        ];
+        for (text, code, needle) in cases {
+            let (c, m) = rejected(text);
+            assert_eq!(c, *code, "{text}: {m}");
+            assert!(m.contains(needle), "{text}: {m}");
+        }
+        let long = format!(
+            "dag_id = \"{}\"\nstart = 2024-01-01\nend = 2024-01-02\n",
+            "a".repeat(240)
+        );
+        assert_eq!(rejected(&long).0, ReasonCode::InvalidValue);
+        assert_eq!(
+            parse(&[0xff, 0xfe], 10).err().map(|r| r.code),
+            Some(ReasonCode::InvalidUtf8)
+        );
+    }
+}

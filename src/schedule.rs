@@ -1,0 +1,1440 @@
+//! Logical dates of a backfill range, computed from the origin DAG's timetable.
+//!
+//! backfilld writes a copy of a DAG whose `start_date`/`end_date` are the backfill range and lets
+//! Airflow's scheduler create the runs. To know (and check) which runs that copy will get, this
+//! module reproduces, in Rust, what Airflow's timetables compute for it: the logical dates the
+//! scheduler creates with `catchup=True` between `start` and `end`, both inclusive.
+//!
+//! The rules, taken from Airflow 2.11 and 3.1 (`airflow/timetables/interval.py`, `trigger.py`,
+//! `simple.py`, `_cron.py`, `_delta.py`):
+//!
+//! * cron timetables (`CronDataIntervalTimetable`, and `CronTriggerTimetable` /
+//!   `MultipleCronTriggerTimetable` with a zero `interval`): every cron tick `t` with
+//!   `start <= t <= end`. The first date is `start` aligned to the next tick, or `start` itself
+//!   when it is on a tick; the scheduler then walks tick to tick and stops at the first tick past
+//!   `end`.
+//! * delta timetables (`DeltaDataIntervalTimetable`, and `DeltaTriggerTimetable` with a zero
+//!   `interval`): no alignment; `start`, `start + delta`, `start + 2 delta`, ... up to `end`.
+//!   A `relativedelta` is applied one step at a time (calendar months clamp the day to the end of
+//!   the month, so `months=1` from Jan 31 gives Feb 29, Mar 29, ...), as dateutil does.
+//! * `@once` (`OnceTimetable`): a single run at `start` (when `start <= end`).
+//! * everything else (no schedule, `@continuous`, dataset/asset-triggered, events and custom
+//!   plugin timetables) cannot be backfilled: [`ScheduleError::Unsupported`] says why.
+//!
+//! Only UTC schedules are computed (timezones `UTC`, `Etc/UTC`, `GMT`, `Z`, `+00:00`, ...).
+//! Airflow shifts cron ticks across DST transitions with rules that depend on the expression
+//! (`_covers_every_hour` in `_cron.py`); rather than guess, any other timezone is refused.
+//!
+//! Cron expressions are evaluated with `croner`, after this module has parsed and normalized them
+//! the way croniter (Airflow's cron library) reads them. Only the syntax both libraries agree on is
+//! accepted: 5 fields of numbers, names, `*`, `a-b`, `*/n`, `a-b/n`, `a/n` and lists, plus `L` as
+//! a whole day-of-month field and the `@` presets. Anything else (seconds or year fields, `#`,
+//! `W`, `H`, wrapping or equal ranges) is refused as unsupported rather than risk a different
+//! schedule.
+
+use std::fmt;
+
+use chrono::{DateTime, Months, TimeDelta, Utc};
+use croner::parser::{CronParser, Seconds};
+use croner::Cron;
+use serde_json::Value;
+
+/// Why a timetable cannot be turned into logical dates.
+#[derive(Debug, thiserror::Error)]
+pub enum ScheduleError {
+    /// The schedule is valid for Airflow but backfilld cannot backfill it; the text says why.
+    #[error("schedule cannot be backfilled by backfilld: {0}")]
+    Unsupported(String),
+    /// The serialized timetable or its cron expression is malformed.
+    #[error("invalid serialized schedule: {0}")]
+    Invalid(String),
+    /// The range holds more logical dates than the caller's limit.
+    #[error("the backfill range holds more than {limit} logical dates")]
+    TooMany {
+        /// The limit that was exceeded.
+        limit: usize,
+    },
+}
+
+/// An origin DAG's timetable, restricted to the kinds backfilld can compute (all in UTC).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Timetable {
+    /// `CronDataIntervalTimetable`: a run per cron interval, logical date = interval start.
+    CronDataInterval(CronSchedule),
+    /// `CronTriggerTimetable` with a zero `interval`: logical date = the cron tick.
+    CronTrigger(CronSchedule),
+    /// `MultipleCronTriggerTimetable` (Airflow 3) with a zero `interval`: the union of the ticks.
+    MultipleCronTrigger(Vec<CronSchedule>),
+    /// `DeltaDataIntervalTimetable`: a run per delta, starting exactly at the start date.
+    DeltaDataInterval(Delta),
+    /// `DeltaTriggerTimetable` with a zero `interval`: same dates as [`Timetable::DeltaDataInterval`].
+    DeltaTrigger(Delta),
+    /// `OnceTimetable` (`@once`): one run at the start date.
+    Once,
+}
+
+/// A validated 5-field cron expression in a UTC-equivalent timezone.
+#[derive(Debug, Clone)]
+pub struct CronSchedule {
+    /// The expression as Airflow stored it (possibly a preset such as `@daily`).
+    expression: String,
+    /// The timezone name as Airflow stored it (UTC-equivalent).
+    timezone: String,
+    /// The expression normalized to croniter's reading, as given to croner.
+    normalized: String,
+    /// Whether the expression can ever match (day of month vs month lengths).
+    satisfiable: bool,
+    /// The croner schedule for `normalized`.
+    cron: Cron,
+}
+
+impl PartialEq for CronSchedule {
+    fn eq(&self, other: &Self) -> bool {
+        self.expression == other.expression
+            && self.timezone == other.timezone
+            && self.normalized == other.normalized
+    }
+}
+
+impl CronSchedule {
+    /// The cron expression as Airflow serialized it.
+    pub fn expression(&self) -> &str {
+        &self.expression
+    }
+
+    /// The timezone name as Airflow serialized it (always equivalent to UTC).
+    pub fn timezone(&self) -> &str {
+        &self.timezone
+    }
+}
+
+/// The step of a delta timetable: a `timedelta` or a simple (relative-only) `relativedelta`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delta {
+    /// A fixed `datetime.timedelta`.
+    Fixed(TimeDelta),
+    /// A `dateutil.relativedelta` with only non-negative relative fields: calendar months first
+    /// (day clamped to the month's length), then a fixed remainder.
+    Calendar {
+        /// `years * 12 + months`.
+        months: u32,
+        /// `days`, `hours`, `minutes`, `seconds` and `microseconds` together.
+        rest: TimeDelta,
+    },
+}
+
+impl Delta {
+    /// `at + self`, as Python computes `pendulum.DateTime + delta` in UTC.
+    fn add_to(&self, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        match self {
+            Delta::Fixed(delta) => at.checked_add_signed(*delta),
+            Delta::Calendar { months, rest } => at
+                .checked_add_months(Months::new(*months))?
+                .checked_add_signed(*rest),
+        }
+    }
+}
+
+impl fmt::Display for Delta {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Delta::Fixed(delta) => f.write_str(&format_time_delta(*delta)),
+            Delta::Calendar { months, rest } => {
+                let mut parts = Vec::new();
+                let (years, months) = (months / 12, months % 12);
+                if years > 0 {
+                    parts.push(format!("{years} year{}", if years == 1 { "" } else { "s" }));
+                }
+                if months > 0 {
+                    parts.push(format!(
+                        "{months} month{}",
+                        if months == 1 { "" } else { "s" }
+                    ));
+                }
+                if !rest.is_zero() {
+                    parts.push(format_time_delta(*rest));
+                }
+                f.write_str(&parts.join(" "))
+            }
+        }
+    }
+}
+
+/// `90061.5 s` as `1d 1h 1m 1.5s`.
+fn format_time_delta(delta: TimeDelta) -> String {
+    let total_micros = delta.num_microseconds().unwrap_or(i64::MAX);
+    let (secs, micros) = (total_micros / 1_000_000, total_micros % 1_000_000);
+    let (days, hours, minutes, seconds) = (
+        secs / 86_400,
+        secs % 86_400 / 3_600,
+        secs % 3_600 / 60,
+        secs % 60,
+    );
+    let mut parts = Vec::new();
+    if days > 0 {
+        parts.push(format!("{days}d"));
+    }
+    if hours > 0 {
+        parts.push(format!("{hours}h"));
+    }
+    if minutes > 0 {
+        parts.push(format!("{minutes}m"));
+    }
+    if micros > 0 {
+        let fraction = format!("{micros:06}");
+        parts.push(format!("{seconds}.{}s", fraction.trim_end_matches('0')));
+    } else if seconds > 0 || parts.is_empty() {
+        parts.push(format!("{seconds}s"));
+    }
+    parts.join(" ")
+}
+
+// Airflow's importable names of the built-in timetables.
+const CRON_DATA_INTERVAL: &str = "airflow.timetables.interval.CronDataIntervalTimetable";
+const DELTA_DATA_INTERVAL: &str = "airflow.timetables.interval.DeltaDataIntervalTimetable";
+const CRON_TRIGGER: &str = "airflow.timetables.trigger.CronTriggerTimetable";
+const DELTA_TRIGGER: &str = "airflow.timetables.trigger.DeltaTriggerTimetable";
+const MULTIPLE_CRON_TRIGGER: &str = "airflow.timetables.trigger.MultipleCronTriggerTimetable";
+const ONCE: &str = "airflow.timetables.simple.OnceTimetable";
+const NULL: &str = "airflow.timetables.simple.NullTimetable";
+const CONTINUOUS: &str = "airflow.timetables.simple.ContinuousTimetable";
+const DATASET_TRIGGERED: &str = "airflow.timetables.simple.DatasetTriggeredTimetable";
+const ASSET_TRIGGERED: &str = "airflow.timetables.simple.AssetTriggeredTimetable";
+const DATASET_OR_TIME: &str = "airflow.timetables.datasets.DatasetOrTimeSchedule";
+const ASSET_OR_TIME: &str = "airflow.timetables.assets.AssetOrTimeSchedule";
+const EVENTS: &str = "airflow.timetables.events.EventsTimetable";
+
+const NO_SCHEDULE: &str = "DAG has no schedule (None): its runs are only ever triggered \
+                           manually or externally, so there are no logical dates to backfill";
+const CONTINUOUS_SCHEDULE: &str = "DAG has a continuous schedule (@continuous): each run starts \
+                                   when the previous one ends, so its logical dates are not fixed";
+
+impl Timetable {
+    /// Parse Airflow's serialized timetable object (the value of "timetable").
+    ///
+    /// That is `{"__type": "<importable class name>", "__var": {...}}`, as written by
+    /// `encode_timetable` into `serialized_dag.data` under `"dag" -> "timetable"`. Well-formed
+    /// timetables that cannot be backfilled (no schedule, `@continuous`, dataset/asset-triggered,
+    /// event and custom timetables, timezones other than UTC) give [`ScheduleError::Unsupported`].
+    ///
+    /// Airflow 2 stores most simple schedules (`@daily`, timedeltas, `None`) as
+    /// `"schedule_interval"` instead, with no `"timetable"` key: use
+    /// [`Timetable::from_serialized_dag`] on the whole `"dag"` object to handle both forms.
+    pub fn from_serialized(value: &Value) -> Result<Timetable, ScheduleError> {
+        let object = value.as_object().ok_or_else(|| {
+            ScheduleError::Invalid(format!("timetable is not a JSON object: {value}"))
+        })?;
+        let type_name = object
+            .get("__type")
+            .and_then(Value::as_str)
+            .ok_or_else(|| {
+                ScheduleError::Invalid(format!("timetable has no string \"__type\": {value}"))
+            })?;
+        let empty = serde_json::Map::new();
+        let var = match object.get("__var") {
+            None | Some(Value::Null) => &empty,
+            Some(Value::Object(var)) => var,
+            Some(other) => {
+                return Err(ScheduleError::Invalid(format!(
+                    "\"__var\" of {type_name} is not an object: {other}"
+                )))
+            }
+        };
+        let field = |name: &str| {
+            var.get(name).ok_or_else(|| {
+                ScheduleError::Invalid(format!("{type_name} has no \"{name}\" field"))
+            })
+        };
+        match type_name {
+            CRON_DATA_INTERVAL => Ok(Timetable::CronDataInterval(cron_schedule(
+                field("expression")?,
+                field("timezone")?,
+            )?)),
+            CRON_TRIGGER => {
+                check_zero_interval(type_name, field("interval")?)?;
+                Ok(Timetable::CronTrigger(cron_schedule(
+                    field("expression")?,
+                    field("timezone")?,
+                )?))
+            }
+            MULTIPLE_CRON_TRIGGER => {
+                check_zero_interval(type_name, field("interval")?)?;
+                let timezone = field("timezone")?;
+                let expressions = field("expressions")?.as_array().ok_or_else(|| {
+                    ScheduleError::Invalid(format!("\"expressions\" of {type_name} is not a list"))
+                })?;
+                if expressions.is_empty() {
+                    return Err(ScheduleError::Invalid(format!(
+                        "{type_name} has no cron expressions"
+                    )));
+                }
+                let crons = expressions
+                    .iter()
+                    .map(|expression| cron_schedule(expression, timezone))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(Timetable::MultipleCronTrigger(crons))
+            }
+            DELTA_DATA_INTERVAL => Ok(Timetable::DeltaDataInterval(parse_delta(field("delta")?)?)),
+            DELTA_TRIGGER => {
+                check_zero_interval(type_name, field("interval")?)?;
+                Ok(Timetable::DeltaTrigger(parse_delta(field("delta")?)?))
+            }
+            ONCE => Ok(Timetable::Once),
+            NULL => Err(ScheduleError::Unsupported(NO_SCHEDULE.to_string())),
+            CONTINUOUS => Err(ScheduleError::Unsupported(CONTINUOUS_SCHEDULE.to_string())),
+            DATASET_TRIGGERED => Err(ScheduleError::Unsupported(
+                "DAG is dataset-triggered: its runs are created by dataset updates, not by a \
+                 time schedule, so there are no logical dates to backfill"
+                    .to_string(),
+            )),
+            ASSET_TRIGGERED => Err(ScheduleError::Unsupported(
+                "DAG is asset-triggered: its runs are created by asset updates, not by a time \
+                 schedule, so there are no logical dates to backfill"
+                    .to_string(),
+            )),
+            DATASET_OR_TIME | ASSET_OR_TIME => Err(ScheduleError::Unsupported(format!(
+                "DAG is dataset/asset-triggered as well as time-scheduled ({}): a copy would also \
+                 run on dataset/asset events, so backfilld does not backfill it",
+                short_name(type_name)
+            ))),
+            EVENTS => Err(ScheduleError::Unsupported(
+                "DAG uses EventsTimetable (a list of event dates): backfilld only computes cron, \
+                 timedelta and @once schedules"
+                    .to_string(),
+            )),
+            other => Err(ScheduleError::Unsupported(format!(
+                "DAG uses the custom timetable {other}: backfilld only computes Airflow's built-in \
+                 cron, timedelta and @once schedules"
+            ))),
+        }
+    }
+
+    /// Parse the schedule of a whole serialized DAG (the value of `"dag"` in
+    /// `serialized_dag.data`), in either of Airflow's two forms.
+    ///
+    /// With a `"timetable"` key this is [`Timetable::from_serialized`]. Airflow 2 instead stores a
+    /// schedule whose timetable summary differs from the DAG's `schedule_interval` (presets such
+    /// as `@daily`, timedeltas, relativedeltas, `None`) as `"schedule_interval"` plus the DAG's
+    /// `"timezone"`, and rebuilds the timetable when loading; this does the same. (Airflow builds a
+    /// data-interval or a trigger timetable there depending on its `create_cron_data_intervals`
+    /// setting; both give the same logical dates, so the setting does not matter.)
+    pub fn from_serialized_dag(dag: &Value) -> Result<Timetable, ScheduleError> {
+        let object = dag.as_object().ok_or_else(|| {
+            ScheduleError::Invalid("serialized DAG is not a JSON object".to_string())
+        })?;
+        if let Some(timetable) = object.get("timetable").filter(|v| !v.is_null()) {
+            return Timetable::from_serialized(timetable);
+        }
+        // Airflow: a missing schedule_interval deserializes as None (NullTimetable).
+        match object.get("schedule_interval").unwrap_or(&Value::Null) {
+            Value::Null => Err(ScheduleError::Unsupported(NO_SCHEDULE.to_string())),
+            Value::String(interval) if interval.as_str() == "@once" => Ok(Timetable::Once),
+            Value::String(interval) if interval.as_str() == "@continuous" => {
+                Err(ScheduleError::Unsupported(CONTINUOUS_SCHEDULE.to_string()))
+            }
+            schedule @ Value::String(_) => {
+                let timezone = object.get("timezone").ok_or_else(|| {
+                    ScheduleError::Unsupported(
+                        "serialized DAG has a cron schedule_interval but no timezone: Airflow \
+                         would use its configured default_timezone, which backfilld cannot see"
+                            .to_string(),
+                    )
+                })?;
+                Ok(Timetable::CronDataInterval(cron_schedule(
+                    schedule, timezone,
+                )?))
+            }
+            Value::Object(encoded) => {
+                let type_name = encoded.get("__type").and_then(Value::as_str);
+                let var = encoded.get("__var").unwrap_or(&Value::Null);
+                match type_name {
+                    Some("timedelta") | Some("relativedelta") => {
+                        Ok(Timetable::DeltaDataInterval(parse_delta(var)?))
+                    }
+                    _ => Err(ScheduleError::Invalid(format!(
+                        "unknown schedule_interval encoding: {}",
+                        Value::Object(encoded.clone())
+                    ))),
+                }
+            }
+            other => Err(ScheduleError::Invalid(format!(
+                "unknown schedule_interval encoding: {other}"
+            ))),
+        }
+    }
+
+    /// Every logical date Airflow's scheduler creates for a copy running start..=end.
+    ///
+    /// That is the copy with `start_date=start`, `end_date=end` and `catchup=True`; dates are
+    /// ascending. An empty vector means the range holds no run (the caller decides what to do).
+    /// More than `limit` dates give [`ScheduleError::TooMany`].
+    pub fn logical_dates(
+        &self,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<DateTime<Utc>>, ScheduleError> {
+        let mut dates = Dates {
+            dates: Vec::new(),
+            limit,
+        };
+        match self {
+            Timetable::CronDataInterval(cron) | Timetable::CronTrigger(cron) => {
+                cron.ticks(start, end, &mut |tick| dates.push(tick))?;
+            }
+            Timetable::MultipleCronTrigger(crons) => {
+                // Every timetable proposes its next tick and the earliest wins, so the runs are
+                // the union of the ticks. Each cron is bounded by the limit on its own.
+                let mut all = Vec::new();
+                for cron in crons {
+                    let mut own = Dates {
+                        dates: Vec::new(),
+                        limit,
+                    };
+                    cron.ticks(start, end, &mut |tick| own.push(tick))?;
+                    all.extend(own.dates);
+                }
+                all.sort_unstable();
+                all.dedup();
+                for tick in all {
+                    dates.push(tick)?;
+                }
+            }
+            Timetable::DeltaDataInterval(delta) | Timetable::DeltaTrigger(delta) => {
+                let mut at = start;
+                while at <= end {
+                    dates.push(at)?;
+                    let next = delta.add_to(at).ok_or_else(|| {
+                        ScheduleError::Invalid(format!("{at} + {delta} is out of range"))
+                    })?;
+                    if next <= at {
+                        return Err(ScheduleError::Invalid(format!(
+                            "schedule interval {delta} does not move forward"
+                        )));
+                    }
+                    at = next;
+                }
+            }
+            Timetable::Once => {
+                if start <= end {
+                    dates.push(start)?;
+                }
+            }
+        }
+        Ok(dates.dates)
+    }
+
+    /// Short human description, e.g. "cron '0 0 * * *' (UTC)".
+    pub fn describe(&self) -> String {
+        match self {
+            Timetable::CronDataInterval(cron) => {
+                format!("cron '{}' ({})", cron.expression, cron.timezone)
+            }
+            Timetable::CronTrigger(cron) => {
+                format!("cron trigger '{}' ({})", cron.expression, cron.timezone)
+            }
+            Timetable::MultipleCronTrigger(crons) => {
+                let expressions = crons
+                    .iter()
+                    .map(|cron| format!("'{}'", cron.expression))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let timezone = crons.first().map_or("UTC", |cron| cron.timezone.as_str());
+                format!("cron triggers {expressions} ({timezone})")
+            }
+            Timetable::DeltaDataInterval(delta) => format!("every {delta}"),
+            Timetable::DeltaTrigger(delta) => format!("trigger every {delta}"),
+            Timetable::Once => "@once".to_string(),
+        }
+    }
+}
+
+/// The dates found so far, bounded by the caller's limit.
+struct Dates {
+    dates: Vec<DateTime<Utc>>,
+    limit: usize,
+}
+
+impl Dates {
+    fn push(&mut self, date: DateTime<Utc>) -> Result<(), ScheduleError> {
+        if self.dates.len() >= self.limit {
+            return Err(ScheduleError::TooMany { limit: self.limit });
+        }
+        self.dates.push(date);
+        Ok(())
+    }
+}
+
+/// `airflow.timetables.interval.CronDataIntervalTimetable` -> `CronDataIntervalTimetable`.
+fn short_name(type_name: &str) -> &str {
+    type_name.rsplit('.').next().unwrap_or(type_name)
+}
+
+/// Trigger timetables with a non-zero `interval` give logical date = tick - interval, before
+/// the range start; backfilld does not support them.
+fn check_zero_interval(type_name: &str, interval: &Value) -> Result<(), ScheduleError> {
+    let zero = match interval {
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        // A zero relativedelta is encoded with no fields at all.
+        Value::Object(fields) => fields.is_empty(),
+        _ => {
+            return Err(ScheduleError::Invalid(format!(
+                "\"interval\" of {type_name} is neither seconds nor a relativedelta: {interval}"
+            )))
+        }
+    };
+    if zero {
+        Ok(())
+    } else {
+        Err(ScheduleError::Unsupported(format!(
+            "{} has a non-zero data interval ({interval}): its logical dates are shifted before \
+             the trigger times, which backfilld does not support",
+            short_name(type_name)
+        )))
+    }
+}
+
+/// The timezone names (and encodings) that are exactly UTC: no offset, no DST, ever.
+fn is_utc(timezone: &Value) -> Result<bool, ScheduleError> {
+    const UTC_NAMES: &[&str] = &[
+        "UTC",
+        "utc",
+        "Etc/UTC",
+        "Etc/UCT",
+        "UCT",
+        "Etc/Universal",
+        "Universal",
+        "Etc/Zulu",
+        "Zulu",
+        "Z",
+        "+00:00",
+        "-00:00",
+        "+0000",
+        "GMT",
+        "Etc/GMT",
+        "Etc/GMT0",
+        "Etc/GMT+0",
+        "Etc/GMT-0",
+        "GMT0",
+        "GMT+0",
+        "GMT-0",
+        "Greenwich",
+        "Etc/Greenwich",
+    ];
+    match timezone {
+        Value::String(name) => Ok(UTC_NAMES.contains(&name.as_str())),
+        // A pendulum FixedTimezone is encoded as its offset in seconds.
+        Value::Number(offset) => Ok(offset.as_f64() == Some(0.0)),
+        other => Err(ScheduleError::Invalid(format!(
+            "timezone is neither a name nor an offset: {other}"
+        ))),
+    }
+}
+
+/// A cron timetable's expression and timezone, validated.
+fn cron_schedule(expression: &Value, timezone: &Value) -> Result<CronSchedule, ScheduleError> {
+    let expression = expression.as_str().ok_or_else(|| {
+        ScheduleError::Invalid(format!("cron expression is not a string: {expression}"))
+    })?;
+    if !is_utc(timezone)? {
+        let shown = match timezone {
+            Value::String(name) => name.clone(),
+            other => format!("UTC offset {other} s"),
+        };
+        return Err(ScheduleError::Unsupported(format!(
+            "the schedule's timezone is {shown}: backfilld only computes schedules in UTC \
+             (Airflow shifts cron times across daylight-saving changes in other timezones)"
+        )));
+    }
+    let timezone = match timezone {
+        Value::String(name) => name.clone(),
+        _ => "UTC".to_string(),
+    };
+    let parsed = parse_cron(expression)?;
+    let normalized = parsed.normalized();
+    let cron = CronParser::builder()
+        .seconds(Seconds::Disallowed)
+        .build()
+        .parse(&normalized)
+        .map_err(|e| {
+            ScheduleError::Invalid(format!(
+                "cron expression '{expression}' (read as '{normalized}'): {e}"
+            ))
+        })?;
+    Ok(CronSchedule {
+        expression: expression.to_string(),
+        timezone,
+        normalized,
+        satisfiable: parsed.satisfiable(),
+        cron,
+    })
+}
+
+impl CronSchedule {
+    /// Calls `found` with every tick in `start..=end`, ascending.
+    fn ticks(
+        &self,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        found: &mut dyn FnMut(DateTime<Utc>) -> Result<(), ScheduleError>,
+    ) -> Result<(), ScheduleError> {
+        // croniter raises "failed to find next date" for a schedule that never matches (such as
+        // February 30th) and Airflow then schedules nothing; croner would search until year 5000.
+        if !self.satisfiable || start > end {
+            return Ok(());
+        }
+        // Ticks fall on whole minutes, and croner ignores sub-seconds: search from the first
+        // whole minute at or after `start`, inclusively.
+        let mut at = ceil_to_minute(start)?;
+        let mut inclusive = true;
+        loop {
+            let tick = self
+                .cron
+                .find_next_occurrence(&at, inclusive)
+                .map_err(|e| {
+                    ScheduleError::Invalid(format!(
+                        "cron expression '{}': no tick after {at}: {e}",
+                        self.expression
+                    ))
+                })?;
+            if tick > end {
+                return Ok(());
+            }
+            found(tick)?;
+            at = tick;
+            inclusive = false;
+        }
+    }
+}
+
+/// The first whole minute at or after `at`.
+fn ceil_to_minute(at: DateTime<Utc>) -> Result<DateTime<Utc>, ScheduleError> {
+    let secs = at.timestamp();
+    let into_minute = secs.rem_euclid(60);
+    if into_minute == 0 && at.timestamp_subsec_nanos() == 0 {
+        return Ok(at);
+    }
+    DateTime::from_timestamp(secs - into_minute + 60, 0)
+        .ok_or_else(|| ScheduleError::Invalid(format!("date {at} is out of range")))
+}
+
+/// Largest fixed delta accepted: Python's `timedelta.max` is 999999999 days.
+const MAX_DELTA_MICROS: f64 = 999_999_999.0 * 86_400.0 * 1_000_000.0;
+
+/// A delta timetable's `delta`: seconds as a number (`timedelta.total_seconds()`) or an encoded
+/// relativedelta object.
+fn parse_delta(value: &Value) -> Result<Delta, ScheduleError> {
+    match value {
+        Value::Number(seconds) => {
+            let seconds = seconds.as_f64().ok_or_else(|| {
+                ScheduleError::Invalid(format!("delta is not a number of seconds: {value}"))
+            })?;
+            // Python: timedelta(seconds=x) rounds to microseconds.
+            let micros = (seconds * 1_000_000.0).round();
+            if !(1.0..=MAX_DELTA_MICROS).contains(&micros) {
+                return Err(ScheduleError::Invalid(format!(
+                    "schedule interval must be a positive timedelta, not {seconds} s"
+                )));
+            }
+            // In range by the check above, so the cast is exact.
+            Ok(Delta::Fixed(TimeDelta::microseconds(micros as i64)))
+        }
+        Value::Object(fields) => parse_relativedelta(fields),
+        other => Err(ScheduleError::Invalid(format!(
+            "delta is neither seconds nor a relativedelta: {other}"
+        ))),
+    }
+}
+
+/// An encoded `relativedelta` (its truthy attributes) with only non-negative relative fields.
+fn parse_relativedelta(fields: &serde_json::Map<String, Value>) -> Result<Delta, ScheduleError> {
+    let shown = Value::Object(fields.clone());
+    let unsupported = |why: &str| {
+        ScheduleError::Unsupported(format!(
+            "schedule is the relativedelta {shown}, {why}; backfilld only supports relativedeltas \
+             made of non-negative whole years, months, days, hours, minutes, seconds and \
+             microseconds"
+        ))
+    };
+    let (mut months, mut rest) = (0i64, TimeDelta::zero());
+    for (name, value) in fields {
+        let amount = match value {
+            Value::Number(n) => match (n.as_i64(), n.as_f64()) {
+                (Some(i), _) => i,
+                (None, Some(f)) if f.fract() == 0.0 && f.abs() < 1e15 => f as i64,
+                _ => return Err(unsupported(&format!("{name} is not a whole number"))),
+            },
+            _ => return Err(unsupported(&format!("{name} is not a number"))),
+        };
+        if amount < 0 {
+            return Err(unsupported(&format!("{name} is negative")));
+        }
+        let too_large = || ScheduleError::Invalid(format!("relativedelta {shown} is too large"));
+        let add = |rest: TimeDelta, unit: fn(i64) -> Option<TimeDelta>| {
+            unit(amount)
+                .and_then(|d| rest.checked_add(&d))
+                .ok_or_else(too_large)
+        };
+        match name.as_str() {
+            "years" => {
+                months = amount
+                    .checked_mul(12)
+                    .and_then(|m| m.checked_add(months))
+                    .ok_or_else(too_large)?
+            }
+            "months" => months = amount.checked_add(months).ok_or_else(too_large)?,
+            "days" => rest = add(rest, TimeDelta::try_days)?,
+            "hours" => rest = add(rest, TimeDelta::try_hours)?,
+            "minutes" => rest = add(rest, TimeDelta::try_minutes)?,
+            "seconds" => rest = add(rest, TimeDelta::try_seconds)?,
+            "microseconds" => rest = add(rest, |n| Some(TimeDelta::microseconds(n)))?,
+            // Absolute fields (year, month, day, weekday, hour, ...) and leapdays.
+            other => return Err(unsupported(&format!("{other} is set"))),
+        }
+    }
+    let months = u32::try_from(months)
+        .map_err(|_| ScheduleError::Invalid(format!("relativedelta {shown} is too large")))?;
+    if months == 0 && rest.is_zero() {
+        return Err(ScheduleError::Invalid(format!(
+            "schedule interval must be positive, not relativedelta {shown}"
+        )));
+    }
+    Ok(if months == 0 {
+        Delta::Fixed(rest)
+    } else {
+        Delta::Calendar { months, rest }
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cron expressions, read the way croniter (used by Airflow) reads them.
+
+/// One cron field: the set of matching values and whether croniter treats it as `*`.
+#[derive(Debug, Clone, PartialEq)]
+struct CronField {
+    /// Bit `v` set when value `v` matches.
+    values: u64,
+    /// croniter's expansion of the field is `["*"]` (decides the day-of-month/day-of-week OR).
+    star: bool,
+}
+
+/// The day-of-month field: values, or `L` (last day of the month).
+#[derive(Debug, Clone, PartialEq)]
+enum DomField {
+    Values(CronField),
+    Last,
+}
+
+/// A parsed 5-field cron expression.
+#[derive(Debug, Clone, PartialEq)]
+struct ParsedCron {
+    minute: CronField,
+    hour: CronField,
+    dom: DomField,
+    month: CronField,
+    dow: CronField,
+}
+
+/// What a field accepts: croniter's `RANGES` bounds, plus the names (index = value - offset).
+struct FieldSpec {
+    name: &'static str,
+    min: u32,
+    max: u32,
+    /// Largest number accepted as a single value (7 for Sunday in day-of-week).
+    max_single: u32,
+    names: &'static [&'static str],
+    names_from: u32,
+    /// croniter's `LEN_MEANS_ALL`: a set this large is "every value".
+    len_means_all: u32,
+}
+
+const MINUTE: FieldSpec = FieldSpec {
+    name: "minute",
+    min: 0,
+    max: 59,
+    max_single: 59,
+    names: &[],
+    names_from: 0,
+    len_means_all: 60,
+};
+const HOUR: FieldSpec = FieldSpec {
+    name: "hour",
+    min: 0,
+    max: 23,
+    max_single: 23,
+    names: &[],
+    names_from: 0,
+    len_means_all: 24,
+};
+const DOM: FieldSpec = FieldSpec {
+    name: "day-of-month",
+    min: 1,
+    max: 31,
+    max_single: 31,
+    names: &[],
+    names_from: 1,
+    len_means_all: 31,
+};
+const MONTH: FieldSpec = FieldSpec {
+    name: "month",
+    min: 1,
+    max: 12,
+    max_single: 12,
+    names: &[
+        "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+    ],
+    names_from: 1,
+    len_means_all: 12,
+};
+const DOW: FieldSpec = FieldSpec {
+    name: "day-of-week",
+    min: 0,
+    max: 6,
+    max_single: 7,
+    names: &["sun", "mon", "tue", "wed", "thu", "fri", "sat"],
+    names_from: 0,
+    len_means_all: 7,
+};
+
+/// Airflow's `cron_presets` (exact match), then croniter's own aliases (case-insensitive).
+fn expand_preset(expression: &str) -> Option<&'static str> {
+    match expression {
+        "@hourly" => return Some("0 * * * *"),
+        "@daily" => return Some("0 0 * * *"),
+        "@weekly" => return Some("0 0 * * 0"),
+        "@monthly" => return Some("0 0 1 * *"),
+        "@quarterly" => return Some("0 0 1 */3 *"),
+        "@yearly" => return Some("0 0 1 1 *"),
+        _ => {}
+    }
+    match expression.to_ascii_lowercase().as_str() {
+        "@midnight" | "@daily" => Some("0 0 * * *"),
+        "@hourly" => Some("0 * * * *"),
+        "@weekly" => Some("0 0 * * 0"),
+        "@monthly" => Some("0 0 1 * *"),
+        "@yearly" | "@annually" => Some("0 0 1 1 *"),
+        _ => None,
+    }
+}
+
+fn parse_cron(expression: &str) -> Result<ParsedCron, ScheduleError> {
+    let trimmed = expression.trim();
+    let text = if trimmed.starts_with('@') {
+        expand_preset(trimmed)
+            .ok_or_else(|| ScheduleError::Invalid(format!("unknown cron preset '{expression}'")))?
+    } else {
+        trimmed
+    };
+    let lower = text.to_ascii_lowercase();
+    let fields: Vec<&str> = lower.split_whitespace().collect();
+    let [minute, hour, dom, month, dow] = match fields.as_slice() {
+        [a, b, c, d, e] => [*a, *b, *c, *d, *e],
+        [_, _, _, _, _, _] | [_, _, _, _, _, _, _] => {
+            return Err(ScheduleError::Unsupported(format!(
+                "cron expression '{expression}' has a seconds (or year) field: backfilld only \
+                 supports 5-field cron expressions"
+            )))
+        }
+        _ => {
+            return Err(ScheduleError::Invalid(format!(
+                "cron expression '{expression}' does not have 5 fields"
+            )))
+        }
+    };
+    let context = |e: String| {
+        // Unsupported syntax stays unsupported, everything else is a malformed expression.
+        match e.strip_prefix("unsupported: ") {
+            Some(why) => {
+                ScheduleError::Unsupported(format!("cron expression '{expression}': {why}"))
+            }
+            None => ScheduleError::Invalid(format!("cron expression '{expression}': {e}")),
+        }
+    };
+    let minute_field = parse_field(minute, &MINUTE).map_err(context)?;
+    let hour_field = parse_field(hour, &HOUR).map_err(context)?;
+    let month_field = parse_field(month, &MONTH).map_err(context)?;
+    let mut dow_field = parse_field(dow, &DOW).map_err(context)?;
+    let dom_field = if dom == "l" {
+        DomField::Last
+    } else {
+        let mut field = parse_field(dom, &DOM).map_err(context)?;
+        // croniter: a full day-of-month set reads as "*" only when the day-of-week text has a
+        // "*" in it, and vice versa (`_expand`, "avoid over-optimization").
+        if !field.star && field.values.count_ones() == DOM.len_means_all && dow.contains('*') {
+            field.star = true;
+        }
+        DomField::Values(field)
+    };
+    if !dow_field.star && dow_field.values.count_ones() == DOW.len_means_all && dom.contains('*') {
+        dow_field.star = true;
+    }
+    Ok(ParsedCron {
+        minute: minute_field,
+        hour: hour_field,
+        dom: dom_field,
+        month: month_field,
+        dow: dow_field,
+    })
+}
+
+/// Parses one field (already lower-case). Errors starting with "unsupported: " are syntax
+/// croniter accepts but backfilld does not.
+fn parse_field(text: &str, spec: &FieldSpec) -> Result<CronField, String> {
+    let name = spec.name;
+    let full = (spec.min..=spec.max).fold(0u64, |bits, v| bits | 1 << v);
+    if text == "*" || (text == "?" && (spec.name == DOM.name || spec.name == DOW.name)) {
+        return Ok(CronField {
+            values: full,
+            star: true,
+        });
+    }
+    let mut values = 0u64;
+    for item in text.split(',') {
+        if item.is_empty() {
+            return Err(format!("empty item in {name} field '{text}'"));
+        }
+        let (range, step) = match item.split_once('/') {
+            Some((range, step)) => {
+                let step: u32 = parse_number(step)
+                    .ok_or_else(|| format!("step '{step}' in {name} field is not a number"))?;
+                if step == 0 {
+                    return Err(format!("step 0 in {name} field '{text}'"));
+                }
+                (range, Some(step))
+            }
+            None => (item, None),
+        };
+        let (low, high) = if range == "*" {
+            match step {
+                Some(_) => (spec.min, spec.max),
+                None => {
+                    return Err(format!(
+                        "unsupported: '*' inside a list in the {name} field ('{text}')"
+                    ))
+                }
+            }
+        } else if let Some((low, high)) = range.split_once('-') {
+            let low = parse_value(low, spec)?;
+            let high = parse_value(high, spec)?;
+            if low == high {
+                return Err(format!(
+                    "unsupported: equal range '{range}' in the {name} field (croniter reads it \
+                     as the whole cycle)"
+                ));
+            }
+            if low > high {
+                return Err(format!(
+                    "unsupported: wrapping range '{range}' in the {name} field"
+                ));
+            }
+            (low, high)
+        } else {
+            let value = parse_value(range, spec)?;
+            match step {
+                // croniter: "a/n" is "a-max/n", and just "a" when a is the field's maximum.
+                Some(_) if value >= spec.max => {
+                    if value > spec.max {
+                        return Err(format!("unsupported: '{item}' in the {name} field"));
+                    }
+                    (value, value)
+                }
+                Some(_) => (value, spec.max),
+                None => (value, value),
+            }
+        };
+        let step = step.unwrap_or(1);
+        let mut v = low;
+        while v <= high {
+            // Day-of-week 7 is Sunday (croniter's LOWMAP).
+            let v_alias = if spec.name == DOW.name && v == 7 {
+                0
+            } else {
+                v
+            };
+            values |= 1 << v_alias;
+            v += step;
+        }
+    }
+    Ok(CronField {
+        values,
+        star: false,
+    })
+}
+
+/// A field value: digits or (for month and day-of-week) a three-letter name.
+fn parse_value(text: &str, spec: &FieldSpec) -> Result<u32, String> {
+    let name = spec.name;
+    let value = match parse_number(text) {
+        Some(value) => value,
+        None => match spec.names.iter().position(|n| *n == text) {
+            // At most 12 names, so the cast is exact.
+            Some(index) => index as u32 + spec.names_from,
+            None if is_croniter_extension(text) => {
+                return Err(format!("unsupported: '{text}' in the {name} field"))
+            }
+            None => return Err(format!("'{text}' is not a valid {name} value")),
+        },
+    };
+    if value < spec.min || value > spec.max_single {
+        return Err(format!(
+            "{name} value {value} is out of range {}-{}",
+            spec.min, spec.max_single
+        ));
+    }
+    Ok(value)
+}
+
+/// croniter syntax beyond plain cron: `L` (last), `W` (nearest weekday), `#` (nth weekday) and
+/// `H` (hashed) forms such as `5l`, `l`, `15w`, `1#2`, `h`, `h(0-29)`.
+fn is_croniter_extension(text: &str) -> bool {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    text.contains('#')
+        || text.starts_with('h')
+        || text == "l"
+        || ["l", "w"].iter().any(|suffix| {
+            text.strip_suffix(suffix).is_some_and(digits)
+                || text.strip_prefix(suffix).is_some_and(digits)
+        })
+}
+
+/// A non-empty string of ASCII digits (no sign) as a number.
+fn parse_number(text: &str) -> Option<u32> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) || text.len() > 4 {
+        return None;
+    }
+    text.parse().ok()
+}
+
+impl ParsedCron {
+    /// The expression as croner must read it to match croniter: a field is `*` exactly when
+    /// croniter reads it as `*` (that decides whether day of month and day of week are ORed).
+    fn normalized(&self) -> String {
+        fn render(field: &CronField) -> String {
+            if field.star {
+                return "*".to_string();
+            }
+            (0..64u32)
+                .filter(|v| field.values & (1 << v) != 0)
+                .map(|v| v.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        }
+        let dom = match &self.dom {
+            DomField::Last => "L".to_string(),
+            DomField::Values(field) => render(field),
+        };
+        format!(
+            "{} {} {} {} {}",
+            render(&self.minute),
+            render(&self.hour),
+            dom,
+            render(&self.month),
+            render(&self.dow)
+        )
+    }
+
+    /// Whether some date can match. A day-of-month list matched alone (day of week `*`) may
+    /// fall on no month at all, e.g. `0 0 30 2 *`.
+    fn satisfiable(&self) -> bool {
+        const MAX_DAYS: [u32; 12] = [31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+        let DomField::Values(dom) = &self.dom else {
+            return true;
+        };
+        if dom.star || !self.dow.star {
+            // Either any day, or (OR with day of week) every month has every weekday.
+            return true;
+        }
+        (1..=12u32).any(|month| {
+            self.month.values & (1 << month) != 0
+                && (1..=MAX_DAYS[month as usize - 1]).any(|day| dom.values & (1 << day) != 0)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use serde_json::json;
+
+    fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> DateTime<Utc> {
+        match Utc.with_ymd_and_hms(y, mo, d, h, mi, 0) {
+            chrono::LocalResult::Single(t) => t,
+            _ => panic!("bad test date"),
+        }
+    }
+
+    fn cron(expression: &str) -> Timetable {
+        let value = json!({
+            "__type": CRON_DATA_INTERVAL,
+            "__var": {"expression": expression, "timezone": "UTC"},
+        });
+        match Timetable::from_serialized(&value) {
+            Ok(t) => t,
+            Err(e) => panic!("{expression}: {e}"),
+        }
+    }
+
+    fn dates(t: &Timetable, start: DateTime<Utc>, end: DateTime<Utc>) -> Vec<DateTime<Utc>> {
+        match t.logical_dates(start, end, 10_000) {
+            Ok(d) => d,
+            Err(e) => panic!("{}: {e}", t.describe()),
+        }
+    }
+
+    fn normalized(expression: &str) -> String {
+        match parse_cron(expression) {
+            Ok(p) => p.normalized(),
+            Err(e) => panic!("{expression}: {e}"),
+        }
+    }
+
+    #[test]
+    fn daily_aligns_start_to_next_midnight() {
+        let t = cron("0 0 * * *");
+        let got = dates(&t, utc(2024, 1, 1, 12, 0), utc(2024, 1, 4, 0, 0));
+        assert_eq!(
+            got,
+            vec![
+                utc(2024, 1, 2, 0, 0),
+                utc(2024, 1, 3, 0, 0),
+                utc(2024, 1, 4, 0, 0)
+            ]
+        );
+        // On a tick: the start itself is the first date.
+        let got = dates(&t, utc(2024, 1, 1, 0, 0), utc(2024, 1, 1, 0, 0));
+        assert_eq!(got, vec![utc(2024, 1, 1, 0, 0)]);
+        // Between ticks, no date.
+        assert!(dates(&t, utc(2024, 1, 1, 1, 0), utc(2024, 1, 1, 23, 0)).is_empty());
+        // Sub-minute start just after a tick.
+        let start = utc(2024, 1, 1, 0, 0) + TimeDelta::milliseconds(1);
+        assert_eq!(
+            dates(&t, start, utc(2024, 1, 2, 0, 0)),
+            vec![utc(2024, 1, 2, 0, 0)]
+        );
+    }
+
+    #[test]
+    fn dom_dow_or_semantics() {
+        // 13th of the month OR Fridays (croniter's default day_or=True).
+        let t = cron("0 0 13 * 5");
+        let got = dates(&t, utc(2024, 9, 1, 0, 0), utc(2024, 9, 30, 0, 0));
+        let days: Vec<u32> = got
+            .iter()
+            .map(|d| d.format("%d").to_string().parse().unwrap_or(0))
+            .collect();
+        assert_eq!(days, vec![6, 13, 20, 27]);
+        let got = dates(&t, utc(2024, 10, 1, 0, 0), utc(2024, 10, 31, 0, 0));
+        let days: Vec<u32> = got
+            .iter()
+            .map(|d| d.format("%d").to_string().parse().unwrap_or(0))
+            .collect();
+        assert_eq!(days, vec![4, 11, 13, 18, 25]);
+    }
+
+    #[test]
+    fn normalization_follows_croniter() {
+        assert_eq!(normalized("@daily"), "0 0 * * *");
+        assert_eq!(normalized("@ANNUALLY"), "0 0 1 1 *");
+        assert_eq!(normalized("*/15 * * * *"), "0,15,30,45 * * * *");
+        assert_eq!(normalized("0 3 * * mon-fri"), "0 3 * * 1,2,3,4,5");
+        assert_eq!(normalized("0 0 1,15 * *"), "0 0 1,15 * *");
+        assert_eq!(normalized("0 0 * jan/3 7"), "0 0 * 1,4,7,10 0");
+        assert_eq!(normalized("0 0 * * 1-7/2"), "0 0 * * 0,1,3,5");
+        assert_eq!(normalized("0 0 * * 6/3"), "0 0 * * 6");
+        assert_eq!(normalized("0 0 L * *"), "0 0 L * *");
+        // Full day-of-month is "*" only if the day-of-week text has a "*" in it.
+        assert_eq!(normalized("0 0 1-31 * */2"), "0 0 * * 0,2,4,6");
+        assert_eq!(
+            normalized("0 0 1-31 * 1"),
+            format!(
+                "0 0 {} * 1",
+                (1..=31)
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )
+        );
+        assert_eq!(normalized("0 0 */5 * 0-6"), "0 0 1,6,11,16,21,26,31 * *");
+        assert_eq!(normalized("0 0 5 * 0-7"), "0 0 5 * 0,1,2,3,4,5,6");
+    }
+
+    #[test]
+    fn rejects_unsupported_and_invalid_cron() {
+        for expression in [
+            "0 0 * * * 0",
+            "0 0 0 * * * 2024",
+            "0 0 * * 1#2",
+            "0 0 15w * *",
+            "0 0 * * 5l",
+            "h 0 * * *",
+            "0 0 5-5 * *",
+            "0 22-2 * * *",
+            "*,5 0 * * *",
+        ] {
+            match parse_cron(expression) {
+                Err(ScheduleError::Unsupported(_)) => {}
+                other => panic!("{expression}: expected Unsupported, got {other:?}"),
+            }
+        }
+        for expression in [
+            "",
+            "0 0 * *",
+            "60 0 * * *",
+            "0 0 0 * *",
+            "0 0 * 13 *",
+            "0 0 * * 8",
+            "*/0 * * * *",
+            "@reboot",
+            "0 0 * foo *",
+            "-1 0 * * *",
+        ] {
+            match parse_cron(expression) {
+                Err(ScheduleError::Invalid(_)) => {}
+                other => panic!("{expression}: expected Invalid, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn impossible_cron_gives_no_dates() {
+        let t = cron("0 0 30 2 *");
+        assert!(dates(&t, utc(2024, 1, 1, 0, 0), utc(2030, 1, 1, 0, 0)).is_empty());
+        // ... but OR-ed with a weekday it matches the weekdays.
+        let t = cron("0 0 30 2 1");
+        assert_eq!(
+            dates(&t, utc(2024, 2, 1, 0, 0), utc(2024, 2, 29, 0, 0)).len(),
+            4
+        );
+    }
+
+    #[test]
+    fn delta_does_not_align() {
+        let t = match Timetable::from_serialized(&json!({
+            "__type": DELTA_DATA_INTERVAL, "__var": {"delta": 21600.0}
+        })) {
+            Ok(t) => t,
+            Err(e) => panic!("{e}"),
+        };
+        let start = utc(2024, 1, 1, 1, 7);
+        let got = dates(&t, start, utc(2024, 1, 2, 1, 7));
+        assert_eq!(got.len(), 5);
+        assert_eq!(got[1], utc(2024, 1, 1, 7, 7));
+        assert_eq!(t.describe(), "every 6h");
+    }
+
+    #[test]
+    fn relativedelta_months_clamp_and_drift() {
+        let t = match Timetable::from_serialized(&json!({
+            "__type": DELTA_DATA_INTERVAL, "__var": {"delta": {"months": 1}}
+        })) {
+            Ok(t) => t,
+            Err(e) => panic!("{e}"),
+        };
+        let got = dates(&t, utc(2024, 1, 31, 0, 0), utc(2024, 4, 30, 0, 0));
+        assert_eq!(
+            got,
+            vec![
+                utc(2024, 1, 31, 0, 0),
+                utc(2024, 2, 29, 0, 0),
+                utc(2024, 3, 29, 0, 0),
+                utc(2024, 4, 29, 0, 0)
+            ]
+        );
+        for bad in [
+            json!({"months": 1, "day": 1}),
+            json!({"months": -1}),
+            json!({"weekday": [0]}),
+            json!({"days": 1.5}),
+        ] {
+            match parse_delta(&bad) {
+                Err(ScheduleError::Unsupported(_)) => {}
+                other => panic!("{bad}: expected Unsupported, got {other:?}"),
+            }
+        }
+        assert!(matches!(
+            parse_delta(&json!({})),
+            Err(ScheduleError::Invalid(_))
+        ));
+        assert!(matches!(
+            parse_delta(&json!(0.0)),
+            Err(ScheduleError::Invalid(_))
+        ));
+        assert!(matches!(
+            parse_delta(&json!(-60.0)),
+            Err(ScheduleError::Invalid(_))
+        ));
+        assert!(
+            matches!(parse_delta(&json!({"days": 2})), Ok(Delta::Fixed(d)) if d == TimeDelta::days(2))
+        );
+    }
+
+    #[test]
+    fn once_and_limit() {
+        let t = match Timetable::from_serialized(&json!({"__type": ONCE, "__var": {}})) {
+            Ok(t) => t,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(
+            dates(&t, utc(2024, 1, 1, 5, 3), utc(2024, 2, 1, 0, 0)),
+            vec![utc(2024, 1, 1, 5, 3)]
+        );
+        assert!(dates(&t, utc(2024, 2, 1, 5, 3), utc(2024, 1, 1, 0, 0)).is_empty());
+        let hourly = cron("@hourly");
+        match hourly.logical_dates(utc(2024, 1, 1, 0, 0), utc(2024, 1, 2, 0, 0), 24) {
+            Err(ScheduleError::TooMany { limit: 24 }) => {}
+            other => panic!("expected TooMany, got {other:?}"),
+        }
+        assert_eq!(
+            hourly
+                .logical_dates(utc(2024, 1, 1, 0, 0), utc(2024, 1, 1, 23, 0), 24)
+                .map(|d| d.len())
+                .ok(),
+            Some(24)
+        );
+    }
+
+    #[test]
+    fn rejects_unbackfillable_timetables_with_reason() {
+        let cases = [
+            (json!({"__type": NULL, "__var": {}}), "no schedule (None)"),
+            (json!({"__type": CONTINUOUS, "__var": {}}), "@continuous"),
+            (
+                json!({"__type": DATASET_TRIGGERED, "__var": {"dataset_condition": {}}}),
+                "dataset-triggered",
+            ),
+            (
+                json!({"__type": ASSET_TRIGGERED, "__var": {"asset_condition": {}}}),
+                "asset-triggered",
+            ),
+            (
+                json!({"__type": "plugins.workday.AfterWorkdayTimetable", "__var": {}}),
+                "custom timetable plugins.workday.AfterWorkdayTimetable",
+            ),
+            (
+                json!({"__type": CRON_DATA_INTERVAL, "__var": {"expression": "0 0 * * *", "timezone": "Europe/Amsterdam"}}),
+                "Europe/Amsterdam",
+            ),
+            (
+                json!({"__type": CRON_TRIGGER, "__var": {"expression": "0 0 * * *", "timezone": "UTC", "interval": 3600.0}}),
+                "non-zero data interval",
+            ),
+        ];
+        for (value, needle) in cases {
+            match Timetable::from_serialized(&value) {
+                Err(e @ ScheduleError::Unsupported(_)) => {
+                    assert!(
+                        e.to_string().contains(needle),
+                        "{e} should mention {needle}"
+                    )
+                }
+                other => panic!("{value}: expected Unsupported, got {other:?}"),
+            }
+        }
+        for value in [
+            json!(null),
+            json!({"__var": {}}),
+            json!({"__type": CRON_DATA_INTERVAL, "__var": {"timezone": "UTC"}}),
+        ] {
+            assert!(
+                matches!(
+                    Timetable::from_serialized(&value),
+                    Err(ScheduleError::Invalid(_))
+                ),
+                "{value}"
+            );
+        }
+    }
+
+    #[test]
+    fn utc_equivalent_timezones() {
+        for tz in [
+            json!("UTC"),
+            json!("Etc/UTC"),
+            json!("Z"),
+            json!("+00:00"),
+            json!(0),
+        ] {
+            let value = json!({"__type": CRON_DATA_INTERVAL, "__var": {"expression": "@daily", "timezone": tz}});
+            assert!(Timetable::from_serialized(&value).is_ok(), "{tz}");
+        }
+        let value = json!({"__type": CRON_DATA_INTERVAL, "__var": {"expression": "@daily", "timezone": 3600}});
+        assert!(matches!(
+            Timetable::from_serialized(&value),
+            Err(ScheduleError::Unsupported(_))
+        ));
+    }
+
+    #[test]
+    fn airflow2_schedule_interval_form() {
+        let parse = |dag: Value| Timetable::from_serialized_dag(&dag);
+        let t = parse(json!({"schedule_interval": "@daily", "timezone": "UTC"}));
+        assert_eq!(
+            t.as_ref().map(Timetable::describe).ok().as_deref(),
+            Some("cron '@daily' (UTC)")
+        );
+        let t = parse(
+            json!({"schedule_interval": {"__type": "timedelta", "__var": 3600.0}, "timezone": "UTC"}),
+        );
+        assert!(
+            matches!(t, Ok(Timetable::DeltaDataInterval(Delta::Fixed(d))) if d == TimeDelta::hours(1))
+        );
+        assert!(matches!(
+            parse(json!({"schedule_interval": null, "timezone": "UTC"})),
+            Err(ScheduleError::Unsupported(_))
+        ));
+        assert!(matches!(
+            parse(json!({"timezone": "UTC"})),
+            Err(ScheduleError::Unsupported(_))
+        ));
+        assert!(matches!(
+            parse(json!({"schedule_interval": "@once"})),
+            Ok(Timetable::Once)
+        ));
+        assert!(matches!(
+            parse(json!({"schedule_interval": "@daily", "timezone": "Asia/Tokyo"})),
+            Err(ScheduleError::Unsupported(_))
+        ));
+        let t =
+            parse(json!({"timetable": {"__type": ONCE, "__var": {}}, "timezone": "Asia/Tokyo"}));
+        assert!(matches!(t, Ok(Timetable::Once)));
+    }
+
+    #[test]
+    fn multiple_cron_trigger_is_union() {
+        let value = json!({"__type": MULTIPLE_CRON_TRIGGER, "__var": {
+            "expressions": ["0 0 * * *", "0 */12 * * *"], "timezone": "UTC", "interval": 0.0, "run_immediately": false,
+        }});
+        let t = match Timetable::from_serialized(&value) {
+            Ok(t) => t,
+            Err(e) => panic!("{e}"),
+        };
+        let got = dates(&t, utc(2024, 1, 1, 0, 0), utc(2024, 1, 2, 0, 0));
+        assert_eq!(
+            got,
+            vec![
+                utc(2024, 1, 1, 0, 0),
+                utc(2024, 1, 1, 12, 0),
+                utc(2024, 1, 2, 0, 0)
+            ]
+        );
+        assert_eq!(
+            t.describe(),
+            "cron triggers '0 0 * * *', '0 */12 * * *' (UTC)"
+        );
+    }
+
+    #[test]
+    fn describe_forms() {
+        assert_eq!(cron("0 0 * * *").describe(), "cron '0 0 * * *' (UTC)");
+        assert_eq!(
+            format_time_delta(TimeDelta::seconds(90_061) + TimeDelta::milliseconds(500)),
+            "1d 1h 1m 1.5s"
+        );
+        let calendar = Delta::Calendar {
+            months: 14,
+            rest: TimeDelta::days(1),
+        };
+        assert_eq!(calendar.to_string(), "1 year 2 months 1d");
+    }
+}

@@ -1,0 +1,203 @@
+//! Issue 2's end-to-end acceptance on real Airflow 2.11 with SQLite: request file → DAG copy →
+//! runs by the real scheduler → reconciled state, a failing range, and a kill -9 between
+//! accept and DAG write.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use crate::support::{wait_for, Airflow, AirflowMajor, Daemon};
+
+const BIG: Duration = Duration::from_secs(420);
+
+fn run_dates(af: &Airflow, dag_id: &str) -> Vec<String> {
+    let c = af.sql();
+    let mut st = c
+        .prepare("SELECT execution_date FROM dag_run WHERE dag_id = ?1 ORDER BY execution_date")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let rows = st
+        .query_map([dag_id], |r| r.get::<_, String>(0))
+        .unwrap_or_else(|e| panic!("{e}"));
+    rows.map(|r| r.unwrap_or_default()[..10].to_owned())
+        .collect()
+}
+
+#[test]
+fn core_loop_on_airflow2_sqlite() {
+    let mut af = Airflow::sqlite(AirflowMajor::V2, "core_loop_af2");
+    af.start_scheduler();
+    af.wait_parsed("sales", BIG);
+    let mut daemon = Daemon::start(&af, &[]);
+
+    // 1. A request through backfillctl: three daily dates with a param override.
+    let out = daemon.ctl_json(&[
+        "submit",
+        "--dag",
+        "sales",
+        "--start",
+        "2024-03-01",
+        "--end",
+        "2024-03-03",
+        "--max-active-runs",
+        "2",
+        "--param",
+        "region=eu",
+        "--description",
+        "recompute March",
+        "--json",
+    ]);
+    assert_eq!(out["outcome"], "accepted", "{out}");
+    let id = out["backfill_id"].as_str().unwrap_or_default().to_owned();
+    assert!(id.starts_with("sales_backfill_"), "{id}");
+    let copy = af
+        .dags_folder()
+        .join("backfill_user_dags")
+        .join(format!("{id}.py"));
+    wait_for("the DAG copy", Duration::from_secs(30), || {
+        copy.exists().then_some(())
+    });
+
+    let done = daemon.wait_finished(&id, BIG);
+    assert_eq!(done["state"], "success", "{done}\n{}", daemon.log_text());
+    assert_eq!(done["dates_total"], 3);
+    assert_eq!(done["dates_succeeded"], 3);
+    assert_eq!(done["dates_failed"], 0);
+    assert!(
+        done["run_start"].is_string() && done["run_end"].is_string(),
+        "{done}"
+    );
+    // Exactly the expected logical dates, each once; none for the origin DAG.
+    assert_eq!(
+        run_dates(&af, &id),
+        vec!["2024-03-01", "2024-03-02", "2024-03-03"]
+    );
+    assert!(
+        run_dates(&af, "sales").is_empty(),
+        "the origin DAG must not run"
+    );
+    // The param override reached the task's rendered command.
+    let rendered: Vec<String> = {
+        let c = af.sql();
+        let mut st = c
+            .prepare("SELECT rendered_fields FROM rendered_task_instance_fields WHERE dag_id = ?1 AND task_id = 'extract'")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let rows = st
+            .query_map([&id], |r| r.get::<_, String>(0))
+            .unwrap_or_else(|e| panic!("{e}"));
+        rows.map(|r| r.unwrap_or_default()).collect()
+    };
+    assert_eq!(rendered.len(), 3, "{rendered:?}");
+    assert!(
+        rendered.iter().all(|r| r.contains("region=eu")),
+        "{rendered:?}"
+    );
+    // No import error for the copy.
+    assert_eq!(af.count("SELECT COUNT(*) FROM import_error", &[]), 0);
+    // list --json shows it.
+    let list = daemon.ctl_json(&["list", "--json"]);
+    assert!(
+        list.as_array()
+            .is_some_and(|l| l.iter().any(|b| b["id"] == id.as_str())),
+        "{list}"
+    );
+
+    // 2. A range whose task fails ends failed, with counts.
+    daemon.drop_request(
+        "sales-2023.toml",
+        "dag_id = \"sales\"\nstart = 2023-06-01\nend = 2023-06-02\nmax_active_runs = 2\n",
+    );
+    let failing = wait_for(
+        "the 2023 request to be accepted",
+        Duration::from_secs(60),
+        || {
+            let list = daemon.ctl_json(&["list", "--json"]);
+            list.as_array()?
+                .iter()
+                .find(|b| b["start"] == "2023-06-01T00:00:00Z")
+                .map(|b| b["id"].as_str().unwrap_or_default().to_owned())
+        },
+    );
+    let done = daemon.wait_finished(&failing, BIG);
+    assert_eq!(done["state"], "failed", "{done}");
+    assert_eq!(done["dates_total"], 2);
+    assert_eq!(done["dates_failed"], 2);
+    assert!(
+        done["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("2 of 2 logical dates failed"),
+        "{done}"
+    );
+
+    // 3. kill -9 between accept and DAG write: one row, one copy, completes once after restart.
+    daemon.restart(&[("BACKFILLD_FAILPOINTS", "after_accept")]);
+    daemon.drop_request(
+        "sales-crash.toml",
+        "dag_id = \"sales\"\nstart = 2024-04-01\nend = 2024-04-02\n",
+    );
+    wait_for("the failpoint", Duration::from_secs(60), || {
+        daemon
+            .log_text()
+            .contains("failpoint reached")
+            .then_some(())
+    });
+    daemon.kill9();
+    let rows = af.count(
+        "SELECT COUNT(*) FROM backfilld_backfill WHERE start_date LIKE '2024-04-01%'",
+        &[],
+    );
+    assert_eq!(rows, 1, "the accept committed before the crash");
+    let crash_id: String = af
+        .sql()
+        .query_row(
+            "SELECT id FROM backfilld_backfill WHERE start_date LIKE '2024-04-01%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    let copy = af
+        .dags_folder()
+        .join("backfill_user_dags")
+        .join(format!("{crash_id}.py"));
+    assert!(!copy.exists(), "the crash came before the DAG write");
+    daemon.restart(&[]);
+    let done = daemon.wait_finished(&crash_id, BIG);
+    assert_eq!(done["state"], "success", "{done}");
+    assert_eq!(
+        af.count(
+            "SELECT COUNT(*) FROM backfilld_backfill WHERE start_date LIKE '2024-04-01%'",
+            &[]
+        ),
+        1
+    );
+    assert_eq!(
+        af.count(
+            "SELECT COUNT(*) FROM backfilld_request WHERE file_name = 'sales-crash.toml'",
+            &[]
+        ),
+        1
+    );
+    let copies: BTreeSet<String> = std::fs::read_dir(af.dags_folder().join("backfill_user_dags"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .filter(|n| n.starts_with(&crash_id))
+        .collect();
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    assert_eq!(run_dates(&af, &crash_id), vec!["2024-04-01", "2024-04-02"]);
+    // The file ended in accepted/ with its receipt; nothing is left in active/.
+    let accepted: Vec<String> = std::fs::read_dir(daemon.spool.join("accepted"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect();
+    assert!(
+        accepted
+            .iter()
+            .any(|n| n.ends_with("sales-crash.toml.receipt.json")),
+        "{accepted:?}"
+    );
+    assert_eq!(
+        std::fs::read_dir(daemon.spool.join("active"))
+            .map(|d| d.count())
+            .unwrap_or(99),
+        0
+    );
+}

@@ -1,0 +1,6 @@
+//! The one integration-test binary: every end-to-end and real-Airflow test lives in a module here.
+
+mod core_loop;
+mod dagcopy;
+mod schedule_oracle;
+mod support;
