@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::control::{self, BackfillView, ControlRequest, ControlResponse};
+use crate::metadb::store::RequestRecord;
 use crate::spool::INCOMING;
 
 /// Command line of `backfillctl`.
@@ -38,6 +39,14 @@ pub struct Cli {
 pub enum CtlCommand {
     /// Write a request into the spool and wait for the daemon's decision.
     Submit(SubmitArgs),
+    /// Show what became of a request file you dropped into the spool yourself.
+    Outcome {
+        /// The file's name in `incoming/` (e.g. `sales-jan.toml`).
+        file_name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// List backfills.
     List {
         /// Print JSON.
@@ -127,6 +136,28 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         CtlCommand::Status { id, json, watch } => status(&socket, &id, json, watch),
+        CtlCommand::Outcome { file_name, json } => {
+            match call(
+                &socket,
+                ControlRequest::Outcome {
+                    file_name: file_name.clone(),
+                },
+            )? {
+                ControlResponse::Decided { request } => Ok(print_outcome(&request, json)?),
+                ControlResponse::Pending => {
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::json!({"file_name": file_name, "outcome": "pending"})
+                        );
+                    } else {
+                        println!("{file_name}: not decided yet (or not dropped by you)");
+                    }
+                    Ok(2)
+                }
+                other => bail!(unexpected(other)),
+            }
+        }
     }
 }
 
@@ -197,24 +228,7 @@ fn submit(config: &Config, socket: &Path, args: SubmitArgs) -> anyhow::Result<i3
                 file_name: name.clone(),
             },
         )? {
-            ControlResponse::Decided { request } => {
-                if args.json {
-                    println!("{}", serde_json::to_string_pretty(&request)?);
-                } else if let Some(id) = &request.backfill_id {
-                    println!("{id}");
-                } else {
-                    eprintln!(
-                        "rejected ({}): {}",
-                        request
-                            .reason_code
-                            .and_then(|c| serde_json::to_value(c).ok())
-                            .and_then(|v| v.as_str().map(str::to_owned))
-                            .unwrap_or_default(),
-                        request.reason.clone().unwrap_or_default()
-                    );
-                }
-                return Ok(if request.backfill_id.is_some() { 0 } else { 1 });
-            }
+            ControlResponse::Decided { request } => return print_outcome(&request, args.json),
             ControlResponse::Pending => {}
             other => bail!(unexpected(other)),
         }
@@ -256,6 +270,26 @@ fn random_suffix() -> String {
         buf = (nanos as u64 ^ u64::from(std::process::id())).to_le_bytes();
     }
     hex::encode(buf)
+}
+
+/// Print a decided request; exit code 0 when accepted, 1 when rejected.
+fn print_outcome(request: &RequestRecord, json: bool) -> anyhow::Result<i32> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(request)?);
+    } else if let Some(id) = &request.backfill_id {
+        println!("{id}");
+    } else {
+        let code = request
+            .reason_code
+            .and_then(|c| serde_json::to_value(c).ok())
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        eprintln!(
+            "rejected ({code}): {}",
+            request.reason.clone().unwrap_or_default()
+        );
+    }
+    Ok(if request.backfill_id.is_some() { 0 } else { 1 })
 }
 
 fn status(socket: &Path, id: &str, json: bool, watch: bool) -> anyhow::Result<i32> {

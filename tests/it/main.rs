@@ -4,3 +4,4 @@ mod core_loop;
 mod dagcopy;
 mod schedule_oracle;
 mod support;
+mod rejections;
