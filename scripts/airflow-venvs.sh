@@ -2,14 +2,19 @@
 # Build (once) the Python venvs holding the real Airflow releases the tests run against.
 # Idempotent: a venv whose stamp matches its pinned spec is kept as it is.
 # BACKFILLD_VENV_DIR overrides the cache directory (default ~/.cache/backfilld/venvs).
+# Usage: scripts/airflow-venvs.sh [af2|af3 ...]   (no argument: all of them)
 set -euo pipefail
 
 dir="${BACKFILLD_VENV_DIR:-$HOME/.cache/backfilld/venvs}"
 python="${PYTHON:-python3}"
 mkdir -p "$dir"
+wanted=("$@")
 
 build() {
     local name=$1; shift
+    if [ "${#wanted[@]}" -gt 0 ] && [[ " ${wanted[*]} " != *" $name "* ]]; then
+        return
+    fi
     local spec="$*"
     if [ -x "$dir/$name/bin/airflow" ] && [ "$(cat "$dir/$name/.spec" 2>/dev/null)" = "$spec" ]; then
         echo "venv $name: up to date ($spec)"
@@ -24,5 +29,5 @@ build() {
     echo "$spec" > "$dir/$name/.spec"
 }
 
-build af2 "apache-airflow==2.11.2"
-build af3 "apache-airflow==3.1.8 apache-airflow-providers-fab==3.10.2"
+build af2 "apache-airflow[postgres,mysql]==2.11.2"
+build af3 "apache-airflow[postgres,mysql]==3.1.8 apache-airflow-providers-fab==3.10.2"
