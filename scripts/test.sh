@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/airflow-venvs.sh
 # diesel and rusqlite must share one SQLite library build.
-n=$(cargo tree -e normal,build,dev --prefix none 2>/dev/null | grep -E '^libsqlite3-sys v' | sort -u | wc -l)
+n=$(cargo tree -e normal,build,dev --prefix none 2>/dev/null | grep -oE '^libsqlite3-sys v[0-9.]+' | sort -u | wc -l)
 if [ "$n" -ne 1 ]; then
     echo "expected exactly one libsqlite3-sys in the dependency graph, found $n" >&2
     cargo tree -d >&2

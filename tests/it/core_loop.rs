@@ -128,7 +128,35 @@ fn core_loop_on_airflow2_sqlite() {
         "{done}"
     );
 
-    // 3. kill -9 between accept and DAG write: one row, one copy, completes once after restart.
+    // 3. A copy Airflow refuses to import fails the backfill with Airflow's own message.
+    af.wait_parsed("regional_report", BIG);
+    let out = daemon.ctl_json(&[
+        "submit",
+        "--dag",
+        "regional_report",
+        "--start",
+        "2024-03-01",
+        "--end",
+        "2024-03-01",
+        "--param",
+        "region=mars",
+        "--json",
+    ]);
+    assert_eq!(out["outcome"], "accepted", "{out}");
+    let broken = out["backfill_id"].as_str().unwrap_or_default().to_owned();
+    let done = daemon.wait_finished(&broken, BIG);
+    assert_eq!(done["state"], "failed", "{done}");
+    let reason = done["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("Airflow could not import the DAG copy"),
+        "{reason}"
+    );
+    assert!(
+        reason.contains("mars"),
+        "Airflow's message names the bad value: {reason}"
+    );
+
+    // 4. kill -9 between accept and DAG write: one row, one copy, completes once after restart.
     daemon.restart(&[("BACKFILLD_FAILPOINTS", "after_accept")]);
     daemon.drop_request(
         "sales-crash.toml",
