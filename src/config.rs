@@ -72,6 +72,90 @@ pub struct Config {
     /// Reconciler timing.
     #[serde(default)]
     pub reconcile: ReconcileSection,
+    /// How file owners map to Airflow users.
+    #[serde(default)]
+    pub identity: IdentitySection,
+    /// Who may backfill.
+    #[serde(default)]
+    pub authz: AuthzSection,
+}
+
+/// `[identity]`: from the kernel-verified owner uid of a request to an Airflow user.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdentitySection {
+    /// Map a unix user name to the Airflow user name it acts as.
+    pub map: std::collections::BTreeMap<String, String>,
+    /// Whether a unix user absent from `map` acts as the Airflow user of the same name.
+    /// When false, unmapped users are refused.
+    pub same_name: bool,
+    /// Uids (e.g. a web front end's service account) allowed to set `on_behalf_of`.
+    pub trusted_submitters: Vec<u32>,
+}
+
+impl Default for IdentitySection {
+    fn default() -> Self {
+        IdentitySection {
+            map: std::collections::BTreeMap::new(),
+            same_name: true,
+            trusted_submitters: Vec::new(),
+        }
+    }
+}
+
+impl IdentitySection {
+    /// The Airflow user a unix user acts as, or `None` when unmapped.
+    pub fn airflow_user(&self, unix_name: &str) -> Option<String> {
+        match self.map.get(unix_name) {
+            Some(a) => Some(a.clone()),
+            None if self.same_name => Some(unix_name.to_owned()),
+            None => None,
+        }
+    }
+
+    /// Whether `uid` may submit on behalf of another Airflow user.
+    pub fn is_trusted(&self, uid: u32) -> bool {
+        self.trusted_submitters.contains(&uid)
+    }
+}
+
+/// `[authz]`: how backfilld mirrors Airflow's permissions.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthzSection {
+    /// Roles granted the `Backfills` permissions at start (`Admin` always is).
+    pub permitted_roles: Vec<String>,
+    /// With Airflow 3's SimpleAuthManager set to make everyone admin
+    /// (`simple_auth_manager_all_admins`), authorise everyone anyway. Off by default: then
+    /// nobody is authorised.
+    pub allow_simple_all_admins: bool,
+}
+
+impl Default for AuthzSection {
+    fn default() -> Self {
+        AuthzSection {
+            permitted_roles: vec!["User".into(), "Op".into()],
+            allow_simple_all_admins: false,
+        }
+    }
+}
+
+/// Which auth manager the Airflow installation uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthManager {
+    /// Not configured: Airflow's default for its major version (FAB on 2, Simple on 3).
+    Default,
+    /// The FAB auth manager (`ab_*` tables).
+    Fab,
+    /// Airflow 3's SimpleAuthManager.
+    Simple {
+        /// `[core] simple_auth_manager_users` (`name:role,...`).
+        users: String,
+        /// `[core] simple_auth_manager_all_admins`.
+        all_admins: bool,
+    },
+    /// Another auth manager backfilld cannot mirror: everyone is refused.
+    Other(String),
 }
 
 /// `[airflow]`.
@@ -84,6 +168,8 @@ pub struct AirflowSection {
     pub sql_alchemy_conn: Option<String>,
     /// The DAGs folder; resolved as Airflow does when absent.
     pub dags_folder: Option<PathBuf>,
+    /// Airflow's `[core] auth_manager` class; resolved as Airflow does when absent.
+    pub auth_manager: Option<String>,
 }
 
 /// `[spool]`.
@@ -124,6 +210,8 @@ pub struct LimitsSection {
     pub max_active_runs: u32,
     /// Most logical dates one request may cover.
     pub max_dates_per_request: usize,
+    /// Most claimed, undecided requests one uid may have; files beyond are rejected.
+    pub max_pending_per_user: usize,
 }
 
 impl Default for LimitsSection {
@@ -131,6 +219,7 @@ impl Default for LimitsSection {
         LimitsSection {
             max_active_runs: 10,
             max_dates_per_request: 10_000,
+            max_pending_per_user: 20,
         }
     }
 }
@@ -194,6 +283,20 @@ impl Config {
         if config.limits.max_dates_per_request == 0 {
             return Err(bad("limits.max_dates_per_request", "must be at least 1"));
         }
+        if config.limits.max_pending_per_user == 0 {
+            return Err(bad("limits.max_pending_per_user", "must be at least 1"));
+        }
+        if let Some((unix, _)) = config
+            .identity
+            .map
+            .iter()
+            .find(|(u, a)| u.is_empty() || a.is_empty())
+        {
+            return Err(bad(
+                "identity.map",
+                &format!("entry {unix:?}: names must be non-empty"),
+            ));
+        }
         if config.reconcile.interval_secs == 0 {
             return Err(bad("reconcile.interval_secs", "must be at least 1"));
         }
@@ -250,6 +353,62 @@ impl Config {
     }
 }
 
+impl Config {
+    /// The auth manager Airflow uses on this host, read as Airflow reads it
+    /// (`AIRFLOW__CORE__AUTH_MANAGER`, then `[core] auth_manager` in `airflow.cfg`).
+    pub fn resolve_auth_manager(&self) -> Result<AuthManager, ConfigError> {
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let cfg = AirflowCfg::read(&self.airflow.home)?;
+        let get = |key: &str| {
+            env(&format!("AIRFLOW__CORE__{}", key.to_ascii_uppercase()))
+                .or_else(|| cfg.get("core", key))
+        };
+        Ok(classify_auth_manager(
+            self.airflow
+                .auth_manager
+                .clone()
+                .or_else(|| get("auth_manager"))
+                .as_deref(),
+            get("simple_auth_manager_users"),
+            get("simple_auth_manager_all_admins"),
+        ))
+    }
+}
+
+/// Classify an `auth_manager` class path (pure; see [`Config::resolve_auth_manager`]).
+pub fn classify_auth_manager(
+    class: Option<&str>,
+    simple_users: Option<String>,
+    all_admins: Option<String>,
+) -> AuthManager {
+    let simple = || AuthManager::Simple {
+        // Airflow's own default for simple_auth_manager_users.
+        users: simple_users.clone().unwrap_or_else(|| "admin:admin".into()),
+        all_admins: all_admins
+            .as_deref()
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true")),
+    };
+    match class.map(str::trim) {
+        None | Some("") => AuthManager::Default,
+        Some(c) if c.ends_with(".FabAuthManager") => AuthManager::Fab,
+        Some(c) if c.ends_with(".SimpleAuthManager") => simple(),
+        Some(c) => AuthManager::Other(c.to_owned()),
+    }
+}
+
+impl AuthManager {
+    /// What [`AuthManager::Default`] means for an Airflow major version.
+    pub fn for_generation(self, airflow3: bool, simple_users: Option<String>) -> AuthManager {
+        match self {
+            AuthManager::Default if airflow3 => AuthManager::Simple {
+                users: simple_users.unwrap_or_else(|| "admin:admin".into()),
+                all_admins: false,
+            },
+            AuthManager::Default => AuthManager::Fab,
+            other => other,
+        }
+    }
+}
 /// Where this host's Airflow keeps its metadata DB and DAG files.
 #[derive(Debug, Clone)]
 pub struct AirflowLocation {
@@ -338,6 +497,63 @@ mod tests {
         let text = include_str!("../config/backfilld.toml");
         let c = Config::parse(Path::new("config/backfilld.toml"), text);
         assert!(c.is_ok(), "{:?}", c.err());
+    }
+
+    #[test]
+    fn identity_and_authz_sections() {
+        let c = Config::parse(
+            Path::new("x"),
+            "[airflow]\nhome = \"/a\"\n[identity]\nsame_name = false\ntrusted_submitters = [990]\n[identity.map]\nsvc = \"alice\"\n[authz]\npermitted_roles = [\"User\"]\n",
+        );
+        let c = c.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.identity.airflow_user("svc").as_deref(), Some("alice"));
+        assert_eq!(c.identity.airflow_user("bob"), None);
+        assert!(c.identity.is_trusted(990) && !c.identity.is_trusted(0));
+        assert_eq!(c.authz.permitted_roles, vec!["User"]);
+        let d = Config::parse(Path::new("x"), "[airflow]\nhome = \"/a\"\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(d.identity.airflow_user("bob").as_deref(), Some("bob"));
+        assert_eq!(d.authz.permitted_roles, vec!["User", "Op"]);
+        assert_eq!(d.limits.max_pending_per_user, 20);
+    }
+
+    #[test]
+    fn auth_manager_is_classified() {
+        assert_eq!(
+            classify_auth_manager(None, None, None),
+            AuthManager::Default
+        );
+        assert_eq!(
+            classify_auth_manager(
+                Some("airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"),
+                None,
+                None
+            ),
+            AuthManager::Fab
+        );
+        assert_eq!(
+            classify_auth_manager(
+                Some("airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"),
+                Some("a:admin".into()),
+                Some("True".into())
+            ),
+            AuthManager::Simple {
+                users: "a:admin".into(),
+                all_admins: true
+            }
+        );
+        assert!(matches!(
+            classify_auth_manager(Some("my.Custom"), None, None),
+            AuthManager::Other(_)
+        ));
+        assert_eq!(
+            AuthManager::Default.for_generation(false, None),
+            AuthManager::Fab
+        );
+        assert!(matches!(
+            AuthManager::Default.for_generation(true, None),
+            AuthManager::Simple { .. }
+        ));
     }
 
     #[test]

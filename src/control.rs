@@ -83,8 +83,14 @@ pub struct BackfillView {
     pub max_active_runs: u32,
     /// Param overrides.
     pub params: serde_json::Map<String, serde_json::Value>,
-    /// Requester.
+    /// Requester (the Airflow user the backfill was authorised for).
     pub submitted_by: String,
+    /// The unix user that owned the request file.
+    #[serde(default)]
+    pub requester: Option<String>,
+    /// The Airflow user a trusted submitter acted for.
+    #[serde(default)]
+    pub on_behalf_of: Option<String>,
     /// When accepted.
     pub submitted_at: String,
     /// Last change.
@@ -128,6 +134,8 @@ impl From<&BackfillRow> for BackfillView {
             max_active_runs: b.max_active_runs,
             params: b.params.clone(),
             submitted_by: b.submitted_by.clone(),
+            requester: b.requester.clone(),
+            on_behalf_of: b.on_behalf_of.clone(),
             submitted_at: fmt_ts(b.submitted_at),
             updated_at: fmt_ts(b.updated_at),
             run_start: opt_ts(b.run_start),

@@ -10,14 +10,18 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use std::collections::HashMap;
+
 use chrono::Utc;
 
-use crate::config::{AirflowLocation, Config};
+use crate::authz::{self, Action, SimpleRole, Subject};
+use crate::config::{AirflowLocation, AuthManager, Config};
 use crate::control::{BackfillView, ControlRequest, ControlResponse};
 use crate::dagcopy::{self, CopySpec};
 use crate::failpoint;
-use crate::metadb::airflow::{Airflow, AirflowSchema};
-use crate::metadb::store::{self, BackfillRow, NewBackfill, RequestRecord, Store};
+use crate::metadb::airflow::{Airflow, AirflowSchema, Generation};
+use crate::metadb::fab::Fab;
+use crate::metadb::store::{self, AuditEntry, BackfillRow, NewBackfill, RequestRecord, Store};
 use crate::metadb::{DbError, MetaDb};
 use crate::reconcile::{self, Observation};
 use crate::request::{self, fmt_ts, ReasonCode, Rejection, Request};
@@ -45,6 +49,41 @@ pub enum Command {
 struct Connected {
     db: MetaDb,
     schema: AirflowSchema,
+    auth: AuthSource,
+}
+
+/// Where users, roles and permissions come from, decided at connect time.
+#[derive(Debug, Clone)]
+enum AuthSource {
+    /// FAB's `ab_*` tables.
+    Fab,
+    /// Airflow 3's SimpleAuthManager users and roles.
+    Simple {
+        users: Vec<(String, SimpleRole)>,
+        all_admins: bool,
+    },
+    /// Nobody can be authorised; the reason says why.
+    Unavailable(String),
+}
+
+/// Who a request or query is from, as far as it was resolved.
+#[derive(Debug, Clone, Default)]
+struct Identity {
+    uid: Option<u32>,
+    unix_user: Option<String>,
+    airflow_user: Option<String>,
+    on_behalf_of: Option<String>,
+}
+
+/// A caller resolved to an Airflow user with its permissions, or refused (with the identity as
+/// far as it was resolved).
+type Resolved = Result<(Identity, Subject), (Identity, Rejection)>;
+
+/// The outcome of validating a file, with who it was decided for.
+struct Verdict {
+    ident: Identity,
+    target: Option<String>,
+    result: Result<NewBackfill, Rejection>,
 }
 
 /// The engine state.
@@ -95,12 +134,13 @@ impl Engine {
             let mut db = MetaDb::connect(&self.airflow.db)?;
             let schema = AirflowSchema::detect(&mut db)?;
             let version = store::migrate(&mut db)?;
-            Ok::<_, DbError>((db, schema, version))
+            let auth = self.auth_source(&mut db, &schema)?;
+            Ok::<_, DbError>((db, schema, version, auth))
         })();
         match attempt {
-            Ok((db, schema, version)) => {
-                tracing::info!(db = %self.airflow.db, generation = ?schema.generation, revision = %schema.revision, backfilld_schema = version, "connected to the metadata DB");
-                self.conn = Some(Connected { db, schema });
+            Ok((db, schema, version, auth)) => {
+                tracing::info!(db = %self.airflow.db, generation = ?schema.generation, revision = %schema.revision, backfilld_schema = version, auth = ?auth_name(&auth), "connected to the metadata DB");
+                self.conn = Some(Connected { db, schema, auth });
                 self.backoff = Duration::from_millis(500);
                 self.outage_reported = false;
                 Ok(())
@@ -115,6 +155,173 @@ impl Engine {
                 Err(e)
             }
         }
+    }
+
+    /// Detect the auth manager and, with FAB, register the `Backfills` permissions.
+    fn auth_source(&self, db: &mut MetaDb, schema: &AirflowSchema) -> Result<AuthSource, DbError> {
+        let setting = match self.config.resolve_auth_manager() {
+            Ok(s) => s.for_generation(schema.generation == Generation::V3, None),
+            Err(e) => return Ok(AuthSource::Unavailable(e.to_string())),
+        };
+        Ok(match setting {
+            AuthManager::Fab | AuthManager::Default => {
+                let mut fab = Fab::new(db);
+                if !fab.present()? {
+                    return Ok(AuthSource::Unavailable(
+                        "Airflow uses the FAB auth manager but the metadata DB has no ab_* tables (run `airflow db migrate` / `airflow fab-db migrate`)".into(),
+                    ));
+                }
+                match fab.register_backfills(&self.config.authz.permitted_roles) {
+                    Ok(reg) => {
+                        tracing::info!(inserted = reg.inserted, granted = ?reg.granted, "registered the Backfills permissions in Airflow");
+                        if !reg.missing_roles.is_empty() {
+                            tracing::warn!(roles = ?reg.missing_roles, "permitted roles missing in Airflow (run `airflow sync-perm` or create them); restart backfilld to grant them");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot register the Backfills permissions in Airflow")
+                    }
+                }
+                AuthSource::Fab
+            }
+            AuthManager::Simple { users, all_admins } => match authz::parse_simple_users(&users) {
+                Ok(users) => AuthSource::Simple { users, all_admins },
+                Err(e) => AuthSource::Unavailable(format!(
+                    "cannot read Airflow's simple_auth_manager_users: {e}"
+                )),
+            },
+            AuthManager::Other(class) => AuthSource::Unavailable(format!(
+                "Airflow uses the auth manager {class}, which backfilld cannot mirror"
+            )),
+        })
+    }
+
+    /// Resolve who `uid` acts as and load that Airflow user's permissions. `Ok(Err(_))` is a
+    /// refusal (with the identity as far as it was resolved); `Err(_)` a DB problem.
+    fn subject(&mut self, uid: u32, on_behalf_of: Option<&str>) -> Result<Resolved, DbError> {
+        let mut ident = Identity {
+            uid: Some(uid),
+            ..Identity::default()
+        };
+        let Some(unix) = spool::user_name(uid) else {
+            return Ok(Err((
+                ident,
+                Rejection::new(
+                    ReasonCode::UnknownUser,
+                    format!("uid {uid} has no user name on this host"),
+                ),
+            )));
+        };
+        ident.unix_user = Some(unix.clone());
+        let airflow_user = match on_behalf_of {
+            Some(other) if !self.config.identity.is_trusted(uid) => {
+                ident.on_behalf_of = Some(other.to_owned());
+                return Ok(Err((
+                    ident,
+                    Rejection::new(
+                        ReasonCode::OnBehalfNotAllowed,
+                        format!("user {unix:?} (uid {uid}) is not a trusted submitter and may not set on_behalf_of"),
+                    ),
+                )));
+            }
+            Some(other) => {
+                ident.on_behalf_of = Some(other.to_owned());
+                other.to_owned()
+            }
+            None => match self.config.identity.airflow_user(&unix) {
+                Some(a) => a,
+                None => {
+                    return Ok(Err((
+                        ident,
+                        Rejection::new(
+                            ReasonCode::UnmappedUser,
+                            format!("unix user {unix:?} (uid {uid}) is not mapped to an Airflow user in backfilld's [identity] configuration"),
+                        ),
+                    )))
+                }
+            },
+        };
+        ident.airflow_user = Some(airflow_user.clone());
+        let permitted = self.config.authz.permitted_roles.clone();
+        let allow_all_admins = self.config.authz.allow_simple_all_admins;
+        let c = self.conn.as_mut().ok_or_else(not_connected)?;
+        let no_user = |ident: Identity| {
+            Ok(Err((
+                ident,
+                Rejection::new(
+                    ReasonCode::NoAirflowUser,
+                    format!("Airflow has no user {airflow_user:?}"),
+                ),
+            )))
+        };
+        let subject = match &c.auth {
+            AuthSource::Unavailable(why) => {
+                return Ok(Err((
+                    ident,
+                    Rejection::new(ReasonCode::AuthUnavailable, why.clone()),
+                )))
+            }
+            AuthSource::Fab => {
+                let mut fab = Fab::new(&mut c.db);
+                let Some(user) = fab.user(&airflow_user)? else {
+                    return no_user(ident);
+                };
+                fab.subject(&user)?
+            }
+            AuthSource::Simple { all_admins: true, .. } if !allow_all_admins => {
+                return Ok(Err((
+                    ident,
+                    Rejection::new(
+                        ReasonCode::AuthUnavailable,
+                        "Airflow's SimpleAuthManager makes everyone admin (simple_auth_manager_all_admins); backfilld authorises nobody unless [authz] allow_simple_all_admins = true",
+                    ),
+                )))
+            }
+            AuthSource::Simple { all_admins: true, .. } => Subject {
+                username: airflow_user.clone(),
+                active: true,
+                roles: vec![SimpleRole::Admin.name().to_owned()],
+                grants: authz::simple_grants(SimpleRole::Admin, &permitted),
+            },
+            AuthSource::Simple { users, .. } => {
+                let Some((_, role)) = users.iter().find(|(u, _)| *u == airflow_user) else {
+                    return no_user(ident);
+                };
+                Subject {
+                    username: airflow_user.clone(),
+                    active: true,
+                    roles: vec![role.name().to_owned()],
+                    grants: authz::simple_grants(*role, &permitted),
+                }
+            }
+        };
+        Ok(Ok((ident, subject)))
+    }
+
+    /// Record an authorization decision: a structured event and a `backfilld_audit` row.
+    fn audit(
+        &mut self,
+        ident: &Identity,
+        action: Action,
+        target: Option<&str>,
+        denial: Option<&Rejection>,
+    ) -> Result<(), DbError> {
+        let entry = AuditEntry {
+            at: store::stored_ts(Utc::now()),
+            uid: ident.uid,
+            unix_user: ident.unix_user.clone(),
+            airflow_user: ident.airflow_user.clone(),
+            on_behalf_of: ident.on_behalf_of.clone(),
+            action: action.as_str().to_owned(),
+            target: target.map(str::to_owned),
+            allowed: denial.is_none(),
+            reason_code: denial.map(|d| d.code),
+            reason: denial.map(|d| d.message.clone()),
+        };
+        emit_audit(&entry);
+        let host = self.host.clone();
+        let c = self.conn.as_mut().ok_or_else(not_connected)?;
+        Store::new(&mut c.db).audit(&host, &entry)
     }
 
     fn lost(&mut self, e: &DbError) {
@@ -206,8 +413,9 @@ impl Engine {
                 return decided;
             }
             let mut progress = false;
+            let mut pending: HashMap<u32, usize> = HashMap::new();
             for claim in claimed {
-                match self.decide_file(&claim) {
+                match self.decide_file(&claim, &mut pending) {
                     Ok(()) => {
                         decided += 1;
                         progress = true;
@@ -225,8 +433,12 @@ impl Engine {
     }
 
     /// Decide one claimed file: record its outcome, then move it.
-    fn decide_file(&mut self, claim: &str) -> Result<(), DbError> {
-        let file = self
+    fn decide_file(
+        &mut self,
+        claim: &str,
+        pending: &mut HashMap<u32, usize>,
+    ) -> Result<(), DbError> {
+        let mut file = self
             .spool
             .read_claimed(claim)
             .map_err(|e| DbError::Data(e.to_string()))?;
@@ -238,6 +450,24 @@ impl Engine {
         let record = match recorded {
             Some(r) => r,
             None => {
+                let owner = match &file.content {
+                    Ok(c) => Some(c.uid),
+                    Err((uid, _)) => *uid,
+                };
+                if let Some(uid) = owner {
+                    let n = pending.entry(uid).or_insert(0);
+                    *n += 1;
+                    let max = self.config.limits.max_pending_per_user;
+                    if *n > max {
+                        file.content = Err((
+                            Some(uid),
+                            Rejection::new(
+                                ReasonCode::TooManyPending,
+                                format!("uid {uid} has more than {max} requests waiting; resubmit once they are decided"),
+                            ),
+                        ));
+                    }
+                }
                 let record = self.evaluate(&file)?;
                 if let Some(id) = &record.backfill_id {
                     tracing::info!(request = %file.file_name, uid = record.uid, user = ?record.username, backfill = %id, "request accepted");
@@ -265,14 +495,32 @@ impl Engine {
 
     /// Validate a new file and record the outcome (accepting creates the backfill atomically).
     fn evaluate(&mut self, file: &ClaimedFile) -> Result<RequestRecord, DbError> {
-        let (uid, verdict) = match &file.content {
-            Err((uid, rejection)) => (*uid, Err(rejection.clone())),
-            Ok(content) => (
-                Some(content.uid),
-                self.validate(content.uid, &content.bytes)?,
-            ),
+        let verdict = match &file.content {
+            Err((uid, rejection)) => Verdict {
+                ident: Identity {
+                    uid: *uid,
+                    unix_user: uid.and_then(spool::user_name),
+                    ..Identity::default()
+                },
+                target: None,
+                result: Err(rejection.clone()),
+            },
+            Ok(content) => self.validate(content.uid, &content.bytes)?,
         };
-        let username = uid.and_then(spool::user_name);
+        let Verdict {
+            ident,
+            target,
+            result: verdict,
+        } = verdict;
+        let target = target.unwrap_or_else(|| format!("file:{}", file.file_name));
+        self.audit(
+            &ident,
+            Action::Create,
+            Some(&target),
+            verdict.as_ref().err(),
+        )?;
+        let uid = ident.uid;
+        let username = ident.unix_user.clone();
         let mut record = RequestRecord {
             request_key: file.key.clone(),
             file_name: file.file_name.clone(),
@@ -284,6 +532,8 @@ impl Engine {
             backfill_id: None,
             reason_code: None,
             reason: None,
+            airflow_user: ident.airflow_user.clone(),
+            on_behalf_of: ident.on_behalf_of.clone(),
         };
         let c = self.conn.as_mut().ok_or_else(not_connected)?;
         match verdict {
@@ -315,21 +565,47 @@ impl Engine {
     }
 
     /// Every check of a request. `Ok(Err(_))` is a rejection; `Err(_)` a DB problem.
-    fn validate(
-        &mut self,
-        uid: u32,
-        bytes: &[u8],
-    ) -> Result<Result<NewBackfill, Rejection>, DbError> {
-        let Some(user) = spool::user_name(uid) else {
-            return Ok(Err(Rejection::new(
-                ReasonCode::UnknownUser,
-                format!("uid {uid} has no user name on this host"),
-            )));
+    fn validate(&mut self, uid: u32, bytes: &[u8]) -> Result<Verdict, DbError> {
+        let parsed = request::parse(bytes, self.config.limits.max_active_runs);
+        let on_behalf_of = parsed.as_ref().ok().and_then(|r| r.on_behalf_of.clone());
+        let (ident, subject) = match self.subject(uid, on_behalf_of.as_deref())? {
+            Ok(v) => v,
+            Err((ident, rejection)) => {
+                return Ok(Verdict {
+                    ident,
+                    target: parsed.ok().map(|r| r.dag_id),
+                    result: Err(rejection),
+                })
+            }
         };
-        let req = match request::parse(bytes, self.config.limits.max_active_runs) {
+        let req = match parsed {
             Ok(r) => r,
-            Err(r) => return Ok(Err(r)),
+            Err(r) => {
+                return Ok(Verdict {
+                    ident,
+                    target: None,
+                    result: Err(r),
+                })
+            }
         };
+        let target = Some(req.dag_id.clone());
+        let result = match authz::authorize(&subject, Action::Create, Some(&req.dag_id)) {
+            Err(denial) => Err(denial.into()),
+            Ok(()) => self.check_dag(req, &ident)?,
+        };
+        Ok(Verdict {
+            ident,
+            target,
+            result,
+        })
+    }
+
+    /// The checks of an authorised request against Airflow's DAG and backfilld's backfills.
+    fn check_dag(
+        &mut self,
+        req: Request,
+        ident: &Identity,
+    ) -> Result<Result<NewBackfill, Rejection>, DbError> {
         let limit = self.config.limits.max_dates_per_request;
         let c = self.conn.as_mut().ok_or_else(not_connected)?;
         let mut af = Airflow::new(&mut c.db, &c.schema);
@@ -402,14 +678,7 @@ impl Engine {
                 )));
             }
         }
-        Ok(Ok(new_backfill(
-            req,
-            dates,
-            fileloc,
-            origin_code,
-            user,
-            uid,
-        )))
+        Ok(Ok(new_backfill(req, dates, fileloc, origin_code, ident)))
     }
 
     /// Reconcile every unfinished backfill.
@@ -548,26 +817,74 @@ impl Engine {
             self.scan();
         }
         self.ensure_connected()?;
+        if let ControlRequest::Outcome { file_name } = &request {
+            // A caller only ever sees the outcome of files it owned: no further check.
+            let c = self.conn.as_mut().ok_or_else(not_connected)?;
+            return Ok(match Store::new(&mut c.db).outcome(uid, file_name)? {
+                Some(r) => ControlResponse::Decided { request: r },
+                None => ControlResponse::Pending,
+            });
+        }
+        let target = match &request {
+            ControlRequest::Status { id } => Some(id.clone()),
+            _ => None,
+        };
+        let subject = match self.subject(uid, None)? {
+            Ok((ident, subject)) => match authz::authorize(&subject, Action::Read, None) {
+                Ok(()) => Ok((ident, subject)),
+                Err(d) => Err((ident, Rejection::from(d))),
+            },
+            Err(refused) => Err(refused),
+        };
+        let (ident, subject) = match subject {
+            Ok(v) => v,
+            Err((ident, r)) => {
+                self.audit(&ident, Action::Read, target.as_deref(), Some(&r))?;
+                return Ok(ControlResponse::Error {
+                    message: denied_message(&r),
+                });
+            }
+        };
         let c = self.conn.as_mut().ok_or_else(not_connected)?;
         let mut s = Store::new(&mut c.db);
-        Ok(match request {
-            ControlRequest::List => ControlResponse::Backfills {
-                backfills: s.backfills()?.iter().map(BackfillView::from).collect(),
-            },
+        let response = match request {
             ControlRequest::Status { id } => match s.backfill(&id)? {
-                Some(b) => ControlResponse::Backfill {
-                    backfill: BackfillView::from(&b),
+                Some(b) => match authz::authorize(&subject, Action::Read, Some(&b.dag_id)) {
+                    Ok(()) => ControlResponse::Backfill {
+                        backfill: BackfillView::from(&b),
+                    },
+                    Err(d) => {
+                        let r = Rejection::from(d);
+                        self.audit(&ident, Action::Read, Some(&id), Some(&r))?;
+                        return Ok(ControlResponse::Error {
+                            message: denied_message(&r),
+                        });
+                    }
                 },
                 None => ControlResponse::Error {
                     message: format!("no backfill with id {id:?}"),
                 },
             },
-            ControlRequest::Outcome { file_name } => match s.outcome(uid, &file_name)? {
-                Some(r) => ControlResponse::Decided { request: r },
-                None => ControlResponse::Pending,
+            _ => ControlResponse::Backfills {
+                backfills: s
+                    .backfills()?
+                    .iter()
+                    .filter(|b| subject.can_read_dag(&b.dag_id))
+                    .map(BackfillView::from)
+                    .collect(),
             },
-        })
+        };
+        self.audit(&ident, Action::Read, target.as_deref(), None)?;
+        Ok(response)
     }
+}
+
+fn denied_message(r: &Rejection) -> String {
+    let code = serde_json::to_value(r.code)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    format!("permission denied ({code}): {}", r.message)
 }
 
 fn not_connected() -> DbError {
@@ -599,8 +916,7 @@ fn new_backfill(
     dates: Vec<chrono::DateTime<Utc>>,
     origin_fileloc: String,
     origin_code: String,
-    user: String,
-    uid: u32,
+    ident: &Identity,
 ) -> NewBackfill {
     NewBackfill {
         dag_id: req.dag_id,
@@ -613,7 +929,38 @@ fn new_backfill(
         ignore_overlap: req.ignore_overlap,
         origin_fileloc,
         origin_code,
-        submitted_by: user,
-        submitted_uid: uid,
+        submitted_by: ident.airflow_user.clone().unwrap_or_default(),
+        submitted_uid: ident.uid.unwrap_or(u32::MAX),
+        requester: ident.unix_user.clone().unwrap_or_default(),
+        on_behalf_of: ident.on_behalf_of.clone(),
     }
+}
+
+fn auth_name(a: &AuthSource) -> String {
+    match a {
+        AuthSource::Fab => "fab".into(),
+        AuthSource::Simple { all_admins, .. } => format!("simple (all_admins={all_admins})"),
+        AuthSource::Unavailable(why) => format!("unavailable: {why}"),
+    }
+}
+
+/// The structured audit event (target `backfilld::audit`).
+fn emit_audit(e: &AuditEntry) {
+    let code = e
+        .reason_code
+        .and_then(|c| serde_json::to_value(c).ok())
+        .and_then(|v| v.as_str().map(str::to_owned));
+    tracing::info!(
+        target: "backfilld::audit",
+        uid = ?e.uid,
+        unix_user = ?e.unix_user,
+        airflow_user = ?e.airflow_user,
+        on_behalf_of = ?e.on_behalf_of,
+        action = %e.action,
+        object = ?e.target,
+        allowed = e.allowed,
+        reason_code = ?code,
+        reason = ?e.reason,
+        "authorization decision"
+    );
 }

@@ -15,6 +15,14 @@ pub const BACKFILL_ID_EXTRA: usize = "_backfill_20240101_000000_99".len();
 pub const DESCRIPTION_MAX: usize = 2000;
 /// Largest params table, as serialized JSON.
 pub const PARAMS_JSON_MAX: usize = 32 * 1024;
+/// Longest params key.
+pub const PARAMS_KEY_MAX: usize = 250;
+/// Deepest nesting of arrays and tables inside `params`.
+pub const PARAMS_DEPTH_MAX: usize = 16;
+/// Longest Airflow user name in `on_behalf_of` (FAB's `ab_user.username` is 256 wide).
+pub const USERNAME_MAX: usize = 256;
+/// Deepest bracket nesting accepted in a request file before parsing.
+pub const TOML_DEPTH_MAX: usize = 32;
 
 /// Why a request was rejected, stable for scripts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,6 +70,44 @@ pub enum ReasonCode {
     Overlap,
     /// The requester's uid has no user name.
     UnknownUser,
+    /// The requester's unix user maps to no Airflow user (`[identity]`).
+    UnmappedUser,
+    /// No `ab_user` (or SimpleAuthManager user) has the mapped name.
+    NoAirflowUser,
+    /// The Airflow user is not active.
+    InactiveUser,
+    /// `on_behalf_of` was set by a uid that is not a trusted submitter.
+    OnBehalfNotAllowed,
+    /// The user lacks the needed permission on `Backfills`.
+    MissingBackfillPermission,
+    /// The user may not edit the origin DAG.
+    MissingDagEdit,
+    /// The user may not read the origin DAG.
+    MissingDagRead,
+    /// Airflow's auth manager cannot be mirrored (or makes everyone admin): nobody is authorised.
+    AuthUnavailable,
+    /// The uid has too many undecided requests.
+    TooManyPending,
+    /// The file's mode is unsafe (setuid/setgid/sticky, or writable by group or others).
+    UnsafeMode,
+}
+
+impl From<crate::authz::DenyCode> for ReasonCode {
+    fn from(c: crate::authz::DenyCode) -> Self {
+        use crate::authz::DenyCode;
+        match c {
+            DenyCode::InactiveUser => ReasonCode::InactiveUser,
+            DenyCode::MissingBackfillPermission => ReasonCode::MissingBackfillPermission,
+            DenyCode::MissingDagEdit => ReasonCode::MissingDagEdit,
+            DenyCode::MissingDagRead => ReasonCode::MissingDagRead,
+        }
+    }
+}
+
+impl From<crate::authz::Denial> for Rejection {
+    fn from(d: crate::authz::Denial) -> Self {
+        Rejection::new(d.code.into(), d.message)
+    }
 }
 
 /// A rejected request: what went wrong, for scripts and for people.
@@ -95,6 +141,7 @@ struct RawRequest {
     max_active_runs: Option<i64>,
     params: Option<toml::Value>,
     ignore_overlap: Option<bool>,
+    on_behalf_of: Option<String>,
 }
 
 /// A request that passed every check that needs no database.
@@ -114,6 +161,8 @@ pub struct Request {
     pub params: serde_json::Map<String, serde_json::Value>,
     /// Accept a range overlapping another active backfill of the DAG.
     pub ignore_overlap: bool,
+    /// The Airflow user a trusted submitter acts for (checked by the engine).
+    pub on_behalf_of: Option<String>,
 }
 
 /// Parse a request file's bytes. `max_active_runs_limit` bounds `max_active_runs`.
@@ -124,6 +173,7 @@ pub fn parse(bytes: &[u8], max_active_runs_limit: u32) -> Result<Request, Reject
             format!("request is not valid UTF-8 (byte {})", e.valid_up_to()),
         )
     })?;
+    check_nesting(text)?;
     let raw: RawRequest = toml::from_str(text).map_err(toml_rejection)?;
     let dag_id = check_dag_id(&raw.dag_id)?;
     let start = to_utc("start", &raw.start)?;
@@ -158,6 +208,7 @@ pub fn parse(bytes: &[u8], max_active_runs_limit: u32) -> Result<Request, Reject
                     format!("params are {size} bytes as JSON; at most {PARAMS_JSON_MAX}"),
                 ));
             }
+            check_params(&json, 0)?;
             match json {
                 serde_json::Value::Object(m) => m,
                 _ => serde_json::Map::new(),
@@ -182,7 +233,12 @@ pub fn parse(bytes: &[u8], max_active_runs_limit: u32) -> Result<Request, Reject
         }
         d => d,
     };
+    let on_behalf_of = match raw.on_behalf_of {
+        Some(u) => Some(check_username(&u)?),
+        None => None,
+    };
     Ok(Request {
+        on_behalf_of,
         dag_id,
         start,
         end,
@@ -191,6 +247,93 @@ pub fn parse(bytes: &[u8], max_active_runs_limit: u32) -> Result<Request, Reject
         params,
         ignore_overlap: raw.ignore_overlap.unwrap_or(false),
     })
+}
+
+/// Refuse deep nesting before the TOML parser sees it (a "TOML bomb"). Counts `[` and `{`
+/// outside strings and comments; conservative: a bracket inside a multi-line string may count.
+fn check_nesting(text: &str) -> Result<(), Rejection> {
+    let mut depth = 0usize;
+    let mut in_str: Option<u8> = None;
+    let mut comment = false;
+    let mut escaped = false;
+    for &b in text.as_bytes() {
+        if comment {
+            comment = b != b'\n';
+            continue;
+        }
+        if let Some(q) = in_str {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' && q == b'"' {
+                escaped = true;
+            } else if b == q || b == b'\n' {
+                in_str = None;
+            }
+            continue;
+        }
+        match b {
+            b'"' | b'\'' => in_str = Some(b),
+            b'#' => comment = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > TOML_DEPTH_MAX {
+                    return Err(Rejection::new(
+                        ReasonCode::InvalidToml,
+                        format!("arrays and tables are nested more than {TOML_DEPTH_MAX} deep"),
+                    ));
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Bound params keys and nesting (the total size is bounded separately).
+fn check_params(v: &serde_json::Value, depth: usize) -> Result<(), Rejection> {
+    if depth > PARAMS_DEPTH_MAX {
+        return Err(Rejection::new(
+            ReasonCode::InvalidValue,
+            format!("params are nested more than {PARAMS_DEPTH_MAX} deep"),
+        ));
+    }
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, v) in m {
+                if k.is_empty() || k.chars().count() > PARAMS_KEY_MAX {
+                    return Err(Rejection::new(
+                        ReasonCode::InvalidValue,
+                        format!("params keys must have 1 to {PARAMS_KEY_MAX} characters"),
+                    ));
+                }
+                check_params(v, depth + 1)?;
+            }
+        }
+        serde_json::Value::Array(a) => {
+            for v in a {
+                check_params(v, depth + 1)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// An Airflow user name as written in `on_behalf_of`: 1..=256 characters, no control
+/// characters or surrounding whitespace.
+pub fn check_username(name: &str) -> Result<String, Rejection> {
+    if name.is_empty()
+        || name.chars().count() > USERNAME_MAX
+        || name.chars().any(char::is_control)
+        || name.trim() != name
+    {
+        return Err(Rejection::new(
+            ReasonCode::InvalidValue,
+            format!("on_behalf_of must be an Airflow user name of 1 to {USERNAME_MAX} characters without control characters or surrounding spaces"),
+        ));
+    }
+    Ok(name.to_owned())
 }
 
 /// Turn toml's error into a rejection naming the key where possible.
@@ -366,5 +509,55 @@ mod tests {
             parse(&[0xff, 0xfe], 10).err().map(|r| r.code),
             Some(ReasonCode::InvalidUtf8)
         );
+    }
+
+    #[test]
+    fn toml_bombs_are_rejected_quickly() {
+        let head = "dag_id = \"a\"\nstart = 2024-01-01\nend = 2024-01-02\n";
+        // Up to the size a spool file may have (64 KiB by default).
+        for n in [40usize, 10_000, 30_000] {
+            let bombs = [
+                format!("{head}[params]\nx = {}{}\n", "[".repeat(n), "]".repeat(n)),
+                format!(
+                    "{head}[params]\nx = {}1{}\n",
+                    "{a=".repeat(n),
+                    "}".repeat(n)
+                ),
+                format!("{head}[params.{}]\n", vec!["a"; n].join(".")),
+            ];
+            for b in bombs {
+                let t = std::time::Instant::now();
+                let r = parse(b.as_bytes(), 10);
+                assert!(r.is_err(), "nesting {n} accepted");
+                assert!(t.elapsed() < std::time::Duration::from_secs(2), "{n}");
+            }
+        }
+        // Brackets inside strings and comments do not count.
+        let ok = format!(
+            "{head}description = \"{}\"\n# {}\n[params]\nx = [[1]]\n",
+            "[".repeat(100),
+            "{".repeat(100)
+        );
+        assert!(parse(ok.as_bytes(), 10).is_ok());
+    }
+
+    #[test]
+    fn lengths_and_on_behalf_of() {
+        let head = "dag_id = \"a\"\nstart = 2024-01-01\nend = 2024-01-02\n";
+        let r = parse(format!("{head}on_behalf_of = \"alice\"\n").as_bytes(), 10);
+        assert_eq!(
+            r.map(|r| r.on_behalf_of).unwrap_or_default().as_deref(),
+            Some("alice")
+        );
+        for bad in ["", " alice", "a\\u0000b"] {
+            let text = format!("{head}on_behalf_of = \"{bad}\"\n");
+            assert_eq!(rejected(&text).0, ReasonCode::InvalidValue, "{bad:?}");
+        }
+        let long = format!("{head}on_behalf_of = \"{}\"\n", "a".repeat(257));
+        assert_eq!(rejected(&long).0, ReasonCode::InvalidValue);
+        let key = format!("{head}[params]\n{} = 1\n", "k".repeat(251));
+        assert_eq!(rejected(&key).0, ReasonCode::InvalidValue);
+        let desc = format!("{head}description = \"{}\"\n", "d".repeat(2001));
+        assert_eq!(rejected(&desc).0, ReasonCode::InvalidValue);
     }
 }

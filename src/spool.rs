@@ -119,6 +119,10 @@ impl Spool {
                 .create(root)
                 .map_err(|e| io_err(root, "create", e))?;
         }
+        check_parents(root, euid)?;
+        for warning in kernel_protection_warnings(Path::new("/proc/sys/fs")) {
+            tracing::warn!("{warning}");
+        }
         let meta = std::fs::symlink_metadata(root).map_err(|e| io_err(root, "stat", e))?;
         if !meta.is_dir() || meta.mode() & 0o022 != 0 || meta.uid() != euid {
             return Err(SpoolError::Unsafe(format!(
@@ -359,6 +363,16 @@ impl Spool {
                 "the request is not a regular file".into(),
             );
         }
+        if before.st_mode & 0o7022 != 0 {
+            return reject(
+                uid,
+                ReasonCode::UnsafeMode,
+                format!(
+                    "the request has mode {:o}; drop a file without setuid/setgid/sticky bits, writable only by its owner (chmod 0644)",
+                    before.st_mode & 0o7777
+                ),
+            );
+        }
         if before.st_nlink != 1 {
             return reject(
                 uid,
@@ -507,6 +521,43 @@ fn kind_name(kind: SFlag) -> &'static str {
     }
 }
 
+/// Refuse a spool whose ancestors another user could change: every existing parent of `root`
+/// must be a directory owned by root or `euid`, not writable by group or others unless sticky
+/// (like `/tmp`, where others cannot rename or remove what they do not own).
+fn check_parents(root: &Path, euid: u32) -> Result<(), SpoolError> {
+    let abs = std::fs::canonicalize(root).map_err(|e| io_err(root, "resolve", e))?;
+    for dir in abs.ancestors().skip(1) {
+        let m = std::fs::metadata(dir).map_err(|e| io_err(dir, "stat", e))?;
+        let mode = m.mode() & 0o7777;
+        let others_write = mode & 0o022 != 0 && mode & 0o1000 == 0;
+        if !m.is_dir() || (m.uid() != 0 && m.uid() != euid) || others_write {
+            return Err(SpoolError::Unsafe(format!(
+                "parent directory {} (mode {mode:o}, owner uid {}) could be changed by another user: it must be owned by root or uid {euid} and not writable by group or others",
+                dir.display(),
+                m.uid()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Warnings when the kernel's link protections are off (`dir` is normally `/proc/sys/fs`).
+/// Defence in depth only: the spool checks do not depend on them.
+pub fn kernel_protection_warnings(dir: &Path) -> Vec<String> {
+    ["protected_hardlinks", "protected_symlinks"]
+        .iter()
+        .filter_map(|name| {
+            let v = std::fs::read_to_string(dir.join(name)).ok()?;
+            (v.trim() != "1").then(|| {
+                format!(
+                    "fs.{name} is {} (expected 1): the kernel does not stop users linking to files they do not own; backfilld still refuses links, but consider `sysctl fs.{name}=1`",
+                    v.trim()
+                )
+            })
+        })
+        .collect()
+}
+
 /// Names a request file may have: `[A-Za-z0-9][A-Za-z0-9._-]{0,127}`.
 pub fn valid_file_name(name: &str) -> bool {
     let b = name.as_bytes();
@@ -634,6 +685,47 @@ mod tests {
             Some(ReasonCode::NotRegularFile)
         );
         assert_eq!(std::fs::read(&outside).unwrap_or_default(), b"secret");
+        for (name, mode) in [
+            ("suid.toml", 0o4644),
+            ("gw.toml", 0o664),
+            ("ow.toml", 0o646),
+        ] {
+            let p = inc.join(name);
+            std::fs::write(&p, b"x").unwrap_or_default();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap_or_default();
+            assert_eq!(
+                code(&drop_and_read(&s, name)),
+                Some(ReasonCode::UnsafeMode),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn loose_parents_are_refused() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let loose = dir.path().join("loose");
+        std::fs::create_dir(&loose).unwrap_or_default();
+        std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o777))
+            .unwrap_or_default();
+        let e = Spool::open(&loose.join("spool"), 1024)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("parent directory"), "{e}");
+        std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o1777))
+            .unwrap_or_default();
+        assert!(Spool::open(&loose.join("spool"), 1024).is_ok());
+    }
+
+    #[test]
+    fn kernel_protections_are_checked() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(dir.path().join("protected_hardlinks"), "1\n").unwrap_or_default();
+        std::fs::write(dir.path().join("protected_symlinks"), "0\n").unwrap_or_default();
+        let w = kernel_protection_warnings(dir.path());
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("fs.protected_symlinks is 0"), "{w:?}");
     }
 
     #[test]

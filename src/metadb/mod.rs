@@ -9,6 +9,7 @@
 //! [`store`] owns backfilld's tables and their migrations.
 
 pub mod airflow;
+pub mod fab;
 pub mod store;
 
 use chrono::{DateTime, NaiveDateTime, Utc};

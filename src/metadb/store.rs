@@ -15,15 +15,16 @@ use crate::request::{fmt_ts, ReasonCode};
 use crate::state::BackfillState;
 
 /// Schema version this build expects.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 fn migrations(d: Dialect) -> Vec<(i64, Vec<String>)> {
     let long = d.long_text();
-    vec![(
-        1,
-        vec![
-            format!(
-                "CREATE TABLE IF NOT EXISTS backfilld_request (
+    vec![
+        (
+            1,
+            vec![
+                format!(
+                    "CREATE TABLE IF NOT EXISTS backfilld_request (
                 request_key VARCHAR(64) NOT NULL PRIMARY KEY,
                 file_name VARCHAR(255) NOT NULL,
                 uid BIGINT NOT NULL,
@@ -34,10 +35,11 @@ fn migrations(d: Dialect) -> Vec<(i64, Vec<String>)> {
                 backfill_id VARCHAR(250),
                 reason_code VARCHAR(64),
                 reason {long})"
-            ),
-            "CREATE INDEX backfilld_request_owner ON backfilld_request (uid, file_name)".to_owned(),
-            format!(
-                "CREATE TABLE IF NOT EXISTS backfilld_backfill (
+                ),
+                "CREATE INDEX backfilld_request_owner ON backfilld_request (uid, file_name)"
+                    .to_owned(),
+                format!(
+                    "CREATE TABLE IF NOT EXISTS backfilld_backfill (
                 id VARCHAR(250) NOT NULL PRIMARY KEY,
                 dag_id VARCHAR(250) NOT NULL,
                 state VARCHAR(16) NOT NULL,
@@ -69,10 +71,38 @@ fn migrations(d: Dialect) -> Vec<(i64, Vec<String>)> {
                 dates_queued BIGINT NOT NULL,
                 host VARCHAR(255) NOT NULL,
                 request_key VARCHAR(64) NOT NULL)"
-            ),
-            "CREATE INDEX backfilld_backfill_dag ON backfilld_backfill (dag_id, state)".to_owned(),
-        ],
-    )]
+                ),
+                "CREATE INDEX backfilld_backfill_dag ON backfilld_backfill (dag_id, state)"
+                    .to_owned(),
+            ],
+        ),
+        (
+            2,
+            vec![
+                "ALTER TABLE backfilld_request ADD COLUMN airflow_user VARCHAR(256)".to_owned(),
+                "ALTER TABLE backfilld_request ADD COLUMN on_behalf_of VARCHAR(256)".to_owned(),
+                "ALTER TABLE backfilld_backfill ADD COLUMN requester VARCHAR(255)".to_owned(),
+                "ALTER TABLE backfilld_backfill ADD COLUMN on_behalf_of VARCHAR(256)".to_owned(),
+                format!(
+                    "CREATE TABLE IF NOT EXISTS backfilld_audit (
+                id {},
+                at VARCHAR(40) NOT NULL,
+                host VARCHAR(255) NOT NULL,
+                uid BIGINT,
+                unix_user VARCHAR(255),
+                airflow_user VARCHAR(256),
+                on_behalf_of VARCHAR(256),
+                action VARCHAR(32) NOT NULL,
+                target VARCHAR(2000),
+                allowed BIGINT NOT NULL,
+                reason_code VARCHAR(64),
+                reason {long})",
+                    d.serial_pk()
+                ),
+                "CREATE INDEX backfilld_audit_at ON backfilld_audit (at)".to_owned(),
+            ],
+        ),
+    ]
 }
 
 /// Timestamps as stored: RFC 3339, UTC, microseconds, `Z`.
@@ -102,7 +132,10 @@ pub fn migrate(db: &mut MetaDb) -> Result<i64, DbError> {
                     break;
                 }
                 let msg = e.to_string();
-                if !(msg.contains("already exists") || msg.contains("Duplicate key name")) {
+                if !(msg.contains("already exists")
+                    || msg.contains("Duplicate key name")
+                    || msg.contains("uplicate column"))
+                {
                     return Err(e);
                 }
             }
@@ -150,6 +183,12 @@ pub struct RequestRecord {
     pub reason_code: Option<ReasonCode>,
     /// Why it was rejected (for people).
     pub reason: Option<String>,
+    /// The Airflow user the request was decided for (after mapping and `on_behalf_of`).
+    #[serde(default)]
+    pub airflow_user: Option<String>,
+    /// The Airflow user a trusted submitter named in `on_behalf_of`.
+    #[serde(default)]
+    pub on_behalf_of: Option<String>,
 }
 
 #[derive(QueryableByName)]
@@ -174,6 +213,10 @@ struct RequestSql {
     reason_code: Option<String>,
     #[diesel(sql_type = Nullable<Text>)]
     reason: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    airflow_user: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    on_behalf_of: Option<String>,
 }
 
 impl From<RequestSql> for RequestRecord {
@@ -191,12 +234,15 @@ impl From<RequestSql> for RequestRecord {
                 .reason_code
                 .and_then(|c| serde_json::from_value(serde_json::Value::String(c)).ok()),
             reason: r.reason,
+            airflow_user: r.airflow_user,
+            on_behalf_of: r.on_behalf_of,
         }
     }
 }
 
 const REQUEST_COLS: &str =
-    "request_key, file_name, uid, username, host, received_at, outcome, backfill_id, reason_code, reason";
+    "request_key, file_name, uid, username, host, received_at, outcome, backfill_id, reason_code, reason, \
+     airflow_user, on_behalf_of";
 
 /// A backfill as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -235,6 +281,10 @@ pub struct BackfillRow {
     pub submitted_by: String,
     /// The requester's uid.
     pub submitted_uid: u32,
+    /// The unix user that owned the request file.
+    pub requester: Option<String>,
+    /// The Airflow user a trusted submitter acted for (then `submitted_by`).
+    pub on_behalf_of: Option<String>,
     /// When it was accepted.
     pub submitted_at: DateTime<Utc>,
     /// Last change.
@@ -305,12 +355,17 @@ struct BackfillSql {
     dates_queued: i64,
     #[diesel(sql_type = Text)]
     host: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    requester: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    on_behalf_of: Option<String>,
 }
 
 const BACKFILL_COLS: &str = "id, dag_id, state, state_reason, description, start_date, end_date, \
     logical_dates, params, max_active_runs, ignore_overlap, origin_fileloc, origin_code, copy_path, \
     copy_written_at, submitted_by, submitted_uid, submitted_at, updated_at, run_start, run_end, \
-    dates_total, dates_succeeded, dates_failed, dates_running, dates_queued, host";
+    dates_total, dates_succeeded, dates_failed, dates_running, dates_queued, host, requester, \
+    on_behalf_of";
 
 fn count(n: i64) -> u32 {
     u32::try_from(n).unwrap_or(0)
@@ -362,6 +417,8 @@ impl TryFrom<BackfillSql> for BackfillRow {
             copy_written_at: opt(r.copy_written_at)?,
             submitted_by: r.submitted_by,
             submitted_uid: count(r.submitted_uid),
+            requester: r.requester,
+            on_behalf_of: r.on_behalf_of,
             submitted_at: parse_ts(&r.submitted_at)?,
             updated_at: parse_ts(&r.updated_at)?,
             run_start: opt(r.run_start)?,
@@ -408,6 +465,10 @@ pub struct NewBackfill {
     pub submitted_by: String,
     /// Requester's uid.
     pub submitted_uid: u32,
+    /// The unix user that owned the request file.
+    pub requester: String,
+    /// The Airflow user named in `on_behalf_of` by a trusted submitter.
+    pub on_behalf_of: Option<String>,
 }
 
 /// Typed access to backfilld's tables.
@@ -448,7 +509,7 @@ impl<'a> Store<'a> {
             .and_then(|c| serde_json::to_value(c).ok())
             .and_then(|v| v.as_str().map(str::to_owned));
         let res = self.db.execute(
-            &format!("INSERT INTO backfilld_request ({REQUEST_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+            &format!("INSERT INTO backfilld_request ({REQUEST_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
             &[
                 Arg::Text(r.request_key.clone()),
                 Arg::Text(r.file_name.clone()),
@@ -460,6 +521,8 @@ impl<'a> Store<'a> {
                 Arg::OptText(r.backfill_id.clone()),
                 Arg::OptText(code),
                 Arg::OptText(r.reason.clone()),
+                Arg::OptText(r.airflow_user.clone()),
+                Arg::OptText(r.on_behalf_of.clone()),
             ],
         );
         match res {
@@ -495,8 +558,9 @@ impl<'a> Store<'a> {
             "INSERT INTO backfilld_backfill (id, dag_id, state, description, start_date, end_date, \
              logical_dates, params, max_active_runs, ignore_overlap, origin_fileloc, origin_code, \
              submitted_by, submitted_uid, submitted_at, updated_at, deleted, dates_total, \
-             dates_succeeded, dates_failed, dates_running, dates_queued, host, request_key) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, 0, 0, 0, 0, ?, ?)",
+             dates_succeeded, dates_failed, dates_running, dates_queued, host, request_key, \
+             requester, on_behalf_of) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, 0, 0, 0, 0, ?, ?, ?, ?)",
             &[
                 Arg::Text(id.to_owned()),
                 Arg::Text(b.dag_id.clone()),
@@ -517,6 +581,8 @@ impl<'a> Store<'a> {
                 Arg::Int(i64::try_from(b.logical_dates.len()).unwrap_or(i64::MAX)),
                 Arg::Text(host.to_owned()),
                 Arg::Text(request_key.to_owned()),
+                Arg::Text(b.requester.clone()),
+                Arg::OptText(b.on_behalf_of.clone()),
             ],
         )?;
         Ok(())
@@ -608,6 +674,59 @@ impl<'a> Store<'a> {
                 Arg::Int(p.queued.into()),
                 Arg::Text(stored_ts(now)),
                 Arg::Text(id.to_owned()),
+            ],
+        )?;
+        Ok(())
+    }
+}
+
+/// One authorization decision, for `backfilld_audit`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AuditEntry {
+    /// When.
+    pub at: String,
+    /// The caller's or file owner's uid (kernel-verified), when known.
+    pub uid: Option<u32>,
+    /// Its unix user name.
+    pub unix_user: Option<String>,
+    /// The Airflow user decided for.
+    pub airflow_user: Option<String>,
+    /// The Airflow user named in `on_behalf_of`.
+    pub on_behalf_of: Option<String>,
+    /// What was asked (`create`, `read`, ...).
+    pub action: String,
+    /// What it was asked on (DAG id, backfill id or request file).
+    pub target: Option<String>,
+    /// The decision.
+    pub allowed: bool,
+    /// Why not (machine-readable).
+    pub reason_code: Option<ReasonCode>,
+    /// Why not (for people).
+    pub reason: Option<String>,
+}
+
+impl Store<'_> {
+    /// Append an audit record.
+    pub fn audit(&mut self, host: &str, e: &AuditEntry) -> Result<(), DbError> {
+        let code = e
+            .reason_code
+            .and_then(|c| serde_json::to_value(c).ok())
+            .and_then(|v| v.as_str().map(str::to_owned));
+        self.db.execute(
+            "INSERT INTO backfilld_audit (at, host, uid, unix_user, airflow_user, on_behalf_of, \
+             action, target, allowed, reason_code, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            &[
+                Arg::Text(e.at.clone()),
+                Arg::Text(host.to_owned()),
+                Arg::OptInt(e.uid.map(i64::from)),
+                Arg::OptText(e.unix_user.clone()),
+                Arg::OptText(e.airflow_user.clone()),
+                Arg::OptText(e.on_behalf_of.clone()),
+                Arg::Text(e.action.clone()),
+                Arg::OptText(e.target.clone()),
+                Arg::Int(i64::from(e.allowed)),
+                Arg::OptText(code),
+                Arg::OptText(e.reason.clone()),
             ],
         )?;
         Ok(())

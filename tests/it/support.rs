@@ -201,6 +201,24 @@ impl Airflow {
         out
     }
 
+    /// Create the Airflow user `name` with `role` through Airflow's CLI, unless it exists.
+    pub fn ensure_user(&self, name: &str, role: &str) {
+        let email = format!("{name}@backfilld.invalid");
+        let out = self.cli(&[
+            "users", "create", "-u", name, "-p", "pw", "-f", name, "-l", "test", "-e", &email,
+            "-r", role,
+        ]);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success() || text.contains("already exist"),
+            "airflow users create {name}: {text}"
+        );
+    }
+
     /// Parse every DAG file into the DB without a scheduler.
     pub fn reserialize(&self) {
         self.cli_ok(&["dags", "reserialize"]);
@@ -257,8 +275,24 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Write a config next to AIRFLOW_HOME and start the daemon; waits for its socket.
+    /// Write a config next to AIRFLOW_HOME and start the daemon; waits for its socket. The
+    /// tests run as root, so Airflow's roles are synced and root is made an Airflow Admin
+    /// (backfilld maps uid 0 to the Airflow user `root`).
     pub fn start(af: &Airflow, extra_env: &[(&str, &str)]) -> Daemon {
+        Daemon::start_with(af, extra_env, "")
+    }
+
+    /// [`Daemon::start`] with extra configuration appended (e.g. `[identity]`, `[authz]`).
+    pub fn start_with(af: &Airflow, extra_env: &[(&str, &str)], extra_config: &str) -> Daemon {
+        // Airflow's default roles and their DAG permissions exist only after a sync (a
+        // webserver start does the same in production).
+        af.cli_ok(&["sync-perm"]);
+        af.ensure_user("root", "Admin");
+        let auth_manager = if af.major == AirflowMajor::V3 {
+            "auth_manager = \"airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager\"\n"
+        } else {
+            ""
+        };
         let dir = af.home.join("backfilld");
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
         let spool = dir.join("spool");
@@ -266,7 +300,7 @@ impl Daemon {
         std::fs::write(
             &config,
             format!(
-                "[airflow]\nhome = \"{}\"\n\n[spool]\ndir = \"{}\"\nrescan_interval_secs = 5\n\n[reconcile]\ninterval_secs = 2\nregister_timeout_secs = 300\n",
+                "[airflow]\nhome = \"{}\"\n{auth_manager}\n[spool]\ndir = \"{}\"\nrescan_interval_secs = 5\n\n[reconcile]\ninterval_secs = 2\nregister_timeout_secs = 300\n{extra_config}",
                 af.home.display(),
                 spool.display()
             ),

@@ -1,0 +1,229 @@
+//! Airflow's FAB security tables (`ab_*`): reading a user's roles and permissions, and the one
+//! reviewed write backfilld makes there: registering the `Backfills` resource with its actions
+//! and granting them to the permitted roles (idempotent, at start).
+//!
+//! Permissions are resolved the way FAB resolves them: user → roles (`ab_user_role`) and, where
+//! the FAB version has groups (Airflow 3's FAB provider), user → groups → roles
+//! (`ab_user_group`, `ab_group_role`); role → permission views (`ab_permission_view_role`) →
+//! `(ab_permission.name, ab_view_menu.name)`.
+
+use std::collections::BTreeSet;
+
+use diesel::sql_types::{BigInt, Text};
+use diesel::QueryableByName;
+
+use super::{Arg, DbError, IntRow, MetaDb, TextRow};
+use crate::authz::{self, Subject, RESOURCE_BACKFILLS};
+
+/// A row of `ab_user`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FabUser {
+    /// `ab_user.id`.
+    pub id: i64,
+    /// `ab_user.username`.
+    pub username: String,
+    /// `ab_user.active`.
+    pub active: bool,
+}
+
+#[derive(QueryableByName)]
+struct UserSql {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+    #[diesel(sql_type = Text)]
+    username: String,
+    #[diesel(sql_type = BigInt)]
+    active: i64,
+}
+
+#[derive(QueryableByName)]
+struct GrantSql {
+    #[diesel(sql_type = Text)]
+    action: String,
+    #[diesel(sql_type = Text)]
+    resource: String,
+}
+
+/// What [`Fab::register_backfills`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Registration {
+    /// Rows inserted (0 when everything was already there).
+    pub inserted: usize,
+    /// Roles that received the permissions (Admin and the permitted roles that exist).
+    pub granted: Vec<String>,
+    /// Permitted roles that do not exist in Airflow (yet).
+    pub missing_roles: Vec<String>,
+}
+
+/// Access to the FAB tables of one connection.
+pub struct Fab<'a> {
+    db: &'a mut MetaDb,
+}
+
+impl<'a> Fab<'a> {
+    /// Wrap a connection.
+    pub fn new(db: &'a mut MetaDb) -> Fab<'a> {
+        Fab { db }
+    }
+
+    /// Whether the DB has FAB's user tables.
+    pub fn present(&mut self) -> Result<bool, DbError> {
+        Ok(!self.db.columns("ab_user")?.is_empty()
+            && !self.db.columns("ab_permission_view_role")?.is_empty())
+    }
+
+    /// Whether FAB's group tables exist (FAB provider on Airflow 3).
+    fn has_groups(&mut self) -> Result<bool, DbError> {
+        Ok(!self.db.columns("ab_user_group")?.is_empty()
+            && !self.db.columns("ab_group_role")?.is_empty())
+    }
+
+    /// The `ab_user` row with exactly this user name.
+    pub fn user(&mut self, username: &str) -> Result<Option<FabUser>, DbError> {
+        let active = self.db.dialect().bool_int("active");
+        let rows: Vec<UserSql> = self.db.load(
+            &format!("SELECT id, username, {active} AS active FROM ab_user WHERE username = ?"),
+            &[Arg::Text(username.to_owned())],
+        )?;
+        Ok(rows.into_iter().next().map(|r| FabUser {
+            id: r.id,
+            username: r.username,
+            active: r.active == 1,
+        }))
+    }
+
+    /// Role ids of the user, directly and through groups.
+    fn role_ids_sql(&mut self) -> Result<String, DbError> {
+        let mut sql = "SELECT role_id FROM ab_user_role WHERE user_id = ?".to_owned();
+        if self.has_groups()? {
+            sql.push_str(
+                " UNION SELECT gr.role_id FROM ab_user_group ug \
+                 JOIN ab_group_role gr ON gr.group_id = ug.group_id WHERE ug.user_id = ?",
+            );
+        }
+        Ok(sql)
+    }
+
+    /// The user with its roles and every `(action, resource)` they grant.
+    pub fn subject(&mut self, user: &FabUser) -> Result<Subject, DbError> {
+        let role_ids = self.role_ids_sql()?;
+        let binds = if role_ids.contains("UNION") {
+            vec![Arg::Int(user.id), Arg::Int(user.id)]
+        } else {
+            vec![Arg::Int(user.id)]
+        };
+        let roles: Vec<TextRow> = self.db.load(
+            &format!("SELECT name AS value FROM ab_role WHERE id IN ({role_ids}) ORDER BY name"),
+            &binds,
+        )?;
+        let grants: Vec<GrantSql> = self.db.load(
+            &format!(
+                "SELECT p.name AS action, v.name AS resource FROM ab_permission_view_role pvr \
+                 JOIN ab_permission_view pv ON pv.id = pvr.permission_view_id \
+                 JOIN ab_permission p ON p.id = pv.permission_id \
+                 JOIN ab_view_menu v ON v.id = pv.view_menu_id \
+                 WHERE pvr.role_id IN ({role_ids})"
+            ),
+            &binds,
+        )?;
+        Ok(Subject {
+            username: user.username.clone(),
+            active: user.active,
+            roles: roles.into_iter().map(|r| r.value).collect(),
+            grants: grants
+                .into_iter()
+                .map(|g| (g.action, g.resource))
+                .collect::<BTreeSet<_>>(),
+        })
+    }
+
+    /// Register `Backfills` with its actions and grant them to Admin and `permitted` roles.
+    /// Idempotent; runs in one transaction. Roles that do not exist are reported, not created.
+    pub fn register_backfills(&mut self, permitted: &[String]) -> Result<Registration, DbError> {
+        let roles = authz::granted_roles(permitted);
+        self.db.transaction(|db| {
+            let mut fab = Fab { db };
+            let mut reg = Registration::default();
+            let resource = fab.id_or_insert("ab_view_menu", RESOURCE_BACKFILLS, &mut reg)?;
+            let mut pv_ids = Vec::new();
+            for action in authz::BACKFILL_ACTIONS {
+                let action_id = fab.id_or_insert("ab_permission", action, &mut reg)?;
+                pv_ids.push(fab.permission_view(action_id, resource, &mut reg)?);
+            }
+            for role in roles {
+                let ids: Vec<IntRow> = fab.db.load(
+                    "SELECT id AS value FROM ab_role WHERE name = ?",
+                    &[Arg::Text(role.clone())],
+                )?;
+                let Some(role_id) = ids.first().map(|r| r.value) else {
+                    reg.missing_roles.push(role);
+                    continue;
+                };
+                for pv in &pv_ids {
+                    let have: Vec<IntRow> = fab.db.load(
+                        "SELECT COUNT(*) AS value FROM ab_permission_view_role \
+                         WHERE permission_view_id = ? AND role_id = ?",
+                        &[Arg::Int(*pv), Arg::Int(role_id)],
+                    )?;
+                    if have.first().map(|r| r.value).unwrap_or(0) == 0 {
+                        fab.db.execute(
+                            "INSERT INTO ab_permission_view_role (permission_view_id, role_id) VALUES (?, ?)",
+                            &[Arg::Int(*pv), Arg::Int(role_id)],
+                        )?;
+                        reg.inserted += 1;
+                    }
+                }
+                reg.granted.push(role);
+            }
+            Ok(reg)
+        })
+    }
+
+    /// The id of the row named `name` in `ab_view_menu` or `ab_permission`, inserted if absent.
+    fn id_or_insert(
+        &mut self,
+        table: &'static str,
+        name: &str,
+        reg: &mut Registration,
+    ) -> Result<i64, DbError> {
+        let select = format!("SELECT id AS value FROM {table} WHERE name = ?");
+        let found: Vec<IntRow> = self.db.load(&select, &[Arg::Text(name.to_owned())])?;
+        if let Some(r) = found.first() {
+            return Ok(r.value);
+        }
+        self.db.execute(
+            &format!("INSERT INTO {table} (name) VALUES (?)"),
+            &[Arg::Text(name.to_owned())],
+        )?;
+        reg.inserted += 1;
+        let found: Vec<IntRow> = self.db.load(&select, &[Arg::Text(name.to_owned())])?;
+        found
+            .first()
+            .map(|r| r.value)
+            .ok_or_else(|| DbError::Data(format!("{table} row {name:?} vanished after insert")))
+    }
+
+    fn permission_view(
+        &mut self,
+        action_id: i64,
+        resource_id: i64,
+        reg: &mut Registration,
+    ) -> Result<i64, DbError> {
+        let select = "SELECT id AS value FROM ab_permission_view WHERE permission_id = ? AND view_menu_id = ?";
+        let args = [Arg::Int(action_id), Arg::Int(resource_id)];
+        let found: Vec<IntRow> = self.db.load(select, &args)?;
+        if let Some(r) = found.first() {
+            return Ok(r.value);
+        }
+        self.db.execute(
+            "INSERT INTO ab_permission_view (permission_id, view_menu_id) VALUES (?, ?)",
+            &args,
+        )?;
+        reg.inserted += 1;
+        let found: Vec<IntRow> = self.db.load(select, &args)?;
+        found
+            .first()
+            .map(|r| r.value)
+            .ok_or_else(|| DbError::Data("ab_permission_view row vanished after insert".into()))
+    }
+}
