@@ -3,6 +3,7 @@
 mod authz_matrix;
 mod core_loop;
 mod dagcopy;
-mod schedule_oracle;
-mod support;
 mod rejections;
+mod schedule_oracle;
+mod spool_attacks;
+mod support;
