@@ -28,9 +28,14 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     prepare_socket_path(&socket)?;
 
     let (tx, rx) = std::sync::mpsc::channel::<Command>();
-    // The watcher is only a doorbell: every event, whatever it says, asks for a scan.
+    // The watcher is only a doorbell: every event, whatever it says, asks for a scan, except
+    // access events: the engine's own listing of incoming/ opens and closes the directory, and
+    // ringing on that made the engine rescan in a busy loop.
     let doorbell = tx.clone();
-    let mut watcher = notify::recommended_watcher(move |_event: notify::Result<notify::Event>| {
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if matches!(&event, Ok(e) if matches!(e.kind, notify::EventKind::Access(_))) {
+            return;
+        }
         let _ = doorbell.send(Command::Scan);
     })
     .context("creating the spool watcher")?;
