@@ -323,10 +323,7 @@ impl Config {
         let home = self.airflow.home.to_string_lossy().into_owned();
         let conn = match &self.airflow.sql_alchemy_conn {
             Some(c) => c.clone(),
-            None => env("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN")
-                .or_else(|| env("AIRFLOW__CORE__SQL_ALCHEMY_CONN"))
-                .or_else(|| cfg.get("database", "sql_alchemy_conn"))
-                .or_else(|| cfg.get("core", "sql_alchemy_conn"))
+            None => airflow_sql_alchemy_conn(&cfg)?
                 .unwrap_or_else(|| format!("sqlite:///{home}/airflow.db")),
         };
         let conn = conn.replace("{AIRFLOW_HOME}", &home);
@@ -409,6 +406,151 @@ impl AuthManager {
         }
     }
 }
+/// `sql_alchemy_conn` as Airflow resolves it: for `[database]` then the deprecated `[core]`,
+/// the environment (`AIRFLOW__<SECTION>__SQL_ALCHEMY_CONN`, then `..._CMD`, then `..._SECRET`)
+/// before `airflow.cfg` (`sql_alchemy_conn`, then `sql_alchemy_conn_cmd`, then
+/// `sql_alchemy_conn_secret`). A `_cmd` runs through `/bin/sh -c` and its trimmed standard
+/// output is the URL. A `_secret` needs Airflow's secrets backend, which backfilld does not
+/// embed: it is refused with a message saying to give the URL another way.
+fn airflow_sql_alchemy_conn(cfg: &AirflowCfg) -> Result<Option<String>, ConfigError> {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+    for section in ["database", "core"] {
+        let var = format!("AIRFLOW__{}__SQL_ALCHEMY_CONN", section.to_uppercase());
+        let sources = [
+            (env(&var), None, var.clone()),
+            (
+                env(&format!("{var}_CMD")),
+                Some(false),
+                format!("{var}_CMD"),
+            ),
+            (
+                env(&format!("{var}_SECRET")),
+                Some(true),
+                format!("{var}_SECRET"),
+            ),
+            (
+                cfg.get(section, "sql_alchemy_conn"),
+                None,
+                format!("airflow.cfg [{section}] sql_alchemy_conn"),
+            ),
+            (
+                cfg.get(section, "sql_alchemy_conn_cmd"),
+                Some(false),
+                format!("airflow.cfg [{section}] sql_alchemy_conn_cmd"),
+            ),
+            (
+                cfg.get(section, "sql_alchemy_conn_secret"),
+                Some(true),
+                format!("airflow.cfg [{section}] sql_alchemy_conn_secret"),
+            ),
+        ];
+        for (value, kind, origin) in sources {
+            let Some(value) = value else { continue };
+            return match kind {
+                None => Ok(Some(value)),
+                Some(false) => run_conn_cmd(&value, &origin).map(Some),
+                Some(true) => Err(ConfigError::Airflow {
+                    what: "sql_alchemy_conn",
+                    message: format!(
+                        "{origin} names a secret ({value:?}) that only Airflow's secrets backend can read; \
+                         backfilld does not load secrets backends: set [airflow] sql_alchemy_conn in \
+                         backfilld's config, or give Airflow the URL through sql_alchemy_conn_cmd"
+                    ),
+                }),
+            };
+        }
+    }
+    Ok(None)
+}
+
+/// Run a `sql_alchemy_conn_cmd` the way Airflow does (a shell command; trimmed stdout).
+fn run_conn_cmd(cmd: &str, origin: &str) -> Result<String, ConfigError> {
+    let fail = |message: String| ConfigError::Airflow {
+        what: "sql_alchemy_conn",
+        message: format!("{origin} (`{cmd}`): {message}"),
+    };
+    let out = std::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(cmd)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| fail(format!("cannot run it: {e}")))?;
+    if !out.status.success() {
+        return Err(fail(format!(
+            "it failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let url = String::from_utf8(out.stdout)
+        .map_err(|_| fail("its output is not UTF-8".into()))?
+        .trim()
+        .to_owned();
+    if url.is_empty() {
+        return Err(fail("it printed nothing".into()));
+    }
+    Ok(url)
+}
+
+#[cfg(test)]
+mod conn_cmd_tests {
+    use super::*;
+
+    fn resolve(cfg_text: &str) -> Result<AirflowLocation, ConfigError> {
+        let home = tempfile::tempdir().map_err(|e| ConfigError::Airflow {
+            what: "test",
+            message: e.to_string(),
+        })?;
+        std::fs::write(home.path().join("airflow.cfg"), cfg_text).map_err(|e| {
+            ConfigError::Airflow {
+                what: "test",
+                message: e.to_string(),
+            }
+        })?;
+        let text = format!("[airflow]\nhome = \"{}\"\n", home.path().display());
+        Config::parse(Path::new("x"), &text)?.resolve_airflow()
+    }
+
+    #[test]
+    fn conn_cmd_in_airflow_cfg_is_run_and_trimmed() {
+        let loc = resolve(
+            "[database]\nsql_alchemy_conn_cmd = printf '  postgresql://u:pw@h:5432/af\\n'\n",
+        );
+        let shown = loc.map(|l| l.db.to_string()).map_err(|e| e.to_string());
+        assert_eq!(shown.as_deref(), Ok("postgres://u:***@h:5432/af"));
+    }
+
+    #[test]
+    fn plain_key_wins_over_cmd() {
+        let loc = resolve(
+            "[database]\nsql_alchemy_conn = mysql://root@h/a\nsql_alchemy_conn_cmd = exit 1\n",
+        );
+        let shown = loc.map(|l| l.db.to_string()).map_err(|e| e.to_string());
+        assert_eq!(shown.as_deref(), Ok("mysql://root@h/a"));
+    }
+
+    #[test]
+    fn failing_or_empty_cmd_is_an_error_naming_the_key() {
+        for cmd in ["echo nope >&2; exit 3", "true"] {
+            let e = resolve(&format!("[database]\nsql_alchemy_conn_cmd = {cmd}\n"))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(e.contains("sql_alchemy_conn_cmd"), "{e}");
+        }
+    }
+
+    #[test]
+    fn secret_is_refused_with_a_way_out() {
+        let e = resolve("[database]\nsql_alchemy_conn_secret = airflow/db\n")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("secrets backend"), "{e}");
+        assert!(e.contains("[airflow] sql_alchemy_conn"), "{e}");
+    }
+}
+
 /// Where this host's Airflow keeps its metadata DB and DAG files.
 #[derive(Debug, Clone)]
 pub struct AirflowLocation {

@@ -56,8 +56,28 @@ impl DbUrl {
             }
             "postgresql" | "postgres" => Ok(DbUrl::Postgres(format!("postgres://{rest}"))),
             "mysql" | "mariadb" => {
-                let rest = rest.split('?').next().unwrap_or(rest);
-                Ok(DbUrl::Mysql(format!("mysql://{rest}")))
+                // Keep the query options diesel's MySQL client understands (lower-casing
+                // `ssl_mode`, which SQLAlchemy users write as MySQL does, e.g. `REQUIRED`);
+                // drop driver-only ones such as `charset` (backfilld always uses utf8mb4).
+                let (base, query) = rest.split_once('?').unwrap_or((rest, ""));
+                let kept: Vec<String> = query
+                    .split('&')
+                    .filter_map(|kv| {
+                        let (k, v) = kv.split_once('=')?;
+                        match k {
+                            "unix_socket" | "ssl_ca" | "ssl_cert" | "ssl_key" => {
+                                Some(format!("{k}={v}"))
+                            }
+                            "ssl_mode" => Some(format!("{k}={}", v.to_ascii_lowercase())),
+                            _ => None,
+                        }
+                    })
+                    .collect();
+                if kept.is_empty() {
+                    Ok(DbUrl::Mysql(format!("mysql://{base}")))
+                } else {
+                    Ok(DbUrl::Mysql(format!("mysql://{base}?{}", kept.join("&"))))
+                }
             }
             _ => Err(err("backfilld supports sqlite, postgresql and mysql")),
         }
@@ -134,6 +154,18 @@ mod tests {
         assert_eq!(
             parsed("mysql+mysqldb://root@127.0.0.1:3306/test?charset=utf8mb4"),
             "my mysql://root@127.0.0.1:3306/test"
+        );
+        assert_eq!(
+            parsed("mysql://u:p@db/af?charset=utf8&ssl_mode=REQUIRED&ssl_ca=/etc/ca.pem"),
+            "my mysql://u:p@db/af?ssl_mode=required&ssl_ca=/etc/ca.pem"
+        );
+        assert_eq!(
+            parsed("mariadb+mariadbconnector://u@localhost/af?unix_socket=/run/mysqld/mysqld.sock"),
+            "my mysql://u@localhost/af?unix_socket=/run/mysqld/mysqld.sock"
+        );
+        assert_eq!(
+            parsed("postgresql+psycopg://u@/af?host=/var/run/postgresql"),
+            "pg postgres://u@/af?host=/var/run/postgresql"
         );
         assert!(parsed("oracle://x").starts_with("err"));
         assert!(parsed("sqlite://").starts_with("err"));

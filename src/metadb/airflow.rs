@@ -57,12 +57,84 @@ impl AirflowSchema {
                 "unknown Airflow schema (alembic revision {revision}): dag_run has neither execution_date nor logical_date/run_after"
             )));
         };
-        let has_parse_requests = !db.columns("dag_priority_parsing_request")?.is_empty();
+        let mut missing = Vec::new();
+        for (table, cols) in required_columns(generation) {
+            let present = db.columns(table)?;
+            for col in *cols {
+                if !present.iter().any(|p| p.eq_ignore_ascii_case(col)) {
+                    missing.push(format!("{table}.{col}"));
+                }
+            }
+        }
+        if !missing.is_empty() {
+            return Err(DbError::Schema(format!(
+                "unsupported Airflow schema (alembic revision {revision}, {generation:?}-like): \
+                 missing {}; backfilld supports Airflow 2.10/2.11 and 3.0/3.1 schemas",
+                missing.join(", ")
+            )));
+        }
+        let parse_cols = db.columns("dag_priority_parsing_request")?;
+        let wanted: &[&str] = match generation {
+            Generation::V2 => &["id", "fileloc"],
+            Generation::V3 => &["id", "bundle_name", "relative_fileloc"],
+        };
+        let has_parse_requests = wanted
+            .iter()
+            .all(|c| parse_cols.iter().any(|p| p.eq_ignore_ascii_case(c)));
         Ok(AirflowSchema {
             generation,
             revision,
             has_parse_requests,
         })
+    }
+}
+
+/// The columns of Airflow's tables that backfilld reads, per generation.
+fn required_columns(g: Generation) -> &'static [(&'static str, &'static [&'static str])] {
+    match g {
+        Generation::V2 => &[
+            ("dag", &["dag_id", "is_active", "is_paused", "fileloc"]),
+            (
+                "dag_run",
+                &[
+                    "dag_id",
+                    "execution_date",
+                    "state",
+                    "start_date",
+                    "end_date",
+                ],
+            ),
+            ("dag_code", &["fileloc", "source_code"]),
+            ("serialized_dag", &["dag_id", "data"]),
+            ("import_error", &["id", "filename", "stacktrace"]),
+        ],
+        Generation::V3 => &[
+            (
+                "dag",
+                &[
+                    "dag_id",
+                    "is_stale",
+                    "is_paused",
+                    "fileloc",
+                    "relative_fileloc",
+                    "bundle_name",
+                ],
+            ),
+            (
+                "dag_run",
+                &["dag_id", "logical_date", "state", "start_date", "end_date"],
+            ),
+            ("dag_version", &["id", "version_number"]),
+            (
+                "dag_code",
+                &["dag_id", "source_code", "dag_version_id", "last_updated"],
+            ),
+            (
+                "serialized_dag",
+                &["dag_id", "data", "dag_version_id", "last_updated"],
+            ),
+            ("import_error", &["id", "filename", "stacktrace"]),
+        ],
     }
 }
 
@@ -194,14 +266,18 @@ impl<'a> Airflow<'a> {
         dag_id: &str,
     ) -> Result<Option<serde_json::Value>, DbError> {
         let d = self.db.dialect();
-        let order = match self.schema.generation {
-            Generation::V2 => "",
-            Generation::V3 => " ORDER BY created_at DESC",
+        // Airflow 3 keeps one row per DAG version; the newest version is the live one.
+        let sql = match self.schema.generation {
+            Generation::V2 => format!(
+                "SELECT {} AS value FROM serialized_dag WHERE dag_id = ?",
+                d.text("data")
+            ),
+            Generation::V3 => format!(
+                "SELECT {} AS value FROM serialized_dag s JOIN dag_version v ON v.id = s.dag_version_id \
+                 WHERE s.dag_id = ? ORDER BY v.version_number DESC, s.last_updated DESC",
+                d.text("s.data")
+            ),
         };
-        let sql = format!(
-            "SELECT {} AS value FROM serialized_dag WHERE dag_id = ?{order}",
-            d.text("data")
-        );
         let rows: Vec<OptTextRow> = self.db.load(&sql, &[Arg::Text(dag_id.to_owned())])?;
         let Some(row) = rows.into_iter().next() else {
             return Ok(None);
@@ -224,7 +300,8 @@ impl<'a> Airflow<'a> {
                 &[Arg::Text(fileloc.to_owned())],
             )?,
             Generation::V3 => self.db.load(
-                "SELECT source_code AS value FROM dag_code WHERE dag_id = ? ORDER BY created_at DESC",
+                "SELECT c.source_code AS value FROM dag_code c JOIN dag_version v ON v.id = c.dag_version_id \
+                 WHERE c.dag_id = ? ORDER BY v.version_number DESC, c.last_updated DESC",
                 &[Arg::Text(dag_id.to_owned())],
             )?,
         };
@@ -261,22 +338,100 @@ impl<'a> Airflow<'a> {
         Ok(runs)
     }
 
-    /// Airflow's import error for a DAG file, if it recorded one.
+    /// Airflow's import error for a DAG file (absolute path), if it recorded one.
+    ///
+    /// Airflow 2 records the absolute path; Airflow 3 the path relative to the file's DAG
+    /// bundle (and the bundle's name), so there the stored name must be a path suffix of
+    /// `fileloc`.
     pub fn import_error(&mut self, fileloc: &str) -> Result<Option<String>, DbError> {
-        let rows: Vec<OptTextRow> = self.db.load(
-            "SELECT stacktrace AS value FROM import_error WHERE filename = ? ORDER BY id DESC",
-            &[Arg::Text(fileloc.to_owned())],
+        match self.schema.generation {
+            Generation::V2 => {
+                let rows: Vec<OptTextRow> = self.db.load(
+                    "SELECT stacktrace AS value FROM import_error WHERE filename = ? ORDER BY id DESC",
+                    &[Arg::Text(fileloc.to_owned())],
+                )?;
+                Ok(rows.into_iter().next().map(|r| r.value.unwrap_or_default()))
+            }
+            Generation::V3 => {
+                // LIKE wildcards in the name only widen the match; the suffix test decides.
+                let base = fileloc.rsplit('/').next().unwrap_or(fileloc);
+                let rows: Vec<ImportErrorSql> = self.db.load(
+                    "SELECT filename, stacktrace FROM import_error WHERE filename = ? OR filename LIKE ? ORDER BY id DESC",
+                    &[Arg::Text(base.to_owned()), Arg::Text(format!("%/{base}"))],
+                )?;
+                Ok(rows
+                    .into_iter()
+                    .find(|r| {
+                        r.filename
+                            .as_deref()
+                            .is_some_and(|f| is_path_suffix(fileloc, f))
+                    })
+                    .map(|r| r.stacktrace.unwrap_or_default()))
+            }
+        }
+    }
+
+    /// Where each DAG bundle Airflow 3 parsed files from lives on this host, from the `dag`
+    /// rows of that bundle (`fileloc` = bundle root + `relative_fileloc`).
+    fn bundle_roots(&mut self) -> Result<Vec<(String, String)>, DbError> {
+        let rows: Vec<BundleSql> = self.db.load(
+            "SELECT bundle_name, fileloc, relative_fileloc FROM dag \
+             WHERE fileloc IS NOT NULL AND relative_fileloc IS NOT NULL",
+            &[],
         )?;
-        Ok(rows.into_iter().next().map(|r| r.value.unwrap_or_default()))
+        let mut roots: Vec<(String, String)> = Vec::new();
+        for r in rows {
+            let (Some(fileloc), Some(rel)) = (r.fileloc, r.relative_fileloc) else {
+                continue;
+            };
+            let Some(root) = fileloc
+                .strip_suffix(rel.as_str())
+                .map(|root| root.trim_end_matches('/').to_owned())
+            else {
+                continue;
+            };
+            if !roots.iter().any(|(b, p)| *b == r.bundle_name && *p == root) {
+                roots.push((r.bundle_name, root));
+            }
+        }
+        // The deepest root wins when bundles nest.
+        roots.sort_by_key(|(_, p)| std::cmp::Reverse(p.len()));
+        Ok(roots)
     }
 
     /// Ask Airflow's DAG processor to parse `fileloc` next (Airflow 2.10+), so a new copy does
     /// not wait for the next directory listing. Returns whether a request was recorded.
+    ///
+    /// Airflow 2 keys a request by the md5 of the absolute path; Airflow 3 by the md5 of
+    /// `<bundle>:<relative path>`, with the bundle found from the DAGs already parsed (a file in
+    /// no known bundle gets no request and waits for the DAG processor's own listing).
     pub fn request_parse(&mut self, fileloc: &str) -> Result<bool, DbError> {
-        if !self.schema.has_parse_requests || self.schema.generation != Generation::V2 {
+        if !self.schema.has_parse_requests {
             return Ok(false);
         }
-        let id = hex::encode(Md5::digest(fileloc.as_bytes()));
+        let (id, insert, args) = match self.schema.generation {
+            Generation::V2 => (
+                hex::encode(Md5::digest(fileloc.as_bytes())),
+                "INSERT INTO dag_priority_parsing_request (id, fileloc) VALUES (?, ?)",
+                vec![Arg::Text(fileloc.to_owned())],
+            ),
+            Generation::V3 => {
+                let found = self.bundle_roots()?.into_iter().find_map(|(bundle, root)| {
+                    fileloc
+                        .strip_prefix(root.as_str())
+                        .and_then(|rest| rest.strip_prefix('/'))
+                        .map(|rel| (bundle, rel.to_owned()))
+                });
+                let Some((bundle, rel)) = found else {
+                    return Ok(false);
+                };
+                (
+                    hex::encode(Md5::digest(format!("{bundle}:{rel}").as_bytes())),
+                    "INSERT INTO dag_priority_parsing_request (id, bundle_name, relative_fileloc) VALUES (?, ?, ?)",
+                    vec![Arg::Text(bundle), Arg::Text(rel)],
+                )
+            }
+        };
         let existing: Vec<TextRow> = self.db.load(
             "SELECT id AS value FROM dag_priority_parsing_request WHERE id = ?",
             &[Arg::Text(id.clone())],
@@ -284,13 +439,58 @@ impl<'a> Airflow<'a> {
         if !existing.is_empty() {
             return Ok(true);
         }
-        match self.db.execute(
-            "INSERT INTO dag_priority_parsing_request (id, fileloc) VALUES (?, ?)",
-            &[Arg::Text(id), Arg::Text(fileloc.to_owned())],
-        ) {
+        let mut all = vec![Arg::Text(id)];
+        all.extend(args);
+        match self.db.execute(insert, &all) {
             Ok(_) => Ok(true),
             Err(e) if e.is_unique_violation() => Ok(true),
             Err(e) => Err(e),
         }
+    }
+}
+
+#[derive(QueryableByName)]
+struct ImportErrorSql {
+    #[diesel(sql_type = Nullable<Text>)]
+    filename: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    stacktrace: Option<String>,
+}
+
+#[derive(QueryableByName)]
+struct BundleSql {
+    #[diesel(sql_type = Text)]
+    bundle_name: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    fileloc: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    relative_fileloc: Option<String>,
+}
+
+/// Whether `rel` names `path` relative to some directory (`path` ends with `/<rel>`).
+fn is_path_suffix(path: &str, rel: &str) -> bool {
+    path == rel
+        || path
+            .strip_suffix(rel)
+            .is_some_and(|head| head.ends_with('/') && !rel.starts_with('/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_import_error_names_match_by_path_suffix() {
+        let copy = "/opt/airflow/dags/backfill_user_dags/sales_backfill_1.py";
+        assert!(is_path_suffix(
+            copy,
+            "backfill_user_dags/sales_backfill_1.py"
+        ));
+        assert!(is_path_suffix(copy, copy));
+        assert!(!is_path_suffix(copy, "er_dags/sales_backfill_1.py"));
+        assert!(!is_path_suffix(
+            copy,
+            "backfill_user_dags/sales_backfill_11.py"
+        ));
     }
 }

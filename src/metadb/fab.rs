@@ -81,8 +81,11 @@ impl<'a> Fab<'a> {
     /// The `ab_user` row with exactly this user name.
     pub fn user(&mut self, username: &str) -> Result<Option<FabUser>, DbError> {
         let active = self.db.dialect().bool_int("active");
+        let id = self.db.dialect().int("id");
         let rows: Vec<UserSql> = self.db.load(
-            &format!("SELECT id, username, {active} AS active FROM ab_user WHERE username = ?"),
+            &format!(
+                "SELECT {id} AS id, username, {active} AS active FROM ab_user WHERE username = ?"
+            ),
             &[Arg::Text(username.to_owned())],
         )?;
         Ok(rows.into_iter().next().map(|r| FabUser {
@@ -152,7 +155,10 @@ impl<'a> Fab<'a> {
             }
             for role in roles {
                 let ids: Vec<IntRow> = fab.db.load(
-                    "SELECT id AS value FROM ab_role WHERE name = ?",
+                    &format!(
+                        "SELECT {} AS value FROM ab_role WHERE name = ?",
+                        fab.db.dialect().int("id")
+                    ),
                     &[Arg::Text(role.clone())],
                 )?;
                 let Some(role_id) = ids.first().map(|r| r.value) else {
@@ -166,8 +172,9 @@ impl<'a> Fab<'a> {
                         &[Arg::Int(*pv), Arg::Int(role_id)],
                     )?;
                     if have.first().map(|r| r.value).unwrap_or(0) == 0 {
+                        let (id_col, id_val) = id_insert(fab.db, "ab_permission_view_role")?;
                         fab.db.execute(
-                            "INSERT INTO ab_permission_view_role (permission_view_id, role_id) VALUES (?, ?)",
+                            &format!("INSERT INTO ab_permission_view_role ({id_col}permission_view_id, role_id) VALUES ({id_val}?, ?)"),
                             &[Arg::Int(*pv), Arg::Int(role_id)],
                         )?;
                         reg.inserted += 1;
@@ -186,13 +193,17 @@ impl<'a> Fab<'a> {
         name: &str,
         reg: &mut Registration,
     ) -> Result<i64, DbError> {
-        let select = format!("SELECT id AS value FROM {table} WHERE name = ?");
+        let select = format!(
+            "SELECT {} AS value FROM {table} WHERE name = ?",
+            self.db.dialect().int("id")
+        );
         let found: Vec<IntRow> = self.db.load(&select, &[Arg::Text(name.to_owned())])?;
         if let Some(r) = found.first() {
             return Ok(r.value);
         }
+        let (id_col, id_val) = id_insert(self.db, table)?;
         self.db.execute(
-            &format!("INSERT INTO {table} (name) VALUES (?)"),
+            &format!("INSERT INTO {table} ({id_col}name) VALUES ({id_val}?)"),
             &[Arg::Text(name.to_owned())],
         )?;
         reg.inserted += 1;
@@ -209,14 +220,19 @@ impl<'a> Fab<'a> {
         resource_id: i64,
         reg: &mut Registration,
     ) -> Result<i64, DbError> {
-        let select = "SELECT id AS value FROM ab_permission_view WHERE permission_id = ? AND view_menu_id = ?";
+        let select = format!(
+            "SELECT {} AS value FROM ab_permission_view WHERE permission_id = ? AND view_menu_id = ?",
+            self.db.dialect().int("id")
+        );
+        let select = select.as_str();
         let args = [Arg::Int(action_id), Arg::Int(resource_id)];
         let found: Vec<IntRow> = self.db.load(select, &args)?;
         if let Some(r) = found.first() {
             return Ok(r.value);
         }
+        let (id_col, id_val) = id_insert(self.db, "ab_permission_view")?;
         self.db.execute(
-            "INSERT INTO ab_permission_view (permission_id, view_menu_id) VALUES (?, ?)",
+            &format!("INSERT INTO ab_permission_view ({id_col}permission_id, view_menu_id) VALUES ({id_val}?, ?)"),
             &args,
         )?;
         reg.inserted += 1;
@@ -226,4 +242,13 @@ impl<'a> Fab<'a> {
             .map(|r| r.value)
             .ok_or_else(|| DbError::Data("ab_permission_view row vanished after insert".into()))
     }
+}
+
+/// The `id` column and value prefixes for an insert into a FAB table (empty when the column
+/// fills itself; see [`MetaDb::new_id_expr`]).
+fn id_insert(db: &mut MetaDb, table: &str) -> Result<(&'static str, String), DbError> {
+    Ok(match db.new_id_expr(table)? {
+        Some(expr) => ("id, ", format!("{expr}, ")),
+        None => ("", String::new()),
+    })
 }

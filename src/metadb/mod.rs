@@ -46,6 +46,29 @@ pub enum DbError {
     Schema(String),
 }
 
+/// Fragments of the messages libpq, libmysqlclient/libmariadb and the servers give when a
+/// connection broke (server shut down or restarted, network gone), checked against the real
+/// servers by the outage tests.
+const CONNECTION_LOST_MESSAGES: &[&str] = &[
+    // libpq
+    "server closed the connection",
+    "no connection to the server",
+    "could not receive data from server",
+    "could not send data to server",
+    "connection to server",
+    "SSL SYSCALL error",
+    // PostgreSQL server: shutdown (57P01), crash recovery, startup
+    "terminating connection",
+    "the database system is shutting down",
+    "the database system is starting up",
+    "the database system is in recovery mode",
+    // MySQL / MariaDB clients (CR_SERVER_GONE_ERROR, CR_SERVER_LOST, CR_CONN_HOST_ERROR)
+    "gone away",
+    "Lost connection",
+    "Can't connect to",
+    "Server shutdown in progress",
+];
+
 impl DbError {
     /// Whether the error means the connection is gone and should be re-established.
     pub fn is_connection_lost(&self) -> bool {
@@ -53,10 +76,9 @@ impl DbError {
             DbError::Connect { .. } => true,
             DbError::Query(diesel::result::Error::DatabaseError(kind, info)) => {
                 matches!(kind, diesel::result::DatabaseErrorKind::ClosedConnection)
-                    || info.message().contains("server closed the connection")
-                    || info.message().contains("gone away")
-                    || info.message().contains("Lost connection")
-                    || info.message().contains("terminating connection")
+                    || CONNECTION_LOST_MESSAGES
+                        .iter()
+                        .any(|m| info.message().contains(m))
             }
             DbError::Query(diesel::result::Error::BrokenTransactionManager) => true,
             _ => false,
@@ -104,10 +126,13 @@ impl Dialect {
         }
     }
 
-    /// An expression giving a boolean column as 0/1 (NULL as 0).
+    /// An expression giving a boolean column as a 64-bit 0/1 (NULL as 0). PostgreSQL types
+    /// a bare `1` as `integer`, which diesel will not read as `BigInt`.
     pub fn bool_int(self, col: &str) -> String {
         match self.0 {
-            Backend::Postgres => format!("CASE WHEN {col} THEN 1 ELSE 0 END"),
+            Backend::Postgres => {
+                format!("CASE WHEN {col} THEN CAST(1 AS BIGINT) ELSE CAST(0 AS BIGINT) END")
+            }
             Backend::Sqlite | Backend::Mysql => format!("CASE WHEN {col} = 1 THEN 1 ELSE 0 END"),
         }
     }
@@ -118,6 +143,16 @@ impl Dialect {
             Backend::Sqlite => format!("CAST({col} AS TEXT)"),
             Backend::Postgres => format!("CAST({col} AS TEXT)"),
             Backend::Mysql => format!("CAST({col} AS CHAR)"),
+        }
+    }
+
+    /// An expression giving an integer column as a 64-bit integer (Airflow's `INTEGER` ids
+    /// come back 32-bit from PostgreSQL, which diesel will not read as `BigInt`).
+    pub fn int(self, col: &str) -> String {
+        match self.0 {
+            Backend::Sqlite => col.to_owned(),
+            Backend::Postgres => format!("CAST({col} AS BIGINT)"),
+            Backend::Mysql => format!("CAST({col} AS SIGNED)"),
         }
     }
 
@@ -276,6 +311,46 @@ impl MetaDb {
                 Err(e)
             }
         }
+    }
+
+    /// The SQL expression to insert as `id` into an Airflow table, or `None` when the column
+    /// fills itself. FAB's tables on Airflow 3 are created by SQLAlchemy with an explicit
+    /// `<table>_id_seq` sequence and no server-side default (PostgreSQL) or `AUTO_INCREMENT`
+    /// (MariaDB), so a row inserted without an id would be refused.
+    pub fn new_id_expr(&mut self, table: &str) -> Result<Option<String>, DbError> {
+        if table.is_empty()
+            || !table
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        {
+            return Err(DbError::Data(format!("not a table name: {table:?}")));
+        }
+        let seq = format!("{table}_id_seq");
+        let (fills_itself, seq_exists, expr) = match self.dialect.0 {
+            Backend::Sqlite => return Ok(None),
+            Backend::Postgres => (
+                "SELECT COUNT(*) AS value FROM information_schema.columns WHERE table_schema = current_schema() \
+                 AND table_name = ? AND column_name = 'id' AND (column_default IS NOT NULL OR is_identity = 'YES')",
+                "SELECT COUNT(*) AS value FROM information_schema.sequences \
+                 WHERE sequence_schema = current_schema() AND sequence_name = ?",
+                format!("nextval('{seq}')"),
+            ),
+            Backend::Mysql => (
+                "SELECT COUNT(*) AS value FROM information_schema.columns WHERE table_schema = DATABASE() \
+                 AND table_name = ? AND column_name = 'id' AND extra LIKE '%auto_increment%'",
+                "SELECT COUNT(*) AS value FROM information_schema.tables \
+                 WHERE table_schema = DATABASE() AND table_name = ? AND table_type = 'SEQUENCE'",
+                format!("NEXT VALUE FOR {seq}"),
+            ),
+        };
+        let count = |db: &mut MetaDb, sql: &str, arg: &str| -> Result<i64, DbError> {
+            let rows: Vec<IntRow> = db.load(sql, &[Arg::Text(arg.to_owned())])?;
+            Ok(rows.first().map(|r| r.value).unwrap_or(0))
+        };
+        if count(self, fills_itself, table)? > 0 || count(self, seq_exists, &seq)? == 0 {
+            return Ok(None);
+        }
+        Ok(Some(expr))
     }
 
     /// Column names of a table (empty when the table does not exist).

@@ -3,7 +3,11 @@
 mod authz_matrix;
 mod core_loop;
 mod dagcopy;
+mod db_outage;
+mod matrix;
+mod mysql;
 mod rejections;
 mod schedule_oracle;
+mod schema_detect;
 mod spool_attacks;
 mod support;

@@ -114,7 +114,99 @@ impl Drop for Proc {
     }
 }
 
-/// A real Airflow installation in a temporary AIRFLOW_HOME with a SQLite metadata DB.
+/// Where a test Airflow keeps its metadata DB.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MetaDbKind {
+    /// `$AIRFLOW_HOME/airflow.db`.
+    Sqlite,
+    /// A PostgreSQL database, by SQLAlchemy URL.
+    Postgres(String),
+    /// A MySQL/MariaDB database, by SQLAlchemy URL.
+    Mysql(String),
+}
+
+/// The shared PostgreSQL server the tests use (trust auth).
+pub const SHARED_PG: &str = "postgresql://postgres@127.0.0.1:5432";
+/// The shared MariaDB server the tests use (root, no password).
+pub const SHARED_MYSQL: &str = "mysql://root@127.0.0.1:3306";
+
+/// Run one admin statement on the shared PostgreSQL server; fails the test when it is down.
+pub fn pg_admin(url: &str, sql: &str) {
+    use diesel::connection::SimpleConnection;
+    use diesel::Connection;
+    let mut c = diesel::PgConnection::establish(&format!("{url}/postgres")).unwrap_or_else(|e| {
+        panic!("PostgreSQL at {url} is required for this test and is unreachable: {e}")
+    });
+    c.batch_execute(sql)
+        .unwrap_or_else(|e| panic!("{sql} on {url}: {e}"));
+}
+
+/// A fresh, empty PostgreSQL database named `bfd_<name>` on `server` (dropped first if left over
+/// from an earlier run). Returns its SQLAlchemy URL.
+pub fn fresh_pg_database(server: &str, name: &str) -> String {
+    let db = format!("bfd_{name}");
+    pg_admin(
+        server,
+        &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
+    );
+    pg_admin(server, &format!("CREATE DATABASE {db}"));
+    format!("{server}/{db}")
+}
+
+/// A fresh, empty MariaDB/MySQL database named `bfd_<name>` on the shared server (dropped first).
+/// Returns its SQLAlchemy URL (mysqlclient driver).
+pub fn fresh_mysql_database(name: &str) -> String {
+    use diesel::connection::SimpleConnection;
+    use diesel::Connection;
+    let db = format!("bfd_{name}");
+    let mut c =
+        diesel::MysqlConnection::establish(&format!("{SHARED_MYSQL}/test")).unwrap_or_else(|e| {
+            panic!("MariaDB at {SHARED_MYSQL} is required for this test and is unreachable: {e}")
+        });
+    c.batch_execute(&format!(
+        "DROP DATABASE IF EXISTS {db}; CREATE DATABASE {db} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+    ))
+    .unwrap_or_else(|e| panic!("creating {db}: {e}"));
+    format!("mysql+mysqldb://root@127.0.0.1:3306/{db}")
+}
+
+/// A TCP port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free port: {e}"))
+}
+
+/// Python run by [`Airflow::query`]: one SQL statement through SQLAlchemy, rows as JSON.
+const QUERY_PY: &str = r#"
+import json, sys, datetime, sqlalchemy as sa
+def cell(v):
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    if isinstance(v, datetime.datetime):
+        if v.tzinfo is not None:
+            v = v.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+        return v.isoformat(sep=" ")
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        return bytes(v).decode("utf-8", "replace")
+    return str(v)
+eng = sa.create_engine(sys.argv[1])
+with eng.begin() as c:
+    res = c.execute(sa.text(sys.argv[2]))
+    rows = [[cell(v) for v in r] for r in res.fetchall()] if res.returns_rows else []
+print(json.dumps(rows))
+"#;
+
+/// One long-running Airflow component, remembered so it can be started again.
+struct Component {
+    name: &'static str,
+    args: &'static [&'static str],
+    proc: Proc,
+    starts: u32,
+}
+
+/// A real Airflow installation in a temporary AIRFLOW_HOME, on SQLite, PostgreSQL or MySQL.
 pub struct Airflow {
     /// AIRFLOW_HOME (kept on failure for inspection under target/).
     pub home: PathBuf,
@@ -122,12 +214,36 @@ pub struct Airflow {
     pub venv: PathBuf,
     /// Which major.
     pub major: AirflowMajor,
-    procs: Vec<Proc>,
+    /// Where the metadata DB is.
+    pub db: MetaDbKind,
+    /// Port of the Airflow 3 api-server (also the execution API).
+    pub api_port: u16,
+    log_port: u16,
+    procs: Vec<Component>,
 }
 
 impl Airflow {
     /// Create AIRFLOW_HOME under `target/it/<name>`, copy the example DAGs, migrate the DB.
     pub fn sqlite(major: AirflowMajor, name: &str) -> Airflow {
+        Airflow::with_db(major, name, MetaDbKind::Sqlite, false)
+    }
+
+    /// Like [`Airflow::sqlite`], on a fresh database `bfd_<name>` of the shared PostgreSQL.
+    pub fn postgres(major: AirflowMajor, name: &str) -> Airflow {
+        let url = fresh_pg_database(SHARED_PG, name);
+        Airflow::with_db(major, name, MetaDbKind::Postgres(url), false)
+    }
+
+    /// Like [`Airflow::sqlite`], on a fresh database `bfd_<name>` of the shared MariaDB.
+    pub fn mysql(major: AirflowMajor, name: &str) -> Airflow {
+        let url = fresh_mysql_database(name);
+        Airflow::with_db(major, name, MetaDbKind::Mysql(url), false)
+    }
+
+    /// An Airflow on the given (already created, empty) database. For a server DB the URL goes
+    /// into `airflow.cfg` (`sql_alchemy_conn`, or `sql_alchemy_conn_cmd` running `echo` when
+    /// `via_cmd`), where both Airflow and backfilld find it.
+    pub fn with_db(major: AirflowMajor, name: &str, db: MetaDbKind, via_cmd: bool) -> Airflow {
         let venv = airflow_venv(major);
         let home = repo_dir().join("target/it").join(name);
         let _ = std::fs::remove_dir_all(&home);
@@ -139,24 +255,53 @@ impl Airflow {
                 std::fs::copy(&p, home.join("dags").join(name)).unwrap_or_else(|e| panic!("{e}"));
             }
         }
+        if let MetaDbKind::Postgres(url) | MetaDbKind::Mysql(url) = &db {
+            let line = if via_cmd {
+                // Airflow does not trim the command's output: no trailing newline.
+                format!("sql_alchemy_conn_cmd = echo -n '{url}'")
+            } else {
+                format!("sql_alchemy_conn = {url}")
+            };
+            std::fs::write(home.join("airflow.cfg"), format!("[database]\n{line}\n"))
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
         let af = Airflow {
             home,
             venv,
             major,
+            db,
+            api_port: free_port(),
+            log_port: free_port(),
             procs: Vec::new(),
         };
         af.cli_ok(&["db", "migrate"]);
         af
     }
 
-    /// The metadata DB file.
+    /// The metadata DB file (SQLite only).
     pub fn db_path(&self) -> PathBuf {
         self.home.join("airflow.db")
+    }
+
+    /// The metadata DB's SQLAlchemy URL.
+    pub fn conn_url(&self) -> String {
+        match &self.db {
+            MetaDbKind::Sqlite => format!("sqlite:///{}", self.db_path().display()),
+            MetaDbKind::Postgres(u) | MetaDbKind::Mysql(u) => u.clone(),
+        }
     }
 
     /// The DAGs folder.
     pub fn dags_folder(&self) -> PathBuf {
         self.home.join("dags")
+    }
+
+    /// The `dag_run` column holding the logical date on this major.
+    pub fn date_column(&self) -> &'static str {
+        match self.major {
+            AirflowMajor::V2 => "execution_date",
+            AirflowMajor::V3 => "logical_date",
+        }
     }
 
     /// A command running `program` from the venv with this Airflow's environment.
@@ -169,14 +314,42 @@ impl Airflow {
         );
         cmd.env("PATH", path)
             .env("AIRFLOW_HOME", &self.home)
+            .env_remove("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN")
             .env("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
             .env("AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION", "True")
             .env("AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC", "2")
             .env("AIRFLOW__SCHEDULER__PARSING_PROCESSES", "1")
+            .env("AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES", "1")
             .env("AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG", "16")
+            .env("AIRFLOW__CORE__PARALLELISM", "4")
+            .env(
+                "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT",
+                self.log_port.to_string(),
+            )
             .env("PYTHONWARNINGS", "ignore");
-        if self.major == AirflowMajor::V2 {
-            cmd.env("AIRFLOW__CORE__EXECUTOR", "SequentialExecutor");
+        match (self.major, &self.db) {
+            (AirflowMajor::V2, MetaDbKind::Sqlite) => {
+                cmd.env("AIRFLOW__CORE__EXECUTOR", "SequentialExecutor");
+            }
+            _ => {
+                cmd.env("AIRFLOW__CORE__EXECUTOR", "LocalExecutor");
+            }
+        }
+        if self.major == AirflowMajor::V3 {
+            let port = self.api_port.to_string();
+            cmd.env(
+                "AIRFLOW__CORE__AUTH_MANAGER",
+                "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager",
+            )
+            .env("AIRFLOW__API__HOST", "127.0.0.1")
+            .env("AIRFLOW__API__PORT", &port)
+            .env("AIRFLOW__API__WORKERS", "1")
+            .env(
+                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL",
+                format!("http://127.0.0.1:{port}/execution/"),
+            )
+            .env("AIRFLOW__API_AUTH__JWT_SECRET", "backfilld-it-jwt-secret")
+            .env("AIRFLOW__API__SECRET_KEY", "backfilld-it-secret-key");
         }
         cmd
     }
@@ -224,16 +397,155 @@ impl Airflow {
         self.cli_ok(&["dags", "reserialize"]);
     }
 
-    /// Start the scheduler (which also parses DAG files and, on 2.x, runs tasks).
-    pub fn start_scheduler(&mut self) {
-        let log = self.home.join("scheduler.log");
+    fn spawn_component(&self, name: &str, args: &[&str], starts: u32) -> Proc {
+        let log = self
+            .home
+            .join(format!("{}.{starts}.log", name.replace(' ', "-")));
         let mut cmd = self.command("airflow");
-        cmd.arg("scheduler");
-        self.procs.push(Proc::spawn("airflow scheduler", cmd, &log));
+        cmd.args(args);
+        Proc::spawn(&format!("airflow {name}"), cmd, &log)
     }
 
-    /// Open the metadata DB for assertions (independent of backfilld's own DB code).
+    fn start_component(&mut self, name: &'static str, args: &'static [&'static str]) {
+        let proc = self.spawn_component(name, args, 1);
+        self.procs.push(Component {
+            name,
+            args,
+            proc,
+            starts: 1,
+        });
+    }
+
+    /// Start what runs DAGs: the scheduler (which on 2.x also parses DAG files and runs tasks);
+    /// on 3.x also the api-server (waiting until it answers) and the dag-processor.
+    pub fn start_scheduler(&mut self) {
+        if self.major == AirflowMajor::V3 {
+            self.start_component("api-server", &["api-server"]);
+            self.wait_api_server(Duration::from_secs(180));
+            self.start_component("dag-processor", &["dag-processor"]);
+        }
+        self.start_component("scheduler", &["scheduler"]);
+    }
+
+    /// Wait until the api-server answers its health endpoint.
+    pub fn wait_api_server(&self, timeout: Duration) {
+        use std::io::{Read, Write};
+        let port = self.api_port;
+        wait_for("the Airflow api-server", timeout, || {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+            s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+            s.write_all(b"GET /api/v2/monitor/health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+                .ok()?;
+            let mut answer = String::new();
+            s.read_to_string(&mut answer).ok()?;
+            answer.starts_with("HTTP/1.1 200").then_some(())
+        });
+    }
+
+    /// Start again every component that exited (as a service manager would); returns their names.
+    pub fn revive(&mut self) -> Vec<String> {
+        let mut revived = Vec::new();
+        for i in 0..self.procs.len() {
+            if self.procs[i].proc.alive() {
+                continue;
+            }
+            let (name, args, starts) = (
+                self.procs[i].name,
+                self.procs[i].args,
+                self.procs[i].starts + 1,
+            );
+            let proc = self.spawn_component(name, args, starts);
+            self.procs[i].proc = proc;
+            self.procs[i].starts = starts;
+            revived.push(name.to_owned());
+        }
+        revived
+    }
+
+    /// Names of the components that are not running.
+    pub fn dead_components(&mut self) -> Vec<String> {
+        self.procs
+            .iter_mut()
+            .filter_map(|c| (!c.proc.alive()).then(|| c.name.to_owned()))
+            .collect()
+    }
+
+    /// The tail of every component log, for failure messages.
+    pub fn logs_tail(&self) -> String {
+        let mut out = String::new();
+        let mut names: Vec<PathBuf> = std::fs::read_dir(&self.home)
+            .map(|d| {
+                d.filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|e| e == "log"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        for p in names {
+            let text = std::fs::read_to_string(&p).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(30).collect();
+            out.push_str(&format!("--- {} ---\n", p.display()));
+            for l in tail.iter().rev() {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    /// Run one SQL statement on the metadata DB through the venv's SQLAlchemy (any backend);
+    /// rows as JSON arrays (timestamps as naive-UTC `YYYY-MM-DD HH:MM:SS[.ffffff]` text).
+    pub fn query(&self, sql: &str) -> Vec<Vec<serde_json::Value>> {
+        let out = Command::new(self.venv.join("bin/python"))
+            .arg("-c")
+            .arg(QUERY_PY)
+            .arg(self.conn_url())
+            .arg(sql)
+            .env("PYTHONWARNINGS", "ignore")
+            .output()
+            .unwrap_or_else(|e| panic!("python: {e}"));
+        assert!(
+            out.status.success(),
+            "query {sql:?} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+    }
+
+    /// A single integer from [`Airflow::query`].
+    pub fn query_i64(&self, sql: &str) -> i64 {
+        let rows = self.query(sql);
+        rows.first()
+            .and_then(|r| r.first())
+            .and_then(|v| v.as_i64())
+            .unwrap_or_else(|| panic!("{sql}: no integer in {rows:?}"))
+    }
+
+    /// Logical dates (`YYYY-MM-DD`) of the runs of `dag_id`, sorted, on any backend and major.
+    pub fn run_dates(&self, dag_id: &str) -> Vec<String> {
+        let col = self.date_column();
+        self.query(&format!(
+            "SELECT {col} FROM dag_run WHERE dag_id = '{}' ORDER BY {col}",
+            dag_id.replace('\'', "''")
+        ))
+        .iter()
+        .map(|r| {
+            r.first()
+                .and_then(|v| v.as_str())
+                .map(|s| s.chars().take(10).collect())
+                .unwrap_or_default()
+        })
+        .collect()
+    }
+
+    /// Open the metadata DB for assertions (SQLite only; see [`Airflow::query`] for any backend).
     pub fn sql(&self) -> rusqlite::Connection {
+        assert_eq!(
+            self.db,
+            MetaDbKind::Sqlite,
+            "sql() is for SQLite; use query()"
+        );
         let c = rusqlite::Connection::open_with_flags(
             self.db_path(),
             rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE,
@@ -244,7 +556,7 @@ impl Airflow {
         c
     }
 
-    /// A single integer from a query.
+    /// A single integer from a query (SQLite only).
     pub fn count(&self, sql: &str, params: &[&dyn rusqlite::ToSql]) -> i64 {
         self.sql()
             .query_row(sql, params, |r| r.get(0))
@@ -253,12 +565,16 @@ impl Airflow {
 
     /// Wait until the DAG is serialized in the DB.
     pub fn wait_parsed(&self, dag_id: &str, timeout: Duration) {
+        let sql = format!(
+            "SELECT COUNT(*) FROM serialized_dag WHERE dag_id = '{}'",
+            dag_id.replace('\'', "''")
+        );
         wait_for(&format!("Airflow to parse {dag_id}"), timeout, || {
-            (self.count(
-                "SELECT COUNT(*) FROM serialized_dag WHERE dag_id = ?1",
-                &[&dag_id],
-            ) > 0)
-                .then_some(())
+            let n = match self.db {
+                MetaDbKind::Sqlite => self.count(&sql, &[]),
+                _ => self.query_i64(&sql),
+            };
+            (n > 0).then_some(())
         });
     }
 }

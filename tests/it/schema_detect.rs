@@ -1,0 +1,53 @@
+//! Issue 4: backfilld finds the Airflow schema generation from the live DB and refuses, with a
+//! clear message, a schema it does not know. (Each real schema, 2.11 and 3.1 on SQLite,
+//! PostgreSQL and MariaDB, is detected in `matrix`, `mysql` and `core_loop`.)
+
+use backfilld::dburl::DbUrl;
+use backfilld::metadb::airflow::AirflowSchema;
+use backfilld::metadb::MetaDb;
+
+fn detect(ddl: &str) -> Result<AirflowSchema, String> {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("airflow.db");
+    let c = rusqlite::Connection::open(&path).unwrap_or_else(|e| panic!("{e}"));
+    c.execute_batch(ddl).unwrap_or_else(|e| panic!("{e}"));
+    drop(c);
+    let url = DbUrl::parse(&format!("sqlite:///{}", path.display())).map_err(|e| e.to_string())?;
+    let mut db = MetaDb::connect(&url).map_err(|e| e.to_string())?;
+    AirflowSchema::detect(&mut db).map_err(|e| e.to_string())
+}
+
+#[test]
+fn not_an_airflow_db_is_refused() {
+    let e = detect("CREATE TABLE t (x INT);").err().unwrap_or_default();
+    assert!(e.contains("airflow db migrate"), "{e}");
+}
+
+#[test]
+fn dag_run_without_a_date_column_is_refused() {
+    let e = detect(
+        "CREATE TABLE alembic_version (version_num VARCHAR(32));
+         INSERT INTO alembic_version VALUES ('f00dbeef');
+         CREATE TABLE dag_run (id INT, dag_id TEXT, run_date TIMESTAMP);",
+    )
+    .err()
+    .unwrap_or_default();
+    assert!(e.contains("unknown Airflow schema"), "{e}");
+    assert!(e.contains("f00dbeef"), "{e}");
+}
+
+#[test]
+fn a_generation_missing_columns_backfilld_reads_is_refused() {
+    let e = detect(
+        "CREATE TABLE alembic_version (version_num VARCHAR(32));
+         INSERT INTO alembic_version VALUES ('c0ffee');
+         CREATE TABLE dag_run (id INT, dag_id TEXT, logical_date TIMESTAMP, run_after TIMESTAMP,
+                               state TEXT, start_date TIMESTAMP, end_date TIMESTAMP);
+         CREATE TABLE dag (dag_id TEXT, is_paused BOOLEAN, fileloc TEXT);",
+    )
+    .err()
+    .unwrap_or_default();
+    assert!(e.contains("unsupported Airflow schema"), "{e}");
+    assert!(e.contains("dag.is_stale"), "{e}");
+    assert!(e.contains("dag_version.version_number"), "{e}");
+}
