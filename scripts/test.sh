@@ -10,4 +10,8 @@ if [ "$n" -ne 1 ]; then
     cargo tree -d >&2
     exit 1
 fi
+# Packages are installed on this machine by their test: only in CI or when asked.
+if [ "${CI:-}" = "true" ] || [ "${BACKFILLD_TEST_PACKAGES:-}" = "1" ]; then
+    packaging/test-packages.sh
+fi
 cargo test --all-targets -- --test-threads=2

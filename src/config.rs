@@ -406,6 +406,7 @@ impl AuthManager {
         }
     }
 }
+
 /// `sql_alchemy_conn` as Airflow resolves it: for `[database]` then the deprecated `[core]`,
 /// the environment (`AIRFLOW__<SECTION>__SQL_ALCHEMY_CONN`, then `..._CMD`, then `..._SECRET`)
 /// before `airflow.cfg` (`sql_alchemy_conn`, then `sql_alchemy_conn_cmd`, then

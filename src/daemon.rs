@@ -2,7 +2,7 @@
 //! to the [`Engine`] thread. Everything here is plumbing; decisions live in the engine.
 
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::mpsc::Sender;
 use std::time::Duration;
 
@@ -15,10 +15,15 @@ use tokio::net::{UnixListener, UnixStream};
 use crate::config::Config;
 use crate::control::{ControlRequest, ControlResponse, MAX_LINE};
 use crate::engine::{Command, Engine};
+use crate::service::ServiceManager;
 use crate::spool::{Spool, INCOMING};
 
-/// Run the daemon in the foreground until SIGTERM or SIGINT.
-pub fn run(config: Config) -> anyhow::Result<()> {
+/// How long SIGTERM waits for the engine to finish the request in hand.
+const STOP_GRACE: Duration = Duration::from_secs(8);
+
+/// Run the daemon in the foreground until SIGTERM or SIGINT. `config_path` is re-read on
+/// SIGHUP.
+pub fn run(config_path: &Path, config: Config) -> anyhow::Result<()> {
     let airflow = config
         .resolve_airflow()
         .context("resolving Airflow's settings")?;
@@ -45,6 +50,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("watching {}", incoming.display()))?;
 
     let engine = Engine::new(config.clone(), airflow, spool);
+    let stop_flag = engine.stop_flag();
     let engine_thread = std::thread::Builder::new()
         .name("engine".into())
         .spawn(move || engine.run(rx))
@@ -68,23 +74,63 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         .context("installing signal handlers")?;
     for signal in signals.forever() {
         if signal == SIGHUP {
-            tracing::info!("SIGHUP: rescanning the spool");
+            reload(config_path, &config, &tx);
             let _ = tx.send(Command::Scan);
             continue;
         }
         tracing::info!(signal, "stopping");
         break;
     }
+    ServiceManager::from_env().stopping();
+    stop_flag.store(true, std::sync::atomic::Ordering::SeqCst);
     let _ = stop_tx.send(true);
     let _ = tx.send(Command::Stop);
     drop(watcher);
-    if engine_thread.join().is_err() {
+    let deadline = std::time::Instant::now() + STOP_GRACE;
+    while !engine_thread.is_finished() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if !engine_thread.is_finished() {
+        // A DB call is hanging; every decision is transactional, so leaving now loses nothing.
+        tracing::warn!("engine did not stop within {STOP_GRACE:?}; exiting anyway");
+    } else if engine_thread.join().is_err() {
         tracing::error!("the engine thread panicked");
     }
     runtime.shutdown_timeout(Duration::from_secs(2));
     let _ = std::fs::remove_file(&socket);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Re-read the config file; apply it if valid, else keep the running one and say why.
+fn reload(path: &Path, running: &Config, engine: &Sender<Command>) {
+    let mut service = ServiceManager::from_env();
+    service.reloading();
+    match Config::load(path) {
+        Ok(new) => {
+            for (key, changed) in [
+                (
+                    "airflow",
+                    format!("{:?}", new.airflow) != format!("{:?}", running.airflow),
+                ),
+                ("spool.dir", new.spool.dir != running.spool.dir),
+                ("control.socket", new.socket_path() != running.socket_path()),
+            ] {
+                if changed {
+                    tracing::warn!(
+                        key,
+                        "changed in the config file; takes effect only after a restart"
+                    );
+                }
+            }
+            tracing::info!(path = %path.display(), "SIGHUP: configuration re-read");
+            let _ = engine.send(Command::Reload(Box::new(new)));
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "SIGHUP: the new configuration is invalid; keeping the running one");
+            service.ready();
+        }
+    }
 }
 
 /// Remove a stale socket; refuse to start when another daemon answers on it.
@@ -176,11 +222,4 @@ async fn ask(engine: &Sender<Command>, uid: u32, request: ControlRequest) -> Con
             message: "backfilld is busy; try again".into(),
         },
     }
-}
-
-/// Default config path, overridable by `BACKFILLD_CONFIG`.
-pub fn default_config_path() -> PathBuf {
-    std::env::var_os("BACKFILLD_CONFIG")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_CONFIG_PATH))
 }

@@ -7,7 +7,10 @@
 //! `active/`. A crash at any point leaves the file in `incoming/` or `active/`, and the next
 //! pass either decides it or, finding the key recorded, just finishes the move.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use std::collections::HashMap;
@@ -26,6 +29,7 @@ use crate::metadb::{DbError, MetaDb};
 use crate::reconcile::{self, Observation};
 use crate::request::{self, fmt_ts, ReasonCode, Rejection, Request};
 use crate::schedule::{ScheduleError, Timetable};
+use crate::service::ServiceManager;
 use crate::spool::{self, ClaimedFile, Disposition, Spool};
 use crate::state::BackfillState;
 
@@ -42,6 +46,9 @@ pub enum Command {
         /// Where the answer goes.
         reply: tokio::sync::oneshot::Sender<ControlResponse>,
     },
+    /// Apply a re-read configuration (what can change live: intervals, limits, identity
+    /// and permission settings).
+    Reload(Box<Config>),
     /// Finish and return.
     Stop,
 }
@@ -96,6 +103,9 @@ pub struct Engine {
     next_connect: Instant,
     backoff: Duration,
     outage_reported: bool,
+    service: ServiceManager,
+    stop: Arc<AtomicBool>,
+    unfinished_by_state: BTreeMap<BackfillState, usize>,
 }
 
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -116,7 +126,39 @@ impl Engine {
             next_connect: Instant::now(),
             backoff: Duration::from_millis(500),
             outage_reported: false,
+            service: ServiceManager::from_env(),
+            stop: Arc::new(AtomicBool::new(false)),
+            unfinished_by_state: BTreeMap::new(),
         }
+    }
+
+    /// Set to make the engine stop between two files of a scan (the one in hand is finished).
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
+    }
+
+    /// Ready once the DB is reachable (schema detected, migrations done); keep STATUS= current
+    /// and ping the watchdog. Called once per loop iteration, so a hung loop stops the pings.
+    fn tick_service(&mut self) {
+        if self.conn.is_some() {
+            self.service.ready();
+        }
+        let waiting = self.spool.incoming().map(|v| v.len()).unwrap_or(0)
+            + self.spool.claimed().map(|v| v.len()).unwrap_or(0);
+        let status = if self.conn.is_some() {
+            let count = |s: BackfillState| self.unfinished_by_state.get(&s).copied().unwrap_or(0);
+            format!(
+                "{} running, {} queued, {} submitted, {} paused backfills; {waiting} requests waiting; db ok",
+                count(BackfillState::Running),
+                count(BackfillState::Queued),
+                count(BackfillState::Submitted),
+                count(BackfillState::Paused),
+            )
+        } else {
+            format!("waiting for database; {waiting} requests waiting")
+        };
+        self.service.status(&status);
+        self.service.watchdog();
     }
 
     /// Make sure a connection is up (connect, detect the schema, migrate), with backoff.
@@ -334,11 +376,12 @@ impl Engine {
     /// Run commands until `Stop` or the channel closes; between commands, rescan and reconcile
     /// on their intervals.
     pub fn run(mut self, commands: std::sync::mpsc::Receiver<Command>) {
-        let rescan_every = Duration::from_secs(self.config.spool.rescan_interval_secs);
-        let reconcile_every = self.config.reconcile_interval();
+        let mut rescan_every = Duration::from_secs(self.config.spool.rescan_interval_secs);
+        let mut reconcile_every = self.config.reconcile_interval();
         let mut next_rescan = Instant::now();
         let mut next_reconcile = Instant::now();
         loop {
+            self.tick_service();
             let now = Instant::now();
             if now >= next_rescan {
                 self.scan();
@@ -350,7 +393,8 @@ impl Engine {
             }
             let wait = next_rescan
                 .min(next_reconcile)
-                .saturating_duration_since(Instant::now());
+                .saturating_duration_since(Instant::now())
+                .min(self.service.max_sleep());
             let first = match commands.recv_timeout(wait) {
                 Ok(c) => c,
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
@@ -370,6 +414,14 @@ impl Engine {
                     } => {
                         let answer = self.query(uid, request);
                         let _ = reply.send(answer);
+                    }
+                    Command::Reload(config) => {
+                        self.config = *config;
+                        rescan_every = Duration::from_secs(self.config.spool.rescan_interval_secs);
+                        reconcile_every = self.config.reconcile_interval();
+                        next_reconcile = Instant::now();
+                        tracing::info!("configuration reloaded");
+                        self.service.reloaded();
                     }
                     Command::Stop => {
                         tracing::info!("engine stopping");
@@ -415,6 +467,10 @@ impl Engine {
             let mut progress = false;
             let mut pending: HashMap<u32, usize> = HashMap::new();
             for claim in claimed {
+                if self.stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    // The rest stay claimed in active/ and are decided after the restart.
+                    return decided;
+                }
                 match self.decide_file(&claim, &mut pending) {
                     Ok(()) => {
                         decided += 1;
@@ -699,6 +755,10 @@ impl Engine {
             }
             None => return,
         };
+        self.unfinished_by_state.clear();
+        for row in &rows {
+            *self.unfinished_by_state.entry(row.state).or_insert(0) += 1;
+        }
         for row in rows {
             if let Err(e) = self.reconcile_row(&row) {
                 tracing::warn!(backfill = %row.id, error = %e, "reconcile failed; retrying next pass");

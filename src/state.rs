@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Where a backfill is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BackfillState {
     /// Accepted; the DAG copy is being written or waits for Airflow to register it.

@@ -1,8 +1,9 @@
 //! `backfilld`: the daemon, in the foreground. All logic is in `backfilld::daemon`.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 
 /// Managed, restart-proof backfills for Apache Airflow.
 #[derive(Parser)]
@@ -14,17 +15,39 @@ struct Args {
     /// Check the configuration and exit.
     #[arg(long)]
     check_config: bool,
+    /// Log line format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines; without timestamps or colours under systemd (the journal adds them).
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+fn init_logging(format: LogFormat) {
+    // Level: BACKFILLD_LOG, else RUST_LOG, else info.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BACKFILLD_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text if std::env::var_os("JOURNAL_STREAM").is_some() => {
+            builder.without_time().with_ansi(false).init()
+        }
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
 }
 
 fn main() {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("BACKFILLD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging(args.log_format);
     let result = backfilld::config::Config::load(&args.config)
         .map_err(anyhow::Error::from)
         .and_then(|config| {
@@ -33,11 +56,10 @@ fn main() {
                 println!("{}: OK", args.config.display());
                 return Ok(());
             }
-            backfilld::daemon::run(config)
+            backfilld::daemon::run(&args.config, config)
         });
     if let Err(e) = result {
         tracing::error!("{e:#}");
-        eprintln!("backfilld: {e:#}");
         std::process::exit(1);
     }
 }

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::support::{
-    free_port, fresh_pg_database, wait_for, Airflow, AirflowMajor, Daemon, MetaDbKind,
+    db_name, free_port, fresh_pg_database, wait_for, Airflow, AirflowMajor, Daemon, MetaDbKind,
 };
 
 const BIG: Duration = Duration::from_secs(420);
@@ -168,8 +168,9 @@ fn postgres_outage_while_requests_arrive() {
     let first = out["backfill_id"].as_str().unwrap_or_default().to_owned();
     assert!(
         daemon.log_text().contains(&format!(
-            "postgres://postgres@127.0.0.1:{}/bfd_outage",
-            pg.port
+            "postgres://postgres@127.0.0.1:{}/{}",
+            pg.port,
+            db_name("outage")
         )),
         "backfilld found the DB through sql_alchemy_conn_cmd:\n{}",
         daemon.log_text()

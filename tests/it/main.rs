@@ -9,5 +9,6 @@ mod mysql;
 mod rejections;
 mod schedule_oracle;
 mod schema_detect;
+mod service;
 mod spool_attacks;
 mod support;

@@ -93,6 +93,26 @@ impl Proc {
         let _ = self.child.wait();
     }
 
+    /// Send `signal` to the process itself.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, signal).unwrap_or_else(|e| panic!("kill {}: {e}", self.name));
+    }
+
+    /// Wait up to `timeout` for the process to exit; its status, if it did.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Whether it is still running.
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
@@ -141,10 +161,18 @@ pub fn pg_admin(url: &str, sql: &str) {
         .unwrap_or_else(|e| panic!("{sql} on {url}: {e}"));
 }
 
-/// A fresh, empty PostgreSQL database named `bfd_<name>` on `server` (dropped first if left over
-/// from an earlier run). Returns its SQLAlchemy URL.
+/// The name of this checkout's database `name` on a shared server: `bfd_<name>_<checkout>`,
+/// so test runs from different checkouts never drop each other's databases.
+pub fn db_name(name: &str) -> String {
+    use md5::{Digest, Md5};
+    let checkout = hex::encode(Md5::digest(repo_dir().to_string_lossy().as_bytes()));
+    format!("bfd_{name}_{}", &checkout[..8])
+}
+
+/// A fresh, empty PostgreSQL database [`db_name`]`(name)` on `server` (dropped first if left
+/// over from an earlier run). Returns its SQLAlchemy URL.
 pub fn fresh_pg_database(server: &str, name: &str) -> String {
-    let db = format!("bfd_{name}");
+    let db = db_name(name);
     pg_admin(
         server,
         &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
@@ -153,12 +181,12 @@ pub fn fresh_pg_database(server: &str, name: &str) -> String {
     format!("{server}/{db}")
 }
 
-/// A fresh, empty MariaDB/MySQL database named `bfd_<name>` on the shared server (dropped first).
-/// Returns its SQLAlchemy URL (mysqlclient driver).
+/// A fresh, empty MariaDB/MySQL database [`db_name`]`(name)` on the shared server (dropped
+/// first). Returns its SQLAlchemy URL (mysqlclient driver).
 pub fn fresh_mysql_database(name: &str) -> String {
     use diesel::connection::SimpleConnection;
     use diesel::Connection;
-    let db = format!("bfd_{name}");
+    let db = db_name(name);
     let mut c =
         diesel::MysqlConnection::establish(&format!("{SHARED_MYSQL}/test")).unwrap_or_else(|e| {
             panic!("MariaDB at {SHARED_MYSQL} is required for this test and is unreachable: {e}")
@@ -228,13 +256,13 @@ impl Airflow {
         Airflow::with_db(major, name, MetaDbKind::Sqlite, false)
     }
 
-    /// Like [`Airflow::sqlite`], on a fresh database `bfd_<name>` of the shared PostgreSQL.
+    /// Like [`Airflow::sqlite`], on a fresh database [`db_name`]`(name)` of the shared PostgreSQL.
     pub fn postgres(major: AirflowMajor, name: &str) -> Airflow {
         let url = fresh_pg_database(SHARED_PG, name);
         Airflow::with_db(major, name, MetaDbKind::Postgres(url), false)
     }
 
-    /// Like [`Airflow::sqlite`], on a fresh database `bfd_<name>` of the shared MariaDB.
+    /// Like [`Airflow::sqlite`], on a fresh database [`db_name`]`(name)` of the shared MariaDB.
     pub fn mysql(major: AirflowMajor, name: &str) -> Airflow {
         let url = fresh_mysql_database(name);
         Airflow::with_db(major, name, MetaDbKind::Mysql(url), false)
@@ -673,6 +701,11 @@ impl Daemon {
             p.kill9();
         }
         self.proc = None;
+    }
+
+    /// The running daemon process.
+    pub fn proc(&mut self) -> &mut Proc {
+        self.proc.as_mut().unwrap_or_else(|| panic!("backfilld is not running"))
     }
 
     /// Run `backfillctl --config <ours> args...`.

@@ -1,0 +1,198 @@
+//! The life-cycle actions a user can ask for on an existing backfill (cancel, pause, resume,
+//! delete, retry), and in one place which are allowed in which state and what each one does.
+//! Pure: the engine gathers [`Facts`] and carries out the [`Effect`].
+
+use crate::authz::Action;
+use crate::state::BackfillState;
+
+/// What the engine knows about a backfill when an action arrives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Facts {
+    /// Current state.
+    pub state: BackfillState,
+    /// Whether it was deleted.
+    pub deleted: bool,
+    /// Whether its DAG copy was written.
+    pub copy_written: bool,
+    /// Dates whose run failed.
+    pub failed_dates: u32,
+}
+
+/// What carrying out an allowed action means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    /// No copy exists yet: withdraw the backfill (state `cancelled`); no copy is ever written.
+    Withdraw,
+    /// Pause the copy and mark every unfinished run (and its unfinished task instances) failed;
+    /// the backfill ends `failed`, "cancelled by <user>".
+    CancelRuns,
+    /// Pause the copy in Airflow.
+    PauseCopy,
+    /// Unpause the copy in Airflow.
+    ResumeCopy,
+    /// Pause the copy, remove its file and Airflow's rows for its dag_id; mark it deleted.
+    DeleteCopy,
+    /// Create a new backfill of only the failed dates, linked to this one.
+    RetryFailed,
+}
+
+/// Why an action is refused, for the requester.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Refusal(pub String);
+
+/// Decide whether `action` is allowed on a backfill in `facts`, and what it does.
+pub fn plan(action: Action, facts: Facts) -> Result<Effect, Refusal> {
+    use BackfillState as S;
+    let refuse = |why: &str| {
+        Err(Refusal(format!(
+            "cannot {} a {} backfill: {why}",
+            action.as_str(),
+            describe(facts)
+        )))
+    };
+    if facts.deleted {
+        return refuse("it was deleted");
+    }
+    match action {
+        Action::Create | Action::Read => refuse("not a life-cycle action"),
+        Action::Cancel => match facts.state {
+            S::Submitted if !facts.copy_written => Ok(Effect::Withdraw),
+            S::Submitted | S::Queued | S::Running | S::Paused => Ok(Effect::CancelRuns),
+            S::Success | S::Failed | S::Cancelled => refuse("it already finished"),
+        },
+        Action::Pause => match facts.state {
+            S::Queued | S::Running => Ok(Effect::PauseCopy),
+            S::Submitted => refuse("its DAG copy is not registered yet; cancel it instead"),
+            S::Paused => refuse("it is already paused"),
+            S::Success | S::Failed | S::Cancelled => refuse("it already finished"),
+        },
+        Action::Resume => match facts.state {
+            S::Paused => Ok(Effect::ResumeCopy),
+            S::Success | S::Failed | S::Cancelled => refuse("it already finished"),
+            S::Submitted | S::Queued | S::Running => refuse("it is not paused"),
+        },
+        Action::Delete => match facts.state {
+            S::Paused | S::Success | S::Failed | S::Cancelled => Ok(Effect::DeleteCopy),
+            S::Submitted | S::Queued | S::Running => {
+                refuse("it is still active; cancel or pause it first")
+            }
+        },
+        Action::Retry => match facts.state {
+            S::Failed if facts.failed_dates > 0 => Ok(Effect::RetryFailed),
+            S::Failed => refuse("no date failed (the copy never ran); submit it again instead"),
+            S::Success => refuse("no date failed"),
+            S::Cancelled => refuse("it was withdrawn before it ran; submit it again instead"),
+            S::Submitted | S::Queued | S::Running | S::Paused => refuse("it has not finished"),
+        },
+    }
+}
+
+fn describe(f: Facts) -> String {
+    if f.deleted {
+        "deleted".into()
+    } else {
+        f.state.as_str().into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ACTIONS: [Action; 5] = [
+        Action::Cancel,
+        Action::Pause,
+        Action::Resume,
+        Action::Delete,
+        Action::Retry,
+    ];
+
+    fn facts(state: BackfillState) -> Facts {
+        Facts {
+            state,
+            deleted: false,
+            copy_written: state != BackfillState::Submitted,
+            failed_dates: u32::from(state == BackfillState::Failed),
+        }
+    }
+
+    /// Every (state, action) pair, with the expected effect or refusal.
+    #[test]
+    fn every_state_and_action() {
+        use BackfillState as S;
+        use Effect as E;
+        let ok = |e: Effect| Some(e);
+        let no = None;
+        // Columns: cancel, pause, resume, delete, retry.
+        let table: [(BackfillState, [Option<Effect>; 5]); 7] = [
+            (S::Submitted, [ok(E::Withdraw), no, no, no, no]),
+            (S::Queued, [ok(E::CancelRuns), ok(E::PauseCopy), no, no, no]),
+            (
+                S::Running,
+                [ok(E::CancelRuns), ok(E::PauseCopy), no, no, no],
+            ),
+            (
+                S::Paused,
+                [
+                    ok(E::CancelRuns),
+                    no,
+                    ok(E::ResumeCopy),
+                    ok(E::DeleteCopy),
+                    no,
+                ],
+            ),
+            (S::Success, [no, no, no, ok(E::DeleteCopy), no]),
+            (
+                S::Failed,
+                [no, no, no, ok(E::DeleteCopy), ok(E::RetryFailed)],
+            ),
+            (S::Cancelled, [no, no, no, ok(E::DeleteCopy), no]),
+        ];
+        for (state, row) in table {
+            for (action, want) in ACTIONS.into_iter().zip(row) {
+                let got = plan(action, facts(state));
+                assert_eq!(
+                    got.as_ref().ok().copied(),
+                    want,
+                    "{state} × {}: {got:?}",
+                    action.as_str()
+                );
+                if let Err(Refusal(why)) = got {
+                    assert!(
+                        why.starts_with(&format!(
+                            "cannot {} a {state} backfill: ",
+                            action.as_str()
+                        )),
+                        "{why}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn deleted_refuses_everything_and_special_cases() {
+        for state in BackfillState::ALL {
+            for action in ACTIONS {
+                let f = Facts {
+                    deleted: true,
+                    ..facts(state)
+                };
+                let why = plan(action, f).err().map(|r| r.0).unwrap_or_default();
+                assert!(why.contains("it was deleted"), "{why}");
+            }
+        }
+        let written = Facts {
+            copy_written: true,
+            ..facts(BackfillState::Submitted)
+        };
+        assert_eq!(plan(Action::Cancel, written), Ok(Effect::CancelRuns));
+        let nothing_failed = Facts {
+            failed_dates: 0,
+            ..facts(BackfillState::Failed)
+        };
+        assert!(plan(Action::Retry, nothing_failed).is_err());
+        assert!(plan(Action::Create, facts(BackfillState::Queued)).is_err());
+    }
+}
