@@ -544,3 +544,72 @@ fn fab_rules_on_airflow3_with_groups() {
         );
     }
 }
+
+/// Airflow 3's SimpleAuthManager (no `ab_*` users): users and roles come from
+/// `simple_auth_manager_users`; admin/op/user may create, viewer may not, unlisted users are
+/// refused; with `simple_auth_manager_all_admins` nobody is authorised unless backfilld's
+/// config allows it. The DAG does not exist, so an authorised request ends `unknown_dag`.
+#[test]
+fn simple_auth_manager_on_airflow3() {
+    let af = Airflow::sqlite(AirflowMajor::V3, "authz_simple_af3");
+    for u in ["bfz_user", "bfz_viewer", "bfz_op"] {
+        unix_user(u);
+    }
+    let mut d = Daemon::start_with(&af, &[], "");
+    let simple = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager";
+    let config = std::fs::read_to_string(&d.config).unwrap_or_else(|e| panic!("{e}"));
+    let config = config
+        .lines()
+        .filter(|l| !l.starts_with("auth_manager"))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .replace(
+            "[airflow]\n",
+            &format!("[airflow]\nauth_manager = \"{simple}\"\n"),
+        );
+    std::fs::write(&d.config, &config).unwrap_or_else(|e| panic!("{e}"));
+    let users = (
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS",
+        "bfz_user:user,bfz_viewer:viewer",
+    );
+    d.restart(&[users]);
+    assert!(
+        d.log_text().contains("simple (all_admins=false)"),
+        "{}",
+        d.log_text()
+    );
+    let cases: &[(&str, u32, &str)] = &[
+        ("bfz_user", 1, "unknown_dag"),
+        ("bfz_viewer", 2, "missing_backfill_permission"),
+        ("bfz_op", 3, "no_airflow_user"),
+    ];
+    for (user, month, code) in cases {
+        let v = submit_as(&d, user, "no_such_dag", *month);
+        expect(&v, &format!("{user} under SimpleAuthManager"), Some(code));
+    }
+    let out = ctl_as(&d, "bfz_viewer", &["list", "--json"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing_backfill_permission"));
+    let out = ctl_as(&d, "bfz_user", &["list", "--json"]);
+    assert!(out.status.success(), "{out:?}");
+
+    // Everyone admin: refused unless allowed.
+    let all_admins = ("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", "True");
+    d.restart(&[users, all_admins]);
+    let v = submit_as(&d, "bfz_op", "no_such_dag", 4);
+    expect(&v, "all_admins, not allowed", Some("auth_unavailable"));
+    std::fs::write(
+        &d.config,
+        format!("{config}\n[authz]\nallow_simple_all_admins = true\n"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    d.restart(&[users, all_admins]);
+    let v = submit_as(&d, "bfz_op", "no_such_dag", 5);
+    expect(&v, "all_admins, allowed", Some("unknown_dag"));
+    assert!(
+        af.count(
+            "SELECT COUNT(*) FROM backfilld_audit WHERE reason_code = 'auth_unavailable'",
+            &[]
+        ) >= 1
+    );
+}
