@@ -359,6 +359,12 @@ impl Airflow {
             (AirflowMajor::V2, MetaDbKind::Sqlite) => {
                 cmd.env("AIRFLOW__CORE__EXECUTOR", "SequentialExecutor");
             }
+            (AirflowMajor::V3, MetaDbKind::Sqlite) => {
+                // One task at a time: concurrent task starts on SQLite made the api-server fail
+                // them ("error occurred while trying to deserialize Dag", 500) under CI load.
+                cmd.env("AIRFLOW__CORE__EXECUTOR", "LocalExecutor")
+                    .env("AIRFLOW__CORE__PARALLELISM", "1");
+            }
             _ => {
                 cmd.env("AIRFLOW__CORE__EXECUTOR", "LocalExecutor");
             }
