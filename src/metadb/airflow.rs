@@ -215,10 +215,7 @@ impl<'a> Airflow<'a> {
 
     /// The DAG as Airflow serialized it (`serialized_dag.data -> dag`), which holds its
     /// schedule (read with `schedule::Timetable::from_serialized_dag`).
-    pub fn serialized_dag(
-        &mut self,
-        dag_id: &str,
-    ) -> Result<Option<serde_json::Value>, DbError> {
+    pub fn serialized_dag(&mut self, dag_id: &str) -> Result<Option<serde_json::Value>, DbError> {
         let d = self.db.dialect();
         // Airflow 3 keeps one row per DAG version; the newest version is the live one.
         let sql = match self.schema.generation {
