@@ -683,15 +683,15 @@ impl Engine {
                 format!("Airflow has not stored DAG {:?} and its source yet; try again after the next parse", req.dag_id),
             )
         };
-        let (Some(fileloc), Some(timetable)) =
-            (dag.fileloc.clone(), af.serialized_timetable(&req.dag_id)?)
+        let (Some(fileloc), Some(serialized)) =
+            (dag.fileloc.clone(), af.serialized_dag(&req.dag_id)?)
         else {
             return Ok(Err(not_serialized()));
         };
         let Some(origin_code) = af.source_code(&req.dag_id, &fileloc)? else {
             return Ok(Err(not_serialized()));
         };
-        let dates = match Timetable::from_serialized(&timetable)
+        let dates = match Timetable::from_serialized_dag(&serialized)
             .and_then(|t| t.logical_dates(req.start, req.end, limit))
         {
             Ok(d) => d,

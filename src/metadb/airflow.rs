@@ -181,53 +181,6 @@ struct OptTextRow {
     value: Option<String>,
 }
 
-/// The timetable of a serialized DAG, in the `{"__type": <class>, "__var": {...}}` form.
-///
-/// Airflow 3 always stores `timetable`. Airflow 2 stores it only for timetables that a
-/// `schedule_interval` cannot express; otherwise it keeps `schedule_interval` (a cron string or
-/// preset, a `timedelta`, or null) and `timezone`, and this rebuilds the timetable Airflow 2's
-/// `create_timetable` would make from them.
-pub fn timetable_of(dag: &serde_json::Value) -> serde_json::Value {
-    use serde_json::json;
-    if let Some(t) = dag.get("timetable") {
-        return t.clone();
-    }
-    let timezone = match dag.get("timezone") {
-        Some(serde_json::Value::String(tz)) => tz.clone(),
-        Some(other) => other.to_string(),
-        None => "UTC".to_owned(),
-    };
-    match dag.get("schedule_interval") {
-        None => json!({"__type": "backfilld.UnknownSchedule", "__var": {}}),
-        Some(serde_json::Value::Null) => {
-            json!({"__type": "airflow.timetables.simple.NullTimetable", "__var": {}})
-        }
-        Some(serde_json::Value::String(s)) if s == "@once" => {
-            json!({"__type": "airflow.timetables.simple.OnceTimetable", "__var": {}})
-        }
-        Some(serde_json::Value::String(s)) if s == "@continuous" => {
-            json!({"__type": "airflow.timetables.simple.ContinuousTimetable", "__var": {}})
-        }
-        Some(serde_json::Value::String(cron)) => json!({
-            "__type": "airflow.timetables.interval.CronDataIntervalTimetable",
-            "__var": {"expression": cron, "timezone": timezone}
-        }),
-        Some(obj) => match (obj.get("__type").and_then(|t| t.as_str()), obj.get("__var")) {
-            (Some("timedelta"), Some(seconds)) => json!({
-                "__type": "airflow.timetables.interval.DeltaDataIntervalTimetable",
-                "__var": {"delta": seconds}
-            }),
-            (Some("relativedelta"), Some(delta)) => json!({
-                "__type": "airflow.timetables.interval.DeltaDataIntervalTimetable",
-                "__var": {"delta": delta}
-            }),
-            _ => {
-                json!({"__type": "backfilld.UnknownSchedule", "__var": {"schedule_interval": obj}})
-            }
-        },
-    }
-}
-
 /// Read access to Airflow's tables, for one detected schema.
 pub struct Airflow<'a> {
     db: &'a mut MetaDb,
@@ -260,11 +213,9 @@ impl<'a> Airflow<'a> {
         }))
     }
 
-    /// The DAG's timetable as Airflow serialized it (`serialized_dag.data -> dag.timetable`).
-    pub fn serialized_timetable(
-        &mut self,
-        dag_id: &str,
-    ) -> Result<Option<serde_json::Value>, DbError> {
+    /// The DAG as Airflow serialized it (`serialized_dag.data -> dag`), which holds its
+    /// schedule (read with `schedule::Timetable::from_serialized_dag`).
+    pub fn serialized_dag(&mut self, dag_id: &str) -> Result<Option<serde_json::Value>, DbError> {
         let d = self.db.dialect();
         // Airflow 3 keeps one row per DAG version; the newest version is the live one.
         let sql = match self.schema.generation {
@@ -289,7 +240,7 @@ impl<'a> Airflow<'a> {
         })?;
         let data: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| DbError::Data(format!("serialized_dag of {dag_id} is not JSON: {e}")))?;
-        Ok(data.get("dag").map(timetable_of))
+        Ok(data.get("dag").cloned())
     }
 
     /// The source code Airflow stored for the DAG's file.
