@@ -711,7 +711,9 @@ impl Daemon {
 
     /// The running daemon process.
     pub fn proc(&mut self) -> &mut Proc {
-        self.proc.as_mut().unwrap_or_else(|| panic!("backfilld is not running"))
+        self.proc
+            .as_mut()
+            .unwrap_or_else(|| panic!("backfilld is not running"))
     }
 
     /// Run `backfillctl --config <ours> args...`.
