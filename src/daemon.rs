@@ -102,6 +102,24 @@ pub fn run(config_path: &Path, config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One full pass and exit, for cron-style use without a service manager and for measuring a
+/// pass from outside: connect (and migrate), ingest the spool, reconcile every unfinished
+/// backfill. Fails when the metadata DB cannot be reached.
+pub fn run_once(config: Config) -> anyhow::Result<()> {
+    let airflow = config
+        .resolve_airflow()
+        .context("resolving Airflow's settings")?;
+    let spool = Spool::open(&config.spool.dir, config.spool.max_request_bytes)?;
+    let mut engine = Engine::new(config, airflow, spool);
+    engine
+        .ensure_connected()
+        .context("connecting to the metadata DB")?;
+    let decided = engine.scan();
+    engine.reconcile();
+    tracing::info!(decided, "one pass done");
+    Ok(())
+}
+
 /// Re-read the config file; apply it if valid, else keep the running one and say why.
 fn reload(path: &Path, running: &Config, engine: &Sender<Command>) {
     let mut service = ServiceManager::from_env();

@@ -15,6 +15,9 @@ struct Args {
     /// Check the configuration and exit.
     #[arg(long)]
     check_config: bool,
+    /// Run one full pass (ingest the spool, reconcile) and exit.
+    #[arg(long)]
+    once: bool,
     /// Log line format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -55,6 +58,9 @@ fn main() {
                 config.resolve_airflow()?;
                 println!("{}: OK", args.config.display());
                 return Ok(());
+            }
+            if args.once {
+                return backfilld::daemon::run_once(config);
             }
             backfilld::daemon::run(&args.config, config)
         });
