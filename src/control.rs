@@ -20,8 +20,12 @@ pub const MAX_LINE: usize = 64 * 1024;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum ControlRequest {
-    /// Every backfill.
-    List,
+    /// Backfills matching a filter.
+    List {
+        /// Which ones.
+        #[serde(default, flatten)]
+        filter: ListFilter,
+    },
     /// One backfill.
     Status {
         /// Backfill id.
@@ -32,6 +36,34 @@ pub enum ControlRequest {
         /// The file's name in `incoming/`.
         file_name: String,
     },
+}
+
+/// Which backfills `list` shows; every field narrows the list, none set shows every backfill
+/// not deleted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListFilter {
+    /// Only backfills of this origin DAG.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dag: Option<String>,
+    /// Only backfills in this state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<BackfillState>,
+    /// Only backfills submitted at or after this instant (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<DateTime<Utc>>,
+    /// Include deleted backfills.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub all: bool,
+}
+
+impl ListFilter {
+    /// Whether `b` passes the filter.
+    pub fn matches(&self, b: &BackfillRow) -> bool {
+        (self.all || !b.deleted)
+            && self.dag.as_ref().is_none_or(|d| *d == b.dag_id)
+            && self.state.is_none_or(|s| s == b.state)
+            && self.since.is_none_or(|t| b.submitted_at >= t)
+    }
 }
 
 /// What the daemon answers.
@@ -115,6 +147,18 @@ pub struct BackfillView {
     pub copy_path: Option<String>,
     /// Host that accepted it.
     pub host: String,
+    /// Deleted (shown by `list --all` only).
+    #[serde(default)]
+    pub deleted: bool,
+    /// A user paused it.
+    #[serde(default)]
+    pub user_paused: bool,
+    /// The backfill this one retries.
+    #[serde(default)]
+    pub retry_of: Option<String>,
+    /// The logical dates it runs.
+    #[serde(default)]
+    pub logical_dates: Vec<String>,
 }
 
 fn opt_ts(t: Option<DateTime<Utc>>) -> Option<String> {
@@ -148,6 +192,10 @@ impl From<&BackfillRow> for BackfillView {
             dates_pending: b.progress.pending,
             copy_path: b.copy_path.clone(),
             host: b.host.clone(),
+            deleted: b.deleted,
+            user_paused: b.user_paused,
+            retry_of: b.retry_of.clone(),
+            logical_dates: b.logical_dates.iter().map(|d| fmt_ts(*d)).collect(),
         }
     }
 }
@@ -190,4 +238,102 @@ pub fn call(
     let mut answer = String::new();
     reader.read_line(&mut answer)?;
     Ok(serde_json::from_str(&answer)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn row(dag_id: &str, state: BackfillState, day: u32, deleted: bool) -> BackfillRow {
+        let t = Utc
+            .with_ymd_and_hms(2024, 1, day, 0, 0, 0)
+            .single()
+            .unwrap_or_default();
+        BackfillRow {
+            id: format!("{dag_id}_backfill_{day}"),
+            dag_id: dag_id.into(),
+            state,
+            state_reason: None,
+            description: None,
+            start: t,
+            end: t,
+            logical_dates: vec![t],
+            params: serde_json::Map::new(),
+            max_active_runs: 1,
+            ignore_overlap: false,
+            origin_fileloc: String::new(),
+            origin_code: String::new(),
+            copy_path: None,
+            copy_written_at: None,
+            submitted_by: "root".into(),
+            submitted_uid: 0,
+            requester: None,
+            on_behalf_of: None,
+            submitted_at: t,
+            updated_at: t,
+            run_start: None,
+            run_end: None,
+            progress: Default::default(),
+            host: "h".into(),
+            deleted,
+            deleted_at: None,
+            user_paused: false,
+            pending_op: None,
+            retry_of: None,
+        }
+    }
+
+    #[test]
+    fn list_filters() {
+        let rows = [
+            row("sales", BackfillState::Running, 1, false),
+            row("sales", BackfillState::Failed, 2, false),
+            row("other", BackfillState::Failed, 3, false),
+            row("sales", BackfillState::Success, 4, true),
+        ];
+        let ids = |f: ListFilter| -> Vec<u32> {
+            rows.iter()
+                .filter(|b| f.matches(b))
+                .filter_map(|b| b.id.rsplit('_').next().and_then(|d| d.parse().ok()))
+                .collect()
+        };
+        assert_eq!(ids(ListFilter::default()), vec![1, 2, 3]);
+        let all = ListFilter {
+            all: true,
+            ..ListFilter::default()
+        };
+        assert_eq!(ids(all), vec![1, 2, 3, 4]);
+        let sales_failed = ListFilter {
+            dag: Some("sales".into()),
+            state: Some(BackfillState::Failed),
+            ..ListFilter::default()
+        };
+        assert_eq!(ids(sales_failed), vec![2]);
+        let since = ListFilter {
+            since: Utc.with_ymd_and_hms(2024, 1, 2, 0, 0, 0).single(),
+            ..ListFilter::default()
+        };
+        assert_eq!(ids(since), vec![2, 3]);
+    }
+
+    #[test]
+    fn list_requests_of_older_clients_still_parse() {
+        let old: Result<ControlRequest, _> = serde_json::from_str(r#"{"op":"list"}"#);
+        assert!(
+            matches!(old, Ok(ControlRequest::List { ref filter }) if *filter == ListFilter::default()),
+            "{old:?}"
+        );
+        let new = ControlRequest::List {
+            filter: ListFilter {
+                dag: Some("sales".into()),
+                state: Some(BackfillState::Paused),
+                since: None,
+                all: true,
+            },
+        };
+        let text = serde_json::to_string(&new).unwrap_or_default();
+        let back: Result<ControlRequest, _> = serde_json::from_str(&text);
+        assert_eq!(back.ok(), Some(new), "{text}");
+    }
 }

@@ -14,9 +14,10 @@ use clap::{Parser, Subcommand};
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::control::{self, BackfillView, ControlRequest, ControlResponse};
+use crate::control::{self, BackfillView, ControlRequest, ControlResponse, ListFilter};
 use crate::metadb::store::RequestRecord;
 use crate::spool::INCOMING;
+use crate::state::BackfillState;
 
 /// Command line of `backfillctl`.
 #[derive(Debug, Parser)]
@@ -47,12 +48,36 @@ pub enum CtlCommand {
         #[arg(long)]
         json: bool,
     },
-    /// List backfills.
+    /// List backfills (not deleted, unless --all).
     List {
+        /// Only backfills of this DAG.
+        #[arg(long = "dag")]
+        dag_id: Option<String>,
+        /// Only backfills in this state (submitted, queued, running, paused, success, failed,
+        /// cancelled).
+        #[arg(long)]
+        state: Option<String>,
+        /// Only backfills submitted at or after this time (2024-01-31 or 2024-01-31T06:00:00Z).
+        #[arg(long)]
+        since: Option<String>,
+        /// Include deleted backfills.
+        #[arg(long)]
+        all: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,
     },
+    /// Cancel a backfill: withdrawn before its DAG copy exists, else its unfinished runs fail.
+    Cancel(OperateArgs),
+    /// Pause a backfill's DAG copy: running tasks finish, no new ones start.
+    Pause(OperateArgs),
+    /// Resume a paused backfill.
+    Resume(OperateArgs),
+    /// Delete a finished or paused backfill: its copy and Airflow's rows for it go; the record
+    /// stays (`list --all`).
+    Delete(OperateArgs),
+    /// Run the failed dates of a failed backfill again, as a new backfill.
+    Retry(OperateArgs),
     /// Show one backfill's state and progress.
     Status {
         /// Backfill id.
@@ -64,6 +89,20 @@ pub enum CtlCommand {
         #[arg(long)]
         watch: bool,
     },
+}
+
+/// Arguments of the life-cycle commands: they write `action = "<command>"`, `id = ID` into
+/// the spool and wait for the decision, like `submit`.
+#[derive(Debug, clap::Args)]
+pub struct OperateArgs {
+    /// Backfill id.
+    pub id: String,
+    /// Seconds to wait for the decision.
+    #[arg(long, default_value_t = 120)]
+    pub timeout: u64,
+    /// Print the outcome as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `submit`; each maps to a request-file key.
@@ -90,6 +129,9 @@ pub struct SubmitArgs {
     /// Accept a range that overlaps another active backfill of the DAG.
     #[arg(long)]
     pub ignore_overlap: bool,
+    /// Validate and print the dates that would run; create nothing.
+    #[arg(long)]
+    pub dry_run: bool,
     /// Return once the file is in the spool, without waiting for the decision.
     #[arg(long)]
     pub no_wait: bool,
@@ -113,8 +155,17 @@ struct RequestFile {
     max_active_runs: Option<i64>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     ignore_overlap: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    dry_run: bool,
     #[serde(skip_serializing_if = "toml::Table::is_empty")]
     params: toml::Table,
+}
+
+/// The request file of a life-cycle command.
+#[derive(Debug, Serialize)]
+struct OperateFile<'a> {
+    action: &'a str,
+    id: &'a str,
 }
 
 /// Run `backfillctl`; returns the process exit code.
@@ -123,8 +174,35 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
     let socket = config.socket_path();
     match cli.command {
         CtlCommand::Submit(args) => submit(&config, &socket, args),
-        CtlCommand::List { json } => {
-            let list = match call(&socket, ControlRequest::List)? {
+        CtlCommand::Cancel(a) => operate(&config, &socket, "cancel", a),
+        CtlCommand::Pause(a) => operate(&config, &socket, "pause", a),
+        CtlCommand::Resume(a) => operate(&config, &socket, "resume", a),
+        CtlCommand::Delete(a) => operate(&config, &socket, "delete", a),
+        CtlCommand::Retry(a) => operate(&config, &socket, "retry", a),
+        CtlCommand::List {
+            dag_id,
+            state,
+            since,
+            all,
+            json,
+        } => {
+            let state = match state {
+                None => None,
+                Some(s) => Some(BackfillState::parse(&s).with_context(|| {
+                    format!("--state {s:?}: use submitted, queued, running, paused, success, failed or cancelled")
+                })?),
+            };
+            let since = match since {
+                None => None,
+                Some(s) => Some(parse_instant("since", &s)?),
+            };
+            let filter = ListFilter {
+                dag: dag_id,
+                state,
+                since,
+                all,
+            };
+            let list = match call(&socket, ControlRequest::List { filter })? {
                 ControlResponse::Backfills { backfills } => backfills,
                 other => bail!(unexpected(other)),
             };
@@ -179,6 +257,64 @@ fn parse_when(flag: &str, s: &str) -> anyhow::Result<toml::value::Datetime> {
     Ok(dt)
 }
 
+/// A `--since` value as an instant: a date is 00:00 UTC.
+fn parse_instant(flag: &str, s: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
+    crate::request::to_utc(flag, &parse_when(flag, s)?)
+        .map_err(|r| anyhow::anyhow!("--{flag} {s:?}: {}", r.message))
+}
+
+/// Write a life-cycle request file and wait for its decision.
+fn operate(config: &Config, socket: &Path, action: &str, args: OperateArgs) -> anyhow::Result<i32> {
+    let body = toml::to_string(&OperateFile {
+        action,
+        id: &args.id,
+    })
+    .context("encoding the request")?;
+    let name = publish_request(config, action, body.as_bytes())?;
+    wait_outcome(socket, &name, args.timeout, args.json)
+}
+
+/// Publish a request under a fresh `<user>-<tag>-<random>.toml`; returns the name.
+fn publish_request(config: &Config, tag: &str, body: &[u8]) -> anyhow::Result<String> {
+    let user =
+        crate::spool::user_name(nix::unistd::getuid().as_raw()).unwrap_or_else(|| "user".into());
+    let user: String = user
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        .take(32)
+        .collect();
+    let name = format!(
+        "{}-{tag}-{}.toml",
+        if user.is_empty() { "user" } else { &user },
+        random_suffix()
+    );
+    let incoming = config.spool.dir.join(INCOMING);
+    publish(&incoming, &name, body)?;
+    Ok(name)
+}
+
+/// Poll the daemon for the outcome of `name` and print it.
+fn wait_outcome(socket: &Path, name: &str, timeout: u64, json: bool) -> anyhow::Result<i32> {
+    let deadline = Instant::now() + Duration::from_secs(timeout);
+    loop {
+        match call(
+            socket,
+            ControlRequest::Outcome {
+                file_name: name.to_owned(),
+            },
+        )? {
+            ControlResponse::Decided { request } => return print_outcome(&request, json),
+            ControlResponse::Pending => {}
+            other => bail!(unexpected(other)),
+        }
+        if Instant::now() > deadline {
+            eprintln!("{name} is in the spool but backfilld has not decided it yet; check later with `backfillctl outcome {name}`");
+            return Ok(2);
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
 fn submit(config: &Config, socket: &Path, args: SubmitArgs) -> anyhow::Result<i32> {
     let mut params = toml::Table::new();
     for p in &args.params {
@@ -199,45 +335,16 @@ fn submit(config: &Config, socket: &Path, args: SubmitArgs) -> anyhow::Result<i3
         description: args.description,
         max_active_runs: args.max_active_runs,
         ignore_overlap: args.ignore_overlap,
+        dry_run: args.dry_run,
         params,
     };
     let body = toml::to_string(&file).context("encoding the request")?;
-    let user =
-        crate::spool::user_name(nix::unistd::getuid().as_raw()).unwrap_or_else(|| "user".into());
-    let user: String = user
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-        .take(32)
-        .collect();
-    let name = format!(
-        "{}-{}.toml",
-        if user.is_empty() { "user" } else { &user },
-        random_suffix()
-    );
-    let incoming = config.spool.dir.join(INCOMING);
-    publish(&incoming, &name, body.as_bytes())?;
+    let name = publish_request(config, "submit", body.as_bytes())?;
     if args.no_wait {
         println!("{name}");
         return Ok(0);
     }
-    let deadline = Instant::now() + Duration::from_secs(args.timeout);
-    loop {
-        match call(
-            socket,
-            ControlRequest::Outcome {
-                file_name: name.clone(),
-            },
-        )? {
-            ControlResponse::Decided { request } => return print_outcome(&request, args.json),
-            ControlResponse::Pending => {}
-            other => bail!(unexpected(other)),
-        }
-        if Instant::now() > deadline {
-            eprintln!("{name} is in the spool but backfilld has not decided it yet; check later with `backfillctl list`");
-            return Ok(2);
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    wait_outcome(socket, &name, args.timeout, args.json)
 }
 
 /// Write `dir/.name.tmp` exclusively, mode 0644, fsync, then rename it to `dir/name`.
@@ -274,8 +381,19 @@ fn random_suffix() -> String {
 
 /// Print a decided request; exit code 0 when accepted, 1 when rejected.
 fn print_outcome(request: &RequestRecord, json: bool) -> anyhow::Result<i32> {
+    let accepted = request.outcome == "accepted";
     if json {
         println!("{}", serde_json::to_string_pretty(request)?);
+    } else if request.dry_run && accepted {
+        let dates = request.dates.clone().unwrap_or_default();
+        println!(
+            "dry run: {} logical dates would run (nothing created)",
+            dates.len()
+        );
+        println!("{:>5}  LOGICAL DATE", "#");
+        for (i, d) in dates.iter().enumerate() {
+            println!("{:>5}  {d}", i + 1);
+        }
     } else if let Some(id) = &request.backfill_id {
         println!("{id}");
     } else {
@@ -289,7 +407,7 @@ fn print_outcome(request: &RequestRecord, json: bool) -> anyhow::Result<i32> {
             request.reason.clone().unwrap_or_default()
         );
     }
-    Ok(if request.backfill_id.is_some() { 0 } else { 1 })
+    Ok(if accepted { 0 } else { 1 })
 }
 
 fn status(socket: &Path, id: &str, json: bool, watch: bool) -> anyhow::Result<i32> {
@@ -372,7 +490,11 @@ fn print_table(list: &[BackfillView]) {
             "{:<48} {:<24} {:<10} {:>4}/{:<4}  {} .. {}",
             b.id,
             b.dag_id,
-            b.state.as_str(),
+            if b.deleted {
+                "deleted"
+            } else {
+                b.state.as_str()
+            },
             b.dates_succeeded + b.dates_failed,
             b.dates_total,
             b.start,

@@ -22,12 +22,15 @@ use crate::config::{AirflowLocation, AuthManager, Config};
 use crate::control::{BackfillView, ControlRequest, ControlResponse};
 use crate::dagcopy::{self, CopySpec};
 use crate::failpoint;
+use crate::lifecycle::{self, Effect, Facts};
 use crate::metadb::airflow::{Airflow, AirflowSchema, Generation};
 use crate::metadb::fab::Fab;
-use crate::metadb::store::{self, AuditEntry, BackfillRow, NewBackfill, RequestRecord, Store};
+use crate::metadb::store::{
+    self, AuditEntry, BackfillRow, NewBackfill, PendingOp, RequestRecord, Store,
+};
 use crate::metadb::{DbError, MetaDb};
-use crate::reconcile::{self, Observation};
-use crate::request::{self, fmt_ts, ReasonCode, Rejection, Request};
+use crate::reconcile::{self, Observation, RunState};
+use crate::request::{self, fmt_ts, Operation, Parsed, ReasonCode, Rejection, Request};
 use crate::schedule::{ScheduleError, Timetable};
 use crate::service::ServiceManager;
 use crate::spool::{self, ClaimedFile, Disposition, Spool};
@@ -89,9 +92,28 @@ type Resolved = Result<(Identity, Subject), (Identity, Rejection)>;
 /// The outcome of validating a file, with who it was decided for.
 struct Verdict {
     ident: Identity,
+    action: Action,
     target: Option<String>,
-    result: Result<NewBackfill, Rejection>,
+    result: Result<Accepted, Rejection>,
 }
+
+/// What an accepted file does.
+enum Accepted {
+    /// Create this backfill.
+    Create(NewBackfill),
+    /// A dry run: these dates would run; nothing is created.
+    DryRun(Vec<chrono::DateTime<Utc>>),
+    /// A life-cycle action on backfill `id`; a retry creates `retry`.
+    Operate {
+        id: String,
+        effect: Effect,
+        retry: Option<NewBackfill>,
+    },
+}
+
+/// How long after a delete backfilld keeps removing rows Airflow may still write for the
+/// copy (a parse of the file that was in flight when it was removed).
+const DELETE_SETTLE_SECS: i64 = 30;
 
 /// The engine state.
 pub struct Engine {
@@ -544,6 +566,7 @@ impl Engine {
             .finish(&file.claim_name, to, &receipt)
             .map_err(|e| DbError::Data(e.to_string()))?;
         if let Some(id) = record.backfill_id {
+            self.carry_out_id(&id);
             self.reconcile_id(&id);
         }
         Ok(())
@@ -558,6 +581,7 @@ impl Engine {
                     unix_user: uid.and_then(spool::user_name),
                     ..Identity::default()
                 },
+                action: Action::Create,
                 target: None,
                 result: Err(rejection.clone()),
             },
@@ -565,16 +589,12 @@ impl Engine {
         };
         let Verdict {
             ident,
+            action,
             target,
             result: verdict,
         } = verdict;
         let target = target.unwrap_or_else(|| format!("file:{}", file.file_name));
-        self.audit(
-            &ident,
-            Action::Create,
-            Some(&target),
-            verdict.as_ref().err(),
-        )?;
+        self.audit(&ident, action, Some(&target), verdict.as_ref().err())?;
         let uid = ident.uid;
         let username = ident.unix_user.clone();
         let mut record = RequestRecord {
@@ -590,6 +610,9 @@ impl Engine {
             reason: None,
             airflow_user: ident.airflow_user.clone(),
             on_behalf_of: ident.on_behalf_of.clone(),
+            action: Some(action.as_str().to_owned()),
+            dry_run: false,
+            dates: None,
         };
         let c = self.conn.as_mut().ok_or_else(not_connected)?;
         match verdict {
@@ -598,7 +621,62 @@ impl Engine {
                 record.reason = Some(rejection.message);
                 Store::new(&mut c.db).record_request(&record)?;
             }
-            Ok(new) => {
+            Ok(Accepted::DryRun(dates)) => {
+                record.outcome = "accepted".into();
+                record.dry_run = true;
+                record.dates = Some(dates.into_iter().map(fmt_ts).collect());
+                Store::new(&mut c.db).record_request(&record)?;
+            }
+            Ok(Accepted::Operate { id, effect, retry }) => {
+                let host = self.host.clone();
+                let by = ident.airflow_user.clone().unwrap_or_default();
+                let key = file.key.clone();
+                let done = c.db.transaction(|db| {
+                    let mut s = Store::new(db);
+                    if let Some(existing) = s.request(&key)? {
+                        return Ok::<_, DbError>(existing.backfill_id);
+                    }
+                    let now = Utc::now();
+                    let affected = match (effect, &retry) {
+                        (Effect::Withdraw, _) => {
+                            let reason =
+                                format!("withdrawn by {by} before its DAG copy was written");
+                            s.withdraw(&id, &reason, now)?
+                                || s.cancel(&id, &format!("cancelled by {by}"), now)?
+                        }
+                        (Effect::CancelRuns, _) => {
+                            s.cancel(&id, &format!("cancelled by {by}"), now)?
+                        }
+                        (Effect::PauseCopy, _) => s.set_user_paused(&id, true, now)?,
+                        (Effect::ResumeCopy, _) => s.set_user_paused(&id, false, now)?,
+                        (Effect::DeleteCopy, _) => s.mark_deleted(&id, now)?,
+                        (Effect::RetryFailed, Some(new)) => {
+                            let new_id = free_id(&mut s, &new.dag_id)?;
+                            s.insert_backfill(&new_id, new, &host, &key, now)?;
+                            let mut accepted = record.clone();
+                            accepted.outcome = "accepted".into();
+                            accepted.backfill_id = Some(new_id.clone());
+                            s.record_request(&accepted)?;
+                            return Ok(Some(new_id));
+                        }
+                        (Effect::RetryFailed, None) => false,
+                    };
+                    if !affected {
+                        return Err(DbError::Data(format!(
+                            "backfill {id} changed while {} was decided; deciding again",
+                            action.as_str()
+                        )));
+                    }
+                    let mut accepted = record.clone();
+                    accepted.outcome = "accepted".into();
+                    accepted.backfill_id = Some(id.clone());
+                    s.record_request(&accepted)?;
+                    Ok(Some(id.clone()))
+                })?;
+                record.outcome = "accepted".into();
+                record.backfill_id = done;
+            }
+            Ok(Accepted::Create(new)) => {
                 let host = self.host.clone();
                 let id = c.db.transaction(|db| {
                     let mut s = Store::new(db);
@@ -622,38 +700,190 @@ impl Engine {
 
     /// Every check of a request. `Ok(Err(_))` is a rejection; `Err(_)` a DB problem.
     fn validate(&mut self, uid: u32, bytes: &[u8]) -> Result<Verdict, DbError> {
-        let parsed = request::parse(bytes, self.config.limits.max_active_runs);
-        let on_behalf_of = parsed.as_ref().ok().and_then(|r| r.on_behalf_of.clone());
+        let parsed = request::parse_any(bytes, self.config.limits.max_active_runs);
+        let on_behalf_of = parsed
+            .as_ref()
+            .ok()
+            .and_then(|p| p.on_behalf_of().map(str::to_owned));
+        let action = parsed
+            .as_ref()
+            .map(Parsed::action)
+            .unwrap_or(Action::Create);
+        let target_of = |p: &Parsed| match p {
+            Parsed::Create(r) => r.dag_id.clone(),
+            Parsed::Operate(op) => op.id.clone(),
+        };
         let (ident, subject) = match self.subject(uid, on_behalf_of.as_deref())? {
             Ok(v) => v,
             Err((ident, rejection)) => {
                 return Ok(Verdict {
                     ident,
-                    target: parsed.ok().map(|r| r.dag_id),
+                    action,
+                    target: parsed.ok().map(|p| target_of(&p)),
                     result: Err(rejection),
                 })
             }
         };
-        let req = match parsed {
-            Ok(r) => r,
+        let parsed = match parsed {
+            Ok(p) => p,
             Err(r) => {
                 return Ok(Verdict {
                     ident,
+                    action,
                     target: None,
                     result: Err(r),
                 })
             }
         };
-        let target = Some(req.dag_id.clone());
-        let result = match authz::authorize(&subject, Action::Create, Some(&req.dag_id)) {
-            Err(denial) => Err(denial.into()),
-            Ok(()) => self.check_dag(req, &ident)?,
+        let target = Some(target_of(&parsed));
+        let result = match parsed {
+            Parsed::Create(req) => {
+                match authz::authorize(&subject, Action::Create, Some(&req.dag_id)) {
+                    Err(denial) => Err(denial.into()),
+                    Ok(()) => {
+                        let dry_run = req.dry_run;
+                        self.check_dag(req, &ident)?.map(|new| {
+                            if dry_run {
+                                Accepted::DryRun(new.logical_dates)
+                            } else {
+                                Accepted::Create(new)
+                            }
+                        })
+                    }
+                }
+            }
+            Parsed::Operate(op) => self.check_operation(&subject, &ident, op)?,
         };
         Ok(Verdict {
             ident,
+            action,
             target,
             result,
         })
+    }
+
+    /// The checks of a life-cycle request: permission on `Backfills`, the backfill exists,
+    /// permission on its origin DAG, and the state machine of `lifecycle` allows it.
+    fn check_operation(
+        &mut self,
+        subject: &Subject,
+        ident: &Identity,
+        op: Operation,
+    ) -> Result<Result<Accepted, Rejection>, DbError> {
+        if let Err(d) = authz::authorize(subject, op.action, None) {
+            return Ok(Err(d.into()));
+        }
+        let c = self.conn.as_mut().ok_or_else(not_connected)?;
+        let Some(row) = Store::new(&mut c.db).backfill_any(&op.id)? else {
+            return Ok(Err(Rejection::new(
+                ReasonCode::UnknownBackfill,
+                format!("no backfill with id {:?}", op.id),
+            )));
+        };
+        if let Err(d) = authz::authorize(subject, op.action, Some(&row.dag_id)) {
+            return Ok(Err(d.into()));
+        }
+        let facts = Facts {
+            state: row.state,
+            deleted: row.deleted,
+            copy_written: row.copy_written_at.is_some(),
+            failed_dates: row.progress.failed,
+        };
+        let effect = match lifecycle::plan(op.action, facts) {
+            Ok(e) => e,
+            Err(refusal) => {
+                return Ok(Err(Rejection::new(
+                    ReasonCode::IllegalTransition,
+                    refusal.0,
+                )))
+            }
+        };
+        let retry = if effect == Effect::RetryFailed {
+            match self.retry_of(&row, ident)? {
+                Ok(new) => Some(new),
+                Err(r) => return Ok(Err(r)),
+            }
+        } else {
+            None
+        };
+        Ok(Ok(Accepted::Operate {
+            id: row.id,
+            effect,
+            retry,
+        }))
+    }
+
+    /// The new backfill retrying the failed dates of `row`, with the origin DAG's current
+    /// source (so a fixed DAG runs fixed).
+    fn retry_of(
+        &mut self,
+        row: &BackfillRow,
+        ident: &Identity,
+    ) -> Result<Result<NewBackfill, Rejection>, DbError> {
+        let c = self.conn.as_mut().ok_or_else(not_connected)?;
+        let mut af = Airflow::new(&mut c.db, &c.schema);
+        let runs = af.runs(&row.id)?;
+        let failed: Vec<bool> = row
+            .logical_dates
+            .iter()
+            .map(|d| {
+                runs.iter()
+                    .any(|r| r.logical_date == *d && r.state == RunState::Failed)
+            })
+            .collect();
+        let dates = match lifecycle::retry_dates(&row.logical_dates, &failed) {
+            Ok(d) => d,
+            Err(refusal) => {
+                return Ok(Err(Rejection::new(
+                    ReasonCode::IllegalTransition,
+                    refusal.0,
+                )))
+            }
+        };
+        let (Some(&start), Some(&end)) = (dates.first(), dates.last()) else {
+            return Ok(Err(Rejection::new(
+                ReasonCode::IllegalTransition,
+                format!(
+                    "cannot retry backfill {}: Airflow shows no failed run of it",
+                    row.id
+                ),
+            )));
+        };
+        let origin_code = af
+            .source_code(&row.dag_id, &row.origin_fileloc)?
+            .unwrap_or_else(|| row.origin_code.clone());
+        let mut new = new_backfill(
+            Request {
+                dag_id: row.dag_id.clone(),
+                start,
+                end,
+                description: Some(format!("retry of {}", row.id)),
+                max_active_runs: row.max_active_runs,
+                params: row.params.clone(),
+                ignore_overlap: row.ignore_overlap,
+                on_behalf_of: ident.on_behalf_of.clone(),
+                dry_run: false,
+            },
+            dates,
+            row.origin_fileloc.clone(),
+            origin_code,
+            ident,
+        );
+        new.retry_of = Some(row.id.clone());
+        if !new.ignore_overlap {
+            let overlapping = Store::new(&mut c.db).overlapping(&new.dag_id, start, end)?;
+            if !overlapping.is_empty() {
+                return Ok(Err(Rejection::new(
+                    ReasonCode::Overlap,
+                    format!(
+                        "the failed dates overlap active backfill(s) of {:?}: {}",
+                        new.dag_id,
+                        overlapping.join(", ")
+                    ),
+                )));
+            }
+        }
+        Ok(Ok(new))
     }
 
     /// The checks of an authorised request against Airflow's DAG and backfilld's backfills.
@@ -737,10 +967,34 @@ impl Engine {
         Ok(Ok(new_backfill(req, dates, fileloc, origin_code, ident)))
     }
 
-    /// Reconcile every unfinished backfill.
+    /// Carry out the pending Airflow-side work of life-cycle actions, then reconcile every
+    /// unfinished backfill.
     pub fn reconcile(&mut self) {
         if self.ensure_connected().is_err() {
             return;
+        }
+        match self
+            .conn
+            .as_mut()
+            .map(|c| Store::new(&mut c.db).pending_ops())
+        {
+            Some(Ok(rows)) => {
+                for row in rows {
+                    if let Err(e) = self.carry_out(&row) {
+                        tracing::warn!(backfill = %row.id, error = %e, "life-cycle action not carried out yet; retrying next pass");
+                        self.lost(&e);
+                        if self.conn.is_none() {
+                            return;
+                        }
+                    }
+                }
+            }
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "cannot list pending life-cycle actions");
+                self.lost(&e);
+                return;
+            }
+            None => return,
         }
         let rows = match self
             .conn
@@ -789,6 +1043,84 @@ impl Engine {
         }
     }
 
+    fn carry_out_id(&mut self, id: &str) {
+        let row = match self
+            .conn
+            .as_mut()
+            .map(|c| Store::new(&mut c.db).backfill_any(id))
+        {
+            Some(Ok(Some(row))) => row,
+            Some(Err(e)) => {
+                self.lost(&e);
+                return;
+            }
+            _ => return,
+        };
+        if let Err(e) = self.carry_out(&row) {
+            tracing::warn!(backfill = %id, error = %e, "life-cycle action not carried out yet; retrying next pass");
+            self.lost(&e);
+        }
+    }
+
+    /// Do the Airflow-side work of the life-cycle action recorded on `row`; clear it once done.
+    /// Every step is idempotent, so a crash in between only repeats it.
+    fn carry_out(&mut self, row: &BackfillRow) -> Result<(), DbError> {
+        let Some(op) = row.pending_op else {
+            return Ok(());
+        };
+        let dir = self.copy_dir();
+        let name = dagcopy::file_name(&row.id);
+        let now = Utc::now();
+        let c = self.conn.as_mut().ok_or_else(not_connected)?;
+        let mut af = Airflow::new(&mut c.db, &c.schema);
+        let done = match op {
+            PendingOp::Pause => af.set_paused(&row.id, true)? || row.state.is_terminal(),
+            PendingOp::Resume => af.set_paused(&row.id, false)? || row.state.is_terminal(),
+            PendingOp::Cancel => {
+                let registered = af.set_paused(&row.id, true)?;
+                let failed = af.fail_unfinished_runs(&row.id, now)?;
+                tracing::info!(backfill = %row.id, registered, failed_runs = failed, "cancelled: copy paused, unfinished runs marked failed");
+                if registered {
+                    true
+                } else {
+                    // Airflow has not registered the copy: remove it so it never runs.
+                    match dagcopy::remove(&dir, &name) {
+                        Ok(()) => true,
+                        Err(e) => {
+                            tracing::error!(backfill = %row.id, error = %e, "cannot remove the cancelled DAG copy");
+                            false
+                        }
+                    }
+                }
+            }
+            PendingOp::Delete => {
+                af.set_paused(&row.id, true)?;
+                if let Err(e) = dagcopy::remove(&dir, &name) {
+                    tracing::error!(backfill = %row.id, error = %e, "cannot remove the deleted DAG copy; retrying next pass");
+                    return Ok(());
+                }
+                if af.running_tasks(&row.id)? > 0 {
+                    tracing::info!(backfill = %row.id, "delete waits for the copy's running tasks to finish");
+                    false
+                } else {
+                    let removed = af.delete_dag_rows(&row.id)?;
+                    if removed > 0 {
+                        tracing::info!(backfill = %row.id, rows = removed, "removed Airflow's rows of the deleted copy");
+                    }
+                    let settled = row
+                        .deleted_at
+                        .is_none_or(|t| now - t > chrono::Duration::seconds(DELETE_SETTLE_SECS));
+                    removed == 0 && settled
+                }
+            }
+        };
+        if done {
+            Store::new(&mut c.db).clear_pending_op(&row.id, op)?;
+            tracing::info!(backfill = %row.id, action = op.as_str(), "life-cycle action carried out");
+        }
+        Ok(())
+    }
+
     fn copy_dir(&self) -> PathBuf {
         self.airflow.dags_folder.join(dagcopy::COPY_SUBDIR)
     }
@@ -802,7 +1134,10 @@ impl Engine {
         let now = Utc::now();
         let c = self.conn.as_mut().ok_or_else(not_connected)?;
         let mut written_at = row.copy_written_at;
-        if row.state == BackfillState::Submitted && (written_at.is_none() || !path.exists()) {
+        if row.state == BackfillState::Submitted
+            && (written_at.is_none() || !path.exists())
+            && Store::new(&mut c.db).may_write_copy(&row.id)?
+        {
             let spec = CopySpec {
                 backfill_id: row.id.clone(),
                 origin_dag_id: row.dag_id.clone(),
@@ -908,7 +1243,7 @@ impl Engine {
         let c = self.conn.as_mut().ok_or_else(not_connected)?;
         let mut s = Store::new(&mut c.db);
         let response = match request {
-            ControlRequest::Status { id } => match s.backfill(&id)? {
+            ControlRequest::Status { id } => match s.backfill_any(&id)? {
                 Some(b) => match authz::authorize(&subject, Action::Read, Some(&b.dag_id)) {
                     Ok(()) => ControlResponse::Backfill {
                         backfill: BackfillView::from(&b),
@@ -925,14 +1260,15 @@ impl Engine {
                     message: format!("no backfill with id {id:?}"),
                 },
             },
-            _ => ControlResponse::Backfills {
+            ControlRequest::List { filter } => ControlResponse::Backfills {
                 backfills: s
-                    .backfills()?
+                    .backfills(filter.all)?
                     .iter()
-                    .filter(|b| subject.can_read_dag(&b.dag_id))
+                    .filter(|b| filter.matches(b) && subject.can_read_dag(&b.dag_id))
                     .map(BackfillView::from)
                     .collect(),
             },
+            ControlRequest::Outcome { .. } => ControlResponse::Pending,
         };
         self.audit(&ident, Action::Read, target.as_deref(), None)?;
         Ok(response)
@@ -993,6 +1329,7 @@ fn new_backfill(
         submitted_uid: ident.uid.unwrap_or(u32::MAX),
         requester: ident.unix_user.clone().unwrap_or_default(),
         on_behalf_of: ident.on_behalf_of.clone(),
+        retry_of: None,
     }
 }
 

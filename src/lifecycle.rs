@@ -2,6 +2,8 @@
 //! delete, retry), and in one place which are allowed in which state and what each one does.
 //! Pure: the engine gathers [`Facts`] and carries out the [`Effect`].
 
+use chrono::{DateTime, Utc};
+
 use crate::authz::Action;
 use crate::state::BackfillState;
 
@@ -88,6 +90,40 @@ pub fn plan(action: Action, facts: Facts) -> Result<Effect, Refusal> {
     }
 }
 
+/// The dates a retry runs: those of `dates` whose run failed (`failed[i]` for `dates[i]`).
+/// A copy runs one contiguous range of its DAG's dates, so the failed dates must be
+/// consecutive in `dates`: a succeeded date between two failed ones would run again.
+pub fn retry_dates(
+    dates: &[DateTime<Utc>],
+    failed: &[bool],
+) -> Result<Vec<DateTime<Utc>>, Refusal> {
+    let picked: Vec<usize> = failed
+        .iter()
+        .enumerate()
+        .filter_map(|(i, f)| f.then_some(i))
+        .collect();
+    let (Some(&first), Some(&last)) = (picked.first(), picked.last()) else {
+        return Err(Refusal(
+            "cannot retry: Airflow shows no failed run of it".to_owned(),
+        ));
+    };
+    if last - first + 1 != picked.len() {
+        let list: Vec<String> = picked
+            .iter()
+            .filter_map(|&i| dates.get(i))
+            .map(|d| crate::request::fmt_ts(*d))
+            .collect();
+        return Err(Refusal(format!(
+            "cannot retry: the failed dates ({}) are not consecutive, and a retry would run the succeeded dates between them again; submit the failed dates as separate backfills",
+            list.join(", ")
+        )));
+    }
+    Ok(picked
+        .iter()
+        .filter_map(|&i| dates.get(i).copied())
+        .collect())
+}
+
 fn describe(f: Facts) -> String {
     if f.deleted {
         "deleted".into()
@@ -169,6 +205,29 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn retry_takes_only_consecutive_failed_dates() {
+        use chrono::TimeZone;
+        let dates: Vec<DateTime<Utc>> = (1..=4)
+            .filter_map(|d| Utc.with_ymd_and_hms(2024, 1, d, 0, 0, 0).single())
+            .collect();
+        assert_eq!(
+            retry_dates(&dates, &[false, true, true, false]),
+            Ok(dates[1..3].to_vec())
+        );
+        assert_eq!(
+            retry_dates(&dates, &[false, false, false, true]),
+            Ok(dates[3..].to_vec())
+        );
+        let gap = retry_dates(&dates, &[true, false, true, false]);
+        assert!(
+            gap.as_ref()
+                .is_err_and(|r| r.0.contains("not consecutive") && r.0.contains("2024-01-03")),
+            "{gap:?}"
+        );
+        assert!(retry_dates(&dates, &[false; 4]).is_err());
     }
 
     #[test]

@@ -6,6 +6,8 @@
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::authz::Action;
+
 /// Longest `dag_id` Airflow accepts.
 pub const AIRFLOW_ID_MAX: usize = 250;
 /// Characters the backfill id adds to the origin id (`_backfill_YYYYmmdd_HHMMSS` plus a
@@ -90,6 +92,10 @@ pub enum ReasonCode {
     TooManyPending,
     /// The file's mode is unsafe (setuid/setgid/sticky, or writable by group or others).
     UnsafeMode,
+    /// A life-cycle request names no backfill backfilld knows.
+    UnknownBackfill,
+    /// The life-cycle action is not allowed in the backfill's state (see `lifecycle`).
+    IllegalTransition,
 }
 
 impl From<crate::authz::DenyCode> for ReasonCode {
@@ -134,9 +140,12 @@ impl Rejection {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRequest {
-    dag_id: String,
-    start: toml::value::Datetime,
-    end: toml::value::Datetime,
+    action: Option<String>,
+    id: Option<String>,
+    dry_run: Option<bool>,
+    dag_id: Option<String>,
+    start: Option<toml::value::Datetime>,
+    end: Option<toml::value::Datetime>,
     description: Option<String>,
     max_active_runs: Option<i64>,
     params: Option<toml::Value>,
@@ -163,10 +172,72 @@ pub struct Request {
     pub ignore_overlap: bool,
     /// The Airflow user a trusted submitter acts for (checked by the engine).
     pub on_behalf_of: Option<String>,
+    /// Validate and report the dates only; create nothing.
+    pub dry_run: bool,
 }
 
-/// Parse a request file's bytes. `max_active_runs_limit` bounds `max_active_runs`.
+/// A life-cycle request on an existing backfill (`action` other than `"create"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Operation {
+    /// What to do: cancel, pause, resume, delete or retry.
+    pub action: Action,
+    /// The backfill id.
+    pub id: String,
+    /// The Airflow user a trusted submitter acts for (checked by the engine).
+    pub on_behalf_of: Option<String>,
+}
+
+/// What a request file asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Parsed {
+    /// A new backfill (`action = "create"`, the default).
+    Create(Request),
+    /// A life-cycle action on an existing backfill.
+    Operate(Operation),
+}
+
+impl Parsed {
+    /// The action asked for.
+    pub fn action(&self) -> Action {
+        match self {
+            Parsed::Create(_) => Action::Create,
+            Parsed::Operate(op) => op.action,
+        }
+    }
+
+    /// The `on_behalf_of` user named in the file.
+    pub fn on_behalf_of(&self) -> Option<&str> {
+        match self {
+            Parsed::Create(r) => r.on_behalf_of.as_deref(),
+            Parsed::Operate(op) => op.on_behalf_of.as_deref(),
+        }
+    }
+}
+
+/// The life-cycle actions a request file may name, besides `create`.
+const OPERATIONS: [Action; 5] = [
+    Action::Cancel,
+    Action::Pause,
+    Action::Resume,
+    Action::Delete,
+    Action::Retry,
+];
+
+/// Parse a request to create a backfill; a file naming another action is refused (see
+/// [`parse_any`]).
 pub fn parse(bytes: &[u8], max_active_runs_limit: u32) -> Result<Request, Rejection> {
+    match parse_any(bytes, max_active_runs_limit)? {
+        Parsed::Create(r) => Ok(r),
+        Parsed::Operate(op) => Err(Rejection::new(
+            ReasonCode::InvalidValue,
+            format!("action = {:?} is not a create request", op.action.as_str()),
+        )),
+    }
+}
+
+/// Parse a request file's bytes: a create request or a life-cycle action.
+/// `max_active_runs_limit` bounds `max_active_runs`.
+pub fn parse_any(bytes: &[u8], max_active_runs_limit: u32) -> Result<Parsed, Rejection> {
     let text = std::str::from_utf8(bytes).map_err(|e| {
         Rejection::new(
             ReasonCode::InvalidUtf8,
@@ -175,9 +246,47 @@ pub fn parse(bytes: &[u8], max_active_runs_limit: u32) -> Result<Request, Reject
     })?;
     check_nesting(text)?;
     let raw: RawRequest = toml::from_str(text).map_err(toml_rejection)?;
-    let dag_id = check_dag_id(&raw.dag_id)?;
-    let start = to_utc("start", &raw.start)?;
-    let end = to_utc("end", &raw.end)?;
+    let action = match raw.action.as_deref() {
+        None | Some("create") => Action::Create,
+        Some(name) => match OPERATIONS.into_iter().find(|a| a.as_str() == name) {
+            Some(a) => a,
+            None => {
+                return Err(Rejection::new(
+                    ReasonCode::InvalidValue,
+                    format!("action = {name:?} is unknown; use create, cancel, pause, resume, delete or retry"),
+                ))
+            }
+        },
+    };
+    if action != Action::Create {
+        return parse_operation(action, raw).map(Parsed::Operate);
+    }
+    if raw.id.is_some() {
+        return Err(Rejection::new(
+            ReasonCode::InvalidValue,
+            "id names an existing backfill and applies only to cancel, pause, resume, delete and retry",
+        ));
+    }
+    let missing = |key: &str| {
+        Rejection::new(
+            ReasonCode::MissingKey,
+            format!("missing field `{key}` (required to create a backfill)"),
+        )
+    };
+    let (Some(raw_dag_id), Some(raw_start), Some(raw_end)) = (&raw.dag_id, &raw.start, &raw.end)
+    else {
+        let key = if raw.dag_id.is_none() {
+            "dag_id"
+        } else if raw.start.is_none() {
+            "start"
+        } else {
+            "end"
+        };
+        return Err(missing(key));
+    };
+    let dag_id = check_dag_id(raw_dag_id)?;
+    let start = to_utc("start", raw_start)?;
+    let end = to_utc("end", raw_end)?;
     if start > end {
         return Err(Rejection::new(
             ReasonCode::StartAfterEnd,
@@ -237,7 +346,7 @@ pub fn parse(bytes: &[u8], max_active_runs_limit: u32) -> Result<Request, Reject
         Some(u) => Some(check_username(&u)?),
         None => None,
     };
-    Ok(Request {
+    Ok(Parsed::Create(Request {
         on_behalf_of,
         dag_id,
         start,
@@ -246,7 +355,65 @@ pub fn parse(bytes: &[u8], max_active_runs_limit: u32) -> Result<Request, Reject
         max_active_runs,
         params,
         ignore_overlap: raw.ignore_overlap.unwrap_or(false),
+        dry_run: raw.dry_run.unwrap_or(false),
+    }))
+}
+
+/// A life-cycle request: `id` and optionally `on_behalf_of`; every create key is refused.
+fn parse_operation(action: Action, raw: RawRequest) -> Result<Operation, Rejection> {
+    let create_only = [
+        ("dag_id", raw.dag_id.is_some()),
+        ("start", raw.start.is_some()),
+        ("end", raw.end.is_some()),
+        ("description", raw.description.is_some()),
+        ("max_active_runs", raw.max_active_runs.is_some()),
+        ("params", raw.params.is_some()),
+        ("ignore_overlap", raw.ignore_overlap.is_some()),
+        ("dry_run", raw.dry_run.is_some()),
+    ];
+    if let Some((key, _)) = create_only.iter().find(|(_, set)| *set) {
+        return Err(Rejection::new(
+            ReasonCode::InvalidValue,
+            format!(
+                "{key} applies only to create; action = {:?} takes only id (and on_behalf_of)",
+                action.as_str()
+            ),
+        ));
+    }
+    let Some(id) = raw.id else {
+        return Err(Rejection::new(
+            ReasonCode::MissingKey,
+            format!("missing field `id` (the backfill to {})", action.as_str()),
+        ));
+    };
+    let id = check_backfill_id(&id)?;
+    let on_behalf_of = match raw.on_behalf_of {
+        Some(u) => Some(check_username(&u)?),
+        None => None,
+    };
+    Ok(Operation {
+        action,
+        id,
+        on_behalf_of,
     })
+}
+
+/// A backfill id as a request names it: Airflow's id rule, at most 250 characters.
+pub fn check_backfill_id(id: &str) -> Result<String, Rejection> {
+    if id.is_empty()
+        || id.len() > AIRFLOW_ID_MAX
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+    {
+        return Err(Rejection::new(
+            ReasonCode::InvalidValue,
+            format!(
+                "id must be a backfill id: 1 to {AIRFLOW_ID_MAX} letters, digits, '_', '.' or '-'"
+            ),
+        ));
+    }
+    Ok(id.to_owned())
 }
 
 /// Refuse deep nesting before the TOML parser sees it (a "TOML bomb"). Counts `[` and `{`
@@ -377,7 +544,7 @@ pub fn check_dag_id(id: &str) -> Result<String, Rejection> {
 }
 
 /// A TOML date is 00:00 UTC; an offset datetime is converted to UTC; anything else is refused.
-fn to_utc(key: &str, dt: &toml::value::Datetime) -> Result<DateTime<Utc>, Rejection> {
+pub fn to_utc(key: &str, dt: &toml::value::Datetime) -> Result<DateTime<Utc>, Rejection> {
     let bad = |why: &str| {
         Rejection::new(
             ReasonCode::InvalidValue,
@@ -509,6 +676,46 @@ mod tests {
             parse(&[0xff, 0xfe], 10).err().map(|r| r.code),
             Some(ReasonCode::InvalidUtf8)
         );
+    }
+
+    #[test]
+    fn life_cycle_requests() {
+        for name in ["cancel", "pause", "resume", "delete", "retry"] {
+            let text = format!("action = \"{name}\"\nid = \"sales_backfill_20240101_000000\"\n");
+            match parse_any(text.as_bytes(), 10) {
+                Ok(Parsed::Operate(op)) => {
+                    assert_eq!(op.action.as_str(), name);
+                    assert_eq!(op.id, "sales_backfill_20240101_000000");
+                }
+                other => panic!("{name}: {other:?}"),
+            }
+        }
+        let refused = |text: &str| {
+            parse_any(text.as_bytes(), 10)
+                .err()
+                .map(|r| (r.code, r.message))
+        };
+        let (code, msg) = refused("action = \"cancel\"\n").unwrap_or_else(|| panic!("accepted"));
+        assert_eq!(code, ReasonCode::MissingKey);
+        assert!(msg.contains("`id`"), "{msg}");
+        let (code, msg) =
+            refused("action = \"explode\"\nid = \"x\"\n").unwrap_or_else(|| panic!("accepted"));
+        assert_eq!(code, ReasonCode::InvalidValue);
+        assert!(msg.contains("explode"), "{msg}");
+        let (code, msg) = refused("action = \"pause\"\nid = \"x\"\ndag_id = \"a\"\n")
+            .unwrap_or_else(|| panic!("accepted"));
+        assert_eq!(code, ReasonCode::InvalidValue);
+        assert!(msg.contains("dag_id applies only to create"), "{msg}");
+        let (code, _) =
+            refused("action = \"pause\"\nid = \"../x\"\n").unwrap_or_else(|| panic!("accepted"));
+        assert_eq!(code, ReasonCode::InvalidValue);
+        let (code, _) =
+            refused("id = \"x\"\ndag_id = \"a\"\nstart = 2024-01-01\nend = 2024-01-01\n")
+                .unwrap_or_else(|| panic!("accepted"));
+        assert_eq!(code, ReasonCode::InvalidValue);
+        let dry = parse(b"action = \"create\"\ndag_id = \"a\"\nstart = 2024-01-01\nend = 2024-01-01\ndry_run = true\n", 10);
+        assert_eq!(dry.map(|r| r.dry_run).ok(), Some(true));
+        assert!(parse(b"action = \"cancel\"\nid = \"x\"\n", 10).is_err());
     }
 
     #[test]

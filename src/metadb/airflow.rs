@@ -8,7 +8,7 @@ use diesel::sql_types::{BigInt, Nullable, Text};
 use diesel::QueryableByName;
 use md5::{Digest, Md5};
 
-use super::{parse_ts, Arg, DbError, MetaDb, TextRow};
+use super::{parse_ts, Arg, DbError, IntRow, MetaDb, TextRow};
 use crate::reconcile::{RunObservation, RunState};
 
 /// Which Airflow schema the metadata DB has.
@@ -397,6 +397,198 @@ impl<'a> Airflow<'a> {
             Err(e) if e.is_unique_violation() => Ok(true),
             Err(e) => Err(e),
         }
+    }
+}
+
+/// Task-instance states Airflow's "mark failed" sets to `failed` (the rest of the unfinished
+/// ones become `skipped`).
+const TI_RUNNING_STATES: &str = "'running', 'deferred', 'up_for_reschedule'";
+/// Task-instance states that are finished (Airflow's `State.finished`).
+const TI_FINISHED_STATES: &str = "'success', 'failed', 'skipped', 'upstream_failed', 'removed'";
+
+/// Tables whose rows `airflow dags delete` removes by `dag_id`, children first (Airflow's
+/// `delete_dag`: every model with a `dag_id` column except `log`, which it keeps for audit).
+fn dag_id_tables(g: Generation) -> &'static [&'static str] {
+    match g {
+        Generation::V2 => &[
+            "task_instance_note",
+            "task_instance_history",
+            "rendered_task_instance_fields",
+            "task_map",
+            "task_reschedule",
+            "task_fail",
+            "xcom",
+            "sla_miss",
+            "task_instance",
+            "dag_run",
+            "dag_warning",
+            "job",
+            "dag_owner_attributes",
+            "dag_schedule_dataset_reference",
+            "dag_schedule_dataset_alias_reference",
+            "task_outlet_dataset_reference",
+            "dag_tag",
+            "serialized_dag",
+            "dag",
+        ],
+        Generation::V3 => &[
+            "task_instance_history",
+            "rendered_task_instance_fields",
+            "task_map",
+            "xcom",
+            "task_instance",
+            "dag_run",
+            "backfill",
+            "dag_warning",
+            "job",
+            "dag_owner_attributes",
+            "dag_favorite",
+            "dag_schedule_asset_reference",
+            "dag_schedule_asset_alias_reference",
+            "dag_schedule_asset_name_reference",
+            "dag_schedule_asset_uri_reference",
+            "task_outlet_asset_reference",
+            "task_inlet_asset_reference",
+            "dag_tag",
+            "serialized_dag",
+            "dag_code",
+            "dag_version",
+            "dag",
+        ],
+    }
+}
+
+/// Rows without a `dag_id` that hang off a run or task instance of the DAG: `(table, column,
+/// parent query)`, deleted before their parents (PostgreSQL and MySQL would cascade; this
+/// makes it explicit on every backend).
+const CHILD_TABLES: &[(&str, &str, &str)] = &[
+    (
+        "dag_run_note",
+        "dag_run_id",
+        "SELECT id FROM dag_run WHERE dag_id = ?",
+    ),
+    (
+        "task_instance_note",
+        "ti_id",
+        "SELECT id FROM task_instance WHERE dag_id = ?",
+    ),
+    (
+        "task_reschedule",
+        "ti_id",
+        "SELECT id FROM task_instance WHERE dag_id = ?",
+    ),
+    (
+        "hitl_detail",
+        "ti_id",
+        "SELECT id FROM task_instance WHERE dag_id = ?",
+    ),
+    (
+        "deadline",
+        "dagrun_id",
+        "SELECT id FROM dag_run WHERE dag_id = ?",
+    ),
+    (
+        "backfill_dag_run",
+        "backfill_id",
+        "SELECT id FROM backfill WHERE dag_id = ?",
+    ),
+];
+
+/// The reviewed writes backfilld makes to Airflow's tables for the life cycle of a copy. Each
+/// touches only rows of the copy's own `dag_id`.
+impl Airflow<'_> {
+    /// Pause or unpause a DAG (`dag.is_paused`), as the UI toggle does. Returns whether the
+    /// DAG has a row.
+    pub fn set_paused(&mut self, dag_id: &str, paused: bool) -> Result<bool, DbError> {
+        let d = self.db.dialect();
+        let n = self.db.execute(
+            &format!(
+                "UPDATE dag SET is_paused = {} WHERE dag_id = ?",
+                d.bool_lit(paused)
+            ),
+            &[Arg::Text(dag_id.to_owned())],
+        )?;
+        Ok(n > 0)
+    }
+
+    /// Airflow's "mark failed" on every unfinished run of `dag_id`: running (also deferred,
+    /// up for reschedule) task instances become `failed`, the other unfinished ones
+    /// `skipped`, and the run `failed`, all ended `now`. Finished runs are not touched.
+    /// Returns how many runs it failed.
+    pub fn fail_unfinished_runs(
+        &mut self,
+        dag_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<usize, DbError> {
+        let d = self.db.dialect();
+        let ts = d.ts_param();
+        let now = d.ts_value(now);
+        let unfinished_runs =
+            "SELECT run_id FROM dag_run WHERE dag_id = ? AND state NOT IN ('success', 'failed')";
+        self.db.transaction(|db| {
+            db.execute(
+                &format!(
+                    "UPDATE task_instance SET state = 'failed', end_date = {ts}                      WHERE dag_id = ? AND state IN ({TI_RUNNING_STATES}) AND run_id IN ({unfinished_runs})"
+                ),
+                &[
+                    Arg::Text(now.clone()),
+                    Arg::Text(dag_id.to_owned()),
+                    Arg::Text(dag_id.to_owned()),
+                ],
+            )?;
+            db.execute(
+                &format!(
+                    "UPDATE task_instance SET state = 'skipped', end_date = {ts}                      WHERE dag_id = ? AND (state IS NULL OR state NOT IN ({TI_FINISHED_STATES}))                      AND run_id IN ({unfinished_runs})"
+                ),
+                &[
+                    Arg::Text(now.clone()),
+                    Arg::Text(dag_id.to_owned()),
+                    Arg::Text(dag_id.to_owned()),
+                ],
+            )?;
+            db.execute(
+                &format!(
+                    "UPDATE dag_run SET state = 'failed', end_date = {ts}                      WHERE dag_id = ? AND state NOT IN ('success', 'failed')"
+                ),
+                &[Arg::Text(now), Arg::Text(dag_id.to_owned())],
+            )
+        })
+    }
+
+    /// How many task instances of `dag_id` are running (Airflow refuses to delete a DAG then).
+    pub fn running_tasks(&mut self, dag_id: &str) -> Result<i64, DbError> {
+        let rows: Vec<IntRow> = self.db.load(
+            "SELECT COUNT(*) AS value FROM task_instance WHERE dag_id = ? AND state = 'running'",
+            &[Arg::Text(dag_id.to_owned())],
+        )?;
+        Ok(rows.first().map(|r| r.value).unwrap_or(0))
+    }
+
+    /// Remove every row Airflow holds for `dag_id`, the way `airflow dags delete` does (its
+    /// `log` rows are kept, as Airflow keeps them), in one transaction. Tables this Airflow
+    /// does not have are skipped. Returns how many rows went.
+    pub fn delete_dag_rows(&mut self, dag_id: &str) -> Result<usize, DbError> {
+        let mut children = Vec::new();
+        for (table, col, parent) in CHILD_TABLES {
+            let cols = self.db.columns(table)?;
+            if cols.iter().any(|c| c.eq_ignore_ascii_case(col)) {
+                children.push(format!("DELETE FROM {table} WHERE {col} IN ({parent})"));
+            }
+        }
+        let mut tables = Vec::new();
+        for table in dag_id_tables(self.schema.generation) {
+            let cols = self.db.columns(table)?;
+            if cols.iter().any(|c| c.eq_ignore_ascii_case("dag_id")) {
+                tables.push(format!("DELETE FROM {table} WHERE dag_id = ?"));
+            }
+        }
+        self.db.transaction(|db| {
+            let mut n = 0;
+            for sql in children.iter().chain(tables.iter()) {
+                n += db.execute(sql, &[Arg::Text(dag_id.to_owned())])?;
+            }
+            Ok(n)
+        })
     }
 }
 

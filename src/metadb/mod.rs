@@ -156,6 +156,37 @@ impl Dialect {
         }
     }
 
+    /// A boolean literal for a `WHERE`/`SET` on a boolean column: PostgreSQL's booleans take
+    /// no integer, SQLite and MySQL store booleans as 0/1.
+    pub fn bool_lit(self, value: bool) -> &'static str {
+        match (self.0, value) {
+            (Backend::Postgres, true) => "TRUE",
+            (Backend::Postgres, false) => "FALSE",
+            (Backend::Sqlite | Backend::Mysql, true) => "1",
+            (Backend::Sqlite | Backend::Mysql, false) => "0",
+        }
+    }
+
+    /// A placeholder for a UTC timestamp bound as text made by [`Dialect::ts_value`], for
+    /// Airflow's timestamp columns (SQLAlchemy's naive-UTC text on SQLite, `timestamptz` on
+    /// PostgreSQL, `TIMESTAMP(6)` in a UTC session on MySQL).
+    pub fn ts_param(self) -> &'static str {
+        match self.0 {
+            Backend::Sqlite => "?",
+            Backend::Postgres => "CAST(? AS TIMESTAMP WITH TIME ZONE)",
+            Backend::Mysql => "CAST(? AS DATETIME(6))",
+        }
+    }
+
+    /// The text to bind for [`Dialect::ts_param`].
+    pub fn ts_value(self, t: DateTime<Utc>) -> String {
+        let text = t.format("%Y-%m-%d %H:%M:%S%.6f").to_string();
+        match self.0 {
+            Backend::Postgres => format!("{text}+00:00"),
+            Backend::Sqlite | Backend::Mysql => text,
+        }
+    }
+
     /// Column type for unbounded text (MySQL's TEXT stops at 64 KiB).
     pub fn long_text(self) -> &'static str {
         match self.0 {
@@ -223,8 +254,12 @@ impl MetaDb {
                 encoded.push_str("?mode=rw");
                 let mut c =
                     SqliteConnection::establish(&encoded).map_err(|e| fail(e.to_string()))?;
-                c.batch_execute(&format!("PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS};"))
-                    .map_err(|e| fail(e.to_string()))?;
+                // Foreign keys on, as Airflow's own SQLite connections have them: deleting a
+                // copy's rows then cascades the way it does for Airflow.
+                c.batch_execute(&format!(
+                    "PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}; PRAGMA foreign_keys = ON;"
+                ))
+                .map_err(|e| fail(e.to_string()))?;
                 Conn::Sqlite(c)
             }
             DbUrl::Postgres(u) => {

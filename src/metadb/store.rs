@@ -15,7 +15,7 @@ use crate::request::{fmt_ts, ReasonCode};
 use crate::state::BackfillState;
 
 /// Schema version this build expects.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 fn migrations(d: Dialect) -> Vec<(i64, Vec<String>)> {
     let long = d.long_text();
@@ -100,6 +100,20 @@ fn migrations(d: Dialect) -> Vec<(i64, Vec<String>)> {
                     d.serial_pk()
                 ),
                 "CREATE INDEX backfilld_audit_at ON backfilld_audit (at)".to_owned(),
+            ],
+        ),
+        (
+            3,
+            vec![
+                "ALTER TABLE backfilld_backfill ADD COLUMN user_paused BIGINT NOT NULL DEFAULT 0"
+                    .to_owned(),
+                "ALTER TABLE backfilld_backfill ADD COLUMN pending_op VARCHAR(16)".to_owned(),
+                "ALTER TABLE backfilld_backfill ADD COLUMN retry_of VARCHAR(250)".to_owned(),
+                "ALTER TABLE backfilld_backfill ADD COLUMN deleted_at VARCHAR(40)".to_owned(),
+                "ALTER TABLE backfilld_request ADD COLUMN action VARCHAR(16)".to_owned(),
+                "ALTER TABLE backfilld_request ADD COLUMN dry_run BIGINT NOT NULL DEFAULT 0"
+                    .to_owned(),
+                format!("ALTER TABLE backfilld_request ADD COLUMN dates {long}"),
             ],
         ),
     ]
@@ -189,6 +203,15 @@ pub struct RequestRecord {
     /// The Airflow user a trusted submitter named in `on_behalf_of`.
     #[serde(default)]
     pub on_behalf_of: Option<String>,
+    /// What the file asked for (`create`, `cancel`, ...); `None` in records older than that.
+    #[serde(default)]
+    pub action: Option<String>,
+    /// A dry run: validated, nothing created.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// The logical dates a dry run would run.
+    #[serde(default)]
+    pub dates: Option<Vec<String>>,
 }
 
 #[derive(QueryableByName)]
@@ -217,6 +240,12 @@ struct RequestSql {
     airflow_user: Option<String>,
     #[diesel(sql_type = Nullable<Text>)]
     on_behalf_of: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    action: Option<String>,
+    #[diesel(sql_type = BigInt)]
+    dry_run: i64,
+    #[diesel(sql_type = Nullable<Text>)]
+    dates: Option<String>,
 }
 
 impl From<RequestSql> for RequestRecord {
@@ -236,13 +265,16 @@ impl From<RequestSql> for RequestRecord {
             reason: r.reason,
             airflow_user: r.airflow_user,
             on_behalf_of: r.on_behalf_of,
+            action: r.action,
+            dry_run: r.dry_run != 0,
+            dates: r.dates.and_then(|d| serde_json::from_str(&d).ok()),
         }
     }
 }
 
 const REQUEST_COLS: &str =
     "request_key, file_name, uid, username, host, received_at, outcome, backfill_id, reason_code, reason, \
-     airflow_user, on_behalf_of";
+     airflow_user, on_behalf_of, action, dry_run, dates";
 
 /// A backfill as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -297,6 +329,53 @@ pub struct BackfillRow {
     pub progress: Progress,
     /// Host that accepted it.
     pub host: String,
+    /// Whether it was deleted (kept for audit).
+    pub deleted: bool,
+    /// When it was deleted.
+    pub deleted_at: Option<DateTime<Utc>>,
+    /// Whether a user paused it (nothing automatic may unpause it).
+    pub user_paused: bool,
+    /// Airflow-side work of a life-cycle action still to carry out (see [`PendingOp`]).
+    pub pending_op: Option<PendingOp>,
+    /// The backfill this one retries.
+    pub retry_of: Option<String>,
+}
+
+/// Airflow-side work of an accepted life-cycle action, recorded with the decision and carried
+/// out (again, after a crash) until done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PendingOp {
+    /// Pause the copy, fail its unfinished runs (or remove a copy Airflow has not registered).
+    Cancel,
+    /// Pause the copy.
+    Pause,
+    /// Unpause the copy.
+    Resume,
+    /// Pause the copy, remove its file and Airflow's rows for its dag_id.
+    Delete,
+}
+
+impl PendingOp {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PendingOp::Cancel => "cancel",
+            PendingOp::Pause => "pause",
+            PendingOp::Resume => "resume",
+            PendingOp::Delete => "delete",
+        }
+    }
+
+    fn parse(s: &str) -> Option<PendingOp> {
+        [
+            PendingOp::Cancel,
+            PendingOp::Pause,
+            PendingOp::Resume,
+            PendingOp::Delete,
+        ]
+        .into_iter()
+        .find(|p| p.as_str() == s)
+    }
 }
 
 #[derive(QueryableByName)]
@@ -359,13 +438,23 @@ struct BackfillSql {
     requester: Option<String>,
     #[diesel(sql_type = Nullable<Text>)]
     on_behalf_of: Option<String>,
+    #[diesel(sql_type = BigInt)]
+    deleted: i64,
+    #[diesel(sql_type = Nullable<Text>)]
+    deleted_at: Option<String>,
+    #[diesel(sql_type = BigInt)]
+    user_paused: i64,
+    #[diesel(sql_type = Nullable<Text>)]
+    pending_op: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    retry_of: Option<String>,
 }
 
 const BACKFILL_COLS: &str = "id, dag_id, state, state_reason, description, start_date, end_date, \
     logical_dates, params, max_active_runs, ignore_overlap, origin_fileloc, origin_code, copy_path, \
     copy_written_at, submitted_by, submitted_uid, submitted_at, updated_at, run_start, run_end, \
     dates_total, dates_succeeded, dates_failed, dates_running, dates_queued, host, requester, \
-    on_behalf_of";
+    on_behalf_of, deleted, deleted_at, user_paused, pending_op, retry_of";
 
 fn count(n: i64) -> u32 {
     u32::try_from(n).unwrap_or(0)
@@ -432,6 +521,11 @@ impl TryFrom<BackfillSql> for BackfillRow {
                 pending: total.saturating_sub(succeeded + failed + running + queued),
             },
             host: r.host,
+            deleted: r.deleted != 0,
+            deleted_at: opt(r.deleted_at)?,
+            user_paused: r.user_paused != 0,
+            pending_op: r.pending_op.as_deref().and_then(PendingOp::parse),
+            retry_of: r.retry_of,
             dag_id: r.dag_id,
             id: r.id,
         })
@@ -469,6 +563,8 @@ pub struct NewBackfill {
     pub requester: String,
     /// The Airflow user named in `on_behalf_of` by a trusted submitter.
     pub on_behalf_of: Option<String>,
+    /// The backfill this one retries.
+    pub retry_of: Option<String>,
 }
 
 /// Typed access to backfilld's tables.
@@ -509,7 +605,7 @@ impl<'a> Store<'a> {
             .and_then(|c| serde_json::to_value(c).ok())
             .and_then(|v| v.as_str().map(str::to_owned));
         let res = self.db.execute(
-            &format!("INSERT INTO backfilld_request ({REQUEST_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+            &format!("INSERT INTO backfilld_request ({REQUEST_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
             &[
                 Arg::Text(r.request_key.clone()),
                 Arg::Text(r.file_name.clone()),
@@ -523,6 +619,13 @@ impl<'a> Store<'a> {
                 Arg::OptText(r.reason.clone()),
                 Arg::OptText(r.airflow_user.clone()),
                 Arg::OptText(r.on_behalf_of.clone()),
+                Arg::OptText(r.action.clone()),
+                Arg::Int(i64::from(r.dry_run)),
+                Arg::OptText(
+                    r.dates
+                        .as_ref()
+                        .and_then(|d| serde_json::to_string(d).ok()),
+                ),
             ],
         );
         match res {
@@ -559,8 +662,8 @@ impl<'a> Store<'a> {
              logical_dates, params, max_active_runs, ignore_overlap, origin_fileloc, origin_code, \
              submitted_by, submitted_uid, submitted_at, updated_at, deleted, dates_total, \
              dates_succeeded, dates_failed, dates_running, dates_queued, host, request_key, \
-             requester, on_behalf_of) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, 0, 0, 0, 0, ?, ?, ?, ?)",
+             requester, on_behalf_of, retry_of) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, 0, 0, 0, 0, ?, ?, ?, ?, ?)",
             &[
                 Arg::Text(id.to_owned()),
                 Arg::Text(b.dag_id.clone()),
@@ -583,6 +686,7 @@ impl<'a> Store<'a> {
                 Arg::Text(request_key.to_owned()),
                 Arg::Text(b.requester.clone()),
                 Arg::OptText(b.on_behalf_of.clone()),
+                Arg::OptText(b.retry_of.clone()),
             ],
         )?;
         Ok(())
@@ -616,13 +720,134 @@ impl<'a> Store<'a> {
         rows.into_iter().next().map(TryInto::try_into).transpose()
     }
 
-    /// Every backfill not deleted, newest first.
-    pub fn backfills(&mut self) -> Result<Vec<BackfillRow>, DbError> {
+    /// One backfill, deleted or not.
+    pub fn backfill_any(&mut self, id: &str) -> Result<Option<BackfillRow>, DbError> {
         let rows: Vec<BackfillSql> = self.db.load(
-            &format!("SELECT {BACKFILL_COLS} FROM backfilld_backfill WHERE deleted = 0 ORDER BY submitted_at DESC, id DESC"),
+            &format!("SELECT {BACKFILL_COLS} FROM backfilld_backfill WHERE id = ?"),
+            &[Arg::Text(id.to_owned())],
+        )?;
+        rows.into_iter().next().map(TryInto::try_into).transpose()
+    }
+
+    /// Every backfill (with `include_deleted`, also the deleted ones), newest first.
+    pub fn backfills(&mut self, include_deleted: bool) -> Result<Vec<BackfillRow>, DbError> {
+        let filter = if include_deleted {
+            ""
+        } else {
+            "WHERE deleted = 0"
+        };
+        let rows: Vec<BackfillSql> = self.db.load(
+            &format!("SELECT {BACKFILL_COLS} FROM backfilld_backfill {filter} ORDER BY submitted_at DESC, id DESC"),
             &[],
         )?;
         rows.into_iter().map(TryInto::try_into).collect()
+    }
+
+    /// Every backfill with Airflow-side work of a life-cycle action outstanding.
+    pub fn pending_ops(&mut self) -> Result<Vec<BackfillRow>, DbError> {
+        let rows: Vec<BackfillSql> = self.db.load(
+            &format!("SELECT {BACKFILL_COLS} FROM backfilld_backfill WHERE pending_op IS NOT NULL ORDER BY id"),
+            &[],
+        )?;
+        rows.into_iter().map(TryInto::try_into).collect()
+    }
+
+    /// Whether the backfill is still `submitted` without a copy and not deleted: the copy may
+    /// be written (checked right before writing, on the engine thread that also decides
+    /// cancels, so a withdraw and a copy write never interleave).
+    pub fn may_write_copy(&mut self, id: &str) -> Result<bool, DbError> {
+        let rows: Vec<IntRow> = self.db.load(
+            "SELECT COUNT(*) AS value FROM backfilld_backfill WHERE id = ? AND state = 'submitted' AND deleted = 0",
+            &[Arg::Text(id.to_owned())],
+        )?;
+        Ok(rows.first().is_some_and(|r| r.value > 0))
+    }
+
+    /// Withdraw a backfill whose copy was never written: state `cancelled`. Returns false when
+    /// it no longer qualifies (the copy was written meanwhile).
+    pub fn withdraw(
+        &mut self,
+        id: &str,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, DbError> {
+        let n = self.db.execute(
+            "UPDATE backfilld_backfill SET state = 'cancelled', state_reason = ?, updated_at = ? \
+             WHERE id = ? AND state = 'submitted' AND copy_written_at IS NULL AND deleted = 0",
+            &[
+                Arg::Text(reason.to_owned()),
+                Arg::Text(stored_ts(now)),
+                Arg::Text(id.to_owned()),
+            ],
+        )?;
+        Ok(n > 0)
+    }
+
+    /// Cancel a backfill whose copy exists: state `failed` with `reason`, and the Airflow-side
+    /// cancel recorded as pending. Returns false when it already finished.
+    pub fn cancel(&mut self, id: &str, reason: &str, now: DateTime<Utc>) -> Result<bool, DbError> {
+        let n = self.db.execute(
+            "UPDATE backfilld_backfill SET state = 'failed', state_reason = ?, pending_op = 'cancel', \
+             run_end = ?, updated_at = ? \
+             WHERE id = ? AND state NOT IN ('success', 'failed', 'cancelled') AND deleted = 0",
+            &[
+                Arg::Text(reason.to_owned()),
+                Arg::Text(stored_ts(now)),
+                Arg::Text(stored_ts(now)),
+                Arg::Text(id.to_owned()),
+            ],
+        )?;
+        Ok(n > 0)
+    }
+
+    /// Record a user's pause (state `paused`) or resume, with the Airflow-side toggle pending.
+    pub fn set_user_paused(
+        &mut self,
+        id: &str,
+        paused: bool,
+        now: DateTime<Utc>,
+    ) -> Result<bool, DbError> {
+        let (state, op) = if paused {
+            ("'paused'", PendingOp::Pause)
+        } else {
+            ("state", PendingOp::Resume)
+        };
+        let n = self.db.execute(
+            &format!(
+                "UPDATE backfilld_backfill SET user_paused = ?, pending_op = ?, state = {state}, updated_at = ? \
+                 WHERE id = ? AND state NOT IN ('success', 'failed', 'cancelled') AND deleted = 0"
+            ),
+            &[
+                Arg::Int(i64::from(paused)),
+                Arg::Text(op.as_str().to_owned()),
+                Arg::Text(stored_ts(now)),
+                Arg::Text(id.to_owned()),
+            ],
+        )?;
+        Ok(n > 0)
+    }
+
+    /// Mark a backfill deleted (kept for audit), with the Airflow-side removal pending.
+    pub fn mark_deleted(&mut self, id: &str, now: DateTime<Utc>) -> Result<bool, DbError> {
+        let n = self.db.execute(
+            "UPDATE backfilld_backfill SET deleted = 1, deleted_at = ?, pending_op = 'delete', updated_at = ? \
+             WHERE id = ? AND deleted = 0",
+            &[
+                Arg::Text(stored_ts(now)),
+                Arg::Text(stored_ts(now)),
+                Arg::Text(id.to_owned()),
+            ],
+        )?;
+        Ok(n > 0)
+    }
+
+    /// The Airflow-side work `op` is done.
+    pub fn clear_pending_op(&mut self, id: &str, op: PendingOp) -> Result<(), DbError> {
+        self.db.execute(
+            "UPDATE backfilld_backfill SET pending_op = NULL WHERE id = ? AND pending_op = ?",
+            &[Arg::Text(id.to_owned()), Arg::Text(op.as_str().to_owned())],
+        )?;
+        Ok(())
     }
 
     /// Every unfinished backfill, oldest first.

@@ -4,6 +4,7 @@ mod authz_matrix;
 mod core_loop;
 mod dagcopy;
 mod db_outage;
+mod lifecycle;
 mod matrix;
 mod mysql;
 mod rejections;

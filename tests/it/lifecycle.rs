@@ -1,0 +1,454 @@
+//! Issue 9's acceptance on real Airflow 2.11 with SQLite and a real scheduler: dry run, cancel
+//! before the DAG copy exists, cancel while running, pause then resume, delete after success,
+//! retry of the failed dates, refusals from the state machine, and `list` filters — through
+//! `backfillctl` and through hand-dropped request files.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::{wait_for, Airflow, AirflowMajor, Daemon};
+
+const BIG: Duration = Duration::from_secs(420);
+const DAG: &str = "lifecycle_demo";
+
+fn stdout_json(out: &std::process::Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: stdout {} stderr {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// `backfillctl <action> ID --json`: the decided request record and the exit code.
+fn operate(d: &Daemon, action: &str, id: &str) -> (Value, Option<i32>) {
+    let out = d.ctl(&[action, id, "--json"]);
+    (stdout_json(&out), out.status.code())
+}
+
+fn submit(d: &Daemon, args: &[&str]) -> String {
+    let mut all = vec!["submit", "--json", "--dag", DAG];
+    all.extend_from_slice(args);
+    let v = d.ctl_json(&all);
+    assert_eq!(v["outcome"], "accepted", "{v}");
+    v["backfill_id"].as_str().unwrap_or_default().to_owned()
+}
+
+fn status(d: &Daemon, id: &str) -> Value {
+    d.ctl_json(&["status", id, "--json"])
+}
+
+/// Task instances of `dag_id` as `(run_id, task_id, state, started)`.
+fn task_instances(af: &Airflow, dag_id: &str) -> Vec<(String, String, String, bool)> {
+    let c = af.sql();
+    let mut st = c
+        .prepare(
+            "SELECT run_id, task_id, COALESCE(state, ''), start_date IS NOT NULL \
+             FROM task_instance WHERE dag_id = ?1 ORDER BY run_id, task_id",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    let rows = st
+        .query_map([dag_id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    rows.map(|r| r.unwrap_or_else(|e| panic!("{e}"))).collect()
+}
+
+/// `(logical date, state)` of every run of `dag_id`, by date.
+fn runs(af: &Airflow, dag_id: &str) -> Vec<(String, String)> {
+    let c = af.sql();
+    let mut st = c
+        .prepare(
+            "SELECT substr(execution_date, 1, 10), state FROM dag_run WHERE dag_id = ?1 ORDER BY execution_date",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    let rows = st
+        .query_map([dag_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap_or_else(|e| panic!("{e}"));
+    rows.map(|r| r.unwrap_or_else(|e| panic!("{e}"))).collect()
+}
+
+/// Every table of Airflow's SQLite DB with a `dag_id` column.
+fn dag_id_tables(af: &Airflow) -> Vec<String> {
+    let c = af.sql();
+    let mut st = c
+        .prepare(
+            "SELECT m.name FROM sqlite_master m JOIN pragma_table_info(m.name) p \
+             WHERE m.type = 'table' AND p.name = 'dag_id' ORDER BY m.name",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    let rows = st
+        .query_map([], |r| r.get::<_, String>(0))
+        .unwrap_or_else(|e| panic!("{e}"));
+    rows.map(|r| r.unwrap_or_else(|e| panic!("{e}"))).collect()
+}
+
+fn copy_path(af: &Airflow, id: &str) -> std::path::PathBuf {
+    af.dags_folder()
+        .join("backfill_user_dags")
+        .join(format!("{id}.py"))
+}
+
+#[test]
+fn lifecycle_on_airflow2_sqlite() {
+    let mut af = Airflow::sqlite(AirflowMajor::V2, "lifecycle_af2");
+    af.start_scheduler();
+    af.wait_parsed(DAG, BIG);
+    let d = Daemon::start(&af, &[]);
+
+    // Dry run: the dates as JSON and as a table; nothing is created.
+    let dry = d.ctl_json(&[
+        "submit",
+        "--json",
+        "--dag",
+        DAG,
+        "--start",
+        "2024-05-01",
+        "--end",
+        "2024-05-03",
+        "--dry-run",
+    ]);
+    assert_eq!(dry["outcome"], "accepted", "{dry}");
+    assert_eq!(dry["dry_run"], true, "{dry}");
+    assert!(dry["backfill_id"].is_null(), "{dry}");
+    assert_eq!(
+        dry["dates"],
+        serde_json::json!([
+            "2024-05-01T00:00:00Z",
+            "2024-05-02T00:00:00Z",
+            "2024-05-03T00:00:00Z"
+        ])
+    );
+    let table = d.ctl(&[
+        "submit",
+        "--dag",
+        DAG,
+        "--start",
+        "2024-05-01",
+        "--end",
+        "2024-05-02",
+        "--dry-run",
+    ]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(table.status.success(), "{text}");
+    assert!(
+        text.contains("LOGICAL DATE") && text.contains("2024-05-02T00:00:00Z"),
+        "{text}"
+    );
+    assert_eq!(
+        d.ctl_json(&["list", "--all", "--json"]),
+        serde_json::json!([])
+    );
+
+    // 1. Cancel before the copy exists: while the copy cannot be written (the copy folder is
+    //    a file), cancel withdraws the backfill; once writing works again no copy ever appears.
+    let copies = af.dags_folder().join("backfill_user_dags");
+    let _ = std::fs::remove_dir_all(&copies);
+    std::fs::write(&copies, "not a directory").unwrap_or_else(|e| panic!("{e}"));
+    let early = submit(&d, &["--start", "2024-04-01", "--end", "2024-04-02"]);
+    assert_eq!(status(&d, &early)["state"], "submitted");
+    let (v, code) = operate(&d, "cancel", &early);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["action"], "cancel", "{v}");
+    std::fs::remove_file(&copies).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::create_dir(&copies).unwrap_or_else(|e| panic!("{e}"));
+    let s = status(&d, &early);
+    assert_eq!(s["state"], "cancelled", "{s}");
+    assert!(
+        s["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("withdrawn by root")),
+        "{s}"
+    );
+    std::thread::sleep(Duration::from_secs(6));
+    assert!(
+        !copy_path(&af, &early).exists(),
+        "a withdrawn backfill never gets a copy"
+    );
+    assert!(runs(&af, &early).is_empty());
+    // Cancelling it again is refused by the state machine, with the reason.
+    let (v, code) = operate(&d, "cancel", &early);
+    assert_eq!(code, Some(1), "{v}");
+    assert_eq!(v["reason_code"], "illegal_transition", "{v}");
+    assert!(
+        v["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("cannot cancel a cancelled backfill")),
+        "{v}"
+    );
+
+    // 2. Cancel while running: three slow dates; once the first succeeded and the second is
+    //    running, cancel. Delete is refused while it runs.
+    let running = submit(
+        &d,
+        &[
+            "--start",
+            "2024-05-01",
+            "--end",
+            "2024-05-03",
+            "--param",
+            "sleep=15",
+        ],
+    );
+    wait_for("a finished date and a running task", BIG, || {
+        let s = status(&d, &running);
+        let busy = task_instances(&af, &running)
+            .iter()
+            .any(|t| t.2 == "running");
+        (s["dates_succeeded"] == 1 && busy).then_some(())
+    });
+    let (v, code) = operate(&d, "delete", &running);
+    assert_eq!(code, Some(1), "{v}");
+    assert_eq!(v["reason_code"], "illegal_transition", "{v}");
+    assert!(
+        v["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("cannot delete a running backfill")),
+        "{v}"
+    );
+    let (v, code) = operate(&d, "cancel", &running);
+    assert_eq!(code, Some(0), "{v}");
+    let cancelled_at = Instant::now();
+    // Within one reconcile interval (2 s) nothing of the copy is running or queued.
+    wait_for("the copy to stop", Duration::from_secs(2), || {
+        let tis = task_instances(&af, &running);
+        let busy = tis
+            .iter()
+            .any(|t| matches!(t.2.as_str(), "running" | "queued" | "scheduled" | ""));
+        let runs_busy = runs(&af, &running)
+            .iter()
+            .any(|r| matches!(r.1.as_str(), "running" | "queued"));
+        (!busy && !runs_busy).then_some(())
+    });
+    assert!(cancelled_at.elapsed() <= Duration::from_secs(3));
+    let s = status(&d, &running);
+    assert_eq!(s["state"], "failed", "{s}");
+    assert_eq!(s["reason"], "cancelled by root", "{s}");
+    // The finished date keeps its success; the others stay failed (the running task was
+    // killed, not allowed to finish) and nothing new starts.
+    std::thread::sleep(Duration::from_secs(20));
+    let r = runs(&af, &running);
+    assert_eq!(r.first().map(|r| r.1.as_str()), Some("success"), "{r:?}");
+    assert!(
+        r.iter().skip(1).all(|r| r.1 == "failed"),
+        "unfinished runs are failed: {r:?}"
+    );
+    let tis = task_instances(&af, &running);
+    assert!(
+        !tis.iter().any(
+            |t| matches!(t.2.as_str(), "running" | "queued" | "scheduled" | "success")
+                && !t.0.contains("2024-05-01")
+        ),
+        "{tis:?}"
+    );
+    assert_eq!(
+        af.count(
+            "SELECT COUNT(*) FROM dag WHERE dag_id = ?1 AND is_paused = 1",
+            &[&running]
+        ),
+        1
+    );
+
+    // 3. Pause (by a hand-dropped request file) while a task runs: it finishes, no new task
+    //    instance starts; resume (backfillctl) and it completes.
+    let paused = submit(
+        &d,
+        &[
+            "--start",
+            "2024-06-01",
+            "--end",
+            "2024-06-02",
+            "--param",
+            "sleep=6",
+        ],
+    );
+    wait_for("a running task", BIG, || {
+        task_instances(&af, &paused)
+            .iter()
+            .any(|t| t.2 == "running")
+            .then_some(())
+    });
+    d.drop_request(
+        "pause-it.toml",
+        &format!("action = \"pause\"\nid = \"{paused}\"\n"),
+    );
+    let v = wait_for("the pause decision", Duration::from_secs(30), || {
+        let v = stdout_json(&d.ctl(&["outcome", "pause-it.toml", "--json"]));
+        (v["outcome"] != "pending").then_some(v)
+    });
+    assert_eq!(v["outcome"], "accepted", "{v}");
+    let started: BTreeSet<(String, String)> = task_instances(&af, &paused)
+        .into_iter()
+        .filter(|t| t.3)
+        .map(|t| (t.0, t.1))
+        .collect();
+    let s = status(&d, &paused);
+    assert_eq!(s["state"], "paused", "{s}");
+    assert_eq!(s["user_paused"], true, "{s}");
+    std::thread::sleep(Duration::from_secs(20));
+    let later: BTreeSet<(String, String)> = task_instances(&af, &paused)
+        .into_iter()
+        .filter(|t| t.3)
+        .map(|t| (t.0, t.1))
+        .collect();
+    assert_eq!(started, later, "no task instance started while paused");
+    assert!(
+        !task_instances(&af, &paused)
+            .iter()
+            .any(|t| t.2 == "running"),
+        "the running task finished"
+    );
+    assert_eq!(status(&d, &paused)["state"], "paused");
+    let (v, code) = operate(&d, "pause", &paused);
+    assert_eq!(code, Some(1), "already paused: {v}");
+    let (v, code) = operate(&d, "resume", &paused);
+    assert_eq!(code, Some(0), "{v}");
+    let done = d.wait_finished(&paused, BIG);
+    assert_eq!(done["state"], "success", "{done}");
+    assert_eq!(done["user_paused"], false, "{done}");
+
+    // 4. Delete after success: file gone, no row for the copy's dag_id in Airflow's tables
+    //    (but `log`, which `airflow dags delete` keeps too), origin untouched, list --all.
+    let origin_before = af.count("SELECT COUNT(*) FROM dag WHERE dag_id = ?1", &[&DAG]);
+    let (v, code) = operate(&d, "delete", &paused);
+    assert_eq!(code, Some(0), "{v}");
+    assert!(!copy_path(&af, &paused).exists());
+    let tables = dag_id_tables(&af);
+    assert!(tables.iter().any(|t| t == "task_instance"), "{tables:?}");
+    wait_for(
+        "Airflow's rows of the copy to go",
+        Duration::from_secs(60),
+        || {
+            let left: Vec<String> = tables
+                .iter()
+                .filter(|t| *t != "log")
+                .filter(|t| {
+                    af.count(
+                        &format!("SELECT COUNT(*) FROM {t} WHERE dag_id = ?1"),
+                        &[&paused],
+                    ) > 0
+                })
+                .cloned()
+                .collect();
+            left.is_empty().then_some(())
+        },
+    );
+    // It stays gone: the DAG processor does not bring it back.
+    std::thread::sleep(Duration::from_secs(10));
+    for t in tables.iter().filter(|t| *t != "log") {
+        let n = af.count(
+            &format!("SELECT COUNT(*) FROM {t} WHERE dag_id = ?1"),
+            &[&paused],
+        );
+        assert_eq!(n, 0, "{t} still holds rows of {paused}");
+    }
+    assert_eq!(
+        af.count("SELECT COUNT(*) FROM dag WHERE dag_id = ?1", &[&DAG]),
+        origin_before
+    );
+    assert!(runs(&af, DAG).is_empty(), "the origin DAG never ran");
+    let list = d.ctl_json(&["list", "--json"]);
+    assert!(
+        !list
+            .as_array()
+            .is_some_and(|l| l.iter().any(|b| b["id"] == paused.as_str())),
+        "{list}"
+    );
+    let all = d.ctl_json(&["list", "--all", "--json"]);
+    let row = all
+        .as_array()
+        .and_then(|l| l.iter().find(|b| b["id"] == paused.as_str()).cloned())
+        .unwrap_or_else(|| panic!("list --all lacks {paused}: {all}"));
+    assert_eq!(row["deleted"], true, "{row}");
+    let table = d.ctl(&["list", "--all"]);
+    assert!(String::from_utf8_lossy(&table.stdout).contains("deleted"));
+    let (v, code) = operate(&d, "resume", &paused);
+    assert_eq!(code, Some(1), "{v}");
+    assert!(
+        v["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("it was deleted")),
+        "{v}"
+    );
+
+    // 5. Retry after a partial failure: 07-02 and 07-03 fail; once their cause is gone, the
+    //    retry runs exactly those dates as a new backfill linked to the first.
+    let fail_dir = af.home.join("fail-dates");
+    std::fs::create_dir_all(&fail_dir).unwrap_or_else(|e| panic!("{e}"));
+    for day in ["2024-07-02", "2024-07-03"] {
+        std::fs::write(fail_dir.join(day), "").unwrap_or_else(|e| panic!("{e}"));
+    }
+    let fail_param = format!("fail_dir=\"{}\"", fail_dir.display());
+    let partial = submit(
+        &d,
+        &[
+            "--start",
+            "2024-07-01",
+            "--end",
+            "2024-07-03",
+            "--param",
+            &fail_param,
+        ],
+    );
+    let done = d.wait_finished(&partial, BIG);
+    assert_eq!(done["state"], "failed", "{done}");
+    assert_eq!(done["dates_failed"], 2, "{done}");
+    let before = runs(&af, &partial);
+    std::fs::remove_dir_all(&fail_dir).unwrap_or_else(|e| panic!("{e}"));
+    let (v, code) = operate(&d, "retry", &partial);
+    assert_eq!(code, Some(0), "{v}");
+    let retry = v["backfill_id"].as_str().unwrap_or_default().to_owned();
+    assert_ne!(retry, partial);
+    let s = status(&d, &retry);
+    assert_eq!(s["retry_of"], partial.as_str(), "{s}");
+    assert_eq!(
+        s["logical_dates"],
+        serde_json::json!(["2024-07-02T00:00:00Z", "2024-07-03T00:00:00Z"])
+    );
+    let done = d.wait_finished(&retry, BIG);
+    assert_eq!(done["state"], "success", "{done}");
+    assert_eq!(
+        runs(&af, &retry),
+        vec![
+            ("2024-07-02".to_owned(), "success".to_owned()),
+            ("2024-07-03".to_owned(), "success".to_owned())
+        ]
+    );
+    assert_eq!(
+        runs(&af, &partial),
+        before,
+        "the first backfill is untouched"
+    );
+    let (v, code) = operate(&d, "retry", &retry);
+    assert_eq!(code, Some(1), "nothing failed: {v}");
+
+    // 6. list filters.
+    let ids = |args: &[&str]| -> BTreeSet<String> {
+        let mut all = vec!["list", "--json"];
+        all.extend_from_slice(args);
+        d.ctl_json(&all)
+            .as_array()
+            .map(|l| {
+                l.iter()
+                    .filter_map(|b| b["id"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        ids(&["--dag", DAG, "--state", "failed"]),
+        BTreeSet::from([running.clone(), partial.clone()])
+    );
+    assert_eq!(
+        ids(&["--state", "cancelled"]),
+        BTreeSet::from([early.clone()])
+    );
+    assert!(ids(&["--dag", "sales"]).is_empty());
+    assert!(ids(&["--since", "2999-01-01"]).is_empty());
+    assert_eq!(ids(&["--since", "2000-01-01"]).len(), 4);
+    assert_eq!(ids(&["--since", "2000-01-01", "--all"]).len(), 5);
+}
