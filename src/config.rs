@@ -232,6 +232,9 @@ pub struct ReconcileSection {
     pub interval_secs: u64,
     /// Seconds Airflow may take to register a copy before the backfill fails.
     pub register_timeout_secs: u64,
+    /// Days after a backfill finishes that it is deleted, when its request sets no
+    /// `delete_after_days`; unset keeps finished backfills until deleted by hand.
+    pub delete_after_days: Option<u32>,
 }
 
 impl Default for ReconcileSection {
@@ -239,6 +242,7 @@ impl Default for ReconcileSection {
         ReconcileSection {
             interval_secs: 5,
             register_timeout_secs: 600,
+            delete_after_days: None,
         }
     }
 }

@@ -77,13 +77,13 @@ pub enum ControlResponse {
     },
     /// Answer to `status`.
     Backfill {
-        /// The backfill.
-        backfill: BackfillView,
+        /// The backfill (boxed: it is much larger than the other answers).
+        backfill: Box<BackfillView>,
     },
     /// Answer to `outcome` once the file was decided.
     Decided {
-        /// The record.
-        request: RequestRecord,
+        /// The record (boxed: it is much larger than the other answers).
+        request: Box<RequestRecord>,
     },
     /// Answer to `outcome` while the file waits.
     Pending,
@@ -159,6 +159,12 @@ pub struct BackfillView {
     /// The logical dates it runs.
     #[serde(default)]
     pub logical_dates: Vec<String>,
+    /// The copy is written only from this instant on.
+    #[serde(default)]
+    pub scheduled_at: Option<String>,
+    /// When it will be deleted automatically.
+    #[serde(default)]
+    pub delete_at: Option<String>,
 }
 
 fn opt_ts(t: Option<DateTime<Utc>>) -> Option<String> {
@@ -196,6 +202,12 @@ impl From<&BackfillRow> for BackfillView {
             user_paused: b.user_paused,
             retry_of: b.retry_of.clone(),
             logical_dates: b.logical_dates.iter().map(|d| fmt_ts(*d)).collect(),
+            scheduled_at: opt_ts(b.scheduled_at),
+            delete_at: if b.deleted {
+                None
+            } else {
+                opt_ts(b.delete_due())
+            },
         }
     }
 }
@@ -281,6 +293,8 @@ mod tests {
             user_paused: false,
             pending_op: None,
             retry_of: None,
+            scheduled_at: None,
+            delete_after_days: None,
         }
     }
 

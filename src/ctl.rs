@@ -132,6 +132,13 @@ pub struct SubmitArgs {
     /// Validate and print the dates that would run; create nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Write the DAG copy only from this time on (2024-01-31T06:00:00Z); until then the
+    /// backfill waits as `submitted` and can be cancelled without a copy ever being written.
+    #[arg(long = "at", value_name = "TIME")]
+    pub scheduled_at: Option<String>,
+    /// Delete the backfill this many days after it finishes (0: at once).
+    #[arg(long)]
+    pub delete_after_days: Option<i64>,
     /// Return once the file is in the spool, without waiting for the decision.
     #[arg(long)]
     pub no_wait: bool,
@@ -157,6 +164,10 @@ struct RequestFile {
     ignore_overlap: bool,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     dry_run: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scheduled_at: Option<toml::value::Datetime>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delete_after_days: Option<i64>,
     #[serde(skip_serializing_if = "toml::Table::is_empty")]
     params: toml::Table,
 }
@@ -336,6 +347,12 @@ fn submit(config: &Config, socket: &Path, args: SubmitArgs) -> anyhow::Result<i3
         max_active_runs: args.max_active_runs,
         ignore_overlap: args.ignore_overlap,
         dry_run: args.dry_run,
+        scheduled_at: args
+            .scheduled_at
+            .as_deref()
+            .map(|t| parse_when("at", t))
+            .transpose()?,
+        delete_after_days: args.delete_after_days,
         params,
     };
     let body = toml::to_string(&file).context("encoding the request")?;
@@ -413,7 +430,7 @@ fn print_outcome(request: &RequestRecord, json: bool) -> anyhow::Result<i32> {
 fn status(socket: &Path, id: &str, json: bool, watch: bool) -> anyhow::Result<i32> {
     let fetch = || -> anyhow::Result<BackfillView> {
         match call(socket, ControlRequest::Status { id: id.to_owned() })? {
-            ControlResponse::Backfill { backfill } => Ok(backfill),
+            ControlResponse::Backfill { backfill } => Ok(*backfill),
             other => bail!(unexpected(other)),
         }
     };

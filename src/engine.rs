@@ -863,6 +863,8 @@ impl Engine {
                 ignore_overlap: row.ignore_overlap,
                 on_behalf_of: ident.on_behalf_of.clone(),
                 dry_run: false,
+                scheduled_at: None,
+                delete_after_days: row.delete_after_days,
             },
             dates,
             row.origin_fileloc.clone(),
@@ -893,6 +895,7 @@ impl Engine {
         ident: &Identity,
     ) -> Result<Result<NewBackfill, Rejection>, DbError> {
         let limit = self.config.limits.max_dates_per_request;
+        let default_delete_after_days = self.config.reconcile.delete_after_days;
         let c = self.conn.as_mut().ok_or_else(not_connected)?;
         let mut af = Airflow::new(&mut c.db, &c.schema);
         let Some(dag) = af.dag(&req.dag_id)? else {
@@ -964,7 +967,9 @@ impl Engine {
                 )));
             }
         }
-        Ok(Ok(new_backfill(req, dates, fileloc, origin_code, ident)))
+        let mut new = new_backfill(req, dates, fileloc, origin_code, ident);
+        new.delete_after_days = new.delete_after_days.or(default_delete_after_days);
+        Ok(Ok(new))
     }
 
     /// Carry out the pending Airflow-side work of life-cycle actions, then reconcile every
@@ -995,6 +1000,13 @@ impl Engine {
                 return;
             }
             None => return,
+        }
+        if let Err(e) = self.auto_delete() {
+            tracing::warn!(error = %e, "automatic deletion failed; retrying next pass");
+            self.lost(&e);
+            if self.conn.is_none() {
+                return;
+            }
         }
         let rows = match self
             .conn
@@ -1041,6 +1053,37 @@ impl Engine {
             tracing::warn!(backfill = %id, error = %e, "reconcile failed; retrying next pass");
             self.lost(&e);
         }
+    }
+
+    /// Delete every finished backfill whose `delete_after_days` elapsed, as a `delete` request
+    /// would (the state machine still decides; audited with no requester: the daemon).
+    fn auto_delete(&mut self) -> Result<(), DbError> {
+        let now = Utc::now();
+        let c = self.conn.as_mut().ok_or_else(not_connected)?;
+        let due: Vec<BackfillRow> = Store::new(&mut c.db)
+            .with_retention()?
+            .into_iter()
+            .filter(|b| b.delete_due().is_some_and(|t| t <= now))
+            .collect();
+        for row in due {
+            let facts = Facts {
+                state: row.state,
+                deleted: row.deleted,
+                copy_written: row.copy_written_at.is_some(),
+                failed_dates: row.progress.failed,
+            };
+            if lifecycle::plan(Action::Delete, facts) != Ok(Effect::DeleteCopy) {
+                continue;
+            }
+            let c = self.conn.as_mut().ok_or_else(not_connected)?;
+            if !Store::new(&mut c.db).mark_deleted(&row.id, now)? {
+                continue;
+            }
+            tracing::info!(backfill = %row.id, delete_after_days = ?row.delete_after_days, "deleting a finished backfill automatically");
+            self.audit(&Identity::default(), Action::Delete, Some(&row.id), None)?;
+            self.carry_out_id(&row.id);
+        }
+        Ok(())
     }
 
     fn carry_out_id(&mut self, id: &str) {
@@ -1134,7 +1177,9 @@ impl Engine {
         let now = Utc::now();
         let c = self.conn.as_mut().ok_or_else(not_connected)?;
         let mut written_at = row.copy_written_at;
+        let due = row.scheduled_at.is_none_or(|t| t <= now);
         if row.state == BackfillState::Submitted
+            && due
             && (written_at.is_none() || !path.exists())
             && Store::new(&mut c.db).may_write_copy(&row.id)?
         {
@@ -1216,7 +1261,9 @@ impl Engine {
             // A caller only ever sees the outcome of files it owned: no further check.
             let c = self.conn.as_mut().ok_or_else(not_connected)?;
             return Ok(match Store::new(&mut c.db).outcome(uid, file_name)? {
-                Some(r) => ControlResponse::Decided { request: r },
+                Some(r) => ControlResponse::Decided {
+                    request: Box::new(r),
+                },
                 None => ControlResponse::Pending,
             });
         }
@@ -1246,7 +1293,7 @@ impl Engine {
             ControlRequest::Status { id } => match s.backfill_any(&id)? {
                 Some(b) => match authz::authorize(&subject, Action::Read, Some(&b.dag_id)) {
                     Ok(()) => ControlResponse::Backfill {
-                        backfill: BackfillView::from(&b),
+                        backfill: Box::new(BackfillView::from(&b)),
                     },
                     Err(d) => {
                         let r = Rejection::from(d);
@@ -1330,6 +1377,8 @@ fn new_backfill(
         requester: ident.unix_user.clone().unwrap_or_default(),
         on_behalf_of: ident.on_behalf_of.clone(),
         retry_of: None,
+        scheduled_at: req.scheduled_at,
+        delete_after_days: req.delete_after_days,
     }
 }
 

@@ -23,6 +23,8 @@ pub const PARAMS_KEY_MAX: usize = 250;
 pub const PARAMS_DEPTH_MAX: usize = 16;
 /// Longest Airflow user name in `on_behalf_of` (FAB's `ab_user.username` is 256 wide).
 pub const USERNAME_MAX: usize = 256;
+/// Largest `delete_after_days` (ten years).
+pub const DELETE_AFTER_DAYS_MAX: u32 = 3650;
 /// Deepest bracket nesting accepted in a request file before parsing.
 pub const TOML_DEPTH_MAX: usize = 32;
 
@@ -143,6 +145,8 @@ struct RawRequest {
     action: Option<String>,
     id: Option<String>,
     dry_run: Option<bool>,
+    scheduled_at: Option<toml::value::Datetime>,
+    delete_after_days: Option<i64>,
     dag_id: Option<String>,
     start: Option<toml::value::Datetime>,
     end: Option<toml::value::Datetime>,
@@ -174,6 +178,10 @@ pub struct Request {
     pub on_behalf_of: Option<String>,
     /// Validate and report the dates only; create nothing.
     pub dry_run: bool,
+    /// Write the DAG copy only from this instant on (until then the backfill is `submitted`).
+    pub scheduled_at: Option<DateTime<Utc>>,
+    /// Delete the backfill this many days after it finished (`None`: the configured default).
+    pub delete_after_days: Option<u32>,
 }
 
 /// A life-cycle request on an existing backfill (`action` other than `"create"`).
@@ -346,6 +354,28 @@ pub fn parse_any(bytes: &[u8], max_active_runs_limit: u32) -> Result<Parsed, Rej
         Some(u) => Some(check_username(&u)?),
         None => None,
     };
+    let scheduled_at =
+        match &raw.scheduled_at {
+            None => None,
+            Some(t) if t.time.is_none() || t.offset.is_none() => return Err(Rejection::new(
+                ReasonCode::InvalidValue,
+                format!(
+                    "scheduled_at = {t}: write a datetime with an offset (2024-01-31T06:00:00Z)"
+                ),
+            )),
+            Some(t) => Some(to_utc("scheduled_at", t)?),
+        };
+    let delete_after_days =
+        match raw.delete_after_days {
+            None => None,
+            Some(n) if (0..=i64::from(DELETE_AFTER_DAYS_MAX)).contains(&n) => u32::try_from(n).ok(),
+            Some(n) => return Err(Rejection::new(
+                ReasonCode::InvalidValue,
+                format!(
+                    "delete_after_days = {n} is out of bounds: allowed 0..={DELETE_AFTER_DAYS_MAX}"
+                ),
+            )),
+        };
     Ok(Parsed::Create(Request {
         on_behalf_of,
         dag_id,
@@ -356,6 +386,8 @@ pub fn parse_any(bytes: &[u8], max_active_runs_limit: u32) -> Result<Parsed, Rej
         params,
         ignore_overlap: raw.ignore_overlap.unwrap_or(false),
         dry_run: raw.dry_run.unwrap_or(false),
+        scheduled_at,
+        delete_after_days,
     }))
 }
 
@@ -370,6 +402,8 @@ fn parse_operation(action: Action, raw: RawRequest) -> Result<Operation, Rejecti
         ("params", raw.params.is_some()),
         ("ignore_overlap", raw.ignore_overlap.is_some()),
         ("dry_run", raw.dry_run.is_some()),
+        ("scheduled_at", raw.scheduled_at.is_some()),
+        ("delete_after_days", raw.delete_after_days.is_some()),
     ];
     if let Some((key, _)) = create_only.iter().find(|(_, set)| *set) {
         return Err(Rejection::new(
@@ -713,6 +747,30 @@ mod tests {
             refused("id = \"x\"\ndag_id = \"a\"\nstart = 2024-01-01\nend = 2024-01-01\n")
                 .unwrap_or_else(|| panic!("accepted"));
         assert_eq!(code, ReasonCode::InvalidValue);
+        let later = parse(
+            b"dag_id = \"a\"\nstart = 2024-01-01\nend = 2024-01-01\nscheduled_at = 2030-01-01T06:00:00+01:00\ndelete_after_days = 7\n",
+            10,
+        );
+        assert_eq!(
+            later
+                .as_ref()
+                .ok()
+                .and_then(|r| r.scheduled_at)
+                .map(fmt_ts)
+                .as_deref(),
+            Some("2030-01-01T05:00:00Z")
+        );
+        assert_eq!(later.ok().and_then(|r| r.delete_after_days), Some(7));
+        for bad in [
+            "scheduled_at = 2030-01-01",
+            "scheduled_at = 2030-01-01T06:00:00",
+            "delete_after_days = -1",
+            "delete_after_days = 3651",
+        ] {
+            let text = format!("dag_id = \"a\"\nstart = 2024-01-01\nend = 2024-01-01\n{bad}\n");
+            let (code, _) = refused(&text).unwrap_or_else(|| panic!("accepted {bad}"));
+            assert_eq!(code, ReasonCode::InvalidValue, "{bad}");
+        }
         let dry = parse(b"action = \"create\"\ndag_id = \"a\"\nstart = 2024-01-01\nend = 2024-01-01\ndry_run = true\n", 10);
         assert_eq!(dry.map(|r| r.dry_run).ok(), Some(true));
         assert!(parse(b"action = \"cancel\"\nid = \"x\"\n", 10).is_err());

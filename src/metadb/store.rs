@@ -15,7 +15,7 @@ use crate::request::{fmt_ts, ReasonCode};
 use crate::state::BackfillState;
 
 /// Schema version this build expects.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 fn migrations(d: Dialect) -> Vec<(i64, Vec<String>)> {
     let long = d.long_text();
@@ -115,6 +115,10 @@ fn migrations(d: Dialect) -> Vec<(i64, Vec<String>)> {
                     .to_owned(),
                 format!("ALTER TABLE backfilld_request ADD COLUMN dates {long}"),
             ],
+        ),
+        (
+            4,
+            vec!["ALTER TABLE backfilld_backfill ADD COLUMN delete_after_days BIGINT".to_owned()],
         ),
     ]
 }
@@ -339,6 +343,25 @@ pub struct BackfillRow {
     pub pending_op: Option<PendingOp>,
     /// The backfill this one retries.
     pub retry_of: Option<String>,
+    /// The copy is written only from this instant on.
+    pub scheduled_at: Option<DateTime<Utc>>,
+    /// Days after it finished that it is deleted automatically.
+    pub delete_after_days: Option<u32>,
+}
+
+impl BackfillRow {
+    /// When it finished (its last run ended, or it was cancelled or failed), if it did.
+    pub fn finished_at(&self) -> Option<DateTime<Utc>> {
+        self.state
+            .is_terminal()
+            .then(|| self.run_end.unwrap_or(self.updated_at))
+    }
+
+    /// When it is due for automatic deletion, if ever.
+    pub fn delete_due(&self) -> Option<DateTime<Utc>> {
+        let days = self.delete_after_days?;
+        Some(self.finished_at()? + chrono::Duration::days(i64::from(days)))
+    }
 }
 
 /// Airflow-side work of an accepted life-cycle action, recorded with the decision and carried
@@ -448,13 +471,18 @@ struct BackfillSql {
     pending_op: Option<String>,
     #[diesel(sql_type = Nullable<Text>)]
     retry_of: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    scheduled_at: Option<String>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    delete_after_days: Option<i64>,
 }
 
 const BACKFILL_COLS: &str = "id, dag_id, state, state_reason, description, start_date, end_date, \
     logical_dates, params, max_active_runs, ignore_overlap, origin_fileloc, origin_code, copy_path, \
     copy_written_at, submitted_by, submitted_uid, submitted_at, updated_at, run_start, run_end, \
     dates_total, dates_succeeded, dates_failed, dates_running, dates_queued, host, requester, \
-    on_behalf_of, deleted, deleted_at, user_paused, pending_op, retry_of";
+    on_behalf_of, deleted, deleted_at, user_paused, pending_op, retry_of, scheduled_at, \
+    delete_after_days";
 
 fn count(n: i64) -> u32 {
     u32::try_from(n).unwrap_or(0)
@@ -526,6 +554,8 @@ impl TryFrom<BackfillSql> for BackfillRow {
             user_paused: r.user_paused != 0,
             pending_op: r.pending_op.as_deref().and_then(PendingOp::parse),
             retry_of: r.retry_of,
+            scheduled_at: opt(r.scheduled_at)?,
+            delete_after_days: r.delete_after_days.map(count),
             dag_id: r.dag_id,
             id: r.id,
         })
@@ -565,6 +595,10 @@ pub struct NewBackfill {
     pub on_behalf_of: Option<String>,
     /// The backfill this one retries.
     pub retry_of: Option<String>,
+    /// Write the copy only from this instant on.
+    pub scheduled_at: Option<DateTime<Utc>>,
+    /// Days after it finished that it is deleted automatically.
+    pub delete_after_days: Option<u32>,
 }
 
 /// Typed access to backfilld's tables.
@@ -662,8 +696,8 @@ impl<'a> Store<'a> {
              logical_dates, params, max_active_runs, ignore_overlap, origin_fileloc, origin_code, \
              submitted_by, submitted_uid, submitted_at, updated_at, deleted, dates_total, \
              dates_succeeded, dates_failed, dates_running, dates_queued, host, request_key, \
-             requester, on_behalf_of, retry_of) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, 0, 0, 0, 0, ?, ?, ?, ?, ?)",
+             requester, on_behalf_of, retry_of, scheduled_at, delete_after_days) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, 0, 0, 0, 0, ?, ?, ?, ?, ?, ?, ?)",
             &[
                 Arg::Text(id.to_owned()),
                 Arg::Text(b.dag_id.clone()),
@@ -687,6 +721,8 @@ impl<'a> Store<'a> {
                 Arg::Text(b.requester.clone()),
                 Arg::OptText(b.on_behalf_of.clone()),
                 Arg::OptText(b.retry_of.clone()),
+                Arg::OptText(b.scheduled_at.map(stored_ts)),
+                Arg::OptInt(b.delete_after_days.map(i64::from)),
             ],
         )?;
         Ok(())
@@ -738,6 +774,19 @@ impl<'a> Store<'a> {
         };
         let rows: Vec<BackfillSql> = self.db.load(
             &format!("SELECT {BACKFILL_COLS} FROM backfilld_backfill {filter} ORDER BY submitted_at DESC, id DESC"),
+            &[],
+        )?;
+        rows.into_iter().map(TryInto::try_into).collect()
+    }
+
+    /// Finished backfills, not deleted, that have a `delete_after_days` (candidates for
+    /// automatic deletion; [`BackfillRow::delete_due`] says when).
+    pub fn with_retention(&mut self) -> Result<Vec<BackfillRow>, DbError> {
+        let rows: Vec<BackfillSql> = self.db.load(
+            &format!(
+                "SELECT {BACKFILL_COLS} FROM backfilld_backfill WHERE deleted = 0 \
+                 AND state IN ('success', 'failed', 'cancelled') AND delete_after_days IS NOT NULL ORDER BY id"
+            ),
             &[],
         )?;
         rows.into_iter().map(TryInto::try_into).collect()

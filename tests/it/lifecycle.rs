@@ -451,4 +451,73 @@ fn lifecycle_on_airflow2_sqlite() {
     assert!(ids(&["--since", "2999-01-01"]).is_empty());
     assert_eq!(ids(&["--since", "2000-01-01"]).len(), 4);
     assert_eq!(ids(&["--since", "2000-01-01", "--all"]).len(), 5);
+
+    // 7. scheduled_at: no copy before the time; a scheduled backfill cancelled before its
+    //    time never gets a copy. delete_after_days = 0: deleted as soon as it finished.
+    let at = |secs: i64| {
+        (chrono::Utc::now() + chrono::Duration::seconds(secs))
+            .format("%Y-%m-%dT%H:%M:%SZ")
+            .to_string()
+    };
+    let later = submit(
+        &d,
+        &[
+            "--start",
+            "2024-08-01",
+            "--end",
+            "2024-08-01",
+            "--at",
+            &at(15),
+        ],
+    );
+    let soon_at = at(8);
+    let soon = submit(
+        &d,
+        &[
+            "--start",
+            "2024-08-02",
+            "--end",
+            "2024-08-02",
+            "--at",
+            &soon_at,
+            "--delete-after-days",
+            "0",
+        ],
+    );
+    let s = status(&d, &soon);
+    assert_eq!(s["scheduled_at"], soon_at.as_str(), "{s}");
+    std::thread::sleep(Duration::from_secs(3));
+    for id in [&later, &soon] {
+        assert_eq!(status(&d, id)["state"], "submitted");
+        assert!(
+            !copy_path(&af, id).exists(),
+            "{id} has a copy before its time"
+        );
+    }
+    let (v, code) = operate(&d, "cancel", &later);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(status(&d, &later)["state"], "cancelled");
+    wait_for("the scheduled copy", Duration::from_secs(30), || {
+        copy_path(&af, &soon).exists().then_some(())
+    });
+    let soon_time =
+        chrono::DateTime::parse_from_rfc3339(&soon_at).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        chrono::Utc::now() >= soon_time,
+        "the copy came before its time"
+    );
+    let row = wait_for("the automatic deletion", BIG, || {
+        let all = d.ctl_json(&["list", "--all", "--json"]);
+        all.as_array()
+            .and_then(|l| l.iter().find(|b| b["id"] == soon.as_str()).cloned())
+            .filter(|b| b["deleted"] == true)
+    });
+    assert_eq!(row["state"], "success", "{row}");
+    assert!(!copy_path(&af, &soon).exists());
+    std::thread::sleep(Duration::from_secs(15));
+    assert!(
+        !copy_path(&af, &later).exists(),
+        "a scheduled backfill cancelled before its time never gets a copy"
+    );
+    assert!(runs(&af, &later).is_empty());
 }
