@@ -78,6 +78,63 @@ pub struct Config {
     /// Who may backfill.
     #[serde(default)]
     pub authz: AuthzSection,
+    /// The HTTP API and web UI (off unless `listen` is set).
+    #[serde(default)]
+    pub http: HttpSection,
+}
+
+/// `[http]`: the REST API and web UI, authenticated by Airflow's users. Off by default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSection {
+    /// Address to listen on, e.g. `127.0.0.1:8790`; unset: no HTTP listener.
+    pub listen: Option<std::net::SocketAddr>,
+    /// PEM certificate chain; with `tls_key`, serve HTTPS.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Seconds a web UI login lasts.
+    pub session_secs: u64,
+    /// Failed logins allowed per user name, and per client address, within `lockout_secs`.
+    pub max_failed_logins: u32,
+    /// The window of `max_failed_logins`, and how long a locked-out name or address waits.
+    pub lockout_secs: u64,
+    /// Seconds an API request waits for the engine to decide a create or life-cycle request.
+    pub decide_timeout_secs: u64,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        HttpSection {
+            listen: None,
+            tls_cert: None,
+            tls_key: None,
+            session_secs: 8 * 3600,
+            max_failed_logins: 5,
+            lockout_secs: 300,
+            decide_timeout_secs: 60,
+        }
+    }
+}
+
+/// How Airflow 3's api-server signs the tokens it hands out (`/auth/token`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiTokenSettings {
+    /// `[api_auth] jwt_secret`.
+    pub secret: String,
+    /// `[api_auth] jwt_algorithm` (`HS512` when unset or `GUESS`).
+    pub algorithm: String,
+    /// `[api_auth] jwt_audience` (`apache-airflow` when unset).
+    pub audience: String,
+}
+
+impl std::fmt::Debug for ApiTokenSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiTokenSettings")
+            .field("algorithm", &self.algorithm)
+            .field("audience", &self.audience)
+            .finish_non_exhaustive()
+    }
 }
 
 /// `[identity]`: from the kernel-verified owner uid of a request to an Airflow user.
@@ -91,6 +148,10 @@ pub struct IdentitySection {
     pub same_name: bool,
     /// Uids (e.g. a web front end's service account) allowed to set `on_behalf_of`.
     pub trusted_submitters: Vec<u32>,
+    /// The daemon's own uid when its HTTP listener is on: the HTTP layer submits requests
+    /// on behalf of the Airflow users it authenticated, as files the daemon itself owns.
+    #[serde(skip)]
+    pub http_submitter: Option<u32>,
 }
 
 impl Default for IdentitySection {
@@ -99,6 +160,7 @@ impl Default for IdentitySection {
             map: std::collections::BTreeMap::new(),
             same_name: true,
             trusted_submitters: Vec::new(),
+            http_submitter: None,
         }
     }
 }
@@ -115,7 +177,7 @@ impl IdentitySection {
 
     /// Whether `uid` may submit on behalf of another Airflow user.
     pub fn is_trusted(&self, uid: u32) -> bool {
-        self.trusted_submitters.contains(&uid)
+        self.trusted_submitters.contains(&uid) || self.http_submitter == Some(uid)
     }
 }
 
@@ -259,7 +321,7 @@ impl Config {
 
     /// Parse and validate configuration text (`path` only names it in errors).
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
             message: e.to_string().trim_end().to_owned(),
         })?;
@@ -303,6 +365,21 @@ impl Config {
         }
         if config.reconcile.interval_secs == 0 {
             return Err(bad("reconcile.interval_secs", "must be at least 1"));
+        }
+        if config.http.tls_cert.is_some() != config.http.tls_key.is_some() {
+            return Err(bad("http.tls_cert", "tls_cert and tls_key go together"));
+        }
+        if config.http.max_failed_logins == 0 {
+            return Err(bad("http.max_failed_logins", "must be at least 1"));
+        }
+        if config.http.session_secs == 0 || config.http.decide_timeout_secs == 0 {
+            return Err(bad(
+                "http.session_secs",
+                "session_secs and decide_timeout_secs must be at least 1",
+            ));
+        }
+        if config.http.listen.is_some() {
+            config.identity.http_submitter = Some(nix::unistd::geteuid().as_raw());
         }
         Ok(config)
     }
@@ -355,6 +432,35 @@ impl Config {
 }
 
 impl Config {
+    /// How Airflow 3's api-server signs its tokens (`[api_auth] jwt_secret`, `jwt_algorithm`,
+    /// `jwt_audience`, from the environment or `airflow.cfg`); `None` without a shared secret.
+    pub fn resolve_api_tokens(&self) -> Result<Option<ApiTokenSettings>, ConfigError> {
+        let cfg = AirflowCfg::read(&self.airflow.home)?;
+        let get = |section: &str, key: &str| {
+            std::env::var(format!(
+                "AIRFLOW__{}__{}",
+                section.to_ascii_uppercase(),
+                key.to_ascii_uppercase()
+            ))
+            .ok()
+            .filter(|v| !v.is_empty())
+            .or_else(|| cfg.get(section, key))
+        };
+        let Some(secret) = get("api_auth", "jwt_secret") else {
+            return Ok(None);
+        };
+        let algorithm = get("api_auth", "jwt_algorithm")
+            .and_then(|a| a.split(',').next().map(|a| a.trim().to_owned()))
+            .filter(|a| a != "GUESS")
+            .unwrap_or_else(|| "HS512".into());
+        let audience = get("api_auth", "jwt_audience").unwrap_or_else(|| "apache-airflow".into());
+        Ok(Some(ApiTokenSettings {
+            secret,
+            algorithm,
+            audience,
+        }))
+    }
+
     /// The auth manager Airflow uses on this host, read as Airflow reads it
     /// (`AIRFLOW__CORE__AUTH_MANAGER`, then `[core] auth_manager` in `airflow.cfg`).
     pub fn resolve_auth_manager(&self) -> Result<AuthManager, ConfigError> {

@@ -67,6 +67,7 @@ pub fn run(config_path: &Path, config: Config) -> anyhow::Result<()> {
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666))
         .with_context(|| format!("chmod {}", socket.display()))?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    crate::http::start(&runtime, &config, tx.clone(), stop_rx.clone())?;
     runtime.spawn(serve(listener, tx.clone(), stop_rx));
     tracing::info!(socket = %socket.display(), "ready");
 

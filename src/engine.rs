@@ -36,6 +36,8 @@ use crate::service::ServiceManager;
 use crate::spool::{self, ClaimedFile, Disposition, Spool};
 use crate::state::BackfillState;
 
+pub mod web;
+
 /// A unit of work for the engine thread.
 pub enum Command {
     /// Claim and decide spool files.
@@ -52,6 +54,8 @@ pub enum Command {
     /// Apply a re-read configuration (what can change live: intervals, limits, identity
     /// and permission settings).
     Reload(Box<Config>),
+    /// A request of the HTTP layer for a user it authenticated (see [`web`]).
+    Web(web::WebCommand),
     /// Finish and return.
     Stop,
 }
@@ -305,6 +309,16 @@ impl Engine {
                 }
             },
         };
+        self.airflow_subject(ident, airflow_user)
+    }
+
+    /// Load the permissions of Airflow user `airflow_user` (a spool requester's mapped user,
+    /// or a user the HTTP layer authenticated). `Ok(Err(_))` is a refusal.
+    fn airflow_subject(
+        &mut self,
+        mut ident: Identity,
+        airflow_user: String,
+    ) -> Result<Resolved, DbError> {
         ident.airflow_user = Some(airflow_user.clone());
         let permitted = self.config.authz.permitted_roles.clone();
         let allow_all_admins = self.config.authz.allow_simple_all_admins;
@@ -445,6 +459,7 @@ impl Engine {
                         tracing::info!("configuration reloaded");
                         self.service.reloaded();
                     }
+                    Command::Web(command) => self.web(command),
                     Command::Stop => {
                         tracing::info!("engine stopping");
                         return;

@@ -213,6 +213,30 @@ impl<'a> Airflow<'a> {
         }))
     }
 
+    /// Every active DAG Airflow knows, by id (for the web UI's DAG picker).
+    pub fn active_dags(&mut self) -> Result<Vec<DagRow>, DbError> {
+        let d = self.db.dialect();
+        let active = match self.schema.generation {
+            Generation::V2 => d.bool_int("is_active"),
+            Generation::V3 => format!("1 - {}", d.bool_int("is_stale")),
+        };
+        let sql = format!(
+            "SELECT dag_id, {active} AS active, {} AS paused, fileloc FROM dag ORDER BY dag_id",
+            d.bool_int("is_paused")
+        );
+        let rows: Vec<DagSql> = self.db.load(&sql, &[])?;
+        Ok(rows
+            .into_iter()
+            .filter(|r| r.active == 1)
+            .map(|r| DagRow {
+                dag_id: r.dag_id,
+                is_active: true,
+                is_paused: r.paused == 1,
+                fileloc: r.fileloc,
+            })
+            .collect())
+    }
+
     /// The DAG as Airflow serialized it (`serialized_dag.data -> dag`), which holds its
     /// schedule (read with `schedule::Timetable::from_serialized_dag`).
     pub fn serialized_dag(&mut self, dag_id: &str) -> Result<Option<serde_json::Value>, DbError> {

@@ -37,6 +37,12 @@ struct UserSql {
 }
 
 #[derive(QueryableByName)]
+struct PasswordSql {
+    #[diesel(sql_type = diesel::sql_types::Nullable<Text>)]
+    password: Option<String>,
+}
+
+#[derive(QueryableByName)]
 struct GrantSql {
     #[diesel(sql_type = Text)]
     action: String,
@@ -93,6 +99,32 @@ impl<'a> Fab<'a> {
             username: r.username,
             active: r.active == 1,
         }))
+    }
+
+    /// The password hash FAB stored for `username` (`ab_user.password`, werkzeug's format),
+    /// with the user row; `None` when there is no such user.
+    pub fn credentials(
+        &mut self,
+        username: &str,
+    ) -> Result<Option<(FabUser, Option<String>)>, DbError> {
+        let Some(user) = self.user(username)? else {
+            return Ok(None);
+        };
+        let rows: Vec<PasswordSql> = self.db.load(
+            "SELECT password FROM ab_user WHERE username = ?",
+            &[Arg::Text(username.to_owned())],
+        )?;
+        let hash = rows.into_iter().next().and_then(|r| r.password);
+        Ok(Some((user, hash)))
+    }
+
+    /// The user name of `ab_user.id` (the `sub` of Airflow 3's FAB tokens).
+    pub fn username_of(&mut self, id: i64) -> Result<Option<String>, DbError> {
+        let rows: Vec<TextRow> = self.db.load(
+            "SELECT username AS value FROM ab_user WHERE id = ?",
+            &[Arg::Int(id)],
+        )?;
+        Ok(rows.into_iter().next().map(|r| r.value))
     }
 
     /// Role ids of the user, directly and through groups.

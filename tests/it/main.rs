@@ -4,6 +4,7 @@ mod authz_matrix;
 mod core_loop;
 mod dagcopy;
 mod db_outage;
+mod http_api;
 mod lifecycle;
 mod matrix;
 mod mysql;

@@ -1,0 +1,501 @@
+//! The engine's side of the HTTP layer: reads and look-ups for an Airflow user the HTTP layer
+//! authenticated, answered on the engine thread with the same authorization and audit as the
+//! control socket. Creating and life-cycle actions do not come through here: the HTTP layer
+//! publishes request files into the spool (see `http::api`), which go through the one ingest
+//! pipeline.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio::sync::oneshot;
+
+use super::{emit_audit, not_connected, AuthSource, Engine, Identity};
+use crate::authz::{self, Action, Subject};
+use crate::control::BackfillView;
+use crate::dagcopy;
+use crate::lifecycle::{self, Facts};
+use crate::metadb::airflow::Airflow;
+use crate::metadb::fab::Fab;
+use crate::metadb::store::{self, AuditEntry, BackfillRow, Store};
+use crate::metadb::DbError;
+use crate::reconcile::{Progress, RunObservation, RunState};
+use crate::request::{fmt_ts, Rejection};
+use crate::state::BackfillState;
+
+/// The life-cycle actions, in the order the web UI shows them.
+pub const LIFECYCLE_ACTIONS: [Action; 5] = [
+    Action::Pause,
+    Action::Resume,
+    Action::Cancel,
+    Action::Retry,
+    Action::Delete,
+];
+
+/// Why a web request got no answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WebError {
+    /// The user may not do this (the rejection says why); audited.
+    #[error("{}", .0.message)]
+    Denied(Rejection),
+    /// No such backfill.
+    #[error("{0}")]
+    NotFound(String),
+    /// The metadata DB or the auth source is unavailable.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// Where an answer goes.
+pub type Reply<T> = oneshot::Sender<Result<T, WebError>>;
+
+/// What the HTTP layer asks the engine.
+pub enum WebCommand {
+    /// The stored password hash of an Airflow (FAB) user, to verify a login off the engine
+    /// thread.
+    Credentials {
+        /// `ab_user.username`.
+        username: String,
+        /// `None`: no such user, or no password login with this auth manager.
+        reply: Reply<Option<Credentials>>,
+    },
+    /// The user name of an `ab_user.id` (the subject of an Airflow 3 token).
+    UserById {
+        /// `ab_user.id`.
+        id: i64,
+        /// The name, if the user exists.
+        reply: Reply<Option<String>>,
+    },
+    /// Record a login attempt (audit row and event).
+    AuditLogin {
+        /// The user name tried.
+        username: String,
+        /// The client address.
+        client: String,
+        /// Whether it succeeded.
+        allowed: bool,
+        /// Why not.
+        reason: Option<String>,
+    },
+    /// Backfills the user may read.
+    List {
+        /// The authenticated Airflow user.
+        username: String,
+        /// Include deleted backfills.
+        include_deleted: bool,
+        /// Newest first.
+        reply: Reply<Vec<WebBackfill>>,
+    },
+    /// One backfill, with per-date states.
+    Get {
+        /// The authenticated Airflow user.
+        username: String,
+        /// Backfill id.
+        id: String,
+        /// The backfill.
+        reply: Reply<WebDetail>,
+    },
+    /// Active DAGs the user may create backfills of.
+    Dags {
+        /// The authenticated Airflow user.
+        username: String,
+        /// DAG ids, sorted.
+        reply: Reply<Vec<String>>,
+    },
+}
+
+/// A stored login.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// `ab_user.username`.
+    pub username: String,
+    /// `ab_user.active`.
+    pub active: bool,
+    /// `ab_user.password` (werkzeug's `method$salt$hash`), if set.
+    pub password_hash: Option<String>,
+}
+
+/// A backfill as the HTTP layer shows it to one user.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WebBackfill {
+    /// The backfill as `backfillctl status --json` shows it.
+    #[serde(flatten)]
+    pub view: BackfillView,
+    /// The life-cycle actions this user may ask for now.
+    pub allowed_actions: Vec<Action>,
+    /// Why it is not further along, when something is waiting.
+    pub waiting: Option<String>,
+    /// Every logical date, typed (the view has them as text).
+    #[serde(skip)]
+    pub dates: Vec<DateTime<Utc>>,
+}
+
+/// One backfill with the state of each of its logical dates.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WebDetail {
+    /// The backfill.
+    #[serde(flatten)]
+    pub backfill: WebBackfill,
+    /// Per logical date, in order.
+    pub date_states: Vec<DateState>,
+}
+
+/// The state of one logical date of a backfill.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DateState {
+    /// The logical date (RFC 3339).
+    pub logical_date: String,
+    /// `pending` (no run yet), `queued`, `running`, `success` or `failed`.
+    pub state: &'static str,
+    /// When its run started.
+    pub start: Option<String>,
+    /// When its run ended.
+    pub end: Option<String>,
+}
+
+/// The state of each logical date from the copy's runs.
+pub fn date_states(dates: &[DateTime<Utc>], runs: &[RunObservation]) -> Vec<DateState> {
+    dates
+        .iter()
+        .map(|d| {
+            let run = runs.iter().find(|r| r.logical_date == *d);
+            DateState {
+                logical_date: fmt_ts(*d),
+                state: match run.map(|r| r.state) {
+                    None => "pending",
+                    Some(RunState::Queued) => "queued",
+                    Some(RunState::Running) => "running",
+                    Some(RunState::Success) => "success",
+                    Some(RunState::Failed) => "failed",
+                },
+                start: run.and_then(|r| r.start_date).map(fmt_ts),
+                end: run.and_then(|r| r.end_date).map(fmt_ts),
+            }
+        })
+        .collect()
+}
+
+/// Why a backfill in `state` with `progress` is not further along, for people; `None` when
+/// nothing waits.
+pub fn why_waiting(
+    state: BackfillState,
+    copy_written: bool,
+    progress: &Progress,
+    max_active_runs: u32,
+) -> Option<String> {
+    let waiting = progress.pending + progress.queued;
+    match state {
+        BackfillState::Submitted if !copy_written => {
+            Some("accepted; backfilld writes its DAG copy on the next pass".into())
+        }
+        BackfillState::Submitted => Some(
+            "the DAG copy is written; waiting for Airflow's DAG processor to register it".into(),
+        ),
+        BackfillState::Queued => {
+            Some("registered in Airflow; waiting for the scheduler to create its runs".into())
+        }
+        BackfillState::Paused => Some(format!(
+            "paused in Airflow; {waiting} date(s) wait until it is resumed"
+        )),
+        BackfillState::Running if waiting > 0 => Some(format!(
+            "{waiting} date(s) wait: at most {max_active_runs} run(s) at a time ({} running now), and the scheduler's own slots",
+            progress.running
+        )),
+        _ => None,
+    }
+}
+
+impl Engine {
+    /// Answer one request of the HTTP layer.
+    pub(super) fn web(&mut self, command: WebCommand) {
+        match command {
+            WebCommand::Credentials { username, reply } => {
+                let answer = self.web_answer(|e| e.credentials(&username));
+                let _ = reply.send(answer);
+            }
+            WebCommand::UserById { id, reply } => {
+                let answer = self.web_answer(|e| {
+                    let c = e.conn.as_mut().ok_or_else(not_connected)?;
+                    Ok(Ok(match c.auth {
+                        AuthSource::Fab => Fab::new(&mut c.db).username_of(id)?,
+                        _ => None,
+                    }))
+                });
+                let _ = reply.send(answer);
+            }
+            WebCommand::AuditLogin {
+                username,
+                client,
+                allowed,
+                reason,
+            } => {
+                let entry = AuditEntry {
+                    at: store::stored_ts(Utc::now()),
+                    uid: None,
+                    unix_user: Some(format!("http:{client}")),
+                    airflow_user: Some(username),
+                    on_behalf_of: None,
+                    action: "login".into(),
+                    target: None,
+                    allowed,
+                    reason_code: None,
+                    reason,
+                };
+                emit_audit(&entry);
+                let host = self.host.clone();
+                if self.ensure_connected().is_ok() {
+                    if let Some(c) = self.conn.as_mut() {
+                        if let Err(e) = Store::new(&mut c.db).audit(&host, &entry) {
+                            tracing::warn!(error = %e, "cannot record a login in the audit log");
+                            self.lost(&e);
+                        }
+                    }
+                }
+            }
+            WebCommand::List {
+                username,
+                include_deleted,
+                reply,
+            } => {
+                let answer = self.web_answer(|e| e.web_list(&username, include_deleted));
+                let _ = reply.send(answer);
+            }
+            WebCommand::Get {
+                username,
+                id,
+                reply,
+            } => {
+                let answer = self.web_answer(|e| e.web_get(&username, &id));
+                let _ = reply.send(answer);
+            }
+            WebCommand::Dags { username, reply } => {
+                let answer = self.web_answer(|e| e.web_dags(&username));
+                let _ = reply.send(answer);
+            }
+        }
+    }
+
+    /// Connect if needed, run `f`, and turn DB trouble into [`WebError::Unavailable`].
+    fn web_answer<T>(
+        &mut self,
+        f: impl FnOnce(&mut Engine) -> Result<Result<T, WebError>, DbError>,
+    ) -> Result<T, WebError> {
+        if let Err(e) = self.ensure_connected() {
+            return Err(WebError::Unavailable(format!(
+                "the metadata DB is unavailable: {e}"
+            )));
+        }
+        match f(self) {
+            Ok(answer) => answer,
+            Err(e) => {
+                self.lost(&e);
+                Err(WebError::Unavailable(format!("metadata DB error: {e}")))
+            }
+        }
+    }
+
+    fn credentials(
+        &mut self,
+        username: &str,
+    ) -> Result<Result<Option<Credentials>, WebError>, DbError> {
+        let c = self.conn.as_mut().ok_or_else(not_connected)?;
+        match &c.auth {
+            AuthSource::Fab => {
+                let found = Fab::new(&mut c.db).credentials(username)?;
+                Ok(Ok(found.map(|(user, hash)| Credentials {
+                    username: user.username,
+                    active: user.active,
+                    password_hash: hash,
+                })))
+            }
+            AuthSource::Simple { .. } => Ok(Err(WebError::Unavailable(
+                "Airflow uses the SimpleAuthManager, whose passwords backfilld cannot check; log in with a token from Airflow's api-server".into(),
+            ))),
+            AuthSource::Unavailable(why) => Ok(Err(WebError::Unavailable(why.clone()))),
+        }
+    }
+
+    /// The user's subject, authorised to read `Backfills` (audited when refused).
+    fn web_reader(
+        &mut self,
+        username: &str,
+        target: Option<&str>,
+    ) -> Result<Result<(Identity, Subject), WebError>, DbError> {
+        let ident = Identity {
+            unix_user: Some("http".into()),
+            ..Identity::default()
+        };
+        let resolved = match self.airflow_subject(ident, username.to_owned())? {
+            Ok((ident, subject)) => match authz::authorize(&subject, Action::Read, None) {
+                Ok(()) => Ok((ident, subject)),
+                Err(d) => Err((ident, Rejection::from(d))),
+            },
+            Err(refused) => Err(refused),
+        };
+        match resolved {
+            Ok(v) => Ok(Ok(v)),
+            Err((ident, r)) => {
+                self.audit(&ident, Action::Read, target, Some(&r))?;
+                Ok(Err(WebError::Denied(r)))
+            }
+        }
+    }
+
+    fn web_list(
+        &mut self,
+        username: &str,
+        include_deleted: bool,
+    ) -> Result<Result<Vec<WebBackfill>, WebError>, DbError> {
+        let (ident, subject) = match self.web_reader(username, None)? {
+            Ok(v) => v,
+            Err(e) => return Ok(Err(e)),
+        };
+        let c = self.conn.as_mut().ok_or_else(not_connected)?;
+        let rows = Store::new(&mut c.db).backfills(include_deleted)?;
+        let list = rows
+            .iter()
+            .filter(|b| subject.can_read_dag(&b.dag_id))
+            .map(|b| web_backfill(b, &subject))
+            .collect();
+        self.audit(&ident, Action::Read, None, None)?;
+        Ok(Ok(list))
+    }
+
+    fn web_get(
+        &mut self,
+        username: &str,
+        id: &str,
+    ) -> Result<Result<WebDetail, WebError>, DbError> {
+        let (ident, subject) = match self.web_reader(username, Some(id))? {
+            Ok(v) => v,
+            Err(e) => return Ok(Err(e)),
+        };
+        let c = self.conn.as_mut().ok_or_else(not_connected)?;
+        let Some(row) = Store::new(&mut c.db).backfill_any(id)? else {
+            return Ok(Err(WebError::NotFound(format!(
+                "The backfill with backfill_dag_id: `{id}` was not found"
+            ))));
+        };
+        if let Err(d) = authz::authorize(&subject, Action::Read, Some(&row.dag_id)) {
+            let r = Rejection::from(d);
+            self.audit(&ident, Action::Read, Some(id), Some(&r))?;
+            return Ok(Err(WebError::Denied(r)));
+        }
+        let runs = if row.copy_written_at.is_some() {
+            Airflow::new(&mut c.db, &c.schema).runs(&row.id)?
+        } else {
+            Vec::new()
+        };
+        let detail = WebDetail {
+            date_states: date_states(&row.logical_dates, &runs),
+            backfill: web_backfill(&row, &subject),
+        };
+        self.audit(&ident, Action::Read, Some(id), None)?;
+        Ok(Ok(detail))
+    }
+
+    fn web_dags(&mut self, username: &str) -> Result<Result<Vec<String>, WebError>, DbError> {
+        let (_, subject) = match self.web_reader(username, None)? {
+            Ok(v) => v,
+            Err(e) => return Ok(Err(e)),
+        };
+        let c = self.conn.as_mut().ok_or_else(not_connected)?;
+        let copies = format!("/{}/", dagcopy::COPY_SUBDIR);
+        let dags = Airflow::new(&mut c.db, &c.schema).active_dags()?;
+        Ok(Ok(dags
+            .into_iter()
+            .filter(|d| !d.fileloc.as_deref().is_some_and(|f| f.contains(&copies)))
+            .filter(|d| authz::authorize(&subject, Action::Create, Some(&d.dag_id)).is_ok())
+            .map(|d| d.dag_id)
+            .collect()))
+    }
+}
+
+/// A row as one user sees it: with the actions they may take on it now.
+fn web_backfill(row: &BackfillRow, subject: &Subject) -> WebBackfill {
+    let facts = Facts {
+        state: row.state,
+        deleted: row.deleted,
+        copy_written: row.copy_written_at.is_some(),
+        failed_dates: row.progress.failed,
+    };
+    let allowed_actions = LIFECYCLE_ACTIONS
+        .into_iter()
+        .filter(|a| {
+            authz::authorize(subject, *a, Some(&row.dag_id)).is_ok()
+                && lifecycle::plan(*a, facts).is_ok()
+        })
+        .collect();
+    WebBackfill {
+        view: BackfillView::from(row),
+        allowed_actions,
+        waiting: why_waiting(
+            row.state,
+            row.copy_written_at.is_some(),
+            &row.progress,
+            row.max_active_runs,
+        ),
+        dates: row.logical_dates.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn day(d: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2024, 1, d, 0, 0, 0)
+            .single()
+            .unwrap_or_else(|| panic!("bad date"))
+    }
+
+    #[test]
+    fn date_states_follow_runs() {
+        let runs = vec![
+            RunObservation {
+                logical_date: day(1),
+                state: RunState::Success,
+                start_date: Some(day(5)),
+                end_date: Some(day(6)),
+            },
+            RunObservation {
+                logical_date: day(2),
+                state: RunState::Running,
+                start_date: Some(day(6)),
+                end_date: None,
+            },
+        ];
+        let states = date_states(&[day(1), day(2), day(3)], &runs);
+        let names: Vec<_> = states.iter().map(|s| s.state).collect();
+        assert_eq!(names, ["success", "running", "pending"]);
+        assert_eq!(states[0].end.as_deref(), Some("2024-01-06T00:00:00Z"));
+        assert_eq!(states[2].start, None);
+    }
+
+    #[test]
+    fn why_waiting_says_what_blocks() {
+        let p = Progress {
+            total: 5,
+            succeeded: 1,
+            running: 2,
+            pending: 2,
+            ..Progress::default()
+        };
+        let running = why_waiting(BackfillState::Running, true, &p, 2);
+        assert!(running.is_some_and(|w| w.contains("2 date(s) wait") && w.contains("at most 2")));
+        assert!(why_waiting(BackfillState::Submitted, false, &p, 2)
+            .is_some_and(|w| w.contains("writes its DAG copy")));
+        assert!(why_waiting(BackfillState::Submitted, true, &p, 2)
+            .is_some_and(|w| w.contains("register")));
+        assert!(
+            why_waiting(BackfillState::Paused, true, &p, 2).is_some_and(|w| w.contains("resumed"))
+        );
+        assert_eq!(why_waiting(BackfillState::Success, true, &p, 2), None);
+        let done = Progress {
+            total: 2,
+            succeeded: 1,
+            running: 1,
+            ..Progress::default()
+        };
+        assert_eq!(why_waiting(BackfillState::Running, true, &done, 2), None);
+    }
+}

@@ -1,0 +1,498 @@
+//! Issue 8's API acceptance on real Airflow 2.11 with SQLite and a real scheduler: the seed's
+//! `/api/v1/plugins/backfills` contract (fields, statuses, error shapes), logins of users made
+//! by `airflow users create` (wrong password, inactive user and lock-out refused, failures
+//! audited), a backfill created through the API running to success, `/api/v2` reads and the
+//! web UI's login, CSRF and create form.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::support::{free_port, wait_for, Airflow, AirflowMajor, Daemon};
+
+const BIG: Duration = Duration::from_secs(420);
+
+/// A small HTTP client that reports every status instead of failing on it.
+struct Client {
+    base: String,
+    agent: ureq::Agent,
+}
+
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {} {}", self.status, self.body))
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+fn basic(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
+
+impl Client {
+    fn new(port: u16) -> Client {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .timeout_global(Some(Duration::from_secs(120)))
+            .build()
+            .into();
+        Client {
+            base: format!("http://127.0.0.1:{port}"),
+            agent,
+        }
+    }
+
+    fn finish(r: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Reply {
+        let mut r = r.unwrap_or_else(|e| panic!("HTTP request failed: {e}"));
+        let headers = r
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
+            .collect();
+        Reply {
+            status: r.status().as_u16(),
+            headers,
+            body: r.body_mut().read_to_string().unwrap_or_default(),
+        }
+    }
+
+    fn get(&self, path: &str, auth: Option<&str>) -> Reply {
+        let mut req = self.agent.get(format!("{}{path}", self.base));
+        if let Some(a) = auth {
+            req = req.header("Authorization", a);
+        }
+        Client::finish(req.call())
+    }
+
+    fn get_cookie(&self, path: &str, cookie: &str) -> Reply {
+        Client::finish(
+            self.agent
+                .get(format!("{}{path}", self.base))
+                .header("Cookie", cookie)
+                .call(),
+        )
+    }
+
+    fn post_json(&self, path: &str, auth: &str, body: &Value) -> Reply {
+        Client::finish(
+            self.agent
+                .post(format!("{}{path}", self.base))
+                .header("Authorization", auth)
+                .send_json(body),
+        )
+    }
+
+    fn post_form(&self, path: &str, cookie: Option<&str>, form: &[(&str, &str)]) -> Reply {
+        let mut req = self.agent.post(format!("{}{path}", self.base));
+        if let Some(c) = cookie {
+            req = req.header("Cookie", c);
+        }
+        Client::finish(req.send_form(form.iter().copied()))
+    }
+}
+
+fn assert_problem(r: &Reply, status: u16) {
+    assert_eq!(r.status, status, "{}", r.body);
+    assert_eq!(
+        r.header("content-type"),
+        Some("application/problem+json"),
+        "{}",
+        r.body
+    );
+    let p = r.json();
+    assert_eq!(p["status"], status, "{p}");
+    assert!(
+        p["title"].is_string() && p["detail"].is_string() && p["type"].is_string(),
+        "{p}"
+    );
+}
+
+#[test]
+fn seed_api_and_logins_on_airflow2_sqlite() {
+    let mut af = Airflow::sqlite(AirflowMajor::V2, "http_api_af2");
+    af.start_scheduler();
+    af.wait_parsed("sales", BIG);
+    let port = free_port();
+    let daemon = Daemon::start_with(
+        &af,
+        &[],
+        &format!("\n[http]\nlisten = \"127.0.0.1:{port}\"\nmax_failed_logins = 5\n"),
+    );
+    af.ensure_user("alice", "User");
+    af.ensure_user("vera", "Viewer");
+    af.ensure_user("ina", "User");
+    af.sql()
+        .execute("UPDATE ab_user SET active = 0 WHERE username = 'ina'", [])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let c = Client::new(port);
+    wait_for("the HTTP listener", Duration::from_secs(30), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    let alice = basic("alice", "pw");
+
+    // The OpenAPI document needs no login.
+    let doc = c.get("/api/v2/openapi.json", None);
+    assert_eq!(doc.status, 200);
+    assert_eq!(doc.json()["openapi"], "3.0.3");
+
+    // Bad credentials: 401 in Airflow's problem shape, with a Basic challenge.
+    let none = c.get("/api/v1/plugins/backfills", None);
+    assert_problem(&none, 401);
+    assert!(none
+        .header("www-authenticate")
+        .is_some_and(|v| v.starts_with("Basic")));
+    assert_problem(
+        &c.get("/api/v1/plugins/backfills", Some(&basic("alice", "wrong"))),
+        401,
+    );
+    assert_problem(
+        &c.get("/api/v1/plugins/backfills", Some(&basic("ina", "pw"))),
+        401,
+    );
+    assert_problem(
+        &c.get("/api/v1/plugins/backfills", Some(&basic("nobody", "pw"))),
+        401,
+    );
+
+    // A user made by `airflow users create` logs in.
+    let list = c.get("/api/v1/plugins/backfills", Some(&alice));
+    assert_eq!(list.status, 200, "{}", list.body);
+    assert_eq!(list.json(), json!([]));
+
+    // No permission: Viewer has no Backfills permissions (403 to read and to create).
+    let vera = basic("vera", "pw");
+    assert_problem(&c.get("/api/v1/plugins/backfills", Some(&vera)), 403);
+    let body = json!({
+        "dag_id": "sales", "start_date": "2024-05-01", "end_date": "2024-05-02T00:00:00+00:00",
+        "description": "via the seed API", "dag_params": {"region": "us"}, "max_active_runs": 2,
+        "delete_duration_days": 3, "ignore_overlapping_backfills": false,
+    });
+    assert_problem(&c.post_json("/api/v1/plugins/backfills", &vera, &body), 403);
+
+    // Unknown DAG: 400 (for a user allowed to edit every DAG); missing field: 400.
+    let unknown = c.post_json(
+        "/api/v1/plugins/backfills",
+        &alice,
+        &json!({"dag_id": "no_such_dag", "start_date": "2024-05-01", "end_date": "2024-05-02", "delete_duration_days": 1}),
+    );
+    assert_problem(&unknown, 400);
+    assert_eq!(
+        unknown.json()["reason_code"],
+        "unknown_dag",
+        "{}",
+        unknown.body
+    );
+    assert_problem(
+        &c.post_json(
+            "/api/v1/plugins/backfills",
+            &alice,
+            &json!({"dag_id": "sales"}),
+        ),
+        400,
+    );
+
+    // Create: the seed's response fields.
+    let created = c.post_json("/api/v1/plugins/backfills", &alice, &body);
+    assert_eq!(
+        created.status,
+        200,
+        "{}\n{}",
+        created.body,
+        daemon.log_text()
+    );
+    let b = created.json();
+    let id = b["backfill_dag_id"].as_str().unwrap_or_default().to_owned();
+    assert!(id.starts_with("sales_backfill_"), "{b}");
+    assert_eq!(b["dag_id"], "sales");
+    assert_eq!(b["submitted_by"], "alice");
+    assert_eq!(b["description"], "via the seed API");
+    assert_eq!(b["max_active_runs"], 2);
+    assert_eq!(b["start_date"], "2024-05-01T00:00:00+00:00");
+    assert_eq!(b["end_date"], "2024-05-02T00:00:00+00:00");
+    assert_eq!(
+        b["logical_dates"],
+        json!(["2024-05-01T00:00:00+00:00", "2024-05-02T00:00:00+00:00"])
+    );
+    assert_eq!(b["dag_params"], json!({"region": "us"}));
+    assert_eq!(b["deleted"], "");
+    for key in ["state", "submitted_at", "updated_at"] {
+        assert!(b[key].is_string(), "{key}: {b}");
+    }
+    // The same pipeline as a spool file: an accepted request record and an audit row.
+    assert_eq!(
+        af.count(
+            "SELECT COUNT(*) FROM backfilld_request WHERE backfill_id = ?1 AND outcome = 'accepted' AND airflow_user = 'alice' AND file_name LIKE 'http-%'",
+            &[&id],
+        ),
+        1
+    );
+    assert!(
+        af.count(
+            "SELECT COUNT(*) FROM backfilld_audit WHERE action = 'create' AND airflow_user = 'alice' AND allowed = 1",
+            &[],
+        ) >= 1
+    );
+    // Overlap: 400, naming the active backfill.
+    let overlap = c.post_json("/api/v1/plugins/backfills", &alice, &body);
+    assert_problem(&overlap, 400);
+    assert!(
+        overlap.json()["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains(&id)),
+        "{}",
+        overlap.body
+    );
+
+    // Get and list; not found is 404.
+    let got = c.get(&format!("/api/v1/plugins/backfills/{id}"), Some(&alice));
+    assert_eq!(got.status, 200, "{}", got.body);
+    assert_eq!(got.json()["backfill_dag_id"], id.as_str());
+    assert_problem(
+        &c.get(
+            "/api/v1/plugins/backfills/sales_backfill_19990101_000000",
+            Some(&alice),
+        ),
+        404,
+    );
+    let listed = c
+        .get(
+            "/api/v1/plugins/backfills?dag_id=sales&start_date=2024-05-02&end_date=2024-05-03",
+            Some(&alice),
+        )
+        .json();
+    assert!(
+        listed
+            .as_array()
+            .is_some_and(|l| l.iter().any(|x| x["backfill_dag_id"] == id.as_str())),
+        "{listed}"
+    );
+    let outside = c
+        .get(
+            "/api/v1/plugins/backfills?start_date=2020-01-01&end_date=2020-01-02",
+            Some(&alice),
+        )
+        .json();
+    assert_eq!(outside, json!([]));
+    let other_dag = c
+        .get("/api/v1/plugins/backfills?dag_id=other", Some(&alice))
+        .json();
+    assert_eq!(other_dag, json!([]));
+
+    // It runs to success; v2 shows per-date states.
+    let done = wait_for(&format!("{id} to succeed"), BIG, || {
+        let s = c
+            .get(&format!("/api/v1/plugins/backfills/{id}"), Some(&alice))
+            .json();
+        matches!(
+            s["state"].as_str(),
+            Some("success" | "failed" | "cancelled")
+        )
+        .then_some(s)
+    });
+    assert_eq!(done["state"], "success", "{done}\n{}", daemon.log_text());
+    assert!(
+        done["run_start_date"].is_string() && done["run_end_date"].is_string(),
+        "{done}"
+    );
+    let v2 = c.get(&format!("/api/v2/backfills/{id}"), Some(&alice));
+    assert_eq!(v2.status, 200, "{}", v2.body);
+    let v2 = v2.json();
+    assert_eq!(v2["dates_succeeded"], 2, "{v2}");
+    assert_eq!(
+        v2["date_states"]
+            .as_array()
+            .map(|d| d.iter().all(|s| s["state"] == "success")),
+        Some(true),
+        "{v2}"
+    );
+    let v2_list = c
+        .get("/api/v2/backfills?state=success", Some(&alice))
+        .json();
+    assert_eq!(v2_list["total_entries"], 1, "{v2_list}");
+    let dags = c.get("/api/v2/dags", Some(&alice)).json();
+    assert!(
+        dags["dag_ids"]
+            .as_array()
+            .is_some_and(|d| d.contains(&json!("sales"))
+                && !d
+                    .iter()
+                    .any(|x| x.as_str().is_some_and(|s| s.contains("_backfill_")))),
+        "{dags}"
+    );
+
+    // v2: a dry run lists the dates and creates nothing.
+    let dry = c.post_json(
+        "/api/v2/backfills",
+        &alice,
+        &json!({"dag_id": "sales", "start": "2024-07-01", "end": "2024-07-03", "dry_run": true}),
+    );
+    assert_eq!(dry.status, 200, "{}", dry.body);
+    assert_eq!(
+        dry.json()["logical_dates"].as_array().map(Vec::len),
+        Some(3),
+        "{}",
+        dry.body
+    );
+    assert_eq!(
+        c.get("/api/v2/backfills", Some(&alice)).json()["total_entries"],
+        1
+    );
+
+    // The web UI: login page, session, CSRF on the create form.
+    let root = c.get("/", None);
+    assert_eq!(root.status, 303, "{}", root.body);
+    assert_eq!(root.header("location"), Some("/login"));
+    let bad = c.post_form(
+        "/login",
+        None,
+        &[("username", "alice"), ("password", "nope")],
+    );
+    assert_eq!(bad.status, 401);
+    let login = c.post_form("/login", None, &[("username", "alice"), ("password", "pw")]);
+    assert_eq!(login.status, 303, "{}", login.body);
+    let cookie = login
+        .header("set-cookie")
+        .and_then(|v| v.split(';').next())
+        .unwrap_or_else(|| panic!("no session cookie"))
+        .to_owned();
+    let page = c.get_cookie("/", &cookie);
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body.contains(&id) && page.body.contains("class=\"bar\""),
+        "{}",
+        page.body
+    );
+    let form = c.get_cookie("/new", &cookie);
+    assert!(
+        form.body.contains("<option value=\"sales\""),
+        "{}",
+        form.body
+    );
+    let csrf = form
+        .body
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap_or_else(|| panic!("no CSRF token"))
+        .to_owned();
+    let fields = [
+        ("dag_id", "sales"),
+        ("start", "2024-06-01"),
+        ("end", "2024-06-01"),
+    ];
+    let forged = c.post_form("/new", Some(&cookie), &fields);
+    assert_eq!(forged.status, 403, "{}", forged.body);
+    let mut with_csrf = fields.to_vec();
+    with_csrf.push(("csrf", &csrf));
+    let made = c.post_form("/new", Some(&cookie), &with_csrf);
+    assert_eq!(made.status, 303, "{}", made.body);
+    let detail_path = made.header("location").unwrap_or_default().to_owned();
+    assert!(
+        detail_path.starts_with("/backfills/sales_backfill_"),
+        "{detail_path}"
+    );
+    let detail = c.get_cookie(&detail_path, &cookie);
+    assert!(detail.body.contains("id=\"dates\""), "{}", detail.body);
+
+    // Life-cycle through the seed API: cancel the UI's backfill, delete the finished one.
+    let ui_id = detail_path.trim_start_matches("/backfills/").to_owned();
+    let v2_ui = c
+        .get(&format!("/api/v2/backfills/{ui_id}"), Some(&alice))
+        .json();
+    assert!(
+        v2_ui["allowed_actions"]
+            .as_array()
+            .is_some_and(|a| a.contains(&json!("cancel"))),
+        "{v2_ui}"
+    );
+    assert_problem(
+        &c.post_json(
+            &format!("/api/v1/plugins/backfills/{ui_id}/cancel"),
+            &vera,
+            &json!({}),
+        ),
+        403,
+    );
+    let cancelled = c.post_json(
+        &format!("/api/v1/plugins/backfills/{ui_id}/cancel"),
+        &alice,
+        &json!({}),
+    );
+    assert_eq!(cancelled.status, 200, "{}", cancelled.body);
+    assert!(
+        matches!(
+            cancelled.json()["state"].as_str(),
+            Some("cancelled" | "failed")
+        ),
+        "{}",
+        cancelled.body
+    );
+    assert_problem(
+        &c.post_json(
+            "/api/v1/plugins/backfills/sales_backfill_19990101_000000/cancel",
+            &alice,
+            &json!({}),
+        ),
+        404,
+    );
+    let deleted = Client::finish(
+        c.agent
+            .delete(format!("{}/api/v1/plugins/backfills/{id}", c.base))
+            .header("Authorization", &alice)
+            .call(),
+    );
+    assert_eq!(deleted.status, 200, "{}", deleted.body);
+    assert_eq!(deleted.json()["deleted"], "Deleted", "{}", deleted.body);
+    let visible = c.get("/api/v1/plugins/backfills", Some(&alice)).json();
+    assert!(
+        visible
+            .as_array()
+            .is_some_and(|l| !l.iter().any(|x| x["backfill_dag_id"] == id.as_str())),
+        "{visible}"
+    );
+    let all = c
+        .get(
+            "/api/v1/plugins/backfills?include_deleted=true",
+            Some(&alice),
+        )
+        .json();
+    assert!(
+        all.as_array()
+            .is_some_and(|l| l.iter().any(|x| x["backfill_dag_id"] == id.as_str())),
+        "{all}"
+    );
+
+    // Failed logins were audited; too many from one address lock it out (429).
+    assert!(
+        af.count(
+            "SELECT COUNT(*) FROM backfilld_audit WHERE action = 'login' AND allowed = 0",
+            &[],
+        ) >= 4
+    );
+    let mut last = 0;
+    for _ in 0..3 {
+        last = c
+            .get("/api/v1/plugins/backfills", Some(&basic("mallory", "x")))
+            .status;
+    }
+    assert_eq!(last, 429);
+    assert_eq!(c.get("/api/v1/plugins/backfills", Some(&alice)).status, 429);
+}
