@@ -165,6 +165,12 @@ pub struct BackfillView {
     /// When it will be deleted automatically.
     #[serde(default)]
     pub delete_at: Option<String>,
+    /// The `reprocess` mode it was created with.
+    #[serde(default)]
+    pub reprocess: Option<String>,
+    /// Dates of its range skipped because the origin DAG already ran them.
+    #[serde(default)]
+    pub skipped_dates: Vec<String>,
 }
 
 fn opt_ts(t: Option<DateTime<Utc>>) -> Option<String> {
@@ -208,6 +214,8 @@ impl From<&BackfillRow> for BackfillView {
             } else {
                 opt_ts(b.delete_due())
             },
+            reprocess: b.reprocess.clone(),
+            skipped_dates: b.skipped_dates.iter().map(|d| fmt_ts(*d)).collect(),
         }
     }
 }
@@ -295,6 +303,8 @@ mod tests {
             retry_of: None,
             scheduled_at: None,
             delete_after_days: None,
+            reprocess: None,
+            skipped_dates: vec![],
         }
     }
 

@@ -139,6 +139,10 @@ pub struct SubmitArgs {
     /// Delete the backfill this many days after it finishes (0: at once).
     #[arg(long)]
     pub delete_after_days: Option<i64>,
+    /// Dates the origin DAG already ran: none (skip them all), failed (re-run only failed
+    /// ones) or completed (run them all; the default).
+    #[arg(long, value_name = "MODE")]
+    pub reprocess: Option<String>,
     /// Return once the file is in the spool, without waiting for the decision.
     #[arg(long)]
     pub no_wait: bool,
@@ -168,6 +172,8 @@ struct RequestFile {
     scheduled_at: Option<toml::value::Datetime>,
     #[serde(skip_serializing_if = "Option::is_none")]
     delete_after_days: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reprocess: Option<String>,
     #[serde(skip_serializing_if = "toml::Table::is_empty")]
     params: toml::Table,
 }
@@ -353,6 +359,7 @@ fn submit(config: &Config, socket: &Path, args: SubmitArgs) -> anyhow::Result<i3
             .map(|t| parse_when("at", t))
             .transpose()?,
         delete_after_days: args.delete_after_days,
+        reprocess: args.reprocess,
         params,
     };
     let body = toml::to_string(&file).context("encoding the request")?;
@@ -403,16 +410,35 @@ fn print_outcome(request: &RequestRecord, json: bool) -> anyhow::Result<i32> {
         println!("{}", serde_json::to_string_pretty(request)?);
     } else if request.dry_run && accepted {
         let dates = request.dates.clone().unwrap_or_default();
+        let skipped = request.skipped_dates.clone().unwrap_or_default();
         println!(
-            "dry run: {} logical dates would run (nothing created)",
-            dates.len()
+            "dry run: {} logical dates would run, {} skipped (nothing created)",
+            dates.len(),
+            skipped.len()
         );
-        println!("{:>5}  LOGICAL DATE", "#");
-        for (i, d) in dates.iter().enumerate() {
-            println!("{:>5}  {d}", i + 1);
+        println!("{:>5}  {:<22}  WHAT", "#", "LOGICAL DATE");
+        let mut all: Vec<(&String, &str)> = dates
+            .iter()
+            .map(|d| (d, "run"))
+            .chain(
+                skipped
+                    .iter()
+                    .map(|d| (d, "skipped: the DAG already ran it")),
+            )
+            .collect();
+        all.sort();
+        for (i, (d, what)) in all.iter().enumerate() {
+            println!("{:>5}  {d:<22}  {what}", i + 1);
         }
     } else if let Some(id) = &request.backfill_id {
         println!("{id}");
+        if let Some(skipped) = request.skipped_dates.as_ref().filter(|s| !s.is_empty()) {
+            eprintln!(
+                "skipped {} dates the DAG already ran: {}",
+                skipped.len(),
+                skipped.join(", ")
+            );
+        }
     } else {
         let code = request
             .reason_code

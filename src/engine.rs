@@ -22,7 +22,7 @@ use crate::config::{AirflowLocation, AuthManager, Config};
 use crate::control::{BackfillView, ControlRequest, ControlResponse};
 use crate::dagcopy::{self, CopySpec};
 use crate::failpoint;
-use crate::lifecycle::{self, Effect, Facts};
+use crate::lifecycle::{self, Effect, Facts, Reprocess};
 use crate::metadb::airflow::{Airflow, AirflowSchema, Generation};
 use crate::metadb::fab::Fab;
 use crate::metadb::store::{
@@ -105,8 +105,8 @@ struct Verdict {
 enum Accepted {
     /// Create this backfill.
     Create(NewBackfill),
-    /// A dry run: these dates would run; nothing is created.
-    DryRun(Vec<chrono::DateTime<Utc>>),
+    /// A dry run: this backfill would be created; nothing is.
+    DryRun(Box<NewBackfill>),
     /// A life-cycle action on backfill `id`; a retry creates `retry`.
     Operate {
         id: String,
@@ -628,6 +628,7 @@ impl Engine {
             action: Some(action.as_str().to_owned()),
             dry_run: false,
             dates: None,
+            skipped_dates: None,
         };
         let c = self.conn.as_mut().ok_or_else(not_connected)?;
         match verdict {
@@ -636,10 +637,11 @@ impl Engine {
                 record.reason = Some(rejection.message);
                 Store::new(&mut c.db).record_request(&record)?;
             }
-            Ok(Accepted::DryRun(dates)) => {
+            Ok(Accepted::DryRun(new)) => {
                 record.outcome = "accepted".into();
                 record.dry_run = true;
-                record.dates = Some(dates.into_iter().map(fmt_ts).collect());
+                record.dates = Some(new.logical_dates.iter().map(|d| fmt_ts(*d)).collect());
+                record.skipped_dates = skipped_of(&new);
                 Store::new(&mut c.db).record_request(&record)?;
             }
             Ok(Accepted::Operate { id, effect, retry }) => {
@@ -692,6 +694,7 @@ impl Engine {
                 record.backfill_id = done;
             }
             Ok(Accepted::Create(new)) => {
+                record.skipped_dates = skipped_of(&new);
                 let host = self.host.clone();
                 let id = c.db.transaction(|db| {
                     let mut s = Store::new(db);
@@ -759,7 +762,7 @@ impl Engine {
                         let dry_run = req.dry_run;
                         self.check_dag(req, &ident)?.map(|new| {
                             if dry_run {
-                                Accepted::DryRun(new.logical_dates)
+                                Accepted::DryRun(Box::new(new))
                             } else {
                                 Accepted::Create(new)
                             }
@@ -880,6 +883,7 @@ impl Engine {
                 dry_run: false,
                 scheduled_at: None,
                 delete_after_days: row.delete_after_days,
+                reprocess: Reprocess::Completed,
             },
             dates,
             row.origin_fileloc.clone(),
@@ -906,7 +910,7 @@ impl Engine {
     /// The checks of an authorised request against Airflow's DAG and backfilld's backfills.
     fn check_dag(
         &mut self,
-        req: Request,
+        mut req: Request,
         ident: &Identity,
     ) -> Result<Result<NewBackfill, Rejection>, DbError> {
         let limit = self.config.limits.max_dates_per_request;
@@ -939,7 +943,7 @@ impl Engine {
         let Some(origin_code) = af.source_code(&req.dag_id, &fileloc)? else {
             return Ok(Err(not_serialized()));
         };
-        let dates = match Timetable::from_serialized_dag(&serialized)
+        let mut dates = match Timetable::from_serialized_dag(&serialized)
             .and_then(|t| t.logical_dates(req.start, req.end, limit))
         {
             Ok(d) => d,
@@ -969,6 +973,39 @@ impl Engine {
                 ),
             )));
         }
+        let mut skipped = Vec::new();
+        if req.reprocess != Reprocess::Completed {
+            let origin_runs = Airflow::new(&mut c.db, &c.schema).runs(&req.dag_id)?;
+            let origin: Vec<Option<bool>> = dates
+                .iter()
+                .map(|d| {
+                    origin_runs
+                        .iter()
+                        .find(|r| r.logical_date == *d)
+                        .map(|r| r.state == RunState::Failed)
+                })
+                .collect();
+            (dates, skipped) = match lifecycle::reprocess_dates(req.reprocess, &dates, &origin) {
+                Ok(split) => split,
+                Err(refusal) => {
+                    return Ok(Err(Rejection::new(ReasonCode::InvalidValue, refusal.0)))
+                }
+            };
+            let (Some(&first), Some(&last)) = (dates.first(), dates.last()) else {
+                return Ok(Err(Rejection::new(
+                    ReasonCode::NoLogicalDates,
+                    format!(
+                        "DAG {:?} already ran every logical date between {} and {} (reprocess = \"{}\")",
+                        req.dag_id,
+                        fmt_ts(req.start),
+                        fmt_ts(req.end),
+                        req.reprocess.as_str()
+                    ),
+                )));
+            };
+            req.start = first;
+            req.end = last;
+        }
         if !req.ignore_overlap {
             let overlapping = Store::new(&mut c.db).overlapping(&req.dag_id, req.start, req.end)?;
             if !overlapping.is_empty() {
@@ -984,6 +1021,7 @@ impl Engine {
         }
         let mut new = new_backfill(req, dates, fileloc, origin_code, ident);
         new.delete_after_days = new.delete_after_days.or(default_delete_after_days);
+        new.skipped_dates = skipped;
         Ok(Ok(new))
     }
 
@@ -1137,6 +1175,19 @@ impl Engine {
             PendingOp::Cancel => {
                 let registered = af.set_paused(&row.id, true)?;
                 let failed = af.fail_unfinished_runs(&row.id, now)?;
+                let obs = Observation {
+                    registered: Some(true),
+                    import_error: None,
+                    runs: af.runs(&row.id)?,
+                };
+                let d = reconcile::decide(
+                    row.state,
+                    &row.logical_dates,
+                    &obs,
+                    chrono::Duration::zero(),
+                    chrono::Duration::zero(),
+                );
+                Store::new(&mut c.db).set_progress(&row.id, &d, now)?;
                 tracing::info!(backfill = %row.id, registered, failed_runs = failed, "cancelled: copy paused, unfinished runs marked failed");
                 if registered {
                     true
@@ -1394,7 +1445,14 @@ fn new_backfill(
         retry_of: None,
         scheduled_at: req.scheduled_at,
         delete_after_days: req.delete_after_days,
+        reprocess: req.reprocess.as_str().to_owned(),
+        skipped_dates: Vec::new(),
     }
+}
+
+/// The dates a new backfill skips, for its outcome (`None` when none).
+fn skipped_of(new: &NewBackfill) -> Option<Vec<String>> {
+    (!new.skipped_dates.is_empty()).then(|| new.skipped_dates.iter().map(|d| fmt_ts(*d)).collect())
 }
 
 fn auth_name(a: &AuthSource) -> String {

@@ -1,5 +1,6 @@
 //! The life-cycle actions a user can ask for on an existing backfill (cancel, pause, resume,
-//! delete, retry), and in one place which are allowed in which state and what each one does.
+//! delete, retry), and in one place which are allowed in which state and what each one does;
+//! also which dates a retry or a `reprocess` choice leaves to run.
 //! Pure: the engine gathers [`Facts`] and carries out the [`Effect`].
 
 use chrono::{DateTime, Utc};
@@ -88,6 +89,86 @@ pub fn plan(action: Action, facts: Facts) -> Result<Effect, Refusal> {
             S::Submitted | S::Queued | S::Running | S::Paused => refuse("it has not finished"),
         },
     }
+}
+
+/// What a new backfill does with dates the origin DAG already has a run for (Airflow 3's
+/// `reprocess_behavior` names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Reprocess {
+    /// Skip every date the origin DAG has a run for.
+    None,
+    /// Skip dates whose origin run did not fail (succeeded, or still in flight).
+    Failed,
+    /// Run every date, whatever the origin DAG did (the default).
+    #[default]
+    Completed,
+}
+
+impl Reprocess {
+    /// The name in request files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reprocess::None => "none",
+            Reprocess::Failed => "failed",
+            Reprocess::Completed => "completed",
+        }
+    }
+
+    /// Parse a request-file value.
+    pub fn parse(s: &str) -> Option<Reprocess> {
+        [Reprocess::None, Reprocess::Failed, Reprocess::Completed]
+            .into_iter()
+            .find(|r| r.as_str() == s)
+    }
+}
+
+/// Split `dates` into those to run and those skipped under `mode`, given the state of the
+/// origin DAG's run per date (`origin[i]` for `dates[i]`: `None` without a run, else
+/// `Some(failed)`). The dates to run must be consecutive in `dates` (a copy runs one range).
+#[allow(clippy::type_complexity)]
+pub fn reprocess_dates(
+    mode: Reprocess,
+    dates: &[DateTime<Utc>],
+    origin: &[Option<bool>],
+) -> Result<(Vec<DateTime<Utc>>, Vec<DateTime<Utc>>), Refusal> {
+    let skip = |o: &Option<bool>| match (mode, o) {
+        (Reprocess::Completed, _) | (_, None) => false,
+        (Reprocess::None, Some(_)) => true,
+        (Reprocess::Failed, Some(failed)) => !failed,
+    };
+    let keep: Vec<bool> = dates
+        .iter()
+        .enumerate()
+        .map(|(i, _)| !origin.get(i).is_some_and(skip))
+        .collect();
+    let run: Vec<DateTime<Utc>> = dates
+        .iter()
+        .zip(&keep)
+        .filter_map(|(d, k)| k.then_some(*d))
+        .collect();
+    let skipped: Vec<DateTime<Utc>> = dates
+        .iter()
+        .zip(&keep)
+        .filter_map(|(d, k)| (!k).then_some(*d))
+        .collect();
+    let first = keep.iter().position(|k| *k);
+    let last = keep.iter().rposition(|k| *k);
+    if let (Some(first), Some(last)) = (first, last) {
+        if last - first + 1 != run.len() {
+            let inside: Vec<String> = dates[first..=last]
+                .iter()
+                .zip(&keep[first..=last])
+                .filter(|(_, k)| !**k)
+                .map(|(d, _)| crate::request::fmt_ts(*d))
+                .collect();
+            return Err(Refusal(format!(
+                "reprocess = \"{}\" skips dates inside the range ({}), and a copy runs one contiguous range; split the request around them",
+                mode.as_str(),
+                inside.join(", ")
+            )));
+        }
+    }
+    Ok((run, skipped))
 }
 
 /// The dates a retry runs: those of `dates` whose run failed (`failed[i]` for `dates[i]`).
@@ -228,6 +309,44 @@ mod tests {
             "{gap:?}"
         );
         assert!(retry_dates(&dates, &[false; 4]).is_err());
+    }
+
+    #[test]
+    fn reprocess_modes() {
+        use chrono::TimeZone;
+        let dates: Vec<DateTime<Utc>> = (1..=4)
+            .filter_map(|d| Utc.with_ymd_and_hms(2024, 1, d, 0, 0, 0).single())
+            .collect();
+        // Origin: 01 succeeded, 02 failed, 03 and 04 never ran.
+        let origin = [Some(false), Some(true), None, None];
+        let split = |m| reprocess_dates(m, &dates, &origin);
+        assert_eq!(split(Reprocess::Completed), Ok((dates.clone(), vec![])));
+        assert_eq!(
+            split(Reprocess::Failed),
+            Ok((dates[1..].to_vec(), dates[..1].to_vec()))
+        );
+        assert_eq!(
+            split(Reprocess::None),
+            Ok((dates[2..].to_vec(), dates[..2].to_vec()))
+        );
+        // A succeeded date inside the range cannot be skipped.
+        let holes = [None, Some(false), None, None];
+        let r = reprocess_dates(Reprocess::None, &dates, &holes);
+        assert!(
+            r.as_ref()
+                .is_err_and(|e| e.0.contains("2024-01-02") && e.0.contains("contiguous")),
+            "{r:?}"
+        );
+        // Everything skipped: nothing to run, nothing refused here.
+        let all = [Some(false); 4];
+        assert_eq!(
+            reprocess_dates(Reprocess::None, &dates, &all),
+            Ok((vec![], dates.clone()))
+        );
+        for m in [Reprocess::None, Reprocess::Failed, Reprocess::Completed] {
+            assert_eq!(Reprocess::parse(m.as_str()), Some(m));
+        }
+        assert_eq!(Reprocess::parse("all"), None);
     }
 
     #[test]

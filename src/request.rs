@@ -7,6 +7,7 @@ use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::authz::Action;
+use crate::lifecycle::Reprocess;
 
 /// Longest `dag_id` Airflow accepts.
 pub const AIRFLOW_ID_MAX: usize = 250;
@@ -147,6 +148,7 @@ struct RawRequest {
     dry_run: Option<bool>,
     scheduled_at: Option<toml::value::Datetime>,
     delete_after_days: Option<i64>,
+    reprocess: Option<String>,
     dag_id: Option<String>,
     start: Option<toml::value::Datetime>,
     end: Option<toml::value::Datetime>,
@@ -182,6 +184,8 @@ pub struct Request {
     pub scheduled_at: Option<DateTime<Utc>>,
     /// Delete the backfill this many days after it finished (`None`: the configured default).
     pub delete_after_days: Option<u32>,
+    /// What to do with dates the origin DAG already ran.
+    pub reprocess: Reprocess,
 }
 
 /// A life-cycle request on an existing backfill (`action` other than `"create"`).
@@ -354,28 +358,39 @@ pub fn parse_any(bytes: &[u8], max_active_runs_limit: u32) -> Result<Parsed, Rej
         Some(u) => Some(check_username(&u)?),
         None => None,
     };
-    let scheduled_at =
-        match &raw.scheduled_at {
-            None => None,
-            Some(t) if t.time.is_none() || t.offset.is_none() => return Err(Rejection::new(
+    let scheduled_at = match &raw.scheduled_at {
+        None => None,
+        Some(t) if t.time.is_none() || t.offset.is_none() => {
+            return Err(Rejection::new(
                 ReasonCode::InvalidValue,
                 format!(
                     "scheduled_at = {t}: write a datetime with an offset (2024-01-31T06:00:00Z)"
                 ),
-            )),
-            Some(t) => Some(to_utc("scheduled_at", t)?),
-        };
-    let delete_after_days =
-        match raw.delete_after_days {
-            None => None,
-            Some(n) if (0..=i64::from(DELETE_AFTER_DAYS_MAX)).contains(&n) => u32::try_from(n).ok(),
-            Some(n) => return Err(Rejection::new(
+            ))
+        }
+        Some(t) => Some(to_utc("scheduled_at", t)?),
+    };
+    let delete_after_days = match raw.delete_after_days {
+        None => None,
+        Some(n) if (0..=i64::from(DELETE_AFTER_DAYS_MAX)).contains(&n) => u32::try_from(n).ok(),
+        Some(n) => {
+            return Err(Rejection::new(
                 ReasonCode::InvalidValue,
                 format!(
                     "delete_after_days = {n} is out of bounds: allowed 0..={DELETE_AFTER_DAYS_MAX}"
                 ),
-            )),
-        };
+            ))
+        }
+    };
+    let reprocess = match raw.reprocess.as_deref() {
+        None => Reprocess::default(),
+        Some(s) => Reprocess::parse(s).ok_or_else(|| {
+            Rejection::new(
+                ReasonCode::InvalidValue,
+                format!("reprocess = {s:?} is unknown; use \"none\", \"failed\" or \"completed\""),
+            )
+        })?,
+    };
     Ok(Parsed::Create(Request {
         on_behalf_of,
         dag_id,
@@ -388,6 +403,7 @@ pub fn parse_any(bytes: &[u8], max_active_runs_limit: u32) -> Result<Parsed, Rej
         dry_run: raw.dry_run.unwrap_or(false),
         scheduled_at,
         delete_after_days,
+        reprocess,
     }))
 }
 
@@ -404,6 +420,7 @@ fn parse_operation(action: Action, raw: RawRequest) -> Result<Operation, Rejecti
         ("dry_run", raw.dry_run.is_some()),
         ("scheduled_at", raw.scheduled_at.is_some()),
         ("delete_after_days", raw.delete_after_days.is_some()),
+        ("reprocess", raw.reprocess.is_some()),
     ];
     if let Some((key, _)) = create_only.iter().find(|(_, set)| *set) {
         return Err(Rejection::new(
@@ -760,12 +777,22 @@ mod tests {
                 .as_deref(),
             Some("2030-01-01T05:00:00Z")
         );
-        assert_eq!(later.ok().and_then(|r| r.delete_after_days), Some(7));
+        assert_eq!(
+            later.as_ref().ok().and_then(|r| r.delete_after_days),
+            Some(7)
+        );
+        assert_eq!(later.map(|r| r.reprocess).ok(), Some(Reprocess::Completed));
+        let none = parse(
+            b"dag_id = \"a\"\nstart = 2024-01-01\nend = 2024-01-01\nreprocess = \"none\"\n",
+            10,
+        );
+        assert_eq!(none.map(|r| r.reprocess).ok(), Some(Reprocess::None));
         for bad in [
             "scheduled_at = 2030-01-01",
             "scheduled_at = 2030-01-01T06:00:00",
             "delete_after_days = -1",
             "delete_after_days = 3651",
+            "reprocess = \"all\"",
         ] {
             let text = format!("dag_id = \"a\"\nstart = 2024-01-01\nend = 2024-01-01\n{bad}\n");
             let (code, _) = refused(&text).unwrap_or_else(|| panic!("accepted {bad}"));

@@ -15,7 +15,7 @@ use crate::request::{fmt_ts, ReasonCode};
 use crate::state::BackfillState;
 
 /// Schema version this build expects.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 fn migrations(d: Dialect) -> Vec<(i64, Vec<String>)> {
     let long = d.long_text();
@@ -120,6 +120,14 @@ fn migrations(d: Dialect) -> Vec<(i64, Vec<String>)> {
             4,
             vec!["ALTER TABLE backfilld_backfill ADD COLUMN delete_after_days BIGINT".to_owned()],
         ),
+        (
+            5,
+            vec![
+                "ALTER TABLE backfilld_backfill ADD COLUMN reprocess VARCHAR(16)".to_owned(),
+                format!("ALTER TABLE backfilld_backfill ADD COLUMN skipped_dates {long}"),
+                format!("ALTER TABLE backfilld_request ADD COLUMN skipped_dates {long}"),
+            ],
+        ),
     ]
 }
 
@@ -216,6 +224,9 @@ pub struct RequestRecord {
     /// The logical dates a dry run would run.
     #[serde(default)]
     pub dates: Option<Vec<String>>,
+    /// Dates of the range not run because the origin DAG already ran them (`reprocess`).
+    #[serde(default)]
+    pub skipped_dates: Option<Vec<String>>,
 }
 
 #[derive(QueryableByName)]
@@ -250,6 +261,8 @@ struct RequestSql {
     dry_run: i64,
     #[diesel(sql_type = Nullable<Text>)]
     dates: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    skipped_dates: Option<String>,
 }
 
 impl From<RequestSql> for RequestRecord {
@@ -272,13 +285,14 @@ impl From<RequestSql> for RequestRecord {
             action: r.action,
             dry_run: r.dry_run != 0,
             dates: r.dates.and_then(|d| serde_json::from_str(&d).ok()),
+            skipped_dates: r.skipped_dates.and_then(|d| serde_json::from_str(&d).ok()),
         }
     }
 }
 
 const REQUEST_COLS: &str =
     "request_key, file_name, uid, username, host, received_at, outcome, backfill_id, reason_code, reason, \
-     airflow_user, on_behalf_of, action, dry_run, dates";
+     airflow_user, on_behalf_of, action, dry_run, dates, skipped_dates";
 
 /// A backfill as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -347,6 +361,10 @@ pub struct BackfillRow {
     pub scheduled_at: Option<DateTime<Utc>>,
     /// Days after it finished that it is deleted automatically.
     pub delete_after_days: Option<u32>,
+    /// The `reprocess` mode it was created with (`None` in rows older than that).
+    pub reprocess: Option<String>,
+    /// Dates of its range not run because the origin DAG already ran them.
+    pub skipped_dates: Vec<DateTime<Utc>>,
 }
 
 impl BackfillRow {
@@ -475,6 +493,10 @@ struct BackfillSql {
     scheduled_at: Option<String>,
     #[diesel(sql_type = Nullable<BigInt>)]
     delete_after_days: Option<i64>,
+    #[diesel(sql_type = Nullable<Text>)]
+    reprocess: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    skipped_dates: Option<String>,
 }
 
 const BACKFILL_COLS: &str = "id, dag_id, state, state_reason, description, start_date, end_date, \
@@ -482,7 +504,17 @@ const BACKFILL_COLS: &str = "id, dag_id, state, state_reason, description, start
     copy_written_at, submitted_by, submitted_uid, submitted_at, updated_at, run_start, run_end, \
     dates_total, dates_succeeded, dates_failed, dates_running, dates_queued, host, requester, \
     on_behalf_of, deleted, deleted_at, user_paused, pending_op, retry_of, scheduled_at, \
-    delete_after_days";
+    delete_after_days, reprocess, skipped_dates";
+
+/// A stored JSON list of timestamps (NULL: none).
+fn dates_of(id: &str, json: Option<&str>) -> Result<Vec<DateTime<Utc>>, DbError> {
+    let Some(json) = json else {
+        return Ok(Vec::new());
+    };
+    let texts: Vec<String> = serde_json::from_str(json)
+        .map_err(|e| DbError::Data(format!("backfill {id}: skipped_dates: {e}")))?;
+    texts.iter().map(|d| parse_ts(d)).collect()
+}
 
 fn count(n: i64) -> u32 {
     u32::try_from(n).unwrap_or(0)
@@ -556,6 +588,8 @@ impl TryFrom<BackfillSql> for BackfillRow {
             retry_of: r.retry_of,
             scheduled_at: opt(r.scheduled_at)?,
             delete_after_days: r.delete_after_days.map(count),
+            reprocess: r.reprocess,
+            skipped_dates: dates_of(&r.id, r.skipped_dates.as_deref())?,
             dag_id: r.dag_id,
             id: r.id,
         })
@@ -599,6 +633,10 @@ pub struct NewBackfill {
     pub scheduled_at: Option<DateTime<Utc>>,
     /// Days after it finished that it is deleted automatically.
     pub delete_after_days: Option<u32>,
+    /// The `reprocess` mode.
+    pub reprocess: String,
+    /// Dates of the range skipped because the origin DAG already ran them.
+    pub skipped_dates: Vec<DateTime<Utc>>,
 }
 
 /// Typed access to backfilld's tables.
@@ -639,7 +677,7 @@ impl<'a> Store<'a> {
             .and_then(|c| serde_json::to_value(c).ok())
             .and_then(|v| v.as_str().map(str::to_owned));
         let res = self.db.execute(
-            &format!("INSERT INTO backfilld_request ({REQUEST_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+            &format!("INSERT INTO backfilld_request ({REQUEST_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
             &[
                 Arg::Text(r.request_key.clone()),
                 Arg::Text(r.file_name.clone()),
@@ -657,6 +695,11 @@ impl<'a> Store<'a> {
                 Arg::Int(i64::from(r.dry_run)),
                 Arg::OptText(
                     r.dates
+                        .as_ref()
+                        .and_then(|d| serde_json::to_string(d).ok()),
+                ),
+                Arg::OptText(
+                    r.skipped_dates
                         .as_ref()
                         .and_then(|d| serde_json::to_string(d).ok()),
                 ),
@@ -696,8 +739,8 @@ impl<'a> Store<'a> {
              logical_dates, params, max_active_runs, ignore_overlap, origin_fileloc, origin_code, \
              submitted_by, submitted_uid, submitted_at, updated_at, deleted, dates_total, \
              dates_succeeded, dates_failed, dates_running, dates_queued, host, request_key, \
-             requester, on_behalf_of, retry_of, scheduled_at, delete_after_days) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, 0, 0, 0, 0, ?, ?, ?, ?, ?, ?, ?)",
+             requester, on_behalf_of, retry_of, scheduled_at, delete_after_days, reprocess, skipped_dates) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, 0, 0, 0, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             &[
                 Arg::Text(id.to_owned()),
                 Arg::Text(b.dag_id.clone()),
@@ -723,6 +766,13 @@ impl<'a> Store<'a> {
                 Arg::OptText(b.retry_of.clone()),
                 Arg::OptText(b.scheduled_at.map(stored_ts)),
                 Arg::OptInt(b.delete_after_days.map(i64::from)),
+                Arg::Text(b.reprocess.clone()),
+                Arg::OptText(if b.skipped_dates.is_empty() {
+                    None
+                } else {
+                    let texts: Vec<String> = b.skipped_dates.iter().map(|d| fmt_ts(*d)).collect();
+                    serde_json::to_string(&texts).ok()
+                }),
             ],
         )?;
         Ok(())
@@ -888,6 +938,30 @@ impl<'a> Store<'a> {
             ],
         )?;
         Ok(n > 0)
+    }
+
+    /// Store the date counts of a decision without touching the state (for a backfill that
+    /// just ended by a cancel, whose runs changed after its state became final).
+    pub fn set_progress(
+        &mut self,
+        id: &str,
+        d: &Decision,
+        now: DateTime<Utc>,
+    ) -> Result<(), DbError> {
+        let p = d.progress;
+        self.db.execute(
+            "UPDATE backfilld_backfill SET dates_succeeded = ?, dates_failed = ?, dates_running = ?, \
+             dates_queued = ?, updated_at = ? WHERE id = ?",
+            &[
+                Arg::Int(p.succeeded.into()),
+                Arg::Int(p.failed.into()),
+                Arg::Int(p.running.into()),
+                Arg::Int(p.queued.into()),
+                Arg::Text(stored_ts(now)),
+                Arg::Text(id.to_owned()),
+            ],
+        )?;
+        Ok(())
     }
 
     /// The Airflow-side work `op` is done.

@@ -61,10 +61,11 @@ fn task_instances(af: &Airflow, dag_id: &str) -> Vec<(String, String, String, bo
 /// `(logical date, state)` of every run of `dag_id`, by date.
 fn runs(af: &Airflow, dag_id: &str) -> Vec<(String, String)> {
     let c = af.sql();
+    let col = af.date_column();
     let mut st = c
-        .prepare(
-            "SELECT substr(execution_date, 1, 10), state FROM dag_run WHERE dag_id = ?1 ORDER BY execution_date",
-        )
+        .prepare(&format!(
+            "SELECT substr({col}, 1, 10), state FROM dag_run WHERE dag_id = ?1 ORDER BY {col}"
+        ))
         .unwrap_or_else(|e| panic!("{e}"));
     let rows = st
         .query_map([dag_id], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -228,6 +229,16 @@ fn lifecycle_on_airflow2_sqlite() {
     let s = status(&d, &running);
     assert_eq!(s["state"], "failed", "{s}");
     assert_eq!(s["reason"], "cancelled by root", "{s}");
+    assert_eq!(
+        (
+            &s["dates_succeeded"],
+            &s["dates_running"],
+            &s["dates_queued"]
+        ),
+        (&Value::from(1), &Value::from(0), &Value::from(0)),
+        "the counts are those after the cancel: {s}"
+    );
+    assert!(s["dates_failed"].as_u64().is_some_and(|n| n >= 1), "{s}");
     // The finished date keeps its success; the others stay failed (the running task was
     // killed, not allowed to finish) and nothing new starts.
     std::thread::sleep(Duration::from_secs(20));
@@ -520,4 +531,237 @@ fn lifecycle_on_airflow2_sqlite() {
         "a scheduled backfill cancelled before its time never gets a copy"
     );
     assert!(runs(&af, &later).is_empty());
+
+    // 8. reprocess, against runs the origin DAG really has: 09-01 succeeded, 09-02 failed.
+    let fail_dir = af.home.join("origin-fail");
+    std::fs::create_dir_all(&fail_dir).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(fail_dir.join("2024-09-02"), "").unwrap_or_else(|e| panic!("{e}"));
+    let conf = serde_json::json!({"fail_dir": fail_dir.display().to_string()}).to_string();
+    af.cli_ok(&["dags", "test", DAG, "2024-09-01"]);
+    let out = af.cli(&["dags", "test", "-c", &conf, DAG, "2024-09-02"]);
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        runs(&af, DAG),
+        vec![
+            ("2024-09-01".to_owned(), "success".to_owned()),
+            ("2024-09-02".to_owned(), "failed".to_owned())
+        ],
+        "{text}"
+    );
+    std::fs::remove_dir_all(&fail_dir).unwrap_or_else(|e| panic!("{e}"));
+    let dry = |mode: &str| {
+        d.ctl_json(&[
+            "submit",
+            "--json",
+            "--dag",
+            DAG,
+            "--start",
+            "2024-09-01",
+            "--end",
+            "2024-09-04",
+            "--dry-run",
+            "--reprocess",
+            mode,
+        ])
+    };
+    let day = |d: &str| format!("2024-09-{d}T00:00:00Z");
+    let v = dry("none");
+    assert_eq!(v["dates"], serde_json::json!([day("03"), day("04")]), "{v}");
+    assert_eq!(
+        v["skipped_dates"],
+        serde_json::json!([day("01"), day("02")]),
+        "{v}"
+    );
+    let v = dry("completed");
+    assert_eq!(v["dates"].as_array().map(Vec::len), Some(4), "{v}");
+    assert!(v["skipped_dates"].is_null(), "{v}");
+    let table = d.ctl(&[
+        "submit",
+        "--dag",
+        DAG,
+        "--start",
+        "2024-09-01",
+        "--end",
+        "2024-09-04",
+        "--dry-run",
+        "--reprocess",
+        "failed",
+    ]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        text.contains("3 logical dates would run, 1 skipped")
+            && text.contains("skipped: the DAG already ran it"),
+        "{text}"
+    );
+    let out = d.ctl_json(&[
+        "submit",
+        "--json",
+        "--dag",
+        DAG,
+        "--start",
+        "2024-09-01",
+        "--end",
+        "2024-09-04",
+        "--reprocess",
+        "failed",
+    ]);
+    assert_eq!(out["outcome"], "accepted", "{out}");
+    assert_eq!(
+        out["skipped_dates"],
+        serde_json::json!([day("01")]),
+        "{out}"
+    );
+    let id = out["backfill_id"].as_str().unwrap_or_default().to_owned();
+    let done = d.wait_finished(&id, BIG);
+    assert_eq!(done["state"], "success", "{done}");
+    assert_eq!(done["reprocess"], "failed", "{done}");
+    assert_eq!(
+        done["skipped_dates"],
+        serde_json::json!([day("01")]),
+        "{done}"
+    );
+    assert_eq!(
+        runs(&af, &id).into_iter().map(|r| r.0).collect::<Vec<_>>(),
+        vec!["2024-09-02", "2024-09-03", "2024-09-04"],
+        "Airflow ran exactly the dates not skipped"
+    );
+    // A succeeded origin date inside the range cannot be skipped by one copy.
+    let v = stdout_json(&d.ctl(&[
+        "submit",
+        "--json",
+        "--dag",
+        DAG,
+        "--start",
+        "2024-08-31",
+        "--end",
+        "2024-09-03",
+        "--reprocess",
+        "failed",
+        "--ignore-overlap",
+    ]));
+    assert_eq!(v["outcome"], "rejected", "{v}");
+    assert!(
+        v["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("contiguous")),
+        "{v}"
+    );
+}
+
+/// The same life cycle on Airflow 3.1 (SQLite; `dag_run.logical_date`, task-instance ids,
+/// DAG versions): pause, resume, cancel while running, delete.
+#[test]
+fn lifecycle_on_airflow3_sqlite() {
+    let mut af = Airflow::sqlite(AirflowMajor::V3, "lifecycle_af3");
+    af.start_scheduler();
+    af.wait_parsed(DAG, BIG);
+    let d = Daemon::start(&af, &[]);
+
+    let id = submit(
+        &d,
+        &[
+            "--start",
+            "2024-05-01",
+            "--end",
+            "2024-05-03",
+            "--param",
+            "sleep=12",
+        ],
+    );
+    let running_task = || {
+        task_instances(&af, &id)
+            .iter()
+            .any(|t| t.2 == "running")
+            .then_some(())
+    };
+    wait_for("a running task", BIG, running_task);
+    let (v, code) = operate(&d, "pause", &id);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(status(&d, &id)["state"], "paused");
+    assert_eq!(
+        af.count(
+            "SELECT COUNT(*) FROM dag WHERE dag_id = ?1 AND is_paused = 1",
+            &[&id]
+        ),
+        1
+    );
+    let (v, code) = operate(&d, "resume", &id);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(
+        af.count(
+            "SELECT COUNT(*) FROM dag WHERE dag_id = ?1 AND is_paused = 0",
+            &[&id]
+        ),
+        1
+    );
+    wait_for("a finished date and a running task", BIG, || {
+        let s = status(&d, &id);
+        (s["dates_succeeded"] == 1 && running_task().is_some()).then_some(())
+    });
+    let (v, code) = operate(&d, "cancel", &id);
+    assert_eq!(code, Some(0), "{v}");
+    wait_for("the copy to stop", Duration::from_secs(2), || {
+        let busy = task_instances(&af, &id)
+            .iter()
+            .any(|t| matches!(t.2.as_str(), "running" | "queued" | "scheduled" | ""));
+        let runs_busy = runs(&af, &id)
+            .iter()
+            .any(|r| matches!(r.1.as_str(), "running" | "queued"));
+        (!busy && !runs_busy).then_some(())
+    });
+    let s = status(&d, &id);
+    assert_eq!(s["state"], "failed", "{s}");
+    assert_eq!(s["reason"], "cancelled by root", "{s}");
+    assert_eq!(
+        (
+            &s["dates_succeeded"],
+            &s["dates_running"],
+            &s["dates_queued"]
+        ),
+        (&Value::from(1), &Value::from(0), &Value::from(0)),
+        "the counts are those after the cancel: {s}"
+    );
+    assert!(s["dates_failed"].as_u64().is_some_and(|n| n >= 1), "{s}");
+    std::thread::sleep(Duration::from_secs(15));
+    let r = runs(&af, &id);
+    assert_eq!(r.first().map(|r| r.1.as_str()), Some("success"), "{r:?}");
+    assert!(r.iter().skip(1).all(|r| r.1 == "failed"), "{r:?}");
+
+    let (v, code) = operate(&d, "delete", &id);
+    assert_eq!(code, Some(0), "{v}");
+    assert!(!copy_path(&af, &id).exists());
+    let tables = dag_id_tables(&af);
+    assert!(tables.iter().any(|t| t == "dag_version"), "{tables:?}");
+    let left = || -> Vec<String> {
+        tables
+            .iter()
+            .filter(|t| *t != "log")
+            .filter(|t| {
+                af.count(
+                    &format!("SELECT COUNT(*) FROM {t} WHERE dag_id = ?1"),
+                    &[&id],
+                ) > 0
+            })
+            .cloned()
+            .collect()
+    };
+    wait_for(
+        "Airflow's rows of the copy to go",
+        Duration::from_secs(60),
+        || left().is_empty().then_some(()),
+    );
+    std::thread::sleep(Duration::from_secs(10));
+    assert_eq!(left(), Vec::<String>::new());
+    assert_eq!(
+        af.count("SELECT COUNT(*) FROM dag WHERE dag_id = ?1", &[&DAG]),
+        1
+    );
+    let all = d.ctl_json(&["list", "--all", "--json"]);
+    assert!(
+        all.as_array().is_some_and(|l| l
+            .iter()
+            .any(|b| b["id"] == id.as_str() && b["deleted"] == true)),
+        "{all}"
+    );
 }
