@@ -521,6 +521,22 @@ fn print_status(b: &BackfillView) {
         b.dates_succeeded, b.dates_failed, b.dates_running, b.dates_queued, b.dates_pending
     );
     println!("submitted by {} at {}", b.submitted_by, b.submitted_at);
+    let notes = [
+        ("deleted", b.deleted.then(|| "yes".to_owned())),
+        ("paused by a user", b.user_paused.then(|| "yes".to_owned())),
+        ("retry of", b.retry_of.clone()),
+        ("scheduled at", b.scheduled_at.clone()),
+        ("deleted automatically at", b.delete_at.clone()),
+        (
+            "skipped (the DAG already ran them)",
+            (!b.skipped_dates.is_empty()).then(|| b.skipped_dates.join(", ")),
+        ),
+    ];
+    for (what, value) in notes {
+        if let Some(v) = value {
+            println!("{what}: {v}");
+        }
+    }
 }
 
 fn print_table(list: &[BackfillView]) {

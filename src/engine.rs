@@ -1190,7 +1190,9 @@ impl Engine {
                 Store::new(&mut c.db).set_progress(&row.id, &d, now)?;
                 tracing::info!(backfill = %row.id, registered, failed_runs = failed, "cancelled: copy paused, unfinished runs marked failed");
                 if registered {
-                    true
+                    // Done once a pass finds nothing left to fail (a run the scheduler created
+                    // while the pause was being written is caught by the next pass).
+                    failed == 0
                 } else {
                     // Airflow has not registered the copy: remove it so it never runs.
                     match dagcopy::remove(&dir, &name) {

@@ -420,6 +420,12 @@ fn lifecycle_on_airflow2_sqlite() {
         s["logical_dates"],
         serde_json::json!(["2024-07-02T00:00:00Z", "2024-07-03T00:00:00Z"])
     );
+    let text = d.ctl(&["status", &retry]);
+    assert!(
+        String::from_utf8_lossy(&text.stdout).contains(&format!("retry of: {partial}")),
+        "{}",
+        String::from_utf8_lossy(&text.stdout)
+    );
     let done = d.wait_finished(&retry, BIG);
     assert_eq!(done["state"], "success", "{done}");
     assert_eq!(
