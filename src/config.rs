@@ -81,6 +81,18 @@ pub struct Config {
     /// The HTTP API and web UI (off unless `listen` is set).
     #[serde(default)]
     pub http: HttpSection,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogSection,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    /// A tracing filter such as `info` or `info,backfilld=debug`; `BACKFILLD_LOG` or
+    /// `RUST_LOG` in the environment win over it. Default `info`.
+    pub level: Option<String>,
 }
 
 /// `[http]`: the REST API and web UI, authenticated by Airflow's users. Off by default.
@@ -330,6 +342,11 @@ impl Config {
             key,
             message: message.to_owned(),
         };
+        if let Some(level) = &config.log.level {
+            if let Err(e) = tracing_subscriber::EnvFilter::try_new(level) {
+                return Err(bad("log.level", &format!("not a tracing filter: {e}")));
+            }
+        }
         if !config.airflow.home.is_absolute() {
             return Err(bad("airflow.home", "must be an absolute path"));
         }
@@ -743,6 +760,23 @@ mod tests {
         .map(|e| e.to_string())
         .unwrap_or_default();
         assert!(e.contains("limits.max_active_runs"), "{e}");
+    }
+
+    #[test]
+    fn log_level_is_checked() {
+        let ok = Config::parse(
+            Path::new("x"),
+            "[airflow]\nhome = \"/a\"\n[log]\nlevel = \"info,backfilld=debug\"\n",
+        );
+        assert!(ok.is_ok(), "{:?}", ok.err());
+        let e = Config::parse(
+            Path::new("x"),
+            "[airflow]\nhome = \"/a\"\n[log]\nlevel = \"info,=\"\n",
+        )
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+        assert!(e.contains("log.level"), "{e}");
     }
 
     #[test]

@@ -134,7 +134,8 @@ pub struct Engine {
     unfinished_by_state: BTreeMap<BackfillState, usize>,
 }
 
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Longest wait between reconnect attempts: after an outage, requests wait at most this long.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 impl Engine {
     /// An engine over an opened spool; connects lazily.

@@ -31,10 +31,11 @@ enum LogFormat {
     Json,
 }
 
-fn init_logging(format: LogFormat) {
-    // Level: BACKFILLD_LOG, else RUST_LOG, else info.
+fn init_logging(format: LogFormat, configured: Option<&str>) {
+    // Level: BACKFILLD_LOG, else RUST_LOG, else [log] level, else info.
     let filter = tracing_subscriber::EnvFilter::try_from_env("BACKFILLD_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(configured.unwrap_or("info")))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -50,20 +51,20 @@ fn init_logging(format: LogFormat) {
 
 fn main() {
     let args = Args::parse();
-    init_logging(args.log_format);
-    let result = backfilld::config::Config::load(&args.config)
-        .map_err(anyhow::Error::from)
-        .and_then(|config| {
-            if args.check_config {
-                config.resolve_airflow()?;
-                println!("{}: OK", args.config.display());
-                return Ok(());
-            }
-            if args.once {
-                return backfilld::daemon::run_once(config);
-            }
-            backfilld::daemon::run(&args.config, config)
-        });
+    let config = backfilld::config::Config::load(&args.config);
+    let level = config.as_ref().ok().and_then(|c| c.log.level.clone());
+    init_logging(args.log_format, level.as_deref());
+    let result = config.map_err(anyhow::Error::from).and_then(|config| {
+        if args.check_config {
+            config.resolve_airflow()?;
+            println!("{}: OK", args.config.display());
+            return Ok(());
+        }
+        if args.once {
+            return backfilld::daemon::run_once(config);
+        }
+        backfilld::daemon::run(&args.config, config)
+    });
     if let Err(e) = result {
         tracing::error!("{e:#}");
         std::process::exit(1);
