@@ -34,6 +34,12 @@ trap cleanup EXIT
 echo "== migrating a fresh Airflow metadata DB (SQLite) in $AIRFLOW_HOME"
 airflow db migrate >"$demo/migrate.log" 2>&1
 
+me=$(id -un)
+echo "== creating the Airflow user '$me' (role User: may edit DAGs, so may backfill them)"
+airflow sync-perm >"$demo/sync-perm.log" 2>&1
+airflow users create -u "$me" -p "demo-$RANDOM$RANDOM" -f Demo -l User -e "$me@demo.invalid" \
+    -r User >"$demo/users.log" 2>&1
+
 echo "== starting the Airflow scheduler (log: $demo/scheduler.log)"
 setsid airflow scheduler >"$demo/scheduler.log" 2>&1 &
 pids+=($!)
