@@ -1,8 +1,9 @@
 //! Issue 8's API acceptance on real Airflow 2.11 with SQLite and a real scheduler: the seed's
 //! `/api/v1/plugins/backfills` contract (fields, statuses, error shapes), logins of users made
 //! by `airflow users create` (wrong password, inactive user and lock-out refused, failures
-//! audited), a backfill created through the API running to success, `/api/v2` reads and the
-//! web UI's login, CSRF and create form.
+//! audited), a backfill created through the API running to success, `/api/v2` reads, filters
+//! and life-cycle actions (pause, resume, retry of the failed dates), and the web UI's login,
+//! CSRF and create form.
 
 use std::time::Duration;
 
@@ -130,6 +131,7 @@ fn seed_api_and_logins_on_airflow2_sqlite() {
     let mut af = Airflow::sqlite(AirflowMajor::V2, "http_api_af2");
     af.start_scheduler();
     af.wait_parsed("sales", BIG);
+    af.wait_parsed("lifecycle_demo", BIG);
     let port = free_port();
     let daemon = Daemon::start_with(
         &af,
@@ -355,6 +357,113 @@ fn seed_api_and_logins_on_airflow2_sqlite() {
         c.get("/api/v2/backfills", Some(&alice)).json()["total_entries"],
         1
     );
+
+    // v2 life-cycle: pause a running backfill, resume it, retry the failed dates of another.
+    let lc = c.post_json(
+        "/api/v2/backfills",
+        &alice,
+        &json!({"dag_id": "lifecycle_demo", "start": "2024-06-01", "end": "2024-06-01", "params": {"sleep": 8}}),
+    );
+    assert_eq!(lc.status, 201, "{}", lc.body);
+    let lc_id = lc.json()["id"].as_str().unwrap_or_default().to_owned();
+    assert!(lc_id.starts_with("lifecycle_demo_backfill_"), "{}", lc.body);
+    let v2_path = |id: &str, action: &str| format!("/api/v2/backfills/{id}/{action}");
+    wait_for(&format!("{lc_id} to start"), BIG, || {
+        let s = c
+            .get(&format!("/api/v2/backfills/{lc_id}"), Some(&alice))
+            .json();
+        matches!(s["state"].as_str(), Some("queued" | "running")).then_some(())
+    });
+    assert_problem(
+        &c.post_json(&v2_path(&lc_id, "pause"), &vera, &json!({})),
+        403,
+    );
+    let paused = c.post_json(&v2_path(&lc_id, "pause"), &alice, &json!({}));
+    assert_eq!(paused.status, 200, "{}", paused.body);
+    let p = paused.json();
+    assert_eq!(p["state"], "paused", "{p}");
+    assert_eq!(p["user_paused"], true, "{p}");
+    assert!(
+        p["allowed_actions"]
+            .as_array()
+            .is_some_and(|a| a.contains(&json!("resume")) && !a.contains(&json!("pause"))),
+        "{p}"
+    );
+    assert_problem(
+        &c.post_json(&v2_path(&lc_id, "pause"), &alice, &json!({})),
+        400,
+    );
+    assert_problem(
+        &c.post_json(&v2_path(&lc_id, "frobnicate"), &alice, &json!({})),
+        404,
+    );
+    let resumed = c.post_json(&v2_path(&lc_id, "resume"), &alice, &json!({}));
+    assert_eq!(resumed.status, 200, "{}", resumed.body);
+    assert_eq!(resumed.json()["user_paused"], false, "{}", resumed.body);
+    let fail_dir = af.home.join("http-fail-dates");
+    std::fs::create_dir_all(&fail_dir).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(fail_dir.join("2024-08-02"), "").unwrap_or_else(|e| panic!("{e}"));
+    let partial = c.post_json(
+        "/api/v2/backfills",
+        &alice,
+        &json!({"dag_id": "lifecycle_demo", "start": "2024-08-01", "end": "2024-08-02",
+                "params": {"fail_dir": fail_dir.display().to_string()}}),
+    );
+    assert_eq!(partial.status, 201, "{}", partial.body);
+    let partial_id = partial.json()["id"].as_str().unwrap_or_default().to_owned();
+    let finished = |id: &str| {
+        wait_for(&format!("{id} to finish"), BIG, || {
+            let s = c
+                .get(&format!("/api/v2/backfills/{id}"), Some(&alice))
+                .json();
+            matches!(
+                s["state"].as_str(),
+                Some("success" | "failed" | "cancelled")
+            )
+            .then_some(s)
+        })
+    };
+    let lc_done = finished(&lc_id);
+    assert_eq!(
+        lc_done["state"],
+        "success",
+        "{lc_done}\n{}",
+        daemon.log_text()
+    );
+    assert_problem(
+        &c.post_json(&v2_path(&lc_id, "retry"), &alice, &json!({})),
+        400,
+    );
+    let failed = finished(&partial_id);
+    assert_eq!(failed["state"], "failed", "{failed}");
+    assert_eq!(failed["dates_failed"], 1, "{failed}");
+    let by_state = c
+        .get(
+            "/api/v2/backfills?dag_id=lifecycle_demo&state=failed",
+            Some(&alice),
+        )
+        .json();
+    assert_eq!(by_state["total_entries"], 1, "{by_state}");
+    assert_eq!(
+        by_state["backfills"][0]["id"],
+        partial_id.as_str(),
+        "{by_state}"
+    );
+    assert_problem(&c.get("/api/v2/backfills?state=bogus", Some(&alice)), 400);
+    std::fs::remove_dir_all(&fail_dir).unwrap_or_else(|e| panic!("{e}"));
+    let retried = c.post_json(&v2_path(&partial_id, "retry"), &alice, &json!({}));
+    assert_eq!(retried.status, 200, "{}", retried.body);
+    let r = retried.json();
+    let retry_id = r["id"].as_str().unwrap_or_default().to_owned();
+    assert_ne!(retry_id, partial_id, "{r}");
+    assert_eq!(r["retry_of"], partial_id.as_str(), "{r}");
+    assert_eq!(
+        r["date_states"].as_array().map(Vec::len),
+        Some(1),
+        "only the failed date: {r}"
+    );
+    let retry_done = finished(&retry_id);
+    assert_eq!(retry_done["state"], "success", "{retry_done}");
 
     // The web UI: login page, session, CSRF on the create form.
     let root = c.get("/", None);
