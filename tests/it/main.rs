@@ -5,6 +5,7 @@ mod core_loop;
 mod dagcopy;
 mod db_outage;
 mod http_api;
+mod http_browser;
 mod lifecycle;
 mod matrix;
 mod mysql;

@@ -1,0 +1,295 @@
+//! Issue 8's browser acceptance: Debian's headless Chromium, driven through chromedriver's W3C
+//! WebDriver HTTP API, logs in to the web UI, creates a backfill through the form and watches
+//! it reach success on real Airflow 2.11 with SQLite and a scheduler, cancels another, and
+//! keeps a screenshot of the list page (`target/it/http_browser_list.png`).
+//!
+//! Without `chromium` and `chromium-driver` the test skips, except when `CI=true`, where it
+//! fails.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::support::{free_port, repo_dir, wait_for, Airflow, AirflowMajor, Daemon};
+
+const BIG: Duration = Duration::from_secs(420);
+
+/// The first of `names` found on `PATH` or at an absolute path.
+fn find_program(names: &[&str]) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    names.iter().find_map(|n| {
+        let direct = PathBuf::from(n);
+        if direct.is_absolute() {
+            return direct.is_file().then_some(direct);
+        }
+        std::env::split_paths(&path)
+            .map(|d| d.join(n))
+            .find(|p| p.is_file())
+    })
+}
+
+/// A chromedriver process and one WebDriver session on it; both end on drop.
+struct Browser {
+    driver: Child,
+    agent: ureq::Agent,
+    session: String,
+    base: String,
+}
+
+impl Browser {
+    fn start(chromium: &Path, chromedriver: &Path, profile: &Path) -> Browser {
+        let port = free_port();
+        let driver = Command::new(chromedriver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", chromedriver.display()));
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(120)))
+            .build()
+            .into();
+        let base = format!("http://127.0.0.1:{port}");
+        wait_for("chromedriver", Duration::from_secs(30), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+        });
+        let mut b = Browser {
+            driver,
+            agent,
+            session: String::new(),
+            base,
+        };
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": chromium.display().to_string(),
+                "args": [
+                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                    "--no-first-run", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync",
+                    "--window-size=1280,900",
+                    format!("--user-data-dir={}", profile.display()),
+                ],
+            },
+        }}});
+        let v = b.call("POST", "/session", Some(&caps));
+        b.session = v["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no WebDriver session: {v}"))
+            .to_owned();
+        b
+    }
+
+    /// One WebDriver command; its `value`, or a panic with the driver's error.
+    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Value {
+        let url = format!("{}{path}", self.base);
+        let r = match (method, body) {
+            ("GET", _) => self.agent.get(&url).call(),
+            ("DELETE", _) => self.agent.delete(&url).call(),
+            (_, b) => self
+                .agent
+                .post(&url)
+                .send_json(b.cloned().unwrap_or(json!({}))),
+        };
+        let mut r = r.unwrap_or_else(|e| panic!("WebDriver {method} {path}: {e}"));
+        let status = r.status().as_u16();
+        let text = r.body_mut().read_to_string().unwrap_or_default();
+        let v: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("WebDriver {method} {path}: not JSON ({e}): {text}"));
+        assert_eq!(status, 200, "WebDriver {method} {path}: {v}");
+        v["value"].clone()
+    }
+
+    fn cmd(&self, method: &str, rest: &str, body: Option<&Value>) -> Value {
+        self.call(method, &format!("/session/{}{rest}", self.session), body)
+    }
+
+    fn goto(&self, url: &str) {
+        self.cmd("POST", "/url", Some(&json!({ "url": url })));
+    }
+
+    fn url(&self) -> String {
+        self.cmd("GET", "/url", None)
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    fn element(&self, css: &str) -> String {
+        let v = self.cmd(
+            "POST",
+            "/element",
+            Some(&json!({"using": "css selector", "value": css})),
+        );
+        v.as_object()
+            .and_then(|o| o.values().next())
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| panic!("no element {css}: {v}"))
+            .to_owned()
+    }
+
+    fn type_into(&self, css: &str, text: &str) {
+        let id = self.element(css);
+        self.cmd(
+            "POST",
+            &format!("/element/{id}/value"),
+            Some(&json!({ "text": text })),
+        );
+    }
+
+    fn click(&self, css: &str) {
+        let id = self.element(css);
+        self.cmd("POST", &format!("/element/{id}/click"), Some(&json!({})));
+    }
+
+    fn script(&self, js: &str, args: Value) -> Value {
+        self.cmd(
+            "POST",
+            "/execute/sync",
+            Some(&json!({"script": js, "args": args})),
+        )
+    }
+
+    /// Fill the create form (set as values: a date input's typing order depends on the
+    /// locale) and submit it; the new backfill's id from the detail page URL.
+    fn create(&self, app: &str, dag: &str, start: &str, end: &str, params: &str) -> String {
+        self.goto(&format!("{app}/new"));
+        self.script(
+            "document.getElementById('dag_id').value = arguments[0];\
+             document.getElementById('start').value = arguments[1];\
+             document.getElementById('end').value = arguments[2];\
+             document.getElementById('params').value = arguments[3];",
+            json!([dag, start, end, params]),
+        );
+        self.click("#submit");
+        let url = wait_for("the detail page", Duration::from_secs(60), || {
+            let u = self.url();
+            u.contains("/backfills/").then_some(u)
+        });
+        url.rsplit('/').next().unwrap_or_default().to_owned()
+    }
+
+    /// The state badge of a backfill's detail page, freshly loaded.
+    fn state_of(&self, app: &str, id: &str) -> String {
+        self.goto(&format!("{app}/backfills/{id}"));
+        self.script(
+            "const s = document.querySelector('span.state'); return s ? s.textContent : '';",
+            json!([]),
+        )
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+    }
+
+    fn screenshot(&self, to: &Path) {
+        use base64::Engine as _;
+        let b64 = self.cmd("GET", "/screenshot", None);
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(b64.as_str().unwrap_or_default())
+            .unwrap_or_else(|e| panic!("screenshot is not base64: {e}"));
+        assert!(png.starts_with(b"\x89PNG"), "not a PNG");
+        std::fs::write(to, png).unwrap_or_else(|e| panic!("write {}: {e}", to.display()));
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if !self.session.is_empty() {
+            let url = format!("{}/session/{}", self.base, self.session);
+            let _ = self.agent.delete(&url).call();
+        }
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+#[test]
+fn web_ui_in_headless_chromium_on_airflow2_sqlite() {
+    let chromium = find_program(&["chromium", "chromium-browser"]);
+    let chromedriver = find_program(&["chromedriver", "/usr/lib/chromium/chromedriver"]);
+    let (Some(chromium), Some(chromedriver)) = (chromium, chromedriver) else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but chromium and chromium-driver are not installed"
+        );
+        eprintln!("skipped: chromium and chromium-driver are not installed");
+        return;
+    };
+    let mut af = Airflow::sqlite(AirflowMajor::V2, "http_browser_af2");
+    af.start_scheduler();
+    af.wait_parsed("sales", BIG);
+    af.wait_parsed("lifecycle_demo", BIG);
+    let port = free_port();
+    let daemon = Daemon::start_with(
+        &af,
+        &[],
+        &format!("\n[http]\nlisten = \"127.0.0.1:{port}\"\n"),
+    );
+    af.ensure_user("alice", "User");
+    wait_for("the HTTP listener", Duration::from_secs(30), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    let app = format!("http://127.0.0.1:{port}");
+    let profile = af.home.join("chromium-profile");
+    let _ = std::fs::remove_dir_all(&profile);
+    std::fs::create_dir_all(&profile).unwrap_or_else(|e| panic!("{e}"));
+    let b = Browser::start(&chromium, &chromedriver, &profile);
+
+    // Log in: the root page sends an anonymous browser to the login form.
+    b.goto(&format!("{app}/"));
+    assert!(b.url().ends_with("/login"), "{}", b.url());
+    b.type_into("#username", "alice");
+    b.type_into("#password", "pw");
+    b.click("#login");
+    wait_for("the list page", Duration::from_secs(30), || {
+        (b.url() == format!("{app}/")).then_some(())
+    });
+
+    // Create through the form; the detail page shows it reach success.
+    let ok = b.create(&app, "sales", "2024-05-01", "2024-05-02", "");
+    assert!(ok.starts_with("sales_backfill_"), "{ok}");
+    let state = wait_for(&format!("{ok} to finish"), BIG, || {
+        let s = b.state_of(&app, &ok);
+        matches!(s.as_str(), "success" | "failed" | "cancelled").then_some(s)
+    });
+    assert_eq!(state, "success", "{}", daemon.log_text());
+
+    // Create another (slow) one and cancel it with its button.
+    let slow = b.create(
+        &app,
+        "lifecycle_demo",
+        "2024-06-01",
+        "2024-06-03",
+        "{\"sleep\": 20}",
+    );
+    assert!(slow.starts_with("lifecycle_demo_backfill_"), "{slow}");
+    b.click("#action-cancel");
+    let state = wait_for(&format!("{slow} to stop"), BIG, || {
+        let s = b.state_of(&app, &slow);
+        matches!(s.as_str(), "success" | "failed" | "cancelled").then_some(s)
+    });
+    assert!(
+        state == "cancelled" || state == "failed",
+        "{slow}: {state}\n{}",
+        daemon.log_text()
+    );
+
+    // The list page shows both; its screenshot is kept.
+    b.goto(&format!("{app}/"));
+    let text = b
+        .script("return document.body.innerText;", json!([]))
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(text.contains(&ok) && text.contains(&slow), "{text}");
+    let shot = repo_dir().join("target/it/http_browser_list.png");
+    b.screenshot(&shot);
+    assert!(
+        std::fs::metadata(&shot).is_ok_and(|m| m.len() > 1000),
+        "{}",
+        shot.display()
+    );
+}
