@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Build (once) the Python venvs holding the real Airflow releases the tests run against.
+# Build (once) the Python venvs holding the real Airflow releases the tests run against, and
+# schemathesis (the HTTP API's OpenAPI fuzzer) in a venv of its own.
 # Idempotent: a venv whose stamp matches its pinned spec is kept as it is.
 # BACKFILLD_VENV_DIR overrides the cache directory (default ~/.cache/backfilld/venvs).
-# Usage: scripts/airflow-venvs.sh [af2|af3 ...]   (no argument: all of them)
+# Usage: scripts/airflow-venvs.sh [af2|af3|schemathesis ...]   (no argument: all of them)
 set -euo pipefail
 
 dir="${BACKFILLD_VENV_DIR:-$HOME/.cache/backfilld/venvs}"
@@ -11,12 +12,12 @@ mkdir -p "$dir"
 wanted=("$@")
 
 build() {
-    local name=$1; shift
+    local name=$1 program=$2; shift 2
     if [ "${#wanted[@]}" -gt 0 ] && [[ " ${wanted[*]} " != *" $name "* ]]; then
         return
     fi
     local spec="$*"
-    if [ -x "$dir/$name/bin/airflow" ] && [ "$(cat "$dir/$name/.spec" 2>/dev/null)" = "$spec" ]; then
+    if [ -x "$dir/$name/bin/$program" ] && [ "$(cat "$dir/$name/.spec" 2>/dev/null)" = "$spec" ]; then
         echo "venv $name: up to date ($spec)"
         return
     fi
@@ -29,5 +30,6 @@ build() {
     echo "$spec" > "$dir/$name/.spec"
 }
 
-build af2 "apache-airflow[postgres,mysql]==2.11.2"
-build af3 "apache-airflow[postgres,mysql]==3.1.8 apache-airflow-providers-fab==3.10.2"
+build af2 airflow "apache-airflow[postgres,mysql]==2.11.2"
+build af3 airflow "apache-airflow[postgres,mysql]==3.1.8 apache-airflow-providers-fab==3.10.2"
+build schemathesis schemathesis "schemathesis==4.32.5"

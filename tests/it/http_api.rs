@@ -3,7 +3,8 @@
 //! by `airflow users create` (wrong password, inactive user and lock-out refused, failures
 //! audited), a backfill created through the API running to success, `/api/v2` reads, filters
 //! and life-cycle actions (pause, resume, retry of the failed dates), and the web UI's login,
-//! CSRF and create form.
+//! CSRF and create form; and schemathesis fuzzing `/api/v2/openapi.json` without a server
+//! error.
 
 use std::time::Duration;
 
@@ -604,4 +605,74 @@ fn seed_api_and_logins_on_airflow2_sqlite() {
     }
     assert_eq!(last, 429);
     assert_eq!(c.get("/api/v1/plugins/backfills", Some(&alice)).status, 429);
+}
+
+/// The schemathesis venv built by `scripts/airflow-venvs.sh` (next to the Airflow ones).
+fn schemathesis() -> std::path::PathBuf {
+    let base = std::env::var_os("BACKFILLD_VENV_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+            std::path::PathBuf::from(home).join(".cache/backfilld/venvs")
+        });
+    let program = base.join("schemathesis/bin/schemathesis");
+    assert!(
+        program.exists(),
+        "{} is missing: run scripts/airflow-venvs.sh (or .ci/run) first",
+        program.display()
+    );
+    program
+}
+
+#[test]
+fn openapi_fuzzed_by_schemathesis_without_server_errors() {
+    let af = Airflow::sqlite(AirflowMajor::V2, "http_schemathesis_af2");
+    let port = free_port();
+    let daemon = Daemon::start_with(
+        &af,
+        &[],
+        &format!("\n[http]\nlisten = \"127.0.0.1:{port}\"\nmax_failed_logins = 100000\n"),
+    );
+    af.ensure_user("alice", "User");
+    wait_for("the HTTP listener", Duration::from_secs(30), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    let out = std::process::Command::new(schemathesis())
+        .args([
+            "run",
+            &format!("http://127.0.0.1:{port}/api/v2/openapi.json"),
+            "--checks",
+            "not_a_server_error",
+            "--phases",
+            "examples,coverage,fuzzing",
+            "--max-examples",
+            "30",
+            "--seed",
+            "8",
+            "--workers",
+            "1",
+            "--request-timeout",
+            "60",
+            "--no-color",
+            "--header",
+            &format!("Authorization: {}", basic("alice", "pw")),
+        ])
+        .current_dir(&af.home)
+        .output()
+        .unwrap_or_else(|e| panic!("run schemathesis: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{text}");
+    assert!(
+        out.status.success(),
+        "schemathesis found failures:\n{text}\n{}",
+        daemon.log_text()
+    );
+    assert!(
+        text.contains("Test cases:") && !text.contains("Server error"),
+        "{text}"
+    );
 }
