@@ -3,8 +3,9 @@
 //! by `airflow users create` (wrong password, inactive user and lock-out refused, failures
 //! audited), a backfill created through the API running to success, `/api/v2` reads, filters
 //! and life-cycle actions (pause, resume, retry of the failed dates), and the web UI's login,
-//! CSRF and create form; and schemathesis fuzzing `/api/v2/openapi.json` without a server
-//! error.
+//! CSRF and create form; schemathesis fuzzing `/api/v2/openapi.json` without a server error;
+//! and on Airflow 3.1, a token from its api-server's `/auth/token` accepted for reads and a
+//! create (an altered one refused).
 
 use std::time::Duration;
 
@@ -675,4 +676,73 @@ fn openapi_fuzzed_by_schemathesis_without_server_errors() {
         text.contains("Test cases:") && !text.contains("Server error"),
         "{text}"
     );
+}
+
+#[test]
+fn airflow3_api_server_token_on_sqlite() {
+    let mut af = Airflow::sqlite(AirflowMajor::V3, "http_token_af3");
+    af.start_scheduler();
+    af.wait_parsed("sales", BIG);
+    let port = free_port();
+    let daemon = Daemon::start_with(
+        &af,
+        &[("AIRFLOW__API_AUTH__JWT_SECRET", "backfilld-it-jwt-secret")],
+        &format!("\n[http]\nlisten = \"127.0.0.1:{port}\"\n"),
+    );
+    af.ensure_user("alice", "User");
+    wait_for("the HTTP listener", Duration::from_secs(30), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+
+    // A token from Airflow's own api-server, for a user made by `airflow users create`.
+    let airflow = Client::new(af.api_port);
+    let issued = Client::finish(
+        airflow
+            .agent
+            .post(format!("{}/auth/token", airflow.base))
+            .send_json(json!({"username": "alice", "password": "pw"})),
+    );
+    assert!(
+        issued.status == 200 || issued.status == 201,
+        "{} {}",
+        issued.status,
+        issued.body
+    );
+    let token = issued.json()["access_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no access_token: {}", issued.body))
+        .to_owned();
+    let bearer = format!("Bearer {token}");
+
+    let c = Client::new(port);
+    let list = c.get("/api/v2/backfills", Some(&bearer));
+    assert_eq!(list.status, 200, "{}\n{}", list.body, daemon.log_text());
+    assert_eq!(list.json()["total_entries"], 0, "{}", list.body);
+    let created = c.post_json(
+        "/api/v2/backfills",
+        &bearer,
+        &json!({"dag_id": "sales", "start": "2024-05-01", "end": "2024-05-01"}),
+    );
+    assert_eq!(
+        created.status,
+        201,
+        "{}\n{}",
+        created.body,
+        daemon.log_text()
+    );
+    assert_eq!(created.json()["submitted_by"], "alice", "{}", created.body);
+    let v1 = c.get("/api/v1/plugins/backfills", Some(&bearer));
+    assert_eq!(v1.status, 200, "{}", v1.body);
+    assert_eq!(v1.json().as_array().map(Vec::len), Some(1), "{}", v1.body);
+
+    // An altered token (one signature character changed) or garbage is refused.
+    let cut = token.len().saturating_sub(10);
+    let (head, tail) = token.split_at(cut);
+    let swapped = if tail.starts_with('A') { "B" } else { "A" };
+    let forged = format!("{head}{swapped}{}", &tail[1..]);
+    assert_problem(
+        &c.get("/api/v2/backfills", Some(&format!("Bearer {forged}"))),
+        401,
+    );
+    assert_problem(&c.get("/api/v2/backfills", Some("Bearer not.a.token")), 401);
 }
