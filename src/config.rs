@@ -84,6 +84,9 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub log: LogSection,
+    /// Budgets that keep scheduled runs alive.
+    #[serde(default)]
+    pub throttle: ThrottleSection,
 }
 
 /// `[log]`.
@@ -129,6 +132,33 @@ impl Default for HttpSection {
     }
 }
 
+/// `[throttle]`: budgets the reconciler enforces by pausing and unpausing copies.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ThrottleSection {
+    /// Most queued + running runs of all backfill copies together (unset: no limit).
+    pub max_running_backfill_runs: Option<u32>,
+    /// Most queued + running backfill runs per origin DAG (unset: no limit).
+    pub max_running_per_dag: Option<u32>,
+    /// Largest share (1..=100) of a pool's slots backfill task instances may hold (unset: no
+    /// limit).
+    pub pool_share_percent: Option<u32>,
+    /// Hold a backfill while its origin DAG has a queued or running run of its own, or a pool
+    /// it uses is full of other tasks.
+    pub yield_to_scheduled: bool,
+}
+
+impl Default for ThrottleSection {
+    fn default() -> Self {
+        ThrottleSection {
+            max_running_backfill_runs: None,
+            max_running_per_dag: None,
+            pool_share_percent: None,
+            yield_to_scheduled: true,
+        }
+    }
+}
+
 /// How Airflow 3's api-server signs the tokens it hands out (`/auth/token`).
 #[derive(Clone, PartialEq, Eq)]
 pub struct ApiTokenSettings {
@@ -146,6 +176,16 @@ impl std::fmt::Debug for ApiTokenSettings {
             .field("algorithm", &self.algorithm)
             .field("audience", &self.audience)
             .finish_non_exhaustive()
+    }
+}
+
+impl ThrottleSection {
+    /// Whether a budget is set, so a new copy should start paused until the throttle lets it
+    /// go (otherwise the scheduler could start runs before the next pass counts them).
+    pub fn has_budget(&self) -> bool {
+        self.max_running_backfill_runs.is_some()
+            || self.max_running_per_dag.is_some()
+            || self.pool_share_percent.is_some()
     }
 }
 
@@ -379,6 +419,13 @@ impl Config {
                 "identity.map",
                 &format!("entry {unix:?}: names must be non-empty"),
             ));
+        }
+        if config
+            .throttle
+            .pool_share_percent
+            .is_some_and(|p| p == 0 || p > 100)
+        {
+            return Err(bad("throttle.pool_share_percent", "must be 1..=100"));
         }
         if config.reconcile.interval_secs == 0 {
             return Err(bad("reconcile.interval_secs", "must be at least 1"));

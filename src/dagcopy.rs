@@ -5,7 +5,7 @@
 //! parses the copy, the overlay finds the origin DAG object (module globals and
 //! `DagContext.autoregistered_dags`, Airflow 2 and 3), renames it in place to the backfill id,
 //! gives it and every task the backfill's start/end dates, `catchup=True`, `max_active_runs`,
-//! `is_paused_upon_creation=False`, merges the param overrides into the DAG's and every task's
+//! `is_paused_upon_creation` (false unless the throttle holds new copies), merges the param overrides into the DAG's and every task's
 //! params, tags it `backfill`, and removes every other DAG and every name it created, so the
 //! file registers exactly one DAG and no import error. If the origin DAG is missing, it raises
 //! an exception naming it, which Airflow records as the file's import error.
@@ -192,7 +192,7 @@ def _backfilld_overlay_v1(module_globals, encoded_spec):
     dag.end_date = end_date
     dag.catchup = True
     dag.max_active_runs = spec["max_active_runs"]
-    dag.is_paused_upon_creation = False
+    dag.is_paused_upon_creation = bool(spec.get("paused_upon_creation", False))
     tag = spec["tag"]
     if tag is not None:
         tags = dag.tags
@@ -237,6 +237,9 @@ pub struct CopySpec {
     pub params: serde_json::Map<String, serde_json::Value>,
     /// The copy's description; `None` keeps the origin's.
     pub description: Option<String>,
+    /// Register the copy paused (`is_paused_upon_creation`), for the throttle to unpause when
+    /// its turn comes; otherwise it starts unpaused.
+    pub paused: bool,
 }
 
 /// Errors of writing and removing copy files.
@@ -290,6 +293,7 @@ fn encoded_spec(spec: &CopySpec) -> String {
         "max_active_runs": spec.max_active_runs,
         "params": spec.params,
         "description": spec.description,
+        "paused_upon_creation": spec.paused,
         "tag": COPY_TAG,
     });
     base64::engine::general_purpose::STANDARD.encode(document.to_string())
@@ -483,6 +487,7 @@ mod tests {
             max_active_runs: 3,
             params,
             description: Some("a \"quoted\"\n description".into()),
+            paused: false,
         })
     }
 
@@ -543,6 +548,7 @@ mod tests {
                 "max_active_runs": 3,
                 "params": {"region": "us", "limit": 42},
                 "description": "a \"quoted\"\n description",
+                "paused_upon_creation": false,
                 "tag": "backfill",
             })
         );

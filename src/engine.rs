@@ -23,18 +23,21 @@ use crate::control::{BackfillView, ControlRequest, ControlResponse};
 use crate::dagcopy::{self, CopySpec};
 use crate::failpoint;
 use crate::lifecycle::{self, Effect, Facts, Reprocess};
+use crate::metadb::airflow;
 use crate::metadb::airflow::{Airflow, AirflowSchema, Generation};
 use crate::metadb::fab::Fab;
+use crate::metadb::pass::{self, Pass, PassRow};
 use crate::metadb::store::{
     self, AuditEntry, BackfillRow, NewBackfill, PendingOp, RequestRecord, Store,
 };
 use crate::metadb::{DbError, MetaDb};
-use crate::reconcile::{self, Observation, RunState};
+use crate::reconcile::{self, Observation, RunState, RunSummary};
 use crate::request::{self, fmt_ts, Operation, Parsed, ReasonCode, Rejection, Request};
 use crate::schedule::{ScheduleError, Timetable};
 use crate::service::ServiceManager;
 use crate::spool::{self, ClaimedFile, Disposition, Spool};
 use crate::state::BackfillState;
+use crate::throttle;
 
 pub mod web;
 
@@ -132,10 +135,42 @@ pub struct Engine {
     service: ServiceManager,
     stop: Arc<AtomicBool>,
     unfinished_by_state: BTreeMap<BackfillState, usize>,
+    watermark: Option<chrono::DateTime<Utc>>,
+    passes_since_full: u32,
+    turn_ended: HashMap<String, chrono::DateTime<Utc>>,
+    last_pass: PassStats,
 }
 
 /// Longest wait between reconnect attempts: after an outage, requests wait at most this long.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// Figures of one reconcile pass.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PassStats {
+    /// Unfinished backfills looked at.
+    pub backfills: usize,
+    /// Backfills whose runs were counted again (all of them in a full pass).
+    pub recomputed: usize,
+    /// Backfill rows written.
+    pub changed: usize,
+    /// Copies the throttle paused.
+    pub paused: usize,
+    /// Copies the throttle unpaused.
+    pub unpaused: usize,
+    /// Statements sent to the metadata DB.
+    pub queries: u64,
+    /// Whether it was a full pass (not incremental).
+    pub full: bool,
+    /// Wall time in milliseconds.
+    pub millis: u64,
+}
+
+/// Every this many passes, a full pass counts every copy's runs again (heals anything an
+/// incremental pass cannot see, such as deleted runs).
+const FULL_PASS_EVERY: u32 = 60;
+/// How far before the previous pass an incremental pass looks for updated runs: room for
+/// clock skew between Airflow's hosts and for transactions that commit late.
+const WATERMARK_OVERLAP_SECS: i64 = 60;
 
 impl Engine {
     /// An engine over an opened spool; connects lazily.
@@ -156,6 +191,10 @@ impl Engine {
             service: ServiceManager::from_env(),
             stop: Arc::new(AtomicBool::new(false)),
             unfinished_by_state: BTreeMap::new(),
+            watermark: None,
+            passes_since_full: 0,
+            turn_ended: HashMap::new(),
+            last_pass: PassStats::default(),
         }
     }
 
@@ -1062,49 +1101,253 @@ impl Engine {
                 return;
             }
         }
-        let rows = match self
-            .conn
-            .as_mut()
-            .map(|c| Store::new(&mut c.db).unfinished())
-        {
-            Some(Ok(rows)) => rows,
-            Some(Err(e)) => {
-                tracing::warn!(error = %e, "cannot list backfills to reconcile");
-                self.lost(&e);
-                return;
-            }
-            None => return,
-        };
-        self.unfinished_by_state.clear();
-        for row in &rows {
-            *self.unfinished_by_state.entry(row.state).or_insert(0) += 1;
-        }
-        for row in rows {
-            if let Err(e) = self.reconcile_row(&row) {
-                tracing::warn!(backfill = %row.id, error = %e, "reconcile failed; retrying next pass");
-                self.lost(&e);
-                if self.conn.is_none() {
-                    return;
+        let started = Instant::now();
+        let before = self.conn.as_ref().map_or(0, |c| c.db.query_count());
+        match self.reconcile_pass() {
+            Ok(mut stats) => {
+                stats.queries = self
+                    .conn
+                    .as_ref()
+                    .map_or(0, |c| c.db.query_count().saturating_sub(before));
+                stats.millis = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                if stats.changed + stats.paused + stats.unpaused > 0 {
+                    tracing::info!(
+                        backfills = stats.backfills,
+                        recomputed = stats.recomputed,
+                        changed = stats.changed,
+                        paused = stats.paused,
+                        unpaused = stats.unpaused,
+                        queries = stats.queries,
+                        full = stats.full,
+                        elapsed_ms = stats.millis,
+                        "reconcile pass"
+                    );
+                } else {
+                    tracing::debug!(
+                        backfills = stats.backfills,
+                        recomputed = stats.recomputed,
+                        queries = stats.queries,
+                        full = stats.full,
+                        elapsed_ms = stats.millis,
+                        "reconcile pass"
+                    );
                 }
+                self.last_pass = stats;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reconcile pass failed; retrying next pass");
+                self.lost(&e);
             }
         }
     }
 
-    fn reconcile_id(&mut self, id: &str) {
-        let row = match self
-            .conn
-            .as_mut()
-            .map(|c| Store::new(&mut c.db).backfill(id))
-        {
-            Some(Ok(Some(row))) => row,
-            Some(Err(e)) => {
-                self.lost(&e);
-                return;
-            }
-            _ => return,
+    /// Figures of the last reconcile pass (queries issued, backfills, changes).
+    pub fn last_pass(&self) -> PassStats {
+        self.last_pass
+    }
+
+    /// One set-based pass over every unfinished backfill: write missing copies, then a fixed
+    /// number of reads (backfills, copies' `dag` rows, import errors, run counts; with a
+    /// throttle, the origin DAGs' runs and pool use), the reconcile rule and the throttle in
+    /// memory, and batched writes of what changed. Between full passes, only copies with a
+    /// run updated since the last pass (less [`WATERMARK_OVERLAP_SECS`]) have their runs
+    /// counted again; the others keep their stored counts.
+    fn reconcile_pass(&mut self) -> Result<PassStats, DbError> {
+        let now = Utc::now();
+        let full = self.watermark.is_none() || self.passes_since_full >= FULL_PASS_EVERY;
+        let since = if full {
+            None
+        } else {
+            self.watermark
+                .map(|w| w - chrono::Duration::seconds(WATERMARK_OVERLAP_SECS))
         };
-        if let Err(e) = self.reconcile_row(&row) {
-            tracing::warn!(backfill = %id, error = %e, "reconcile failed; retrying next pass");
+        let dir = self.copy_dir();
+        let rows = {
+            let c = self.conn.as_mut().ok_or_else(not_connected)?;
+            Pass::new(&mut c.db, &c.schema).unfinished()?
+        };
+        let mut written: HashMap<String, chrono::DateTime<Utc>> = HashMap::new();
+        for row in &rows {
+            if row.state == BackfillState::Submitted
+                && row.scheduled_at.is_none_or(|t| t <= now)
+                && (row.copy_written_at.is_none()
+                    || !dir.join(dagcopy::file_name(&row.id)).exists())
+            {
+                if let Some(at) = self.write_copy(&row.id)? {
+                    written.insert(row.id.clone(), at);
+                }
+            }
+        }
+        let throttle = self.config.throttle.clone();
+        let timeout = chrono::Duration::seconds(
+            i64::try_from(self.config.reconcile.register_timeout_secs).unwrap_or(i64::MAX / 1000),
+        );
+        let c = self.conn.as_mut().ok_or_else(not_connected)?;
+        let mut pass = Pass::new(&mut c.db, &c.schema);
+        let dags = pass.copy_dags()?;
+        let errors = pass.copy_import_errors(dagcopy::COPY_SUBDIR)?;
+        let counted = pass.run_summaries(since)?;
+        let throttling = throttle.has_budget() || throttle.yield_to_scheduled;
+        let mut load = throttle::Load::default();
+        let mut pools_of: HashMap<String, Vec<String>> = HashMap::new();
+        if throttling && !rows.is_empty() {
+            for run in pass.origin_runs()? {
+                let date = run
+                    .logical_date
+                    .map(|d| d.format("%Y-%m-%d %H:%M").to_string())
+                    .unwrap_or_default();
+                let date = date.trim_end_matches(" 00:00").to_owned();
+                load.origin_runs.entry(run.dag_id).or_insert(date);
+            }
+            if throttle.pool_share_percent.is_some() || throttle.yield_to_scheduled {
+                for (pool, used) in pass.pool_use()? {
+                    let ours: u32 = used.by_backfill.values().sum();
+                    for id in used.by_backfill.keys() {
+                        pools_of.entry(id.clone()).or_default().push(pool.clone());
+                    }
+                    load.pools.insert(pool, (used.slots, ours, used.others));
+                }
+            }
+        }
+        let runs_of = |row: &PassRow| match counted.get(&row.id) {
+            Some(s) => *s,
+            None if since.is_some() => row.stored_runs(),
+            None => RunSummary::default(),
+        };
+        let live: std::collections::HashSet<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+        self.turn_ended.retain(|id, _| live.contains(id.as_str()));
+        let mut candidates = Vec::new();
+        let mut candidate_of: HashMap<&str, usize> = HashMap::new();
+        for row in &rows {
+            let runs = runs_of(row);
+            if runs.active() == 0 && row.progress.running + row.progress.queued > 0 {
+                self.turn_ended.insert(row.id.clone(), now);
+            }
+            let Some(&paused) = dags.get(&row.id) else {
+                continue;
+            };
+            let paused_elsewhere = paused && !row.throttled;
+            candidate_of.insert(&row.id, candidates.len());
+            candidates.push(throttle::Candidate {
+                id: row.id.clone(),
+                dag_id: row.dag_id.clone(),
+                waiting_since: self
+                    .turn_ended
+                    .get(&row.id)
+                    .copied()
+                    .unwrap_or(row.submitted_at),
+                active: runs.active(),
+                pending: row
+                    .progress
+                    .total
+                    .saturating_sub(runs.active() + runs.succeeded + runs.failed),
+                max_active_runs: row.max_active_runs,
+                hands_off: row.user_paused || row.pending_op.is_some() || paused_elsewhere,
+                pools: pools_of.remove(&row.id).unwrap_or_default(),
+            });
+        }
+        let verdicts = if throttling {
+            throttle::decide(&throttle, &candidates, &load)
+        } else {
+            vec![throttle::Verdict::Untouched; candidates.len()]
+        };
+        let mut stats = PassStats {
+            backfills: rows.len(),
+            recomputed: if since.is_some() {
+                counted.len()
+            } else {
+                rows.len()
+            },
+            full,
+            ..PassStats::default()
+        };
+        let (mut to_pause, mut to_unpause, mut changes) = (Vec::new(), Vec::new(), Vec::new());
+        for row in &rows {
+            let verdict = candidate_of
+                .get(row.id.as_str())
+                .and_then(|&i| verdicts.get(i));
+            let airflow_paused = dags.get(&row.id).copied();
+            let throttled = match verdict {
+                Some(throttle::Verdict::Hold(_)) => {
+                    if airflow_paused == Some(false) {
+                        to_pause.push(row.id.clone());
+                    }
+                    true
+                }
+                Some(throttle::Verdict::Go) => {
+                    if row.throttled && airflow_paused == Some(true) {
+                        to_unpause.push(row.id.clone());
+                    }
+                    false
+                }
+                Some(throttle::Verdict::Untouched) => false,
+                None => row.throttled,
+            };
+            let import_error = row.copy_path.as_deref().and_then(|path| {
+                errors
+                    .iter()
+                    .find(|(name, _)| airflow::is_path_suffix(path, name))
+                    .map(|(_, e)| e.clone())
+            });
+            let obs = Observation {
+                registered: airflow_paused.map(|p| p && !throttled),
+                import_error,
+                runs: runs_of(row),
+            };
+            let written_at = written.get(&row.id).copied().or(row.copy_written_at);
+            let age = written_at
+                .map(|t| now - t)
+                .unwrap_or_else(chrono::Duration::zero);
+            let mut d = reconcile::decide(row.state, row.progress.total, &obs, age, timeout);
+            if let Some(throttle::Verdict::Hold(why)) = verdict {
+                if !d.state.is_terminal() && d.reason.is_none() {
+                    d.reason = Some(why.clone());
+                }
+            }
+            let unchanged = d.state == row.state
+                && d.reason == row.state_reason
+                && d.progress == row.progress
+                && d.run_start == row.run_start
+                && d.run_end == row.run_end
+                && throttled == row.throttled;
+            if !unchanged {
+                if d.state != row.state {
+                    tracing::info!(backfill = %row.id, from = %row.state, to = %d.state, reason = ?d.reason, "state change");
+                }
+                changes.push(pass::Change {
+                    id: row.id.clone(),
+                    decision: d,
+                    throttled,
+                });
+            }
+        }
+        self.unfinished_by_state.clear();
+        let new_state: HashMap<&str, BackfillState> = changes
+            .iter()
+            .map(|c| (c.id.as_str(), c.decision.state))
+            .collect();
+        for row in &rows {
+            let state = new_state.get(row.id.as_str()).copied().unwrap_or(row.state);
+            if !state.is_terminal() {
+                *self.unfinished_by_state.entry(state).or_insert(0) += 1;
+            }
+        }
+        if !to_pause.is_empty() {
+            stats.paused = pass.set_copies_paused(&to_pause, true)?;
+        }
+        if !to_unpause.is_empty() {
+            stats.unpaused = pass.set_copies_paused(&to_unpause, false)?;
+        }
+        stats.changed = changes.len();
+        pass.apply(&changes, now)?;
+        self.watermark = Some(now);
+        self.passes_since_full = if full { 0 } else { self.passes_since_full + 1 };
+        Ok(stats)
+    }
+
+    fn reconcile_id(&mut self, id: &str) {
+        if let Err(e) = self.write_copy(id) {
+            tracing::warn!(backfill = %id, error = %e, "cannot write the DAG copy yet; retrying next pass");
             self.lost(&e);
         }
     }
@@ -1179,11 +1422,11 @@ impl Engine {
                 let obs = Observation {
                     registered: Some(true),
                     import_error: None,
-                    runs: af.runs(&row.id)?,
+                    runs: RunSummary::of_runs(&row.logical_dates, &af.runs(&row.id)?),
                 };
                 let d = reconcile::decide(
                     row.state,
-                    &row.logical_dates,
+                    row.progress.total,
                     &obs,
                     chrono::Duration::zero(),
                     chrono::Duration::zero(),
@@ -1237,69 +1480,46 @@ impl Engine {
         self.airflow.dags_folder.join(dagcopy::COPY_SUBDIR)
     }
 
-    /// Write the copy if it is missing, then apply the reconcile rule.
-    fn reconcile_row(&mut self, row: &BackfillRow) -> Result<(), DbError> {
+    /// Write the copy of a `submitted` backfill if it is missing (the only place the origin
+    /// source snapshot is read). With a throttle budget the copy registers paused, marked as
+    /// held by the throttle, which unpauses it when its turn comes. Returns when it was written.
+    fn write_copy(&mut self, id: &str) -> Result<Option<chrono::DateTime<Utc>>, DbError> {
         let dir = self.copy_dir();
-        let name = dagcopy::file_name(&row.id);
+        let name = dagcopy::file_name(id);
         let path = dir.join(&name);
         let path_text = path.to_string_lossy().into_owned();
+        let paused = self.config.throttle.has_budget();
         let now = Utc::now();
         let c = self.conn.as_mut().ok_or_else(not_connected)?;
-        let mut written_at = row.copy_written_at;
-        let due = row.scheduled_at.is_none_or(|t| t <= now);
-        if row.state == BackfillState::Submitted
-            && due
-            && (written_at.is_none() || !path.exists())
-            && Store::new(&mut c.db).may_write_copy(&row.id)?
-        {
-            let spec = CopySpec {
-                backfill_id: row.id.clone(),
-                origin_dag_id: row.dag_id.clone(),
-                start: row.start,
-                end: row.end,
-                max_active_runs: row.max_active_runs,
-                params: row.params.clone(),
-                description: row.description.clone(),
-            };
-            let source = dagcopy::render(&row.origin_code, &spec);
-            match dagcopy::write_atomically(&dir, &name, source.as_bytes()) {
-                Ok(_) => {
-                    Store::new(&mut c.db).mark_copy_written(&row.id, &path_text, now)?;
-                    written_at = Some(now);
-                    let fast = Airflow::new(&mut c.db, &c.schema).request_parse(&path_text)?;
-                    tracing::info!(backfill = %row.id, path = %path_text, parse_requested = fast, "DAG copy written");
-                }
-                Err(e) => {
-                    tracing::error!(backfill = %row.id, error = %e, "cannot write the DAG copy; retrying next pass");
-                    return Ok(());
-                }
-            }
-        }
-        let mut af = Airflow::new(&mut c.db, &c.schema);
-        let obs = Observation {
-            registered: af.dag(&row.id)?.map(|d| d.is_paused),
-            import_error: af.import_error(&path_text)?,
-            runs: af.runs(&row.id)?,
+        let Some(row) = Store::new(&mut c.db).backfill(id)? else {
+            return Ok(None);
         };
-        let age = written_at
-            .map(|t| now - t)
-            .unwrap_or_else(chrono::Duration::zero);
-        let timeout = chrono::Duration::seconds(
-            i64::try_from(self.config.reconcile.register_timeout_secs).unwrap_or(i64::MAX / 1000),
-        );
-        let d = reconcile::decide(row.state, &row.logical_dates, &obs, age, timeout);
-        let unchanged = d.state == row.state
-            && d.reason == row.state_reason
-            && d.progress == row.progress
-            && d.run_start == row.run_start
-            && d.run_end == row.run_end;
-        if !unchanged {
-            Store::new(&mut c.db).apply(&row.id, &d, now)?;
-            if d.state != row.state {
-                tracing::info!(backfill = %row.id, from = %row.state, to = %d.state, reason = ?d.reason, "state change");
-            }
+        if row.state != BackfillState::Submitted
+            || row.scheduled_at.is_some_and(|t| t > now)
+            || (row.copy_written_at.is_some() && path.exists())
+            || !Store::new(&mut c.db).may_write_copy(&row.id)?
+        {
+            return Ok(None);
         }
-        Ok(())
+        let spec = CopySpec {
+            backfill_id: row.id.clone(),
+            origin_dag_id: row.dag_id.clone(),
+            start: row.start,
+            end: row.end,
+            max_active_runs: row.max_active_runs,
+            params: row.params.clone(),
+            description: row.description.clone(),
+            paused,
+        };
+        let source = dagcopy::render(&row.origin_code, &spec);
+        if let Err(e) = dagcopy::write_atomically(&dir, &name, source.as_bytes()) {
+            tracing::error!(backfill = %row.id, error = %e, "cannot write the DAG copy; retrying next pass");
+            return Ok(None);
+        }
+        Store::new(&mut c.db).mark_copy_written(&row.id, &path_text, now, paused)?;
+        let fast = Airflow::new(&mut c.db, &c.schema).request_parse(&path_text)?;
+        tracing::info!(backfill = %row.id, path = %path_text, parse_requested = fast, paused, "DAG copy written");
+        Ok(Some(now))
     }
 
     /// Answer a control request.

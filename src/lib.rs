@@ -22,3 +22,4 @@ pub mod schedule;
 pub mod service;
 pub mod spool;
 pub mod state;
+pub mod throttle;

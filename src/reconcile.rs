@@ -46,6 +46,74 @@ pub struct RunObservation {
     pub end_date: Option<DateTime<Utc>>,
 }
 
+/// The copy's runs of the backfill's logical dates, counted by state: what one set-based query
+/// returns for every copy at once (runs outside the backfill's range are not counted).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunSummary {
+    /// Runs queued (or in a state Airflow may add, see [`RunState::parse`]).
+    pub queued: u32,
+    /// Runs running.
+    pub running: u32,
+    /// Runs that succeeded.
+    pub succeeded: u32,
+    /// Runs that failed.
+    pub failed: u32,
+    /// The earliest run start.
+    pub first_start: Option<DateTime<Utc>>,
+    /// The latest run end.
+    pub last_end: Option<DateTime<Utc>>,
+}
+
+impl RunSummary {
+    /// Count `runs` whose logical date is one of `expected` (each date once).
+    pub fn of_runs(expected: &[DateTime<Utc>], runs: &[RunObservation]) -> RunSummary {
+        let by_date: HashMap<DateTime<Utc>, &RunObservation> =
+            runs.iter().map(|r| (r.logical_date, r)).collect();
+        let mut s = RunSummary::default();
+        let mut seen = std::collections::HashSet::new();
+        for date in expected {
+            let Some(r) = by_date.get(date) else { continue };
+            if !seen.insert(*date) {
+                continue;
+            }
+            s.add(r.state, 1, r.start_date, r.end_date);
+        }
+        s
+    }
+
+    /// Add `n` runs in `state` whose earliest start and latest end are given.
+    pub fn add(
+        &mut self,
+        state: RunState,
+        n: u32,
+        first_start: Option<DateTime<Utc>>,
+        last_end: Option<DateTime<Utc>>,
+    ) {
+        let slot = match state {
+            RunState::Queued => &mut self.queued,
+            RunState::Running => &mut self.running,
+            RunState::Success => &mut self.succeeded,
+            RunState::Failed => &mut self.failed,
+        };
+        *slot = slot.saturating_add(n);
+        self.first_start = min_opt(self.first_start, first_start);
+        self.last_end = self.last_end.max(last_end);
+    }
+
+    /// Runs queued or running: what counts against a throttling budget.
+    pub fn active(&self) -> u32 {
+        self.queued.saturating_add(self.running)
+    }
+}
+
+fn min_opt(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.min(y)),
+        (x, None) => x,
+        (None, y) => y,
+    }
+}
+
 /// What the metadata DB shows about a copy at one moment.
 #[derive(Debug, Clone, Default)]
 pub struct Observation {
@@ -53,8 +121,8 @@ pub struct Observation {
     pub registered: Option<bool>,
     /// Airflow's import error for the copy's file, if any.
     pub import_error: Option<String>,
-    /// The copy's runs.
-    pub runs: Vec<RunObservation>,
+    /// The copy's runs of the backfill's dates.
+    pub runs: RunSummary,
 }
 
 /// Counts of logical dates by where they are.
@@ -107,37 +175,28 @@ pub struct Decision {
 /// Terminal states never change.
 pub fn decide(
     current: BackfillState,
-    expected: &[DateTime<Utc>],
+    total: u32,
     obs: &Observation,
     copy_age: Duration,
     register_timeout: Duration,
 ) -> Decision {
-    let by_date: HashMap<DateTime<Utc>, &RunObservation> =
-        obs.runs.iter().map(|r| (r.logical_date, r)).collect();
-    let mut progress = Progress {
-        total: u32::try_from(expected.len()).unwrap_or(u32::MAX),
-        ..Progress::default()
+    let r = obs.runs;
+    let counted = r
+        .queued
+        .saturating_add(r.running)
+        .saturating_add(r.succeeded)
+        .saturating_add(r.failed);
+    let progress = Progress {
+        total,
+        succeeded: r.succeeded,
+        failed: r.failed,
+        running: r.running,
+        queued: r.queued,
+        pending: total.saturating_sub(counted),
     };
-    for date in expected {
-        match by_date.get(date).map(|r| r.state) {
-            None => progress.pending += 1,
-            Some(RunState::Queued) => progress.queued += 1,
-            Some(RunState::Running) => progress.running += 1,
-            Some(RunState::Success) => progress.succeeded += 1,
-            Some(RunState::Failed) => progress.failed += 1,
-        }
-    }
-    let ours: Vec<&RunObservation> = expected
-        .iter()
-        .filter_map(|d| by_date.get(d).copied())
-        .collect();
-    let run_start = ours.iter().filter_map(|r| r.start_date).min();
-    let all_done = progress.finished() == progress.total;
-    let run_end = if all_done {
-        ours.iter().filter_map(|r| r.end_date).max()
-    } else {
-        None
-    };
+    let run_start = r.first_start;
+    let all_done = progress.finished() >= progress.total;
+    let run_end = if all_done { r.last_end } else { None };
     let decision = |state, reason: Option<String>| Decision {
         state,
         reason,
@@ -216,11 +275,11 @@ mod tests {
         let obs = Observation {
             registered: paused,
             import_error: None,
-            runs,
+            runs: RunSummary::of_runs(&[day(1), day(2), day(3)], &runs),
         };
         decide(
             BackfillState::Queued,
-            &[day(1), day(2), day(3)],
+            3,
             &obs,
             Duration::seconds(5),
             Duration::seconds(600),
@@ -298,7 +357,7 @@ mod tests {
         let obs = Observation::default();
         let wait = decide(
             BackfillState::Submitted,
-            &[day(1)],
+            1,
             &obs,
             Duration::seconds(5),
             Duration::seconds(60),
@@ -306,7 +365,7 @@ mod tests {
         assert_eq!(wait.state, BackfillState::Submitted);
         let late = decide(
             BackfillState::Submitted,
-            &[day(1)],
+            1,
             &obs,
             Duration::seconds(61),
             Duration::seconds(60),
@@ -319,7 +378,7 @@ mod tests {
         };
         let broken = decide(
             BackfillState::Submitted,
-            &[day(1)],
+            1,
             &obs,
             Duration::seconds(1),
             Duration::seconds(60),
@@ -333,11 +392,11 @@ mod tests {
         let obs = Observation {
             registered: Some(false),
             import_error: None,
-            runs: vec![run(9, RunState::Running)],
+            runs: RunSummary::of_runs(&[day(1)], &[run(9, RunState::Running)]),
         };
         let d = decide(
             BackfillState::Success,
-            &[day(1)],
+            1,
             &obs,
             Duration::zero(),
             Duration::seconds(1),

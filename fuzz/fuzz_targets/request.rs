@@ -34,6 +34,7 @@ fuzz_target!(|data: &[u8]| {
         max_active_runs: req.max_active_runs,
         params: req.params.clone(),
         description: req.description.clone(),
+        paused: false,
     };
     let out = dagcopy::render(ORIGIN, &spec);
     assert!(out.starts_with(ORIGIN));

@@ -635,7 +635,7 @@ struct BundleSql {
 }
 
 /// Whether `rel` names `path` relative to some directory (`path` ends with `/<rel>`).
-fn is_path_suffix(path: &str, rel: &str) -> bool {
+pub fn is_path_suffix(path: &str, rel: &str) -> bool {
     path == rel
         || path
             .strip_suffix(rel)

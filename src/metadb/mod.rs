@@ -6,10 +6,12 @@
 //! parsed here, so no backend-specific time type leaks out.
 //!
 //! Submodules: [`airflow`] reads (and, in a few reviewed places, writes) Airflow's own tables;
-//! [`store`] owns backfilld's tables and their migrations.
+//! [`store`] owns backfilld's tables and their migrations; [`pass`] holds the set-based
+//! queries of a reconcile pass.
 
 pub mod airflow;
 pub mod fab;
+pub mod pass;
 pub mod store;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
@@ -187,6 +189,26 @@ impl Dialect {
         }
     }
 
+    /// An expression ordering an Airflow timestamp column (or [`Dialect::ts_param`]) by time:
+    /// SQLite keeps SQLAlchemy's text, whose width varies (with or without microseconds or an
+    /// offset), so it is compared as a Julian day there.
+    pub fn ts_order(self, expr: &str) -> String {
+        match self.0 {
+            Backend::Sqlite => format!("julianday({expr})"),
+            Backend::Postgres | Backend::Mysql => expr.to_owned(),
+        }
+    }
+
+    /// An expression giving a timestamp backfilld stored as text (see `store::stored_ts`) as a
+    /// value comparable with [`Dialect::ts_order`] of an Airflow column.
+    pub fn stored_ts_order(self, col: &str) -> String {
+        match self.0 {
+            Backend::Sqlite => format!("julianday({col})"),
+            Backend::Postgres => format!("CAST({col} AS TIMESTAMP WITH TIME ZONE)"),
+            Backend::Mysql => format!("STR_TO_DATE({col}, '%Y-%m-%dT%H:%i:%s.%fZ')"),
+        }
+    }
+
     /// Column type for unbounded text (MySQL's TEXT stops at 64 KiB).
     pub fn long_text(self) -> &'static str {
         match self.0 {
@@ -223,6 +245,7 @@ enum Conn {
 pub struct MetaDb {
     conn: Conn,
     dialect: Dialect,
+    queries: u64,
 }
 
 /// How long a SQLite statement waits for Airflow's lock before failing.
@@ -278,6 +301,7 @@ impl MetaDb {
         Ok(MetaDb {
             conn,
             dialect: Dialect(url.backend()),
+            queries: 0,
         })
     }
 
@@ -286,11 +310,18 @@ impl MetaDb {
         self.dialect
     }
 
+    /// How many statements this connection has sent so far (queries, writes, transaction
+    /// control): the reconciler reports the difference over a pass.
+    pub fn query_count(&self) -> u64 {
+        self.queries
+    }
+
     /// Run a query and load its rows.
     pub fn load<T>(&mut self, sql: &str, args: &[Arg]) -> Result<Vec<T>, DbError>
     where
         T: QueryableByName<Sqlite> + QueryableByName<Pg> + QueryableByName<Mysql> + 'static,
     {
+        self.queries += 1;
         Ok(match &mut self.conn {
             Conn::Sqlite(c) => {
                 bind_all(diesel::sql_query(sql).into_boxed::<Sqlite>(), args).load(c)?
@@ -306,6 +337,7 @@ impl MetaDb {
 
     /// Run a statement; returns the number of rows it touched.
     pub fn execute(&mut self, sql: &str, args: &[Arg]) -> Result<usize, DbError> {
+        self.queries += 1;
         Ok(match &mut self.conn {
             Conn::Sqlite(c) => {
                 bind_all(diesel::sql_query(sql).into_boxed::<Sqlite>(), args).execute(c)?
@@ -321,6 +353,7 @@ impl MetaDb {
 
     /// Run statements without binds (DDL).
     pub fn batch(&mut self, sql: &str) -> Result<(), DbError> {
+        self.queries += 1;
         match &mut self.conn {
             Conn::Sqlite(c) => c.batch_execute(sql)?,
             Conn::Postgres(c) => c.batch_execute(sql)?,

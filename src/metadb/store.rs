@@ -15,7 +15,7 @@ use crate::request::{fmt_ts, ReasonCode};
 use crate::state::BackfillState;
 
 /// Schema version this build expects.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 fn migrations(d: Dialect) -> Vec<(i64, Vec<String>)> {
     let long = d.long_text();
@@ -126,6 +126,13 @@ fn migrations(d: Dialect) -> Vec<(i64, Vec<String>)> {
                 "ALTER TABLE backfilld_backfill ADD COLUMN reprocess VARCHAR(16)".to_owned(),
                 format!("ALTER TABLE backfilld_backfill ADD COLUMN skipped_dates {long}"),
                 format!("ALTER TABLE backfilld_request ADD COLUMN skipped_dates {long}"),
+            ],
+        ),
+        (
+            6,
+            vec![
+                "ALTER TABLE backfilld_backfill ADD COLUMN throttled BIGINT NOT NULL DEFAULT 0"
+                    .to_owned(),
             ],
         ),
     ]
@@ -407,7 +414,8 @@ impl PendingOp {
         }
     }
 
-    fn parse(s: &str) -> Option<PendingOp> {
+    /// Parse a stored name.
+    pub fn parse(s: &str) -> Option<PendingOp> {
         [
             PendingOp::Cancel,
             PendingOp::Pause,
@@ -973,54 +981,21 @@ impl<'a> Store<'a> {
         Ok(())
     }
 
-    /// Every unfinished backfill, oldest first.
-    pub fn unfinished(&mut self) -> Result<Vec<BackfillRow>, DbError> {
-        let rows: Vec<BackfillSql> = self.db.load(
-            &format!(
-                "SELECT {BACKFILL_COLS} FROM backfilld_backfill WHERE deleted = 0 \
-                 AND state NOT IN ('success', 'failed', 'cancelled') ORDER BY submitted_at, id"
-            ),
-            &[],
-        )?;
-        rows.into_iter().map(TryInto::try_into).collect()
-    }
-
-    /// Record that the copy was written.
+    /// Record that the copy was written (`throttled`: registered paused, held by the throttle).
     pub fn mark_copy_written(
         &mut self,
         id: &str,
         path: &str,
         at: DateTime<Utc>,
+        throttled: bool,
     ) -> Result<(), DbError> {
         self.db.execute(
-            "UPDATE backfilld_backfill SET copy_path = ?, copy_written_at = ?, updated_at = ? WHERE id = ?",
+            "UPDATE backfilld_backfill SET copy_path = ?, copy_written_at = ?, updated_at = ?, throttled = ? WHERE id = ?",
             &[
                 Arg::Text(path.to_owned()),
                 Arg::Text(stored_ts(at)),
                 Arg::Text(stored_ts(at)),
-                Arg::Text(id.to_owned()),
-            ],
-        )?;
-        Ok(())
-    }
-
-    /// Store a reconcile decision. Only called when something changed.
-    pub fn apply(&mut self, id: &str, d: &Decision, now: DateTime<Utc>) -> Result<(), DbError> {
-        let p = d.progress;
-        self.db.execute(
-            "UPDATE backfilld_backfill SET state = ?, state_reason = ?, run_start = ?, run_end = ?, \
-             dates_succeeded = ?, dates_failed = ?, dates_running = ?, dates_queued = ?, updated_at = ? \
-             WHERE id = ? AND state NOT IN ('success', 'failed', 'cancelled')",
-            &[
-                Arg::Text(d.state.as_str().to_owned()),
-                Arg::OptText(d.reason.clone()),
-                Arg::OptText(d.run_start.map(stored_ts)),
-                Arg::OptText(d.run_end.map(stored_ts)),
-                Arg::Int(p.succeeded.into()),
-                Arg::Int(p.failed.into()),
-                Arg::Int(p.running.into()),
-                Arg::Int(p.queued.into()),
-                Arg::Text(stored_ts(now)),
+                Arg::Int(i64::from(throttled)),
                 Arg::Text(id.to_owned()),
             ],
         )?;

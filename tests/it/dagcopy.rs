@@ -177,6 +177,7 @@ fn request_values_never_become_code() -> TestResult {
         max_active_runs: 2,
         params: nasty_params(&strings),
         description: Some(joined.clone()),
+        paused: false,
     };
     let benign = CopySpec {
         backfill_id: "bf".into(),
@@ -192,6 +193,7 @@ fn request_values_never_become_code() -> TestResult {
         max_active_runs: 1,
         params: Map::new(),
         description: None,
+        paused: false,
     };
     let dir = tmp.path().join(COPY_SUBDIR);
     let copy = dagcopy::write_atomically(
@@ -644,6 +646,7 @@ fn airflow_loads_copies(major: AirflowMajor) -> TestResult {
             max_active_runs: 3,
             params: overrides.clone(),
             description: description.map(String::from),
+            paused: false,
         };
         write_copy(&dags, file, &spec)?;
         let rendered: Map<String, Value> = task_ids
@@ -675,6 +678,7 @@ fn airflow_loads_copies(major: AirflowMajor) -> TestResult {
         max_active_runs: 3,
         params: overrides.clone(),
         description: Some("backfill of origin_with".into()),
+        paused: false,
     };
     let again = CopySpec {
         backfill_id: "origin_with__bf_1__again".into(),
@@ -684,6 +688,7 @@ fn airflow_loads_copies(major: AirflowMajor) -> TestResult {
         max_active_runs: 2,
         params: object(json!({"limit": 7})),
         description: None,
+        paused: false,
     };
     let source = dagcopy::render(
         &dagcopy::render(&origin_source("with_dag.py"), &first),
@@ -722,6 +727,7 @@ fn airflow_loads_copies(major: AirflowMajor) -> TestResult {
         max_active_runs: 1,
         params: nasty_params.clone(),
         description: Some(strings.concat()),
+        paused: false,
     };
     write_copy(&dags, "with_dag.py", &nasty)?;
     let mut nasty_merged = object(json!({"region": "us", "limit": 10, "untouched": "keep"}));
@@ -749,6 +755,7 @@ fn airflow_loads_copies(major: AirflowMajor) -> TestResult {
         max_active_runs: 1,
         params: Map::new(),
         description: None,
+        paused: false,
     };
     write_copy(&errors, "several.py", &missing)?;
     missing.backfill_id = "bad_param__bf".into();

@@ -1,0 +1,513 @@
+//! The set-based queries of one reconcile pass. Each reads or writes every unfinished backfill
+//! at once (joins against `backfilld_backfill`), so a pass issues the same small number of
+//! statements whatever the number of backfills; only the rows that changed are written.
+//!
+//! Index use (PostgreSQL): the run summary joins `dag_run` on `dag_id` (Airflow's
+//! `dag_run_dag_id_execution_date_key` / `dag_run_dag_id_logical_date_key` unique index); the
+//! incremental filter on `dag_run.updated_at` has no index in Airflow's schema and is a
+//! sequential scan of `dag_run`, which is still one statement per pass; the origin DAGs'
+//! unfinished runs use `idx_dag_run_running_dags` / `idx_dag_run_queued_dags` (state, dag_id).
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use diesel::sql_types::{BigInt, Nullable, Text};
+use diesel::QueryableByName;
+
+use super::airflow::{AirflowSchema, Generation};
+use super::store::{stored_ts, PendingOp};
+use super::{parse_ts, Arg, DbError, MetaDb};
+use crate::reconcile::{Decision, Progress, RunState, RunSummary};
+use crate::state::BackfillState;
+
+/// The `WHERE` condition on `backfilld_backfill b` selecting the backfills a pass looks at.
+const UNFINISHED: &str = "b.deleted = 0 AND b.state NOT IN ('success', 'failed', 'cancelled')";
+
+/// Most rows one batched `UPDATE` changes (keeps the bind count under every backend's limit).
+const WRITE_CHUNK: usize = 400;
+
+/// An unfinished backfill as a pass needs it: without the origin source snapshot or the list
+/// of dates (the heavy columns), which only the copy write reads (`Store::backfill`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PassRow {
+    /// The backfill id (the copy's DAG id).
+    pub id: String,
+    /// The origin DAG.
+    pub dag_id: String,
+    /// Current state.
+    pub state: BackfillState,
+    /// Why it is in that state.
+    pub state_reason: Option<String>,
+    /// Where the copy was written.
+    pub copy_path: Option<String>,
+    /// When the copy was written.
+    pub copy_written_at: Option<DateTime<Utc>>,
+    /// When it was accepted (fair share: oldest first).
+    pub submitted_at: DateTime<Utc>,
+    /// The copy is written only from this instant on.
+    pub scheduled_at: Option<DateTime<Utc>>,
+    /// First run start.
+    pub run_start: Option<DateTime<Utc>>,
+    /// Last run end.
+    pub run_end: Option<DateTime<Utc>>,
+    /// Stored date counts.
+    pub progress: Progress,
+    /// Paused by a user (throttling never touches it).
+    pub user_paused: bool,
+    /// Paused by backfilld's throttling (so throttling may unpause it).
+    pub throttled: bool,
+    /// A life-cycle action still being carried out.
+    pub pending_op: Option<PendingOp>,
+    /// The copy's `max_active_runs`.
+    pub max_active_runs: u32,
+}
+
+impl PassRow {
+    /// The stored counts as a run summary (for a backfill whose runs did not change).
+    pub fn stored_runs(&self) -> RunSummary {
+        let p = self.progress;
+        RunSummary {
+            queued: p.queued,
+            running: p.running,
+            succeeded: p.succeeded,
+            failed: p.failed,
+            first_start: self.run_start,
+            last_end: self.run_end,
+        }
+    }
+}
+
+#[derive(QueryableByName)]
+struct PassSql {
+    #[diesel(sql_type = Text)]
+    id: String,
+    #[diesel(sql_type = Text)]
+    dag_id: String,
+    #[diesel(sql_type = Text)]
+    state: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    state_reason: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    copy_path: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    copy_written_at: Option<String>,
+    #[diesel(sql_type = Text)]
+    submitted_at: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    scheduled_at: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    run_start: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    run_end: Option<String>,
+    #[diesel(sql_type = BigInt)]
+    dates_total: i64,
+    #[diesel(sql_type = BigInt)]
+    dates_succeeded: i64,
+    #[diesel(sql_type = BigInt)]
+    dates_failed: i64,
+    #[diesel(sql_type = BigInt)]
+    dates_running: i64,
+    #[diesel(sql_type = BigInt)]
+    dates_queued: i64,
+    #[diesel(sql_type = BigInt)]
+    user_paused: i64,
+    #[diesel(sql_type = BigInt)]
+    throttled: i64,
+    #[diesel(sql_type = Nullable<Text>)]
+    pending_op: Option<String>,
+    #[diesel(sql_type = BigInt)]
+    max_active_runs: i64,
+}
+
+fn count(n: i64) -> u32 {
+    u32::try_from(n).unwrap_or(0)
+}
+
+fn opt_ts(s: Option<String>) -> Result<Option<DateTime<Utc>>, DbError> {
+    s.as_deref().map(parse_ts).transpose()
+}
+
+impl TryFrom<PassSql> for PassRow {
+    type Error = DbError;
+
+    fn try_from(r: PassSql) -> Result<Self, DbError> {
+        let state = BackfillState::parse(&r.state).ok_or_else(|| {
+            DbError::Data(format!("backfill {}: unknown state {:?}", r.id, r.state))
+        })?;
+        let total = count(r.dates_total);
+        let (succeeded, failed, running, queued) = (
+            count(r.dates_succeeded),
+            count(r.dates_failed),
+            count(r.dates_running),
+            count(r.dates_queued),
+        );
+        Ok(PassRow {
+            state,
+            state_reason: r.state_reason,
+            copy_path: r.copy_path,
+            copy_written_at: opt_ts(r.copy_written_at)?,
+            submitted_at: parse_ts(&r.submitted_at)?,
+            scheduled_at: opt_ts(r.scheduled_at)?,
+            run_start: opt_ts(r.run_start)?,
+            run_end: opt_ts(r.run_end)?,
+            progress: Progress {
+                total,
+                succeeded,
+                failed,
+                running,
+                queued,
+                pending: total.saturating_sub(succeeded + failed + running + queued),
+            },
+            user_paused: r.user_paused != 0,
+            throttled: r.throttled != 0,
+            pending_op: PendingOp::parse(r.pending_op.as_deref().unwrap_or_default()),
+            max_active_runs: count(r.max_active_runs),
+            dag_id: r.dag_id,
+            id: r.id,
+        })
+    }
+}
+
+#[derive(QueryableByName)]
+struct CopyDagSql {
+    #[diesel(sql_type = Text)]
+    dag_id: String,
+    #[diesel(sql_type = BigInt)]
+    paused: i64,
+}
+
+#[derive(QueryableByName)]
+struct ImportErrorSql {
+    #[diesel(sql_type = Nullable<Text>)]
+    filename: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    stacktrace: Option<String>,
+}
+
+#[derive(QueryableByName)]
+struct RunGroupSql {
+    #[diesel(sql_type = Text)]
+    dag_id: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    state: Option<String>,
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+    #[diesel(sql_type = Nullable<Text>)]
+    first_start: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    last_end: Option<String>,
+}
+
+#[derive(QueryableByName)]
+struct OriginRunSql {
+    #[diesel(sql_type = Text)]
+    dag_id: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    logical_date: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    state: Option<String>,
+}
+
+#[derive(QueryableByName)]
+struct PoolSql {
+    #[diesel(sql_type = Text)]
+    pool: String,
+    #[diesel(sql_type = BigInt)]
+    slots: i64,
+}
+
+#[derive(QueryableByName)]
+struct PoolUseSql {
+    #[diesel(sql_type = Text)]
+    pool: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    backfill: Option<String>,
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+/// A queued or running run of an origin DAG (scheduled work a backfill yields to).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OriginRun {
+    /// The origin DAG.
+    pub dag_id: String,
+    /// Its logical date, when it has one.
+    pub logical_date: Option<DateTime<Utc>>,
+    /// Queued or running.
+    pub state: RunState,
+}
+
+/// Queued and running task instances in one pool.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PoolUse {
+    /// The pool's slots (`slot_pool.slots`; negative means unlimited in Airflow).
+    pub slots: i64,
+    /// Task instances of backfill copies, by backfill id.
+    pub by_backfill: HashMap<String, u32>,
+    /// Task instances of every other DAG.
+    pub others: u32,
+}
+
+/// One backfill's new reconcile outcome, to be written.
+#[derive(Debug, Clone)]
+pub struct Change {
+    /// The backfill id.
+    pub id: String,
+    /// The decision (state, reason, progress, run times).
+    pub decision: Decision,
+    /// Whether throttling holds its copy paused.
+    pub throttled: bool,
+}
+
+/// The set-based reads and writes of a reconcile pass.
+pub struct Pass<'a> {
+    db: &'a mut MetaDb,
+    schema: &'a AirflowSchema,
+}
+
+impl<'a> Pass<'a> {
+    /// Wrap a migrated connection whose Airflow schema was detected.
+    pub fn new(db: &'a mut MetaDb, schema: &'a AirflowSchema) -> Pass<'a> {
+        Pass { db, schema }
+    }
+
+    fn date_col(&self) -> &'static str {
+        match self.schema.generation {
+            Generation::V2 => "execution_date",
+            Generation::V3 => "logical_date",
+        }
+    }
+
+    /// Every unfinished backfill, oldest first, without its heavy columns.
+    pub fn unfinished(&mut self) -> Result<Vec<PassRow>, DbError> {
+        let rows: Vec<PassSql> = self.db.load(
+            &format!(
+                "SELECT b.id, b.dag_id, b.state, b.state_reason, b.copy_path, b.copy_written_at, \
+                 b.submitted_at, b.scheduled_at, b.run_start, b.run_end, b.dates_total, b.dates_succeeded, \
+                 b.dates_failed, b.dates_running, b.dates_queued, b.user_paused, b.throttled, \
+                 b.pending_op, b.max_active_runs FROM backfilld_backfill b WHERE {UNFINISHED} \
+                 ORDER BY b.submitted_at, b.id"
+            ),
+            &[],
+        )?;
+        rows.into_iter().map(TryInto::try_into).collect()
+    }
+
+    /// `is_paused` of every unfinished backfill's copy that Airflow registered.
+    pub fn copy_dags(&mut self) -> Result<HashMap<String, bool>, DbError> {
+        let d = self.db.dialect();
+        let rows: Vec<CopyDagSql> = self.db.load(
+            &format!(
+                "SELECT d.dag_id, {} AS paused FROM dag d JOIN backfilld_backfill b ON b.id = d.dag_id \
+                 WHERE {UNFINISHED}",
+                d.bool_int("d.is_paused")
+            ),
+            &[],
+        )?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.dag_id, r.paused == 1))
+            .collect())
+    }
+
+    /// Airflow's import errors of files in the copies' folder `subdir`: (file name as Airflow
+    /// stores it, message), newest first. Matched to copies by the caller.
+    pub fn copy_import_errors(&mut self, subdir: &str) -> Result<Vec<(String, String)>, DbError> {
+        let rows: Vec<ImportErrorSql> = self.db.load(
+            "SELECT filename, stacktrace FROM import_error WHERE filename LIKE ? ORDER BY id DESC",
+            &[Arg::Text(format!("%{subdir}/%"))],
+        )?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| Some((r.filename?, r.stacktrace.unwrap_or_default())))
+            .collect())
+    }
+
+    /// The runs of every unfinished backfill's copy within the backfill's range, counted by
+    /// state; with `since`, only for copies that have a run updated after it
+    /// (`dag_run.updated_at`). Copies without a counted run are absent.
+    pub fn run_summaries(
+        &mut self,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<HashMap<String, RunSummary>, DbError> {
+        let d = self.db.dialect();
+        let date = format!("r.{}", self.date_col());
+        let mut args = Vec::new();
+        let recent = match since {
+            Some(t) => {
+                args.push(Arg::Text(d.ts_value(t)));
+                format!(
+                    " AND r.dag_id IN (SELECT u.dag_id FROM dag_run u WHERE {} > {})",
+                    d.ts_order("u.updated_at"),
+                    d.ts_order(d.ts_param())
+                )
+            }
+            None => String::new(),
+        };
+        let sql = format!(
+            "SELECT r.dag_id AS dag_id, r.state AS state, COUNT(*) AS n, {} AS first_start, \
+             {} AS last_end FROM dag_run r JOIN backfilld_backfill b ON b.id = r.dag_id \
+             WHERE {UNFINISHED} AND {} >= {} AND {} <= {}{recent} GROUP BY r.dag_id, r.state",
+            d.ts_text("MIN(r.start_date)"),
+            d.ts_text("MAX(r.end_date)"),
+            d.ts_order(&date),
+            d.stored_ts_order("b.start_date"),
+            d.ts_order(&date),
+            d.stored_ts_order("b.end_date"),
+        );
+        let rows: Vec<RunGroupSql> = self.db.load(&sql, &args)?;
+        let mut out: HashMap<String, RunSummary> = HashMap::new();
+        for r in rows {
+            let state = RunState::parse(r.state.as_deref().unwrap_or("queued"));
+            out.entry(r.dag_id).or_default().add(
+                state,
+                count(r.n),
+                opt_ts(r.first_start)?,
+                opt_ts(r.last_end)?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// Queued and running runs (other than Airflow's own backfill runs) of the origin DAGs of
+    /// unfinished backfills.
+    pub fn origin_runs(&mut self) -> Result<Vec<OriginRun>, DbError> {
+        let d = self.db.dialect();
+        let date = self.date_col();
+        let rows: Vec<OriginRunSql> = self.db.load(
+            &format!(
+                "SELECT r.dag_id AS dag_id, {} AS logical_date, r.state AS state FROM dag_run r \
+                 WHERE r.state IN ('queued', 'running') AND r.run_type <> 'backfill' \
+                 AND r.dag_id IN (SELECT b.dag_id FROM backfilld_backfill b WHERE {UNFINISHED}) \
+                 ORDER BY r.dag_id, logical_date",
+                d.ts_text(&format!("r.{date}"))
+            ),
+            &[],
+        )?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(OriginRun {
+                    dag_id: r.dag_id,
+                    logical_date: opt_ts(r.logical_date)?,
+                    state: RunState::parse(r.state.as_deref().unwrap_or("queued")),
+                })
+            })
+            .collect()
+    }
+
+    /// Queued and running task instances per pool, split into those of unfinished backfills'
+    /// copies (by backfill) and the rest, with each pool's slots. Two statements.
+    pub fn pool_use(&mut self) -> Result<HashMap<String, PoolUse>, DbError> {
+        let d = self.db.dialect();
+        let pools: Vec<PoolSql> = self.db.load(
+            &format!("SELECT pool, {} AS slots FROM slot_pool", d.int("slots")),
+            &[],
+        )?;
+        let mut out: HashMap<String, PoolUse> = pools
+            .into_iter()
+            .map(|p| {
+                (
+                    p.pool,
+                    PoolUse {
+                        slots: p.slots,
+                        ..PoolUse::default()
+                    },
+                )
+            })
+            .collect();
+        let used: Vec<PoolUseSql> = self.db.load(
+            &format!(
+                "SELECT t.pool AS pool, b.id AS backfill, COUNT(*) AS n FROM task_instance t \
+                 LEFT JOIN backfilld_backfill b ON b.id = t.dag_id AND {UNFINISHED} \
+                 WHERE t.state IN ('queued', 'running') GROUP BY t.pool, b.id"
+            ),
+            &[],
+        )?;
+        for u in used {
+            let entry = out.entry(u.pool).or_default();
+            match u.backfill {
+                Some(id) => {
+                    *entry.by_backfill.entry(id).or_default() += count(u.n);
+                }
+                None => entry.others = entry.others.saturating_add(count(u.n)),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Write the changed backfills: a few batched `UPDATE`s (one per [`WRITE_CHUNK`] rows).
+    /// Terminal rows are never changed.
+    pub fn apply(&mut self, changes: &[Change], now: DateTime<Utc>) -> Result<(), DbError> {
+        let now = stored_ts(now);
+        for chunk in changes.chunks(WRITE_CHUNK) {
+            type Col = (&'static str, fn(&Change) -> Arg);
+            let cols: [Col; 9] = [
+                ("state", |c| Arg::Text(c.decision.state.as_str().to_owned())),
+                ("state_reason", |c| Arg::OptText(c.decision.reason.clone())),
+                ("run_start", |c| {
+                    Arg::OptText(c.decision.run_start.map(stored_ts))
+                }),
+                ("run_end", |c| {
+                    Arg::OptText(c.decision.run_end.map(stored_ts))
+                }),
+                ("dates_succeeded", |c| {
+                    Arg::Int(c.decision.progress.succeeded.into())
+                }),
+                ("dates_failed", |c| {
+                    Arg::Int(c.decision.progress.failed.into())
+                }),
+                ("dates_running", |c| {
+                    Arg::Int(c.decision.progress.running.into())
+                }),
+                ("dates_queued", |c| {
+                    Arg::Int(c.decision.progress.queued.into())
+                }),
+                ("throttled", |c| Arg::Int(i64::from(c.throttled))),
+            ];
+            let mut sets = Vec::new();
+            let mut args = Vec::new();
+            for (col, value) in cols {
+                let mut case = format!("{col} = CASE id");
+                for c in chunk {
+                    case.push_str(" WHEN ? THEN ?");
+                    args.push(Arg::Text(c.id.clone()));
+                    args.push(value(c));
+                }
+                case.push_str(" END");
+                sets.push(case);
+            }
+            let marks = vec!["?"; chunk.len()].join(", ");
+            args.push(Arg::Text(now.clone()));
+            args.extend(chunk.iter().map(|c| Arg::Text(c.id.clone())));
+            self.db.execute(
+                &format!(
+                    "UPDATE backfilld_backfill SET {}, updated_at = ? WHERE id IN ({marks}) \
+                     AND state NOT IN ('success', 'failed', 'cancelled')",
+                    sets.join(", ")
+                ),
+                &args,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Pause or unpause the copies `ids` (`dag.is_paused`), one statement per
+    /// [`WRITE_CHUNK`] copies. Only copies of backfills not paused by their user are touched.
+    pub fn set_copies_paused(&mut self, ids: &[String], paused: bool) -> Result<usize, DbError> {
+        let d = self.db.dialect();
+        let mut n = 0;
+        for chunk in ids.chunks(WRITE_CHUNK) {
+            let marks = vec!["?"; chunk.len()].join(", ");
+            let args: Vec<Arg> = chunk.iter().map(|id| Arg::Text(id.clone())).collect();
+            n += self.db.execute(
+                &format!(
+                    "UPDATE dag SET is_paused = {} WHERE dag_id IN ({marks}) AND dag_id IN \
+                     (SELECT b.id FROM backfilld_backfill b WHERE b.user_paused = 0 AND {UNFINISHED})",
+                    d.bool_lit(paused)
+                ),
+                &args,
+            )?;
+        }
+        Ok(n)
+    }
+}
