@@ -8,7 +8,10 @@ mod http_api;
 mod http_browser;
 mod lifecycle;
 mod matrix;
+#[path = "../../benches/support/metagen.rs"]
+mod metagen;
 mod mysql;
+mod reconcile_scale;
 mod rejections;
 mod schedule_oracle;
 mod schema_detect;

@@ -1,0 +1,155 @@
+//! Realistic metadata for reconcile benchmarks and the query-count check, generated inside the
+//! database (set-based `INSERT ... SELECT`, no row-by-row round trips) into an Airflow 2
+//! metadata DB that Airflow itself migrated, on SQLite or PostgreSQL.
+//!
+//! Backfill `k` is `gen_<k>_backfill` (origin `gen_origin_<k % 50>`): a `backfilld_backfill`
+//! row in state `queued` with stale counts, a `dag` row for its copy, `runs` daily runs from
+//! 2000-01-01 (all `success` but the last two: one `running`, one `queued`) with `tis` task
+//! instances each, `updated_at` far in the past.
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+
+use backfilld::dburl::Backend;
+use backfilld::metadb::{Arg, DbError, MetaDb};
+
+/// The first logical date of every generated backfill.
+fn day0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2000, 1, 1, 0, 0, 0)
+        .single()
+        .unwrap_or_default()
+}
+
+fn is_pg(db: &MetaDb) -> Result<bool, DbError> {
+    match db.dialect().0 {
+        Backend::Sqlite => Ok(false),
+        Backend::Postgres => Ok(true),
+        Backend::Mysql => Err(DbError::Schema(
+            "the generator supports SQLite and PostgreSQL".into(),
+        )),
+    }
+}
+
+/// Fill the numbers table `gen_nums` with `0..n` (kept between calls; only grows).
+fn numbers(db: &mut MetaDb, n: usize) -> Result<(), DbError> {
+    db.batch("CREATE TABLE IF NOT EXISTS gen_nums (k BIGINT NOT NULL PRIMARY KEY)")?;
+    db.batch("DELETE FROM gen_nums")?;
+    db.batch(&format!(
+        "INSERT INTO gen_nums (k) WITH RECURSIVE r(k) AS (SELECT 0 UNION ALL SELECT k + 1 FROM r WHERE k < {}) SELECT k FROM r",
+        n.max(1) - 1
+    ))
+}
+
+/// Add backfills `first..first + count`, each with `runs` runs of `tis` task instances.
+pub fn generate(
+    db: &mut MetaDb,
+    dags_folder: &str,
+    first: usize,
+    count: usize,
+    runs: usize,
+    tis: usize,
+) -> Result<(), DbError> {
+    let pg = is_pg(db)?;
+    let d = db.dialect();
+    numbers(db, (first + count).max(runs).max(tis))?;
+    let stored = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let dates: Vec<String> = (0..runs)
+        .map(|i| stored(day0() + Duration::days(i as i64)))
+        .collect();
+    let end = day0() + Duration::days(runs.max(1) as i64 - 1);
+    let code = format!(
+        "# generated origin DAG\n{}",
+        "from airflow import DAG  # padding to a realistic DAG file size\n".repeat(80)
+    );
+    let (lo, hi) = (first, first + count);
+    db.execute(
+        &format!(
+            "INSERT INTO backfilld_backfill (id, dag_id, state, description, start_date, end_date, \
+             logical_dates, params, max_active_runs, ignore_overlap, origin_fileloc, origin_code, \
+             copy_path, copy_written_at, submitted_by, submitted_uid, submitted_at, updated_at, \
+             deleted, dates_total, dates_succeeded, dates_failed, dates_running, dates_queued, host, \
+             request_key, requester) \
+             SELECT 'gen_' || k || '_backfill', 'gen_origin_' || (k % 50), 'queued', NULL, ?, ?, ?, \
+             '{{}}', 2, 0, '/dags/origin.py', ?, ? || '/backfill_user_dags/gen_' || k || '_backfill.py', \
+             ?, 'root', 0, ?, ?, 0, {runs}, 0, 0, 0, 0, 'bench', 'gen' || k, 'root' \
+             FROM gen_nums WHERE k >= {lo} AND k < {hi}"
+        ),
+        &[
+            Arg::Text(stored(day0())),
+            Arg::Text(stored(end)),
+            Arg::Text(serde_json::to_string(&dates).unwrap_or_default()),
+            Arg::Text(code),
+            Arg::Text(dags_folder.to_owned()),
+            Arg::Text(stored(day0())),
+            Arg::Text(stored(day0())),
+            Arg::Text(stored(day0())),
+        ],
+    )?;
+    let (t, f) = (d.bool_lit(true), d.bool_lit(false));
+    db.batch(&format!(
+        "INSERT INTO dag (dag_id, is_paused, is_subdag, is_active, fileloc, max_active_tasks, \
+         max_active_runs, max_consecutive_failed_dag_runs, has_task_concurrency_limits, \
+         has_import_errors) \
+         SELECT 'gen_' || k || '_backfill', {f}, {f}, {t}, '{dags_folder}/backfill_user_dags/gen_' || k || '_backfill.py', \
+         16, 2, 0, {f}, {f} FROM gen_nums WHERE k >= {lo} AND k < {hi}"
+    ))?;
+    let date = |n: &str| {
+        if pg {
+            format!("(TIMESTAMPTZ '2000-01-01 00:00:00+00' + {n} * INTERVAL '1 day')")
+        } else {
+            format!("strftime('%Y-%m-%d %H:%M:%S.000000', '2000-01-01', '+' || {n} || ' days')")
+        }
+    };
+    let old = if pg {
+        "TIMESTAMPTZ '2020-01-01 00:00:00+00'"
+    } else {
+        "'2020-01-01 00:00:00.000000'"
+    };
+    let last = runs as i64 - 1;
+    db.batch(&format!(
+        "INSERT INTO dag_run (dag_id, execution_date, run_id, run_type, state, queued_at, start_date, \
+         end_date, updated_at, external_trigger, clear_number) \
+         SELECT 'gen_' || b.k || '_backfill', {exec}, 'scheduled__' || r.k, 'scheduled', \
+         CASE WHEN r.k < {last} - 1 THEN 'success' WHEN r.k = {last} - 1 THEN 'running' ELSE 'queued' END, \
+         {old}, CASE WHEN r.k < {last} THEN {old} END, CASE WHEN r.k < {last} - 1 THEN {old} END, \
+         {old}, {f}, 0 \
+         FROM gen_nums b CROSS JOIN gen_nums r WHERE b.k >= {lo} AND b.k < {hi} AND r.k < {runs}",
+        exec = date("r.k"),
+    ))?;
+    db.batch(&format!(
+        "INSERT INTO task_instance (task_id, dag_id, run_id, map_index, state, pool, pool_slots, \
+         try_number, max_tries, priority_weight, queue) \
+         SELECT 't' || t.k, 'gen_' || b.k || '_backfill', 'scheduled__' || r.k, -1, \
+         CASE WHEN r.k < {last} - 1 THEN 'success' WHEN r.k = {last} - 1 AND t.k = 0 THEN 'running' END, \
+         'default_pool', 1, 1, 0, 1, 'default' \
+         FROM gen_nums b CROSS JOIN gen_nums r CROSS JOIN gen_nums t \
+         WHERE b.k >= {lo} AND b.k < {hi} AND r.k < {runs} AND t.k < {tis}"
+    ))?;
+    db.batch("ANALYZE")
+}
+
+/// Move on one backfill in every `every` of `0..total`: its running run succeeds and its
+/// queued run starts (`updated_at` now). Returns how many runs changed.
+pub fn advance(db: &mut MetaDb, total: usize, every: usize) -> Result<usize, DbError> {
+    let d = db.dialect();
+    let now = d.ts_value(Utc::now());
+    let picked = format!(
+        "SELECT 'gen_' || k || '_backfill' FROM gen_nums WHERE k < {total} AND k % {} = 0",
+        every.max(1)
+    );
+    let ts = d.ts_param();
+    let done = db.execute(
+        &format!(
+            "UPDATE dag_run SET state = 'success', end_date = {ts}, updated_at = {ts} \
+             WHERE state = 'running' AND dag_id IN ({picked})"
+        ),
+        &[Arg::Text(now.clone()), Arg::Text(now.clone())],
+    )?;
+    let started = db.execute(
+        &format!(
+            "UPDATE dag_run SET state = 'running', start_date = {ts}, updated_at = {ts} \
+             WHERE state = 'queued' AND dag_id IN ({picked})"
+        ),
+        &[Arg::Text(now.clone()), Arg::Text(now)],
+    )?;
+    Ok(done + started)
+}
