@@ -7,8 +7,18 @@
 //! - request to first run: seconds from a request's rename to the first `dag_run` of its copy,
 //!   with an unmodified Airflow scheduler (default `dag_dir_list_interval`).
 //!
-//! Run: `cargo bench --bench daemon -- [--requests N] [--idle-secs S] [--no-first-run]`
-//! (defaults 1000, 60, with first run). Needs the venvs of `scripts/airflow-venvs.sh`.
+//! - reconcile at scale: N backfills with M runs of K task instances each, generated inside
+//!   the database (SQLite, and PostgreSQL at 127.0.0.1:5432 in a database of its own): one
+//!   full pass and one incremental pass after 1% of the backfills moved on, timed in-process
+//!   on the library's engine, with the statements each pass sent and the peak RSS.
+//!
+//! Run: `cargo bench --bench daemon -- [--requests N] [--idle-secs S] [--no-first-run]
+//! [--backfills N] [--runs M] [--tis K] [--no-pg] [--only-reconcile]`
+//! (defaults 1000, 60, with first run, 10000, 100, 5). Needs the venvs of
+//! `scripts/airflow-venvs.sh`.
+
+#[path = "support/metagen.rs"]
+mod metagen;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -20,6 +30,11 @@ struct Args {
     requests: usize,
     idle_secs: u64,
     first_run: bool,
+    backfills: usize,
+    runs: usize,
+    tis: usize,
+    pg: bool,
+    only_reconcile: bool,
 }
 
 fn args() -> Args {
@@ -27,6 +42,11 @@ fn args() -> Args {
         requests: 1000,
         idle_secs: 60,
         first_run: true,
+        backfills: 10_000,
+        runs: 100,
+        tis: 5,
+        pg: true,
+        only_reconcile: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -41,6 +61,16 @@ fn args() -> Args {
                     .unwrap_or(a.idle_secs)
             }
             "--no-first-run" => a.first_run = false,
+            "--backfills" => {
+                a.backfills = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(a.backfills)
+            }
+            "--runs" => a.runs = it.next().and_then(|v| v.parse().ok()).unwrap_or(a.runs),
+            "--tis" => a.tis = it.next().and_then(|v| v.parse().ok()).unwrap_or(a.tis),
+            "--no-pg" => a.pg = false,
+            "--only-reconcile" => a.only_reconcile = true,
             _ => {}
         }
     }
@@ -77,11 +107,23 @@ struct Airflow {
 
 impl Airflow {
     fn new(name: &str) -> Airflow {
+        Airflow::on(name, None)
+    }
+
+    /// On SQLite, or on the PostgreSQL database `pg` (SQLAlchemy URL) when given.
+    fn on(name: &str, pg: Option<&str>) -> Airflow {
         let home = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("target/bench")
             .join(name);
         let _ = std::fs::remove_dir_all(&home);
         std::fs::create_dir_all(home.join("dags")).unwrap_or_else(|e| die(e.to_string()));
+        if let Some(url) = pg {
+            std::fs::write(
+                home.join("airflow.cfg"),
+                format!("[database]\nsql_alchemy_conn = {url}\n"),
+            )
+            .unwrap_or_else(|e| die(e.to_string()));
+        }
         let sales = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("dags/sales.py");
         std::fs::copy(sales, home.join("dags/sales.py")).unwrap_or_else(|e| die(e.to_string()));
         let af = Airflow { home, venv: venv() };
@@ -262,9 +304,125 @@ fn machine() -> String {
     format!("{cores} cores, {cpu}")
 }
 
+/// A fresh PostgreSQL database of this run on the local server; returns its URL.
+fn pg_database() -> String {
+    use diesel::connection::SimpleConnection;
+    use diesel::Connection;
+    let server = "postgresql://postgres@127.0.0.1:5432";
+    let name = format!("bfd_bench_reconcile_{}", std::process::id());
+    let mut c =
+        diesel::PgConnection::establish(&format!("{server}/postgres")).unwrap_or_else(|e| {
+            die(format!(
+                "PostgreSQL at {server} is required (or --no-pg): {e}"
+            ))
+        });
+    for sql in [
+        format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        format!("CREATE DATABASE {name}"),
+    ] {
+        c.batch_execute(&sql)
+            .unwrap_or_else(|e| die(format!("{sql}: {e}")));
+    }
+    format!("{server}/{name}")
+}
+
+fn drop_pg_database(url: &str) {
+    use diesel::connection::SimpleConnection;
+    use diesel::Connection;
+    let Some((server, name)) = url.rsplit_once('/') else {
+        return;
+    };
+    if let Ok(mut c) = diesel::PgConnection::establish(&format!("{server}/postgres")) {
+        let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+    }
+}
+
+fn engine(af: &Airflow) -> backfilld::engine::Engine {
+    let dir = af.home.join("backfilld");
+    let text = format!(
+        "[airflow]\nhome = \"{}\"\n[spool]\ndir = \"{}\"\n",
+        af.home.display(),
+        dir.join("spool").display()
+    );
+    let config = backfilld::config::Config::parse(&dir.join("backfilld.toml"), &text)
+        .unwrap_or_else(|e| die(e.to_string()));
+    let airflow = config
+        .resolve_airflow()
+        .unwrap_or_else(|e| die(e.to_string()));
+    let spool = backfilld::spool::Spool::open(&config.spool.dir, config.spool.max_request_bytes)
+        .unwrap_or_else(|e| die(e.to_string()));
+    let mut e = backfilld::engine::Engine::new(config, airflow, spool);
+    e.ensure_connected().unwrap_or_else(|e| die(e.to_string()));
+    e
+}
+
+/// Reconcile at scale on one backend: generate, then a first pass (writes every backfill), a
+/// full pass with nothing new, and an incremental pass after 1% moved on.
+fn reconcile_bench(a: &Args, pg: Option<&str>) {
+    let backend = if pg.is_some() { "PostgreSQL" } else { "SQLite" };
+    let af = Airflow::on(
+        if pg.is_some() {
+            "reconcile-pg"
+        } else {
+            "reconcile-sqlite"
+        },
+        pg,
+    );
+    let mut first = engine(&af);
+    let url = backfilld::config::Config::parse(
+        Path::new("bench"),
+        &format!("[airflow]\nhome = \"{}\"\n", af.home.display()),
+    )
+    .and_then(|c| c.resolve_airflow())
+    .map(|l| l.db)
+    .unwrap_or_else(|e| die(e.to_string()));
+    let mut db = backfilld::metadb::MetaDb::connect(&url).unwrap_or_else(|e| die(e.to_string()));
+    let t = Instant::now();
+    let dags = af.home.join("dags").to_string_lossy().into_owned();
+    metagen::generate(&mut db, &dags, 0, a.backfills, a.runs, a.tis)
+        .unwrap_or_else(|e| die(e.to_string()));
+    println!(
+        "reconcile ({backend}): generated {} backfills, {} dag_run, {} task_instance rows in {:.1} s",
+        a.backfills,
+        a.backfills * a.runs,
+        a.backfills * a.runs * a.tis,
+        t.elapsed().as_secs_f64()
+    );
+    let rss_before = status_kib(std::process::id(), "VmRSS:");
+    first.reconcile();
+    let initial = first.last_pass();
+    drop(first);
+    let mut e = engine(&af);
+    e.reconcile();
+    let full = e.last_pass();
+    let moved = metagen::advance(&mut db, a.backfills, 100).unwrap_or_else(|e| die(e.to_string()));
+    e.reconcile();
+    let incremental = e.last_pass();
+    let show = |what: &str, s: backfilld::engine::PassStats| {
+        println!(
+            "reconcile ({backend}): {what}: {} ms, {} statements, {} backfills, {} recounted, {} rows written",
+            s.millis, s.queries, s.backfills, s.recomputed, s.changed
+        );
+    };
+    show("first pass (every row written)", initial);
+    show("full pass (target <= 1000 ms on PostgreSQL)", full);
+    show(
+        &format!("incremental pass after 1% moved on ({moved} runs changed; target <= 100 ms)"),
+        incremental,
+    );
+    println!(
+        "reconcile ({backend}): bench process RSS {} KiB before the passes, peak {} KiB (target <= 65536)",
+        rss_before,
+        status_kib(std::process::id(), "VmHWM:")
+    );
+}
+
 fn main() {
     let a = args();
     println!("backfilld benchmarks on {}", machine());
+    if a.only_reconcile {
+        return reconcile_all(&a);
+    }
 
     // Idle and ingest share one Airflow without a scheduler (nothing parses the copies).
     let af = Airflow::new("ingest");
@@ -376,5 +534,14 @@ fn main() {
         let _ = scheduler.kill();
         let _ = scheduler.wait();
     }
-    println!("reconcile at scale (10,000 backfills / 1M dag_run): not measured yet (set-based reconcile pending)");
+    reconcile_all(&a);
+}
+
+fn reconcile_all(a: &Args) {
+    reconcile_bench(a, None);
+    if a.pg {
+        let url = pg_database();
+        reconcile_bench(a, Some(&url));
+        drop_pg_database(&url);
+    }
 }

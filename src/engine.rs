@@ -1261,12 +1261,34 @@ impl Engine {
             full,
             ..PassStats::default()
         };
+        // A copy paused now may have had a run created since it was read: unpause others
+        // only in the next pass, once that run is counted.
+        let pausing = rows.iter().any(|row| {
+            dags.get(&row.id) == Some(&false)
+                && candidate_of
+                    .get(row.id.as_str())
+                    .and_then(|&i| verdicts.get(i))
+                    .is_some_and(|v| matches!(v, throttle::Verdict::Hold(_)))
+        });
         let (mut to_pause, mut to_unpause, mut changes) = (Vec::new(), Vec::new(), Vec::new());
         for row in &rows {
+            let airflow_paused = dags.get(&row.id).copied();
+            let deferred = throttle::Verdict::Hold(
+                row.state_reason
+                    .clone()
+                    .unwrap_or_else(|| "throttled: waiting for a free slot".to_owned()),
+            );
             let verdict = candidate_of
                 .get(row.id.as_str())
-                .and_then(|&i| verdicts.get(i));
-            let airflow_paused = dags.get(&row.id).copied();
+                .and_then(|&i| verdicts.get(i))
+                .map(|v| match v {
+                    throttle::Verdict::Go
+                        if pausing && row.throttled && airflow_paused == Some(true) =>
+                    {
+                        &deferred
+                    }
+                    v => v,
+                });
             let throttled = match verdict {
                 Some(throttle::Verdict::Hold(_)) => {
                     if airflow_paused == Some(false) {

@@ -18,3 +18,4 @@ mod schema_detect;
 mod service;
 mod spool_attacks;
 mod support;
+mod throttle;

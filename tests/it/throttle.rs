@@ -1,0 +1,166 @@
+//! Issue 6's throttling acceptance on real Airflow 2.11 with PostgreSQL and the LocalExecutor
+//! (runs in parallel), `[throttle] max_running_backfill_runs = 2`:
+//! - three backfills at once: queued + running backfill runs, sampled every second, never
+//!   exceed 2; the one that waits says why; all three succeed;
+//! - a backfill of a DAG with a run of its own queued holds ("yielding to scheduled run of
+//!   sales ...") until that run finished;
+//! - a backfill its user paused stays paused through throttling passes.
+
+use std::time::{Duration, Instant};
+
+use backfilld::dburl::DbUrl;
+use backfilld::metadb::{IntRow, MetaDb};
+
+use crate::support::{wait_for, Airflow, AirflowMajor, Daemon};
+
+const BIG: Duration = Duration::from_secs(600);
+
+fn count(db: &mut MetaDb, sql: &str) -> i64 {
+    let rows: Vec<IntRow> = db.load(sql, &[]).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    rows.first().map_or(-1, |r| r.value)
+}
+
+fn submit(d: &Daemon, dag: &str, start: &str, end: &str, extra: &[&str]) -> String {
+    let mut args = vec![
+        "submit", "--json", "--dag", dag, "--start", start, "--end", end,
+    ];
+    args.extend_from_slice(extra);
+    let v = d.ctl_json(&args);
+    assert_eq!(v["outcome"], "accepted", "{v}");
+    v["backfill_id"].as_str().unwrap_or_default().to_owned()
+}
+
+fn status(d: &Daemon, id: &str) -> serde_json::Value {
+    d.ctl_json(&["status", id, "--json"])
+}
+
+#[test]
+fn throttle_on_airflow2_postgres() {
+    let mut af = Airflow::postgres(AirflowMajor::V2, "throttle_af2");
+    af.start_scheduler();
+    af.wait_parsed("lifecycle_demo", BIG);
+    af.wait_parsed("sales", BIG);
+    let daemon = Daemon::start_with(&af, &[], "\n[throttle]\nmax_running_backfill_runs = 2\n");
+    let url = DbUrl::parse(&af.conn_url()).unwrap_or_else(|e| panic!("{e}"));
+    let mut db = MetaDb::connect(&url).unwrap_or_else(|e| panic!("{e}"));
+
+    // 1. Budget: three backfills of slow runs at once.
+    let slow = ["--max-active-runs", "1", "--param", "sleep=6"];
+    let ids: Vec<String> = [
+        ("2024-03-01", "2024-03-03"),
+        ("2024-04-01", "2024-04-03"),
+        ("2024-05-01", "2024-05-03"),
+    ]
+    .iter()
+    .map(|(s, e)| submit(&daemon, "lifecycle_demo", s, e, &slow))
+    .collect();
+    let active =
+        "SELECT COUNT(*) AS value FROM dag_run WHERE dag_id LIKE 'lifecycle_demo_backfill_%' \
+                  AND state IN ('queued', 'running')";
+    let mut peak = 0;
+    let mut reasons: Vec<String> = Vec::new();
+    let deadline = Instant::now() + BIG;
+    loop {
+        peak = peak.max(count(&mut db, active));
+        let states: Vec<serde_json::Value> = ids.iter().map(|id| status(&daemon, id)).collect();
+        for s in &states {
+            if let Some(r) = s["reason"].as_str() {
+                if !reasons.iter().any(|x| x == r) {
+                    reasons.push(r.to_owned());
+                }
+            }
+        }
+        if states
+            .iter()
+            .all(|s| matches!(s["state"].as_str(), Some("success" | "failed")))
+        {
+            for s in &states {
+                assert_eq!(s["state"], "success", "{s}\n{}", daemon.log_text());
+            }
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "backfills did not finish: {states:?}\n{}",
+            daemon.log_text()
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    assert!(peak <= 2, "{peak} backfill runs queued or running at once");
+    assert!(peak >= 1);
+    assert!(
+        reasons.iter().any(|r| r == "throttled: global budget 2/2"),
+        "the waiting backfill said why: {reasons:?}"
+    );
+
+    // 2. Yield: a run of `sales` of its own is queued (the DAG is paused, so it waits): a
+    //    backfill of `sales` holds until that run finished.
+    af.cli_ok(&["dags", "trigger", "sales", "-e", "2024-06-15"]);
+    let held = submit(&daemon, "sales", "2024-06-01", "2024-06-02", &[]);
+    let why = wait_for("the backfill to yield", Duration::from_secs(120), || {
+        let s = status(&daemon, &held);
+        s["reason"]
+            .as_str()
+            .filter(|r| r.starts_with("yielding to scheduled run of sales 2024-06-15"))
+            .map(str::to_owned)
+    });
+    assert_eq!(why, "yielding to scheduled run of sales 2024-06-15");
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(
+        count(
+            &mut db,
+            &format!("SELECT COUNT(*) AS value FROM dag_run WHERE dag_id = '{held}'")
+        ),
+        0,
+        "the backfill started while the scheduled run waited"
+    );
+    af.cli_ok(&["dags", "unpause", "sales"]);
+    let done = daemon.wait_finished(&held, BIG);
+    assert_eq!(done["state"], "success", "{done}");
+    let order = count(
+        &mut db,
+        &format!(
+            "SELECT COUNT(*) AS value FROM dag_run o, dag_run b WHERE o.dag_id = 'sales' \
+             AND b.dag_id = '{held}' AND b.start_date < o.start_date"
+        ),
+    );
+    assert_eq!(order, 0, "a backfill run started before the scheduled run");
+    af.cli_ok(&["dags", "pause", "sales"]);
+
+    // 3. A backfill its user paused stays paused through throttling passes.
+    let paused = submit(
+        &daemon,
+        "lifecycle_demo",
+        "2024-07-01",
+        "2024-07-05",
+        &["--max-active-runs", "1", "--param", "sleep=3"],
+    );
+    wait_for("the backfill to run", BIG, || {
+        (status(&daemon, &paused)["dates_succeeded"].as_u64() >= Some(1)).then_some(())
+    });
+    let out = daemon.ctl(&["pause", &paused, "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    wait_for("the pause", Duration::from_secs(60), || {
+        (status(&daemon, &paused)["state"] == "paused").then_some(())
+    });
+    let is_paused = format!(
+        "SELECT CAST(CASE WHEN is_paused THEN 1 ELSE 0 END AS BIGINT) AS value FROM dag WHERE dag_id = '{paused}'"
+    );
+    for _ in 0..8 {
+        std::thread::sleep(Duration::from_secs(1));
+        assert_eq!(count(&mut db, &is_paused), 1, "the throttle unpaused it");
+        assert_eq!(status(&daemon, &paused)["state"], "paused");
+    }
+    let out = daemon.ctl(&["resume", &paused, "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let done = daemon.wait_finished(&paused, BIG);
+    assert_eq!(done["state"], "success", "{done}");
+}
