@@ -1305,6 +1305,8 @@ impl Engine {
                 Some(throttle::Verdict::Untouched) => false,
                 None => row.throttled,
             };
+            // A copy the throttle holds or releases now is not paused in the user's sense.
+            let released = row.throttled && matches!(verdict, Some(throttle::Verdict::Go));
             let import_error = row.copy_path.as_deref().and_then(|path| {
                 errors
                     .iter()
@@ -1312,7 +1314,7 @@ impl Engine {
                     .map(|(_, e)| e.clone())
             });
             let obs = Observation {
-                registered: airflow_paused.map(|p| p && !throttled),
+                registered: airflow_paused.map(|p| p && !(throttled || released)),
                 import_error,
                 runs: runs_of(row),
             };

@@ -189,21 +189,22 @@ impl Dialect {
         }
     }
 
-    /// An expression ordering an Airflow timestamp column (or [`Dialect::ts_param`]) by time:
-    /// SQLite keeps SQLAlchemy's text, whose width varies (with or without microseconds or an
-    /// offset), so it is compared as a Julian day there.
+    /// An expression ordering an Airflow timestamp column (or [`Dialect::ts_param`]) by time.
+    /// On SQLite, SQLAlchemy stores fixed-width text (`YYYY-MM-DD HH:MM:SS.ffffff`, as
+    /// [`Dialect::ts_value`] binds it), compared as its first 26 characters so an offset
+    /// suffix some writers add does not matter.
     pub fn ts_order(self, expr: &str) -> String {
         match self.0 {
-            Backend::Sqlite => format!("julianday({expr})"),
+            Backend::Sqlite => format!("SUBSTR({expr}, 1, 26)"),
             Backend::Postgres | Backend::Mysql => expr.to_owned(),
         }
     }
 
-    /// An expression giving a timestamp backfilld stored as text (see `store::stored_ts`) as a
-    /// value comparable with [`Dialect::ts_order`] of an Airflow column.
+    /// An expression giving a timestamp backfilld stored as text (see `store::stored_ts`:
+    /// `YYYY-MM-DDTHH:MM:SS.ffffffZ`) as a value comparable with [`Dialect::ts_order`].
     pub fn stored_ts_order(self, col: &str) -> String {
         match self.0 {
-            Backend::Sqlite => format!("julianday({col})"),
+            Backend::Sqlite => format!("REPLACE(REPLACE({col}, 'T', ' '), 'Z', '')"),
             Backend::Postgres => format!("CAST({col} AS TIMESTAMP WITH TIME ZONE)"),
             Backend::Mysql => format!("STR_TO_DATE({col}, '%Y-%m-%dT%H:%i:%s.%fZ')"),
         }
@@ -524,6 +525,21 @@ mod tests {
         assert_eq!(
             numbered("a = ? AND b IN (?, ?)"),
             "a = $1 AND b IN ($2, $3)"
+        );
+    }
+
+    #[test]
+    fn stored_timestamps_order_like_sqlalchemy_text_on_sqlite() {
+        let t = parse_ts("2024-01-02T03:04:05.000006Z").unwrap_or_default();
+        let d = Dialect(Backend::Sqlite);
+        assert_eq!(d.ts_value(t), "2024-01-02 03:04:05.000006");
+        assert_eq!(
+            d.stored_ts_order("b.start_date"),
+            "REPLACE(REPLACE(b.start_date, 'T', ' '), 'Z', '')"
+        );
+        assert_eq!(
+            "2024-01-02T03:04:05.000006Z".replace('T', " ").replace('Z', ""),
+            d.ts_value(t)
         );
     }
 
