@@ -13,7 +13,7 @@
 //!   on the library's engine, with the statements each pass sent and the peak RSS.
 //!
 //! Run: `cargo bench --bench daemon -- [--requests N] [--idle-secs S] [--no-first-run]
-//! [--backfills N] [--runs M] [--tis K] [--no-pg] [--only-reconcile]`
+//! [--backfills N] [--runs M] [--tis K] [--no-pg] [--no-sqlite] [--keep-pg] [--only-reconcile]`
 //! (defaults 1000, 60, with first run, 10000, 100, 5). Needs the venvs of
 //! `scripts/airflow-venvs.sh`.
 
@@ -34,6 +34,8 @@ struct Args {
     runs: usize,
     tis: usize,
     pg: bool,
+    sqlite: bool,
+    keep_pg: bool,
     only_reconcile: bool,
 }
 
@@ -46,6 +48,8 @@ fn args() -> Args {
         runs: 100,
         tis: 5,
         pg: true,
+        sqlite: true,
+        keep_pg: false,
         only_reconcile: false,
     };
     let mut it = std::env::args().skip(1);
@@ -70,6 +74,8 @@ fn args() -> Args {
             "--runs" => a.runs = it.next().and_then(|v| v.parse().ok()).unwrap_or(a.runs),
             "--tis" => a.tis = it.next().and_then(|v| v.parse().ok()).unwrap_or(a.tis),
             "--no-pg" => a.pg = false,
+            "--no-sqlite" => a.sqlite = false,
+            "--keep-pg" => a.keep_pg = true,
             "--only-reconcile" => a.only_reconcile = true,
             _ => {}
         }
@@ -538,10 +544,16 @@ fn main() {
 }
 
 fn reconcile_all(a: &Args) {
-    reconcile_bench(a, None);
+    if a.sqlite {
+        reconcile_bench(a, None);
+    }
     if a.pg {
         let url = pg_database();
         reconcile_bench(a, Some(&url));
-        drop_pg_database(&url);
+        if a.keep_pg {
+            println!("reconcile (PostgreSQL): database kept: {url}");
+        } else {
+            drop_pg_database(&url);
+        }
     }
 }

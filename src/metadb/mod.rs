@@ -538,7 +538,9 @@ mod tests {
             "REPLACE(REPLACE(b.start_date, 'T', ' '), 'Z', '')"
         );
         assert_eq!(
-            "2024-01-02T03:04:05.000006Z".replace('T', " ").replace('Z', ""),
+            "2024-01-02T03:04:05.000006Z"
+                .replace('T', " ")
+                .replace('Z', ""),
             d.ts_value(t)
         );
     }
