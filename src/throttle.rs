@@ -13,7 +13,9 @@
 //!    `max_active_runs` runs once unpaused, so it is admitted only while its potential fits.
 //!    Backfills with runs in flight are never paused (a paused DAG's running run would hold
 //!    its slot without finishing); the rest are admitted oldest waiting first, so a backfill
-//!    that just had a turn goes after those that waited longer.
+//!    that just had a turn goes after those that waited longer. A turn ends when a pass sees
+//!    the backfill without a run in flight; Airflow's scheduler often creates the next run
+//!    before that, so under a tight budget turns mostly change when a backfill finishes.
 
 use std::collections::{BTreeMap, HashMap};
 
