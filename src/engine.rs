@@ -831,6 +831,9 @@ impl Engine {
         if let Err(d) = authz::authorize(subject, op.action, None) {
             return Ok(Err(d.into()));
         }
+        // Decide on fresh facts: the stored state may lag Airflow by up to one reconcile
+        // interval (a copy that just started running may still read `submitted`).
+        self.reconcile();
         let c = self.conn.as_mut().ok_or_else(not_connected)?;
         let Some(row) = Store::new(&mut c.db).backfill_any(&op.id)? else {
             return Ok(Err(Rejection::new(
