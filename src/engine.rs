@@ -1384,12 +1384,12 @@ impl Engine {
     fn auto_delete(&mut self) -> Result<(), DbError> {
         let now = Utc::now();
         let c = self.conn.as_mut().ok_or_else(not_connected)?;
-        let due: Vec<BackfillRow> = Store::new(&mut c.db)
-            .with_retention()?
-            .into_iter()
-            .filter(|b| b.delete_due().is_some_and(|t| t <= now))
-            .collect();
-        for row in due {
+        let due = Store::new(&mut c.db).due_for_deletion(now)?;
+        for id in due {
+            let c = self.conn.as_mut().ok_or_else(not_connected)?;
+            let Some(row) = Store::new(&mut c.db).backfill_any(&id)? else {
+                continue;
+            };
             let facts = Facts {
                 state: row.state,
                 deleted: row.deleted,

@@ -507,6 +507,18 @@ struct BackfillSql {
     skipped_dates: Option<String>,
 }
 
+#[derive(QueryableByName)]
+struct RetentionSql {
+    #[diesel(sql_type = Text)]
+    id: String,
+    #[diesel(sql_type = Text)]
+    updated_at: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    run_end: Option<String>,
+    #[diesel(sql_type = BigInt)]
+    delete_after_days: i64,
+}
+
 const BACKFILL_COLS: &str = "id, dag_id, state, state_reason, description, start_date, end_date, \
     logical_dates, params, max_active_runs, ignore_overlap, origin_fileloc, origin_code, copy_path, \
     copy_written_at, submitted_by, submitted_uid, submitted_at, updated_at, run_start, run_end, \
@@ -837,17 +849,26 @@ impl<'a> Store<'a> {
         rows.into_iter().map(TryInto::try_into).collect()
     }
 
-    /// Finished backfills, not deleted, that have a `delete_after_days` (candidates for
-    /// automatic deletion; [`BackfillRow::delete_due`] says when).
-    pub fn with_retention(&mut self) -> Result<Vec<BackfillRow>, DbError> {
-        let rows: Vec<BackfillSql> = self.db.load(
-            &format!(
-                "SELECT {BACKFILL_COLS} FROM backfilld_backfill WHERE deleted = 0 \
-                 AND state IN ('success', 'failed', 'cancelled') AND delete_after_days IS NOT NULL ORDER BY id"
-            ),
+    /// Ids of finished, undeleted backfills whose `delete_after_days` elapsed by `now`. Reads
+    /// only the columns that decide it (this runs every pass; history only grows).
+    pub fn due_for_deletion(&mut self, now: DateTime<Utc>) -> Result<Vec<String>, DbError> {
+        let rows: Vec<RetentionSql> = self.db.load(
+            "SELECT id, updated_at, run_end, delete_after_days FROM backfilld_backfill \
+             WHERE deleted = 0 AND state IN ('success', 'failed', 'cancelled') \
+             AND delete_after_days IS NOT NULL ORDER BY id",
             &[],
         )?;
-        rows.into_iter().map(TryInto::try_into).collect()
+        let mut due = Vec::new();
+        for r in rows {
+            let finished = match r.run_end.as_deref() {
+                Some(t) => parse_ts(t)?,
+                None => parse_ts(&r.updated_at)?,
+            };
+            if finished + chrono::Duration::days(r.delete_after_days) <= now {
+                due.push(r.id);
+            }
+        }
+        Ok(due)
     }
 
     /// Every backfill with Airflow-side work of a life-cycle action outstanding.
