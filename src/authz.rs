@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
-/// The FAB resource backfilld registers.
+/// The FAB resource backfilld registers unless `[authz] resource` names another.
 pub const RESOURCE_BACKFILLS: &str = "Backfills";
 /// FAB's resource covering every DAG.
 pub const RESOURCE_DAGS: &str = "DAGs";
@@ -30,7 +30,7 @@ pub const CAN_EDIT: &str = "can_edit";
 pub const CAN_OPERATE: &str = "can_operate";
 /// Action: see the menu entry in Airflow's UI.
 pub const MENU_ACCESS: &str = "menu_access";
-/// The actions backfilld registers on [`RESOURCE_BACKFILLS`].
+/// The actions backfilld registers on its resource ([`RESOURCE_BACKFILLS`] by default).
 pub const BACKFILL_ACTIONS: [&str; 4] = [CAN_CREATE, CAN_READ, CAN_OPERATE, MENU_ACCESS];
 /// The role that is always granted the Backfills permissions.
 pub const ADMIN_ROLE: &str = "Admin";
@@ -105,6 +105,8 @@ pub struct Subject {
     pub roles: Vec<String>,
     /// Every `(action, resource)` granted through any role or group.
     pub grants: BTreeSet<(String, String)>,
+    /// The FAB resource that stands for backfilld's permissions (`[authz] resource`).
+    pub backfill_resource: String,
 }
 
 impl Subject {
@@ -143,11 +145,12 @@ pub fn authorize(subject: &Subject, action: Action, dag_id: Option<&str>) -> Res
             CAN_OPERATE
         }
     };
-    if !subject.has(needed, RESOURCE_BACKFILLS) {
+    let resource = &subject.backfill_resource;
+    if !subject.has(needed, resource) {
         return Err(Denial {
             code: DenyCode::MissingBackfillPermission,
             message: format!(
-                "Airflow user {user:?} (roles: {}) lacks {needed} on {RESOURCE_BACKFILLS}; an admin can grant it to one of the user's roles in Airflow's Security UI",
+                "Airflow user {user:?} (roles: {}) lacks {needed} on {resource}; an admin can grant it to one of the user's roles in Airflow's Security UI",
                 role_list(subject)
             ),
         });
@@ -256,8 +259,13 @@ pub fn parse_simple_users(text: &str) -> Result<Vec<(String, SimpleRole)>, Strin
 
 /// The grants a SimpleAuthManager role stands for, the same rules as FAB's default roles: every
 /// role reads all DAGs; User, Op and Admin edit them; the Backfills permissions go to Admin and
-/// to the roles in `permitted` (compared case-insensitively), never to Viewer.
-pub fn simple_grants(role: SimpleRole, permitted: &[String]) -> BTreeSet<(String, String)> {
+/// to the roles in `permitted` (compared case-insensitively), never to Viewer; `resource` is
+/// the name they are granted on (`[authz] resource`).
+pub fn simple_grants(
+    role: SimpleRole,
+    permitted: &[String],
+    resource: &str,
+) -> BTreeSet<(String, String)> {
     let mut g = BTreeSet::new();
     let pair = |a: &str, r: &str| (a.to_owned(), r.to_owned());
     g.insert(pair(CAN_READ, RESOURCE_DAGS));
@@ -271,7 +279,7 @@ pub fn simple_grants(role: SimpleRole, permitted: &[String]) -> BTreeSet<(String
             .any(|p| p.eq_ignore_ascii_case(role.name()));
     if permitted {
         for a in BACKFILL_ACTIONS {
-            g.insert(pair(a, RESOURCE_BACKFILLS));
+            g.insert(pair(a, resource));
         }
     }
     g
@@ -283,6 +291,7 @@ mod tests {
 
     fn subject(active: bool, grants: &[(&str, &str)]) -> Subject {
         Subject {
+            backfill_resource: RESOURCE_BACKFILLS.into(),
             username: "u".into(),
             active,
             roles: vec!["R".into()],
@@ -421,10 +430,11 @@ mod tests {
         assert_eq!(users.len(), 4);
         assert_eq!(users[2], ("carol".to_owned(), SimpleRole::User));
         let s = |role| Subject {
+            backfill_resource: RESOURCE_BACKFILLS.into(),
             username: "x".into(),
             active: true,
             roles: vec![],
-            grants: simple_grants(role, &permitted),
+            grants: simple_grants(role, &permitted, RESOURCE_BACKFILLS),
         };
         for role in [SimpleRole::Admin, SimpleRole::Op, SimpleRole::User] {
             for a in [Action::Create, Action::Read, Action::Cancel, Action::Delete] {
@@ -440,7 +450,7 @@ mod tests {
         // Only Admin is permitted: User keeps DAG rights but loses Backfills.
         let only_admin: Vec<String> = vec![];
         let user = Subject {
-            grants: simple_grants(SimpleRole::User, &only_admin),
+            grants: simple_grants(SimpleRole::User, &only_admin, RESOURCE_BACKFILLS),
             ..s(SimpleRole::User)
         };
         assert_eq!(

@@ -239,6 +239,8 @@ impl IdentitySection {
 pub struct AuthzSection {
     /// Roles granted the `Backfills` permissions at start (`Admin` always is).
     pub permitted_roles: Vec<String>,
+    /// The FAB resource (view menu) backfilld registers and checks, default `Backfills`.
+    pub resource: String,
     /// With Airflow 3's SimpleAuthManager set to make everyone admin
     /// (`simple_auth_manager_all_admins`), authorise everyone anyway. Off by default: then
     /// nobody is authorised.
@@ -249,6 +251,7 @@ impl Default for AuthzSection {
     fn default() -> Self {
         AuthzSection {
             permitted_roles: vec!["User".into(), "Op".into()],
+            resource: crate::authz::RESOURCE_BACKFILLS.to_owned(),
             allow_simple_all_admins: false,
         }
     }
@@ -408,6 +411,24 @@ impl Config {
         }
         if config.limits.max_pending_per_user == 0 {
             return Err(bad("limits.max_pending_per_user", "must be at least 1"));
+        }
+        let resource = config.authz.resource.as_str();
+        if resource.trim().is_empty()
+            || resource.chars().count() > 250
+            || resource.chars().any(char::is_control)
+        {
+            return Err(bad(
+                "authz.resource",
+                "must be 1 to 250 characters without control characters",
+            ));
+        }
+        if resource == crate::authz::RESOURCE_DAGS
+            || resource.starts_with(crate::authz::RESOURCE_DAG_PREFIX)
+        {
+            return Err(bad(
+                "authz.resource",
+                "must not be Airflow's DAG resource (DAGs or DAG:<dag_id>): granting backfilld's actions there would change who may edit DAGs",
+            ));
         }
         if let Some((unix, _)) = config
             .identity
@@ -810,6 +831,23 @@ mod tests {
     }
 
     #[test]
+    fn authz_resource_may_not_be_a_dag_resource() {
+        for bad in ["DAGs", "DAG:sales", "", "a\nb"] {
+            let text = format!("[airflow]\nhome = \"/a\"\n[authz]\nresource = {bad:?}\n");
+            let e = Config::parse(Path::new("x"), &text)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(e.contains("authz.resource"), "{bad:?}: {e}");
+        }
+        let ok = Config::parse(
+            Path::new("x"),
+            "[airflow]\nhome = \"/a\"\n[authz]\nresource = \"backfilld\"\n",
+        );
+        assert!(ok.is_ok_and(|c| c.authz.resource == "backfilld"));
+    }
+
+    #[test]
     fn log_level_is_checked() {
         let ok = Config::parse(
             Path::new("x"),
@@ -848,6 +886,7 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(d.identity.airflow_user("bob").as_deref(), Some("bob"));
         assert_eq!(d.authz.permitted_roles, vec!["User", "Op"]);
+        assert_eq!(d.authz.resource, "Backfills");
         assert_eq!(d.limits.max_pending_per_user, 20);
     }
 

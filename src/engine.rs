@@ -139,7 +139,12 @@ pub struct Engine {
     passes_since_full: u32,
     turn_ended: HashMap<String, chrono::DateTime<Utc>>,
     last_pass: PassStats,
+    recent_reads: HashMap<(Option<u32>, Option<String>), Instant>,
 }
+
+/// An allowed read by the same uid of the same target within this window is traced but not
+/// written to `backfilld_audit` again (`backfillctl status --watch` polls every few seconds).
+const READ_AUDIT_WINDOW: Duration = Duration::from_secs(300);
 
 /// Longest wait between reconnect attempts: after an outage, requests wait at most this long.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
@@ -184,6 +189,7 @@ impl Engine {
             airflow,
             spool,
             host,
+            recent_reads: HashMap::new(),
             conn: None,
             next_connect: Instant::now(),
             backoff: Duration::from_millis(500),
@@ -279,7 +285,10 @@ impl Engine {
                         "Airflow uses the FAB auth manager but the metadata DB has no ab_* tables (run `airflow db migrate` / `airflow fab-db migrate`)".into(),
                     ));
                 }
-                match fab.register_backfills(&self.config.authz.permitted_roles) {
+                match fab.register_backfills(
+                    &self.config.authz.permitted_roles,
+                    &self.config.authz.resource,
+                ) {
                     Ok(reg) => {
                         tracing::info!(inserted = reg.inserted, granted = ?reg.granted, "registered the Backfills permissions in Airflow");
                         if !reg.missing_roles.is_empty() {
@@ -361,6 +370,8 @@ impl Engine {
     ) -> Result<Resolved, DbError> {
         ident.airflow_user = Some(airflow_user.clone());
         let permitted = self.config.authz.permitted_roles.clone();
+        let resource = self.config.authz.resource.clone();
+        let resource = resource.as_str();
         let allow_all_admins = self.config.authz.allow_simple_all_admins;
         let c = self.conn.as_mut().ok_or_else(not_connected)?;
         let no_user = |ident: Identity| {
@@ -384,7 +395,7 @@ impl Engine {
                 let Some(user) = fab.user(&airflow_user)? else {
                     return no_user(ident);
                 };
-                fab.subject(&user)?
+                fab.subject(&user, resource)?
             }
             AuthSource::Simple { all_admins: true, .. } if !allow_all_admins => {
                 return Ok(Err((
@@ -399,7 +410,8 @@ impl Engine {
                 username: airflow_user.clone(),
                 active: true,
                 roles: vec![SimpleRole::Admin.name().to_owned()],
-                grants: authz::simple_grants(SimpleRole::Admin, &permitted),
+                grants: authz::simple_grants(SimpleRole::Admin, &permitted, resource),
+                backfill_resource: resource.to_owned(),
             },
             AuthSource::Simple { users, .. } => {
                 let Some((_, role)) = users.iter().find(|(u, _)| *u == airflow_user) else {
@@ -409,7 +421,8 @@ impl Engine {
                     username: airflow_user.clone(),
                     active: true,
                     roles: vec![role.name().to_owned()],
-                    grants: authz::simple_grants(*role, &permitted),
+                    grants: authz::simple_grants(*role, &permitted, resource),
+                    backfill_resource: resource.to_owned(),
                 }
             }
         };
@@ -1633,7 +1646,18 @@ impl Engine {
             },
             ControlRequest::Outcome { .. } => ControlResponse::Pending,
         };
-        self.audit(&ident, Action::Read, target.as_deref(), None)?;
+        let now = Instant::now();
+        self.recent_reads
+            .retain(|_, at| now.duration_since(*at) < READ_AUDIT_WINDOW);
+        match self.recent_reads.entry((ident.uid, target.clone())) {
+            std::collections::hash_map::Entry::Occupied(_) => {
+                tracing::debug!(uid = ?ident.uid, target = ?target, "repeated read, audit row skipped");
+            }
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(now);
+                self.audit(&ident, Action::Read, target.as_deref(), None)?;
+            }
+        }
         Ok(response)
     }
 }

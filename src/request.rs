@@ -453,6 +453,8 @@ fn parse_operation(action: Action, raw: RawRequest) -> Result<Operation, Rejecti
 pub fn check_backfill_id(id: &str) -> Result<String, Rejection> {
     if id.is_empty()
         || id.len() > AIRFLOW_ID_MAX
+        || id.contains("..")
+        || id == "."
         || !id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
@@ -460,7 +462,7 @@ pub fn check_backfill_id(id: &str) -> Result<String, Rejection> {
         return Err(Rejection::new(
             ReasonCode::InvalidValue,
             format!(
-                "id must be a backfill id: 1 to {AIRFLOW_ID_MAX} letters, digits, '_', '.' or '-'"
+                "id must be a backfill id: 1 to {AIRFLOW_ID_MAX} letters, digits, '_', '.' or '-', without '..'"
             ),
         ));
     }
@@ -583,6 +585,12 @@ pub fn check_dag_id(id: &str) -> Result<String, Rejection> {
         return Err(Rejection::new(
             ReasonCode::InvalidValue,
             "dag_id must be non-empty and use only letters, digits, '_', '.' and '-' (Airflow's id rule)",
+        ));
+    }
+    if id.contains("..") || id == "." {
+        return Err(Rejection::new(
+            ReasonCode::InvalidValue,
+            "dag_id must not be '.' or contain '..' (it becomes part of a file name)",
         ));
     }
     if id.len() > max {
@@ -760,6 +768,15 @@ mod tests {
         let (code, _) =
             refused("action = \"pause\"\nid = \"../x\"\n").unwrap_or_else(|| panic!("accepted"));
         assert_eq!(code, ReasonCode::InvalidValue);
+        for body in [
+            "action = \"pause\"\nid = \"..\"\n",
+            "action = \"delete\"\nid = \"a..b\"\n",
+            "dag_id = \"..\"\nstart = 2024-01-01\nend = 2024-01-01\n",
+            "dag_id = \".\"\nstart = 2024-01-01\nend = 2024-01-01\n",
+        ] {
+            let (code, _) = refused(body).unwrap_or_else(|| panic!("accepted {body}"));
+            assert_eq!(code, ReasonCode::InvalidValue, "{body}");
+        }
         let (code, _) =
             refused("id = \"x\"\ndag_id = \"a\"\nstart = 2024-01-01\nend = 2024-01-01\n")
                 .unwrap_or_else(|| panic!("accepted"));

@@ -1,4 +1,4 @@
-//! Fuzz request parsing, validation and overlay rendering: whatever bytes a user drops, parsing
+//! Fuzz request parsing (create and life-cycle files), validation and overlay rendering: whatever bytes a user drops, parsing
 //! never panics or hangs, an accepted request has a safe DAG id, and the rendered DAG copy is
 //! the origin source plus the fixed overlay with only base64 in place of the spec, which decodes
 //! to exactly the request's values.
@@ -14,6 +14,16 @@ const ORIGIN: &str = "from airflow import DAG\nwith DAG(dag_id=\"sales\") as dag
 const MARKER: &str = "_backfilld_overlay_v1(globals(), \"";
 
 fuzz_target!(|data: &[u8]| {
+    // Life-cycle files (`action` + `id`): an accepted one names a backfill by a safe id only.
+    if let Ok(request::Parsed::Operate(op)) = request::parse_any(data, 16) {
+        assert!(!op.id.is_empty());
+        assert!(op
+            .id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b)));
+        assert!(!op.id.contains(".."));
+        return;
+    }
     let Ok(req) = request::parse(data, 16) else {
         return;
     };

@@ -13,7 +13,7 @@ use diesel::sql_types::{BigInt, Text};
 use diesel::QueryableByName;
 
 use super::{Arg, DbError, IntRow, MetaDb, TextRow};
-use crate::authz::{self, Subject, RESOURCE_BACKFILLS};
+use crate::authz::{self, Subject};
 
 /// A row of `ab_user`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,7 +140,7 @@ impl<'a> Fab<'a> {
     }
 
     /// The user with its roles and every `(action, resource)` they grant.
-    pub fn subject(&mut self, user: &FabUser) -> Result<Subject, DbError> {
+    pub fn subject(&mut self, user: &FabUser, resource: &str) -> Result<Subject, DbError> {
         let role_ids = self.role_ids_sql()?;
         let binds = if role_ids.contains("UNION") {
             vec![Arg::Int(user.id), Arg::Int(user.id)]
@@ -169,17 +169,22 @@ impl<'a> Fab<'a> {
                 .into_iter()
                 .map(|g| (g.action, g.resource))
                 .collect::<BTreeSet<_>>(),
+            backfill_resource: resource.to_owned(),
         })
     }
 
     /// Register `Backfills` with its actions and grant them to Admin and `permitted` roles.
     /// Idempotent; runs in one transaction. Roles that do not exist are reported, not created.
-    pub fn register_backfills(&mut self, permitted: &[String]) -> Result<Registration, DbError> {
+    pub fn register_backfills(
+        &mut self,
+        permitted: &[String],
+        resource: &str,
+    ) -> Result<Registration, DbError> {
         let roles = authz::granted_roles(permitted);
         self.db.transaction(|db| {
             let mut fab = Fab { db };
             let mut reg = Registration::default();
-            let resource = fab.id_or_insert("ab_view_menu", RESOURCE_BACKFILLS, &mut reg)?;
+            let resource = fab.id_or_insert("ab_view_menu", resource, &mut reg)?;
             let mut pv_ids = Vec::new();
             for action in authz::BACKFILL_ACTIONS {
                 let action_id = fab.id_or_insert("ab_permission", action, &mut reg)?;

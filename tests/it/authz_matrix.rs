@@ -1,8 +1,7 @@
 //! Issue 3's permission matrix on Airflow 2.11 + SQLite: real `ab_*` rows made by Airflow's own
 //! CLI (`sync-perm`, `roles create`, `roles add-perms`, `users import`, per-DAG
 //! `access_control`), real unix users made with `useradd`, requests dropped and read by those
-//! users through `runuser`. Create and read go through the daemon; cancel/delete (not in the
-//! daemon yet) go through the same decision (`authz::authorize`) over the same rows.
+//! users through `runuser`. Create, read, cancel and delete all go through the daemon.
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -388,45 +387,76 @@ fn permission_matrix_on_airflow2_fab() {
     assert!(!out.status.success(), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("missing_dag_read"));
 
-    // Cancel and delete: the same decision over the same real rows.
-    let mut db = MetaDb::connect(&DbUrl::Sqlite(af.db_path())).unwrap_or_else(|e| panic!("{e}"));
-    let operate: &[(&str, &str, Option<authz::DenyCode>)] = &[
+    // Cancel and delete through the daemon, dropped by the real unix users: for each case the
+    // admin makes a fresh backfill (2022, one month per case); the user cancels it; an allowed
+    // user then deletes it, a refused one tries to delete it after the admin cancelled it.
+    let operate: &[(&str, &str, Option<&str>)] = &[
         ("bfz_admin", "sales", None),
         ("bfz_user", "ledger", None),
-        ("op_person", "sales", None),
-        (
-            "bfz_viewer",
-            "sales",
-            Some(authz::DenyCode::MissingBackfillPermission),
-        ),
+        ("bfz_op", "sales", None),
+        ("bfz_viewer", "sales", Some("missing_backfill_permission")),
         ("bfz_sales", "sales", None),
-        ("bfz_sales", "ledger", Some(authz::DenyCode::MissingDagEdit)),
+        ("bfz_sales", "ledger", Some("missing_dag_edit")),
         ("bfz_ledger", "ledger", None),
-        ("bfz_inactive", "sales", Some(authz::DenyCode::InactiveUser)),
-        (
-            "bfz_outsider",
-            "sales",
-            Some(authz::DenyCode::MissingBackfillPermission),
-        ),
+        ("bfz_inactive", "sales", Some("inactive_user")),
+        ("bfz_outsider", "sales", Some("missing_backfill_permission")),
+        ("bfz_nouser", "sales", Some("no_airflow_user")),
+        ("bfz_unmapped", "sales", Some("unmapped_user")),
     ];
-    for (user, dag, code) in operate {
-        let mut fab = Fab::new(&mut db);
-        let u = fab
-            .user(user)
-            .unwrap_or_else(|e| panic!("{e}"))
-            .unwrap_or_else(|| panic!("no ab_user {user}"));
-        let subject = fab.subject(&u).unwrap_or_else(|e| panic!("{e}"));
-        for action in [Action::Cancel, Action::Delete] {
-            let got = authz::authorize(&subject, action, Some(dag))
-                .err()
-                .map(|d| d.code);
-            assert_eq!(got, *code, "{user} {action:?} {dag}");
+    let act = |user: &str, action: &str, id: &str| -> Value {
+        let out = ctl_as(&d, user, &[action, id, "--json"]);
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{user} {action} {id}: {e}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+    };
+    let mut operated = 0usize;
+    for (i, (user, dag, code)) in operate.iter().enumerate() {
+        let month = u32::try_from(i % 12 + 1).unwrap_or(1);
+        let body =
+            format!("dag_id = \"{dag}\"\nstart = 2022-{month:02}-01\nend = 2022-{month:02}-02\n");
+        let made = drop_as(&d, "bfz_admin", &format!("op-{i}.toml"), &body);
+        expect(&made, &format!("admin create {dag} for {user}"), None);
+        let id = made["backfill_id"].as_str().unwrap_or_default().to_owned();
+        let v = act(user, "cancel", &id);
+        expect(&v, &format!("{user} cancel {dag}"), *code);
+        if code.is_some() {
+            let v = act("bfz_admin", "cancel", &id);
+            expect(&v, &format!("admin cancel {dag} after {user}"), None);
+        }
+        let v = act(user, "delete", &id);
+        expect(&v, &format!("{user} delete {dag}"), *code);
+        if code.is_none() {
+            operated += 1;
+            wait_for(
+                &format!("{user}'s delete of {id}"),
+                Duration::from_secs(60),
+                || {
+                    (af.count(
+                        "SELECT COUNT(*) FROM backfilld_backfill WHERE id = ?1 AND deleted = 1",
+                        &[&id],
+                    ) == 1)
+                        .then_some(())
+                },
+            );
         }
     }
-    assert!(Fab::new(&mut db)
-        .user("bfz_nouser")
-        .unwrap_or_else(|e| panic!("{e}"))
-        .is_none());
+    assert_eq!(
+        af.count(
+            "SELECT COUNT(*) FROM backfilld_audit WHERE action IN ('cancel', 'delete') AND allowed = 1",
+            &[]
+        ),
+        i64::try_from(2 * operated + (operate.len() - operated)).unwrap_or(0)
+    );
+    assert!(Fab::new(
+        &mut MetaDb::connect(&DbUrl::Sqlite(af.db_path())).unwrap_or_else(|e| panic!("{e}"))
+    )
+    .user("bfz_nouser")
+    .unwrap_or_else(|e| panic!("{e}"))
+    .is_none());
 
     // Audit: every decision has a row; denials carry their reason.
     let denied = |code: &str| {
@@ -435,7 +465,9 @@ fn permission_matrix_on_airflow2_fab() {
             &[&code],
         )
     };
-    assert_eq!(denied("missing_dag_edit"), 4);
+    // Creates of ledger/weekly_report by bfz_sales, sales by bfz_ledger, the svc for bfz_sales,
+    // and bfz_sales's cancel and delete of a ledger backfill.
+    assert_eq!(denied("missing_dag_edit"), 6);
     assert_eq!(denied("on_behalf_not_allowed"), 1);
     assert!(denied("missing_backfill_permission") >= 4);
     assert_eq!(
@@ -443,7 +475,7 @@ fn permission_matrix_on_airflow2_fab() {
             "SELECT COUNT(*) FROM backfilld_audit WHERE action = 'create' AND allowed = 1",
             &[]
         ),
-        i64::try_from(sales_ids.len() + ledger_ids.len()).unwrap_or(0)
+        i64::try_from(sales_ids.len() + ledger_ids.len() + operate.len()).unwrap_or(0)
     );
     assert!(
         af.count(
@@ -511,22 +543,25 @@ fn fab_rules_on_airflow3_with_groups() {
     assert!(fab.present().unwrap_or_else(|e| panic!("{e}")));
     let permitted = vec!["User".to_owned(), "Op".to_owned()];
     let reg = fab
-        .register_backfills(&permitted)
+        .register_backfills(&permitted, authz::RESOURCE_BACKFILLS)
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(reg.granted, vec!["Admin", "User", "Op"], "{reg:?}");
     let again = fab
-        .register_backfills(&permitted)
+        .register_backfills(&permitted, authz::RESOURCE_BACKFILLS)
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(again.inserted, 0, "registration is idempotent");
-    let decide = |fab: &mut Fab<'_>, user: &str, action: Action| {
+    let decide_on = |fab: &mut Fab<'_>, resource: &str, user: &str, action: Action| {
         let u = fab
             .user(user)
             .unwrap_or_else(|e| panic!("{e}"))
             .unwrap_or_else(|| panic!("no ab_user {user}"));
-        let s = fab.subject(&u).unwrap_or_else(|e| panic!("{e}"));
+        let s = fab.subject(&u, resource).unwrap_or_else(|e| panic!("{e}"));
         authz::authorize(&s, action, Some("sales"))
             .err()
             .map(|d| d.code)
+    };
+    let decide = |fab: &mut Fab<'_>, user: &str, action: Action| {
+        decide_on(fab, authz::RESOURCE_BACKFILLS, user, action)
     };
     // Airflow 3's own FAB model already has a `Backfills` resource (its native backfills) and
     // grants Viewer `can_read` on it, so a Viewer may read (lists stay filtered by DAG read).
@@ -543,6 +578,23 @@ fn fab_rules_on_airflow3_with_groups() {
             "{action:?}"
         );
     }
+
+    // `[authz] resource` names a resource of backfilld's own: Airflow's native `Backfills`
+    // grants (Viewer's can_read, Op's can_create) then count for nothing.
+    let own = "backfilld";
+    let reg = fab
+        .register_backfills(&["User".to_owned()], own)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(reg.granted, vec!["Admin", "User"], "{reg:?}");
+    assert_eq!(decide_on(&mut fab, own, "bfz_user", Action::Create), None);
+    assert_eq!(
+        decide_on(&mut fab, own, "bfz_grouped", Action::Cancel),
+        None
+    );
+    assert_eq!(
+        decide_on(&mut fab, own, "bfz_viewer", Action::Read),
+        Some(authz::DenyCode::MissingBackfillPermission)
+    );
 }
 
 /// Airflow 3's SimpleAuthManager (no `ab_*` users): users and roles come from
