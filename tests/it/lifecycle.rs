@@ -1,7 +1,8 @@
 //! Issue 9's acceptance on real Airflow 2.11 with SQLite and a real scheduler: dry run, cancel
 //! before the DAG copy exists, cancel while running, pause then resume, delete after success,
 //! retry of the failed dates, refusals from the state machine, and `list` filters — through
-//! `backfillctl` and through hand-dropped request files.
+//! `backfillctl` and through hand-dropped request files. Airflow 3.1 runs pause/resume, cancel
+//! and delete on SQLite, and the same on PostgreSQL (3.1) and MariaDB (2.11).
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -770,4 +771,139 @@ fn lifecycle_on_airflow3_sqlite() {
             .any(|b| b["id"] == id.as_str() && b["deleted"] == true)),
         "{all}"
     );
+}
+
+/// Tables of Airflow's server DB (PostgreSQL or MySQL) with a `dag_id` column.
+fn server_dag_id_tables(af: &Airflow) -> Vec<String> {
+    let schema = match af.db {
+        crate::support::MetaDbKind::Mysql(_) => "DATABASE()",
+        _ => "'public'",
+    };
+    af.query(&format!(
+        "SELECT table_name FROM information_schema.columns \
+         WHERE column_name = 'dag_id' AND table_schema = {schema} ORDER BY table_name"
+    ))
+    .into_iter()
+    .filter_map(|r| r.first().and_then(|v| v.as_str()).map(str::to_owned))
+    .collect()
+}
+
+/// Pause, resume, cancel while running and delete on a server DB, every check made through
+/// SQLAlchemy in Airflow's venv (backend-neutral SQL): the life-cycle statements backfilld sends
+/// (pause flags, Airflow-style mark failed, `airflow dags delete`-style removal) on PostgreSQL's
+/// and MySQL's types and quoting.
+fn lifecycle_on_server_db(af: &mut Airflow) {
+    af.start_scheduler();
+    af.wait_parsed(DAG, BIG);
+    let d = Daemon::start(af, &[]);
+    let id = submit(
+        &d,
+        &[
+            "--start",
+            "2024-05-01",
+            "--end",
+            "2024-05-03",
+            "--param",
+            "sleep=12",
+        ],
+    );
+    let ti_states = |af: &Airflow| -> Vec<String> {
+        af.query(&format!(
+            "SELECT COALESCE(state, '') FROM task_instance WHERE dag_id = '{id}'"
+        ))
+        .into_iter()
+        .filter_map(|r| r.first().and_then(|v| v.as_str()).map(str::to_owned))
+        .collect()
+    };
+    let run_states = |af: &Airflow| -> Vec<String> {
+        let col = af.date_column();
+        af.query(&format!(
+            "SELECT state FROM dag_run WHERE dag_id = '{id}' ORDER BY {col}"
+        ))
+        .into_iter()
+        .filter_map(|r| r.first().and_then(|v| v.as_str()).map(str::to_owned))
+        .collect()
+    };
+    let paused = |af: &Airflow| {
+        af.query_i64(&format!(
+            "SELECT COUNT(*) FROM dag WHERE dag_id = '{id}' AND is_paused"
+        ))
+    };
+    wait_for("a running task", BIG, || {
+        ti_states(af).iter().any(|s| s == "running").then_some(())
+    });
+    let (v, code) = operate(&d, "pause", &id);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(status(&d, &id)["state"], "paused");
+    assert_eq!(paused(af), 1);
+    let (v, code) = operate(&d, "resume", &id);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(paused(af), 0);
+    wait_for("a finished date and a running task", BIG, || {
+        let s = status(&d, &id);
+        (s["dates_succeeded"] == 1 && ti_states(af).iter().any(|t| t == "running")).then_some(())
+    });
+    let (v, code) = operate(&d, "cancel", &id);
+    assert_eq!(code, Some(0), "{v}");
+    wait_for("the copy to stop", Duration::from_secs(10), || {
+        let busy = ti_states(af)
+            .iter()
+            .any(|t| matches!(t.as_str(), "running" | "queued" | "scheduled" | ""));
+        let runs_busy = run_states(af)
+            .iter()
+            .any(|r| matches!(r.as_str(), "running" | "queued"));
+        (!busy && !runs_busy).then_some(())
+    });
+    let s = status(&d, &id);
+    assert_eq!(s["state"], "failed", "{s}");
+    assert_eq!(s["reason"], "cancelled by root", "{s}");
+    std::thread::sleep(Duration::from_secs(10));
+    let r = run_states(af);
+    assert_eq!(r.first().map(String::as_str), Some("success"), "{r:?}");
+    assert!(r.iter().skip(1).all(|s| s == "failed"), "{r:?}");
+
+    let (v, code) = operate(&d, "delete", &id);
+    assert_eq!(code, Some(0), "{v}");
+    assert!(!copy_path(af, &id).exists());
+    let tables = server_dag_id_tables(af);
+    assert!(tables.iter().any(|t| t == "dag_run"), "{tables:?}");
+    let left = |af: &Airflow| -> Vec<String> {
+        tables
+            .iter()
+            .filter(|t| *t != "log")
+            .filter(|t| {
+                af.query_i64(&format!("SELECT COUNT(*) FROM {t} WHERE dag_id = '{id}'")) > 0
+            })
+            .cloned()
+            .collect()
+    };
+    wait_for(
+        "Airflow's rows of the copy to go",
+        Duration::from_secs(60),
+        || left(af).is_empty().then_some(()),
+    );
+    std::thread::sleep(Duration::from_secs(10));
+    assert_eq!(left(af), Vec::<String>::new());
+    assert_eq!(
+        af.query_i64(&format!("SELECT COUNT(*) FROM dag WHERE dag_id = '{DAG}'")),
+        1
+    );
+    let all = d.ctl_json(&["list", "--all", "--json"]);
+    assert!(
+        all.as_array().is_some_and(|l| l
+            .iter()
+            .any(|b| b["id"] == id.as_str() && b["deleted"] == true)),
+        "{all}"
+    );
+}
+
+/// The server-DB life cycle on PostgreSQL with Airflow 3.1, then on MariaDB with Airflow 2.11
+/// (one after the other: one scheduler at a time).
+#[test]
+fn lifecycle_on_postgres_and_mysql() {
+    let mut af = Airflow::postgres(AirflowMajor::V3, "lifecycle_pg_af3");
+    lifecycle_on_server_db(&mut af);
+    drop(af);
+    let mut af = Airflow::mysql(AirflowMajor::V2, "lifecycle_mysql_af2");
+    lifecycle_on_server_db(&mut af);
 }
