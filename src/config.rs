@@ -87,6 +87,46 @@ pub struct Config {
     /// Budgets that keep scheduled runs alive.
     #[serde(default)]
     pub throttle: ThrottleSection,
+    /// Several agents on one metadata DB.
+    #[serde(default)]
+    pub cluster: ClusterSection,
+}
+
+/// `[cluster]`: how this agent shares the work with the other agents on the same metadata DB.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSection {
+    /// This agent's name among the agents (recorded on rows, holds claims); default: the host
+    /// name. Two agents on one machine must set different ones.
+    pub host_id: Option<String>,
+    /// Whether every agent sees the same DAGs folder (NFS, EFS, git-sync volume): then one
+    /// agent (the leader) keeps the copies; otherwise every agent keeps its own folder.
+    pub dags_folder_shared: bool,
+    /// Seconds a claim lasts without renewal; another agent takes over a dead holder's claim
+    /// after at most this long (plus one reconcile interval).
+    pub lease_secs: u64,
+}
+
+impl Default for ClusterSection {
+    fn default() -> Self {
+        ClusterSection {
+            host_id: None,
+            dags_folder_shared: false,
+            lease_secs: 15,
+        }
+    }
+}
+
+impl ClusterSection {
+    /// `host_id`, or the host name.
+    pub fn host_id(&self) -> String {
+        self.host_id.clone().unwrap_or_else(|| {
+            nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| "localhost".into())
+        })
+    }
 }
 
 /// `[log]`.
@@ -411,6 +451,23 @@ impl Config {
         }
         if config.limits.max_pending_per_user == 0 {
             return Err(bad("limits.max_pending_per_user", "must be at least 1"));
+        }
+        if let Some(h) = &config.cluster.host_id {
+            if h.is_empty() || h.len() > 255 || h.chars().any(char::is_control) {
+                return Err(bad(
+                    "cluster.host_id",
+                    "must be 1 to 255 characters without control characters",
+                ));
+            }
+        }
+        if !(2..=3600).contains(&config.cluster.lease_secs) {
+            return Err(bad("cluster.lease_secs", "must be 2..=3600"));
+        }
+        if config.cluster.lease_secs <= config.reconcile.interval_secs {
+            return Err(bad(
+                "cluster.lease_secs",
+                "must be longer than [reconcile] interval_secs (the leader renews its claim every pass)",
+            ));
         }
         let resource = config.authz.resource.as_str();
         if resource.trim().is_empty()

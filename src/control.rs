@@ -9,6 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::metadb::lease::ClaimInfo;
 use crate::metadb::store::{BackfillRow, RequestRecord};
 use crate::request::fmt_ts;
 use crate::state::BackfillState;
@@ -36,6 +37,8 @@ pub enum ControlRequest {
         /// The file's name in `incoming/`.
         file_name: String,
     },
+    /// The agents on this metadata DB: which one holds which claim.
+    Cluster,
 }
 
 /// Which backfills `list` shows; every field narrows the list, none set shows every backfill
@@ -87,6 +90,17 @@ pub enum ControlResponse {
     },
     /// Answer to `outcome` while the file waits.
     Pending,
+    /// Answer to `cluster`.
+    Cluster {
+        /// The answering agent's `[cluster] host_id`.
+        host_id: String,
+        /// Whether the answering agent holds the leader claim.
+        leader: bool,
+        /// Whether the agents share one DAGs folder.
+        dags_folder_shared: bool,
+        /// Every claim and its holder.
+        claims: Vec<ClaimInfo>,
+    },
     /// The request failed.
     Error {
         /// Why.
@@ -305,6 +319,7 @@ mod tests {
             delete_after_days: None,
             reprocess: None,
             skipped_dates: vec![],
+            copy_paused: false,
         }
     }
 

@@ -78,10 +78,11 @@ pub enum CtlCommand {
     Delete(OperateArgs),
     /// Run the failed dates of a failed backfill again, as a new backfill.
     Retry(OperateArgs),
-    /// Show one backfill's state and progress.
+    /// Show one backfill's state and progress; without an id, the agents on this metadata DB
+    /// and which one holds which claim.
     Status {
         /// Backfill id.
-        id: String,
+        id: Option<String>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -230,7 +231,12 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             }
             Ok(0)
         }
-        CtlCommand::Status { id, json, watch } => status(&socket, &id, json, watch),
+        CtlCommand::Status {
+            id: Some(id),
+            json,
+            watch,
+        } => status(&socket, &id, json, watch),
+        CtlCommand::Status { id: None, json, .. } => cluster(&socket, json),
         CtlCommand::Outcome { file_name, json } => {
             match call(
                 &socket,
@@ -489,6 +495,57 @@ fn status(socket: &Path, id: &str, json: bool, watch: bool) -> anyhow::Result<i3
         println!("{}", serde_json::to_string_pretty(&b)?);
     } else {
         print_status(&b);
+    }
+    Ok(0)
+}
+
+fn cluster(socket: &Path, json: bool) -> anyhow::Result<i32> {
+    let answer = call(socket, ControlRequest::Cluster)?;
+    let ControlResponse::Cluster {
+        host_id,
+        leader,
+        dags_folder_shared,
+        claims,
+    } = &answer
+    else {
+        bail!(unexpected(answer));
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+        return Ok(0);
+    }
+    println!(
+        "this agent: {host_id} ({}); DAGs folder {}",
+        if *leader { "leader" } else { "follower" },
+        if *dags_folder_shared {
+            "shared by the agents"
+        } else {
+            "of its own"
+        }
+    );
+    if claims.is_empty() {
+        println!("no claim taken yet");
+    }
+    for c in claims {
+        let left = if c.expires_in_ms >= 0 {
+            format!("expires in {:.1} s", c.expires_in_ms as f64 / 1000.0)
+        } else {
+            "expired".to_owned()
+        };
+        println!(
+            "claim {}: held by {} (token {}, {left}{})",
+            c.name,
+            if c.holder.is_empty() {
+                "nobody"
+            } else {
+                &c.holder
+            },
+            c.token,
+            c.acquired_at
+                .as_deref()
+                .map(|t| format!(", since {t}"))
+                .unwrap_or_default()
+        );
     }
     Ok(0)
 }

@@ -26,6 +26,7 @@ use crate::lifecycle::{self, Effect, Facts, Reprocess};
 use crate::metadb::airflow;
 use crate::metadb::airflow::{Airflow, AirflowSchema, Generation};
 use crate::metadb::fab::Fab;
+use crate::metadb::lease::{ClaimInfo, Leases, LEADER};
 use crate::metadb::pass::{self, Pass, PassRow};
 use crate::metadb::store::{
     self, AuditEntry, BackfillRow, NewBackfill, PendingOp, RequestRecord, Store,
@@ -140,7 +141,13 @@ pub struct Engine {
     turn_ended: HashMap<String, chrono::DateTime<Utc>>,
     last_pass: PassStats,
     recent_reads: HashMap<(Option<u32>, Option<String>), Instant>,
+    leader_token: Option<i64>,
+    verified_copies: HashMap<String, CopyFingerprint>,
 }
+
+/// What a copy file looked like when this agent last wrote or checked it: a file whose size,
+/// modification time and inode are unchanged is not read again.
+type CopyFingerprint = (u64, i64, u64);
 
 /// An allowed read by the same uid of the same target within this window is traced but not
 /// written to `backfilld_audit` again (`backfillctl status --watch` polls every few seconds).
@@ -173,6 +180,10 @@ pub struct PassStats {
 /// Every this many passes, a full pass counts every copy's runs again (heals anything an
 /// incremental pass cannot see, such as deleted runs).
 const FULL_PASS_EVERY: u32 = 60;
+/// In a shared DAGs folder, how long after a copy's write was claimed a missing file is left
+/// to the claiming agent before the leader restores it.
+const COPY_WRITE_GRACE_SECS: i64 = 10;
+
 /// How far before the previous pass an incremental pass looks for updated runs: room for
 /// clock skew between Airflow's hosts and for transactions that commit late.
 const WATERMARK_OVERLAP_SECS: i64 = 60;
@@ -180,16 +191,15 @@ const WATERMARK_OVERLAP_SECS: i64 = 60;
 impl Engine {
     /// An engine over an opened spool; connects lazily.
     pub fn new(config: Config, airflow: AirflowLocation, spool: Spool) -> Engine {
-        let host = nix::unistd::gethostname()
-            .ok()
-            .and_then(|h| h.into_string().ok())
-            .unwrap_or_else(|| "localhost".into());
+        let host = config.cluster.host_id();
         Engine {
             config,
             airflow,
             spool,
             host,
             recent_reads: HashMap::new(),
+            leader_token: None,
+            verified_copies: HashMap::new(),
             conn: None,
             next_connect: Instant::now(),
             backoff: Duration::from_millis(500),
@@ -219,12 +229,18 @@ impl Engine {
             + self.spool.claimed().map(|v| v.len()).unwrap_or(0);
         let status = if self.conn.is_some() {
             let count = |s: BackfillState| self.unfinished_by_state.get(&s).copied().unwrap_or(0);
+            let role = if self.leader_token.is_some() {
+                "leader"
+            } else {
+                "follower"
+            };
             format!(
-                "{} running, {} queued, {} submitted, {} paused backfills; {waiting} requests waiting; db ok",
+                "{} running, {} queued, {} submitted, {} paused backfills; {waiting} requests waiting; db ok; {role} ({})",
                 count(BackfillState::Running),
                 count(BackfillState::Queued),
                 count(BackfillState::Submitted),
                 count(BackfillState::Paused),
+                self.host,
             )
         } else {
             format!("waiting for database; {waiting} requests waiting")
@@ -515,6 +531,7 @@ impl Engine {
                     Command::Web(command) => self.web(command),
                     Command::Stop => {
                         tracing::info!("engine stopping");
+                        self.release_claims();
                         return;
                     }
                 }
@@ -634,7 +651,9 @@ impl Engine {
             .finish(&file.claim_name, to, &receipt)
             .map_err(|e| DbError::Data(e.to_string()))?;
         if let Some(id) = record.backfill_id {
-            self.carry_out_id(&id);
+            if self.leader_token.is_some() {
+                self.carry_out_id(&id);
+            }
             self.reconcile_id(&id);
         }
         Ok(())
@@ -1087,6 +1106,16 @@ impl Engine {
         if self.ensure_connected().is_err() {
             return;
         }
+        let shared = self.config.cluster.dags_folder_shared;
+        if !shared {
+            self.converge_copies();
+        }
+        if !self.lead() {
+            return;
+        }
+        if shared {
+            self.converge_copies();
+        }
         match self
             .conn
             .as_mut()
@@ -1170,6 +1199,9 @@ impl Engine {
     /// counted again; the others keep their stored counts.
     fn reconcile_pass(&mut self) -> Result<PassStats, DbError> {
         let now = Utc::now();
+        let host = self.host.clone();
+        let token = self.leader_token.ok_or(DbError::NotHolder(LEADER))?;
+        let ttl_ms = self.lease_ttl_ms();
         let full = self.watermark.is_none() || self.passes_since_full >= FULL_PASS_EVERY;
         let since = if full {
             None
@@ -1372,17 +1404,189 @@ impl Engine {
                 *self.unfinished_by_state.entry(state).or_insert(0) += 1;
             }
         }
-        if !to_pause.is_empty() {
-            stats.paused = pass.set_copies_paused(&to_pause, true)?;
-        }
-        if !to_unpause.is_empty() {
-            stats.unpaused = pass.set_copies_paused(&to_unpause, false)?;
-        }
         stats.changed = changes.len();
-        pass.apply(&changes, now)?;
+        if !(to_pause.is_empty() && to_unpause.is_empty() && changes.is_empty()) {
+            let (paused, unpaused) = c.db.transaction(|db| {
+                if !Leases::new(db).fence(LEADER, &host, token, ttl_ms)? {
+                    return Err(DbError::NotHolder(LEADER));
+                }
+                let mut pass = Pass::new(db, &c.schema);
+                let paused = if to_pause.is_empty() {
+                    0
+                } else {
+                    pass.set_copies_paused(&to_pause, true)?
+                };
+                let unpaused = if to_unpause.is_empty() {
+                    0
+                } else {
+                    pass.set_copies_paused(&to_unpause, false)?
+                };
+                pass.apply(&changes, now)?;
+                Ok::<_, DbError>((paused, unpaused))
+            })?;
+            stats.paused = paused;
+            stats.unpaused = unpaused;
+        }
         self.watermark = Some(now);
         self.passes_since_full = if full { 0 } else { self.passes_since_full + 1 };
         Ok(stats)
+    }
+
+    fn lease_ttl_ms(&self) -> i64 {
+        i64::try_from(self.config.cluster.lease_secs.saturating_mul(1000)).unwrap_or(i64::MAX)
+    }
+
+    /// Take or keep the leader claim; whether this agent leads now.
+    fn lead(&mut self) -> bool {
+        let host = self.host.clone();
+        let ttl_ms = self.lease_ttl_ms();
+        let now = store::stored_ts(Utc::now());
+        let Some(c) = self.conn.as_mut() else {
+            return false;
+        };
+        match Leases::new(&mut c.db).acquire(LEADER, &host, ttl_ms, &now, self.leader_token) {
+            Ok(Some(token)) => {
+                if self.leader_token != Some(token) {
+                    tracing::info!(host = %host, token, "holding the leader claim: reconciling, throttling and carrying out life-cycle actions");
+                }
+                self.leader_token = Some(token);
+                true
+            }
+            Ok(None) => {
+                if self.leader_token.take().is_some() {
+                    tracing::warn!(host = %host, "lost the leader claim to another agent; following");
+                }
+                false
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot take or renew the leader claim");
+                self.leader_token = None;
+                self.lost(&e);
+                false
+            }
+        }
+    }
+
+    /// The fencing check before a write only the leader may do: the claim is still this
+    /// agent's with the same token (renewed in the same statement); otherwise step down.
+    fn fence(&mut self) -> Result<(), DbError> {
+        let token = self.leader_token.ok_or(DbError::NotHolder(LEADER))?;
+        let host = self.host.clone();
+        let ttl_ms = self.lease_ttl_ms();
+        let c = self.conn.as_mut().ok_or_else(not_connected)?;
+        if Leases::new(&mut c.db).fence(LEADER, &host, token, ttl_ms)? {
+            Ok(())
+        } else {
+            tracing::warn!(host = %host, token, "the leader claim moved to another agent; stepping down");
+            self.leader_token = None;
+            Err(DbError::NotHolder(LEADER))
+        }
+    }
+
+    /// Give up the claims at shutdown, so another agent takes over at once.
+    fn release_claims(&mut self) {
+        let Some(token) = self.leader_token.take() else {
+            return;
+        };
+        let host = self.host.clone();
+        if let Some(c) = self.conn.as_mut() {
+            match Leases::new(&mut c.db).release(LEADER, &host, token) {
+                Ok(()) => tracing::info!(host = %host, "released the leader claim"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot release the leader claim; it expires on its own")
+                }
+            }
+        }
+    }
+
+    /// The claims and their holders (`backfillctl status` without an id).
+    pub fn claims(&mut self) -> Result<Vec<ClaimInfo>, DbError> {
+        let c = self.conn.as_mut().ok_or_else(not_connected)?;
+        Leases::new(&mut c.db).all()
+    }
+
+    /// Bring this agent's copy folder to the set of live copies in the DB: write missing ones,
+    /// repair changed or truncated ones, remove those of deleted backfills. With a shared DAGs
+    /// folder only the leader does this; otherwise every agent does it for its own folder.
+    fn converge_copies(&mut self) {
+        if let Err(e) = self.try_converge_copies() {
+            tracing::warn!(error = %e, "cannot converge the DAG copies; retrying next pass");
+            self.lost(&e);
+        }
+    }
+
+    fn try_converge_copies(&mut self) -> Result<(), DbError> {
+        let dir = self.copy_dir();
+        let shared = self.config.cluster.dags_folder_shared;
+        let c = self.conn.as_mut().ok_or_else(not_connected)?;
+        let live = Store::new(&mut c.db).live_copies()?;
+        let wanted: std::collections::HashSet<&str> =
+            live.iter().map(|(id, _)| id.as_str()).collect();
+        self.verified_copies
+            .retain(|id, _| wanted.contains(id.as_str()));
+        let now = Utc::now();
+        for (id, written_at) in &live {
+            let name = dagcopy::file_name(id);
+            let path = dir.join(&name);
+            let before = fingerprint(&path);
+            if before.is_some() && self.verified_copies.get(id) == before.as_ref() {
+                continue;
+            }
+            if shared
+                && before.is_none()
+                && now - *written_at < chrono::Duration::seconds(COPY_WRITE_GRACE_SECS)
+            {
+                // In a shared folder the agent that claimed this copy is writing it right now.
+                continue;
+            }
+            let c = self.conn.as_mut().ok_or_else(not_connected)?;
+            let Some(row) = Store::new(&mut c.db).backfill_any(id)? else {
+                continue;
+            };
+            let expected = dagcopy::render(&row.origin_code, &copy_spec(&row));
+            let current = std::fs::read(&path).ok();
+            if current.as_deref() != Some(expected.as_bytes()) {
+                if shared {
+                    self.fence()?;
+                }
+                if let Err(e) = dagcopy::write_atomically(&dir, &name, expected.as_bytes()) {
+                    tracing::error!(backfill = %id, error = %e, "cannot restore the DAG copy; retrying next pass");
+                    continue;
+                }
+                tracing::info!(backfill = %id, path = %path.display(), was = if current.is_some() { "changed" } else { "missing" }, "DAG copy restored");
+            }
+            if let Some(f) = fingerprint(&path) {
+                self.verified_copies.insert(id.clone(), f);
+            }
+        }
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Ok(());
+        };
+        for entry in entries.flatten() {
+            let file = entry.file_name();
+            let Some(id) = file.to_str().and_then(|n| n.strip_suffix(".py")) else {
+                continue;
+            };
+            if wanted.contains(id) {
+                continue;
+            }
+            let c = self.conn.as_mut().ok_or_else(not_connected)?;
+            if !Store::new(&mut c.db).copy_is_gone(id)? {
+                continue;
+            }
+            if shared {
+                self.fence()?;
+            }
+            match dagcopy::remove(&dir, &dagcopy::file_name(id)) {
+                Ok(()) => {
+                    tracing::info!(backfill = %id, "removed the DAG copy of a deleted backfill")
+                }
+                Err(e) => {
+                    tracing::error!(backfill = %id, error = %e, "cannot remove a deleted backfill's DAG copy")
+                }
+            }
+        }
+        Ok(())
     }
 
     fn reconcile_id(&mut self, id: &str) {
@@ -1448,6 +1652,7 @@ impl Engine {
         let Some(op) = row.pending_op else {
             return Ok(());
         };
+        self.fence()?;
         let dir = self.copy_dir();
         let name = dagcopy::file_name(&row.id);
         let now = Utc::now();
@@ -1480,7 +1685,10 @@ impl Engine {
                 } else {
                     // Airflow has not registered the copy: remove it so it never runs.
                     match dagcopy::remove(&dir, &name) {
-                        Ok(()) => true,
+                        Ok(()) => {
+                            Store::new(&mut c.db).mark_copy_removed(&row.id, now)?;
+                            true
+                        }
                         Err(e) => {
                             tracing::error!(backfill = %row.id, error = %e, "cannot remove the cancelled DAG copy");
                             false
@@ -1537,26 +1745,27 @@ impl Engine {
         if row.state != BackfillState::Submitted
             || row.scheduled_at.is_some_and(|t| t > now)
             || (row.copy_written_at.is_some() && path.exists())
-            || !Store::new(&mut c.db).may_write_copy(&row.id)?
         {
             return Ok(None);
         }
-        let spec = CopySpec {
-            backfill_id: row.id.clone(),
-            origin_dag_id: row.dag_id.clone(),
-            start: row.start,
-            end: row.end,
-            max_active_runs: row.max_active_runs,
-            params: row.params.clone(),
-            description: row.description.clone(),
-            paused,
-        };
-        let source = dagcopy::render(&row.origin_code, &spec);
+        let mut row = row;
+        if row.copy_written_at.is_none() {
+            // Claim the write first: one agent wins, and a withdraw (which needs an unwritten
+            // copy) and this write exclude each other in the DB.
+            if !Store::new(&mut c.db).claim_copy(&row.id, &path_text, now, paused)? {
+                return Ok(None);
+            }
+            row.copy_paused = paused;
+        }
+        let source = dagcopy::render(&row.origin_code, &copy_spec(&row));
         if let Err(e) = dagcopy::write_atomically(&dir, &name, source.as_bytes()) {
             tracing::error!(backfill = %row.id, error = %e, "cannot write the DAG copy; retrying next pass");
             return Ok(None);
         }
-        Store::new(&mut c.db).mark_copy_written(&row.id, &path_text, now, paused)?;
+        if let Some(f) = fingerprint(&path) {
+            self.verified_copies.insert(row.id.clone(), f);
+        }
+        let c = self.conn.as_mut().ok_or_else(not_connected)?;
         let fast = Airflow::new(&mut c.db, &c.schema).request_parse(&path_text)?;
         tracing::info!(backfill = %row.id, path = %path_text, parse_requested = fast, paused, "DAG copy written");
         Ok(Some(now))
@@ -1645,6 +1854,12 @@ impl Engine {
                     .collect(),
             },
             ControlRequest::Outcome { .. } => ControlResponse::Pending,
+            ControlRequest::Cluster => ControlResponse::Cluster {
+                host_id: self.host.clone(),
+                leader: self.leader_token.is_some(),
+                dags_folder_shared: self.config.cluster.dags_folder_shared,
+                claims: Leases::new(&mut c.db).all()?,
+            },
         };
         let now = Instant::now();
         self.recent_reads
@@ -1735,6 +1950,29 @@ fn auth_name(a: &AuthSource) -> String {
         AuthSource::Simple { all_admins, .. } => format!("simple (all_admins={all_admins})"),
         AuthSource::Unavailable(why) => format!("unavailable: {why}"),
     }
+}
+
+/// The copy's overlay values, all from the stored row, so every agent renders the same bytes.
+fn copy_spec(row: &BackfillRow) -> CopySpec {
+    CopySpec {
+        backfill_id: row.id.clone(),
+        origin_dag_id: row.dag_id.clone(),
+        start: row.start,
+        end: row.end,
+        max_active_runs: row.max_active_runs,
+        params: row.params.clone(),
+        description: row.description.clone(),
+        paused: row.copy_paused,
+    }
+}
+
+/// Size, modification time and inode of a regular file (not following links).
+fn fingerprint(path: &std::path::Path) -> Option<CopyFingerprint> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(path).ok()?;
+    m.file_type()
+        .is_file()
+        .then(|| (m.len(), m.mtime_nsec() + m.mtime() * 1_000_000_000, m.ino()))
 }
 
 /// The structured audit event (target `backfilld::audit`).

@@ -11,6 +11,7 @@
 
 pub mod airflow;
 pub mod fab;
+pub mod lease;
 pub mod pass;
 pub mod store;
 
@@ -46,6 +47,9 @@ pub enum DbError {
     /// The DB schema is not one backfilld knows.
     #[error("{0}")]
     Schema(String),
+    /// A write only the holder of a claim may do was refused: this agent no longer holds it.
+    #[error("not carried out: this agent no longer holds the {0} claim")]
+    NotHolder(&'static str),
 }
 
 /// Fragments of the messages libpq, libmysqlclient/libmariadb and the servers give when a
@@ -207,6 +211,16 @@ impl Dialect {
             Backend::Sqlite => format!("REPLACE(REPLACE({col}, 'T', ' '), 'Z', '')"),
             Backend::Postgres => format!("CAST({col} AS TIMESTAMP WITH TIME ZONE)"),
             Backend::Mysql => format!("STR_TO_DATE({col}, '%Y-%m-%dT%H:%i:%s.%fZ')"),
+        }
+    }
+
+    /// An expression giving the DB server's clock as milliseconds since the Unix epoch (one
+    /// clock for every agent, whatever their own clocks say).
+    pub fn now_ms(self) -> &'static str {
+        match self.0 {
+            Backend::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
+            Backend::Postgres => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
+            Backend::Mysql => "CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)",
         }
     }
 

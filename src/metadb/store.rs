@@ -15,7 +15,7 @@ use crate::request::{fmt_ts, ReasonCode};
 use crate::state::BackfillState;
 
 /// Schema version this build expects.
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
 fn migrations(d: Dialect) -> Vec<(i64, Vec<String>)> {
     let long = d.long_text();
@@ -132,6 +132,20 @@ fn migrations(d: Dialect) -> Vec<(i64, Vec<String>)> {
             6,
             vec![
                 "ALTER TABLE backfilld_backfill ADD COLUMN throttled BIGINT NOT NULL DEFAULT 0"
+                    .to_owned(),
+            ],
+        ),
+        (
+            7,
+            vec![
+                "CREATE TABLE IF NOT EXISTS backfilld_lease (
+                name VARCHAR(64) NOT NULL PRIMARY KEY,
+                holder VARCHAR(255) NOT NULL,
+                token BIGINT NOT NULL,
+                expires_ms BIGINT NOT NULL,
+                acquired_at VARCHAR(40))"
+                    .to_owned(),
+                "ALTER TABLE backfilld_backfill ADD COLUMN copy_paused BIGINT NOT NULL DEFAULT 0"
                     .to_owned(),
             ],
         ),
@@ -372,6 +386,8 @@ pub struct BackfillRow {
     pub reprocess: Option<String>,
     /// Dates of its range not run because the origin DAG already ran them.
     pub skipped_dates: Vec<DateTime<Utc>>,
+    /// Whether its copy was written to register paused (held by the throttle from the start).
+    pub copy_paused: bool,
 }
 
 impl BackfillRow {
@@ -505,6 +521,16 @@ struct BackfillSql {
     reprocess: Option<String>,
     #[diesel(sql_type = Nullable<Text>)]
     skipped_dates: Option<String>,
+    #[diesel(sql_type = BigInt)]
+    copy_paused: i64,
+}
+
+#[derive(QueryableByName)]
+struct LiveCopySql {
+    #[diesel(sql_type = Text)]
+    id: String,
+    #[diesel(sql_type = Text)]
+    copy_written_at: String,
 }
 
 #[derive(QueryableByName)]
@@ -524,7 +550,7 @@ const BACKFILL_COLS: &str = "id, dag_id, state, state_reason, description, start
     copy_written_at, submitted_by, submitted_uid, submitted_at, updated_at, run_start, run_end, \
     dates_total, dates_succeeded, dates_failed, dates_running, dates_queued, host, requester, \
     on_behalf_of, deleted, deleted_at, user_paused, pending_op, retry_of, scheduled_at, \
-    delete_after_days, reprocess, skipped_dates";
+    delete_after_days, reprocess, skipped_dates, copy_paused";
 
 /// A stored JSON list of timestamps (NULL: none).
 fn dates_of(id: &str, json: Option<&str>) -> Result<Vec<DateTime<Utc>>, DbError> {
@@ -610,6 +636,7 @@ impl TryFrom<BackfillSql> for BackfillRow {
             delete_after_days: r.delete_after_days.map(count),
             reprocess: r.reprocess,
             skipped_dates: dates_of(&r.id, r.skipped_dates.as_deref())?,
+            copy_paused: r.copy_paused != 0,
             dag_id: r.dag_id,
             id: r.id,
         })
@@ -880,17 +907,6 @@ impl<'a> Store<'a> {
         rows.into_iter().map(TryInto::try_into).collect()
     }
 
-    /// Whether the backfill is still `submitted` without a copy and not deleted: the copy may
-    /// be written (checked right before writing, on the engine thread that also decides
-    /// cancels, so a withdraw and a copy write never interleave).
-    pub fn may_write_copy(&mut self, id: &str) -> Result<bool, DbError> {
-        let rows: Vec<IntRow> = self.db.load(
-            "SELECT COUNT(*) AS value FROM backfilld_backfill WHERE id = ? AND state = 'submitted' AND deleted = 0",
-            &[Arg::Text(id.to_owned())],
-        )?;
-        Ok(rows.first().is_some_and(|r| r.value > 0))
-    }
-
     /// Withdraw a backfill whose copy was never written: state `cancelled`. Returns false when
     /// it no longer qualifies (the copy was written meanwhile).
     pub fn withdraw(
@@ -1002,25 +1018,63 @@ impl<'a> Store<'a> {
         Ok(())
     }
 
-    /// Record that the copy was written (`throttled`: registered paused, held by the throttle).
-    pub fn mark_copy_written(
+    /// Claim the first write of a `submitted` backfill's copy: records where and when, and
+    /// whether it registers paused. False when it no longer qualifies (another agent claimed
+    /// it, or it was withdrawn): the two exclude each other, as both need `copy_written_at`
+    /// unset.
+    pub fn claim_copy(
         &mut self,
         id: &str,
         path: &str,
         at: DateTime<Utc>,
-        throttled: bool,
-    ) -> Result<(), DbError> {
-        self.db.execute(
-            "UPDATE backfilld_backfill SET copy_path = ?, copy_written_at = ?, updated_at = ?, throttled = ? WHERE id = ?",
+        paused: bool,
+    ) -> Result<bool, DbError> {
+        let n = self.db.execute(
+            "UPDATE backfilld_backfill SET copy_path = ?, copy_written_at = ?, updated_at = ?, \
+             throttled = ?, copy_paused = ? \
+             WHERE id = ? AND state = 'submitted' AND deleted = 0 AND copy_written_at IS NULL",
             &[
                 Arg::Text(path.to_owned()),
                 Arg::Text(stored_ts(at)),
                 Arg::Text(stored_ts(at)),
-                Arg::Int(i64::from(throttled)),
+                Arg::Int(i64::from(paused)),
+                Arg::Int(i64::from(paused)),
                 Arg::Text(id.to_owned()),
             ],
         )?;
+        Ok(n > 0)
+    }
+
+    /// Record that a copy was removed on purpose (cancelled before Airflow registered it): no
+    /// agent restores it.
+    pub fn mark_copy_removed(&mut self, id: &str, at: DateTime<Utc>) -> Result<(), DbError> {
+        self.db.execute(
+            "UPDATE backfilld_backfill SET copy_path = NULL, copy_written_at = NULL, updated_at = ? WHERE id = ?",
+            &[Arg::Text(stored_ts(at)), Arg::Text(id.to_owned())],
+        )?;
         Ok(())
+    }
+
+    /// Every backfill whose copy must be on disk (written, neither deleted nor removed on
+    /// purpose): its id and when its copy was first written.
+    pub fn live_copies(&mut self) -> Result<Vec<(String, DateTime<Utc>)>, DbError> {
+        let rows: Vec<LiveCopySql> = self.db.load(
+            "SELECT id, copy_written_at FROM backfilld_backfill WHERE deleted = 0 AND copy_written_at IS NOT NULL ORDER BY id",
+            &[],
+        )?;
+        rows.into_iter()
+            .map(|r| Ok((r.id, parse_ts(&r.copy_written_at)?)))
+            .collect()
+    }
+
+    /// Whether a copy file named after `id` belongs to a backfill whose copy must be gone
+    /// (deleted, or removed on purpose). Files of unknown ids are not backfilld's to remove.
+    pub fn copy_is_gone(&mut self, id: &str) -> Result<bool, DbError> {
+        let rows: Vec<IntRow> = self.db.load(
+            "SELECT COUNT(*) AS value FROM backfilld_backfill WHERE id = ? AND (deleted = 1 OR copy_written_at IS NULL)",
+            &[Arg::Text(id.to_owned())],
+        )?;
+        Ok(rows.first().is_some_and(|r| r.value > 0))
     }
 }
 

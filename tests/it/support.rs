@@ -632,6 +632,62 @@ impl Daemon {
         Daemon::start_with(af, extra_env, "")
     }
 
+    /// One of several agents on `af`'s metadata DB: its own directory `agents/<host_id>` under
+    /// AIRFLOW_HOME (spool, config, logs), `[cluster] host_id`, and `extra_config` (e.g. its own
+    /// `[airflow] dags_folder`, `[cluster]` keys) placed before the other sections.
+    pub fn start_agent(
+        af: &Airflow,
+        host_id: &str,
+        airflow_extra: &str,
+        extra_config: &str,
+    ) -> Daemon {
+        let auth_manager = if af.major == AirflowMajor::V3 {
+            "auth_manager = \"airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager\"\n"
+        } else {
+            ""
+        };
+        let dir = af.home.join("agents").join(host_id);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let spool = dir.join("spool");
+        let config = dir.join("backfilld.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[airflow]\nhome = \"{}\"\n{auth_manager}{airflow_extra}\n[spool]\ndir = \"{}\"\nrescan_interval_secs = 5\n\n[reconcile]\ninterval_secs = 2\nregister_timeout_secs = 300\n\n[cluster]\nhost_id = \"{host_id}\"\n{extra_config}",
+                af.home.display(),
+                spool.display()
+            ),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let mut d = Daemon {
+            config,
+            spool,
+            log: dir.join("daemon.log"),
+            proc: None,
+        };
+        d.restart(&[]);
+        d
+    }
+
+    /// Whether the daemon process runs.
+    pub fn running(&mut self) -> bool {
+        self.proc.as_mut().is_some_and(|p| p.alive())
+    }
+
+    /// Every log this daemon wrote (all its starts), concatenated.
+    pub fn all_logs(&self) -> String {
+        let dir = self.log.parent().unwrap_or(Path::new("."));
+        let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        names.retain(|p| p.extension().is_some_and(|e| e == "log"));
+        names.sort();
+        names
+            .iter()
+            .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+            .collect()
+    }
+
     /// [`Daemon::start`] with extra configuration appended (e.g. `[identity]`, `[authz]`).
     pub fn start_with(af: &Airflow, extra_env: &[(&str, &str)], extra_config: &str) -> Daemon {
         // Airflow's default roles and their DAG permissions exist only after a sync (a
