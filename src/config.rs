@@ -326,14 +326,18 @@ pub struct LimitsSection {
     pub max_dates_per_request: usize,
     /// Most claimed, undecided requests one uid may have; files beyond are rejected.
     pub max_pending_per_user: usize,
+    /// Most unfinished (submitted, queued, running, paused) backfills one Airflow user may
+    /// have; a create or retry beyond is refused.
+    pub max_active_backfills_per_user: usize,
 }
 
 impl Default for LimitsSection {
     fn default() -> Self {
         LimitsSection {
             max_active_runs: 10,
-            max_dates_per_request: 10_000,
+            max_dates_per_request: 5000,
             max_pending_per_user: 20,
+            max_active_backfills_per_user: 20,
         }
     }
 }
@@ -408,6 +412,12 @@ impl Config {
         }
         if config.limits.max_pending_per_user == 0 {
             return Err(bad("limits.max_pending_per_user", "must be at least 1"));
+        }
+        if config.limits.max_active_backfills_per_user == 0 {
+            return Err(bad(
+                "limits.max_active_backfills_per_user",
+                "must be at least 1",
+            ));
         }
         if let Some((unix, _)) = config
             .identity
@@ -849,6 +859,8 @@ mod tests {
         assert_eq!(d.identity.airflow_user("bob").as_deref(), Some("bob"));
         assert_eq!(d.authz.permitted_roles, vec!["User", "Op"]);
         assert_eq!(d.limits.max_pending_per_user, 20);
+        assert_eq!(d.limits.max_dates_per_request, 5000);
+        assert_eq!(d.limits.max_active_backfills_per_user, 20);
     }
 
     #[test]

@@ -39,6 +39,7 @@ use crate::spool::{self, ClaimedFile, Disposition, Spool};
 use crate::state::BackfillState;
 use crate::throttle;
 
+mod limits;
 pub mod web;
 
 /// A unit of work for the engine thread.
@@ -596,7 +597,7 @@ impl Engine {
                             Some(uid),
                             Rejection::new(
                                 ReasonCode::TooManyPending,
-                                format!("uid {uid} has more than {max} requests waiting; resubmit once they are decided"),
+                                format!("refused: uid {uid} has more than {max} requests waiting, [limits] max_pending_per_user = {max}; resubmit once they are decided"),
                             ),
                         ));
                     }
@@ -881,6 +882,9 @@ impl Engine {
         row: &BackfillRow,
         ident: &Identity,
     ) -> Result<Result<NewBackfill, Rejection>, DbError> {
+        if let Some(refusal) = self.over_active_limit(ident)? {
+            return Ok(Err(refusal));
+        }
         let c = self.conn.as_mut().ok_or_else(not_connected)?;
         let mut af = Airflow::new(&mut c.db, &c.schema);
         let runs = af.runs(&row.id)?;
@@ -991,11 +995,11 @@ impl Engine {
         {
             Ok(d) => d,
             Err(ScheduleError::TooMany { limit }) => {
-                return Ok(Err(Rejection::new(
-                    ReasonCode::TooManyDates,
-                    format!(
-                    "the range has more than {limit} logical dates; split it into several requests"
-                ),
+                return Ok(Err(crate::guard::count_and_refuse(
+                    &serialized,
+                    req.start,
+                    req.end,
+                    limit,
                 )))
             }
             Err(e) => {
@@ -1049,6 +1053,10 @@ impl Engine {
             req.start = first;
             req.end = last;
         }
+        if let Some(refusal) = self.over_active_limit(ident)? {
+            return Ok(Err(refusal));
+        }
+        let c = self.conn.as_mut().ok_or_else(not_connected)?;
         if !req.ignore_overlap {
             let overlapping = Store::new(&mut c.db).overlapping(&req.dag_id, req.start, req.end)?;
             if !overlapping.is_empty() {

@@ -13,6 +13,7 @@ pub mod dagcopy;
 pub mod dburl;
 pub mod engine;
 pub mod failpoint;
+pub mod guard;
 pub mod http;
 pub mod lifecycle;
 pub mod metadb;

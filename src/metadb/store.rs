@@ -817,6 +817,19 @@ impl<'a> Store<'a> {
         Ok(rows.into_iter().map(|r| r.value).collect())
     }
 
+    /// How many unfinished (submitted, queued, running, paused), undeleted backfills were
+    /// submitted for Airflow user `user`.
+    pub fn active_backfills_of(&mut self, user: &str) -> Result<usize, DbError> {
+        let rows: Vec<IntRow> = self.db.load(
+            "SELECT COUNT(*) AS value FROM backfilld_backfill WHERE submitted_by = ? AND deleted = 0 \
+             AND state IN ('submitted', 'queued', 'running', 'paused')",
+            &[Arg::Text(user.to_owned())],
+        )?;
+        Ok(rows
+            .first()
+            .map_or(0, |r| usize::try_from(r.value).unwrap_or(0)))
+    }
+
     /// One backfill.
     pub fn backfill(&mut self, id: &str) -> Result<Option<BackfillRow>, DbError> {
         let rows: Vec<BackfillSql> = self.db.load(

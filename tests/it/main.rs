@@ -4,6 +4,7 @@ mod authz_matrix;
 mod core_loop;
 mod dagcopy;
 mod db_outage;
+mod guard_rails;
 mod http_api;
 mod http_browser;
 mod lifecycle;
