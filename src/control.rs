@@ -36,6 +36,8 @@ pub enum ControlRequest {
         /// The file's name in `incoming/`.
         file_name: String,
     },
+    /// Verify the audit log's hash chain.
+    AuditVerify,
 }
 
 /// Which backfills `list` shows; every field narrows the list, none set shows every backfill
@@ -87,6 +89,11 @@ pub enum ControlResponse {
     },
     /// Answer to `outcome` while the file waits.
     Pending,
+    /// Answer to `audit_verify`.
+    AuditReport {
+        /// Records checked and the first broken link, if any.
+        report: crate::audit::Report,
+    },
     /// The request failed.
     Error {
         /// Why.

@@ -1593,6 +1593,7 @@ impl Engine {
         }
         let target = match &request {
             ControlRequest::Status { id } => Some(id.clone()),
+            ControlRequest::AuditVerify => Some("audit".to_owned()),
             _ => None,
         };
         let subject = match self.subject(uid, None)? {
@@ -1640,6 +1641,9 @@ impl Engine {
                     .collect(),
             },
             ControlRequest::Outcome { .. } => ControlResponse::Pending,
+            ControlRequest::AuditVerify => ControlResponse::AuditReport {
+                report: s.verify_audit()?,
+            },
         };
         self.audit(&ident, Action::Read, target.as_deref(), None)?;
         Ok(response)
