@@ -87,6 +87,43 @@ pub struct Config {
     /// Budgets that keep scheduled runs alive.
     #[serde(default)]
     pub throttle: ThrottleSection,
+    /// Prometheus metrics (textfile, HTTP `/metrics`).
+    #[serde(default)]
+    pub metrics: MetricsSection,
+}
+
+/// `[metrics]`: Prometheus metrics written after every reconcile pass.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSection {
+    /// Where to write them atomically for node_exporter's textfile collector (a `*.prom` file
+    /// in its directory); unset: no file.
+    pub textfile: Option<PathBuf>,
+    /// Who may read `GET /metrics` on the HTTP listener (when `[http] listen` is set).
+    pub http: MetricsHttp,
+}
+
+/// Access to `GET /metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MetricsHttp {
+    /// No credentials, as node_exporter and most exporters (the metrics carry no DAG or user
+    /// names: only counts by state and reason code).
+    #[default]
+    Public,
+    /// An Airflow user with `can_read` on `Backfills` (Basic or an Airflow 3 token).
+    Login,
+    /// No `/metrics` route.
+    Off,
+}
+
+impl Config {
+    /// Whether the engine gathers metrics: for a textfile, or for the HTTP listener's
+    /// `/metrics`.
+    pub fn metrics_wanted(&self) -> bool {
+        self.metrics.textfile.is_some()
+            || (self.http.listen.is_some() && self.metrics.http != MetricsHttp::Off)
+    }
 }
 
 /// `[log]`.
@@ -436,6 +473,14 @@ impl Config {
             .is_some_and(|p| p == 0 || p > 100)
         {
             return Err(bad("throttle.pool_share_percent", "must be 1..=100"));
+        }
+        if config
+            .metrics
+            .textfile
+            .as_ref()
+            .is_some_and(|p| !p.is_absolute() || p.file_name().is_none())
+        {
+            return Err(bad("metrics.textfile", "must be an absolute file path"));
         }
         if config.reconcile.interval_secs == 0 {
             return Err(bad("reconcile.interval_secs", "must be at least 1"));

@@ -40,6 +40,7 @@ use crate::state::BackfillState;
 use crate::throttle;
 
 mod limits;
+mod metrics;
 pub mod web;
 
 /// A unit of work for the engine thread.
@@ -140,6 +141,9 @@ pub struct Engine {
     passes_since_full: u32,
     turn_ended: HashMap<String, chrono::DateTime<Utc>>,
     last_pass: PassStats,
+    passes: u64,
+    last_pass_at: Option<(chrono::DateTime<Utc>, f64)>,
+    metrics: crate::metrics::Published,
 }
 
 /// Longest wait between reconnect attempts: after an outage, requests wait at most this long.
@@ -196,7 +200,15 @@ impl Engine {
             passes_since_full: 0,
             turn_ended: HashMap::new(),
             last_pass: PassStats::default(),
+            passes: 0,
+            last_pass_at: None,
+            metrics: crate::metrics::Published::default(),
         }
+    }
+
+    /// The last rendered metrics, for the HTTP listener's `/metrics`.
+    pub fn metrics_cell(&self) -> crate::metrics::Published {
+        self.metrics.clone()
     }
 
     /// Set to make the engine stop between two files of a scan (the one in hand is finished).
@@ -1077,8 +1089,13 @@ impl Engine {
     }
 
     /// Carry out the pending Airflow-side work of life-cycle actions, then reconcile every
-    /// unfinished backfill.
+    /// unfinished backfill; then publish the metrics (`[metrics]`).
     pub fn reconcile(&mut self) {
+        self.reconcile_all();
+        self.publish_metrics();
+    }
+
+    fn reconcile_all(&mut self) {
         if self.ensure_connected().is_err() {
             return;
         }
@@ -1144,6 +1161,8 @@ impl Engine {
                     );
                 }
                 self.last_pass = stats;
+                self.passes += 1;
+                self.last_pass_at = Some((Utc::now(), started.elapsed().as_secs_f64()));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "reconcile pass failed; retrying next pass");

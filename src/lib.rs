@@ -18,6 +18,7 @@ pub mod guard;
 pub mod http;
 pub mod lifecycle;
 pub mod metadb;
+pub mod metrics;
 pub mod reconcile;
 pub mod request;
 pub mod schedule;

@@ -12,6 +12,7 @@
 pub mod airflow;
 pub mod audit;
 pub mod fab;
+pub mod metrics;
 pub mod pass;
 pub mod store;
 

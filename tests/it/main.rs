@@ -12,6 +12,7 @@ mod lifecycle;
 mod matrix;
 #[path = "../../benches/support/metagen.rs"]
 mod metagen;
+mod metrics;
 mod mysql;
 mod reconcile_scale;
 mod rejections;
