@@ -289,3 +289,111 @@ fn metrics_textfile_matches_list_on_airflow2_sqlite() {
         1.0
     );
 }
+
+/// The aggregate statements behind the metrics read right on every engine's real server
+/// (PostgreSQL's `SUM` is `numeric`, MySQL's `DECIMAL`: both cast back to 64-bit integers).
+#[test]
+fn metrics_figures_on_every_backend() {
+    use backfilld::dburl::DbUrl;
+    use backfilld::metadb::store::{self, NewBackfill, RequestRecord, Store};
+    use backfilld::metadb::MetaDb;
+    use backfilld::request::ReasonCode;
+    use chrono::{TimeZone, Utc};
+
+    let dir = crate::support::repo_dir().join("target/it/metrics_backends");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let sqlite = dir.join("metrics.db");
+    rusqlite::Connection::open(&sqlite).unwrap_or_else(|e| panic!("{e}"));
+    let urls = [
+        format!("sqlite:///{}", sqlite.display()),
+        crate::support::fresh_pg_database(crate::support::SHARED_PG, "metrics_figures"),
+        crate::support::fresh_mysql_database("metrics_figures"),
+    ];
+    let day = |d| {
+        Utc.with_ymd_and_hms(2024, 1, d, 0, 0, 0)
+            .single()
+            .unwrap_or_default()
+    };
+    for url in urls {
+        let url = DbUrl::parse(&url).unwrap_or_else(|e| panic!("{e}"));
+        let mut db = MetaDb::connect(&url).unwrap_or_else(|e| panic!("{url}: {e}"));
+        store::migrate(&mut db).unwrap_or_else(|e| panic!("{url}: {e}"));
+        let mut s = Store::new(&mut db);
+        for (n, id) in ["a", "b"].iter().enumerate() {
+            let new = NewBackfill {
+                dag_id: "sales".into(),
+                start: day(1),
+                end: day(3),
+                logical_dates: vec![day(1), day(2), day(3)],
+                description: None,
+                params: serde_json::Map::new(),
+                max_active_runs: 1,
+                ignore_overlap: true,
+                origin_fileloc: "/dags/sales.py".into(),
+                origin_code: String::new(),
+                submitted_by: "alice".into(),
+                submitted_uid: 1000,
+                requester: "alice".into(),
+                on_behalf_of: None,
+                retry_of: None,
+                scheduled_at: None,
+                delete_after_days: None,
+                reprocess: "completed".into(),
+                skipped_dates: vec![],
+            };
+            s.insert_backfill(id, &new, "h", &format!("key{n}"), day(4))
+                .unwrap_or_else(|e| panic!("{url}: {e}"));
+        }
+        for (n, (outcome, code)) in [
+            ("accepted", None),
+            ("rejected", Some(ReasonCode::Overlap)),
+            ("rejected", Some(ReasonCode::Overlap)),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            s.record_request(&RequestRecord {
+                request_key: format!("r{n}"),
+                file_name: format!("f{n}.toml"),
+                uid: 1000,
+                username: Some("alice".into()),
+                host: "h".into(),
+                received_at: store::stored_ts(day(4)),
+                outcome: outcome.into(),
+                backfill_id: None,
+                reason_code: code,
+                reason: code.map(|_| "x".into()),
+                airflow_user: Some("alice".into()),
+                on_behalf_of: None,
+                action: Some("create".into()),
+                dry_run: false,
+                dates: None,
+                skipped_dates: None,
+            })
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
+        }
+        let f =
+            backfilld::metadb::metrics::figures(&mut db).unwrap_or_else(|e| panic!("{url}: {e}"));
+        assert_eq!(f.backfills.len(), 1, "{url}: {f:?}");
+        let g = &f.backfills[0];
+        assert_eq!(
+            (
+                g.state.as_str(),
+                g.deleted,
+                g.backfills,
+                g.pending,
+                g.succeeded
+            ),
+            ("submitted", false, 2, 6, 0),
+            "{url}"
+        );
+        let rejected: u64 = f
+            .requests
+            .iter()
+            .filter(|r| r.outcome == "rejected" && r.reason == "overlap")
+            .map(|r| r.count)
+            .sum();
+        assert_eq!(rejected, 2, "{url}: {f:?}");
+    }
+}
