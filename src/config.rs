@@ -90,6 +90,9 @@ pub struct Config {
     /// Several agents on one metadata DB.
     #[serde(default)]
     pub cluster: ClusterSection,
+    /// Prometheus metrics (textfile, HTTP `/metrics`).
+    #[serde(default)]
+    pub metrics: MetricsSection,
 }
 
 /// `[cluster]`: how this agent shares the work with the other agents on the same metadata DB.
@@ -126,6 +129,40 @@ impl ClusterSection {
                 .and_then(|h| h.into_string().ok())
                 .unwrap_or_else(|| "localhost".into())
         })
+    }
+}
+
+/// `[metrics]`: Prometheus metrics written after every reconcile pass.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSection {
+    /// Where to write them atomically for node_exporter's textfile collector (a `*.prom` file
+    /// in its directory); unset: no file.
+    pub textfile: Option<PathBuf>,
+    /// Who may read `GET /metrics` on the HTTP listener (when `[http] listen` is set).
+    pub http: MetricsHttp,
+}
+
+/// Access to `GET /metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MetricsHttp {
+    /// No credentials, as node_exporter and most exporters (the metrics carry no DAG or user
+    /// names: only counts by state and reason code).
+    #[default]
+    Public,
+    /// An Airflow user with `can_read` on `Backfills` (Basic or an Airflow 3 token).
+    Login,
+    /// No `/metrics` route.
+    Off,
+}
+
+impl Config {
+    /// Whether the engine gathers metrics: for a textfile, or for the HTTP listener's
+    /// `/metrics`.
+    pub fn metrics_wanted(&self) -> bool {
+        self.metrics.textfile.is_some()
+            || (self.http.listen.is_some() && self.metrics.http != MetricsHttp::Off)
     }
 }
 
@@ -369,14 +406,18 @@ pub struct LimitsSection {
     pub max_dates_per_request: usize,
     /// Most claimed, undecided requests one uid may have; files beyond are rejected.
     pub max_pending_per_user: usize,
+    /// Most unfinished (submitted, queued, running, paused) backfills one Airflow user may
+    /// have; a create or retry beyond is refused.
+    pub max_active_backfills_per_user: usize,
 }
 
 impl Default for LimitsSection {
     fn default() -> Self {
         LimitsSection {
             max_active_runs: 10,
-            max_dates_per_request: 10_000,
+            max_dates_per_request: 5000,
             max_pending_per_user: 20,
+            max_active_backfills_per_user: 20,
         }
     }
 }
@@ -487,6 +528,12 @@ impl Config {
                 "must not be Airflow's DAG resource (DAGs or DAG:<dag_id>): granting backfilld's actions there would change who may edit DAGs",
             ));
         }
+        if config.limits.max_active_backfills_per_user == 0 {
+            return Err(bad(
+                "limits.max_active_backfills_per_user",
+                "must be at least 1",
+            ));
+        }
         if let Some((unix, _)) = config
             .identity
             .map
@@ -504,6 +551,14 @@ impl Config {
             .is_some_and(|p| p == 0 || p > 100)
         {
             return Err(bad("throttle.pool_share_percent", "must be 1..=100"));
+        }
+        if config
+            .metrics
+            .textfile
+            .as_ref()
+            .is_some_and(|p| !p.is_absolute() || p.file_name().is_none())
+        {
+            return Err(bad("metrics.textfile", "must be an absolute file path"));
         }
         if config.reconcile.interval_secs == 0 {
             return Err(bad("reconcile.interval_secs", "must be at least 1"));
@@ -945,6 +1000,8 @@ mod tests {
         assert_eq!(d.authz.permitted_roles, vec!["User", "Op"]);
         assert_eq!(d.authz.resource, "Backfills");
         assert_eq!(d.limits.max_pending_per_user, 20);
+        assert_eq!(d.limits.max_dates_per_request, 5000);
+        assert_eq!(d.limits.max_active_backfills_per_user, 20);
     }
 
     #[test]

@@ -39,6 +39,8 @@ pub enum ControlRequest {
     },
     /// The agents on this metadata DB: which one holds which claim.
     Cluster,
+    /// Verify the audit log's hash chain.
+    AuditVerify,
 }
 
 /// Which backfills `list` shows; every field narrows the list, none set shows every backfill
@@ -100,6 +102,11 @@ pub enum ControlResponse {
         dags_folder_shared: bool,
         /// Every claim and its holder.
         claims: Vec<ClaimInfo>,
+    },
+    /// Answer to `audit_verify`.
+    AuditReport {
+        /// Records checked and the first broken link, if any.
+        report: crate::audit::Report,
     },
     /// The request failed.
     Error {

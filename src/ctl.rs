@@ -78,6 +78,12 @@ pub enum CtlCommand {
     Delete(OperateArgs),
     /// Run the failed dates of a failed backfill again, as a new backfill.
     Retry(OperateArgs),
+    /// The audit log (needs can_read on Backfills, like list).
+    Audit {
+        /// What to do with it.
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Show one backfill's state and progress; without an id, the agents on this metadata DB
     /// and which one holds which claim.
     Status {
@@ -89,6 +95,17 @@ pub enum CtlCommand {
         /// Follow until the backfill finishes.
         #[arg(long)]
         watch: bool,
+    },
+}
+
+/// `backfillctl audit` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the audit log's hash chain; exit 1 and name the first broken record if any.
+    Verify {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -237,6 +254,9 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             watch,
         } => status(&socket, &id, json, watch),
         CtlCommand::Status { id: None, json, .. } => cluster(&socket, json),
+        CtlCommand::Audit {
+            command: AuditCommand::Verify { json },
+        } => audit_verify(&socket, json),
         CtlCommand::Outcome { file_name, json } => {
             match call(
                 &socket,
@@ -260,6 +280,29 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             }
         }
     }
+}
+
+/// `backfillctl audit verify`: 0 when the chain is intact, 1 when broken.
+fn audit_verify(socket: &Path, json: bool) -> anyhow::Result<i32> {
+    let report = match call(socket, ControlRequest::AuditVerify)? {
+        ControlResponse::AuditReport { report } => report,
+        other => bail!(unexpected(other)),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        match &report.broken {
+            None => println!(
+                "audit chain intact: {} records, head {}",
+                report.records, report.head
+            ),
+            Some(b) => println!(
+                "audit chain BROKEN at record {} ({}): {}",
+                b.id, b.at, b.message
+            ),
+        }
+    }
+    Ok(if report.broken.is_some() { 1 } else { 0 })
 }
 
 fn call(socket: &Path, request: ControlRequest) -> anyhow::Result<ControlResponse> {

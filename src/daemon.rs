@@ -51,6 +51,7 @@ pub fn run(config_path: &Path, config: Config) -> anyhow::Result<()> {
 
     let engine = Engine::new(config.clone(), airflow, spool);
     let stop_flag = engine.stop_flag();
+    let metrics = engine.metrics_cell();
     let engine_thread = std::thread::Builder::new()
         .name("engine".into())
         .spawn(move || engine.run(rx))
@@ -67,7 +68,7 @@ pub fn run(config_path: &Path, config: Config) -> anyhow::Result<()> {
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666))
         .with_context(|| format!("chmod {}", socket.display()))?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    crate::http::start(&runtime, &config, tx.clone(), stop_rx.clone())?;
+    crate::http::start(&runtime, &config, tx.clone(), stop_rx.clone(), metrics)?;
     runtime.spawn(serve(listener, tx.clone(), stop_rx));
     tracing::info!(socket = %socket.display(), "ready");
 

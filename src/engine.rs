@@ -40,6 +40,8 @@ use crate::spool::{self, ClaimedFile, Disposition, Spool};
 use crate::state::BackfillState;
 use crate::throttle;
 
+mod limits;
+mod metrics;
 pub mod web;
 
 /// A unit of work for the engine thread.
@@ -143,6 +145,9 @@ pub struct Engine {
     recent_reads: HashMap<(Option<u32>, Option<String>), Instant>,
     leader_token: Option<i64>,
     verified_copies: HashMap<String, CopyFingerprint>,
+    passes: u64,
+    last_pass_at: Option<(chrono::DateTime<Utc>, f64)>,
+    metrics: crate::metrics::Published,
 }
 
 /// What a copy file looked like when this agent last wrote or checked it: a file whose size,
@@ -211,7 +216,15 @@ impl Engine {
             passes_since_full: 0,
             turn_ended: HashMap::new(),
             last_pass: PassStats::default(),
+            passes: 0,
+            last_pass_at: None,
+            metrics: crate::metrics::Published::default(),
         }
+    }
+
+    /// The last rendered metrics, for the HTTP listener's `/metrics`.
+    pub fn metrics_cell(&self) -> crate::metrics::Published {
+        self.metrics.clone()
     }
 
     /// Set to make the engine stop between two files of a scan (the one in hand is finished).
@@ -626,7 +639,7 @@ impl Engine {
                             Some(uid),
                             Rejection::new(
                                 ReasonCode::TooManyPending,
-                                format!("uid {uid} has more than {max} requests waiting; resubmit once they are decided"),
+                                format!("refused: uid {uid} has more than {max} requests waiting, [limits] max_pending_per_user = {max}; resubmit once they are decided"),
                             ),
                         ));
                     }
@@ -913,6 +926,9 @@ impl Engine {
         row: &BackfillRow,
         ident: &Identity,
     ) -> Result<Result<NewBackfill, Rejection>, DbError> {
+        if let Some(refusal) = self.over_active_limit(ident)? {
+            return Ok(Err(refusal));
+        }
         let c = self.conn.as_mut().ok_or_else(not_connected)?;
         let mut af = Airflow::new(&mut c.db, &c.schema);
         let runs = af.runs(&row.id)?;
@@ -1023,11 +1039,11 @@ impl Engine {
         {
             Ok(d) => d,
             Err(ScheduleError::TooMany { limit }) => {
-                return Ok(Err(Rejection::new(
-                    ReasonCode::TooManyDates,
-                    format!(
-                    "the range has more than {limit} logical dates; split it into several requests"
-                ),
+                return Ok(Err(crate::guard::count_and_refuse(
+                    &serialized,
+                    req.start,
+                    req.end,
+                    limit,
                 )))
             }
             Err(e) => {
@@ -1081,6 +1097,10 @@ impl Engine {
             req.start = first;
             req.end = last;
         }
+        if let Some(refusal) = self.over_active_limit(ident)? {
+            return Ok(Err(refusal));
+        }
+        let c = self.conn.as_mut().ok_or_else(not_connected)?;
         if !req.ignore_overlap {
             let overlapping = Store::new(&mut c.db).overlapping(&req.dag_id, req.start, req.end)?;
             if !overlapping.is_empty() {
@@ -1101,8 +1121,13 @@ impl Engine {
     }
 
     /// Carry out the pending Airflow-side work of life-cycle actions, then reconcile every
-    /// unfinished backfill.
+    /// unfinished backfill; then publish the metrics (`[metrics]`).
     pub fn reconcile(&mut self) {
+        self.reconcile_all();
+        self.publish_metrics();
+    }
+
+    fn reconcile_all(&mut self) {
         if self.ensure_connected().is_err() {
             return;
         }
@@ -1178,6 +1203,8 @@ impl Engine {
                     );
                 }
                 self.last_pass = stats;
+                self.passes += 1;
+                self.last_pass_at = Some((Utc::now(), started.elapsed().as_secs_f64()));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "reconcile pass failed; retrying next pass");
@@ -1807,6 +1834,7 @@ impl Engine {
         }
         let target = match &request {
             ControlRequest::Status { id } => Some(id.clone()),
+            ControlRequest::AuditVerify => Some("audit".to_owned()),
             _ => None,
         };
         let subject = match self.subject(uid, None)? {
@@ -1859,6 +1887,9 @@ impl Engine {
                 leader: self.leader_token.is_some(),
                 dags_folder_shared: self.config.cluster.dags_folder_shared,
                 claims: Leases::new(&mut c.db).all()?,
+            },
+            ControlRequest::AuditVerify => ControlResponse::AuditReport {
+                report: s.verify_audit()?,
             },
         };
         let now = Instant::now();

@@ -4,6 +4,7 @@
 //! `ARCHITECTURE.md` for the code map, the request flow and the invariants.
 #![deny(clippy::unwrap_used)]
 
+pub mod audit;
 pub mod authz;
 pub mod config;
 pub mod control;
@@ -13,9 +14,11 @@ pub mod dagcopy;
 pub mod dburl;
 pub mod engine;
 pub mod failpoint;
+pub mod guard;
 pub mod http;
 pub mod lifecycle;
 pub mod metadb;
+pub mod metrics;
 pub mod reconcile;
 pub mod request;
 pub mod schedule;

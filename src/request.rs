@@ -71,6 +71,10 @@ pub enum ReasonCode {
     NoLogicalDates,
     /// More logical dates than allowed.
     TooManyDates,
+    /// The user already has `[limits] max_active_backfills_per_user` unfinished backfills.
+    TooManyActiveBackfills,
+    /// The backfill copy's dag_id would exceed Airflow's dag_id limit.
+    CopyIdTooLong,
     /// An active backfill of the same DAG overlaps the range.
     Overlap,
     /// The requester's uid has no user name.
@@ -573,10 +577,9 @@ fn toml_rejection(e: toml::de::Error) -> Rejection {
     Rejection::new(code, format!("{message}{at}"))
 }
 
-/// Airflow's id rule (`^[A-Za-z0-9_.-]+$`, at most 250 characters), minus room for the
-/// backfill suffix.
+/// Airflow's id rule (`^[A-Za-z0-9_.-]+$`), and the backfill copy's id (the DAG id plus the
+/// backfill suffix) within Airflow's 250 characters (`guard::copy_id_length`).
 pub fn check_dag_id(id: &str) -> Result<String, Rejection> {
-    let max = AIRFLOW_ID_MAX - BACKFILL_ID_EXTRA;
     if id.is_empty()
         || !id
             .bytes()
@@ -593,11 +596,8 @@ pub fn check_dag_id(id: &str) -> Result<String, Rejection> {
             "dag_id must not be '.' or contain '..' (it becomes part of a file name)",
         ));
     }
-    if id.len() > max {
-        return Err(Rejection::new(
-            ReasonCode::InvalidValue,
-            format!("dag_id is {} characters; the backfill id adds {BACKFILL_ID_EXTRA}, so at most {max}", id.len()),
-        ));
+    if let Some(refusal) = crate::guard::copy_id_length(id) {
+        return Err(refusal);
     }
     Ok(id.to_owned())
 }
@@ -730,7 +730,7 @@ mod tests {
             "dag_id = \"{}\"\nstart = 2024-01-01\nend = 2024-01-02\n",
             "a".repeat(240)
         );
-        assert_eq!(rejected(&long).0, ReasonCode::InvalidValue);
+        assert_eq!(rejected(&long).0, ReasonCode::CopyIdTooLong);
         assert_eq!(
             parse(&[0xff, 0xfe], 10).err().map(|r| r.code),
             Some(ReasonCode::InvalidUtf8)

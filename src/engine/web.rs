@@ -93,6 +93,14 @@ pub enum WebCommand {
         /// The backfill.
         reply: Reply<WebDetail>,
     },
+    /// Whether the user may read `/metrics` (`can_read` on `Backfills`; only a refusal is
+    /// audited, so a scraper does not fill the audit log).
+    MetricsAccess {
+        /// The authenticated Airflow user.
+        username: String,
+        /// `Ok(())` when allowed.
+        reply: Reply<()>,
+    },
     /// Active DAGs the user may create backfills of.
     Dags {
         /// The authenticated Airflow user.
@@ -268,6 +276,11 @@ impl Engine {
             }
             WebCommand::Dags { username, reply } => {
                 let answer = self.web_answer(|e| e.web_dags(&username));
+                let _ = reply.send(answer);
+            }
+            WebCommand::MetricsAccess { username, reply } => {
+                let answer =
+                    self.web_answer(|e| Ok(e.web_reader(&username, Some("metrics"))?.map(|_| ())));
                 let _ = reply.send(answer);
             }
         }

@@ -12,6 +12,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod metrics;
 pub mod openapi;
 pub mod ui;
 
@@ -51,6 +52,8 @@ pub struct AppState {
     limiter: Mutex<RateLimiter>,
     verified: Mutex<HashMap<[u8; 32], Instant>>,
     sessions: Mutex<Sessions>,
+    metrics: crate::metrics::Published,
+    metrics_http: crate::config::MetricsHttp,
 }
 
 /// Shared handler state.
@@ -141,6 +144,7 @@ pub fn start(
     config: &Config,
     engine: Sender<Command>,
     mut stop: tokio::sync::watch::Receiver<bool>,
+    metrics: crate::metrics::Published,
 ) -> anyhow::Result<()> {
     let Some(addr) = config.http.listen else {
         return Ok(());
@@ -166,6 +170,8 @@ pub fn start(
         limiter: Mutex::new(RateLimiter::default()),
         verified: Mutex::new(HashMap::new()),
         sessions: Mutex::new(Sessions::default()),
+        metrics,
+        metrics_http: config.metrics.http,
     });
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let listener = std::net::TcpListener::bind(addr)
@@ -228,6 +234,7 @@ fn tls_config(
 pub fn router(state: State) -> axum::Router {
     api::routes()
         .merge(ui::routes())
+        .merge(metrics::routes(state.metrics_http))
         .layer(axum::extract::DefaultBodyLimit::max(256 * 1024))
         .with_state(state)
 }

@@ -10,8 +10,10 @@
 //! queries of a reconcile pass.
 
 pub mod airflow;
+pub mod audit;
 pub mod fab;
 pub mod lease;
+pub mod metrics;
 pub mod pass;
 pub mod store;
 
@@ -238,6 +240,15 @@ impl Dialect {
             Backend::Sqlite => "INTEGER PRIMARY KEY AUTOINCREMENT",
             Backend::Postgres => "BIGSERIAL PRIMARY KEY",
             Backend::Mysql => "BIGINT AUTO_INCREMENT PRIMARY KEY",
+        }
+    }
+
+    /// The clause locking the rows a `SELECT` reads until the transaction ends (empty on
+    /// SQLite, whose write transactions hold the database's write lock from `BEGIN IMMEDIATE`).
+    pub fn for_update(self) -> &'static str {
+        match self.0 {
+            Backend::Sqlite => "",
+            Backend::Postgres | Backend::Mysql => " FOR UPDATE",
         }
     }
 

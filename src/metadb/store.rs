@@ -15,7 +15,7 @@ use crate::request::{fmt_ts, ReasonCode};
 use crate::state::BackfillState;
 
 /// Schema version this build expects.
-pub const SCHEMA_VERSION: i64 = 7;
+pub const SCHEMA_VERSION: i64 = 8;
 
 fn migrations(d: Dialect) -> Vec<(i64, Vec<String>)> {
     let long = d.long_text();
@@ -149,8 +149,22 @@ fn migrations(d: Dialect) -> Vec<(i64, Vec<String>)> {
                     .to_owned(),
             ],
         ),
+        (
+            // The audit hash chain (see `metadb::audit`); existing records are chained right
+            // after these statements, before the version is recorded.
+            AUDIT_CHAIN_VERSION,
+            vec![
+                "ALTER TABLE backfilld_audit ADD COLUMN prev_hash VARCHAR(64)".to_owned(),
+                "ALTER TABLE backfilld_audit ADD COLUMN hash VARCHAR(64)".to_owned(),
+                "CREATE TABLE IF NOT EXISTS backfilld_audit_head (id BIGINT NOT NULL PRIMARY KEY, hash VARCHAR(64) NOT NULL)"
+                    .to_owned(),
+            ],
+        ),
     ]
 }
+
+/// The migration that starts the audit hash chain.
+const AUDIT_CHAIN_VERSION: i64 = 8;
 
 /// Timestamps as stored: RFC 3339, UTC, microseconds, `Z`.
 pub fn stored_ts(t: DateTime<Utc>) -> String {
@@ -186,6 +200,10 @@ pub fn migrate(db: &mut MetaDb) -> Result<i64, DbError> {
                     return Err(e);
                 }
             }
+        }
+        if version == AUDIT_CHAIN_VERSION {
+            let chained = super::audit::chain_existing(db)?;
+            tracing::info!(records = chained, "chained the existing audit records");
         }
         match db.execute(
             "INSERT INTO backfilld_migration (version, applied_at) VALUES (?, ?)",
@@ -844,6 +862,19 @@ impl<'a> Store<'a> {
         Ok(rows.into_iter().map(|r| r.value).collect())
     }
 
+    /// How many unfinished (submitted, queued, running, paused), undeleted backfills were
+    /// submitted for Airflow user `user`.
+    pub fn active_backfills_of(&mut self, user: &str) -> Result<usize, DbError> {
+        let rows: Vec<IntRow> = self.db.load(
+            "SELECT COUNT(*) AS value FROM backfilld_backfill WHERE submitted_by = ? AND deleted = 0 \
+             AND state IN ('submitted', 'queued', 'running', 'paused')",
+            &[Arg::Text(user.to_owned())],
+        )?;
+        Ok(rows
+            .first()
+            .map_or(0, |r| usize::try_from(r.value).unwrap_or(0)))
+    }
+
     /// One backfill.
     pub fn backfill(&mut self, id: &str) -> Result<Option<BackfillRow>, DbError> {
         let rows: Vec<BackfillSql> = self.db.load(
@@ -1104,29 +1135,13 @@ pub struct AuditEntry {
 }
 
 impl Store<'_> {
-    /// Append an audit record.
+    /// Append an audit record to the hash chain (its own transaction: see `metadb::audit`).
     pub fn audit(&mut self, host: &str, e: &AuditEntry) -> Result<(), DbError> {
-        let code = e
-            .reason_code
-            .and_then(|c| serde_json::to_value(c).ok())
-            .and_then(|v| v.as_str().map(str::to_owned));
-        self.db.execute(
-            "INSERT INTO backfilld_audit (at, host, uid, unix_user, airflow_user, on_behalf_of, \
-             action, target, allowed, reason_code, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            &[
-                Arg::Text(e.at.clone()),
-                Arg::Text(host.to_owned()),
-                Arg::OptInt(e.uid.map(i64::from)),
-                Arg::OptText(e.unix_user.clone()),
-                Arg::OptText(e.airflow_user.clone()),
-                Arg::OptText(e.on_behalf_of.clone()),
-                Arg::Text(e.action.clone()),
-                Arg::OptText(e.target.clone()),
-                Arg::Int(i64::from(e.allowed)),
-                Arg::OptText(code),
-                Arg::OptText(e.reason.clone()),
-            ],
-        )?;
-        Ok(())
+        super::audit::append(self.db, host, e)
+    }
+
+    /// Verify the audit log's hash chain; the report names the first broken link.
+    pub fn verify_audit(&mut self) -> Result<crate::audit::Report, DbError> {
+        super::audit::verify(self.db)
     }
 }

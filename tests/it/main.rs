@@ -1,16 +1,19 @@
 //! The one integration-test binary: every end-to-end and real-Airflow test lives in a module here.
 
+mod audit_chain;
 mod authz_matrix;
 mod cluster;
 mod core_loop;
 mod dagcopy;
 mod db_outage;
+mod guard_rails;
 mod http_api;
 mod http_browser;
 mod lifecycle;
 mod matrix;
 #[path = "../../benches/support/metagen.rs"]
 mod metagen;
+mod metrics;
 mod mysql;
 mod reconcile_scale;
 mod rejections;
