@@ -87,6 +87,18 @@ pub struct Config {
     /// Budgets that keep scheduled runs alive.
     #[serde(default)]
     pub throttle: ThrottleSection,
+    /// Defaults of the DAG copies.
+    #[serde(default)]
+    pub copies: CopiesSection,
+}
+
+/// `[copies]`: defaults of the DAG copies, for requests that do not say.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CopiesSection {
+    /// Let copies emit dataset/asset events (and so trigger the DAGs scheduled on them once
+    /// per backfilled date). Default false: the overlay empties every task's `outlets`.
+    pub emit_asset_events: bool,
 }
 
 /// `[log]`.

@@ -171,6 +171,10 @@ pub struct BackfillView {
     /// Dates of its range skipped because the origin DAG already ran them.
     #[serde(default)]
     pub skipped_dates: Vec<String>,
+    /// Task subset (`tasks`, `task_ids`, `include_upstream`, `include_downstream`),
+    /// `emit_asset_events`, `after` and the warnings given at acceptance.
+    #[serde(flatten)]
+    pub options: crate::metadb::store::BackfillOptions,
 }
 
 fn opt_ts(t: Option<DateTime<Utc>>) -> Option<String> {
@@ -216,6 +220,7 @@ impl From<&BackfillRow> for BackfillView {
             },
             reprocess: b.reprocess.clone(),
             skipped_dates: b.skipped_dates.iter().map(|d| fmt_ts(*d)).collect(),
+            options: b.options.clone(),
         }
     }
 }
@@ -305,6 +310,7 @@ mod tests {
             delete_after_days: None,
             reprocess: None,
             skipped_dates: vec![],
+            options: Default::default(),
         }
     }
 

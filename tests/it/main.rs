@@ -1,6 +1,7 @@
 //! The one integration-test binary: every end-to-end and real-Airflow test lives in a module here.
 
 mod authz_matrix;
+mod copy_options;
 mod core_loop;
 mod dagcopy;
 mod db_outage;
