@@ -93,6 +93,9 @@ pub struct Config {
     /// Prometheus metrics (textfile, HTTP `/metrics`).
     #[serde(default)]
     pub metrics: MetricsSection,
+    /// Defaults of the DAG copies.
+    #[serde(default)]
+    pub copies: CopiesSection,
 }
 
 /// `[cluster]`: how this agent shares the work with the other agents on the same metadata DB.
@@ -164,6 +167,15 @@ impl Config {
         self.metrics.textfile.is_some()
             || (self.http.listen.is_some() && self.metrics.http != MetricsHttp::Off)
     }
+}
+
+/// `[copies]`: defaults of the DAG copies, for requests that do not say.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CopiesSection {
+    /// Let copies emit dataset/asset events (and so trigger the DAGs scheduled on them once
+    /// per backfilled date). Default false: the overlay empties every task's `outlets`.
+    pub emit_asset_events: bool,
 }
 
 /// `[log]`.

@@ -192,6 +192,10 @@ pub struct BackfillView {
     /// Dates of its range skipped because the origin DAG already ran them.
     #[serde(default)]
     pub skipped_dates: Vec<String>,
+    /// Task subset (`tasks`, `task_ids`, `include_upstream`, `include_downstream`),
+    /// `emit_asset_events`, `after` and the warnings given at acceptance.
+    #[serde(flatten)]
+    pub options: crate::metadb::store::BackfillOptions,
 }
 
 fn opt_ts(t: Option<DateTime<Utc>>) -> Option<String> {
@@ -237,6 +241,7 @@ impl From<&BackfillRow> for BackfillView {
             },
             reprocess: b.reprocess.clone(),
             skipped_dates: b.skipped_dates.iter().map(|d| fmt_ts(*d)).collect(),
+            options: b.options.clone(),
         }
     }
 }
@@ -327,6 +332,7 @@ mod tests {
             reprocess: None,
             skipped_dates: vec![],
             copy_paused: false,
+            options: Default::default(),
         }
     }
 

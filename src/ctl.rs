@@ -161,6 +161,26 @@ pub struct SubmitArgs {
     /// ones) or completed (run them all; the default).
     #[arg(long, value_name = "MODE")]
     pub reprocess: Option<String>,
+    /// Run only the tasks whose id this regex is found in (as `airflow dags backfill -t`);
+    /// repeat for more patterns.
+    #[arg(long = "task", value_name = "REGEX")]
+    pub tasks: Vec<String>,
+    /// With --task: also run the upstream tasks of the selected ones.
+    #[arg(long)]
+    pub include_upstream: bool,
+    /// With --task: also run the downstream tasks of the selected ones.
+    #[arg(long)]
+    pub include_downstream: bool,
+    /// Let the copy emit dataset/asset events (triggering the DAGs scheduled on them).
+    #[arg(long, conflicts_with = "no_asset_events")]
+    pub emit_asset_events: bool,
+    /// Do not let the copy emit dataset/asset events (overrides the `[copies]` default).
+    #[arg(long)]
+    pub no_asset_events: bool,
+    /// Write the DAG copy only once this backfill succeeded (fail if it does not); repeat
+    /// for more.
+    #[arg(long = "after", value_name = "ID")]
+    pub after: Vec<String>,
     /// Return once the file is in the spool, without waiting for the decision.
     #[arg(long)]
     pub no_wait: bool,
@@ -192,6 +212,16 @@ struct RequestFile {
     delete_after_days: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reprocess: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tasks: Vec<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    include_upstream: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    include_downstream: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    emit_asset_events: Option<bool>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    after: Vec<String>,
     #[serde(skip_serializing_if = "toml::Table::is_empty")]
     params: toml::Table,
 }
@@ -409,6 +439,17 @@ fn submit(config: &Config, socket: &Path, args: SubmitArgs) -> anyhow::Result<i3
             .transpose()?,
         delete_after_days: args.delete_after_days,
         reprocess: args.reprocess,
+        tasks: args.tasks,
+        include_upstream: args.include_upstream,
+        include_downstream: args.include_downstream,
+        emit_asset_events: if args.emit_asset_events {
+            Some(true)
+        } else if args.no_asset_events {
+            Some(false)
+        } else {
+            None
+        },
+        after: args.after,
         params,
     };
     let body = toml::to_string(&file).context("encoding the request")?;
@@ -481,6 +522,9 @@ fn print_outcome(request: &RequestRecord, json: bool) -> anyhow::Result<i32> {
         }
     } else if let Some(id) = &request.backfill_id {
         println!("{id}");
+        for w in request.warnings.iter().flatten() {
+            eprintln!("warning: {w}");
+        }
         if let Some(skipped) = request.skipped_dates.as_ref().filter(|s| !s.is_empty()) {
             eprintln!(
                 "skipped {} dates the DAG already ran: {}",
@@ -631,11 +675,48 @@ fn print_status(b: &BackfillView) {
             "skipped (the DAG already ran them)",
             (!b.skipped_dates.is_empty()).then(|| b.skipped_dates.join(", ")),
         ),
+        (
+            "tasks",
+            (!b.options.tasks.is_empty()).then(|| {
+                let mut relatives = Vec::new();
+                if b.options.include_upstream {
+                    relatives.push("upstream");
+                }
+                if b.options.include_downstream {
+                    relatives.push("downstream");
+                }
+                format!(
+                    "{} (selected: {}{})",
+                    b.options.tasks.join(", "),
+                    b.options.task_ids.join(", "),
+                    if relatives.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; with their {}", relatives.join(" and "))
+                    }
+                )
+            }),
+        ),
+        (
+            "asset events",
+            Some(if b.options.emit_asset_events {
+                "emitted".to_owned()
+            } else {
+                "suppressed".to_owned()
+            }),
+        ),
+        (
+            "after",
+            (!b.options.after.is_empty()).then(|| b.options.after.join(", ")),
+        ),
     ];
     for (what, value) in notes {
         if let Some(v) = value {
             println!("{what}: {v}");
         }
+    }
+    for w in &b.options.warnings {
+        println!("warning: {w}");
     }
 }
 

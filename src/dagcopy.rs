@@ -10,6 +10,16 @@
 //! file registers exactly one DAG and no import error. If the origin DAG is missing, it raises
 //! an exception naming it, which Airflow records as the file's import error.
 //!
+//! [`CopyOptions`] add two things. A task subset: the overlay re-evaluates the `tasks` patterns
+//! (a regex search in each task id, with RE2 as Airflow 2's `partial_subset` does, or Python's
+//! `re` when RE2 is missing), refuses to build the copy if they select other tasks than the
+//! daemon resolved when it accepted the request, and replaces the DAG by
+//! `dag.partial_subset(<those task ids>, include_upstream, include_downstream)`. And, unless
+//! asset events are allowed, it empties every task's `outlets`: on Airflow 2.11 a finished
+//! task registers dataset events only for its `task.outlets`, on 3.1 the task runner reports
+//! only `ti.task.outlets` (and alias events only for aliases among them) to the API server,
+//! so the copy's runs never trigger the DAGs scheduled on those datasets/assets.
+//!
 //! Security: no request value is ever spliced into Python code. The overlay is a constant
 //! template; its only variable text is one string literal holding base64 (alphabet
 //! `[A-Za-z0-9+/=]`) of a JSON document with every request value, decoded at parse time.
@@ -57,6 +67,8 @@ def _backfilld_overlay_v1(module_globals, encoded_spec):
     # (a module-level `id`, `type`, `set`...) cannot change this block.
     from builtins import (
         Exception,
+        any,
+        bool,
         ImportError,
         RuntimeError,
         ValueError,
@@ -147,6 +159,41 @@ def _backfilld_overlay_v1(module_globals, encoded_spec):
         if is_dag(value) and value is not dag:
             del module_globals[name]
 
+    subset = spec.get("task_subset")
+    if subset is not None:
+        # Select as Airflow 2's partial_subset(regex) does (a search with RE2),
+        # then hand partial_subset a list of ids, which Airflow 2 and 3 treat alike.
+        try:
+            pattern_engine = importlib.import_module("re2")
+        except ImportError:
+            pattern_engine = importlib.import_module("re")
+        patterns = subset["patterns"]
+        selected = sorted(
+            task.task_id
+            for task in dag.tasks
+            if any(pattern_engine.search(p, task.task_id) is not None for p in patterns)
+        )
+        if selected != sorted(subset["task_ids"]):
+            raise RuntimeError(
+                "backfilld: the task patterns %r select %r in this file but selected %r"
+                " when backfill %r was accepted" % (patterns, selected, subset["task_ids"], backfill_id)
+            )
+        whole = dag
+        dag = whole.partial_subset(
+            selected,
+            include_downstream=bool(subset["include_downstream"]),
+            include_upstream=bool(subset["include_upstream"]),
+        )
+        # The copy is a whole DAG under its own id, not a view of the origin.
+        if hasattr(dag, "partial"):
+            dag.partial = False
+        for name, value in list(module_globals.items()):
+            if value is whole:
+                module_globals[name] = dag
+        registered_entries = [
+            (dag, entry[1]) if entry[0] is whole else entry for entry in registered_entries
+        ]
+
     def to_datetime(text):
         value = datetime.datetime.fromisoformat(text)
         if value.tzinfo is None:
@@ -204,10 +251,14 @@ def _backfilld_overlay_v1(module_globals, encoded_spec):
                 tags.append(tag)
             dag.tags = tags
     merge_params(dag.params, overrides, "DAG %r" % (origin_id,))
+    emit_asset_events = bool(spec.get("emit_asset_events", False))
     for task in dag.tasks:
         task.start_date = start_date
         task.end_date = end_date
         merge_params(task.params, overrides, "task %r" % (task.task_id,))
+        if not emit_asset_events:
+            # Dataset/asset events are registered only for a task's outlets.
+            task.outlets = []
 
     if registered is not None:
         for entry in registered_entries:
@@ -240,6 +291,29 @@ pub struct CopySpec {
     /// Register the copy paused (`is_paused_upon_creation`), for the throttle to unpause when
     /// its turn comes; otherwise it starts unpaused.
     pub paused: bool,
+}
+
+/// What a copy adds to its [`CopySpec`]: a task subset and whether asset events are emitted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CopyOptions {
+    /// Run only a subset of the tasks.
+    pub subset: Option<TaskSubset>,
+    /// Keep the tasks' `outlets`, so the copy's runs emit dataset/asset events (default: not).
+    pub emit_asset_events: bool,
+}
+
+/// The tasks a copy keeps, as `DAG.partial_subset` builds them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskSubset {
+    /// The request's patterns (a task is selected when one is found in its id).
+    pub patterns: Vec<String>,
+    /// The task ids the daemon resolved the patterns to; the overlay refuses to build the copy
+    /// if its own evaluation differs.
+    pub task_ids: Vec<String>,
+    /// Keep the selected tasks' upstream tasks.
+    pub include_upstream: bool,
+    /// Keep the selected tasks' downstream tasks.
+    pub include_downstream: bool,
 }
 
 /// Errors of writing and removing copy files.
@@ -283,7 +357,15 @@ fn iso_date(date: &DateTime<Utc>) -> String {
 }
 
 /// The JSON document embedded in the overlay, base64-encoded.
-fn encoded_spec(spec: &CopySpec) -> String {
+fn encoded_spec(spec: &CopySpec, options: &CopyOptions) -> String {
+    let subset = options.subset.as_ref().map(|s| {
+        serde_json::json!({
+            "patterns": s.patterns,
+            "task_ids": s.task_ids,
+            "include_upstream": s.include_upstream,
+            "include_downstream": s.include_downstream,
+        })
+    });
     let document = serde_json::json!({
         "format": SPEC_FORMAT,
         "origin_dag_id": spec.origin_dag_id,
@@ -295,13 +377,20 @@ fn encoded_spec(spec: &CopySpec) -> String {
         "description": spec.description,
         "paused_upon_creation": spec.paused,
         "tag": COPY_TAG,
+        "task_subset": subset,
+        "emit_asset_events": options.emit_asset_events,
     });
     base64::engine::general_purpose::STANDARD.encode(document.to_string())
 }
 
-/// Python source of the copy: origin source, a newline, the overlay.
+/// Python source of the copy with the default [`CopyOptions`] (every task, no asset events).
 pub fn render(origin_source: &str, spec: &CopySpec) -> String {
-    let overlay = OVERLAY_TEMPLATE.replacen(SPEC_PLACEHOLDER, &encoded_spec(spec), 1);
+    render_with(origin_source, spec, &CopyOptions::default())
+}
+
+/// Python source of the copy: origin source, a newline, the overlay.
+pub fn render_with(origin_source: &str, spec: &CopySpec, options: &CopyOptions) -> String {
+    let overlay = OVERLAY_TEMPLATE.replacen(SPEC_PLACEHOLDER, &encoded_spec(spec, options), 1);
     let mut source = String::with_capacity(origin_source.len() + 1 + overlay.len());
     source.push_str(origin_source);
     source.push('\n');
@@ -550,8 +639,26 @@ mod tests {
                 "description": "a \"quoted\"\n description",
                 "paused_upon_creation": false,
                 "tag": "backfill",
+                "task_subset": null,
+                "emit_asset_events": false,
             })
         );
+        let options = CopyOptions {
+            subset: Some(TaskSubset {
+                patterns: vec!["^t".into()],
+                task_ids: vec!["transform".into()],
+                include_upstream: true,
+                include_downstream: false,
+            }),
+            emit_asset_events: true,
+        };
+        let document = decoded_document(&render_with("", &spec()?, &options))?;
+        assert_eq!(
+            document["task_subset"],
+            serde_json::json!({"patterns": ["^t"], "task_ids": ["transform"],
+                "include_upstream": true, "include_downstream": false})
+        );
+        assert_eq!(document["emit_asset_events"], true);
         let mut other = spec()?;
         other.description = None;
         other.start = date(2024, 1, 1)? + chrono::Duration::nanoseconds(1_500_700);

@@ -20,7 +20,7 @@ use chrono::Utc;
 use crate::authz::{self, Action, SimpleRole, Subject};
 use crate::config::{AirflowLocation, AuthManager, Config};
 use crate::control::{BackfillView, ControlRequest, ControlResponse};
-use crate::dagcopy::{self, CopySpec};
+use crate::dagcopy::{self, CopyOptions, CopySpec, TaskSubset};
 use crate::failpoint;
 use crate::lifecycle::{self, Effect, Facts, Reprocess};
 use crate::metadb::airflow;
@@ -29,15 +29,17 @@ use crate::metadb::fab::Fab;
 use crate::metadb::lease::{ClaimInfo, Leases, LEADER};
 use crate::metadb::pass::{self, Pass, PassRow};
 use crate::metadb::store::{
-    self, AuditEntry, BackfillRow, NewBackfill, PendingOp, RequestRecord, Store,
+    self, AuditEntry, BackfillOptions, BackfillRow, NewBackfill, PendingOp, RequestRecord, Store,
 };
 use crate::metadb::{DbError, MetaDb};
+use crate::ordering::{self, Gate};
 use crate::reconcile::{self, Observation, RunState, RunSummary};
 use crate::request::{self, fmt_ts, Operation, Parsed, ReasonCode, Rejection, Request};
 use crate::schedule::{ScheduleError, Timetable};
 use crate::service::ServiceManager;
 use crate::spool::{self, ClaimedFile, Disposition, Spool};
 use crate::state::BackfillState;
+use crate::taskset;
 use crate::throttle;
 
 mod limits;
@@ -714,6 +716,7 @@ impl Engine {
             dry_run: false,
             dates: None,
             skipped_dates: None,
+            warnings: None,
         };
         let c = self.conn.as_mut().ok_or_else(not_connected)?;
         match verdict {
@@ -727,6 +730,7 @@ impl Engine {
                 record.dry_run = true;
                 record.dates = Some(new.logical_dates.iter().map(|d| fmt_ts(*d)).collect());
                 record.skipped_dates = skipped_of(&new);
+                record.warnings = warnings_of(&new);
                 Store::new(&mut c.db).record_request(&record)?;
             }
             Ok(Accepted::Operate { id, effect, retry }) => {
@@ -780,6 +784,7 @@ impl Engine {
             }
             Ok(Accepted::Create(new)) => {
                 record.skipped_dates = skipped_of(&new);
+                record.warnings = warnings_of(&new);
                 let host = self.host.clone();
                 let id = c.db.transaction(|db| {
                     let mut s = Store::new(db);
@@ -845,13 +850,16 @@ impl Engine {
                     Err(denial) => Err(denial.into()),
                     Ok(()) => {
                         let dry_run = req.dry_run;
-                        self.check_dag(req, &ident)?.map(|new| {
-                            if dry_run {
-                                Accepted::DryRun(Box::new(new))
-                            } else {
-                                Accepted::Create(new)
-                            }
-                        })
+                        match self.check_dag(req, &ident)? {
+                            Ok(new) => self.check_after(&subject, &new.options.after)?.map(|()| {
+                                if dry_run {
+                                    Accepted::DryRun(Box::new(new))
+                                } else {
+                                    Accepted::Create(new)
+                                }
+                            }),
+                            Err(r) => Err(r),
+                        }
                     }
                 }
             }
@@ -863,6 +871,48 @@ impl Engine {
             target,
             result,
         })
+    }
+
+    /// The checks of `after`: every named backfill exists and the requester may read it
+    /// (`can_read` on `Backfills`, as for `backfillctl status`, and read on its origin DAG; one
+    /// that may not be read is reported like a missing one, so refusals reveal nothing), and
+    /// none of them already failed, was cancelled or deleted before it finished.
+    fn check_after(
+        &mut self,
+        subject: &Subject,
+        after: &[String],
+    ) -> Result<Result<(), Rejection>, DbError> {
+        if after.is_empty() {
+            return Ok(Ok(()));
+        }
+        if let Err(d) = authz::authorize(subject, Action::Read, None) {
+            let mut r = Rejection::from(d);
+            r.message = format!("after needs permission to read backfills: {}", r.message);
+            return Ok(Err(r));
+        }
+        let c = self.conn.as_mut().ok_or_else(not_connected)?;
+        let mut s = Store::new(&mut c.db);
+        for id in after {
+            let row = s
+                .backfill_any(id)?
+                .filter(|b| authz::authorize(subject, Action::Read, Some(&b.dag_id)).is_ok());
+            let Some(row) = row else {
+                return Ok(Err(Rejection::new(
+                    ReasonCode::UnknownPrerequisite,
+                    format!("after: no backfill {id:?} that you may read"),
+                )));
+            };
+            let p = ordering::Prerequisite {
+                id: row.id,
+                state: Some(row.state),
+                reason: row.state_reason,
+                deleted: row.deleted,
+            };
+            if let Some(why) = ordering::broken(&p) {
+                return Ok(Err(Rejection::new(ReasonCode::PrerequisiteFailed, why)));
+            }
+        }
+        Ok(Ok(()))
     }
 
     /// The checks of a life-cycle request: permission on `Backfills`, the backfill exists,
@@ -975,6 +1025,14 @@ impl Engine {
                 scheduled_at: None,
                 delete_after_days: row.delete_after_days,
                 reprocess: Reprocess::Completed,
+                // The same tasks and asset events; the prerequisites already succeeded.
+                options: request::Options {
+                    tasks: row.options.tasks.clone(),
+                    include_upstream: row.options.include_upstream,
+                    include_downstream: row.options.include_downstream,
+                    emit_asset_events: Some(row.options.emit_asset_events),
+                    after: Vec::new(),
+                },
             },
             dates,
             row.origin_fileloc.clone(),
@@ -982,6 +1040,21 @@ impl Engine {
             ident,
         );
         new.retry_of = Some(row.id.clone());
+        if !new.options.tasks.is_empty() {
+            // The retry runs the origin's current source: select its tasks again.
+            let Some(serialized) = af.serialized_dag(&row.dag_id)? else {
+                return Ok(Err(Rejection::new(
+                    ReasonCode::DagNotSerialized,
+                    format!(
+                        "Airflow has no serialized DAG {:?} to select the tasks of the retry from",
+                        row.dag_id
+                    ),
+                )));
+            };
+            if let Err(r) = resolve_tasks(&row.dag_id, &serialized, &mut new.options) {
+                return Ok(Err(r));
+            }
+        }
         if !new.ignore_overlap {
             let overlapping = Store::new(&mut c.db).overlapping(&new.dag_id, start, end)?;
             if !overlapping.is_empty() {
@@ -1006,6 +1079,7 @@ impl Engine {
     ) -> Result<Result<NewBackfill, Rejection>, DbError> {
         let limit = self.config.limits.max_dates_per_request;
         let default_delete_after_days = self.config.reconcile.delete_after_days;
+        let default_emit_asset_events = self.config.copies.emit_asset_events;
         let c = self.conn.as_mut().ok_or_else(not_connected)?;
         let mut af = Airflow::new(&mut c.db, &c.schema);
         let Some(dag) = af.dag(&req.dag_id)? else {
@@ -1114,9 +1188,17 @@ impl Engine {
                 )));
             }
         }
+        let emit_asset_events = req
+            .options
+            .emit_asset_events
+            .unwrap_or(default_emit_asset_events);
         let mut new = new_backfill(req, dates, fileloc, origin_code, ident);
         new.delete_after_days = new.delete_after_days.or(default_delete_after_days);
         new.skipped_dates = skipped;
+        new.options.emit_asset_events = emit_asset_events;
+        if let Err(r) = resolve_tasks(&new.dag_id, &serialized, &mut new.options) {
+            return Ok(Err(r));
+        }
         Ok(Ok(new))
     }
 
@@ -1241,9 +1323,24 @@ impl Engine {
             let c = self.conn.as_mut().ok_or_else(not_connected)?;
             Pass::new(&mut c.db, &c.schema).unfinished()?
         };
+        // Ordering (`after`): one statement for every backfill still without a copy.
+        let gates: HashMap<String, Gate> = if rows
+            .iter()
+            .any(|r| r.state == BackfillState::Submitted && r.copy_written_at.is_none())
+        {
+            let c = self.conn.as_mut().ok_or_else(not_connected)?;
+            Pass::new(&mut c.db, &c.schema)
+                .prerequisites(None)?
+                .into_iter()
+                .map(|(id, p)| (id, ordering::gate(&p)))
+                .collect()
+        } else {
+            HashMap::new()
+        };
         let mut written: HashMap<String, chrono::DateTime<Utc>> = HashMap::new();
         for row in &rows {
             if row.state == BackfillState::Submitted
+                && gates.get(&row.id).is_none_or(|g| *g == Gate::Go)
                 && row.scheduled_at.is_none_or(|t| t <= now)
                 && (row.copy_written_at.is_none()
                     || !dir.join(dagcopy::file_name(&row.id)).exists())
@@ -1398,6 +1495,17 @@ impl Engine {
                 .map(|t| now - t)
                 .unwrap_or_else(chrono::Duration::zero);
             let mut d = reconcile::decide(row.state, row.progress.total, &obs, age, timeout);
+            if d.state == BackfillState::Submitted && !written.contains_key(&row.id) {
+                match gates.get(&row.id) {
+                    Some(Gate::Wait(why)) => d.reason = Some(why.clone()),
+                    Some(Gate::Fail(why)) => {
+                        tracing::info!(backfill = %row.id, reason = %why, "a prerequisite did not succeed");
+                        d.state = BackfillState::Failed;
+                        d.reason = Some(why.clone());
+                    }
+                    Some(Gate::Go) | None => {}
+                }
+            }
             if let Some(throttle::Verdict::Hold(why)) = verdict {
                 if !d.state.is_terminal() && d.reason.is_none() {
                     d.reason = Some(why.clone());
@@ -1570,7 +1678,7 @@ impl Engine {
             let Some(row) = Store::new(&mut c.db).backfill_any(id)? else {
                 continue;
             };
-            let expected = dagcopy::render(&row.origin_code, &copy_spec(&row));
+            let expected = render_copy(&row);
             let current = std::fs::read(&path).ok();
             if current.as_deref() != Some(expected.as_bytes()) {
                 if shared {
@@ -1775,6 +1883,16 @@ impl Engine {
         {
             return Ok(None);
         }
+        if !row.options.after.is_empty() {
+            // Checked again right before writing (the pass checked it set-based).
+            let prerequisites = Pass::new(&mut c.db, &c.schema)
+                .prerequisites(Some(&row.id))?
+                .remove(&row.id)
+                .unwrap_or_default();
+            if ordering::gate(&prerequisites) != Gate::Go {
+                return Ok(None);
+            }
+        }
         let mut row = row;
         if row.copy_written_at.is_none() {
             // Claim the write first: one agent wins, and a withdraw (which needs an unwritten
@@ -1784,7 +1902,7 @@ impl Engine {
             }
             row.copy_paused = paused;
         }
-        let source = dagcopy::render(&row.origin_code, &copy_spec(&row));
+        let source = render_copy(&row);
         if let Err(e) = dagcopy::write_atomically(&dir, &name, source.as_bytes()) {
             tracing::error!(backfill = %row.id, error = %e, "cannot write the DAG copy; retrying next pass");
             return Ok(None);
@@ -1967,7 +2085,58 @@ fn new_backfill(
         delete_after_days: req.delete_after_days,
         reprocess: req.reprocess.as_str().to_owned(),
         skipped_dates: Vec::new(),
+        options: BackfillOptions {
+            tasks: req.options.tasks,
+            task_ids: Vec::new(),
+            include_upstream: req.options.include_upstream,
+            include_downstream: req.options.include_downstream,
+            emit_asset_events: req.options.emit_asset_events.unwrap_or(false),
+            after: req.options.after,
+            warnings: Vec::new(),
+        },
     }
+}
+
+/// Resolve the `tasks` patterns of `options` against the serialized DAG's tasks (the ids
+/// they select, kept so the overlay can check its own evaluation), and collect the warnings
+/// about the DAG. A pattern matching no task refuses the request, naming the DAG's tasks.
+fn resolve_tasks(
+    dag_id: &str,
+    serialized: &serde_json::Value,
+    options: &mut BackfillOptions,
+) -> Result<(), Rejection> {
+    let tasks = taskset::tasks(serialized);
+    options.warnings = taskset::cross_dag_warning(dag_id, &tasks)
+        .into_iter()
+        .collect();
+    if options.tasks.is_empty() {
+        options.task_ids.clear();
+        return Ok(());
+    }
+    let patterns = taskset::check_patterns(&options.tasks)
+        .map_err(|m| Rejection::new(ReasonCode::InvalidValue, m))?;
+    let ids: Vec<String> = tasks.into_iter().map(|t| t.task_id).collect();
+    options.task_ids = taskset::select(&patterns, &ids)
+        .map_err(|e| Rejection::new(ReasonCode::NoMatchingTask, format!("DAG {dag_id:?}: {e}")))?;
+    Ok(())
+}
+
+/// The copy's options from the stored ones.
+fn copy_options(o: &BackfillOptions) -> CopyOptions {
+    CopyOptions {
+        subset: (!o.tasks.is_empty()).then(|| TaskSubset {
+            patterns: o.tasks.clone(),
+            task_ids: o.task_ids.clone(),
+            include_upstream: o.include_upstream,
+            include_downstream: o.include_downstream,
+        }),
+        emit_asset_events: o.emit_asset_events,
+    }
+}
+
+/// The warnings of a new backfill, for its outcome (`None` when none).
+fn warnings_of(new: &NewBackfill) -> Option<Vec<String>> {
+    (!new.options.warnings.is_empty()).then(|| new.options.warnings.clone())
 }
 
 /// The dates a new backfill skips, for its outcome (`None` when none).
@@ -1983,7 +2152,17 @@ fn auth_name(a: &AuthSource) -> String {
     }
 }
 
-/// The copy's overlay values, all from the stored row, so every agent renders the same bytes.
+/// The copy of a backfill, rendered from its stored row alone, so every agent writes the same
+/// bytes.
+fn render_copy(row: &BackfillRow) -> String {
+    dagcopy::render_with(
+        &row.origin_code,
+        &copy_spec(row),
+        &copy_options(&row.options),
+    )
+}
+
+/// The copy's overlay values from the stored row.
 fn copy_spec(row: &BackfillRow) -> CopySpec {
     CopySpec {
         backfill_id: row.id.clone(),

@@ -103,6 +103,12 @@ pub enum ReasonCode {
     UnknownBackfill,
     /// The life-cycle action is not allowed in the backfill's state (see `lifecycle`).
     IllegalTransition,
+    /// A `tasks` pattern matches no task of the DAG.
+    NoMatchingTask,
+    /// `after` names a backfill that does not exist (or that the requester may not read).
+    UnknownPrerequisite,
+    /// `after` names a backfill that already failed, was cancelled or deleted.
+    PrerequisiteFailed,
 }
 
 impl From<crate::authz::DenyCode> for ReasonCode {
@@ -161,6 +167,27 @@ struct RawRequest {
     params: Option<toml::Value>,
     ignore_overlap: Option<bool>,
     on_behalf_of: Option<String>,
+    tasks: Option<Vec<String>>,
+    include_upstream: Option<bool>,
+    include_downstream: Option<bool>,
+    emit_asset_events: Option<bool>,
+    after: Option<Vec<String>>,
+}
+
+/// Options of a create beyond its range: the task subset, asset events and ordering.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Run only the tasks whose id one of these patterns is found in (see `taskset`); empty:
+    /// every task.
+    pub tasks: Vec<String>,
+    /// With `tasks`: also every task upstream of a selected one.
+    pub include_upstream: bool,
+    /// With `tasks`: also every task downstream of a selected one.
+    pub include_downstream: bool,
+    /// Let the copy's tasks emit dataset/asset events (`None`: `[copies]` default).
+    pub emit_asset_events: Option<bool>,
+    /// Write the copy only once these backfills succeeded (see `ordering`).
+    pub after: Vec<String>,
 }
 
 /// A request that passed every check that needs no database.
@@ -190,6 +217,8 @@ pub struct Request {
     pub delete_after_days: Option<u32>,
     /// What to do with dates the origin DAG already ran.
     pub reprocess: Reprocess,
+    /// Task subset, asset events, ordering.
+    pub options: Options,
 }
 
 /// A life-cycle request on an existing backfill (`action` other than `"create"`).
@@ -301,6 +330,7 @@ pub fn parse_any(bytes: &[u8], max_active_runs_limit: u32) -> Result<Parsed, Rej
         return Err(missing(key));
     };
     let dag_id = check_dag_id(raw_dag_id)?;
+    let options = parse_options(&raw)?;
     let start = to_utc("start", raw_start)?;
     let end = to_utc("end", raw_end)?;
     if start > end {
@@ -396,6 +426,7 @@ pub fn parse_any(bytes: &[u8], max_active_runs_limit: u32) -> Result<Parsed, Rej
         })?,
     };
     Ok(Parsed::Create(Request {
+        options,
         on_behalf_of,
         dag_id,
         start,
@@ -409,6 +440,37 @@ pub fn parse_any(bytes: &[u8], max_active_runs_limit: u32) -> Result<Parsed, Rej
         delete_after_days,
         reprocess,
     }))
+}
+
+/// The options of a create: patterns checked (`taskset`), `after` checked (`ordering`).
+fn parse_options(raw: &RawRequest) -> Result<Options, Rejection> {
+    let invalid = |m: String| Rejection::new(ReasonCode::InvalidValue, m);
+    let tasks = raw.tasks.clone().unwrap_or_default();
+    if raw.tasks.is_some() && tasks.is_empty() {
+        return Err(invalid(
+            "tasks is empty; leave it out to run every task".into(),
+        ));
+    }
+    crate::taskset::check_patterns(&tasks).map_err(invalid)?;
+    if tasks.is_empty() {
+        for (key, set) in [
+            ("include_upstream", raw.include_upstream.is_some()),
+            ("include_downstream", raw.include_downstream.is_some()),
+        ] {
+            if set {
+                return Err(invalid(format!("{key} applies only with tasks")));
+            }
+        }
+    }
+    let after =
+        crate::ordering::check_list(raw.after.as_deref().unwrap_or_default()).map_err(invalid)?;
+    Ok(Options {
+        tasks,
+        include_upstream: raw.include_upstream.unwrap_or(false),
+        include_downstream: raw.include_downstream.unwrap_or(false),
+        emit_asset_events: raw.emit_asset_events,
+        after,
+    })
 }
 
 /// A life-cycle request: `id` and optionally `on_behalf_of`; every create key is refused.
@@ -425,6 +487,11 @@ fn parse_operation(action: Action, raw: RawRequest) -> Result<Operation, Rejecti
         ("scheduled_at", raw.scheduled_at.is_some()),
         ("delete_after_days", raw.delete_after_days.is_some()),
         ("reprocess", raw.reprocess.is_some()),
+        ("tasks", raw.tasks.is_some()),
+        ("include_upstream", raw.include_upstream.is_some()),
+        ("include_downstream", raw.include_downstream.is_some()),
+        ("emit_asset_events", raw.emit_asset_events.is_some()),
+        ("after", raw.after.is_some()),
     ];
     if let Some((key, _)) = create_only.iter().find(|(_, set)| *set) {
         return Err(Rejection::new(
@@ -818,6 +885,37 @@ mod tests {
         let dry = parse(b"action = \"create\"\ndag_id = \"a\"\nstart = 2024-01-01\nend = 2024-01-01\ndry_run = true\n", 10);
         assert_eq!(dry.map(|r| r.dry_run).ok(), Some(true));
         assert!(parse(b"action = \"cancel\"\nid = \"x\"\n", 10).is_err());
+    }
+
+    #[test]
+    fn task_subset_asset_and_after_options() {
+        let head = "dag_id = \"a\"\nstart = 2024-01-01\nend = 2024-01-02\n";
+        let r = parse(
+            format!("{head}tasks = [\"^transform$\", \"load\"]\ninclude_upstream = true\nemit_asset_events = true\nafter = [\"a_backfill_20240101_000000\"]\n").as_bytes(),
+            10,
+        );
+        let o = r.map(|r| r.options).unwrap_or_default();
+        assert_eq!(o.tasks, ["^transform$", "load"]);
+        assert!(o.include_upstream && !o.include_downstream);
+        assert_eq!(o.emit_asset_events, Some(true));
+        assert_eq!(o.after, ["a_backfill_20240101_000000"]);
+        let plain = parse(head.as_bytes(), 10).map(|r| r.options);
+        assert_eq!(plain, Ok(Options::default()));
+        for (bad, needle) in [
+            ("tasks = []", "tasks is empty"),
+            ("tasks = [\"(?=x)\"]", "tasks pattern \"(?=x)\""),
+            ("include_upstream = true", "only with tasks"),
+            ("after = [\"../x\"]", "not a backfill id"),
+            ("after = [\"a\", \"a\"]", "twice"),
+        ] {
+            let (code, msg) = rejected(&format!("{head}{bad}\n"));
+            assert_eq!(code, ReasonCode::InvalidValue, "{bad}");
+            assert!(msg.contains(needle), "{bad}: {msg}");
+        }
+        let (code, _) = rejected(&format!("{head}tasks = \"x\"\n"));
+        assert_eq!(code, ReasonCode::InvalidToml);
+        let op = parse_any(b"action = \"cancel\"\nid = \"x\"\nafter = [\"y\"]\n", 10);
+        assert!(op.is_err());
     }
 
     #[test]

@@ -440,12 +440,19 @@ fn web_backfill(row: &BackfillRow, subject: &Subject) -> WebBackfill {
     WebBackfill {
         view: BackfillView::from(row),
         allowed_actions,
-        waiting: why_waiting(
-            row.state,
-            row.copy_written_at.is_some(),
-            &row.progress,
-            row.max_active_runs,
-        ),
+        // A backfill waiting for its prerequisites (`after`) says for which.
+        waiting: row
+            .state_reason
+            .clone()
+            .filter(|r| row.state == BackfillState::Submitted && r.starts_with("waiting for "))
+            .or_else(|| {
+                why_waiting(
+                    row.state,
+                    row.copy_written_at.is_some(),
+                    &row.progress,
+                    row.max_active_runs,
+                )
+            }),
         dates: row.logical_dates.clone(),
     }
 }

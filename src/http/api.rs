@@ -248,6 +248,11 @@ pub fn v2_request(body: &Map<String, Value>) -> Result<toml::Table, ApiError> {
         "dry_run",
         "scheduled_at",
         "delete_after_days",
+        "tasks",
+        "include_upstream",
+        "include_downstream",
+        "emit_asset_events",
+        "after",
     ];
     if let Some(k) = body.keys().find(|k| !known.contains(&k.as_str())) {
         return Err(ApiError::bad_request(format!("unknown field {k:?}")));
@@ -278,7 +283,16 @@ pub fn v2_request(body: &Map<String, Value>) -> Result<toml::Table, ApiError> {
                 Some(n) => toml::Value::Integer(n),
                 None => return Err(ApiError::bad_request("max_active_runs must be an integer")),
             },
-            "ignore_overlap" | "dry_run" => match v.as_bool() {
+            "tasks" | "after" => match v.as_array() {
+                Some(items) if items.iter().all(Value::is_string) => json_to_toml(key, v)?,
+                _ => {
+                    return Err(ApiError::bad_request(format!(
+                        "{key} must be an array of strings"
+                    )))
+                }
+            },
+            "ignore_overlap" | "dry_run" | "include_upstream" | "include_downstream"
+            | "emit_asset_events" => match v.as_bool() {
                 Some(false) if key == "dry_run" => continue,
                 Some(b) => toml::Value::Boolean(b),
                 None => return Err(ApiError::bad_request(format!("{key} must be a boolean"))),

@@ -17,6 +17,7 @@ use diesel::QueryableByName;
 use super::airflow::{AirflowSchema, Generation};
 use super::store::{stored_ts, PendingOp};
 use super::{parse_ts, Arg, DbError, MetaDb};
+use crate::ordering::Prerequisite;
 use crate::reconcile::{Decision, Progress, RunState, RunSummary};
 use crate::state::BackfillState;
 
@@ -226,6 +227,20 @@ struct PoolUseSql {
     n: i64,
 }
 
+#[derive(QueryableByName)]
+struct AfterSql {
+    #[diesel(sql_type = Text)]
+    backfill_id: String,
+    #[diesel(sql_type = Text)]
+    after_id: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    state: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    state_reason: Option<String>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    deleted: Option<i64>,
+}
+
 /// A queued or running run of an origin DAG (scheduled work a backfill yields to).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OriginRun {
@@ -365,6 +380,40 @@ impl<'a> Pass<'a> {
                 opt_ts(r.first_start)?,
                 opt_ts(r.last_end)?,
             );
+        }
+        Ok(out)
+    }
+
+    /// The prerequisites (`after`) of every unfinished backfill whose copy is not written yet
+    /// (with `only`, of that one backfill), in the order the request named them, with their
+    /// state: one statement. Backfills without prerequisites are absent.
+    pub fn prerequisites(
+        &mut self,
+        only: Option<&str>,
+    ) -> Result<HashMap<String, Vec<Prerequisite>>, DbError> {
+        let (filter, args) = match only {
+            Some(id) => (" AND a.backfill_id = ?", vec![Arg::Text(id.to_owned())]),
+            None => ("", Vec::new()),
+        };
+        let rows: Vec<AfterSql> = self.db.load(
+            &format!(
+                "SELECT a.backfill_id AS backfill_id, a.after_id AS after_id, p.state AS state, \
+                 p.state_reason AS state_reason, p.deleted AS deleted FROM backfilld_after a \
+                 JOIN backfilld_backfill b ON b.id = a.backfill_id \
+                 LEFT JOIN backfilld_backfill p ON p.id = a.after_id \
+                 WHERE {UNFINISHED} AND b.copy_written_at IS NULL{filter} \
+                 ORDER BY a.backfill_id, a.ordinal"
+            ),
+            &args,
+        )?;
+        let mut out: HashMap<String, Vec<Prerequisite>> = HashMap::new();
+        for r in rows {
+            out.entry(r.backfill_id).or_default().push(Prerequisite {
+                state: r.state.as_deref().and_then(BackfillState::parse),
+                reason: r.state_reason,
+                deleted: r.deleted.is_some_and(|d| d != 0),
+                id: r.after_id,
+            });
         }
         Ok(out)
     }

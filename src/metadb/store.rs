@@ -15,7 +15,7 @@ use crate::request::{fmt_ts, ReasonCode};
 use crate::state::BackfillState;
 
 /// Schema version this build expects.
-pub const SCHEMA_VERSION: i64 = 8;
+pub const SCHEMA_VERSION: i64 = 9;
 
 fn migrations(d: Dialect) -> Vec<(i64, Vec<String>)> {
     let long = d.long_text();
@@ -160,6 +160,19 @@ fn migrations(d: Dialect) -> Vec<(i64, Vec<String>)> {
                     .to_owned(),
             ],
         ),
+        (
+            9,
+            vec![
+                format!("ALTER TABLE backfilld_backfill ADD COLUMN options {long}"),
+                format!("ALTER TABLE backfilld_request ADD COLUMN warnings {long}"),
+                "CREATE TABLE IF NOT EXISTS backfilld_after (
+                backfill_id VARCHAR(250) NOT NULL,
+                after_id VARCHAR(250) NOT NULL,
+                ordinal BIGINT NOT NULL,
+                PRIMARY KEY (backfill_id, after_id))"
+                    .to_owned(),
+            ],
+        ),
     ]
 }
 
@@ -266,6 +279,10 @@ pub struct RequestRecord {
     /// Dates of the range not run because the origin DAG already ran them (`reprocess`).
     #[serde(default)]
     pub skipped_dates: Option<Vec<String>>,
+    /// Things the requester should know about an accepted request (e.g. sensors waiting on
+    /// other DAGs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warnings: Option<Vec<String>>,
 }
 
 #[derive(QueryableByName)]
@@ -302,6 +319,8 @@ struct RequestSql {
     dates: Option<String>,
     #[diesel(sql_type = Nullable<Text>)]
     skipped_dates: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    warnings: Option<String>,
 }
 
 impl From<RequestSql> for RequestRecord {
@@ -325,13 +344,14 @@ impl From<RequestSql> for RequestRecord {
             dry_run: r.dry_run != 0,
             dates: r.dates.and_then(|d| serde_json::from_str(&d).ok()),
             skipped_dates: r.skipped_dates.and_then(|d| serde_json::from_str(&d).ok()),
+            warnings: r.warnings.and_then(|d| serde_json::from_str(&d).ok()),
         }
     }
 }
 
 const REQUEST_COLS: &str =
     "request_key, file_name, uid, username, host, received_at, outcome, backfill_id, reason_code, reason, \
-     airflow_user, on_behalf_of, action, dry_run, dates, skipped_dates";
+     airflow_user, on_behalf_of, action, dry_run, dates, skipped_dates, warnings";
 
 /// A backfill as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -406,6 +426,29 @@ pub struct BackfillRow {
     pub skipped_dates: Vec<DateTime<Utc>>,
     /// Whether its copy was written to register paused (held by the throttle from the start).
     pub copy_paused: bool,
+    /// Task subset, asset events, ordering.
+    pub options: BackfillOptions,
+}
+
+/// A backfill's options beyond its range, stored as JSON (`backfilld_backfill.options`; NULL in
+/// rows older than them reads as the defaults).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct BackfillOptions {
+    /// The `tasks` patterns (empty: every task runs).
+    pub tasks: Vec<String>,
+    /// The task ids the patterns selected when it was accepted (relatives not included).
+    pub task_ids: Vec<String>,
+    /// With `tasks`: upstream tasks of the selected ones run too.
+    pub include_upstream: bool,
+    /// With `tasks`: downstream tasks of the selected ones run too.
+    pub include_downstream: bool,
+    /// Whether the copy's tasks emit dataset/asset events.
+    pub emit_asset_events: bool,
+    /// Backfills that must succeed before the copy is written.
+    pub after: Vec<String>,
+    /// Warnings given when it was accepted.
+    pub warnings: Vec<String>,
 }
 
 impl BackfillRow {
@@ -541,6 +584,8 @@ struct BackfillSql {
     skipped_dates: Option<String>,
     #[diesel(sql_type = BigInt)]
     copy_paused: i64,
+    #[diesel(sql_type = Nullable<Text>)]
+    options: Option<String>,
 }
 
 #[derive(QueryableByName)]
@@ -568,7 +613,7 @@ const BACKFILL_COLS: &str = "id, dag_id, state, state_reason, description, start
     copy_written_at, submitted_by, submitted_uid, submitted_at, updated_at, run_start, run_end, \
     dates_total, dates_succeeded, dates_failed, dates_running, dates_queued, host, requester, \
     on_behalf_of, deleted, deleted_at, user_paused, pending_op, retry_of, scheduled_at, \
-    delete_after_days, reprocess, skipped_dates, copy_paused";
+    delete_after_days, reprocess, skipped_dates, copy_paused, options";
 
 /// A stored JSON list of timestamps (NULL: none).
 fn dates_of(id: &str, json: Option<&str>) -> Result<Vec<DateTime<Utc>>, DbError> {
@@ -655,6 +700,11 @@ impl TryFrom<BackfillSql> for BackfillRow {
             reprocess: r.reprocess,
             skipped_dates: dates_of(&r.id, r.skipped_dates.as_deref())?,
             copy_paused: r.copy_paused != 0,
+            options: match r.options.as_deref() {
+                None => BackfillOptions::default(),
+                Some(json) => serde_json::from_str(json)
+                    .map_err(|e| DbError::Data(format!("backfill {}: options: {e}", r.id)))?,
+            },
             dag_id: r.dag_id,
             id: r.id,
         })
@@ -702,6 +752,8 @@ pub struct NewBackfill {
     pub reprocess: String,
     /// Dates of the range skipped because the origin DAG already ran them.
     pub skipped_dates: Vec<DateTime<Utc>>,
+    /// Task subset, asset events, ordering.
+    pub options: BackfillOptions,
 }
 
 /// Typed access to backfilld's tables.
@@ -742,7 +794,7 @@ impl<'a> Store<'a> {
             .and_then(|c| serde_json::to_value(c).ok())
             .and_then(|v| v.as_str().map(str::to_owned));
         let res = self.db.execute(
-            &format!("INSERT INTO backfilld_request ({REQUEST_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+            &format!("INSERT INTO backfilld_request ({REQUEST_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
             &[
                 Arg::Text(r.request_key.clone()),
                 Arg::Text(r.file_name.clone()),
@@ -765,6 +817,11 @@ impl<'a> Store<'a> {
                 ),
                 Arg::OptText(
                     r.skipped_dates
+                        .as_ref()
+                        .and_then(|d| serde_json::to_string(d).ok()),
+                ),
+                Arg::OptText(
+                    r.warnings
                         .as_ref()
                         .and_then(|d| serde_json::to_string(d).ok()),
                 ),
@@ -798,14 +855,17 @@ impl<'a> Store<'a> {
         let dates: Vec<String> = b.logical_dates.iter().map(|d| fmt_ts(*d)).collect();
         let dates = serde_json::to_string(&dates).map_err(|e| DbError::Data(e.to_string()))?;
         let params = serde_json::to_string(&b.params).map_err(|e| DbError::Data(e.to_string()))?;
+        let options =
+            serde_json::to_string(&b.options).map_err(|e| DbError::Data(e.to_string()))?;
         let now = stored_ts(now);
         self.db.execute(
             "INSERT INTO backfilld_backfill (id, dag_id, state, description, start_date, end_date, \
              logical_dates, params, max_active_runs, ignore_overlap, origin_fileloc, origin_code, \
              submitted_by, submitted_uid, submitted_at, updated_at, deleted, dates_total, \
              dates_succeeded, dates_failed, dates_running, dates_queued, host, request_key, \
-             requester, on_behalf_of, retry_of, scheduled_at, delete_after_days, reprocess, skipped_dates) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, 0, 0, 0, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             requester, on_behalf_of, retry_of, scheduled_at, delete_after_days, reprocess, skipped_dates, \
+             options) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, 0, 0, 0, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             &[
                 Arg::Text(id.to_owned()),
                 Arg::Text(b.dag_id.clone()),
@@ -838,8 +898,24 @@ impl<'a> Store<'a> {
                     let texts: Vec<String> = b.skipped_dates.iter().map(|d| fmt_ts(*d)).collect();
                     serde_json::to_string(&texts).ok()
                 }),
+                Arg::Text(options),
             ],
         )?;
+        for (position, after) in b.options.after.iter().enumerate() {
+            if after == id {
+                return Err(DbError::Data(format!(
+                    "backfill {id} cannot come after itself"
+                )));
+            }
+            self.db.execute(
+                "INSERT INTO backfilld_after (backfill_id, after_id, ordinal) VALUES (?, ?, ?)",
+                &[
+                    Arg::Text(id.to_owned()),
+                    Arg::Text(after.clone()),
+                    Arg::Int(i64::try_from(position).unwrap_or(i64::MAX)),
+                ],
+            )?;
+        }
         Ok(())
     }
 

@@ -3,6 +3,7 @@
 mod audit_chain;
 mod authz_matrix;
 mod cluster;
+mod copy_options;
 mod core_loop;
 mod dagcopy;
 mod db_outage;

@@ -341,6 +341,7 @@ fn metrics_figures_on_every_backend() {
                 delete_after_days: None,
                 reprocess: "completed".into(),
                 skipped_dates: vec![],
+                options: Default::default(),
             };
             s.insert_backfill(id, &new, "h", &format!("key{n}"), day(4))
                 .unwrap_or_else(|e| panic!("{url}: {e}"));
@@ -370,6 +371,7 @@ fn metrics_figures_on_every_backend() {
                 dry_run: false,
                 dates: None,
                 skipped_dates: None,
+                warnings: Default::default(),
             })
             .unwrap_or_else(|e| panic!("{url}: {e}"));
         }
