@@ -36,6 +36,8 @@ pub struct Cli {
 }
 
 /// `backfillctl` subcommands.
+// Parsed once per process: the size of the `submit` variant costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum CtlCommand {
     /// Write a request into the spool and wait for the daemon's decision.
@@ -141,6 +143,9 @@ pub struct SubmitArgs {
     /// Concurrent runs of the backfill.
     #[arg(long)]
     pub max_active_runs: Option<i64>,
+    /// Turn order when a throttle budget is short: -10..=10, higher first (default 0).
+    #[arg(long, allow_hyphen_values = true)]
+    pub priority: Option<i64>,
     /// A param override, KEY=VALUE (VALUE is read as TOML when it parses, else as a string).
     #[arg(long = "param", value_name = "KEY=VALUE")]
     pub params: Vec<String>,
@@ -202,6 +207,8 @@ struct RequestFile {
     description: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     max_active_runs: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    priority: Option<i64>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     ignore_overlap: bool,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -430,6 +437,7 @@ fn submit(config: &Config, socket: &Path, args: SubmitArgs) -> anyhow::Result<i3
         end: parse_when("end", &args.end)?,
         description: args.description,
         max_active_runs: args.max_active_runs,
+        priority: args.priority,
         ignore_overlap: args.ignore_overlap,
         dry_run: args.dry_run,
         scheduled_at: args

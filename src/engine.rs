@@ -1032,6 +1032,7 @@ impl Engine {
                     include_downstream: row.options.include_downstream,
                     emit_asset_events: Some(row.options.emit_asset_events),
                     after: Vec::new(),
+                    priority: row.options.priority,
                 },
             },
             dates,
@@ -1416,6 +1417,7 @@ impl Engine {
                 max_active_runs: row.max_active_runs,
                 hands_off: row.user_paused || row.pending_op.is_some() || paused_elsewhere,
                 pools: pools_of.remove(&row.id).unwrap_or_default(),
+                priority: row.priority,
             });
         }
         let verdicts = if throttling {
@@ -2093,6 +2095,7 @@ fn new_backfill(
             emit_asset_events: req.options.emit_asset_events.unwrap_or(false),
             after: req.options.after,
             warnings: Vec::new(),
+            priority: req.options.priority,
         },
     }
 }

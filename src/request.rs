@@ -172,6 +172,7 @@ struct RawRequest {
     include_downstream: Option<bool>,
     emit_asset_events: Option<bool>,
     after: Option<Vec<String>>,
+    priority: Option<i64>,
 }
 
 /// Options of a create beyond its range: the task subset, asset events and ordering.
@@ -188,7 +189,13 @@ pub struct Options {
     pub emit_asset_events: Option<bool>,
     /// Write the copy only once these backfills succeeded (see `ordering`).
     pub after: Vec<String>,
+    /// Turn order under a short throttle budget: higher first, then oldest waiting
+    /// ([`PRIORITY_RANGE`], default 0).
+    pub priority: i32,
 }
+
+/// The `priority` values a request may set.
+pub const PRIORITY_RANGE: std::ops::RangeInclusive<i64> = -10..=10;
 
 /// A request that passed every check that needs no database.
 #[derive(Debug, Clone, PartialEq)]
@@ -464,7 +471,19 @@ fn parse_options(raw: &RawRequest) -> Result<Options, Rejection> {
     }
     let after =
         crate::ordering::check_list(raw.after.as_deref().unwrap_or_default()).map_err(invalid)?;
+    let priority = match raw.priority {
+        None => 0,
+        Some(n) if PRIORITY_RANGE.contains(&n) => i32::try_from(n).unwrap_or(0),
+        Some(n) => {
+            return Err(invalid(format!(
+                "priority = {n} is out of bounds: allowed {}..={}",
+                PRIORITY_RANGE.start(),
+                PRIORITY_RANGE.end()
+            )))
+        }
+    };
     Ok(Options {
+        priority,
         tasks,
         include_upstream: raw.include_upstream.unwrap_or(false),
         include_downstream: raw.include_downstream.unwrap_or(false),
@@ -492,6 +511,7 @@ fn parse_operation(action: Action, raw: RawRequest) -> Result<Operation, Rejecti
         ("include_downstream", raw.include_downstream.is_some()),
         ("emit_asset_events", raw.emit_asset_events.is_some()),
         ("after", raw.after.is_some()),
+        ("priority", raw.priority.is_some()),
     ];
     if let Some((key, _)) = create_only.iter().find(|(_, set)| *set) {
         return Err(Rejection::new(

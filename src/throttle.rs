@@ -42,6 +42,8 @@ pub struct Candidate {
     pub hands_off: bool,
     /// Pools where its copy has queued or running task instances.
     pub pools: Vec<String>,
+    /// The request's `priority`: among the waiting, higher goes first.
+    pub priority: i32,
 }
 
 /// Load outside the backfills that the throttle weighs.
@@ -106,11 +108,16 @@ pub fn decide(config: &ThrottleSection, candidates: &[Candidate], load: &Load) -
         }
     }
     // Admission order: backfills with runs in flight (they keep their slots), then the
-    // others oldest waiting first.
+    // others by priority, higher first, and among equals oldest waiting first.
     let mut order: Vec<usize> = (0..candidates.len()).collect();
     order.sort_by_key(|&i| {
         let c = &candidates[i];
-        (c.active == 0, c.waiting_since, c.id.clone())
+        (
+            c.active == 0,
+            std::cmp::Reverse(c.priority),
+            c.waiting_since,
+            c.id.clone(),
+        )
     });
     let mut used: u32 = 0;
     let mut used_per_dag: BTreeMap<&str, u32> = BTreeMap::new();
@@ -175,6 +182,7 @@ mod tests {
             max_active_runs: 1,
             hands_off: false,
             pools: vec!["default_pool".into()],
+            priority: 0,
         }
     }
 
@@ -210,6 +218,8 @@ mod tests {
         };
         let mut user_paused = cand("c", "sales", 0, 0, 5);
         user_paused.hands_off = true;
+        let mut urgent = cand("c", "sales", 2, 0, 5);
+        urgent.priority = 5;
         let cases: Vec<Case> = vec![
             (
                 "no limits: everything goes",
@@ -228,6 +238,17 @@ mod tests {
                 ],
                 Load::default(),
                 vec![go(), go(), hold("throttled: global budget 2/2")],
+            ),
+            (
+                "priority goes before age among the waiting",
+                budget(Some(2), None),
+                vec![
+                    cand("a", "sales", 0, 0, 5),
+                    cand("b", "orders", 1, 0, 5),
+                    urgent,
+                ],
+                Load::default(),
+                vec![go(), hold("throttled: global budget 2/2"), go()],
             ),
             (
                 "runs in flight keep their slot; a backfill that just had a turn waits behind older waiters",

@@ -253,6 +253,7 @@ pub fn v2_request(body: &Map<String, Value>) -> Result<toml::Table, ApiError> {
         "include_downstream",
         "emit_asset_events",
         "after",
+        "priority",
     ];
     if let Some(k) = body.keys().find(|k| !known.contains(&k.as_str())) {
         return Err(ApiError::bad_request(format!("unknown field {k:?}")));
@@ -279,9 +280,9 @@ pub fn v2_request(body: &Map<String, Value>) -> Result<toml::Table, ApiError> {
                     ))
                 }
             },
-            "max_active_runs" => match v.as_i64() {
+            "max_active_runs" | "priority" => match v.as_i64() {
                 Some(n) => toml::Value::Integer(n),
-                None => return Err(ApiError::bad_request("max_active_runs must be an integer")),
+                None => return Err(ApiError::bad_request(format!("{key} must be an integer"))),
             },
             "tasks" | "after" => match v.as_array() {
                 Some(items) if items.iter().all(Value::is_string) => json_to_toml(key, v)?,

@@ -61,6 +61,8 @@ pub struct PassRow {
     pub pending_op: Option<PendingOp>,
     /// The copy's `max_active_runs`.
     pub max_active_runs: u32,
+    /// Turn order under a short budget: higher first.
+    pub priority: i32,
 }
 
 impl PassRow {
@@ -118,6 +120,8 @@ struct PassSql {
     pending_op: Option<String>,
     #[diesel(sql_type = BigInt)]
     max_active_runs: i64,
+    #[diesel(sql_type = BigInt)]
+    priority: i64,
 }
 
 fn count(n: i64) -> u32 {
@@ -163,6 +167,7 @@ impl TryFrom<PassSql> for PassRow {
             throttled: r.throttled != 0,
             pending_op: PendingOp::parse(r.pending_op.as_deref().unwrap_or_default()),
             max_active_runs: count(r.max_active_runs),
+            priority: i32::try_from(r.priority).unwrap_or(0),
             dag_id: r.dag_id,
             id: r.id,
         })
@@ -300,7 +305,7 @@ impl<'a> Pass<'a> {
                 "SELECT b.id, b.dag_id, b.state, b.state_reason, b.copy_path, b.copy_written_at, \
                  b.submitted_at, b.scheduled_at, b.run_start, b.run_end, b.dates_total, b.dates_succeeded, \
                  b.dates_failed, b.dates_running, b.dates_queued, b.user_paused, b.throttled, \
-                 b.pending_op, b.max_active_runs FROM backfilld_backfill b WHERE {UNFINISHED} \
+                 b.pending_op, b.max_active_runs, b.priority FROM backfilld_backfill b WHERE {UNFINISHED} \
                  ORDER BY b.submitted_at, b.id"
             ),
             &[],

@@ -15,7 +15,7 @@ use crate::request::{fmt_ts, ReasonCode};
 use crate::state::BackfillState;
 
 /// Schema version this build expects.
-pub const SCHEMA_VERSION: i64 = 9;
+pub const SCHEMA_VERSION: i64 = 10;
 
 fn migrations(d: Dialect) -> Vec<(i64, Vec<String>)> {
     let long = d.long_text();
@@ -170,6 +170,13 @@ fn migrations(d: Dialect) -> Vec<(i64, Vec<String>)> {
                 after_id VARCHAR(250) NOT NULL,
                 ordinal BIGINT NOT NULL,
                 PRIMARY KEY (backfill_id, after_id))"
+                    .to_owned(),
+            ],
+        ),
+        (
+            10,
+            vec![
+                "ALTER TABLE backfilld_backfill ADD COLUMN priority BIGINT NOT NULL DEFAULT 0"
                     .to_owned(),
             ],
         ),
@@ -449,6 +456,8 @@ pub struct BackfillOptions {
     pub after: Vec<String>,
     /// Warnings given when it was accepted.
     pub warnings: Vec<String>,
+    /// Turn order under a short throttle budget (higher first; also the `priority` column).
+    pub priority: i32,
 }
 
 impl BackfillRow {
@@ -864,8 +873,8 @@ impl<'a> Store<'a> {
              submitted_by, submitted_uid, submitted_at, updated_at, deleted, dates_total, \
              dates_succeeded, dates_failed, dates_running, dates_queued, host, request_key, \
              requester, on_behalf_of, retry_of, scheduled_at, delete_after_days, reprocess, skipped_dates, \
-             options) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, 0, 0, 0, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             options, priority) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, 0, 0, 0, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             &[
                 Arg::Text(id.to_owned()),
                 Arg::Text(b.dag_id.clone()),
@@ -899,6 +908,7 @@ impl<'a> Store<'a> {
                     serde_json::to_string(&texts).ok()
                 }),
                 Arg::Text(options),
+                Arg::Int(i64::from(b.options.priority)),
             ],
         )?;
         for (position, after) in b.options.after.iter().enumerate() {

@@ -1,5 +1,5 @@
-//! Issue 7: several agents on one metadata DB act as one system. Three agents (own spool, own
-//! DAGs folder) take 300 requests dropped over their spools at once while a seeded chaos loop
+//! Issue 7: several agents on one metadata DB act as one system. Three agents (own spool; own
+//! DAGs folder, or one shared folder) take 300 requests dropped over their spools at once while a seeded chaos loop
 //! kills -9 and restarts them; the end state is 300 backfills, each copy once in every folder,
 //! every outcome on the host where its file was dropped. Local folders converge (a deleted or
 //! truncated copy comes back; a cancelled backfill's copy leaves every folder). On PostgreSQL
@@ -77,9 +77,10 @@ fn dump(agents: &[Daemon]) -> String {
         .collect()
 }
 
-/// Three agents with their own DAGs folders on `af`'s DB: ingest under chaos, convergence,
-/// removal of a cancelled backfill's copy everywhere.
-fn three_agents_local_folders(af: &Airflow) {
+/// Three agents on `af`'s DB, with their own DAGs folders or (`shared`) one folder for all:
+/// ingest under chaos, each copy written once per folder, repair of a deleted and a truncated
+/// copy, removal of a cancelled and deleted backfill's copy everywhere.
+fn three_agents(af: &Airflow, shared: bool) {
     af.reserialize();
     let seed: u64 = std::env::var("BACKFILLD_CHAOS_SEED")
         .ok()
@@ -88,8 +89,19 @@ fn three_agents_local_folders(af: &Airflow) {
     eprintln!("chaos seed {seed} (BACKFILLD_CHAOS_SEED replays it)");
     let folders: Vec<PathBuf> = AGENTS
         .iter()
-        .map(|a| af.home.join("agents").join(a).join("dags"))
+        .map(|a| {
+            if shared {
+                af.home.join("agents").join("shared-dags")
+            } else {
+                af.home.join("agents").join(a).join("dags")
+            }
+        })
         .collect();
+    let cluster_keys = if shared {
+        "dags_folder_shared = true\nlease_secs = 6\n"
+    } else {
+        "lease_secs = 6\n"
+    };
     af.cli_ok(&["sync-perm"]);
     af.ensure_user("root", "Admin");
     let mut agents: Vec<Daemon> = AGENTS
@@ -101,7 +113,7 @@ fn three_agents_local_folders(af: &Airflow) {
                 af,
                 name,
                 &format!("dags_folder = \"{}\"\n", folder.display()),
-                "lease_secs = 6\n\n[limits]\nmax_pending_per_user = 1000\n",
+                &format!("{cluster_keys}\n[limits]\nmax_pending_per_user = 1000\nmax_active_backfills_per_user = 1000\n"),
             )
         })
         .collect();
@@ -184,9 +196,13 @@ fn three_agents_local_folders(af: &Airflow) {
         },
     );
     // Each copy written once per folder (the claim winner's first write, or another agent
-    // restoring a missing one), even across the kills.
-    for d in &agents {
-        let log = d.all_logs();
+    // restoring a missing one), even across the kills. A shared folder is one folder.
+    let logs: Vec<String> = if shared {
+        vec![agents.iter().map(Daemon::all_logs).collect()]
+    } else {
+        agents.iter().map(Daemon::all_logs).collect()
+    };
+    for log in &logs {
         let mut writes: BTreeMap<String, usize> = BTreeMap::new();
         for line in log
             .lines()
@@ -197,11 +213,7 @@ fn three_agents_local_folders(af: &Airflow) {
             }
         }
         let twice: Vec<_> = writes.iter().filter(|(_, n)| **n > 1).collect();
-        assert!(
-            twice.is_empty(),
-            "{}: written more than once: {twice:?}",
-            d.config.display()
-        );
+        assert!(twice.is_empty(), "written more than once: {twice:?}");
     }
 
     // One leader, shown by `backfillctl status`.
@@ -260,13 +272,17 @@ fn three_agents_local_folders(af: &Airflow) {
 #[test]
 fn three_agents_postgres() {
     let af = Airflow::postgres(AirflowMajor::V2, "cluster_pg");
-    three_agents_local_folders(&af);
+    three_agents(&af, false);
+    let af = Airflow::postgres(AirflowMajor::V2, "cluster_pg_shared");
+    three_agents(&af, true);
 }
 
 #[test]
 fn three_agents_mysql() {
     let af = Airflow::mysql(AirflowMajor::V2, "cluster_mysql");
-    three_agents_local_folders(&af);
+    three_agents(&af, false);
+    let af = Airflow::mysql(AirflowMajor::V2, "cluster_mysql_shared");
+    three_agents(&af, true);
 }
 
 /// Shared DAGs folder, real scheduler on PostgreSQL: agent A leads, the request is dropped on

@@ -633,27 +633,44 @@ impl Daemon {
     }
 
     /// One of several agents on `af`'s metadata DB: its own directory `agents/<host_id>` under
-    /// AIRFLOW_HOME (spool, config, logs), `[cluster] host_id`, and `extra_config` (e.g. its own
-    /// `[airflow] dags_folder`, `[cluster]` keys) placed before the other sections.
+    /// AIRFLOW_HOME (spool, config, logs), `[cluster] host_id`, `airflow_extra` lines in
+    /// `[airflow]` (e.g. its own `dags_folder`) and `extra_config` continuing `[cluster]` (more
+    /// tables may follow).
     pub fn start_agent(
         af: &Airflow,
         host_id: &str,
         airflow_extra: &str,
         extra_config: &str,
     ) -> Daemon {
+        Daemon::start_in(
+            af,
+            &af.home.join("agents").join(host_id),
+            airflow_extra,
+            &format!("\n[cluster]\nhost_id = \"{host_id}\"\n{extra_config}"),
+            &[],
+        )
+    }
+
+    /// Write a config into `dir` (spool and logs there too) and start the daemon.
+    fn start_in(
+        af: &Airflow,
+        dir: &Path,
+        airflow_extra: &str,
+        tail: &str,
+        extra_env: &[(&str, &str)],
+    ) -> Daemon {
         let auth_manager = if af.major == AirflowMajor::V3 {
             "auth_manager = \"airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager\"\n"
         } else {
             ""
         };
-        let dir = af.home.join("agents").join(host_id);
-        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("{e}"));
         let spool = dir.join("spool");
         let config = dir.join("backfilld.toml");
         std::fs::write(
             &config,
             format!(
-                "[airflow]\nhome = \"{}\"\n{auth_manager}{airflow_extra}\n[spool]\ndir = \"{}\"\nrescan_interval_secs = 5\n\n[reconcile]\ninterval_secs = 2\nregister_timeout_secs = 300\n\n[cluster]\nhost_id = \"{host_id}\"\n{extra_config}",
+                "[airflow]\nhome = \"{}\"\n{auth_manager}{airflow_extra}\n[spool]\ndir = \"{}\"\nrescan_interval_secs = 5\n\n[reconcile]\ninterval_secs = 2\nregister_timeout_secs = 300\n{tail}",
                 af.home.display(),
                 spool.display()
             ),
@@ -665,7 +682,7 @@ impl Daemon {
             log: dir.join("daemon.log"),
             proc: None,
         };
-        d.restart(&[]);
+        d.restart(extra_env);
         d
     }
 
@@ -694,32 +711,7 @@ impl Daemon {
         // webserver start does the same in production).
         af.cli_ok(&["sync-perm"]);
         af.ensure_user("root", "Admin");
-        let auth_manager = if af.major == AirflowMajor::V3 {
-            "auth_manager = \"airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager\"\n"
-        } else {
-            ""
-        };
-        let dir = af.home.join("backfilld");
-        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
-        let spool = dir.join("spool");
-        let config = dir.join("backfilld.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[airflow]\nhome = \"{}\"\n{auth_manager}\n[spool]\ndir = \"{}\"\nrescan_interval_secs = 5\n\n[reconcile]\ninterval_secs = 2\nregister_timeout_secs = 300\n{extra_config}",
-                af.home.display(),
-                spool.display()
-            ),
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-        let mut d = Daemon {
-            config,
-            spool,
-            log: dir.join("daemon.log"),
-            proc: None,
-        };
-        d.restart(extra_env);
-        d
+        Daemon::start_in(af, &af.home.join("backfilld"), "", extra_config, extra_env)
     }
 
     /// Start (again) with the same config.

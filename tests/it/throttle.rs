@@ -4,7 +4,8 @@
 //!   exceed 2; the one that waits says why; all three succeed;
 //! - a backfill of a DAG with a run of its own queued holds ("yielding to scheduled run of
 //!   sales ...") until that run finished;
-//! - a backfill its user paused stays paused through throttling passes.
+//! - a backfill its user paused stays paused through throttling passes;
+//! - among waiting backfills, a higher `priority` gets the next free slot first.
 
 use std::time::{Duration, Instant};
 
@@ -163,4 +164,41 @@ fn throttle_on_airflow2_postgres() {
     );
     let done = daemon.wait_finished(&paused, BIG);
     assert_eq!(done["state"], "success", "{done}");
+
+    // 4. Priority: with both slots taken (one short, one long backfill), a plain and then an
+    //    urgent backfill wait; the first slot that frees goes to the urgent one.
+    let slow = ["--max-active-runs", "1", "--param", "sleep=8"];
+    let short = submit(&daemon, "lifecycle_demo", "2024-08-01", "2024-08-01", &slow);
+    let long = submit(&daemon, "lifecycle_demo", "2024-08-10", "2024-08-12", &slow);
+    wait_for("both to run", BIG, || {
+        (count(&mut db, active) == 2).then_some(())
+    });
+    let plain = submit(&daemon, "lifecycle_demo", "2024-09-01", "2024-09-01", &slow);
+    let urgent = submit(
+        &daemon,
+        "lifecycle_demo",
+        "2024-09-10",
+        "2024-09-10",
+        &[
+            "--max-active-runs",
+            "1",
+            "--param",
+            "sleep=8",
+            "--priority",
+            "9",
+        ],
+    );
+    assert_eq!(status(&daemon, &urgent)["priority"], 9);
+    for id in [&short, &long, &plain, &urgent] {
+        let done = daemon.wait_finished(id, BIG);
+        assert_eq!(done["state"], "success", "{done}");
+    }
+    let started_before = count(
+        &mut db,
+        &format!(
+            "SELECT COUNT(*) AS value FROM dag_run u, dag_run p WHERE u.dag_id = '{urgent}' \
+             AND p.dag_id = '{plain}' AND u.start_date < p.start_date"
+        ),
+    );
+    assert_eq!(started_before, 1, "the urgent backfill ran first");
 }
