@@ -1896,7 +1896,8 @@ impl Engine {
             }
         }
         let mut row = row;
-        if row.copy_written_at.is_none() {
+        let claimed_now = row.copy_written_at.is_none();
+        if claimed_now {
             // Claim the write first: one agent wins, and a withdraw (which needs an unwritten
             // copy) and this write exclude each other in the DB.
             if !Store::new(&mut c.db).claim_copy(&row.id, &path_text, now, paused)? {
@@ -1907,6 +1908,12 @@ impl Engine {
         let source = render_copy(&row);
         if let Err(e) = dagcopy::write_atomically(&dir, &name, source.as_bytes()) {
             tracing::error!(backfill = %row.id, error = %e, "cannot write the DAG copy; retrying next pass");
+            if claimed_now {
+                // Give the claim back: until a copy is on disk the backfill can still be
+                // withdrawn (a crash right here leaves the claim; the next pass writes the file).
+                let c = self.conn.as_mut().ok_or_else(not_connected)?;
+                Store::new(&mut c.db).unclaim_copy(&row.id, now)?;
+            }
             return Ok(None);
         }
         if let Some(f) = fingerprint(&path) {

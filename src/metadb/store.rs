@@ -1162,6 +1162,17 @@ impl<'a> Store<'a> {
         Ok(n > 0)
     }
 
+    /// Give back a claim whose file could not be written: the backfill is again one without a
+    /// copy (and so can be withdrawn).
+    pub fn unclaim_copy(&mut self, id: &str, claimed_at: DateTime<Utc>) -> Result<(), DbError> {
+        self.db.execute(
+            "UPDATE backfilld_backfill SET copy_path = NULL, copy_written_at = NULL \
+             WHERE id = ? AND state = 'submitted' AND copy_written_at = ?",
+            &[Arg::Text(id.to_owned()), Arg::Text(stored_ts(claimed_at))],
+        )?;
+        Ok(())
+    }
+
     /// Record that a copy was removed on purpose (cancelled before Airflow registered it): no
     /// agent restores it.
     pub fn mark_copy_removed(&mut self, id: &str, at: DateTime<Utc>) -> Result<(), DbError> {
