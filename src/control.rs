@@ -36,6 +36,12 @@ pub enum ControlRequest {
         /// The file's name in `incoming/`.
         file_name: String,
     },
+    /// Take over the seed plugin's backfills (`backfillctl import-seed`).
+    ImportSeed {
+        /// Report what would be imported; change nothing.
+        #[serde(default)]
+        dry_run: bool,
+    },
 }
 
 /// Which backfills `list` shows; every field narrows the list, none set shows every backfill
@@ -87,6 +93,11 @@ pub enum ControlResponse {
     },
     /// Answer to `outcome` while the file waits.
     Pending,
+    /// Answer to `import_seed`.
+    SeedImport {
+        /// What was (or would be) imported and skipped.
+        report: Box<crate::seed::SeedReport>,
+    },
     /// The request failed.
     Error {
         /// Why.
@@ -171,6 +182,12 @@ pub struct BackfillView {
     /// Dates of its range skipped because the origin DAG already ran them.
     #[serde(default)]
     pub skipped_dates: Vec<String>,
+    /// The seed plugin's id it was imported from.
+    #[serde(default)]
+    pub seed_id: Option<String>,
+    /// What the import said about it (the dates the seed did not record).
+    #[serde(default)]
+    pub import_note: Option<String>,
 }
 
 fn opt_ts(t: Option<DateTime<Utc>>) -> Option<String> {
@@ -216,6 +233,8 @@ impl From<&BackfillRow> for BackfillView {
             },
             reprocess: b.reprocess.clone(),
             skipped_dates: b.skipped_dates.iter().map(|d| fmt_ts(*d)).collect(),
+            seed_id: b.seed_id.clone(),
+            import_note: b.import_note.clone(),
         }
     }
 }
@@ -305,6 +324,8 @@ mod tests {
             delete_after_days: None,
             reprocess: None,
             skipped_dates: vec![],
+            seed_id: None,
+            import_note: None,
         }
     }
 

@@ -39,6 +39,7 @@ use crate::spool::{self, ClaimedFile, Disposition, Spool};
 use crate::state::BackfillState;
 use crate::throttle;
 
+mod seed;
 pub mod web;
 
 /// A unit of work for the engine thread.
@@ -1576,6 +1577,10 @@ impl Engine {
     }
 
     fn try_query(&mut self, uid: u32, request: ControlRequest) -> Result<ControlResponse, DbError> {
+        if let ControlRequest::ImportSeed { dry_run } = request {
+            self.ensure_connected()?;
+            return self.import_seed(uid, dry_run);
+        }
         if let ControlRequest::Outcome { file_name } = &request {
             // Decide anything waiting first, so a fresh submit gets its answer at once.
             if !spool::valid_file_name(file_name) {
@@ -1644,7 +1649,9 @@ impl Engine {
                     .map(BackfillView::from)
                     .collect(),
             },
-            ControlRequest::Outcome { .. } => ControlResponse::Pending,
+            ControlRequest::Outcome { .. } | ControlRequest::ImportSeed { .. } => {
+                ControlResponse::Pending
+            }
         };
         let now = Instant::now();
         self.recent_reads

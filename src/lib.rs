@@ -19,6 +19,7 @@ pub mod metadb;
 pub mod reconcile;
 pub mod request;
 pub mod schedule;
+pub mod seed;
 pub mod service;
 pub mod spool;
 pub mod state;

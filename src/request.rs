@@ -99,6 +99,9 @@ pub enum ReasonCode {
     UnknownBackfill,
     /// The life-cycle action is not allowed in the backfill's state (see `lifecycle`).
     IllegalTransition,
+    /// `import-seed` refused: the seed plugin's system DAGs still run and would keep acting on
+    /// the backfills backfilld takes over.
+    SeedPluginActive,
 }
 
 impl From<crate::authz::DenyCode> for ReasonCode {
