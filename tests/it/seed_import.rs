@@ -4,7 +4,7 @@
 //!   `scripts/airflow-venvs.sh` into a directory of its own on the test Airflow's PYTHONPATH)
 //!   creates its table and four backfills through its own code: one that succeeds, one that
 //!   fails, one cancelled before its copy was written, and one still running when imported;
-//! - `import-seed` is refused while a seed system DAG is unpaused; `--dry-run` reports every
+//! - `import-seed` is refused to a Viewer (audited), and while a seed system DAG is unpaused; `--dry-run` reports every
 //!   backfill (seed state → backfilld state, the recorded dates, the missing first date) and
 //!   changes nothing;
 //! - `import-seed` takes them over: states and dates (minus the first one, flagged) match,
@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::authz_matrix::{ctl_as, unix_user};
 use crate::support::{wait_for, Airflow, AirflowMajor, Daemon};
 
 const BIG: Duration = Duration::from_secs(600);
@@ -272,6 +273,15 @@ fn import_seed_on_airflow2_postgres() {
     // 3. backfilld: an unpaused seed system DAG blocks the import; a dry run reports and
     // changes nothing.
     let daemon = Daemon::start(&af, &[]);
+    // A Viewer may not import (no can_operate on Backfills), audited like any refusal.
+    unix_user("bfd_seedview");
+    af.ensure_user("bfd_seedview", "Viewer");
+    let viewer = ctl_as(&daemon, "bfd_seedview", &["import-seed", "--dry-run"]);
+    let text = String::from_utf8_lossy(&viewer.stderr).into_owned();
+    assert!(
+        !viewer.status.success() && text.contains("missing_backfill_permission"),
+        "{text}"
+    );
     af.cli_ok(&["dags", "unpause", "backfill_state_update"]);
     let refused = daemon.ctl(&["import-seed"]);
     let text = String::from_utf8_lossy(&refused.stderr).into_owned()
@@ -408,6 +418,11 @@ fn import_seed_on_airflow2_postgres() {
          AND reason_code = 'seed_plugin_active'",
     );
     assert_eq!(denied, 1);
+    let viewer_denied = af.query_i64(
+        "SELECT COUNT(*) FROM backfilld_audit WHERE action = 'import' AND allowed = 0 \
+         AND unix_user = 'bfd_seedview' AND reason_code = 'missing_backfill_permission'",
+    );
+    assert_eq!(viewer_denied, 1);
     let again = import(&daemon, false);
     assert_eq!(again["imported"], serde_json::json!([]), "{again:#}");
     assert_eq!(
