@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Build (once) the Python venvs holding the real Airflow releases the tests run against, and
-# schemathesis (the HTTP API's OpenAPI fuzzer) in a venv of its own.
+# Build (once) the Python venvs holding the real Airflow releases the tests run against,
+# schemathesis (the HTTP API's OpenAPI fuzzer) in a venv of its own, and the seed plugin
+# (li-airflow-backfill-plugin from PyPI, for the import-seed test) installed into a directory
+# of its own that the test puts on the af2 Airflow's PYTHONPATH (the shared af2 venv is not
+# touched, so Airflow's version cannot change).
 # Idempotent: a venv whose stamp matches its pinned spec is kept as it is.
 # BACKFILLD_VENV_DIR overrides the cache directory (default ~/.cache/backfilld/venvs).
-# Usage: scripts/airflow-venvs.sh [af2|af3|schemathesis ...]   (no argument: all of them)
+# Usage: scripts/airflow-venvs.sh [af2|af3|schemathesis|seedplugin ...]   (no argument: all of them)
 set -euo pipefail
 
 dir="${BACKFILLD_VENV_DIR:-$HOME/.cache/backfilld/venvs}"
@@ -33,3 +36,25 @@ build() {
 build af2 airflow "apache-airflow[postgres,mysql]==2.11.2"
 build af3 airflow "apache-airflow[postgres,mysql]==3.1.8 apache-airflow-providers-fab==3.10.2"
 build schemathesis schemathesis "schemathesis==4.32.5"
+
+# A pip --target install without dependencies (the plugin declares none; Airflow comes from
+# af2): the package and its dist-info (with the airflow.plugins entry point) land in one
+# directory, stamped like the venvs.
+install_target() {
+    local name=$1 marker=$2 pip=$3; shift 3
+    if [ "${#wanted[@]}" -gt 0 ] && [[ " ${wanted[*]} " != *" $name "* ]]; then
+        return
+    fi
+    local spec="$*"
+    if [ -e "$dir/$name/$marker" ] && [ "$(cat "$dir/$name/.spec" 2>/dev/null)" = "$spec" ]; then
+        echo "package dir $name: up to date ($spec)"
+        return
+    fi
+    echo "package dir $name: installing $spec"
+    rm -rf "$dir/$name"
+    # shellcheck disable=SC2086
+    "$pip" install --quiet --no-deps --target "$dir/$name" $spec
+    echo "$spec" > "$dir/$name/.spec"
+}
+
+install_target seedplugin linkedin/airflow/backfill/__init__.py "$dir/af2/bin/pip" "li-airflow-backfill-plugin==1.0.4"

@@ -7,6 +7,8 @@
 //!
 //! - create a backfill: `can_create` on `Backfills` AND `can_edit` on `DAGs` or `DAG:<dag_id>`;
 //! - cancel/pause/resume/delete/retry: `can_operate` on `Backfills` AND the same DAG edit right;
+//! - import the seed plugin's backfills (`import-seed`): `can_operate` on `Backfills`, and
+//!   each backfill is imported only when its origin DAG is editable (the same DAG edit right);
 //! - read backfills (list/status): `can_read` on `Backfills`; each backfill is shown only when
 //!   its origin DAG is readable (`can_read` on `DAGs` or `DAG:<dag_id>`).
 
@@ -53,6 +55,8 @@ pub enum Action {
     Delete,
     /// Retry failed dates.
     Retry,
+    /// Take over the seed plugin's backfills (`backfillctl import-seed`).
+    Import,
 }
 
 impl Action {
@@ -66,6 +70,7 @@ impl Action {
             Action::Resume => "resume",
             Action::Delete => "delete",
             Action::Retry => "retry",
+            Action::Import => "import",
         }
     }
 }
@@ -141,9 +146,12 @@ pub fn authorize(subject: &Subject, action: Action, dag_id: Option<&str>) -> Res
     let needed = match action {
         Action::Create => CAN_CREATE,
         Action::Read => CAN_READ,
-        Action::Cancel | Action::Pause | Action::Resume | Action::Delete | Action::Retry => {
-            CAN_OPERATE
-        }
+        Action::Cancel
+        | Action::Pause
+        | Action::Resume
+        | Action::Delete
+        | Action::Retry
+        | Action::Import => CAN_OPERATE,
     };
     let resource = &subject.backfill_resource;
     if !subject.has(needed, resource) {
@@ -403,6 +411,28 @@ mod tests {
             .map(|d| d.message)
             .unwrap_or_default();
         assert!(msg.contains("can_create on Backfills"), "{msg}");
+    }
+
+    #[test]
+    fn import_needs_can_operate_and_the_dag_edit_right() {
+        let creator = subject(
+            true,
+            &[(CAN_CREATE, RESOURCE_BACKFILLS), (CAN_EDIT, RESOURCE_DAGS)],
+        );
+        assert_eq!(
+            code(&creator, Action::Import, None),
+            Some(DenyCode::MissingBackfillPermission)
+        );
+        let op = subject(
+            true,
+            &[(CAN_OPERATE, RESOURCE_BACKFILLS), (CAN_EDIT, "DAG:sales")],
+        );
+        assert_eq!(code(&op, Action::Import, None), None);
+        assert_eq!(code(&op, Action::Import, Some("sales")), None);
+        assert_eq!(
+            code(&op, Action::Import, Some("other")),
+            Some(DenyCode::MissingDagEdit)
+        );
     }
 
     #[test]

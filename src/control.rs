@@ -41,6 +41,12 @@ pub enum ControlRequest {
     Cluster,
     /// Verify the audit log's hash chain.
     AuditVerify,
+    /// Take over the seed plugin's backfills (`backfillctl import-seed`).
+    ImportSeed {
+        /// Report what would be imported; change nothing.
+        #[serde(default)]
+        dry_run: bool,
+    },
 }
 
 /// Which backfills `list` shows; every field narrows the list, none set shows every backfill
@@ -107,6 +113,11 @@ pub enum ControlResponse {
     AuditReport {
         /// Records checked and the first broken link, if any.
         report: crate::audit::Report,
+    },
+    /// Answer to `import_seed`.
+    SeedImport {
+        /// What was (or would be) imported and skipped.
+        report: Box<crate::seed::SeedReport>,
     },
     /// The request failed.
     Error {
@@ -196,6 +207,12 @@ pub struct BackfillView {
     /// `emit_asset_events`, `after` and the warnings given at acceptance.
     #[serde(flatten)]
     pub options: crate::metadb::store::BackfillOptions,
+    /// The seed plugin's id it was imported from.
+    #[serde(default)]
+    pub seed_id: Option<String>,
+    /// What the import said about it (the dates the seed did not record).
+    #[serde(default)]
+    pub import_note: Option<String>,
 }
 
 fn opt_ts(t: Option<DateTime<Utc>>) -> Option<String> {
@@ -242,6 +259,8 @@ impl From<&BackfillRow> for BackfillView {
             reprocess: b.reprocess.clone(),
             skipped_dates: b.skipped_dates.iter().map(|d| fmt_ts(*d)).collect(),
             options: b.options.clone(),
+            seed_id: b.seed_id.clone(),
+            import_note: b.import_note.clone(),
         }
     }
 }
@@ -333,6 +352,8 @@ mod tests {
             skipped_dates: vec![],
             copy_paused: false,
             options: Default::default(),
+            seed_id: None,
+            import_note: None,
         }
     }
 

@@ -86,6 +86,16 @@ pub enum CtlCommand {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Take over the backfills of the seed plugin (li-airflow-backfill-plugin) from its
+    /// `custom_backfill` table in the same metadata DB. Pause the plugin's system DAGs first.
+    ImportSeed {
+        /// Report what would be imported; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show one backfill's state and progress; without an id, the agents on this metadata DB
     /// and which one holds which claim.
     Status {
@@ -294,6 +304,19 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         CtlCommand::Audit {
             command: AuditCommand::Verify { json },
         } => audit_verify(&socket, json),
+        CtlCommand::ImportSeed { dry_run, json } => {
+            match call(&socket, ControlRequest::ImportSeed { dry_run })? {
+                ControlResponse::SeedImport { report } => {
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&report)?);
+                    } else {
+                        print_seed_report(&report);
+                    }
+                    Ok(0)
+                }
+                other => bail!(unexpected(other)),
+            }
+        }
         CtlCommand::Outcome { file_name, json } => {
             match call(
                 &socket,
@@ -717,6 +740,7 @@ fn print_status(b: &BackfillView) {
             "after",
             (!b.options.after.is_empty()).then(|| b.options.after.join(", ")),
         ),
+        ("imported", b.import_note.clone()),
     ];
     for (what, value) in notes {
         if let Some(v) = value {
@@ -726,6 +750,46 @@ fn print_status(b: &BackfillView) {
     for w in &b.options.warnings {
         println!("warning: {w}");
     }
+}
+
+fn print_seed_report(r: &crate::seed::SeedReport) {
+    let verb = if r.dry_run {
+        "would import"
+    } else {
+        "imported"
+    };
+    if !r.active_system_dags.is_empty() {
+        println!(
+            "warning: the seed plugin's system DAGs {} are active and unpaused; pause them before importing",
+            r.active_system_dags.join(", ")
+        );
+    }
+    println!(
+        "{:<48} {:<24} {:<20} {:<10} DATES",
+        "SEED ID", "DAG", "SEED STATE", "STATE"
+    );
+    for i in r.imported.iter().chain(&r.skipped) {
+        let state = i.state.map_or("-", |s| s.as_str());
+        let dates = match (i.dates.first(), i.dates.last()) {
+            (Some(a), Some(b)) => format!("{} ({a} .. {b})", i.dates.len()),
+            _ => "0".to_owned(),
+        };
+        println!(
+            "{:<48} {:<24} {:<20} {:<10} {dates}",
+            i.seed_id, i.dag_id, i.seed_state, state
+        );
+        if let Some(why) = &i.skipped {
+            println!("    not imported: {why}");
+        } else if let Some(note) = &i.note {
+            println!("    {note}");
+        }
+    }
+    println!(
+        "{verb} {}, not imported {}, imported before {}",
+        r.imported.len(),
+        r.skipped.len(),
+        r.already_imported.len()
+    );
 }
 
 fn print_table(list: &[BackfillView]) {

@@ -44,6 +44,7 @@ use crate::throttle;
 
 mod limits;
 mod metrics;
+mod seed;
 pub mod web;
 
 /// A unit of work for the engine thread.
@@ -1939,6 +1940,10 @@ impl Engine {
     }
 
     fn try_query(&mut self, uid: u32, request: ControlRequest) -> Result<ControlResponse, DbError> {
+        if let ControlRequest::ImportSeed { dry_run } = request {
+            self.ensure_connected()?;
+            return self.import_seed(uid, dry_run);
+        }
         if let ControlRequest::Outcome { file_name } = &request {
             // Decide anything waiting first, so a fresh submit gets its answer at once.
             if !spool::valid_file_name(file_name) {
@@ -2008,7 +2013,9 @@ impl Engine {
                     .map(BackfillView::from)
                     .collect(),
             },
-            ControlRequest::Outcome { .. } => ControlResponse::Pending,
+            ControlRequest::Outcome { .. } | ControlRequest::ImportSeed { .. } => {
+                ControlResponse::Pending
+            }
             ControlRequest::Cluster => ControlResponse::Cluster {
                 host_id: self.host.clone(),
                 leader: self.leader_token.is_some(),

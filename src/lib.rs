@@ -23,6 +23,7 @@ pub mod ordering;
 pub mod reconcile;
 pub mod request;
 pub mod schedule;
+pub mod seed;
 pub mod service;
 pub mod spool;
 pub mod state;

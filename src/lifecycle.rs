@@ -58,7 +58,7 @@ pub fn plan(action: Action, facts: Facts) -> Result<Effect, Refusal> {
         return refuse("it was deleted");
     }
     match action {
-        Action::Create | Action::Read => refuse("not a life-cycle action"),
+        Action::Create | Action::Read | Action::Import => refuse("not a life-cycle action"),
         Action::Cancel => match facts.state {
             S::Submitted if !facts.copy_written => Ok(Effect::Withdraw),
             S::Submitted | S::Queued | S::Running | S::Paused => Ok(Effect::CancelRuns),

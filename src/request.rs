@@ -109,6 +109,9 @@ pub enum ReasonCode {
     UnknownPrerequisite,
     /// `after` names a backfill that already failed, was cancelled or deleted.
     PrerequisiteFailed,
+    /// `import-seed` refused: the seed plugin's system DAGs still run and would keep acting on
+    /// the backfills backfilld takes over.
+    SeedPluginActive,
 }
 
 impl From<crate::authz::DenyCode> for ReasonCode {

@@ -7,7 +7,7 @@
 //!
 //! Submodules: [`airflow`] reads (and, in a few reviewed places, writes) Airflow's own tables;
 //! [`store`] owns backfilld's tables and their migrations; [`pass`] holds the set-based
-//! queries of a reconcile pass.
+//! queries of a reconcile pass; [`seed`] reads the seed plugin's table for `import-seed`.
 
 pub mod airflow;
 pub mod audit;
@@ -15,6 +15,7 @@ pub mod fab;
 pub mod lease;
 pub mod metrics;
 pub mod pass;
+pub mod seed;
 pub mod store;
 
 use chrono::{DateTime, NaiveDateTime, Utc};

@@ -15,7 +15,7 @@ use crate::request::{fmt_ts, ReasonCode};
 use crate::state::BackfillState;
 
 /// Schema version this build expects.
-pub const SCHEMA_VERSION: i64 = 10;
+pub const SCHEMA_VERSION: i64 = 11;
 
 fn migrations(d: Dialect) -> Vec<(i64, Vec<String>)> {
     let long = d.long_text();
@@ -177,6 +177,15 @@ fn migrations(d: Dialect) -> Vec<(i64, Vec<String>)> {
             10,
             vec![
                 "ALTER TABLE backfilld_backfill ADD COLUMN priority BIGINT NOT NULL DEFAULT 0"
+                    .to_owned(),
+            ],
+        ),
+        (
+            11,
+            vec![
+                "ALTER TABLE backfilld_backfill ADD COLUMN seed_id VARCHAR(250)".to_owned(),
+                format!("ALTER TABLE backfilld_backfill ADD COLUMN import_note {long}"),
+                "CREATE UNIQUE INDEX backfilld_backfill_seed ON backfilld_backfill (seed_id)"
                     .to_owned(),
             ],
         ),
@@ -435,6 +444,10 @@ pub struct BackfillRow {
     pub copy_paused: bool,
     /// Task subset, asset events, ordering.
     pub options: BackfillOptions,
+    /// The seed plugin's `backfill_dag_id` it was imported from (`backfillctl import-seed`).
+    pub seed_id: Option<String>,
+    /// What the import found worth saying (the seed's state, the dates it did not record).
+    pub import_note: Option<String>,
 }
 
 /// A backfill's options beyond its range, stored as JSON (`backfilld_backfill.options`; NULL in
@@ -595,6 +608,10 @@ struct BackfillSql {
     copy_paused: i64,
     #[diesel(sql_type = Nullable<Text>)]
     options: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    seed_id: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    import_note: Option<String>,
 }
 
 #[derive(QueryableByName)]
@@ -622,7 +639,7 @@ const BACKFILL_COLS: &str = "id, dag_id, state, state_reason, description, start
     copy_written_at, submitted_by, submitted_uid, submitted_at, updated_at, run_start, run_end, \
     dates_total, dates_succeeded, dates_failed, dates_running, dates_queued, host, requester, \
     on_behalf_of, deleted, deleted_at, user_paused, pending_op, retry_of, scheduled_at, \
-    delete_after_days, reprocess, skipped_dates, copy_paused, options";
+    delete_after_days, reprocess, skipped_dates, copy_paused, options, seed_id, import_note";
 
 /// A stored JSON list of timestamps (NULL: none).
 fn dates_of(id: &str, json: Option<&str>) -> Result<Vec<DateTime<Utc>>, DbError> {
@@ -714,6 +731,8 @@ impl TryFrom<BackfillSql> for BackfillRow {
                 Some(json) => serde_json::from_str(json)
                     .map_err(|e| DbError::Data(format!("backfill {}: options: {e}", r.id)))?,
             },
+            seed_id: r.seed_id,
+            import_note: r.import_note,
             dag_id: r.dag_id,
             id: r.id,
         })
@@ -927,6 +946,80 @@ impl<'a> Store<'a> {
             )?;
         }
         Ok(())
+    }
+
+    /// The seed ids (`backfill_dag_id`s of the seed plugin) imported so far.
+    pub fn seed_ids(&mut self) -> Result<std::collections::HashSet<String>, DbError> {
+        let rows: Vec<TextRow> = self.db.load(
+            "SELECT seed_id AS value FROM backfilld_backfill WHERE seed_id IS NOT NULL",
+            &[],
+        )?;
+        Ok(rows.into_iter().map(|r| r.value).collect())
+    }
+
+    /// Insert a backfill imported from the seed plugin (`seed_id` = its id). With `copy`, the
+    /// seed's copy at `copy_path` (written at `copy_written_at`) is taken over as it is.
+    /// Returns false when the seed id was imported meanwhile (by another agent).
+    pub fn insert_imported(
+        &mut self,
+        i: &crate::seed::Import,
+        copy: Option<(&str, DateTime<Utc>)>,
+        origin_fileloc: &str,
+        host: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, DbError> {
+        let dates: Vec<String> = i.logical_dates.iter().map(|d| fmt_ts(*d)).collect();
+        let dates = serde_json::to_string(&dates).map_err(|e| DbError::Data(e.to_string()))?;
+        let params = serde_json::to_string(&i.params).map_err(|e| DbError::Data(e.to_string()))?;
+        let p = i.progress;
+        let res = self.db.execute(
+            "INSERT INTO backfilld_backfill (id, dag_id, state, state_reason, description, start_date, \
+             end_date, logical_dates, params, max_active_runs, ignore_overlap, origin_fileloc, origin_code, \
+             copy_path, copy_written_at, submitted_by, submitted_uid, submitted_at, updated_at, deleted, \
+             deleted_at, run_start, run_end, dates_total, dates_succeeded, dates_failed, dates_running, \
+             dates_queued, host, request_key, scheduled_at, delete_after_days, reprocess, seed_id, \
+             import_note) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, \
+             ?, ?, ?, ?, ?, ?, 'import-seed', ?, ?, 'completed', ?, ?)",
+            &[
+                Arg::Text(i.id.clone()),
+                Arg::Text(i.dag_id.clone()),
+                Arg::Text(i.state.as_str().to_owned()),
+                Arg::OptText(i.reason.clone()),
+                Arg::OptText(i.description.clone()),
+                Arg::Text(stored_ts(i.start)),
+                Arg::Text(stored_ts(i.end)),
+                Arg::Text(dates),
+                Arg::Text(params),
+                Arg::Int(i64::from(i.max_active_runs)),
+                Arg::Text(origin_fileloc.to_owned()),
+                Arg::Text(i.origin_code.clone()),
+                Arg::OptText(copy.map(|(path, _)| path.to_owned())),
+                Arg::OptText(copy.map(|(_, at)| stored_ts(at))),
+                Arg::Text(i.submitted_by.clone()),
+                Arg::Int(i64::from(u32::MAX)),
+                Arg::Text(stored_ts(i.submitted_at)),
+                Arg::Text(stored_ts(now)),
+                Arg::Int(i64::from(i.deleted)),
+                Arg::OptText(i.deleted_at.map(stored_ts)),
+                Arg::OptText(i.run_start.map(stored_ts)),
+                Arg::OptText(i.run_end.map(stored_ts)),
+                Arg::Int(p.total.into()),
+                Arg::Int(p.succeeded.into()),
+                Arg::Int(p.failed.into()),
+                Arg::Int(p.running.into()),
+                Arg::Int(p.queued.into()),
+                Arg::Text(host.to_owned()),
+                Arg::OptText(i.scheduled_at.map(stored_ts)),
+                Arg::OptInt(i.delete_after_days.map(i64::from)),
+                Arg::Text(i.id.clone()),
+                Arg::Text(i.note.clone()),
+            ],
+        );
+        match res {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_unique_violation() => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Ids of unfinished backfills of `dag_id` whose range overlaps `start..=end`.
@@ -1184,10 +1277,11 @@ impl<'a> Store<'a> {
     }
 
     /// Every backfill whose copy must be on disk (written, neither deleted nor removed on
-    /// purpose): its id and when its copy was first written.
+    /// purpose): its id and when its copy was first written. Copies taken over from the seed
+    /// plugin are its files, not renderings of backfilld's overlay: they are left as they are.
     pub fn live_copies(&mut self) -> Result<Vec<(String, DateTime<Utc>)>, DbError> {
         let rows: Vec<LiveCopySql> = self.db.load(
-            "SELECT id, copy_written_at FROM backfilld_backfill WHERE deleted = 0 AND copy_written_at IS NOT NULL ORDER BY id",
+            "SELECT id, copy_written_at FROM backfilld_backfill WHERE deleted = 0 AND copy_written_at IS NOT NULL AND seed_id IS NULL ORDER BY id",
             &[],
         )?;
         rows.into_iter()

@@ -20,6 +20,7 @@ mod reconcile_scale;
 mod rejections;
 mod schedule_oracle;
 mod schema_detect;
+mod seed_import;
 mod service;
 mod spool_attacks;
 mod support;

@@ -248,6 +248,8 @@ pub struct Airflow {
     pub api_port: u16,
     log_port: u16,
     procs: Vec<Component>,
+    /// Extra environment of every Airflow command (e.g. `PYTHONPATH` for a plugin).
+    pub extra_env: Vec<(String, String)>,
 }
 
 impl Airflow {
@@ -301,6 +303,7 @@ impl Airflow {
             api_port: free_port(),
             log_port: free_port(),
             procs: Vec::new(),
+            extra_env: Vec::new(),
         };
         af.cli_ok(&["db", "migrate"]);
         af
@@ -355,6 +358,9 @@ impl Airflow {
                 self.log_port.to_string(),
             )
             .env("PYTHONWARNINGS", "ignore");
+        for (k, v) in &self.extra_env {
+            cmd.env(k, v);
+        }
         match (self.major, &self.db) {
             (AirflowMajor::V2, MetaDbKind::Sqlite) => {
                 cmd.env("AIRFLOW__CORE__EXECUTOR", "SequentialExecutor");
