@@ -7,6 +7,7 @@
 //!
 //! - create a backfill: `can_create` on `Backfills` AND `can_edit` on `DAGs` or `DAG:<dag_id>`;
 //! - cancel/pause/resume/delete/retry: `can_operate` on `Backfills` AND the same DAG edit right;
+//! - approve/reject: the same, and then `approval::decide` (an approver role, not the requester);
 //! - read backfills (list/status): `can_read` on `Backfills`; each backfill is shown only when
 //!   its origin DAG is readable (`can_read` on `DAGs` or `DAG:<dag_id>`).
 
@@ -53,6 +54,10 @@ pub enum Action {
     Delete,
     /// Retry failed dates.
     Retry,
+    /// Approve a backfill awaiting approval (see `approval`).
+    Approve,
+    /// Reject a backfill awaiting approval.
+    Reject,
 }
 
 impl Action {
@@ -66,6 +71,8 @@ impl Action {
             Action::Resume => "resume",
             Action::Delete => "delete",
             Action::Retry => "retry",
+            Action::Approve => "approve",
+            Action::Reject => "reject",
         }
     }
 }
@@ -141,9 +148,13 @@ pub fn authorize(subject: &Subject, action: Action, dag_id: Option<&str>) -> Res
     let needed = match action {
         Action::Create => CAN_CREATE,
         Action::Read => CAN_READ,
-        Action::Cancel | Action::Pause | Action::Resume | Action::Delete | Action::Retry => {
-            CAN_OPERATE
-        }
+        Action::Cancel
+        | Action::Pause
+        | Action::Resume
+        | Action::Delete
+        | Action::Retry
+        | Action::Approve
+        | Action::Reject => CAN_OPERATE,
     };
     let resource = &subject.backfill_resource;
     if !subject.has(needed, resource) {
@@ -310,12 +321,14 @@ mod tests {
         authorize(s, a, dag).err().map(|d| d.code)
     }
 
-    const OPERATE: [Action; 5] = [
+    const OPERATE: [Action; 7] = [
         Action::Cancel,
         Action::Pause,
         Action::Resume,
         Action::Delete,
         Action::Retry,
+        Action::Approve,
+        Action::Reject,
     ];
 
     #[test]

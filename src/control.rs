@@ -196,6 +196,18 @@ pub struct BackfillView {
     /// `emit_asset_events`, `after` and the warnings given at acceptance.
     #[serde(flatten)]
     pub options: crate::metadb::store::BackfillOptions,
+    /// Who approved it, when it waited for approval (`[approval]`).
+    #[serde(default)]
+    pub approved_by: Option<String>,
+    /// When it was approved.
+    #[serde(default)]
+    pub approved_at: Option<String>,
+    /// Who rejected it (the reason is in `reason`).
+    #[serde(default)]
+    pub rejected_by: Option<String>,
+    /// When it was rejected.
+    #[serde(default)]
+    pub rejected_at: Option<String>,
 }
 
 fn opt_ts(t: Option<DateTime<Utc>>) -> Option<String> {
@@ -242,6 +254,10 @@ impl From<&BackfillRow> for BackfillView {
             reprocess: b.reprocess.clone(),
             skipped_dates: b.skipped_dates.iter().map(|d| fmt_ts(*d)).collect(),
             options: b.options.clone(),
+            approved_by: b.approved_by.clone(),
+            approved_at: opt_ts(b.approved_at),
+            rejected_by: b.rejected_by.clone(),
+            rejected_at: opt_ts(b.rejected_at),
         }
     }
 }
@@ -333,6 +349,10 @@ mod tests {
             skipped_dates: vec![],
             copy_paused: false,
             options: Default::default(),
+            approved_by: None,
+            approved_at: None,
+            rejected_by: None,
+            rejected_at: None,
         }
     }
 
