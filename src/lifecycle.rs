@@ -54,10 +54,11 @@ pub struct Refusal(pub String);
 pub fn plan(action: Action, facts: Facts) -> Result<Effect, Refusal> {
     use BackfillState as S;
     let refuse = |why: &str| {
+        let state = describe(facts);
         Err(Refusal(format!(
-            "cannot {} a {} backfill: {why}",
+            "cannot {} {} {state} backfill: {why}",
             action.as_str(),
-            describe(facts)
+            article(&state)
         )))
     };
     if facts.deleted {
@@ -227,6 +228,15 @@ pub fn retry_dates(
         .collect())
 }
 
+/// "a" or "an" before `word`.
+fn article(word: &str) -> &'static str {
+    if word.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    }
+}
+
 fn describe(f: Facts) -> String {
     if f.deleted {
         "deleted".into()
@@ -323,8 +333,9 @@ mod tests {
                 if let Err(Refusal(why)) = got {
                     assert!(
                         why.starts_with(&format!(
-                            "cannot {} a {state} backfill: ",
-                            action.as_str()
+                            "cannot {} {} {state} backfill: ",
+                            action.as_str(),
+                            article(state.as_str())
                         )),
                         "{why}"
                     );

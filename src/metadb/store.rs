@@ -174,14 +174,18 @@ fn migrations(d: Dialect) -> Vec<(i64, Vec<String>)> {
             ],
         ),
         (
-            // Approval of big backfills: who approved or rejected one, and when.
+            // Approval of big backfills: who approved or rejected one, and when; the state
+            // column widened for `awaiting_approval` (17 characters).
             10,
-            vec![
+            [
                 "ALTER TABLE backfilld_backfill ADD COLUMN approved_by VARCHAR(256)".to_owned(),
                 "ALTER TABLE backfilld_backfill ADD COLUMN approved_at VARCHAR(40)".to_owned(),
                 "ALTER TABLE backfilld_backfill ADD COLUMN rejected_by VARCHAR(256)".to_owned(),
                 "ALTER TABLE backfilld_backfill ADD COLUMN rejected_at VARCHAR(40)".to_owned(),
-            ],
+            ]
+            .into_iter()
+            .chain(d.widen_varchar("backfilld_backfill", "state", 32, true))
+            .collect(),
         ),
     ]
 }
