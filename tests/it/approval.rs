@@ -101,10 +101,13 @@ fn big_backfills_wait_for_an_approver_on_airflow2() {
         af.ensure_user(user, role);
     }
     let svc_uid = unix_user("bfa_svc");
+    let port = crate::support::free_port();
     let d = Daemon::start_with(
         &af,
         &[],
-        &format!("\n[identity]\ntrusted_submitters = [{svc_uid}]\n\n[approval]\nover_dates = 3\n"),
+        &format!(
+            "\n[identity]\ntrusted_submitters = [{svc_uid}]\n\n[approval]\nover_dates = 3\n\n[http]\nlisten = \"127.0.0.1:{port}\"\n"
+        ),
     );
 
     // A dry run says approval would be needed; nothing is created.
@@ -301,6 +304,57 @@ fn big_backfills_wait_for_an_approver_on_airflow2() {
     wait_for("the small copy", Duration::from_secs(30), || {
         copy_file(&af, &small).exists().then_some(())
     });
+
+    // The HTTP API: the same rules for a user the listener authenticated.
+    wait_for("the HTTP listener", Duration::from_secs(30), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    let v = submit(&d, "bfa_req", "2024-05-01", "2024-05-05");
+    let via_http = accepted(&v, "a big request for the API");
+    let post = |user: &str, action: &str, body: Option<Value>| -> (u16, Value) {
+        use base64::Engine as _;
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(120)))
+            .build()
+            .into();
+        let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:pw"));
+        let req = agent
+            .post(format!(
+                "http://127.0.0.1:{port}/api/v2/backfills/{via_http}/{action}"
+            ))
+            .header("Authorization", &format!("Basic {auth}"));
+        let reply = match body {
+            Some(b) => req.send_json(&b),
+            None => req.send_empty(),
+        };
+        let mut reply = reply.unwrap_or_else(|e| panic!("{user} {action}: {e}"));
+        let text = reply.body_mut().read_to_string().unwrap_or_default();
+        let json = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+        (reply.status().as_u16(), json)
+    };
+    let (status, p) = post("bfa_user", "approve", None);
+    assert_eq!(
+        (status, &p["reason_code"]),
+        (403, &Value::from("not_an_approver")),
+        "{p}"
+    );
+    let (status, p) = post("bfa_req", "approve", None);
+    assert_eq!(
+        (status, &p["reason_code"]),
+        (403, &Value::from("self_approval")),
+        "{p}"
+    );
+    assert_eq!(p["detail"], own, "{p}");
+    let (status, p) = post("bfa_admin", "reject", Some(serde_json::json!({})));
+    assert_eq!(status, 400, "a reject without a reason: {p}");
+    let (status, p) = post("bfa_admin", "approve", None);
+    assert_eq!(status, 200, "{p}");
+    assert_eq!(p["approved_by"], "bfa_admin", "{p}");
+    assert!(
+        matches!(p["state"].as_str(), Some("submitted" | "queued")),
+        "{p}"
+    );
 
     // The audit chain holds with all of that in it.
     let out = d.ctl(&["audit", "verify"]);
