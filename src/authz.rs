@@ -9,6 +9,7 @@
 //! - cancel/pause/resume/delete/retry: `can_operate` on `Backfills` AND the same DAG edit right;
 //! - import the seed plugin's backfills (`import-seed`): `can_operate` on `Backfills`, and
 //!   each backfill is imported only when its origin DAG is editable (the same DAG edit right);
+//! - approve/reject: the same, and then `approval::decide` (an approver role, not the requester);
 //! - read backfills (list/status): `can_read` on `Backfills`; each backfill is shown only when
 //!   its origin DAG is readable (`can_read` on `DAGs` or `DAG:<dag_id>`).
 
@@ -57,6 +58,10 @@ pub enum Action {
     Retry,
     /// Take over the seed plugin's backfills (`backfillctl import-seed`).
     Import,
+    /// Approve a backfill awaiting approval (see `approval`).
+    Approve,
+    /// Reject a backfill awaiting approval.
+    Reject,
 }
 
 impl Action {
@@ -71,6 +76,8 @@ impl Action {
             Action::Delete => "delete",
             Action::Retry => "retry",
             Action::Import => "import",
+            Action::Approve => "approve",
+            Action::Reject => "reject",
         }
     }
 }
@@ -151,7 +158,9 @@ pub fn authorize(subject: &Subject, action: Action, dag_id: Option<&str>) -> Res
         | Action::Resume
         | Action::Delete
         | Action::Retry
-        | Action::Import => CAN_OPERATE,
+        | Action::Import
+        | Action::Approve
+        | Action::Reject => CAN_OPERATE,
     };
     let resource = &subject.backfill_resource;
     if !subject.has(needed, resource) {
@@ -318,12 +327,14 @@ mod tests {
         authorize(s, a, dag).err().map(|d| d.code)
     }
 
-    const OPERATE: [Action; 5] = [
+    const OPERATE: [Action; 7] = [
         Action::Cancel,
         Action::Pause,
         Action::Resume,
         Action::Delete,
         Action::Retry,
+        Action::Approve,
+        Action::Reject,
     ];
 
     #[test]

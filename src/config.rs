@@ -96,6 +96,30 @@ pub struct Config {
     /// Defaults of the DAG copies.
     #[serde(default)]
     pub copies: CopiesSection,
+    /// Approval of big backfills.
+    #[serde(default)]
+    pub approval: ApprovalSection,
+}
+
+/// `[approval]`: backfills of more than `over_dates` logical dates wait for an approver.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApprovalSection {
+    /// A new backfill of more logical dates than this waits in `awaiting_approval`; 0 (the
+    /// default) turns approval off.
+    pub over_dates: usize,
+    /// Airflow roles whose users may approve or reject (besides edit rights on the origin DAG
+    /// and `can_operate` on the backfill resource); never the requester.
+    pub approver_roles: Vec<String>,
+}
+
+impl Default for ApprovalSection {
+    fn default() -> Self {
+        ApprovalSection {
+            over_dates: 0,
+            approver_roles: vec![crate::authz::ADMIN_ROLE.to_owned()],
+        }
+    }
 }
 
 /// `[cluster]`: how this agent shares the work with the other agents on the same metadata DB.
@@ -540,6 +564,18 @@ impl Config {
                 "must not be Airflow's DAG resource (DAGs or DAG:<dag_id>): granting backfilld's actions there would change who may edit DAGs",
             ));
         }
+        if config.approval.approver_roles.is_empty()
+            || config
+                .approval
+                .approver_roles
+                .iter()
+                .any(|r| r.trim().is_empty() || r.chars().any(char::is_control))
+        {
+            return Err(bad(
+                "approval.approver_roles",
+                "must name at least one role, each non-empty (nobody could approve otherwise)",
+            ));
+        }
         if config.limits.max_active_backfills_per_user == 0 {
             return Err(bad(
                 "limits.max_active_backfills_per_user",
@@ -952,6 +988,27 @@ mod tests {
         .map(|e| e.to_string())
         .unwrap_or_default();
         assert!(e.contains("limits.max_active_runs"), "{e}");
+    }
+
+    #[test]
+    fn approval_section() {
+        let c = Config::parse(Path::new("x"), "[airflow]\nhome = \"/a\"\n");
+        assert_eq!(
+            c.map(|c| c.approval).ok(),
+            Some(ApprovalSection {
+                over_dates: 0,
+                approver_roles: vec!["Admin".into()]
+            })
+        );
+        let c = Config::parse(
+            Path::new("x"),
+            "[airflow]\nhome = \"/a\"\n[approval]\nover_dates = 30\napprover_roles = [\"Admin\", \"Approver\"]\n",
+        );
+        assert_eq!(c.map(|c| c.approval.over_dates).ok(), Some(30));
+        for bad in ["approver_roles = []", "approver_roles = [\"\"]", "over = 1"] {
+            let text = format!("[airflow]\nhome = \"/a\"\n[approval]\n{bad}\n");
+            assert!(Config::parse(Path::new("x"), &text).is_err(), "{bad}");
+        }
     }
 
     #[test]

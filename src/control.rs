@@ -213,6 +213,18 @@ pub struct BackfillView {
     /// What the import said about it (the dates the seed did not record).
     #[serde(default)]
     pub import_note: Option<String>,
+    /// Who approved it, when it waited for approval (`[approval]`).
+    #[serde(default)]
+    pub approved_by: Option<String>,
+    /// When it was approved.
+    #[serde(default)]
+    pub approved_at: Option<String>,
+    /// Who rejected it (the reason is in `reason`).
+    #[serde(default)]
+    pub rejected_by: Option<String>,
+    /// When it was rejected.
+    #[serde(default)]
+    pub rejected_at: Option<String>,
 }
 
 fn opt_ts(t: Option<DateTime<Utc>>) -> Option<String> {
@@ -261,6 +273,10 @@ impl From<&BackfillRow> for BackfillView {
             options: b.options.clone(),
             seed_id: b.seed_id.clone(),
             import_note: b.import_note.clone(),
+            approved_by: b.approved_by.clone(),
+            approved_at: opt_ts(b.approved_at),
+            rejected_by: b.rejected_by.clone(),
+            rejected_at: opt_ts(b.rejected_at),
         }
     }
 }
@@ -354,6 +370,10 @@ mod tests {
             options: Default::default(),
             seed_id: None,
             import_note: None,
+            approved_by: None,
+            approved_at: None,
+            rejected_by: None,
+            rejected_at: None,
         }
     }
 

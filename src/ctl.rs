@@ -55,8 +55,8 @@ pub enum CtlCommand {
         /// Only backfills of this DAG.
         #[arg(long = "dag")]
         dag_id: Option<String>,
-        /// Only backfills in this state (submitted, queued, running, paused, success, failed,
-        /// cancelled).
+        /// Only backfills in this state (awaiting_approval, submitted, queued, running, paused,
+        /// success, failed, cancelled).
         #[arg(long)]
         state: Option<String>,
         /// Only backfills submitted at or after this time (2024-01-31 or 2024-01-31T06:00:00Z).
@@ -80,6 +80,11 @@ pub enum CtlCommand {
     Delete(OperateArgs),
     /// Run the failed dates of a failed backfill again, as a new backfill.
     Retry(OperateArgs),
+    /// Approve a backfill awaiting approval (`[approval]`): needs an approver role and edit
+    /// rights on the DAG; the requester cannot approve their own.
+    Approve(OperateArgs),
+    /// Reject a backfill awaiting approval, with a reason the requester sees.
+    Reject(RejectArgs),
     /// The audit log (needs can_read on Backfills, like list).
     Audit {
         /// What to do with it.
@@ -133,6 +138,17 @@ pub struct OperateArgs {
     /// Print the outcome as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Arguments of `reject`: `operate`'s and the reason.
+#[derive(Debug, clap::Args)]
+pub struct RejectArgs {
+    /// The life-cycle arguments (id, timeout, json).
+    #[command(flatten)]
+    pub operate: OperateArgs,
+    /// Why it is rejected (shown to the requester in the backfill's status).
+    #[arg(long)]
+    pub reason: String,
 }
 
 /// Arguments of `submit`; each maps to a request-file key.
@@ -248,6 +264,8 @@ struct RequestFile {
 struct OperateFile<'a> {
     action: &'a str,
     id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
 }
 
 /// Run `backfillctl`; returns the process exit code.
@@ -261,6 +279,10 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         CtlCommand::Resume(a) => operate(&config, &socket, "resume", a),
         CtlCommand::Delete(a) => operate(&config, &socket, "delete", a),
         CtlCommand::Retry(a) => operate(&config, &socket, "retry", a),
+        CtlCommand::Approve(a) => operate(&config, &socket, "approve", a),
+        CtlCommand::Reject(a) => {
+            operate_with(&config, &socket, "reject", a.operate, Some(&a.reason))
+        }
         CtlCommand::List {
             dag_id,
             state,
@@ -271,7 +293,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             let state = match state {
                 None => None,
                 Some(s) => Some(BackfillState::parse(&s).with_context(|| {
-                    format!("--state {s:?}: use submitted, queued, running, paused, success, failed or cancelled")
+                    format!("--state {s:?}: use awaiting_approval, submitted, queued, running, paused, success, failed or cancelled")
                 })?),
             };
             let since = match since {
@@ -391,9 +413,21 @@ fn parse_instant(flag: &str, s: &str) -> anyhow::Result<chrono::DateTime<chrono:
 
 /// Write a life-cycle request file and wait for its decision.
 fn operate(config: &Config, socket: &Path, action: &str, args: OperateArgs) -> anyhow::Result<i32> {
+    operate_with(config, socket, action, args, None)
+}
+
+/// Write a life-cycle request file (with a `reason`, for reject) and wait for its decision.
+fn operate_with(
+    config: &Config,
+    socket: &Path,
+    action: &str,
+    args: OperateArgs,
+    reason: Option<&str>,
+) -> anyhow::Result<i32> {
     let body = toml::to_string(&OperateFile {
         action,
         id: &args.id,
+        reason,
     })
     .context("encoding the request")?;
     let name = publish_request(config, action, body.as_bytes())?;
@@ -537,6 +571,9 @@ fn print_outcome(request: &RequestRecord, json: bool) -> anyhow::Result<i32> {
             dates.len(),
             skipped.len()
         );
+        for w in request.warnings.iter().flatten() {
+            eprintln!("warning: {w}");
+        }
         println!("{:>5}  {:<22}  WHAT", "#", "LOGICAL DATE");
         let mut all: Vec<(&String, &str)> = dates
             .iter()
@@ -700,6 +737,18 @@ fn print_status(b: &BackfillView) {
         ("deleted", b.deleted.then(|| "yes".to_owned())),
         ("paused by a user", b.user_paused.then(|| "yes".to_owned())),
         ("retry of", b.retry_of.clone()),
+        (
+            "approved by",
+            b.approved_by
+                .as_ref()
+                .map(|by| format!("{by} at {}", b.approved_at.clone().unwrap_or_default())),
+        ),
+        (
+            "rejected by",
+            b.rejected_by
+                .as_ref()
+                .map(|by| format!("{by} at {}", b.rejected_at.clone().unwrap_or_default())),
+        ),
         ("scheduled at", b.scheduled_at.clone()),
         ("deleted automatically at", b.delete_at.clone()),
         (

@@ -17,6 +17,7 @@ use std::collections::HashMap;
 
 use chrono::Utc;
 
+use crate::approval;
 use crate::authz::{self, Action, SimpleRole, Subject};
 use crate::config::{AirflowLocation, AuthManager, Config};
 use crate::control::{BackfillView, ControlRequest, ControlResponse};
@@ -116,11 +117,13 @@ enum Accepted {
     Create(NewBackfill),
     /// A dry run: this backfill would be created; nothing is.
     DryRun(Box<NewBackfill>),
-    /// A life-cycle action on backfill `id`; a retry creates `retry`.
+    /// A life-cycle action on backfill `id`; a retry creates `retry`; a reject carries its
+    /// `reason`.
     Operate {
         id: String,
         effect: Effect,
         retry: Option<NewBackfill>,
+        reason: Option<String>,
     },
 }
 
@@ -734,7 +737,12 @@ impl Engine {
                 record.warnings = warnings_of(&new);
                 Store::new(&mut c.db).record_request(&record)?;
             }
-            Ok(Accepted::Operate { id, effect, retry }) => {
+            Ok(Accepted::Operate {
+                id,
+                effect,
+                retry,
+                reason,
+            }) => {
                 let host = self.host.clone();
                 let by = ident.airflow_user.clone().unwrap_or_default();
                 let key = file.key.clone();
@@ -757,6 +765,11 @@ impl Engine {
                         (Effect::PauseCopy, _) => s.set_user_paused(&id, true, now)?,
                         (Effect::ResumeCopy, _) => s.set_user_paused(&id, false, now)?,
                         (Effect::DeleteCopy, _) => s.mark_deleted(&id, now)?,
+                        (Effect::Approve, _) => s.approve(&id, &by, now)?,
+                        (Effect::Reject, _) => {
+                            let why = reason.as_deref().unwrap_or("no reason given");
+                            s.reject(&id, &by, &format!("rejected by {by}: {why}"), now)?
+                        }
                         (Effect::RetryFailed, Some(new)) => {
                             let new_id = free_id(&mut s, &new.dag_id)?;
                             s.insert_backfill(&new_id, new, &host, &key, now)?;
@@ -955,6 +968,22 @@ impl Engine {
                 )))
             }
         };
+        if matches!(effect, Effect::Approve | Effect::Reject) {
+            let decider = approval::Decider {
+                subject,
+                uid: ident.uid,
+                on_behalf: ident.on_behalf_of.is_some(),
+            };
+            let requester = approval::Requester {
+                airflow_user: &row.submitted_by,
+                uid: row.submitted_uid,
+                on_behalf: row.on_behalf_of.is_some(),
+            };
+            let roles = &self.config.approval.approver_roles;
+            if let Err(r) = approval::decide(decider, requester, &row.dag_id, roles, op.action) {
+                return Ok(Err(r));
+            }
+        }
         let retry = if effect == Effect::RetryFailed {
             match self.retry_of(&row, ident)? {
                 Ok(new) => Some(new),
@@ -967,6 +996,7 @@ impl Engine {
             id: row.id,
             effect,
             retry,
+            reason: op.reason,
         }))
     }
 
@@ -1080,6 +1110,7 @@ impl Engine {
         ident: &Identity,
     ) -> Result<Result<NewBackfill, Rejection>, DbError> {
         let limit = self.config.limits.max_dates_per_request;
+        let approval = self.config.approval.clone();
         let default_delete_after_days = self.config.reconcile.delete_after_days;
         let default_emit_asset_events = self.config.copies.emit_asset_events;
         let c = self.conn.as_mut().ok_or_else(not_connected)?;
@@ -1200,6 +1231,14 @@ impl Engine {
         new.options.emit_asset_events = emit_asset_events;
         if let Err(r) = resolve_tasks(&new.dag_id, &serialized, &mut new.options) {
             return Ok(Err(r));
+        }
+        let n = new.logical_dates.len();
+        if approval::needed(approval.over_dates, n) {
+            new.awaiting_approval = Some(approval::waiting_reason(
+                n,
+                approval.over_dates,
+                &approval.approver_roles,
+            ));
         }
         Ok(Ok(new))
     }
@@ -2111,6 +2150,7 @@ fn new_backfill(
             warnings: Vec::new(),
             priority: req.options.priority,
         },
+        awaiting_approval: None,
     }
 }
 
@@ -2151,9 +2191,16 @@ fn copy_options(o: &BackfillOptions) -> CopyOptions {
     }
 }
 
-/// The warnings of a new backfill, for its outcome (`None` when none).
+/// The warnings of a new backfill, for its outcome (`None` when none); with the approval it
+/// waits for (or, for a dry run, would wait for) first.
 fn warnings_of(new: &NewBackfill) -> Option<Vec<String>> {
-    (!new.options.warnings.is_empty()).then(|| new.options.warnings.clone())
+    let all: Vec<String> = new
+        .awaiting_approval
+        .iter()
+        .chain(&new.options.warnings)
+        .cloned()
+        .collect();
+    (!all.is_empty()).then_some(all)
 }
 
 /// The dates a new backfill skips, for its outcome (`None` when none).

@@ -1,5 +1,5 @@
 //! The life-cycle actions a user can ask for on an existing backfill (cancel, pause, resume,
-//! delete, retry), and in one place which are allowed in which state and what each one does;
+//! delete, retry, approve, reject), and in one place which are allowed in which state and what each one does;
 //! also which dates a retry or a `reprocess` choice leaves to run.
 //! Pure: the engine gathers [`Facts`] and carries out the [`Effect`].
 
@@ -37,6 +37,12 @@ pub enum Effect {
     DeleteCopy,
     /// Create a new backfill of only the failed dates, linked to this one.
     RetryFailed,
+    /// Approved: `awaiting_approval` becomes `submitted` (the copy is written as for any
+    /// accepted backfill).
+    Approve,
+    /// Rejected: `awaiting_approval` becomes `cancelled` ("rejected by <user>: <reason>"); no
+    /// copy is ever written.
+    Reject,
 }
 
 /// Why an action is refused, for the requester.
@@ -48,10 +54,11 @@ pub struct Refusal(pub String);
 pub fn plan(action: Action, facts: Facts) -> Result<Effect, Refusal> {
     use BackfillState as S;
     let refuse = |why: &str| {
+        let state = describe(facts);
         Err(Refusal(format!(
-            "cannot {} a {} backfill: {why}",
+            "cannot {} {} {state} backfill: {why}",
             action.as_str(),
-            describe(facts)
+            article(&state)
         )))
     };
     if facts.deleted {
@@ -60,12 +67,16 @@ pub fn plan(action: Action, facts: Facts) -> Result<Effect, Refusal> {
     match action {
         Action::Create | Action::Read | Action::Import => refuse("not a life-cycle action"),
         Action::Cancel => match facts.state {
+            S::AwaitingApproval => Ok(Effect::Withdraw),
             S::Submitted if !facts.copy_written => Ok(Effect::Withdraw),
             S::Submitted | S::Queued | S::Running | S::Paused => Ok(Effect::CancelRuns),
             S::Success | S::Failed | S::Cancelled => refuse("it already finished"),
         },
         Action::Pause => match facts.state {
             S::Queued | S::Running => Ok(Effect::PauseCopy),
+            S::AwaitingApproval => {
+                refuse("it awaits approval and has no DAG copy; cancel it instead")
+            }
             S::Submitted => refuse("its DAG copy is not registered yet; cancel it instead"),
             S::Paused => refuse("it is already paused"),
             S::Success | S::Failed | S::Cancelled => refuse("it already finished"),
@@ -73,11 +84,13 @@ pub fn plan(action: Action, facts: Facts) -> Result<Effect, Refusal> {
         Action::Resume => match facts.state {
             S::Paused => Ok(Effect::ResumeCopy),
             S::Success | S::Failed | S::Cancelled => refuse("it already finished"),
-            S::Submitted | S::Queued | S::Running => refuse("it is not paused"),
+            S::AwaitingApproval | S::Submitted | S::Queued | S::Running => {
+                refuse("it is not paused")
+            }
         },
         Action::Delete => match facts.state {
             S::Paused | S::Success | S::Failed | S::Cancelled => Ok(Effect::DeleteCopy),
-            S::Submitted | S::Queued | S::Running => {
+            S::AwaitingApproval | S::Submitted | S::Queued | S::Running => {
                 refuse("it is still active; cancel or pause it first")
             }
         },
@@ -86,7 +99,17 @@ pub fn plan(action: Action, facts: Facts) -> Result<Effect, Refusal> {
             S::Failed => refuse("no date failed (the copy never ran); submit it again instead"),
             S::Success => refuse("no date failed"),
             S::Cancelled => refuse("it was withdrawn before it ran; submit it again instead"),
-            S::Submitted | S::Queued | S::Running | S::Paused => refuse("it has not finished"),
+            S::AwaitingApproval | S::Submitted | S::Queued | S::Running | S::Paused => {
+                refuse("it has not finished")
+            }
+        },
+        Action::Approve | Action::Reject => match facts.state {
+            S::AwaitingApproval if action == Action::Approve => Ok(Effect::Approve),
+            S::AwaitingApproval => Ok(Effect::Reject),
+            S::Success | S::Failed | S::Cancelled => refuse("it already finished"),
+            S::Submitted | S::Queued | S::Running | S::Paused => {
+                refuse("it does not await approval")
+            }
         },
     }
 }
@@ -205,6 +228,15 @@ pub fn retry_dates(
         .collect())
 }
 
+/// "a" or "an" before `word`.
+fn article(word: &str) -> &'static str {
+    if word.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    }
+}
+
 fn describe(f: Facts) -> String {
     if f.deleted {
         "deleted".into()
@@ -217,19 +249,24 @@ fn describe(f: Facts) -> String {
 mod tests {
     use super::*;
 
-    const ACTIONS: [Action; 5] = [
+    const ACTIONS: [Action; 7] = [
         Action::Cancel,
         Action::Pause,
         Action::Resume,
         Action::Delete,
         Action::Retry,
+        Action::Approve,
+        Action::Reject,
     ];
 
     fn facts(state: BackfillState) -> Facts {
         Facts {
             state,
             deleted: false,
-            copy_written: state != BackfillState::Submitted,
+            copy_written: !matches!(
+                state,
+                BackfillState::Submitted | BackfillState::AwaitingApproval
+            ),
             failed_dates: u32::from(state == BackfillState::Failed),
         }
     }
@@ -241,13 +278,28 @@ mod tests {
         use Effect as E;
         let ok = |e: Effect| Some(e);
         let no = None;
-        // Columns: cancel, pause, resume, delete, retry.
-        let table: [(BackfillState, [Option<Effect>; 5]); 7] = [
-            (S::Submitted, [ok(E::Withdraw), no, no, no, no]),
-            (S::Queued, [ok(E::CancelRuns), ok(E::PauseCopy), no, no, no]),
+        // Columns: cancel, pause, resume, delete, retry, approve, reject.
+        let table: [(BackfillState, [Option<Effect>; 7]); 8] = [
+            (
+                S::AwaitingApproval,
+                [
+                    ok(E::Withdraw),
+                    no,
+                    no,
+                    no,
+                    no,
+                    ok(E::Approve),
+                    ok(E::Reject),
+                ],
+            ),
+            (S::Submitted, [ok(E::Withdraw), no, no, no, no, no, no]),
+            (
+                S::Queued,
+                [ok(E::CancelRuns), ok(E::PauseCopy), no, no, no, no, no],
+            ),
             (
                 S::Running,
-                [ok(E::CancelRuns), ok(E::PauseCopy), no, no, no],
+                [ok(E::CancelRuns), ok(E::PauseCopy), no, no, no, no, no],
             ),
             (
                 S::Paused,
@@ -257,15 +309,18 @@ mod tests {
                     ok(E::ResumeCopy),
                     ok(E::DeleteCopy),
                     no,
+                    no,
+                    no,
                 ],
             ),
-            (S::Success, [no, no, no, ok(E::DeleteCopy), no]),
+            (S::Success, [no, no, no, ok(E::DeleteCopy), no, no, no]),
             (
                 S::Failed,
-                [no, no, no, ok(E::DeleteCopy), ok(E::RetryFailed)],
+                [no, no, no, ok(E::DeleteCopy), ok(E::RetryFailed), no, no],
             ),
-            (S::Cancelled, [no, no, no, ok(E::DeleteCopy), no]),
+            (S::Cancelled, [no, no, no, ok(E::DeleteCopy), no, no, no]),
         ];
+        assert_eq!(table.len(), BackfillState::ALL.len(), "every state");
         for (state, row) in table {
             for (action, want) in ACTIONS.into_iter().zip(row) {
                 let got = plan(action, facts(state));
@@ -278,8 +333,9 @@ mod tests {
                 if let Err(Refusal(why)) = got {
                     assert!(
                         why.starts_with(&format!(
-                            "cannot {} a {state} backfill: ",
-                            action.as_str()
+                            "cannot {} {} {state} backfill: ",
+                            action.as_str(),
+                            article(state.as_str())
                         )),
                         "{why}"
                     );

@@ -107,17 +107,6 @@ pub struct Snapshot {
     pub spool_active: u64,
 }
 
-/// The states a backfill can be in, so each has a series even at zero.
-const STATES: [&str; 7] = [
-    "submitted",
-    "queued",
-    "running",
-    "paused",
-    "success",
-    "failed",
-    "cancelled",
-];
-
 fn int(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
@@ -212,8 +201,9 @@ fn render_db(r: &Registry, db: &DbFigures) -> Result<(), MetricsError> {
         "Logical dates (DAG runs) of the backfills not deleted, by the state of their run.",
         &["state"],
     )?;
-    for state in STATES {
-        backfills.with_label_values(&[state]).set(0);
+    // Every state has a series, even at zero.
+    for state in crate::state::BackfillState::ALL {
+        backfills.with_label_values(&[state.as_str()]).set(0);
     }
     for state in ["succeeded", "failed", "running", "queued", "pending"] {
         dates.with_label_values(&[state]).set(0);
@@ -346,6 +336,7 @@ mod tests {
             "# TYPE backfilld_backfills gauge",
             "backfilld_backfills{state=\"running\"} 2",
             "backfilld_backfills{state=\"success\"} 0",
+            "backfilld_backfills{state=\"awaiting_approval\"} 0",
             "backfilld_backfills_deleted 5",
             "backfilld_backfills_throttled 1",
             "backfilld_dates{state=\"succeeded\"} 3",

@@ -112,6 +112,10 @@ pub enum ReasonCode {
     /// `import-seed` refused: the seed plugin's system DAGs still run and would keep acting on
     /// the backfills backfilld takes over.
     SeedPluginActive,
+    /// Approving or rejecting needs one of `[approval] approver_roles`.
+    NotAnApprover,
+    /// The requester cannot approve or reject their own backfill.
+    SelfApproval,
 }
 
 impl From<crate::authz::DenyCode> for ReasonCode {
@@ -170,6 +174,7 @@ struct RawRequest {
     params: Option<toml::Value>,
     ignore_overlap: Option<bool>,
     on_behalf_of: Option<String>,
+    reason: Option<String>,
     tasks: Option<Vec<String>>,
     include_upstream: Option<bool>,
     include_downstream: Option<bool>,
@@ -240,6 +245,8 @@ pub struct Operation {
     pub id: String,
     /// The Airflow user a trusted submitter acts for (checked by the engine).
     pub on_behalf_of: Option<String>,
+    /// Why (`reject` only, where it is required).
+    pub reason: Option<String>,
 }
 
 /// What a request file asks for.
@@ -270,13 +277,18 @@ impl Parsed {
 }
 
 /// The life-cycle actions a request file may name, besides `create`.
-const OPERATIONS: [Action; 5] = [
+const OPERATIONS: [Action; 7] = [
     Action::Cancel,
     Action::Pause,
     Action::Resume,
     Action::Delete,
     Action::Retry,
+    Action::Approve,
+    Action::Reject,
 ];
+
+/// Longest `reason` of a `reject`.
+pub const REASON_MAX: usize = 2000;
 
 /// Parse a request to create a backfill; a file naming another action is refused (see
 /// [`parse_any`]).
@@ -308,7 +320,7 @@ pub fn parse_any(bytes: &[u8], max_active_runs_limit: u32) -> Result<Parsed, Rej
             None => {
                 return Err(Rejection::new(
                     ReasonCode::InvalidValue,
-                    format!("action = {name:?} is unknown; use create, cancel, pause, resume, delete or retry"),
+                    format!("action = {name:?} is unknown; use create, cancel, pause, resume, delete, retry, approve or reject"),
                 ))
             }
         },
@@ -319,7 +331,13 @@ pub fn parse_any(bytes: &[u8], max_active_runs_limit: u32) -> Result<Parsed, Rej
     if raw.id.is_some() {
         return Err(Rejection::new(
             ReasonCode::InvalidValue,
-            "id names an existing backfill and applies only to cancel, pause, resume, delete and retry",
+            "id names an existing backfill and applies only to cancel, pause, resume, delete, retry, approve and reject",
+        ));
+    }
+    if raw.reason.is_some() {
+        return Err(Rejection::new(
+            ReasonCode::InvalidValue,
+            "reason applies only to reject",
         ));
     }
     let missing = |key: &str| {
@@ -536,10 +554,44 @@ fn parse_operation(action: Action, raw: RawRequest) -> Result<Operation, Rejecti
         Some(u) => Some(check_username(&u)?),
         None => None,
     };
+    let reason = match (action, raw.reason) {
+        (Action::Reject, None) => {
+            return Err(Rejection::new(
+                ReasonCode::MissingKey,
+                "missing field `reason` (why the backfill is rejected, for the requester)",
+            ))
+        }
+        (Action::Reject, Some(r)) => {
+            let r = r.trim().to_owned();
+            if r.is_empty()
+                || r.chars().count() > REASON_MAX
+                || r.chars().any(|c| c.is_control() && c != '\n')
+            {
+                return Err(Rejection::new(
+                    ReasonCode::InvalidValue,
+                    format!(
+                        "reason must have 1 to {REASON_MAX} characters without control characters"
+                    ),
+                ));
+            }
+            Some(r)
+        }
+        (_, Some(_)) => {
+            return Err(Rejection::new(
+                ReasonCode::InvalidValue,
+                format!(
+                    "reason applies only to reject, not to action = {:?}",
+                    action.as_str()
+                ),
+            ))
+        }
+        (_, None) => None,
+    };
     Ok(Operation {
         action,
         id,
         on_behalf_of,
+        reason,
     })
 }
 
@@ -829,7 +881,7 @@ mod tests {
 
     #[test]
     fn life_cycle_requests() {
-        for name in ["cancel", "pause", "resume", "delete", "retry"] {
+        for name in ["cancel", "pause", "resume", "delete", "retry", "approve"] {
             let text = format!("action = \"{name}\"\nid = \"sales_backfill_20240101_000000\"\n");
             match parse_any(text.as_bytes(), 10) {
                 Ok(Parsed::Operate(op)) => {
@@ -844,6 +896,37 @@ mod tests {
                 .err()
                 .map(|r| (r.code, r.message))
         };
+        match parse_any(
+            b"action = \"reject\"\nid = \"x\"\nreason = \"  too big for this week \"\n",
+            10,
+        ) {
+            Ok(Parsed::Operate(op)) => {
+                assert_eq!(op.action, Action::Reject);
+                assert_eq!(op.reason.as_deref(), Some("too big for this week"));
+            }
+            other => panic!("reject: {other:?}"),
+        }
+        for (body, want) in [
+            ("action = \"reject\"\nid = \"x\"\n", ReasonCode::MissingKey),
+            (
+                "action = \"reject\"\nid = \"x\"\nreason = \" \"\n",
+                ReasonCode::InvalidValue,
+            ),
+            (
+                "action = \"reject\"\nid = \"x\"\nreason = \"a\\u0007b\"\n",
+                ReasonCode::InvalidValue,
+            ),
+            (
+                "action = \"approve\"\nid = \"x\"\nreason = \"ok\"\n",
+                ReasonCode::InvalidValue,
+            ),
+            (
+                "dag_id = \"a\"\nstart = 2024-01-01\nend = 2024-01-01\nreason = \"x\"\n",
+                ReasonCode::InvalidValue,
+            ),
+        ] {
+            assert_eq!(refused(body).map(|r| r.0), Some(want), "{body}");
+        }
         let (code, msg) = refused("action = \"cancel\"\n").unwrap_or_else(|| panic!("accepted"));
         assert_eq!(code, ReasonCode::MissingKey);
         assert!(msg.contains("`id`"), "{msg}");

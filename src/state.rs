@@ -6,6 +6,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BackfillState {
+    /// Accepted, but covering more dates than `[approval] over_dates`: no DAG copy until an
+    /// approver approves it (then `submitted`) or rejects it (then `cancelled`).
+    AwaitingApproval,
     /// Accepted; the DAG copy is being written or waits for Airflow to register it.
     Submitted,
     /// Airflow registered the copy; no run of it is running yet.
@@ -24,7 +27,8 @@ pub enum BackfillState {
 
 impl BackfillState {
     /// Every state, in life-cycle order.
-    pub const ALL: [BackfillState; 7] = [
+    pub const ALL: [BackfillState; 8] = [
+        BackfillState::AwaitingApproval,
         BackfillState::Submitted,
         BackfillState::Queued,
         BackfillState::Running,
@@ -49,6 +53,7 @@ impl BackfillState {
             return true;
         }
         match self {
+            AwaitingApproval => matches!(to, Submitted | Cancelled),
             Submitted => matches!(to, Queued | Running | Paused | Success | Failed | Cancelled),
             Queued | Running | Paused => {
                 matches!(to, Queued | Running | Paused | Success | Failed | Cancelled)
@@ -60,6 +65,7 @@ impl BackfillState {
     /// The name stored in the database and shown to users.
     pub fn as_str(self) -> &'static str {
         match self {
+            BackfillState::AwaitingApproval => "awaiting_approval",
             BackfillState::Submitted => "submitted",
             BackfillState::Queued => "queued",
             BackfillState::Running => "running",
@@ -96,11 +102,32 @@ mod tests {
     }
 
     #[test]
-    fn nothing_returns_to_submitted() {
+    fn only_an_approval_leads_to_submitted() {
         for from in BackfillState::ALL {
-            if from != BackfillState::Submitted {
-                assert!(!from.can_become(BackfillState::Submitted), "{from}");
+            let want = matches!(
+                from,
+                BackfillState::Submitted | BackfillState::AwaitingApproval
+            );
+            assert_eq!(from.can_become(BackfillState::Submitted), want, "{from}");
+        }
+    }
+
+    #[test]
+    fn nothing_returns_to_awaiting_approval() {
+        for from in BackfillState::ALL {
+            if from != BackfillState::AwaitingApproval {
+                assert!(!from.can_become(BackfillState::AwaitingApproval), "{from}");
             }
+        }
+        let a = BackfillState::AwaitingApproval;
+        for to in BackfillState::ALL {
+            let want = matches!(
+                to,
+                BackfillState::AwaitingApproval
+                    | BackfillState::Submitted
+                    | BackfillState::Cancelled
+            );
+            assert_eq!(a.can_become(to), want, "{a} -> {to}");
         }
     }
 

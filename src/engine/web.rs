@@ -440,11 +440,15 @@ fn web_backfill(row: &BackfillRow, subject: &Subject) -> WebBackfill {
     WebBackfill {
         view: BackfillView::from(row),
         allowed_actions,
-        // A backfill waiting for its prerequisites (`after`) says for which.
+        // A backfill waiting for its prerequisites (`after`) says for which; one awaiting
+        // approval says why it needs one.
         waiting: row
             .state_reason
             .clone()
-            .filter(|r| row.state == BackfillState::Submitted && r.starts_with("waiting for "))
+            .filter(|r| {
+                (row.state == BackfillState::Submitted && r.starts_with("waiting for "))
+                    || row.state == BackfillState::AwaitingApproval
+            })
             .or_else(|| {
                 why_waiting(
                     row.state,

@@ -611,18 +611,47 @@ async fn v2_action(
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Path((id, action)): Path<(String, String)>,
+    body: axum::body::Bytes,
 ) -> Result<Json<WebDetail>, ApiError> {
-    if !["cancel", "pause", "resume", "retry"].contains(&action.as_str()) {
+    if !["cancel", "pause", "resume", "retry", "approve", "reject"].contains(&action.as_str()) {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
-            format!("unknown action {action:?}; use cancel, pause, resume or retry"),
+            format!(
+                "unknown action {action:?}; use cancel, pause, resume, retry, approve or reject"
+            ),
         ));
     }
     let user = user(&state, &headers, client).await?;
-    let (_, detail) = decide(&state, &user, action_request(&action, &id)).await?;
+    let mut request = action_request(&action, &id);
+    if action == "reject" {
+        request.insert("reason".into(), toml::Value::String(reject_reason(&body)?));
+    }
+    let (_, detail) = decide(&state, &user, request).await?;
     match detail {
         Some(d) => Ok(Json(d)),
         None => Ok(Json(get_for(&state, &user, &id).await?)),
+    }
+}
+
+/// The `reason` of a reject's JSON body (`{"reason": "..."}`); checked again by the request
+/// parser like any request file's.
+fn reject_reason(body: &[u8]) -> Result<String, ApiError> {
+    let object = if body.is_empty() {
+        Map::new()
+    } else {
+        body_object(body)?
+    };
+    if let Some(key) = object.keys().find(|k| *k != "reason") {
+        return Err(ApiError::bad_request(format!(
+            "unknown key {key:?}; a reject takes only reason"
+        )));
+    }
+    match object.get("reason") {
+        Some(Value::String(r)) => Ok(r.clone()),
+        Some(_) => Err(ApiError::bad_request("reason must be a string")),
+        None => Err(ApiError::bad_request(
+            "reason is required: why the backfill is rejected",
+        )),
     }
 }
 

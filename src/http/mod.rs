@@ -132,6 +132,8 @@ pub fn status_of_reason(code: &str) -> StatusCode {
         | "unmapped_user"
         | "on_behalf_not_allowed"
         | "auth_unavailable"
+        | "not_an_approver"
+        | "self_approval"
         | "unknown_user" => StatusCode::FORBIDDEN,
         _ => StatusCode::BAD_REQUEST,
     }

@@ -25,6 +25,8 @@ mod tests {
             ("/api/v2/backfills/{id}/pause", "post"),
             ("/api/v2/backfills/{id}/resume", "post"),
             ("/api/v2/backfills/{id}/retry", "post"),
+            ("/api/v2/backfills/{id}/approve", "post"),
+            ("/api/v2/backfills/{id}/reject", "post"),
             ("/api/v2/dags", "get"),
             ("/api/v2/openapi.json", "get"),
         ] {

@@ -250,6 +250,7 @@ async fn list(
         esc(&dag)
     );
     for s in [
+        "awaiting_approval",
         "submitted",
         "queued",
         "running",

@@ -235,6 +235,21 @@ impl Dialect {
         }
     }
 
+    /// Statements widening the `VARCHAR` column `col` of `table` to `width` (keeping `NOT
+    /// NULL` when `not_null`): none on SQLite, which does not enforce `VARCHAR` lengths.
+    pub fn widen_varchar(self, table: &str, col: &str, width: u32, not_null: bool) -> Vec<String> {
+        let null = if not_null { " NOT NULL" } else { "" };
+        match self.0 {
+            Backend::Sqlite => Vec::new(),
+            Backend::Postgres => vec![format!(
+                "ALTER TABLE {table} ALTER COLUMN {col} TYPE VARCHAR({width})"
+            )],
+            Backend::Mysql => vec![format!(
+                "ALTER TABLE {table} MODIFY {col} VARCHAR({width}){null}"
+            )],
+        }
+    }
+
     /// Auto-incrementing integer primary key column definition.
     pub fn serial_pk(self) -> &'static str {
         match self.0 {

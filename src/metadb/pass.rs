@@ -21,8 +21,12 @@ use crate::ordering::Prerequisite;
 use crate::reconcile::{Decision, Progress, RunState, RunSummary};
 use crate::state::BackfillState;
 
-/// The `WHERE` condition on `backfilld_backfill b` selecting the backfills a pass looks at.
-const UNFINISHED: &str = "b.deleted = 0 AND b.state NOT IN ('success', 'failed', 'cancelled')";
+/// The `WHERE` condition on `backfilld_backfill b` selecting the backfills a pass looks at:
+/// not deleted, not finished, and not awaiting approval (such a backfill has no copy and
+/// nothing to reconcile until an approval makes it `submitted`; only a life-cycle decision
+/// changes it).
+const UNFINISHED: &str =
+    "b.deleted = 0 AND b.state NOT IN ('success', 'failed', 'cancelled', 'awaiting_approval')";
 
 /// Most rows one batched `UPDATE` changes (keeps the bind count under every backend's limit).
 const WRITE_CHUNK: usize = 400;
@@ -536,7 +540,7 @@ impl<'a> Pass<'a> {
             self.db.execute(
                 &format!(
                     "UPDATE backfilld_backfill SET {}, updated_at = ? WHERE id IN ({marks}) \
-                     AND state NOT IN ('success', 'failed', 'cancelled')",
+                     AND state NOT IN ('success', 'failed', 'cancelled', 'awaiting_approval')",
                     sets.join(", ")
                 ),
                 &args,

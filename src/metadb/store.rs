@@ -15,7 +15,7 @@ use crate::request::{fmt_ts, ReasonCode};
 use crate::state::BackfillState;
 
 /// Schema version this build expects.
-pub const SCHEMA_VERSION: i64 = 11;
+pub const SCHEMA_VERSION: i64 = 12;
 
 fn migrations(d: Dialect) -> Vec<(i64, Vec<String>)> {
     let long = d.long_text();
@@ -188,6 +188,20 @@ fn migrations(d: Dialect) -> Vec<(i64, Vec<String>)> {
                 "CREATE UNIQUE INDEX backfilld_backfill_seed ON backfilld_backfill (seed_id)"
                     .to_owned(),
             ],
+        ),
+        (
+            // Approval of big backfills: who approved or rejected one, and when; the state
+            // column widened for `awaiting_approval` (17 characters).
+            12,
+            [
+                "ALTER TABLE backfilld_backfill ADD COLUMN approved_by VARCHAR(256)".to_owned(),
+                "ALTER TABLE backfilld_backfill ADD COLUMN approved_at VARCHAR(40)".to_owned(),
+                "ALTER TABLE backfilld_backfill ADD COLUMN rejected_by VARCHAR(256)".to_owned(),
+                "ALTER TABLE backfilld_backfill ADD COLUMN rejected_at VARCHAR(40)".to_owned(),
+            ]
+            .into_iter()
+            .chain(d.widen_varchar("backfilld_backfill", "state", 32, true))
+            .collect(),
         ),
     ]
 }
@@ -448,6 +462,14 @@ pub struct BackfillRow {
     pub seed_id: Option<String>,
     /// What the import found worth saying (the seed's state, the dates it did not record).
     pub import_note: Option<String>,
+    /// The Airflow user who approved it (`[approval]`), when it waited for approval.
+    pub approved_by: Option<String>,
+    /// When it was approved.
+    pub approved_at: Option<DateTime<Utc>>,
+    /// The Airflow user who rejected it.
+    pub rejected_by: Option<String>,
+    /// When it was rejected.
+    pub rejected_at: Option<DateTime<Utc>>,
 }
 
 /// A backfill's options beyond its range, stored as JSON (`backfilld_backfill.options`; NULL in
@@ -612,6 +634,14 @@ struct BackfillSql {
     seed_id: Option<String>,
     #[diesel(sql_type = Nullable<Text>)]
     import_note: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    approved_by: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    approved_at: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    rejected_by: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    rejected_at: Option<String>,
 }
 
 #[derive(QueryableByName)]
@@ -639,7 +669,8 @@ const BACKFILL_COLS: &str = "id, dag_id, state, state_reason, description, start
     copy_written_at, submitted_by, submitted_uid, submitted_at, updated_at, run_start, run_end, \
     dates_total, dates_succeeded, dates_failed, dates_running, dates_queued, host, requester, \
     on_behalf_of, deleted, deleted_at, user_paused, pending_op, retry_of, scheduled_at, \
-    delete_after_days, reprocess, skipped_dates, copy_paused, options, seed_id, import_note";
+    delete_after_days, reprocess, skipped_dates, copy_paused, options, seed_id, import_note, \
+    approved_by, approved_at, rejected_by, rejected_at";
 
 /// A stored JSON list of timestamps (NULL: none).
 fn dates_of(id: &str, json: Option<&str>) -> Result<Vec<DateTime<Utc>>, DbError> {
@@ -733,6 +764,10 @@ impl TryFrom<BackfillSql> for BackfillRow {
             },
             seed_id: r.seed_id,
             import_note: r.import_note,
+            approved_by: r.approved_by,
+            approved_at: opt(r.approved_at)?,
+            rejected_by: r.rejected_by,
+            rejected_at: opt(r.rejected_at)?,
             dag_id: r.dag_id,
             id: r.id,
         })
@@ -782,6 +817,9 @@ pub struct NewBackfill {
     pub skipped_dates: Vec<DateTime<Utc>>,
     /// Task subset, asset events, ordering.
     pub options: BackfillOptions,
+    /// Set when it waits for approval (`[approval] over_dates`): the reason shown meanwhile.
+    /// It is then stored as `awaiting_approval` instead of `submitted`.
+    pub awaiting_approval: Option<String>,
 }
 
 /// Typed access to backfilld's tables.
@@ -871,7 +909,8 @@ impl<'a> Store<'a> {
         Ok(rows.first().map(|r| r.value > 0).unwrap_or(false))
     }
 
-    /// Insert an accepted backfill under `id` (state `submitted`).
+    /// Insert an accepted backfill under `id` (state `submitted`, or `awaiting_approval`
+    /// with its reason).
     pub fn insert_backfill(
         &mut self,
         id: &str,
@@ -887,17 +926,26 @@ impl<'a> Store<'a> {
             serde_json::to_string(&b.options).map_err(|e| DbError::Data(e.to_string()))?;
         let now = stored_ts(now);
         self.db.execute(
-            "INSERT INTO backfilld_backfill (id, dag_id, state, description, start_date, end_date, \
+            "INSERT INTO backfilld_backfill (id, dag_id, state, state_reason, description, start_date, end_date, \
              logical_dates, params, max_active_runs, ignore_overlap, origin_fileloc, origin_code, \
              submitted_by, submitted_uid, submitted_at, updated_at, deleted, dates_total, \
              dates_succeeded, dates_failed, dates_running, dates_queued, host, request_key, \
              requester, on_behalf_of, retry_of, scheduled_at, delete_after_days, reprocess, skipped_dates, \
              options, priority) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, 0, 0, 0, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, 0, 0, 0, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             &[
                 Arg::Text(id.to_owned()),
                 Arg::Text(b.dag_id.clone()),
-                Arg::Text(BackfillState::Submitted.as_str().to_owned()),
+                Arg::Text(
+                    if b.awaiting_approval.is_some() {
+                        BackfillState::AwaitingApproval
+                    } else {
+                        BackfillState::Submitted
+                    }
+                    .as_str()
+                    .to_owned(),
+                ),
+                Arg::OptText(b.awaiting_approval.clone()),
                 Arg::OptText(b.description.clone()),
                 Arg::Text(stored_ts(b.start)),
                 Arg::Text(stored_ts(b.end)),
@@ -1041,12 +1089,12 @@ impl<'a> Store<'a> {
         Ok(rows.into_iter().map(|r| r.value).collect())
     }
 
-    /// How many unfinished (submitted, queued, running, paused), undeleted backfills were
-    /// submitted for Airflow user `user`.
+    /// How many unfinished (awaiting approval, submitted, queued, running, paused), undeleted
+    /// backfills were submitted for Airflow user `user`.
     pub fn active_backfills_of(&mut self, user: &str) -> Result<usize, DbError> {
         let rows: Vec<IntRow> = self.db.load(
             "SELECT COUNT(*) AS value FROM backfilld_backfill WHERE submitted_by = ? AND deleted = 0 \
-             AND state IN ('submitted', 'queued', 'running', 'paused')",
+             AND state IN ('awaiting_approval', 'submitted', 'queued', 'running', 'paused')",
             &[Arg::Text(user.to_owned())],
         )?;
         Ok(rows
@@ -1117,8 +1165,9 @@ impl<'a> Store<'a> {
         rows.into_iter().map(TryInto::try_into).collect()
     }
 
-    /// Withdraw a backfill whose copy was never written: state `cancelled`. Returns false when
-    /// it no longer qualifies (the copy was written meanwhile).
+    /// Withdraw a backfill whose copy was never written (submitted, or awaiting approval):
+    /// state `cancelled`. Returns false when it no longer qualifies (the copy was written
+    /// meanwhile).
     pub fn withdraw(
         &mut self,
         id: &str,
@@ -1127,9 +1176,49 @@ impl<'a> Store<'a> {
     ) -> Result<bool, DbError> {
         let n = self.db.execute(
             "UPDATE backfilld_backfill SET state = 'cancelled', state_reason = ?, updated_at = ? \
-             WHERE id = ? AND state = 'submitted' AND copy_written_at IS NULL AND deleted = 0",
+             WHERE id = ? AND state IN ('submitted', 'awaiting_approval') AND copy_written_at IS NULL \
+             AND deleted = 0",
             &[
                 Arg::Text(reason.to_owned()),
+                Arg::Text(stored_ts(now)),
+                Arg::Text(id.to_owned()),
+            ],
+        )?;
+        Ok(n > 0)
+    }
+
+    /// Approve a backfill awaiting approval: state `submitted` (its copy is written next),
+    /// with who and when. Returns false when it no longer awaits approval.
+    pub fn approve(&mut self, id: &str, by: &str, now: DateTime<Utc>) -> Result<bool, DbError> {
+        let n = self.db.execute(
+            "UPDATE backfilld_backfill SET state = 'submitted', state_reason = NULL, approved_by = ?, \
+             approved_at = ?, updated_at = ? WHERE id = ? AND state = 'awaiting_approval' AND deleted = 0",
+            &[
+                Arg::Text(by.to_owned()),
+                Arg::Text(stored_ts(now)),
+                Arg::Text(stored_ts(now)),
+                Arg::Text(id.to_owned()),
+            ],
+        )?;
+        Ok(n > 0)
+    }
+
+    /// Reject a backfill awaiting approval: state `cancelled` with `reason`, and who and when.
+    /// Returns false when it no longer awaits approval.
+    pub fn reject(
+        &mut self,
+        id: &str,
+        by: &str,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, DbError> {
+        let n = self.db.execute(
+            "UPDATE backfilld_backfill SET state = 'cancelled', state_reason = ?, rejected_by = ?, \
+             rejected_at = ?, updated_at = ? WHERE id = ? AND state = 'awaiting_approval' AND deleted = 0",
+            &[
+                Arg::Text(reason.to_owned()),
+                Arg::Text(by.to_owned()),
+                Arg::Text(stored_ts(now)),
                 Arg::Text(stored_ts(now)),
                 Arg::Text(id.to_owned()),
             ],

@@ -342,6 +342,7 @@ fn metrics_figures_on_every_backend() {
                 reprocess: "completed".into(),
                 skipped_dates: vec![],
                 options: Default::default(),
+                awaiting_approval: None,
             };
             s.insert_backfill(id, &new, "h", &format!("key{n}"), day(4))
                 .unwrap_or_else(|e| panic!("{url}: {e}"));
