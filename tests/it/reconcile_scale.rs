@@ -72,7 +72,9 @@ fn check(af: &Airflow) {
     assert_eq!(small[1].recomputed, 0, "{small:?}");
     assert_eq!(large[1].changed, 0, "{large:?}");
     assert_eq!(large[2].recomputed, 20, "one in ten moved on: {large:?}");
-    assert!(small[0].queries <= 10, "{small:?}");
+    // Reads, then the writes in one transaction opened by the leader's fencing check (BEGIN,
+    // fence, batched UPDATE, COMMIT).
+    assert!(small[0].queries <= 12, "{small:?}");
     // What the passes wrote. Backfill 0 moved on twice: all four dates done. The other
     // backfills k % 10 == 0 moved on once; the rest are as generated.
     let count = |db: &mut MetaDb, filter: &str| -> i64 {

@@ -114,13 +114,17 @@ fn systemd_protocol_reload_and_clean_stop() {
     );
     std::fs::rename(&hidden, &db).unwrap_or_else(|e| panic!("{e}"));
     systemd.wait("READY=1 once the DB is back", "READY=1", 1);
-    wait_for("a db-ok status", Duration::from_secs(30), || {
-        systemd
-            .lines()
-            .iter()
-            .any(|l| l.starts_with("STATUS=") && l.ends_with("db ok"))
-            .then_some(())
-    });
+    wait_for(
+        "a db-ok status naming this agent's role",
+        Duration::from_secs(30),
+        || {
+            systemd
+                .lines()
+                .iter()
+                .any(|l| l.starts_with("STATUS=") && l.contains("db ok; leader ("))
+                .then_some(())
+        },
+    );
 
     // Watchdog pings keep coming, well within WATCHDOG_USEC (2 s).
     let before = systemd.count("WATCHDOG=1");
@@ -237,7 +241,9 @@ fn systemd_protocol_reload_and_clean_stop() {
     // The burst is one user's: lift the per-user cap on waiting requests for it.
     std::fs::write(
         &d.config,
-        format!("{good}\n[limits]\nmax_pending_per_user = 1000\n"),
+        format!(
+            "{good}\n[limits]\nmax_pending_per_user = 1000\nmax_active_backfills_per_user = 1000\n"
+        ),
     )
     .unwrap_or_else(|e| panic!("{e}"));
     d.proc().signal(Signal::SIGHUP);
