@@ -83,37 +83,19 @@ impl<'a> Leases<'a> {
                 return Ok(Some(token));
             }
         }
-        match self.db.execute(
-            "INSERT INTO backfilld_lease (name, holder, token, expires_ms) VALUES (?, '', 0, 0)",
-            &[Arg::Text(name.to_owned())],
-        ) {
-            Ok(_) => {}
-            Err(e) if e.is_unique_violation() => {}
-            Err(e) => return Err(e),
+        let mut n = self.take(name, holder, ttl_ms, now_text, held.is_some())?;
+        if n == 0 && !self.exists(name)? {
+            // The first agent ever to ask: create the row (a racing agent may too; one wins).
+            match self.db.execute(
+                "INSERT INTO backfilld_lease (name, holder, token, expires_ms) VALUES (?, '', 0, 0)",
+                &[Arg::Text(name.to_owned())],
+            ) {
+                Ok(_) => {}
+                Err(e) if e.is_unique_violation() => {}
+                Err(e) => return Err(e),
+            }
+            n = self.take(name, holder, ttl_ms, now_text, held.is_some())?;
         }
-        let now = self.db.dialect().now_ms();
-        let same_holder = if held.is_some() {
-            // This process held it and lost it: take it again only once it expired.
-            "1 = 0"
-        } else {
-            "holder = ?"
-        };
-        let mut args = vec![
-            Arg::Text(holder.to_owned()),
-            Arg::Text(now_text.to_owned()),
-            Arg::Int(ttl_ms),
-            Arg::Text(name.to_owned()),
-        ];
-        if held.is_none() {
-            args.push(Arg::Text(holder.to_owned()));
-        }
-        let n = self.db.execute(
-            &format!(
-                "UPDATE backfilld_lease SET token = token + 1, holder = ?, acquired_at = ?, \
-                 expires_ms = {now} + ? WHERE name = ? AND ({same_holder} OR expires_ms < {now})"
-            ),
-            &args,
-        )?;
         if n == 0 {
             return Ok(None);
         }
@@ -122,6 +104,45 @@ impl<'a> Leases<'a> {
             &[Arg::Text(name.to_owned()), Arg::Text(holder.to_owned())],
         )?;
         Ok(rows.first().map(|r| r.token))
+    }
+
+    /// Take `name` when expired, or (`lost` unset: a fresh process) when it names `holder`;
+    /// the token grows by one. Returns the rows changed (0 or 1).
+    fn take(
+        &mut self,
+        name: &str,
+        holder: &str,
+        ttl_ms: i64,
+        now_text: &str,
+        lost: bool,
+    ) -> Result<usize, DbError> {
+        let now = self.db.dialect().now_ms();
+        // A process that held the claim and lost it takes it again only once it expired.
+        let same_holder = if lost { "1 = 0" } else { "holder = ?" };
+        let mut args = vec![
+            Arg::Text(holder.to_owned()),
+            Arg::Text(now_text.to_owned()),
+            Arg::Int(ttl_ms),
+            Arg::Text(name.to_owned()),
+        ];
+        if !lost {
+            args.push(Arg::Text(holder.to_owned()));
+        }
+        self.db.execute(
+            &format!(
+                "UPDATE backfilld_lease SET token = token + 1, holder = ?, acquired_at = ?, \
+                 expires_ms = {now} + ? WHERE name = ? AND ({same_holder} OR expires_ms < {now})"
+            ),
+            &args,
+        )
+    }
+
+    fn exists(&mut self, name: &str) -> Result<bool, DbError> {
+        let rows: Vec<TokenRow> = self.db.load(
+            "SELECT token FROM backfilld_lease WHERE name = ?",
+            &[Arg::Text(name.to_owned())],
+        )?;
+        Ok(!rows.is_empty())
     }
 
     /// The fencing check before a write only the holder may do: still `holder`'s, with the
