@@ -1,4 +1,4 @@
-//! Issue 6's throttling acceptance on real Airflow 2.11 with PostgreSQL and the LocalExecutor
+//! Issue 6's throttling acceptance on real Airflow 2.11 and 3.1 with PostgreSQL and the LocalExecutor
 //! (runs in parallel), `[throttle] max_running_backfill_runs = 2`:
 //! - three backfills at once: queued + running backfill runs, sampled every second, never
 //!   exceed 2; the one that waits says why; all three succeed;
@@ -37,7 +37,16 @@ fn status(d: &Daemon, id: &str) -> serde_json::Value {
 
 #[test]
 fn throttle_on_airflow2_postgres() {
-    let mut af = Airflow::postgres(AirflowMajor::V2, "throttle_af2");
+    throttle_scenario(AirflowMajor::V2, "throttle_af2");
+}
+
+#[test]
+fn throttle_on_airflow3_postgres() {
+    throttle_scenario(AirflowMajor::V3, "throttle_af3");
+}
+
+fn throttle_scenario(major: AirflowMajor, name: &str) {
+    let mut af = Airflow::postgres(major, name);
     af.start_scheduler();
     af.wait_parsed("lifecycle_demo", BIG);
     af.wait_parsed("sales", BIG);
@@ -96,7 +105,12 @@ fn throttle_on_airflow2_postgres() {
 
     // 2. Yield: a run of `sales` of its own is queued (the DAG is paused, so it waits): a
     //    backfill of `sales` holds until that run finished.
-    af.cli_ok(&["dags", "trigger", "sales", "-e", "2024-06-15"]);
+    let logical_date = if major == AirflowMajor::V3 {
+        "--logical-date"
+    } else {
+        "-e"
+    };
+    af.cli_ok(&["dags", "trigger", "sales", logical_date, "2024-06-15"]);
     let held = submit(&daemon, "sales", "2024-06-01", "2024-06-02", &[]);
     let why = wait_for("the backfill to yield", Duration::from_secs(120), || {
         let s = status(&daemon, &held);
