@@ -114,15 +114,15 @@ struct Verdict {
 /// What an accepted file does.
 enum Accepted {
     /// Create this backfill.
-    Create(NewBackfill),
+    Create(Box<NewBackfill>),
     /// A dry run: this backfill would be created; nothing is.
     DryRun(Box<NewBackfill>),
-    /// A life-cycle action on backfill `id`; a retry creates `retry`; a reject carries its
-    /// `reason`.
+    /// A life-cycle action on backfill `id`; a retry creates the backfills in `retry` (one
+    /// per run of consecutive failed dates); a reject carries its `reason`.
     Operate {
         id: String,
         effect: Effect,
-        retry: Option<NewBackfill>,
+        retry: Vec<NewBackfill>,
         reason: Option<String>,
     },
 }
@@ -749,7 +749,7 @@ impl Engine {
                 let done = c.db.transaction(|db| {
                     let mut s = Store::new(db);
                     if let Some(existing) = s.request(&key)? {
-                        return Ok::<_, DbError>(existing.backfill_id);
+                        return Ok::<_, DbError>((existing.backfill_id, existing.warnings));
                     }
                     let now = Utc::now();
                     let affected = match (effect, &retry) {
@@ -770,16 +770,27 @@ impl Engine {
                             let why = reason.as_deref().unwrap_or("no reason given");
                             s.reject(&id, &by, &format!("rejected by {by}: {why}"), now)?
                         }
-                        (Effect::RetryFailed, Some(new)) => {
-                            let new_id = free_id(&mut s, &new.dag_id)?;
-                            s.insert_backfill(&new_id, new, &host, &key, now)?;
+                        (Effect::RetryFailed, new) if !new.is_empty() => {
+                            let mut ids = Vec::new();
+                            for one in new {
+                                let new_id = free_id(&mut s, &one.dag_id)?;
+                                s.insert_backfill(&new_id, one, &host, &key, now)?;
+                                ids.push(new_id);
+                            }
                             let mut accepted = record.clone();
                             accepted.outcome = "accepted".into();
-                            accepted.backfill_id = Some(new_id.clone());
+                            accepted.backfill_id = ids.first().cloned();
+                            if ids.len() > 1 {
+                                accepted.warnings = Some(vec![format!(
+                                    "the failed dates are not consecutive: the retry is {} backfills, {}",
+                                    ids.len(),
+                                    ids.join(", ")
+                                )]);
+                            }
                             s.record_request(&accepted)?;
-                            return Ok(Some(new_id));
+                            return Ok((ids.first().cloned(), accepted.warnings));
                         }
-                        (Effect::RetryFailed, None) => false,
+                        (Effect::RetryFailed, _) => false,
                     };
                     if !affected {
                         return Err(DbError::Data(format!(
@@ -791,10 +802,13 @@ impl Engine {
                     accepted.outcome = "accepted".into();
                     accepted.backfill_id = Some(id.clone());
                     s.record_request(&accepted)?;
-                    Ok(Some(id.clone()))
+                    Ok((Some(id.clone()), None))
                 })?;
                 record.outcome = "accepted".into();
-                record.backfill_id = done;
+                record.backfill_id = done.0;
+                if done.1.is_some() {
+                    record.warnings = done.1;
+                }
             }
             Ok(Accepted::Create(new)) => {
                 record.skipped_dates = skipped_of(&new);
@@ -869,7 +883,7 @@ impl Engine {
                                 if dry_run {
                                     Accepted::DryRun(Box::new(new))
                                 } else {
-                                    Accepted::Create(new)
+                                    Accepted::Create(Box::new(new))
                                 }
                             }),
                             Err(r) => Err(r),
@@ -986,11 +1000,11 @@ impl Engine {
         }
         let retry = if effect == Effect::RetryFailed {
             match self.retry_of(&row, ident)? {
-                Ok(new) => Some(new),
+                Ok(new) => new,
                 Err(r) => return Ok(Err(r)),
             }
         } else {
-            None
+            Vec::new()
         };
         Ok(Ok(Accepted::Operate {
             id: row.id,
@@ -1006,7 +1020,7 @@ impl Engine {
         &mut self,
         row: &BackfillRow,
         ident: &Identity,
-    ) -> Result<Result<NewBackfill, Rejection>, DbError> {
+    ) -> Result<Result<Vec<NewBackfill>, Rejection>, DbError> {
         if let Some(refusal) = self.over_active_limit(ident)? {
             return Ok(Err(refusal));
         }
@@ -1021,8 +1035,8 @@ impl Engine {
                     .any(|r| r.logical_date == *d && r.state == RunState::Failed)
             })
             .collect();
-        let dates = match lifecycle::retry_dates(&row.logical_dates, &failed) {
-            Ok(d) => d,
+        let segments = match lifecycle::retry_dates(&row.logical_dates, &failed) {
+            Ok(s) => s,
             Err(refusal) => {
                 return Ok(Err(Rejection::new(
                     ReasonCode::IllegalTransition,
@@ -1030,49 +1044,12 @@ impl Engine {
                 )))
             }
         };
-        let (Some(&start), Some(&end)) = (dates.first(), dates.last()) else {
-            return Ok(Err(Rejection::new(
-                ReasonCode::IllegalTransition,
-                format!(
-                    "cannot retry backfill {}: Airflow shows no failed run of it",
-                    row.id
-                ),
-            )));
-        };
         let origin_code = af
             .source_code(&row.dag_id, &row.origin_fileloc)?
             .unwrap_or_else(|| row.origin_code.clone());
-        let mut new = new_backfill(
-            Request {
-                dag_id: row.dag_id.clone(),
-                start,
-                end,
-                description: Some(format!("retry of {}", row.id)),
-                max_active_runs: row.max_active_runs,
-                params: row.params.clone(),
-                ignore_overlap: row.ignore_overlap,
-                on_behalf_of: ident.on_behalf_of.clone(),
-                dry_run: false,
-                scheduled_at: None,
-                delete_after_days: row.delete_after_days,
-                reprocess: Reprocess::Completed,
-                // The same tasks and asset events; the prerequisites already succeeded.
-                options: request::Options {
-                    tasks: row.options.tasks.clone(),
-                    include_upstream: row.options.include_upstream,
-                    include_downstream: row.options.include_downstream,
-                    emit_asset_events: Some(row.options.emit_asset_events),
-                    after: Vec::new(),
-                    priority: row.options.priority,
-                },
-            },
-            dates,
-            row.origin_fileloc.clone(),
-            origin_code,
-            ident,
-        );
-        new.retry_of = Some(row.id.clone());
-        if !new.options.tasks.is_empty() {
+        let serialized = if row.options.tasks.is_empty() {
+            None
+        } else {
             // The retry runs the origin's current source: select its tasks again.
             let Some(serialized) = af.serialized_dag(&row.dag_id)? else {
                 return Ok(Err(Rejection::new(
@@ -1083,24 +1060,64 @@ impl Engine {
                     ),
                 )));
             };
-            if let Err(r) = resolve_tasks(&row.dag_id, &serialized, &mut new.options) {
-                return Ok(Err(r));
+            Some(serialized)
+        };
+        let mut retries = Vec::new();
+        for dates in segments {
+            let (Some(&start), Some(&end)) = (dates.first(), dates.last()) else {
+                continue;
+            };
+            let mut new = new_backfill(
+                Request {
+                    dag_id: row.dag_id.clone(),
+                    start,
+                    end,
+                    description: Some(format!("retry of {}", row.id)),
+                    max_active_runs: row.max_active_runs,
+                    params: row.params.clone(),
+                    ignore_overlap: row.ignore_overlap,
+                    on_behalf_of: ident.on_behalf_of.clone(),
+                    dry_run: false,
+                    scheduled_at: None,
+                    delete_after_days: row.delete_after_days,
+                    reprocess: Reprocess::Completed,
+                    // The same tasks and asset events; the prerequisites already succeeded.
+                    options: request::Options {
+                        tasks: row.options.tasks.clone(),
+                        include_upstream: row.options.include_upstream,
+                        include_downstream: row.options.include_downstream,
+                        emit_asset_events: Some(row.options.emit_asset_events),
+                        after: Vec::new(),
+                        priority: row.options.priority,
+                    },
+                },
+                dates,
+                row.origin_fileloc.clone(),
+                origin_code.clone(),
+                ident,
+            );
+            new.retry_of = Some(row.id.clone());
+            if let Some(serialized) = &serialized {
+                if let Err(r) = resolve_tasks(&row.dag_id, serialized, &mut new.options) {
+                    return Ok(Err(r));
+                }
             }
-        }
-        if !new.ignore_overlap {
-            let overlapping = Store::new(&mut c.db).overlapping(&new.dag_id, start, end)?;
-            if !overlapping.is_empty() {
-                return Ok(Err(Rejection::new(
-                    ReasonCode::Overlap,
-                    format!(
-                        "the failed dates overlap active backfill(s) of {:?}: {}",
-                        new.dag_id,
-                        overlapping.join(", ")
-                    ),
-                )));
+            if !new.ignore_overlap {
+                let overlapping = Store::new(&mut c.db).overlapping(&new.dag_id, start, end)?;
+                if !overlapping.is_empty() {
+                    return Ok(Err(Rejection::new(
+                        ReasonCode::Overlap,
+                        format!(
+                            "the failed dates overlap active backfill(s) of {:?}: {}",
+                            new.dag_id,
+                            overlapping.join(", ")
+                        ),
+                    )));
+                }
             }
+            retries.push(new);
         }
-        Ok(Ok(new))
+        Ok(Ok(retries))
     }
 
     /// The checks of an authorised request against Airflow's DAG and backfilld's backfills.

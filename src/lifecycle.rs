@@ -194,38 +194,40 @@ pub fn reprocess_dates(
     Ok((run, skipped))
 }
 
-/// The dates a retry runs: those of `dates` whose run failed (`failed[i]` for `dates[i]`).
-/// A copy runs one contiguous range of its DAG's dates, so the failed dates must be
-/// consecutive in `dates`: a succeeded date between two failed ones would run again.
+/// Most backfills one retry may become (one per run of consecutive failed dates).
+pub const MAX_RETRY_SEGMENTS: usize = 10;
+
+/// The dates a retry runs: those of `dates` whose run failed (`failed[i]` for `dates[i]`), in
+/// runs of consecutive dates. A copy runs one contiguous range of its DAG's dates, so each run
+/// becomes a backfill of its own: a succeeded date between two failed ones never runs again.
 pub fn retry_dates(
     dates: &[DateTime<Utc>],
     failed: &[bool],
-) -> Result<Vec<DateTime<Utc>>, Refusal> {
-    let picked: Vec<usize> = failed
-        .iter()
-        .enumerate()
-        .filter_map(|(i, f)| f.then_some(i))
-        .collect();
-    let (Some(&first), Some(&last)) = (picked.first(), picked.last()) else {
+) -> Result<Vec<Vec<DateTime<Utc>>>, Refusal> {
+    let mut segments: Vec<Vec<DateTime<Utc>>> = Vec::new();
+    let mut previous: Option<usize> = None;
+    for (i, d) in dates.iter().enumerate() {
+        if !failed.get(i).copied().unwrap_or(false) {
+            continue;
+        }
+        match (previous, segments.last_mut()) {
+            (Some(p), Some(last)) if p + 1 == i => last.push(*d),
+            _ => segments.push(vec![*d]),
+        }
+        previous = Some(i);
+    }
+    if segments.is_empty() {
         return Err(Refusal(
             "cannot retry: Airflow shows no failed run of it".to_owned(),
         ));
-    };
-    if last - first + 1 != picked.len() {
-        let list: Vec<String> = picked
-            .iter()
-            .filter_map(|&i| dates.get(i))
-            .map(|d| crate::request::fmt_ts(*d))
-            .collect();
+    }
+    if segments.len() > MAX_RETRY_SEGMENTS {
         return Err(Refusal(format!(
-            "cannot retry: the failed dates ({}) are not consecutive, and a retry would run the succeeded dates between them again; submit the failed dates as separate backfills",
-            list.join(", ")
+            "cannot retry: the failed dates form {} separate ranges (a retry makes one backfill per range, at most {MAX_RETRY_SEGMENTS}); submit them as backfills of their own",
+            segments.len()
         )));
     }
-    Ok(picked
-        .iter()
-        .filter_map(|&i| dates.get(i).copied())
-        .collect())
+    Ok(segments)
 }
 
 /// "a" or "an" before `word`.
@@ -345,26 +347,35 @@ mod tests {
     }
 
     #[test]
-    fn retry_takes_only_consecutive_failed_dates() {
+    fn retry_splits_failed_dates_into_consecutive_runs() {
         use chrono::TimeZone;
         let dates: Vec<DateTime<Utc>> = (1..=4)
             .filter_map(|d| Utc.with_ymd_and_hms(2024, 1, d, 0, 0, 0).single())
             .collect();
         assert_eq!(
             retry_dates(&dates, &[false, true, true, false]),
-            Ok(dates[1..3].to_vec())
+            Ok(vec![dates[1..3].to_vec()])
         );
         assert_eq!(
             retry_dates(&dates, &[false, false, false, true]),
-            Ok(dates[3..].to_vec())
+            Ok(vec![dates[3..].to_vec()])
         );
-        let gap = retry_dates(&dates, &[true, false, true, false]);
-        assert!(
-            gap.as_ref()
-                .is_err_and(|r| r.0.contains("not consecutive") && r.0.contains("2024-01-03")),
-            "{gap:?}"
+        assert_eq!(
+            retry_dates(&dates, &[true, false, true, true]),
+            Ok(vec![dates[..1].to_vec(), dates[2..].to_vec()])
         );
         assert!(retry_dates(&dates, &[false; 4]).is_err());
+        let many: Vec<DateTime<Utc>> = (1..=23)
+            .filter_map(|d| Utc.with_ymd_and_hms(2024, 1, d, 0, 0, 0).single())
+            .collect();
+        let every_other: Vec<bool> = (0..23).map(|i| i % 2 == 0).collect();
+        let refused = retry_dates(&many, &every_other);
+        assert!(
+            refused
+                .as_ref()
+                .is_err_and(|r| r.0.contains("12 separate ranges")),
+            "{refused:?}"
+        );
     }
 
     #[test]

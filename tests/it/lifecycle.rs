@@ -372,11 +372,12 @@ fn lifecycle_on_airflow2_sqlite() {
         "{v}"
     );
 
-    // 5. Retry after a partial failure: 07-02 and 07-03 fail; once their cause is gone, the
-    //    retry runs exactly those dates as a new backfill linked to the first.
+    // 5. Retry after a partial failure: 07-01 and 07-03 fail, 07-02 succeeds; once their
+    //    cause is gone, the retry runs exactly the failed dates, as two backfills (one per run
+    //    of consecutive failed dates, so 07-02 never runs again) linked to the first.
     let fail_dir = af.home.join("fail-dates");
     std::fs::create_dir_all(&fail_dir).unwrap_or_else(|e| panic!("{e}"));
-    for day in ["2024-07-02", "2024-07-03"] {
+    for day in ["2024-07-01", "2024-07-03"] {
         std::fs::write(fail_dir.join(day), "").unwrap_or_else(|e| panic!("{e}"));
     }
     let fail_param = format!("fail_dir=\"{}\"", fail_dir.display());
@@ -400,24 +401,40 @@ fn lifecycle_on_airflow2_sqlite() {
     assert_eq!(code, Some(0), "{v}");
     let retry = v["backfill_id"].as_str().unwrap_or_default().to_owned();
     assert_ne!(retry, partial);
-    let s = status(&d, &retry);
-    assert_eq!(s["retry_of"], partial.as_str(), "{s}");
-    assert_eq!(
-        s["logical_dates"],
-        serde_json::json!(["2024-07-02T00:00:00Z", "2024-07-03T00:00:00Z"])
+    let warning = v["warnings"][0].as_str().unwrap_or_default().to_owned();
+    assert!(
+        warning.starts_with("the failed dates are not consecutive: the retry is 2 backfills"),
+        "{v}"
     );
+    let retries: Vec<String> = d
+        .ctl_json(&["list", "--json"])
+        .as_array()
+        .map(|l| {
+            l.iter()
+                .filter(|b| b["retry_of"] == partial.as_str())
+                .filter_map(|b| b["id"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(retries.len(), 2, "{retries:?}");
+    assert!(retries.contains(&retry) && retries.iter().all(|id| warning.contains(id.as_str())));
     let text = d.ctl(&["status", &retry]);
     assert!(
         String::from_utf8_lossy(&text.stdout).contains(&format!("retry of: {partial}")),
         "{}",
         String::from_utf8_lossy(&text.stdout)
     );
-    let done = d.wait_finished(&retry, BIG);
-    assert_eq!(done["state"], "success", "{done}");
+    let mut rerun = Vec::new();
+    for id in &retries {
+        let done = d.wait_finished(id, BIG);
+        assert_eq!(done["state"], "success", "{done}");
+        rerun.extend(runs(&af, id));
+    }
+    rerun.sort();
     assert_eq!(
-        runs(&af, &retry),
+        rerun,
         vec![
-            ("2024-07-02".to_owned(), "success".to_owned()),
+            ("2024-07-01".to_owned(), "success".to_owned()),
             ("2024-07-03".to_owned(), "success".to_owned())
         ]
     );
@@ -452,8 +469,9 @@ fn lifecycle_on_airflow2_sqlite() {
     );
     assert!(ids(&["--dag", "sales"]).is_empty());
     assert!(ids(&["--since", "2999-01-01"]).is_empty());
-    assert_eq!(ids(&["--since", "2000-01-01"]).len(), 4);
-    assert_eq!(ids(&["--since", "2000-01-01", "--all"]).len(), 5);
+    // early, running, partial and its two retries; --all adds the deleted one.
+    assert_eq!(ids(&["--since", "2000-01-01"]).len(), 5);
+    assert_eq!(ids(&["--since", "2000-01-01", "--all"]).len(), 6);
 
     // 7. scheduled_at: no copy before the time; a scheduled backfill cancelled before its
     //    time never gets a copy. delete_after_days = 0: deleted as soon as it finished.
