@@ -267,10 +267,16 @@ fn web_ui_in_headless_chromium_on_airflow2_sqlite() {
     );
     assert!(slow.starts_with("lifecycle_demo_backfill_"), "{slow}");
     b.click("#action-cancel");
-    let state = wait_for(&format!("{slow} to stop"), BIG, || {
-        let s = b.state_of(&app, &slow);
-        matches!(s.as_str(), "success" | "failed" | "cancelled").then_some(s)
+    // Leave the browser alone until the form's POST is answered (navigating away at once
+    // would abort it): watch the backfill through the daemon, then read the page.
+    wait_for(&format!("{slow} to stop"), BIG, || {
+        let s = daemon.ctl_json(&["status", &slow, "--json"]);
+        s["state"]
+            .as_str()
+            .filter(|st| matches!(*st, "success" | "failed" | "cancelled"))
+            .map(str::to_owned)
     });
+    let state = b.state_of(&app, &slow);
     assert!(
         state == "cancelled" || state == "failed",
         "{slow}: {state}\n{}",
