@@ -180,9 +180,17 @@ fn throttle_scenario(major: AirflowMajor, name: &str) {
     assert_eq!(done["state"], "success", "{done}");
 
     // 4. Priority: with both slots taken (one short, one long backfill), a plain and then an
-    //    urgent backfill wait; the first slot that frees goes to the urgent one.
+    //    urgent backfill wait; the first slot that frees goes to the urgent one. The short
+    //    one runs long enough for both waiting copies to register and be held first (a copy
+    //    Airflow has not parsed yet is not a candidate).
     let slow = ["--max-active-runs", "1", "--param", "sleep=8"];
-    let short = submit(&daemon, "lifecycle_demo", "2024-08-01", "2024-08-01", &slow);
+    let short = submit(
+        &daemon,
+        "lifecycle_demo",
+        "2024-08-01",
+        "2024-08-01",
+        &["--max-active-runs", "1", "--param", "sleep=40"],
+    );
     let long = submit(&daemon, "lifecycle_demo", "2024-08-10", "2024-08-12", &slow);
     wait_for("both to run", BIG, || {
         (count(&mut db, active) == 2).then_some(())
@@ -203,6 +211,21 @@ fn throttle_scenario(major: AirflowMajor, name: &str) {
         ],
     );
     assert_eq!(status(&daemon, &urgent)["priority"], 9);
+    wait_for("both waiting backfills held by the budget", BIG, || {
+        [&plain, &urgent]
+            .iter()
+            .all(|id| {
+                status(&daemon, id)["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.starts_with("throttled: global budget"))
+            })
+            .then_some(())
+    });
+    assert_eq!(
+        status(&daemon, &short)["state"],
+        "running",
+        "the short backfill finished before both waiters were held: the check proves nothing"
+    );
     for id in [&short, &long, &plain, &urgent] {
         let done = daemon.wait_finished(id, BIG);
         assert_eq!(done["state"], "success", "{done}");
