@@ -218,7 +218,7 @@ fn start_daemon(af: &Airflow) -> Daemon {
     std::fs::write(
         &config,
         format!(
-            "[airflow]\nhome = \"{}\"\n[spool]\ndir = \"{}\"\n[limits]\nmax_pending_per_user = 100000\n",
+            "[airflow]\nhome = \"{}\"\n[spool]\ndir = \"{}\"\n[limits]\nmax_pending_per_user = 100000\nmax_active_backfills_per_user = 100000\n",
             af.home.display(),
             spool.display()
         ),
