@@ -412,29 +412,18 @@ fn approval_on_airflow3() {
 /// from `awaiting_approval`, a withdraw while awaiting.
 #[test]
 fn approval_rows_on_every_backend() {
-    use backfilld::dburl::DbUrl;
     use backfilld::metadb::store::{self, NewBackfill, Store};
     use backfilld::metadb::MetaDb;
     use backfilld::state::BackfillState;
     use chrono::{TimeZone, Utc};
 
-    let dir = crate::support::repo_dir().join("target/it/approval_backends");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
-    let sqlite = dir.join("approval.db");
-    rusqlite::Connection::open(&sqlite).unwrap_or_else(|e| panic!("{e}"));
-    let urls = [
-        format!("sqlite:///{}", sqlite.display()),
-        crate::support::fresh_pg_database(crate::support::SHARED_PG, "approval_rows"),
-        crate::support::fresh_mysql_database("approval_rows"),
-    ];
+    let urls = crate::support::every_backend("approval_rows");
     let day = |d| {
         Utc.with_ymd_and_hms(2024, 1, d, 0, 0, 0)
             .single()
             .unwrap_or_default()
     };
     for url in urls {
-        let url = DbUrl::parse(&url).unwrap_or_else(|e| panic!("{e}"));
         let mut db = MetaDb::connect(&url).unwrap_or_else(|e| panic!("{url}: {e}"));
         assert_eq!(
             store::migrate(&mut db).unwrap_or_else(|e| panic!("{url}: {e}")),

@@ -162,22 +162,11 @@ fn audit_verify_finds_the_altered_record() {
 /// on each engine's real server: SQLite (write lock), PostgreSQL and MariaDB (head row lock).
 #[test]
 fn concurrent_appends_keep_one_chain_on_every_backend() {
-    use backfilld::dburl::DbUrl;
     use backfilld::metadb::store::{self, AuditEntry, Store};
     use backfilld::metadb::MetaDb;
 
-    let dir = crate::support::repo_dir().join("target/it/audit_chain_backends");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
-    let sqlite = dir.join("audit.db");
-    rusqlite::Connection::open(&sqlite).unwrap_or_else(|e| panic!("{e}"));
-    let urls = [
-        format!("sqlite:///{}", sqlite.display()),
-        crate::support::fresh_pg_database(crate::support::SHARED_PG, "audit_chain"),
-        crate::support::fresh_mysql_database("audit_chain"),
-    ];
+    let urls = crate::support::every_backend("audit_chain");
     for url in urls {
-        let url = DbUrl::parse(&url).unwrap_or_else(|e| panic!("{e}"));
         let mut db = MetaDb::connect(&url).unwrap_or_else(|e| panic!("{url}: {e}"));
         store::migrate(&mut db).unwrap_or_else(|e| panic!("{url}: {e}"));
         let (agents, each) = (4, 25);

@@ -294,29 +294,18 @@ fn metrics_textfile_matches_list_on_airflow2_sqlite() {
 /// (PostgreSQL's `SUM` is `numeric`, MySQL's `DECIMAL`: both cast back to 64-bit integers).
 #[test]
 fn metrics_figures_on_every_backend() {
-    use backfilld::dburl::DbUrl;
     use backfilld::metadb::store::{self, NewBackfill, RequestRecord, Store};
     use backfilld::metadb::MetaDb;
     use backfilld::request::ReasonCode;
     use chrono::{TimeZone, Utc};
 
-    let dir = crate::support::repo_dir().join("target/it/metrics_backends");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
-    let sqlite = dir.join("metrics.db");
-    rusqlite::Connection::open(&sqlite).unwrap_or_else(|e| panic!("{e}"));
-    let urls = [
-        format!("sqlite:///{}", sqlite.display()),
-        crate::support::fresh_pg_database(crate::support::SHARED_PG, "metrics_figures"),
-        crate::support::fresh_mysql_database("metrics_figures"),
-    ];
+    let urls = crate::support::every_backend("metrics_figures");
     let day = |d| {
         Utc.with_ymd_and_hms(2024, 1, d, 0, 0, 0)
             .single()
             .unwrap_or_default()
     };
     for url in urls {
-        let url = DbUrl::parse(&url).unwrap_or_else(|e| panic!("{e}"));
         let mut db = MetaDb::connect(&url).unwrap_or_else(|e| panic!("{url}: {e}"));
         store::migrate(&mut db).unwrap_or_else(|e| panic!("{url}: {e}"));
         let mut s = Store::new(&mut db);

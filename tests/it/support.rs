@@ -815,3 +815,22 @@ impl Daemon {
         })
     }
 }
+
+/// One empty database on each engine's real server, for store-level tests that run the same
+/// statements everywhere: a new SQLite file under `target/it/<name>`, a fresh PostgreSQL and a
+/// fresh MariaDB database named after `name`.
+pub fn every_backend(name: &str) -> Vec<backfilld::dburl::DbUrl> {
+    let dir = repo_dir().join("target/it").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let sqlite = dir.join(format!("{name}.db"));
+    rusqlite::Connection::open(&sqlite).unwrap_or_else(|e| panic!("{e}"));
+    [
+        format!("sqlite:///{}", sqlite.display()),
+        fresh_pg_database(SHARED_PG, name),
+        fresh_mysql_database(name),
+    ]
+    .iter()
+    .map(|u| backfilld::dburl::DbUrl::parse(u).unwrap_or_else(|e| panic!("{u}: {e}")))
+    .collect()
+}
