@@ -192,6 +192,9 @@ pub struct SubmitArgs {
     /// ones) or completed (run them all; the default).
     #[arg(long, value_name = "MODE")]
     pub reprocess: Option<String>,
+    /// Run the newest logical date first (backfilld names each run in turn).
+    #[arg(long)]
+    pub backwards: bool,
     /// Run only the tasks whose id this regex is found in (as `airflow dags backfill -t`);
     /// repeat for more patterns.
     #[arg(long = "task", value_name = "REGEX")]
@@ -245,6 +248,8 @@ struct RequestFile {
     delete_after_days: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reprocess: Option<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    run_backwards: bool,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     tasks: Vec<String>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -504,6 +509,7 @@ fn submit(config: &Config, socket: &Path, args: SubmitArgs) -> anyhow::Result<i3
             .transpose()?,
         delete_after_days: args.delete_after_days,
         reprocess: args.reprocess,
+        run_backwards: args.backwards,
         tasks: args.tasks,
         include_upstream: args.include_upstream,
         include_downstream: args.include_downstream,

@@ -237,7 +237,7 @@ def _backfilld_overlay_v1(module_globals, encoded_spec):
             dag.description = spec["description"]
     dag.start_date = start_date
     dag.end_date = end_date
-    dag.catchup = True
+    dag.catchup = bool(spec.get("catchup", True))
     dag.max_active_runs = spec["max_active_runs"]
     dag.is_paused_upon_creation = bool(spec.get("paused_upon_creation", False))
     tag = spec["tag"]
@@ -300,6 +300,9 @@ pub struct CopyOptions {
     pub subset: Option<TaskSubset>,
     /// Keep the tasks' `outlets`, so the copy's runs emit dataset/asset events (default: not).
     pub emit_asset_events: bool,
+    /// backfilld names the copy's runs (see `steer`): the copy gets `catchup=False`, so the
+    /// scheduler creates no run of the range by itself.
+    pub steered: bool,
 }
 
 /// The tasks a copy keeps, as `DAG.partial_subset` builds them.
@@ -379,6 +382,7 @@ fn encoded_spec(spec: &CopySpec, options: &CopyOptions) -> String {
         "tag": COPY_TAG,
         "task_subset": subset,
         "emit_asset_events": options.emit_asset_events,
+        "catchup": !options.steered,
     });
     base64::engine::general_purpose::STANDARD.encode(document.to_string())
 }
@@ -641,6 +645,7 @@ mod tests {
                 "tag": "backfill",
                 "task_subset": null,
                 "emit_asset_events": false,
+                "catchup": true,
             })
         );
         let options = CopyOptions {
@@ -651,6 +656,7 @@ mod tests {
                 include_downstream: false,
             }),
             emit_asset_events: true,
+            steered: true,
         };
         let document = decoded_document(&render_with("", &spec()?, &options))?;
         assert_eq!(
@@ -659,6 +665,7 @@ mod tests {
                 "include_upstream": true, "include_downstream": false})
         );
         assert_eq!(document["emit_asset_events"], true);
+        assert_eq!(document["catchup"], false);
         let mut other = spec()?;
         other.description = None;
         other.start = date(2024, 1, 1)? + chrono::Duration::nanoseconds(1_500_700);

@@ -40,12 +40,14 @@ use crate::schedule::{ScheduleError, Timetable};
 use crate::service::ServiceManager;
 use crate::spool::{self, ClaimedFile, Disposition, Spool};
 use crate::state::BackfillState;
+use crate::steer::{self, RunOrder};
 use crate::taskset;
 use crate::throttle;
 
 mod limits;
 mod metrics;
 mod seed;
+mod steering;
 pub mod web;
 
 /// A unit of work for the engine thread.
@@ -154,6 +156,7 @@ pub struct Engine {
     passes: u64,
     last_pass_at: Option<(chrono::DateTime<Utc>, f64)>,
     metrics: crate::metrics::Published,
+    steer_plans: steering::SteerPlans,
 }
 
 /// What a copy file looked like when this agent last wrote or checked it: a file whose size,
@@ -225,6 +228,7 @@ impl Engine {
             passes: 0,
             last_pass_at: None,
             metrics: crate::metrics::Published::default(),
+            steer_plans: steering::SteerPlans::new(),
         }
     }
 
@@ -732,7 +736,9 @@ impl Engine {
             Ok(Accepted::DryRun(new)) => {
                 record.outcome = "accepted".into();
                 record.dry_run = true;
-                record.dates = Some(new.logical_dates.iter().map(|d| fmt_ts(*d)).collect());
+                // In the order they would run (newest first for `run_backwards`).
+                let in_order = new.options.run_order.arrange(&new.logical_dates);
+                record.dates = Some(in_order.iter().map(|d| fmt_ts(*d)).collect());
                 record.skipped_dates = skipped_of(&new);
                 record.warnings = warnings_of(&new);
                 Store::new(&mut c.db).record_request(&record)?;
@@ -1089,6 +1095,7 @@ impl Engine {
                         emit_asset_events: Some(row.options.emit_asset_events),
                         after: Vec::new(),
                         priority: row.options.priority,
+                        run_backwards: row.options.run_order == RunOrder::NewestFirst,
                     },
                 },
                 dates,
@@ -1189,6 +1196,7 @@ impl Engine {
             )));
         }
         let mut skipped = Vec::new();
+        let mut contiguous = true;
         if req.reprocess != Reprocess::Completed {
             let origin_runs = Airflow::new(&mut c.db, &c.schema).runs(&req.dag_id)?;
             let origin: Vec<Option<bool>> = dates
@@ -1200,12 +1208,9 @@ impl Engine {
                         .map(|r| r.state == RunState::Failed)
                 })
                 .collect();
-            (dates, skipped) = match lifecycle::reprocess_dates(req.reprocess, &dates, &origin) {
-                Ok(split) => split,
-                Err(refusal) => {
-                    return Ok(Err(Rejection::new(ReasonCode::InvalidValue, refusal.0)))
-                }
-            };
+            let all = std::mem::take(&mut dates);
+            (dates, skipped) = lifecycle::reprocess_dates(req.reprocess, &all, &origin);
+            contiguous = steer::is_contiguous(&all, &dates);
             let (Some(&first), Some(&last)) = (dates.first(), dates.last()) else {
                 return Ok(Err(Rejection::new(
                     ReasonCode::NoLogicalDates,
@@ -1245,6 +1250,8 @@ impl Engine {
         let mut new = new_backfill(req, dates, fileloc, origin_code, ident);
         new.delete_after_days = new.delete_after_days.or(default_delete_after_days);
         new.skipped_dates = skipped;
+        new.options.run_order =
+            RunOrder::for_backfill(new.options.run_order == RunOrder::NewestFirst, contiguous);
         new.options.emit_asset_events = emit_asset_events;
         if let Err(r) = resolve_tasks(&new.dag_id, &serialized, &mut new.options) {
             return Ok(Err(r));
@@ -1349,7 +1356,12 @@ impl Engine {
             Err(e) => {
                 tracing::warn!(error = %e, "reconcile pass failed; retrying next pass");
                 self.lost(&e);
+                return;
             }
+        }
+        if let Err(e) = self.steer_copies() {
+            tracing::warn!(error = %e, "cannot name the next run of steered copies; retrying next pass");
+            self.lost(&e);
         }
     }
 
@@ -2166,6 +2178,7 @@ fn new_backfill(
             after: req.options.after,
             warnings: Vec::new(),
             priority: req.options.priority,
+            run_order: RunOrder::for_backfill(req.options.run_backwards, true),
         },
         awaiting_approval: None,
     }
@@ -2205,6 +2218,7 @@ fn copy_options(o: &BackfillOptions) -> CopyOptions {
             include_downstream: o.include_downstream,
         }),
         emit_asset_events: o.emit_asset_events,
+        steered: o.run_order.is_steered(),
     }
 }
 

@@ -28,5 +28,6 @@ pub mod seed;
 pub mod service;
 pub mod spool;
 pub mod state;
+pub mod steer;
 pub mod taskset;
 pub mod throttle;

@@ -147,51 +147,24 @@ impl Reprocess {
 
 /// Split `dates` into those to run and those skipped under `mode`, given the state of the
 /// origin DAG's run per date (`origin[i]` for `dates[i]`: `None` without a run, else
-/// `Some(failed)`). The dates to run must be consecutive in `dates` (a copy runs one range).
-#[allow(clippy::type_complexity)]
+/// `Some(failed)`). Skipped dates may lie between dates to run: such a backfill's runs are
+/// named by backfilld (`steer`), as one copy cannot skip dates of its range by catchup.
 pub fn reprocess_dates(
     mode: Reprocess,
     dates: &[DateTime<Utc>],
     origin: &[Option<bool>],
-) -> Result<(Vec<DateTime<Utc>>, Vec<DateTime<Utc>>), Refusal> {
+) -> (Vec<DateTime<Utc>>, Vec<DateTime<Utc>>) {
     let skip = |o: &Option<bool>| match (mode, o) {
         (Reprocess::Completed, _) | (_, None) => false,
         (Reprocess::None, Some(_)) => true,
         (Reprocess::Failed, Some(failed)) => !failed,
     };
-    let keep: Vec<bool> = dates
+    let (run, skipped): (Vec<_>, Vec<_>) = dates
         .iter()
         .enumerate()
-        .map(|(i, _)| !origin.get(i).is_some_and(skip))
-        .collect();
-    let run: Vec<DateTime<Utc>> = dates
-        .iter()
-        .zip(&keep)
-        .filter_map(|(d, k)| k.then_some(*d))
-        .collect();
-    let skipped: Vec<DateTime<Utc>> = dates
-        .iter()
-        .zip(&keep)
-        .filter_map(|(d, k)| (!k).then_some(*d))
-        .collect();
-    let first = keep.iter().position(|k| *k);
-    let last = keep.iter().rposition(|k| *k);
-    if let (Some(first), Some(last)) = (first, last) {
-        if last - first + 1 != run.len() {
-            let inside: Vec<String> = dates[first..=last]
-                .iter()
-                .zip(&keep[first..=last])
-                .filter(|(_, k)| !**k)
-                .map(|(d, _)| crate::request::fmt_ts(*d))
-                .collect();
-            return Err(Refusal(format!(
-                "reprocess = \"{}\" skips dates inside the range ({}), and a copy runs one contiguous range; split the request around them",
-                mode.as_str(),
-                inside.join(", ")
-            )));
-        }
-    }
-    Ok((run, skipped))
+        .partition(|(i, _)| !origin.get(*i).is_some_and(skip));
+    let strip = |v: Vec<(usize, &DateTime<Utc>)>| v.into_iter().map(|(_, d)| *d).collect();
+    (strip(run), strip(skipped))
 }
 
 /// Most backfills one retry may become (one per run of consecutive failed dates).
@@ -387,28 +360,26 @@ mod tests {
         // Origin: 01 succeeded, 02 failed, 03 and 04 never ran.
         let origin = [Some(false), Some(true), None, None];
         let split = |m| reprocess_dates(m, &dates, &origin);
-        assert_eq!(split(Reprocess::Completed), Ok((dates.clone(), vec![])));
+        assert_eq!(split(Reprocess::Completed), (dates.clone(), vec![]));
         assert_eq!(
             split(Reprocess::Failed),
-            Ok((dates[1..].to_vec(), dates[..1].to_vec()))
+            (dates[1..].to_vec(), dates[..1].to_vec())
         );
         assert_eq!(
             split(Reprocess::None),
-            Ok((dates[2..].to_vec(), dates[..2].to_vec()))
+            (dates[2..].to_vec(), dates[..2].to_vec())
         );
-        // A succeeded date inside the range cannot be skipped.
+        // A date inside the range is skipped too (the copy is then steered).
         let holes = [None, Some(false), None, None];
-        let r = reprocess_dates(Reprocess::None, &dates, &holes);
-        assert!(
-            r.as_ref()
-                .is_err_and(|e| e.0.contains("2024-01-02") && e.0.contains("contiguous")),
-            "{r:?}"
+        assert_eq!(
+            reprocess_dates(Reprocess::None, &dates, &holes),
+            (vec![dates[0], dates[2], dates[3]], vec![dates[1]])
         );
         // Everything skipped: nothing to run, nothing refused here.
         let all = [Some(false); 4];
         assert_eq!(
             reprocess_dates(Reprocess::None, &dates, &all),
-            Ok((vec![], dates.clone()))
+            (vec![], dates.clone())
         );
         for m in [Reprocess::None, Reprocess::Failed, Reprocess::Completed] {
             assert_eq!(Reprocess::parse(m.as_str()), Some(m));

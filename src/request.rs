@@ -181,6 +181,7 @@ struct RawRequest {
     emit_asset_events: Option<bool>,
     after: Option<Vec<String>>,
     priority: Option<i64>,
+    run_backwards: Option<bool>,
 }
 
 /// Options of a create beyond its range: the task subset, asset events and ordering.
@@ -200,6 +201,8 @@ pub struct Options {
     /// Turn order under a short throttle budget: higher first, then oldest waiting
     /// ([`PRIORITY_RANGE`], default 0).
     pub priority: i32,
+    /// Run the newest date first (the daemon names each run; see `steer`).
+    pub run_backwards: bool,
 }
 
 /// The `priority` values a request may set.
@@ -505,6 +508,7 @@ fn parse_options(raw: &RawRequest) -> Result<Options, Rejection> {
     };
     Ok(Options {
         priority,
+        run_backwards: raw.run_backwards.unwrap_or(false),
         tasks,
         include_upstream: raw.include_upstream.unwrap_or(false),
         include_downstream: raw.include_downstream.unwrap_or(false),
@@ -533,6 +537,7 @@ fn parse_operation(action: Action, raw: RawRequest) -> Result<Operation, Rejecti
         ("emit_asset_events", raw.emit_asset_events.is_some()),
         ("after", raw.after.is_some()),
         ("priority", raw.priority.is_some()),
+        ("run_backwards", raw.run_backwards.is_some()),
     ];
     if let Some((key, _)) = create_only.iter().find(|(_, set)| *set) {
         return Err(Rejection::new(

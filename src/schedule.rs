@@ -424,6 +424,35 @@ impl Timetable {
         Ok(dates.dates)
     }
 
+    /// What Airflow's scheduler stores for a run of this timetable at `logical_date` (one of
+    /// [`Timetable::logical_dates`]): its data interval and when it may be created
+    /// (`dag.next_dagrun_create_after`). Interval timetables span to the next tick or delta
+    /// and may run at its end; trigger timetables (zero `interval`) and `@once` span nothing
+    /// and run at the date itself.
+    pub fn run_info(&self, logical_date: DateTime<Utc>) -> Result<RunInfo, ScheduleError> {
+        let exact = RunInfo {
+            logical_date,
+            interval_start: logical_date,
+            interval_end: logical_date,
+            run_after: logical_date,
+        };
+        let end = match self {
+            Timetable::CronDataInterval(cron) => cron.next_tick(logical_date)?,
+            Timetable::DeltaDataInterval(delta) => delta.add_to(logical_date).ok_or_else(|| {
+                ScheduleError::Invalid(format!("{logical_date} + {delta} is out of range"))
+            })?,
+            Timetable::CronTrigger(_)
+            | Timetable::MultipleCronTrigger(_)
+            | Timetable::DeltaTrigger(_)
+            | Timetable::Once => return Ok(exact),
+        };
+        Ok(RunInfo {
+            interval_end: end,
+            run_after: end,
+            ..exact
+        })
+    }
+
     /// Short human description, e.g. "cron '0 0 * * *' (UTC)".
     pub fn describe(&self) -> String {
         match self {
@@ -447,6 +476,19 @@ impl Timetable {
             Timetable::Once => "@once".to_string(),
         }
     }
+}
+
+/// A run as the scheduler creates it from `dag.next_dagrun*` (see [`Timetable::run_info`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunInfo {
+    /// The run's logical date (`dag.next_dagrun`).
+    pub logical_date: DateTime<Utc>,
+    /// Start of its data interval.
+    pub interval_start: DateTime<Utc>,
+    /// End of its data interval.
+    pub interval_end: DateTime<Utc>,
+    /// When the scheduler may create it (`dag.next_dagrun_create_after`).
+    pub run_after: DateTime<Utc>,
 }
 
 /// The dates found so far, bounded by the caller's limit.
@@ -571,6 +613,16 @@ fn cron_schedule(expression: &Value, timezone: &Value) -> Result<CronSchedule, S
 }
 
 impl CronSchedule {
+    /// The first tick strictly after `at`.
+    fn next_tick(&self, at: DateTime<Utc>) -> Result<DateTime<Utc>, ScheduleError> {
+        self.cron.find_next_occurrence(&at, false).map_err(|e| {
+            ScheduleError::Invalid(format!(
+                "cron expression '{}': no tick after {at}: {e}",
+                self.expression
+            ))
+        })
+    }
+
     /// Calls `found` with every tick in `start..=end`, ascending.
     fn ticks(
         &self,
@@ -1267,6 +1319,36 @@ mod tests {
         assert!(
             matches!(parse_delta(&json!({"days": 2})), Ok(Delta::Fixed(d)) if d == TimeDelta::days(2))
         );
+    }
+
+    #[test]
+    fn run_info_intervals() {
+        let at = utc(2024, 1, 31, 0, 0);
+        let daily = cron("@daily");
+        let info = daily.run_info(at).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (info.interval_start, info.interval_end, info.run_after),
+            (at, utc(2024, 2, 1, 0, 0), utc(2024, 2, 1, 0, 0))
+        );
+        let trigger = Timetable::CronTrigger(match cron("@daily") {
+            Timetable::CronDataInterval(c) => c,
+            other => panic!("{other:?}"),
+        });
+        let info = trigger.run_info(at).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (info.interval_start, info.interval_end, info.run_after),
+            (at, at, at)
+        );
+        let monthly = Timetable::DeltaDataInterval(Delta::Calendar {
+            months: 1,
+            rest: TimeDelta::zero(),
+        });
+        let info = monthly.run_info(at).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(info.interval_end, utc(2024, 2, 29, 0, 0));
+        let once = Timetable::Once
+            .run_info(at)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(once.run_after, at);
     }
 
     #[test]

@@ -254,6 +254,8 @@ pub fn v2_request(body: &Map<String, Value>) -> Result<toml::Table, ApiError> {
         "emit_asset_events",
         "after",
         "priority",
+        "run_backwards",
+        "reprocess",
     ];
     if let Some(k) = body.keys().find(|k| !known.contains(&k.as_str())) {
         return Err(ApiError::bad_request(format!("unknown field {k:?}")));
@@ -270,7 +272,9 @@ pub fn v2_request(body: &Map<String, Value>) -> Result<toml::Table, ApiError> {
         }
         let value = match key.as_str() {
             "start" | "end" => toml_datetime(parse_date(key, as_text(key, v)?)?)?,
-            "dag_id" | "description" => toml::Value::String(as_text(key, v)?.to_owned()),
+            "dag_id" | "description" | "reprocess" => {
+                toml::Value::String(as_text(key, v)?.to_owned())
+            }
             "scheduled_at" => toml_datetime(parse_date(key, as_text(key, v)?)?)?,
             "delete_after_days" => match v.as_i64() {
                 Some(n) => toml::Value::Integer(n),
@@ -293,7 +297,7 @@ pub fn v2_request(body: &Map<String, Value>) -> Result<toml::Table, ApiError> {
                 }
             },
             "ignore_overlap" | "dry_run" | "include_upstream" | "include_downstream"
-            | "emit_asset_events" => match v.as_bool() {
+            | "emit_asset_events" | "run_backwards" => match v.as_bool() {
                 Some(false) if key == "dry_run" => continue,
                 Some(b) => toml::Value::Boolean(b),
                 None => return Err(ApiError::bad_request(format!("{key} must be a boolean"))),

@@ -345,15 +345,36 @@ fn new_page(
          <label>Max active runs <input name=\"max_active_runs\" id=\"max_active_runs\" type=\"number\" min=\"1\" value=\"{}\"></label>\
          <label>Params (JSON object) <textarea name=\"params\" id=\"params\" rows=\"3\">{}</textarea></label>\
          <label><input type=\"checkbox\" name=\"ignore_overlap\" value=\"1\"{}> run even if it overlaps an active backfill</label>\
+         <label><input type=\"checkbox\" name=\"run_backwards\" id=\"run_backwards\" value=\"1\"{}> newest date first</label>\
+         <label>Dates the DAG already ran <select name=\"reprocess\" id=\"reprocess\">{}</select></label>\
          <div class=\"buttons\"><button name=\"dry_run\" value=\"1\" id=\"preview\" class=\"secondary\">Preview dates</button> <button id=\"submit\">Create backfill</button></div></form>",
         val("start"),
         val("end"),
         val("description"),
         esc(mar),
         val("params"),
-        if form.get("ignore_overlap").is_some() { " checked" } else { "" }
+        if form.get("ignore_overlap").is_some() { " checked" } else { "" },
+        if form.get("run_backwards").is_some() { " checked" } else { "" },
+        reprocess_options(form.get("reprocess").map(String::as_str))
     );
     page("New backfill", Some(session), &body)
+}
+
+/// The `<option>`s of the create form's `reprocess` choice, `selected` marked (default
+/// `completed`).
+fn reprocess_options(selected: Option<&str>) -> String {
+    let selected = selected.unwrap_or("completed");
+    [
+        ("completed", "run them again (default)"),
+        ("failed", "re-run only the failed ones"),
+        ("none", "skip them"),
+    ]
+    .iter()
+    .map(|(value, label)| {
+        let sel = if *value == selected { " selected" } else { "" };
+        format!("<option value=\"{value}\"{sel}>{label}</option>")
+    })
+    .collect()
 }
 
 async fn dags_of(state: &State, session: &Session) -> Result<Vec<String>, ApiError> {
@@ -393,6 +414,15 @@ fn form_body(form: &FormData) -> Result<Map<String, Value>, ApiError> {
     }
     if form.contains_key("ignore_overlap") {
         m.insert("ignore_overlap".into(), Value::Bool(true));
+    }
+    if form.contains_key("run_backwards") {
+        m.insert("run_backwards".into(), Value::Bool(true));
+    }
+    if let Some(r) = form
+        .get("reprocess")
+        .filter(|r| !r.is_empty() && *r != "completed")
+    {
+        m.insert("reprocess".into(), Value::String(r.clone()));
     }
     if form.get("dry_run").is_some_and(|v| v == "1") {
         m.insert("dry_run".into(), Value::Bool(true));
@@ -642,6 +672,8 @@ mod tests {
             ("params", "{\"x\": 1}"),
             ("dry_run", "1"),
             ("description", " "),
+            ("run_backwards", "1"),
+            ("reprocess", "failed"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -653,6 +685,14 @@ mod tests {
         assert_eq!(
             t.get("max_active_runs").and_then(toml::Value::as_integer),
             Some(2)
+        );
+        assert_eq!(
+            t.get("run_backwards").and_then(toml::Value::as_bool),
+            Some(true)
+        );
+        assert_eq!(
+            t.get("reprocess").and_then(toml::Value::as_str),
+            Some("failed")
         );
     }
 }

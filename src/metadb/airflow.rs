@@ -93,7 +93,19 @@ impl AirflowSchema {
 fn required_columns(g: Generation) -> &'static [(&'static str, &'static [&'static str])] {
     match g {
         Generation::V2 => &[
-            ("dag", &["dag_id", "is_active", "is_paused", "fileloc"]),
+            (
+                "dag",
+                &[
+                    "dag_id",
+                    "is_active",
+                    "is_paused",
+                    "fileloc",
+                    "next_dagrun",
+                    "next_dagrun_data_interval_start",
+                    "next_dagrun_data_interval_end",
+                    "next_dagrun_create_after",
+                ],
+            ),
             (
                 "dag_run",
                 &[
@@ -118,6 +130,10 @@ fn required_columns(g: Generation) -> &'static [(&'static str, &'static [&'stati
                     "fileloc",
                     "relative_fileloc",
                     "bundle_name",
+                    "next_dagrun",
+                    "next_dagrun_data_interval_start",
+                    "next_dagrun_data_interval_end",
+                    "next_dagrun_create_after",
                 ],
             ),
             (

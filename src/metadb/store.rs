@@ -15,7 +15,7 @@ use crate::request::{fmt_ts, ReasonCode};
 use crate::state::BackfillState;
 
 /// Schema version this build expects.
-pub const SCHEMA_VERSION: i64 = 12;
+pub const SCHEMA_VERSION: i64 = 13;
 
 fn migrations(d: Dialect) -> Vec<(i64, Vec<String>)> {
     let long = d.long_text();
@@ -202,6 +202,11 @@ fn migrations(d: Dialect) -> Vec<(i64, Vec<String>)> {
             .into_iter()
             .chain(d.widen_varchar("backfilld_backfill", "state", 32, true))
             .collect(),
+        ),
+        (
+            // Steered copies (`steer`): NULL for catchup, else `oldest_first`/`newest_first`.
+            13,
+            vec!["ALTER TABLE backfilld_backfill ADD COLUMN run_order VARCHAR(16)".to_owned()],
         ),
     ]
 }
@@ -493,6 +498,8 @@ pub struct BackfillOptions {
     pub warnings: Vec<String>,
     /// Turn order under a short throttle budget (higher first; also the `priority` column).
     pub priority: i32,
+    /// Who creates the copy's runs and in which order (also the `run_order` column).
+    pub run_order: crate::steer::RunOrder,
 }
 
 impl BackfillRow {
@@ -931,8 +938,8 @@ impl<'a> Store<'a> {
              submitted_by, submitted_uid, submitted_at, updated_at, deleted, dates_total, \
              dates_succeeded, dates_failed, dates_running, dates_queued, host, request_key, \
              requester, on_behalf_of, retry_of, scheduled_at, delete_after_days, reprocess, skipped_dates, \
-             options, priority) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, 0, 0, 0, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             options, priority, run_order) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, 0, 0, 0, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             &[
                 Arg::Text(id.to_owned()),
                 Arg::Text(b.dag_id.clone()),
@@ -976,6 +983,7 @@ impl<'a> Store<'a> {
                 }),
                 Arg::Text(options),
                 Arg::Int(i64::from(b.options.priority)),
+                Arg::OptText(b.options.run_order.stored().map(str::to_owned)),
             ],
         )?;
         for (position, after) in b.options.after.iter().enumerate() {

@@ -106,6 +106,7 @@ fn copies_load(major: AirflowMajor) -> TestResult {
         let options = CopyOptions {
             subset,
             emit_asset_events: false,
+            steered: false,
         };
         write(&dags, "etl_chain.py", &spec("etl_chain", id), options);
     }
@@ -113,6 +114,7 @@ fn copies_load(major: AirflowMajor) -> TestResult {
         let options = CopyOptions {
             subset: None,
             emit_asset_events: emit,
+            steered: false,
         };
         write(
             &dags,
@@ -125,6 +127,7 @@ fn copies_load(major: AirflowMajor) -> TestResult {
     let options = CopyOptions {
         subset: subset(&["load"], false, false),
         emit_asset_events: false,
+        steered: false,
     };
     write(
         &errors,

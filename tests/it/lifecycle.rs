@@ -636,27 +636,84 @@ fn lifecycle_on_airflow2_sqlite() {
         vec!["2024-09-02", "2024-09-03", "2024-09-04"],
         "Airflow ran exactly the dates not skipped"
     );
-    // A succeeded origin date inside the range cannot be skipped by one copy.
+    // Origin dates inside the range are skipped too (here both: `none`); backfilld then names
+    // each run of the copy (catchup could only run the whole range), oldest first.
     let v = stdout_json(&d.ctl(&[
         "submit",
         "--json",
         "--dag",
         DAG,
         "--start",
-        "2024-08-31",
+        "2024-08-30",
         "--end",
         "2024-09-03",
         "--reprocess",
-        "failed",
+        "none",
         "--ignore-overlap",
     ]));
-    assert_eq!(v["outcome"], "rejected", "{v}");
-    assert!(
-        v["reason"]
-            .as_str()
-            .is_some_and(|r| r.contains("contiguous")),
+    assert_eq!(v["outcome"], "accepted", "{v}");
+    assert_eq!(
+        v["skipped_dates"],
+        serde_json::json!([day("01"), day("02")]),
         "{v}"
     );
+    let gap = v["backfill_id"].as_str().unwrap_or_default().to_owned();
+    let done = d.wait_finished(&gap, BIG);
+    assert_eq!(done["state"], "success", "{done}");
+    assert_eq!(done["run_order"], "oldest_first", "{done}");
+    assert_eq!(done["dates_total"], 3, "{done}");
+    assert_eq!(
+        runs(&af, &gap).into_iter().map(|r| r.0).collect::<Vec<_>>(),
+        vec!["2024-08-30", "2024-08-31", "2024-09-03"],
+        "Airflow ran the dates around the skipped ones, and not them"
+    );
+
+    run_backwards_scenario(&af, &d);
+}
+
+/// `run_backwards`: backfilld names the copy's runs newest first, one at a time with
+/// `max_active_runs = 1`; checked against the order in which Airflow created and started them.
+fn run_backwards_scenario(af: &Airflow, d: &Daemon) {
+    let day = |d: &str| format!("2024-10-{d}T00:00:00Z");
+    let args = [
+        "--start",
+        "2024-10-01",
+        "--end",
+        "2024-10-04",
+        "--backwards",
+    ];
+    let mut dry_args = vec!["submit", "--json", "--dag", DAG, "--dry-run"];
+    dry_args.extend_from_slice(&args);
+    let dry = d.ctl_json(&dry_args);
+    assert_eq!(
+        dry["dates"],
+        serde_json::json!([day("04"), day("03"), day("02"), day("01")]),
+        "a dry run lists the dates in the order they would run: {dry}"
+    );
+    let mut create = args.to_vec();
+    create.extend_from_slice(&["--max-active-runs", "1"]);
+    let id = submit(d, &create);
+    let done = d.wait_finished(&id, BIG);
+    assert_eq!(done["state"], "success", "{done}");
+    assert_eq!(done["run_order"], "newest_first", "{done}");
+    assert_eq!(done["dates_succeeded"], 4, "{done}");
+    let col = af.date_column();
+    let dates_by = |order: &str| -> Vec<String> {
+        af.query(&format!(
+            "SELECT {col} FROM dag_run WHERE dag_id = '{id}' ORDER BY {order}"
+        ))
+        .iter()
+        .map(|r| {
+            r.first()
+                .and_then(|v| v.as_str())
+                .map(|s| s.chars().take(10).collect())
+                .unwrap_or_default()
+        })
+        .collect()
+    };
+    let newest_first = vec!["2024-10-04", "2024-10-03", "2024-10-02", "2024-10-01"];
+    assert_eq!(dates_by("id"), newest_first, "created newest first");
+    assert_eq!(dates_by("start_date"), newest_first, "started newest first");
 }
 
 /// The same life cycle on Airflow 3.1 (SQLite; `dag_run.logical_date`, task-instance ids,
@@ -812,6 +869,8 @@ fn lifecycle_scenario(af: &mut Airflow) {
             .any(|b| b["id"] == id.as_str() && b["deleted"] == true)),
         "{all}"
     );
+
+    run_backwards_scenario(af, &d);
 }
 
 /// The server-DB life cycle on PostgreSQL with Airflow 3.1, then on MariaDB with Airflow 2.11
