@@ -474,16 +474,25 @@ fn is_bytecode_of(entry: &str, stem: &str) -> bool {
 /// version of `name`. Python trusts a .pyc whose recorded source mtime (whole seconds) and size
 /// match, so a same-size copy replaced within the same second could otherwise run stale code.
 fn remove_stale_bytecode(dir: &Path, name: &str) {
-    let Some(stem) = name.strip_suffix(".py") else {
+    remove_stale_bytecode_of(dir, &[name]);
+}
+
+/// [`remove_stale_bytecode`] for several files, reading `__pycache__` once.
+fn remove_stale_bytecode_of(dir: &Path, names: &[&str]) {
+    let stems: Vec<&str> = names.iter().filter_map(|n| n.strip_suffix(".py")).collect();
+    if stems.is_empty() {
         return;
-    };
+    }
     let cache = dir.join("__pycache__");
     let Ok(entries) = fs::read_dir(&cache) else {
         return;
     };
     for entry in entries.flatten() {
         let file_name = entry.file_name();
-        if file_name.to_str().is_some_and(|f| is_bytecode_of(f, stem)) {
+        if file_name
+            .to_str()
+            .is_some_and(|f| stems.iter().any(|stem| is_bytecode_of(f, stem)))
+        {
             let path = entry.path();
             if let Err(error) = fs::remove_file(&path) {
                 if error.kind() != io::ErrorKind::NotFound {
@@ -526,6 +535,99 @@ pub fn write_atomically(dir: &Path, name: &str, contents: &[u8]) -> Result<PathB
     sync_dir(dir)?;
     remove_stale_bytecode(dir, name);
     Ok(path)
+}
+
+/// Write many copies into `dir` as [`write_atomically`] writes one (each to a temporary file
+/// not ending in `.py`, mode 0644, its data fsynced, then renamed over `name`), with the
+/// fsyncs of the data done together ([`crate::durable::sync_all`]) and one fsync of `dir`
+/// for all the renames. One result per file, in order; a file whose write failed leaves no
+/// temporary file, and when the final fsync of `dir` fails every file reports that error.
+pub fn write_many(dir: &Path, files: &[(String, Vec<u8>)]) -> Vec<Result<PathBuf, DagCopyError>> {
+    if let Err(e) = ensure_dir(dir) {
+        let why = e.to_string();
+        return files
+            .iter()
+            .map(|_| {
+                Err(DagCopyError::Io {
+                    op: "create directory",
+                    path: dir.to_path_buf(),
+                    source: io::Error::other(why.clone()),
+                })
+            })
+            .collect();
+    }
+    let mut results: Vec<Result<PathBuf, DagCopyError>> = Vec::with_capacity(files.len());
+    let mut temps: Vec<(usize, tempfile::NamedTempFile)> = Vec::new();
+    for (i, (name, contents)) in files.iter().enumerate() {
+        let staged = target_path(dir, name).and_then(|path| {
+            let mut temp = tempfile::Builder::new()
+                .prefix(".tmp")
+                .tempfile_in(dir)
+                .map_err(DagCopyError::io("create a temporary file in", dir))?;
+            let temp_path = temp.path().to_path_buf();
+            temp.as_file()
+                .set_permissions(fs::Permissions::from_mode(FILE_MODE))
+                .map_err(DagCopyError::io("set permissions of", &temp_path))?;
+            temp.write_all(contents)
+                .map_err(DagCopyError::io("write", &temp_path))?;
+            Ok((path, temp))
+        });
+        match staged {
+            Ok((path, temp)) => {
+                temps.push((i, temp));
+                results.push(Ok(path));
+            }
+            Err(e) => results.push(Err(e)),
+        }
+    }
+    let synced =
+        crate::durable::sync_all(&temps.iter().map(|(_, t)| t.as_file()).collect::<Vec<_>>());
+    let mut renamed = false;
+    for ((i, temp), sync) in temps.into_iter().zip(synced) {
+        let Some(slot) = results.get_mut(i) else {
+            continue;
+        };
+        let Ok(path) = slot.as_ref().map(Clone::clone) else {
+            continue;
+        };
+        if let Err(e) = sync {
+            *slot = Err(DagCopyError::Io {
+                op: "fsync",
+                path: temp.path().to_path_buf(),
+                source: e,
+            });
+            continue;
+        }
+        if let Err(error) = temp.persist(&path) {
+            *slot = Err(DagCopyError::Io {
+                op: "rename a temporary file over",
+                path,
+                source: error.error,
+            });
+            continue;
+        }
+        renamed = true;
+    }
+    if renamed {
+        if let Err(e) = sync_dir(dir) {
+            let why = e.to_string();
+            for slot in results.iter_mut().filter(|r| r.is_ok()) {
+                *slot = Err(DagCopyError::Io {
+                    op: "fsync directory",
+                    path: dir.to_path_buf(),
+                    source: io::Error::other(why.clone()),
+                });
+            }
+        }
+        let written: Vec<&str> = files
+            .iter()
+            .zip(&results)
+            .filter(|(_, r)| r.is_ok())
+            .map(|((name, _), _)| name.as_str())
+            .collect();
+        remove_stale_bytecode_of(dir, &written);
+    }
+    results
 }
 
 /// Remove a copy file (idempotent: a missing file is Ok), fsync the directory.
@@ -730,6 +832,30 @@ mod tests {
                 "other.cpython-311.pyc"
             ]
         );
+        Ok(())
+    }
+
+    #[test]
+    fn write_many_writes_each_and_reports_each() -> TestResult {
+        let root = tempfile::tempdir()?;
+        let dir = root.path().join(COPY_SUBDIR);
+        let cache = dir.join("__pycache__");
+        fs::create_dir_all(&cache)?;
+        fs::write(cache.join("a.cpython-311.pyc"), b"")?;
+        fs::write(cache.join("other.cpython-311.pyc"), b"")?;
+        let files = vec![
+            ("a.py".to_owned(), b"a = 1\n".to_vec()),
+            ("../b.py".to_owned(), b"b".to_vec()),
+            ("c.py".to_owned(), b"c = 3\n".to_vec()),
+        ];
+        let results = write_many(&dir, &files);
+        assert_eq!(results.len(), 3);
+        assert!(results[0].is_ok() && results[2].is_ok());
+        assert!(matches!(results[1], Err(DagCopyError::InvalidName { .. })));
+        assert_eq!(fs::read(dir.join("a.py"))?, b"a = 1\n");
+        assert_eq!(mode(&dir.join("c.py"))?, 0o644);
+        assert_eq!(names(&dir)?, vec!["__pycache__", "a.py", "c.py"]);
+        assert_eq!(names(&cache)?, vec!["other.cpython-311.pyc"]);
         Ok(())
     }
 

@@ -44,6 +44,7 @@ use crate::steer::{self, RunOrder};
 use crate::taskset;
 use crate::throttle;
 
+mod ingest;
 mod limits;
 mod metrics;
 mod seed;
@@ -157,6 +158,7 @@ pub struct Engine {
     last_pass_at: Option<(chrono::DateTime<Utc>, f64)>,
     metrics: crate::metrics::Published,
     steer_plans: steering::SteerPlans,
+    batch: Option<ingest::BatchCache>,
 }
 
 /// What a copy file looked like when this agent last wrote or checked it: a file whose size,
@@ -229,6 +231,7 @@ impl Engine {
             last_pass_at: None,
             metrics: crate::metrics::Published::default(),
             steer_plans: steering::SteerPlans::new(),
+            batch: None,
         }
     }
 
@@ -359,7 +362,7 @@ impl Engine {
             uid: Some(uid),
             ..Identity::default()
         };
-        let Some(unix) = spool::user_name(uid) else {
+        let Some(unix) = self.user_name(uid) else {
             return Ok(Err((
                 ident,
                 Rejection::new(
@@ -430,11 +433,28 @@ impl Engine {
                 )))
             }
             AuthSource::Fab => {
-                let mut fab = Fab::new(&mut c.db);
-                let Some(user) = fab.user(&airflow_user)? else {
+                let cached = self
+                    .batch
+                    .as_ref()
+                    .and_then(|b| b.subjects.get(&airflow_user).cloned());
+                let subject = match cached {
+                    Some(subject) => subject,
+                    None => {
+                        let mut fab = Fab::new(&mut c.db);
+                        let subject = match fab.user(&airflow_user)? {
+                            Some(user) => Some(fab.subject(&user, resource)?),
+                            None => None,
+                        };
+                        if let Some(b) = self.batch.as_mut() {
+                            b.subjects.insert(airflow_user.clone(), subject.clone());
+                        }
+                        subject
+                    }
+                };
+                let Some(subject) = subject else {
                     return no_user(ident);
                 };
-                fab.subject(&user, resource)?
+                subject
             }
             AuthSource::Simple { all_admins: true, .. } if !allow_all_admins => {
                 return Ok(Err((
@@ -565,70 +585,42 @@ impl Engine {
         }
     }
 
-    /// One ingest pass: claim everything in `incoming/`, then decide every claimed file.
-    /// Loops until a pass finds nothing new. Returns how many files were decided.
-    pub fn scan(&mut self) -> usize {
-        let mut decided = 0;
-        loop {
-            match self.spool.incoming() {
-                Ok(names) => {
-                    for name in names {
-                        match self.spool.claim(&name) {
-                            Ok(Some(claim)) => {
-                                tracing::debug!(file = %name, claim = %claim, "claimed")
-                            }
-                            Ok(None) => {}
-                            Err(e) => tracing::error!(error = %e, "cannot claim a spool file"),
-                        }
-                    }
-                }
-                Err(e) => tracing::error!(error = %e, "cannot list the spool"),
-            }
-            let claimed = match self.spool.claimed() {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot list claimed files");
-                    return decided;
-                }
-            };
-            if claimed.is_empty() {
-                return decided;
-            }
-            let mut progress = false;
-            let mut pending: HashMap<u32, usize> = HashMap::new();
-            for claim in claimed {
-                if self.stop.load(std::sync::atomic::Ordering::SeqCst) {
-                    // The rest stay claimed in active/ and are decided after the restart.
-                    return decided;
-                }
-                match self.decide_file(&claim, &mut pending) {
-                    Ok(()) => {
-                        decided += 1;
-                        progress = true;
-                    }
-                    Err(e) => {
-                        self.lost(&e);
-                        tracing::warn!(claim = %claim, error = %e, "request waits: cannot decide it now");
-                    }
-                }
-            }
-            if !progress {
-                return decided;
-            }
-        }
-    }
-
     /// Decide one claimed file: record its outcome, then move it.
     fn decide_file(
         &mut self,
-        claim: &str,
+        file: ClaimedFile,
         pending: &mut HashMap<u32, usize>,
     ) -> Result<(), DbError> {
-        let mut file = self
-            .spool
-            .read_claimed(claim)
-            .map_err(|e| DbError::Data(e.to_string()))?;
         self.ensure_connected()?;
+        let record = self.record_of(file.clone(), pending)?;
+        if record.backfill_id.is_some() {
+            failpoint::hang_if_armed(failpoint::AFTER_ACCEPT);
+        }
+        let to = if record.outcome == "accepted" {
+            Disposition::Accepted
+        } else {
+            Disposition::Rejected
+        };
+        let receipt = serde_json::to_value(&record).map_err(|e| DbError::Data(e.to_string()))?;
+        self.spool
+            .finish(&file.claim_name, to, &receipt)
+            .map_err(|e| DbError::Data(e.to_string()))?;
+        if let Some(id) = record.backfill_id {
+            if self.leader_token.is_some() {
+                self.carry_out_id(&id);
+            }
+            self.reconcile_id(&id);
+        }
+        Ok(())
+    }
+
+    /// The outcome of a claimed file: the one recorded under its key, or a new decision
+    /// (recorded, and audited). `pending` counts the new files of each uid in this pass.
+    fn record_of(
+        &mut self,
+        mut file: ClaimedFile,
+        pending: &mut HashMap<u32, usize>,
+    ) -> Result<RequestRecord, DbError> {
         let recorded = {
             let c = self.conn.as_mut().ok_or_else(not_connected)?;
             Store::new(&mut c.db).request(&file.key)?
@@ -657,29 +649,13 @@ impl Engine {
                 let record = self.evaluate(&file)?;
                 if let Some(id) = &record.backfill_id {
                     tracing::info!(request = %file.file_name, uid = record.uid, user = ?record.username, backfill = %id, "request accepted");
-                    failpoint::hang_if_armed(failpoint::AFTER_ACCEPT);
                 } else {
                     tracing::info!(request = %file.file_name, uid = record.uid, user = ?record.username, code = ?record.reason_code, reason = ?record.reason, "request rejected");
                 }
                 record
             }
         };
-        let to = if record.outcome == "accepted" {
-            Disposition::Accepted
-        } else {
-            Disposition::Rejected
-        };
-        let receipt = serde_json::to_value(&record).map_err(|e| DbError::Data(e.to_string()))?;
-        self.spool
-            .finish(&file.claim_name, to, &receipt)
-            .map_err(|e| DbError::Data(e.to_string()))?;
-        if let Some(id) = record.backfill_id {
-            if self.leader_token.is_some() {
-                self.carry_out_id(&id);
-            }
-            self.reconcile_id(&id);
-        }
-        Ok(())
+        Ok(record)
     }
 
     /// Validate a new file and record the outcome (accepting creates the backfill atomically).
@@ -820,12 +796,16 @@ impl Engine {
                 record.skipped_dates = skipped_of(&new);
                 record.warnings = warnings_of(&new);
                 let host = self.host.clone();
+                let mut cursor = self
+                    .batch
+                    .as_mut()
+                    .and_then(|b| b.ids.get(&new.dag_id).copied());
                 let id = c.db.transaction(|db| {
                     let mut s = Store::new(db);
                     if let Some(existing) = s.request(&file.key)? {
                         return Ok::<_, DbError>(existing.backfill_id);
                     }
-                    let id = free_id(&mut s, &new.dag_id)?;
+                    let id = free_id_from(&mut s, &new.dag_id, &mut cursor)?;
                     s.insert_backfill(&id, &new, &host, &file.key, Utc::now())?;
                     let mut accepted = record.clone();
                     accepted.outcome = "accepted".into();
@@ -833,6 +813,9 @@ impl Engine {
                     s.record_request(&accepted)?;
                     Ok(Some(id))
                 })?;
+                if let (Some(b), Some(cursor)) = (self.batch.as_mut(), cursor) {
+                    b.ids.insert(new.dag_id.clone(), cursor);
+                }
                 record.outcome = "accepted".into();
                 record.backfill_id = id;
             }
@@ -1137,9 +1120,8 @@ impl Engine {
         let approval = self.config.approval.clone();
         let default_delete_after_days = self.config.reconcile.delete_after_days;
         let default_emit_asset_events = self.config.copies.emit_asset_events;
-        let c = self.conn.as_mut().ok_or_else(not_connected)?;
-        let mut af = Airflow::new(&mut c.db, &c.schema);
-        let Some(dag) = af.dag(&req.dag_id)? else {
+        let facts = self.dag_facts(&req.dag_id)?;
+        let Some(dag) = &facts.dag else {
             return Ok(Err(Rejection::new(
                 ReasonCode::UnknownDag,
                 format!("Airflow has no DAG with id {:?}", req.dag_id),
@@ -1157,24 +1139,20 @@ impl Engine {
                 format!("Airflow has not stored DAG {:?} and its source yet; try again after the next parse", req.dag_id),
             )
         };
-        let (Some(fileloc), Some(serialized)) =
-            (dag.fileloc.clone(), af.serialized_dag(&req.dag_id)?)
+        let (Some(fileloc), Some(serialized)) = (dag.fileloc.clone(), facts.serialized.as_ref())
         else {
             return Ok(Err(not_serialized()));
         };
-        let Some(origin_code) = af.source_code(&req.dag_id, &fileloc)? else {
+        let Some(origin_code) = facts.source_code.clone() else {
             return Ok(Err(not_serialized()));
         };
-        let mut dates = match Timetable::from_serialized_dag(&serialized)
+        let mut dates = match Timetable::from_serialized_dag(serialized)
             .and_then(|t| t.logical_dates(req.start, req.end, limit))
         {
             Ok(d) => d,
             Err(ScheduleError::TooMany { limit }) => {
                 return Ok(Err(crate::guard::count_and_refuse(
-                    &serialized,
-                    req.start,
-                    req.end,
-                    limit,
+                    serialized, req.start, req.end, limit,
                 )))
             }
             Err(e) => {
@@ -1198,6 +1176,7 @@ impl Engine {
         let mut skipped = Vec::new();
         let mut contiguous = true;
         if req.reprocess != Reprocess::Completed {
+            let c = self.conn.as_mut().ok_or_else(not_connected)?;
             let origin_runs = Airflow::new(&mut c.db, &c.schema).runs(&req.dag_id)?;
             let origin: Vec<Option<bool>> = dates
                 .iter()
@@ -1253,7 +1232,7 @@ impl Engine {
         new.options.run_order =
             RunOrder::for_backfill(new.options.run_order == RunOrder::NewestFirst, contiguous);
         new.options.emit_asset_events = emit_asset_events;
-        if let Err(r) = resolve_tasks(&new.dag_id, &serialized, &mut new.options) {
+        if let Err(r) = resolve_tasks(&new.dag_id, serialized, &mut new.options) {
             return Ok(Err(r));
         }
         let n = new.logical_dates.len();
@@ -2125,20 +2104,54 @@ fn not_connected() -> DbError {
     }
 }
 
-/// `<dag_id>_backfill_<UTC YYYYmmdd_HHMMSS>`, with `_2`, `_3`, ... when taken.
+/// `<dag_id>_backfill_<UTC YYYYmmdd_HHMMSS>`, with `_2`, `_3`, ... `_99` when taken.
 fn free_id(s: &mut Store<'_>, dag_id: &str) -> Result<String, DbError> {
-    let base = format!("{dag_id}_backfill_{}", Utc::now().format("%Y%m%d_%H%M%S"));
-    if !s.id_taken(&base)? {
-        return Ok(base);
-    }
-    for n in 2..100 {
-        let id = format!("{base}_{n}");
-        if !s.id_taken(&id)? {
-            return Ok(id);
+    free_id_from(s, dag_id, &mut None)
+}
+
+/// Where the search for a free id of one DAG goes on: the second (Unix time) and the next
+/// suffix (1 = none) to try.
+type IdCursor = (i64, u32);
+
+/// How many seconds past the current one an id may name when a burst took every id of the
+/// seconds before (`_2` to `_99`: at most 99 ids a second and DAG, the longest id
+/// `guard::copy_id_length` allows).
+const ID_SECONDS_AHEAD: i64 = 600;
+
+/// [`free_id`], starting at `cursor` (left after the id found) when it is not in the past.
+/// When all 99 ids of a second are taken, the next second's are tried: a burst of requests
+/// for one DAG gets ids naming the seconds after it, not a refusal.
+fn free_id_from(
+    s: &mut Store<'_>,
+    dag_id: &str,
+    cursor: &mut Option<IdCursor>,
+) -> Result<String, DbError> {
+    let now = Utc::now().timestamp();
+    let (mut second, mut n) = match *cursor {
+        Some((second, n)) if second >= now => (second, n),
+        _ => (now, 1),
+    };
+    while second <= now + ID_SECONDS_AHEAD {
+        let stamp = chrono::DateTime::from_timestamp(second, 0)
+            .ok_or_else(|| DbError::Data(format!("no time for second {second}")))?;
+        let base = format!("{dag_id}_backfill_{}", stamp.format("%Y%m%d_%H%M%S"));
+        while n < 100 {
+            let id = if n == 1 {
+                base.clone()
+            } else {
+                format!("{base}_{n}")
+            };
+            if !s.id_taken(&id)? {
+                *cursor = Some((second, n + 1));
+                return Ok(id);
+            }
+            n += 1;
         }
+        second += 1;
+        n = 1;
     }
     Err(DbError::Data(format!(
-        "no free backfill id for {dag_id} this second"
+        "no free backfill id for {dag_id} within {ID_SECONDS_AHEAD} s"
     )))
 }
 

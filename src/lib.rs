@@ -13,6 +13,7 @@ pub mod ctl;
 pub mod daemon;
 pub mod dagcopy;
 pub mod dburl;
+pub mod durable;
 pub mod engine;
 pub mod failpoint;
 pub mod guard;

@@ -433,19 +433,96 @@ impl Spool {
         let body =
             serde_json::to_vec_pretty(receipt).map_err(|e| io_err(&self.root, "receipt", e))?;
         self.write_side(to, claim_name, "receipt.json", &body, false)?;
+        self.move_decided(claim_name, to)?;
         let dir = self.dir(to);
+        nix::unistd::fsync(self.active.as_fd()).map_err(|e| io_err(&self.root, "fsync", e))?;
+        nix::unistd::fsync(dir.as_fd()).map_err(|e| io_err(&self.root, "fsync", e))?;
+        Ok(())
+    }
+
+    /// [`Spool::finish`] for many decided files at once: every receipt is written to a
+    /// temporary file, their data fsynced together ([`crate::durable::sync_all`]) and each
+    /// renamed into place before its request file moves; `active/` and each destination
+    /// directory are then fsynced once. One result per file, in order; a file that failed
+    /// stays in `active/` (its outcome is in the DB, so the next scan finishes it).
+    pub fn finish_many(
+        &self,
+        files: &[(String, Disposition, serde_json::Value)],
+    ) -> Vec<Result<(), SpoolError>> {
+        let mut results: Vec<Result<(), SpoolError>> = Vec::with_capacity(files.len());
+        let mut temps: Vec<(usize, tempfile::NamedTempFile)> = Vec::new();
+        for (i, (_, to, receipt)) in files.iter().enumerate() {
+            let dir = self.root.join(sub_of(*to));
+            let staged = serde_json::to_vec_pretty(receipt)
+                .map_err(|e| io_err(&self.root, "receipt", e))
+                .and_then(|body| {
+                    let mut tmp = tempfile::Builder::new()
+                        .prefix(".tmp")
+                        .tempfile_in(&dir)
+                        .map_err(|e| io_err(&dir, "create receipt", e))?;
+                    std::io::Write::write_all(&mut tmp, &body)
+                        .map_err(|e| io_err(&dir, "write receipt", e))?;
+                    Ok(tmp)
+                });
+            match staged {
+                Ok(tmp) => {
+                    temps.push((i, tmp));
+                    results.push(Ok(()));
+                }
+                Err(e) => results.push(Err(e)),
+            }
+        }
+        let synced =
+            crate::durable::sync_all(&temps.iter().map(|(_, t)| t.as_file()).collect::<Vec<_>>());
+        let mut touched = [false; 2];
+        for ((i, tmp), sync) in temps.into_iter().zip(synced) {
+            let (Some((claim_name, to, _)), Some(slot)) = (files.get(i), results.get_mut(i)) else {
+                continue;
+            };
+            let dir = self.root.join(sub_of(*to));
+            let moved = sync
+                .map_err(|e| io_err(&dir, "sync receipt", e))
+                .and_then(|()| {
+                    tmp.persist(dir.join(format!("{claim_name}.receipt.json")))
+                        .map_err(|e| io_err(&dir, "persist receipt", e.error))
+                })
+                .and_then(|_| self.move_decided(claim_name, *to));
+            touched[usize::from(*to == Disposition::Rejected)] = true;
+            *slot = moved;
+        }
+        let mut dirs = vec![&self.active];
+        if touched[0] {
+            dirs.push(&self.accepted);
+        }
+        if touched[1] {
+            dirs.push(&self.rejected);
+        }
+        for fd in dirs {
+            if let Err(e) = nix::unistd::fsync(fd.as_fd()) {
+                let e = io_err(&self.root, "fsync", e);
+                for slot in results.iter_mut().filter(|r| r.is_ok()) {
+                    *slot = Err(io_err(&self.root, "fsync", &e));
+                }
+            }
+        }
+        results
+    }
+
+    /// Rename a decided file from `active/` into its destination (gone already is fine) and,
+    /// for a rejection, its remembered original name with it.
+    fn move_decided(&self, claim_name: &str, to: Disposition) -> Result<(), SpoolError> {
         match renameat2(
             self.active.as_fd(),
             claim_name,
-            dir.as_fd(),
+            self.dir(to).as_fd(),
             claim_name,
             RenameFlags::empty(),
         ) {
             Ok(()) | Err(Errno::ENOENT) => {}
             Err(e) => return Err(io_err(&self.root.join(ACTIVE).join(claim_name), "move", e)),
         }
-        let side = format!(".{claim_name}.name");
         if to == Disposition::Rejected {
+            let side = format!(".{claim_name}.name");
             let _ = renameat2(
                 self.accepted.as_fd(),
                 side.as_str(),
@@ -454,8 +531,6 @@ impl Spool {
                 RenameFlags::empty(),
             );
         }
-        nix::unistd::fsync(self.active.as_fd()).map_err(|e| io_err(&self.root, "fsync", e))?;
-        nix::unistd::fsync(dir.as_fd()).map_err(|e| io_err(&self.root, "fsync", e))?;
         Ok(())
     }
 
@@ -475,11 +550,7 @@ impl Spool {
         body: &[u8],
         hidden: bool,
     ) -> Result<(), SpoolError> {
-        let sub = match to {
-            Disposition::Accepted => ACCEPTED,
-            Disposition::Rejected => REJECTED,
-        };
-        let dir = self.root.join(sub);
+        let dir = self.root.join(sub_of(to));
         let name = if hidden {
             format!(".{claim_name}.{suffix}")
         } else {
@@ -496,6 +567,14 @@ impl Spool {
         tmp.persist(dir.join(&name))
             .map_err(|e| io_err(&dir, "persist receipt", e.error))?;
         Ok(())
+    }
+}
+
+/// The subdirectory of a disposition.
+fn sub_of(to: Disposition) -> &'static str {
+    match to {
+        Disposition::Accepted => ACCEPTED,
+        Disposition::Rejected => REJECTED,
     }
 }
 
@@ -650,6 +729,37 @@ mod tests {
             .join(format!("{}.receipt.json", c.claim_name))
             .exists());
         assert!(s.claimed().unwrap_or_default().is_empty());
+    }
+
+    #[test]
+    fn many_files_are_finished_at_once() {
+        let (dir, s) = spool();
+        let mut done = Vec::new();
+        for (i, to) in [
+            Disposition::Accepted,
+            Disposition::Rejected,
+            Disposition::Accepted,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let name = format!("r{i}.toml");
+            std::fs::write(dir.path().join(INCOMING).join(&name), b"x").unwrap_or_default();
+            let c = drop_and_read(&s, &name);
+            done.push((c.claim_name, to, serde_json::json!({ "n": i })));
+        }
+        let results = s.finish_many(&done);
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        assert!(s.claimed().unwrap_or_default().is_empty());
+        for (claim, to, _) in &done {
+            let sub = dir.path().join(sub_of(*to));
+            assert!(sub.join(claim).exists(), "{claim}");
+            let receipt = std::fs::read_to_string(sub.join(format!("{claim}.receipt.json")))
+                .unwrap_or_default();
+            assert!(receipt.contains("\"n\""), "{receipt}");
+        }
+        // Finishing again (a crash before the fsyncs) is harmless.
+        assert!(s.finish_many(&done).iter().all(Result::is_ok));
     }
 
     #[test]

@@ -66,7 +66,9 @@ fn set_head(db: &mut MetaDb, hash: &str) -> Result<(), DbError> {
     Ok(())
 }
 
-/// Append a record to the chain, in its own transaction (callers must not hold one).
+/// Append a record to the chain, in its own transaction; inside a caller's transaction (a
+/// batch of ingest decisions) it is a savepoint, and the head stays locked until the caller
+/// commits, so the records of a batch are chained in order.
 pub fn append(db: &mut MetaDb, host: &str, e: &AuditEntry) -> Result<(), DbError> {
     let f = fields_of(host, e);
     db.transaction(|db| {

@@ -289,6 +289,8 @@ pub struct MetaDb {
     conn: Conn,
     dialect: Dialect,
     queries: u64,
+    /// Open transactions: 0 none, 1 a transaction, more its nested savepoints.
+    depth: u32,
 }
 
 /// How long a SQLite statement waits for Airflow's lock before failing.
@@ -345,6 +347,7 @@ impl MetaDb {
             conn,
             dialect: Dialect(url.backend()),
             queries: 0,
+            depth: 0,
         })
     }
 
@@ -406,21 +409,69 @@ impl MetaDb {
     }
 
     /// Run `f` in a write transaction: committed when it returns `Ok`, rolled back otherwise.
+    /// Inside an open transaction it is a savepoint: `f`'s work is undone alone when it fails,
+    /// and kept for the enclosing transaction's commit when it succeeds.
     pub fn transaction<T, E>(&mut self, f: impl FnOnce(&mut MetaDb) -> Result<T, E>) -> Result<T, E>
     where
         E: From<DbError>,
     {
-        self.batch(self.dialect.begin())?;
+        self.begin()?;
         match f(self) {
             Ok(v) => {
-                self.batch("COMMIT")?;
+                self.commit()?;
                 Ok(v)
             }
             Err(e) => {
                 // The original error matters more than a failed rollback.
-                let _ = self.batch("ROLLBACK");
+                let _ = self.rollback();
                 Err(e)
             }
+        }
+    }
+
+    /// Open a write transaction, or a savepoint inside the open one. Every `begin` is closed
+    /// by one `commit` or `rollback`.
+    pub fn begin(&mut self) -> Result<(), DbError> {
+        if self.depth == 0 {
+            self.batch(self.dialect.begin())?;
+        } else {
+            self.batch(&format!("SAVEPOINT backfilld_{}", self.depth))?;
+        }
+        self.depth += 1;
+        Ok(())
+    }
+
+    /// Commit the innermost `begin` (a savepoint's work then belongs to the enclosing
+    /// transaction). When that fails, its work is rolled back.
+    pub fn commit(&mut self) -> Result<(), DbError> {
+        let depth = self.depth.saturating_sub(1);
+        self.depth = depth;
+        if depth == 0 {
+            let res = self.batch("COMMIT");
+            if res.is_err() {
+                // SQLite keeps the transaction open after a failed COMMIT.
+                let _ = self.batch("ROLLBACK");
+            }
+            res
+        } else {
+            let res = self.batch(&format!("RELEASE SAVEPOINT backfilld_{depth}"));
+            if res.is_err() {
+                let _ = self.batch(&format!("ROLLBACK TO SAVEPOINT backfilld_{depth}"));
+                let _ = self.batch(&format!("RELEASE SAVEPOINT backfilld_{depth}"));
+            }
+            res
+        }
+    }
+
+    /// Roll back the innermost `begin`.
+    pub fn rollback(&mut self) -> Result<(), DbError> {
+        let depth = self.depth.saturating_sub(1);
+        self.depth = depth;
+        if depth == 0 {
+            self.batch("ROLLBACK")
+        } else {
+            self.batch(&format!("ROLLBACK TO SAVEPOINT backfilld_{depth}"))?;
+            self.batch(&format!("RELEASE SAVEPOINT backfilld_{depth}"))
         }
     }
 

@@ -1423,7 +1423,8 @@ pub struct AuditEntry {
 }
 
 impl Store<'_> {
-    /// Append an audit record to the hash chain (its own transaction: see `metadb::audit`).
+    /// Append an audit record to the hash chain (its own transaction, or a savepoint of the
+    /// caller's: see `metadb::audit`).
     pub fn audit(&mut self, host: &str, e: &AuditEntry) -> Result<(), DbError> {
         super::audit::append(self.db, host, e)
     }
