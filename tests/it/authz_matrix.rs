@@ -235,7 +235,15 @@ fn permission_matrix_on_airflow2_fab() {
             &[&role],
         )
     };
-    for role in ["Admin", "User", "Op", "sales_editor", "ledger_editor"] {
+    // The control socket is up before the daemon has connected and registered: wait for it.
+    let granted_roles = ["Admin", "User", "Op", "sales_editor", "ledger_editor"];
+    wait_for("the Backfills permissions", Duration::from_secs(60), || {
+        granted_roles
+            .iter()
+            .all(|role| granted(role) == 4)
+            .then_some(())
+    });
+    for role in granted_roles {
         assert_eq!(granted(role), 4, "{role}");
     }
     for role in ["Viewer", "dag_editor", "Public"] {
