@@ -9,6 +9,7 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 
 use super::{emit_audit, not_connected, AuthSource, Engine, Identity};
+use crate::approval;
 use crate::authz::{self, Action, Subject};
 use crate::control::BackfillView;
 use crate::dagcopy;
@@ -22,7 +23,9 @@ use crate::request::{fmt_ts, Rejection};
 use crate::state::BackfillState;
 
 /// The life-cycle actions, in the order the web UI shows them.
-pub const LIFECYCLE_ACTIONS: [Action; 5] = [
+pub const LIFECYCLE_ACTIONS: [Action; 7] = [
+    Action::Approve,
+    Action::Reject,
     Action::Pause,
     Action::Resume,
     Action::Cancel,
@@ -361,12 +364,13 @@ impl Engine {
             Ok(v) => v,
             Err(e) => return Ok(Err(e)),
         };
+        let roles = self.config.approval.approver_roles.clone();
         let c = self.conn.as_mut().ok_or_else(not_connected)?;
         let rows = Store::new(&mut c.db).backfills(include_deleted)?;
         let list = rows
             .iter()
             .filter(|b| subject.can_read_dag(&b.dag_id))
-            .map(|b| web_backfill(b, &subject))
+            .map(|b| web_backfill(b, &subject, &roles))
             .collect();
         self.audit(&ident, Action::Read, None, None)?;
         Ok(Ok(list))
@@ -399,7 +403,7 @@ impl Engine {
         };
         let detail = WebDetail {
             date_states: date_states(&row.logical_dates, &runs),
-            backfill: web_backfill(&row, &subject),
+            backfill: web_backfill(&row, &subject, &self.config.approval.approver_roles),
         };
         self.audit(&ident, Action::Read, Some(id), None)?;
         Ok(Ok(detail))
@@ -422,19 +426,35 @@ impl Engine {
     }
 }
 
-/// A row as one user sees it: with the actions they may take on it now.
-fn web_backfill(row: &BackfillRow, subject: &Subject) -> WebBackfill {
+/// A row as one user sees it: with the actions they may take on it now (approve and reject
+/// only for an approver who is not its requester; see `approval::decide`).
+fn web_backfill(row: &BackfillRow, subject: &Subject, approver_roles: &[String]) -> WebBackfill {
     let facts = Facts {
         state: row.state,
         deleted: row.deleted,
         copy_written: row.copy_written_at.is_some(),
         failed_dates: row.progress.failed,
     };
+    let may_decide = |action: Action| {
+        // Web requests are written with `on_behalf_of`, so only the Airflow user is compared.
+        let decider = approval::Decider {
+            subject,
+            uid: None,
+            on_behalf: true,
+        };
+        let requester = approval::Requester {
+            airflow_user: &row.submitted_by,
+            uid: row.submitted_uid,
+            on_behalf: row.on_behalf_of.is_some(),
+        };
+        approval::decide(decider, requester, &row.dag_id, approver_roles, action).is_ok()
+    };
     let allowed_actions = LIFECYCLE_ACTIONS
         .into_iter()
         .filter(|a| {
             authz::authorize(subject, *a, Some(&row.dag_id)).is_ok()
                 && lifecycle::plan(*a, facts).is_ok()
+                && (!matches!(a, Action::Approve | Action::Reject) || may_decide(*a))
         })
         .collect();
     WebBackfill {

@@ -523,14 +523,20 @@ fn detail_page(session: &Session, d: &WebDetail, note: &str) -> Html<String> {
         body.push_str("<div class=\"actions\">");
         for a in &b.allowed_actions {
             let name = a.as_str();
-            let danger = if matches!(a, Action::Cancel | Action::Delete) {
+            let danger = if matches!(a, Action::Cancel | Action::Delete | Action::Reject) {
                 " danger"
+            } else {
+                ""
+            };
+            // A reject says why (required, as in request files).
+            let reason = if *a == Action::Reject {
+                "<input name=\"reason\" id=\"reject-reason\" placeholder=\"why\" required> "
             } else {
                 ""
             };
             let _ = write!(
                 body,
-                "<form method=\"post\" action=\"/backfills/{}/{name}\" class=\"inline\"><input type=\"hidden\" name=\"csrf\" value=\"{}\"><button id=\"action-{name}\" class=\"{name}{danger}\">{}</button></form>",
+                "<form method=\"post\" action=\"/backfills/{}/{name}\" class=\"inline\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">{reason}<button id=\"action-{name}\" class=\"{name}{danger}\">{}</button></form>",
                 url(&v.id),
                 esc(&session.csrf),
                 capitalize(name)
@@ -598,7 +604,11 @@ async fn act(
     if let Err(r) = check_csrf(&session, &form) {
         return *r;
     }
-    if !["cancel", "pause", "resume", "delete", "retry"].contains(&action.as_str()) {
+    if ![
+        "cancel", "pause", "resume", "delete", "retry", "approve", "reject",
+    ]
+    .contains(&action.as_str())
+    {
         return (
             StatusCode::NOT_FOUND,
             page(
@@ -609,9 +619,12 @@ async fn act(
         )
             .into_response();
     }
-    let outcome = state
-        .submit(&session.username, action_request(&action, &id))
-        .await;
+    let mut request = action_request(&action, &id);
+    if action == "reject" {
+        let reason = form.get("reason").map(|r| r.trim()).unwrap_or_default();
+        request.insert("reason".into(), toml::Value::String(reason.to_owned()));
+    }
+    let outcome = state.submit(&session.username, request).await;
     let note = match &outcome {
         Ok(r) if r.outcome == "accepted" => {
             if let Some(new_id) = r.backfill_id.as_ref().filter(|n| **n != id) {

@@ -333,6 +333,40 @@ fn big_backfills_wait_for_an_approver_on_airflow2() {
         let json = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
         (reply.status().as_u16(), json)
     };
+    // The actions offered (the web UI's buttons): approve and reject only to an approver
+    // who did not ask for it.
+    let offered = |user: &str| -> Vec<String> {
+        use base64::Engine as _;
+        let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:pw"));
+        let mut reply = ureq::get(format!(
+            "http://127.0.0.1:{port}/api/v2/backfills/{via_http}"
+        ))
+        .header("Authorization", &format!("Basic {auth}"))
+        .call()
+        .unwrap_or_else(|e| panic!("{user}: {e}"));
+        let text = reply.body_mut().read_to_string().unwrap_or_default();
+        let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+        v["allowed_actions"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let admin = offered("bfa_admin");
+    assert!(
+        admin.contains(&"approve".to_owned()) && admin.contains(&"reject".to_owned()),
+        "{admin:?}"
+    );
+    for user in ["bfa_req", "bfa_user"] {
+        let a = offered(user);
+        assert!(
+            !a.contains(&"approve".to_owned()) && !a.contains(&"reject".to_owned()),
+            "{user}: {a:?}"
+        );
+    }
     let (status, p) = post("bfa_user", "approve", None);
     assert_eq!(
         (status, &p["reason_code"]),
