@@ -175,7 +175,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 pub struct PassStats {
     /// Unfinished backfills looked at.
     pub backfills: usize,
-    /// Backfills whose runs were counted again (all of them in a full pass).
+    /// Backfills whose run counts were brought up to date: by the runs that changed, or
+    /// counted again (all of them in a full pass).
     pub recomputed: usize,
     /// Backfill rows written.
     pub changed: usize,
@@ -1367,8 +1368,8 @@ impl Engine {
     /// number of reads (backfills, copies' `dag` rows, import errors, run counts; with a
     /// throttle, the origin DAGs' runs and pool use), the reconcile rule and the throttle in
     /// memory, and batched writes of what changed. Between full passes, the rows and run
-    /// counts of the last pass are kept: only changed rows are read again, and only copies
-    /// with new runs or whose queued/running runs changed are counted again
+    /// counts of the last pass are kept: only changed rows are read again, and only the runs
+    /// that are new or left or entered the queued/running set update the counts
     /// (`engine::pass_cache`).
     fn reconcile_pass(&mut self) -> Result<PassStats, DbError> {
         let now = Utc::now();
