@@ -47,6 +47,7 @@ use crate::throttle;
 mod ingest;
 mod limits;
 mod metrics;
+mod pass_cache;
 mod seed;
 mod steering;
 pub mod web;
@@ -77,6 +78,8 @@ struct Connected {
     db: MetaDb,
     schema: AirflowSchema,
     auth: AuthSource,
+    /// What the last reconcile pass read (dropped with the connection: full pass after).
+    pass_cache: Option<pass_cache::PassCache>,
 }
 
 /// Where users, roles and permissions come from, decided at connect time.
@@ -177,7 +180,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 pub struct PassStats {
     /// Unfinished backfills looked at.
     pub backfills: usize,
-    /// Backfills whose runs were counted again (all of them in a full pass).
+    /// Backfills whose run counts were brought up to date: by the runs that changed, or
+    /// counted again (all of them in a full pass).
     pub recomputed: usize,
     /// Backfill rows written.
     pub changed: usize,
@@ -193,16 +197,13 @@ pub struct PassStats {
     pub millis: u64,
 }
 
-/// Every this many passes, a full pass counts every copy's runs again (heals anything an
-/// incremental pass cannot see, such as deleted runs).
+/// Every this many passes, a full pass reads every backfill and counts every copy's runs again
+/// (heals anything an incremental pass cannot see, such as a deleted finished run; the other
+/// reasons for a full pass are in `engine::pass_cache`).
 const FULL_PASS_EVERY: u32 = 60;
 /// In a shared DAGs folder, how long after a copy's write was claimed a missing file is left
 /// to the claiming agent before the leader restores it.
 const COPY_WRITE_GRACE_SECS: i64 = 10;
-
-/// How far before the previous pass an incremental pass looks for updated runs: room for
-/// clock skew between Airflow's hosts and for transactions that commit late.
-const WATERMARK_OVERLAP_SECS: i64 = 60;
 
 impl Engine {
     /// An engine over an opened spool; connects lazily.
@@ -296,7 +297,12 @@ impl Engine {
         match attempt {
             Ok((db, schema, version, auth)) => {
                 tracing::info!(db = %self.airflow.db, generation = ?schema.generation, revision = %schema.revision, backfilld_schema = version, auth = ?auth_name(&auth), "connected to the metadata DB");
-                self.conn = Some(Connected { db, schema, auth });
+                self.conn = Some(Connected {
+                    db,
+                    schema,
+                    auth,
+                    pass_cache: None,
+                });
                 self.backoff = Duration::from_millis(500);
                 self.outage_reported = false;
                 Ok(())
@@ -1352,26 +1358,35 @@ impl Engine {
     /// One set-based pass over every unfinished backfill: write missing copies, then a fixed
     /// number of reads (backfills, copies' `dag` rows, import errors, run counts; with a
     /// throttle, the origin DAGs' runs and pool use), the reconcile rule and the throttle in
-    /// memory, and batched writes of what changed. Between full passes, only copies with a
-    /// run updated since the last pass (less [`WATERMARK_OVERLAP_SECS`]) have their runs
-    /// counted again; the others keep their stored counts.
+    /// memory, and batched writes of what changed. Between full passes, the rows and run
+    /// counts of the last pass are kept: only changed rows are read again, and only the runs
+    /// that are new or left or entered the queued/running set update the counts
+    /// (`engine::pass_cache`).
     fn reconcile_pass(&mut self) -> Result<PassStats, DbError> {
         let now = Utc::now();
         let host = self.host.clone();
         let token = self.leader_token.ok_or(DbError::NotHolder(LEADER))?;
         let ttl_ms = self.lease_ttl_ms();
-        let full = self.watermark.is_none() || self.passes_since_full >= FULL_PASS_EVERY;
-        let since = if full {
-            None
-        } else {
-            self.watermark
-                .map(|w| w - chrono::Duration::seconds(WATERMARK_OVERLAP_SECS))
-        };
+        let full_due = self.watermark.is_none() || self.passes_since_full >= FULL_PASS_EVERY;
         let dir = self.copy_dir();
-        let rows = {
+        // The cache is out of the connection for the pass: a pass that fails leaves none, and
+        // the next pass is full.
+        let (cache, recounted, full) = {
             let c = self.conn.as_mut().ok_or_else(not_connected)?;
-            Pass::new(&mut c.db, &c.schema).unfinished()?
+            let kept = c.pass_cache.take().filter(|k| !full_due && k.serves(token));
+            let mut pass = Pass::new(&mut c.db, &c.schema);
+            match kept {
+                Some(mut k) => {
+                    let n = k.refresh(&mut pass)?;
+                    (k, n, false)
+                }
+                None => {
+                    let (k, n) = pass_cache::PassCache::full(&mut pass, token)?;
+                    (k, n, true)
+                }
+            }
         };
+        let rows = cache.rows();
         // Ordering (`after`): one statement for every backfill still without a copy.
         let gates: HashMap<String, Gate> = if rows
             .iter()
@@ -1407,12 +1422,14 @@ impl Engine {
         let mut pass = Pass::new(&mut c.db, &c.schema);
         let dags = pass.copy_dags()?;
         let errors = pass.copy_import_errors(dagcopy::COPY_SUBDIR)?;
-        let counted = pass.run_summaries(since)?;
         let throttling = throttle.has_budget() || throttle.yield_to_scheduled;
         let mut load = throttle::Load::default();
         let mut pools_of: HashMap<String, Vec<String>> = HashMap::new();
         if throttling && !rows.is_empty() {
-            for run in pass.origin_runs()? {
+            let mut origins: Vec<&str> = rows.iter().map(|r| r.dag_id.as_str()).collect();
+            origins.sort_unstable();
+            origins.dedup();
+            for run in pass.origin_runs(&origins)? {
                 let date = run
                     .logical_date
                     .map(|d| d.format("%Y-%m-%d %H:%M").to_string())
@@ -1421,7 +1438,7 @@ impl Engine {
                 load.origin_runs.entry(run.dag_id).or_insert(date);
             }
             if throttle.pool_share_percent.is_some() || throttle.yield_to_scheduled {
-                for (pool, used) in pass.pool_use()? {
+                for (pool, used) in pass.pool_use(|id| cache.has(id))? {
                     let ours: u32 = used.by_backfill.values().sum();
                     for id in used.by_backfill.keys() {
                         pools_of.entry(id.clone()).or_default().push(pool.clone());
@@ -1430,11 +1447,7 @@ impl Engine {
                 }
             }
         }
-        let runs_of = |row: &PassRow| match counted.get(&row.id) {
-            Some(s) => *s,
-            None if since.is_some() => row.stored_runs(),
-            None => RunSummary::default(),
-        };
+        let runs_of = |row: &PassRow| cache.runs_of(&row.id);
         let live: std::collections::HashSet<&str> = rows.iter().map(|r| r.id.as_str()).collect();
         self.turn_ended.retain(|id, _| live.contains(id.as_str()));
         let mut candidates = Vec::new();
@@ -1443,6 +1456,10 @@ impl Engine {
             let runs = runs_of(row);
             if runs.active() == 0 && row.progress.running + row.progress.queued > 0 {
                 self.turn_ended.insert(row.id.clone(), now);
+            }
+            // Without a throttle every registered copy is `Untouched`: no candidates to build.
+            if !throttling {
+                continue;
             }
             let Some(&paused) = dags.get(&row.id) else {
                 continue;
@@ -1475,11 +1492,7 @@ impl Engine {
         };
         let mut stats = PassStats {
             backfills: rows.len(),
-            recomputed: if since.is_some() {
-                counted.len()
-            } else {
-                rows.len()
-            },
+            recomputed: recounted,
             full,
             ..PassStats::default()
         };
@@ -1500,17 +1513,21 @@ impl Engine {
                     .clone()
                     .unwrap_or_else(|| "throttled: waiting for a free slot".to_owned()),
             );
-            let verdict = candidate_of
-                .get(row.id.as_str())
-                .and_then(|&i| verdicts.get(i))
-                .map(|v| match v {
-                    throttle::Verdict::Go
-                        if pausing && row.throttled && airflow_paused == Some(true) =>
-                    {
-                        &deferred
-                    }
-                    v => v,
-                });
+            let verdict = if throttling {
+                candidate_of
+                    .get(row.id.as_str())
+                    .and_then(|&i| verdicts.get(i))
+            } else {
+                dags.get(&row.id).map(|_| &throttle::Verdict::Untouched)
+            }
+            .map(|v| match v {
+                throttle::Verdict::Go
+                    if pausing && row.throttled && airflow_paused == Some(true) =>
+                {
+                    &deferred
+                }
+                v => v,
+            });
             let throttled = match verdict {
                 Some(throttle::Verdict::Hold(_)) => {
                     if airflow_paused == Some(false) {
@@ -1611,6 +1628,9 @@ impl Engine {
             })?;
             stats.paused = paused;
             stats.unpaused = unpaused;
+        }
+        if let Some(c) = self.conn.as_mut() {
+            c.pass_cache = Some(cache);
         }
         self.watermark = Some(now);
         self.passes_since_full = if full { 0 } else { self.passes_since_full + 1 };

@@ -1,12 +1,13 @@
 //! The set-based queries of one reconcile pass. Each reads or writes every unfinished backfill
 //! at once (joins against `backfilld_backfill`), so a pass issues the same small number of
-//! statements whatever the number of backfills; only the rows that changed are written.
+//! statements whatever the number of backfills; only the rows that changed are written. Between
+//! full passes, the change signals of [`delta`] say which rows to read again and which copies'
+//! runs to count again (one statement per 400 of them).
 //!
 //! Index use (PostgreSQL): the run summary joins `dag_run` on `dag_id` (Airflow's
 //! `dag_run_dag_id_execution_date_key` / `dag_run_dag_id_logical_date_key` unique index); the
-//! incremental filter on `dag_run.updated_at` has no index in Airflow's schema and is a
-//! sequential scan of `dag_run`, which is still one statement per pass; the origin DAGs'
-//! unfinished runs use `idx_dag_run_running_dags` / `idx_dag_run_queued_dags` (state, dag_id).
+//! origin DAGs' unfinished runs use `idx_dag_run_running_dags` / `idx_dag_run_queued_dags`
+//! (state, dag_id).
 
 use std::collections::HashMap;
 
@@ -20,6 +21,9 @@ use super::{parse_ts, Arg, DbError, MetaDb};
 use crate::ordering::Prerequisite;
 use crate::reconcile::{Decision, Progress, RunState, RunSummary};
 use crate::state::BackfillState;
+
+mod delta;
+pub use delta::{ActiveRun, RowVersion, RunDetail};
 
 /// The `WHERE` condition on `backfilld_backfill b` selecting the backfills a pass looks at:
 /// not deleted, not finished, and not awaiting approval (such a backfill has no copy and
@@ -69,21 +73,6 @@ pub struct PassRow {
     pub priority: i32,
 }
 
-impl PassRow {
-    /// The stored counts as a run summary (for a backfill whose runs did not change).
-    pub fn stored_runs(&self) -> RunSummary {
-        let p = self.progress;
-        RunSummary {
-            queued: p.queued,
-            running: p.running,
-            succeeded: p.succeeded,
-            failed: p.failed,
-            first_start: self.run_start,
-            last_end: self.run_end,
-        }
-    }
-}
-
 #[derive(QueryableByName)]
 struct PassSql {
     #[diesel(sql_type = Text)]
@@ -126,6 +115,20 @@ struct PassSql {
     max_active_runs: i64,
     #[diesel(sql_type = BigInt)]
     priority: i64,
+    #[diesel(sql_type = Text)]
+    updated_at: String,
+}
+
+/// The `SELECT` of [`PassRow`]s of unfinished backfills, with an extra `AND` condition.
+fn pass_rows_sql(and: &str) -> String {
+    format!(
+        "SELECT b.id, b.dag_id, b.state, b.state_reason, b.copy_path, b.copy_written_at, \
+         b.submitted_at, b.scheduled_at, b.run_start, b.run_end, b.dates_total, b.dates_succeeded, \
+         b.dates_failed, b.dates_running, b.dates_queued, b.user_paused, b.throttled, \
+         b.pending_op, b.max_active_runs, b.priority, b.updated_at FROM backfilld_backfill b \
+         WHERE {UNFINISHED}{and} \
+         ORDER BY b.submitted_at, b.id"
+    )
 }
 
 fn count(n: i64) -> u32 {
@@ -302,28 +305,14 @@ impl<'a> Pass<'a> {
         }
     }
 
-    /// Every unfinished backfill, oldest first, without its heavy columns.
-    pub fn unfinished(&mut self) -> Result<Vec<PassRow>, DbError> {
-        let rows: Vec<PassSql> = self.db.load(
-            &format!(
-                "SELECT b.id, b.dag_id, b.state, b.state_reason, b.copy_path, b.copy_written_at, \
-                 b.submitted_at, b.scheduled_at, b.run_start, b.run_end, b.dates_total, b.dates_succeeded, \
-                 b.dates_failed, b.dates_running, b.dates_queued, b.user_paused, b.throttled, \
-                 b.pending_op, b.max_active_runs, b.priority FROM backfilld_backfill b WHERE {UNFINISHED} \
-                 ORDER BY b.submitted_at, b.id"
-            ),
-            &[],
-        )?;
-        rows.into_iter().map(TryInto::try_into).collect()
-    }
-
-    /// `is_paused` of every unfinished backfill's copy that Airflow registered.
+    /// `is_paused` of every DAG Airflow registered, the copies among them (looked up by
+    /// backfill id). No join: `dag` is small, `backfilld_backfill` is wide (reading it again
+    /// would cost more than the DAGs that are not copies).
     pub fn copy_dags(&mut self) -> Result<HashMap<String, bool>, DbError> {
         let d = self.db.dialect();
         let rows: Vec<CopyDagSql> = self.db.load(
             &format!(
-                "SELECT d.dag_id, {} AS paused FROM dag d JOIN backfilld_backfill b ON b.id = d.dag_id \
-                 WHERE {UNFINISHED}",
+                "SELECT d.dag_id, {} AS paused FROM dag d",
                 d.bool_int("d.is_paused")
             ),
             &[],
@@ -348,30 +337,38 @@ impl<'a> Pass<'a> {
     }
 
     /// The runs of every unfinished backfill's copy within the backfill's range, counted by
-    /// state; with `since`, only for copies that have a run updated after it
-    /// (`dag_run.updated_at`). Copies without a counted run are absent.
+    /// state; with `only`, of those copies alone (one statement per [`WRITE_CHUNK`] ids, none
+    /// for an empty list). Copies without a counted run are absent.
     pub fn run_summaries(
         &mut self,
-        since: Option<DateTime<Utc>>,
+        only: Option<&[String]>,
     ) -> Result<HashMap<String, RunSummary>, DbError> {
+        let mut out: HashMap<String, RunSummary> = HashMap::new();
+        match only {
+            None => self.count_runs("", &[], &mut out)?,
+            Some(ids) => {
+                for chunk in ids.chunks(WRITE_CHUNK) {
+                    let marks = vec!["?"; chunk.len()].join(", ");
+                    let args: Vec<Arg> = chunk.iter().map(|id| Arg::Text(id.clone())).collect();
+                    self.count_runs(&format!(" AND b.id IN ({marks})"), &args, &mut out)?;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn count_runs(
+        &mut self,
+        and: &str,
+        args: &[Arg],
+        out: &mut HashMap<String, RunSummary>,
+    ) -> Result<(), DbError> {
         let d = self.db.dialect();
         let date = format!("r.{}", self.date_col());
-        let mut args = Vec::new();
-        let recent = match since {
-            Some(t) => {
-                args.push(Arg::Text(d.ts_value(t)));
-                format!(
-                    " AND r.dag_id IN (SELECT u.dag_id FROM dag_run u WHERE {} > {})",
-                    d.ts_order("u.updated_at"),
-                    d.ts_order(d.ts_param())
-                )
-            }
-            None => String::new(),
-        };
         let sql = format!(
             "SELECT r.dag_id AS dag_id, r.state AS state, COUNT(*) AS n, {} AS first_start, \
              {} AS last_end FROM dag_run r JOIN backfilld_backfill b ON b.id = r.dag_id \
-             WHERE {UNFINISHED} AND {} >= {} AND {} <= {}{recent} GROUP BY r.dag_id, r.state",
+             WHERE {UNFINISHED} AND {} >= {} AND {} <= {}{and} GROUP BY r.dag_id, r.state",
             d.ts_text("MIN(r.start_date)"),
             d.ts_text("MAX(r.end_date)"),
             d.ts_order(&date),
@@ -379,8 +376,7 @@ impl<'a> Pass<'a> {
             d.ts_order(&date),
             d.stored_ts_order("b.end_date"),
         );
-        let rows: Vec<RunGroupSql> = self.db.load(&sql, &args)?;
-        let mut out: HashMap<String, RunSummary> = HashMap::new();
+        let rows: Vec<RunGroupSql> = self.db.load(&sql, args)?;
         for r in rows {
             let state = RunState::parse(r.state.as_deref().unwrap_or("queued"));
             out.entry(r.dag_id).or_default().add(
@@ -390,7 +386,7 @@ impl<'a> Pass<'a> {
                 opt_ts(r.last_end)?,
             );
         }
-        Ok(out)
+        Ok(())
     }
 
     /// The prerequisites (`after`) of every unfinished backfill whose copy is not written yet
@@ -427,21 +423,27 @@ impl<'a> Pass<'a> {
         Ok(out)
     }
 
-    /// Queued and running runs (other than Airflow's own backfill runs) of the origin DAGs of
-    /// unfinished backfills.
-    pub fn origin_runs(&mut self) -> Result<Vec<OriginRun>, DbError> {
+    /// Queued and running runs (other than Airflow's own backfill runs) of the DAGs `origins`
+    /// (the origin DAGs of unfinished backfills, named by the caller, which has them: a
+    /// subquery on `backfilld_backfill` would read that wide table again), by DAG and logical
+    /// date: one statement per [`WRITE_CHUNK`] DAGs (`dag_id_state` index), none for none.
+    pub fn origin_runs(&mut self, origins: &[&str]) -> Result<Vec<OriginRun>, DbError> {
         let d = self.db.dialect();
         let date = self.date_col();
-        let rows: Vec<OriginRunSql> = self.db.load(
-            &format!(
-                "SELECT r.dag_id AS dag_id, {} AS logical_date, r.state AS state FROM dag_run r \
-                 WHERE r.state IN ('queued', 'running') AND r.run_type <> 'backfill' \
-                 AND r.dag_id IN (SELECT b.dag_id FROM backfilld_backfill b WHERE {UNFINISHED}) \
-                 ORDER BY r.dag_id, logical_date",
-                d.ts_text(&format!("r.{date}"))
-            ),
-            &[],
-        )?;
+        let mut rows: Vec<OriginRunSql> = Vec::new();
+        for chunk in origins.chunks(WRITE_CHUNK) {
+            let marks = vec!["?"; chunk.len()].join(", ");
+            let args: Vec<Arg> = chunk.iter().map(|id| Arg::Text((*id).to_owned())).collect();
+            rows.extend(self.db.load::<OriginRunSql>(
+                &format!(
+                    "SELECT r.dag_id AS dag_id, {} AS logical_date, r.state AS state FROM dag_run r \
+                     WHERE r.state IN ('queued', 'running') AND r.run_type <> 'backfill' \
+                     AND r.dag_id IN ({marks}) ORDER BY r.dag_id, logical_date",
+                    d.ts_text(&format!("r.{date}"))
+                ),
+                &args,
+            )?);
+        }
         rows.into_iter()
             .map(|r| {
                 Ok(OriginRun {
@@ -454,8 +456,12 @@ impl<'a> Pass<'a> {
     }
 
     /// Queued and running task instances per pool, split into those of unfinished backfills'
-    /// copies (by backfill) and the rest, with each pool's slots. Two statements.
-    pub fn pool_use(&mut self) -> Result<HashMap<String, PoolUse>, DbError> {
+    /// copies (`is_copy`, by backfill) and the rest, with each pool's slots. Two statements;
+    /// no join with the wide `backfilld_backfill` (the caller knows the copies).
+    pub fn pool_use(
+        &mut self,
+        is_copy: impl Fn(&str) -> bool,
+    ) -> Result<HashMap<String, PoolUse>, DbError> {
         let d = self.db.dialect();
         let pools: Vec<PoolSql> = self.db.load(
             &format!("SELECT pool, {} AS slots FROM slot_pool", d.int("slots")),
@@ -474,16 +480,13 @@ impl<'a> Pass<'a> {
             })
             .collect();
         let used: Vec<PoolUseSql> = self.db.load(
-            &format!(
-                "SELECT t.pool AS pool, b.id AS backfill, COUNT(*) AS n FROM task_instance t \
-                 LEFT JOIN backfilld_backfill b ON b.id = t.dag_id AND {UNFINISHED} \
-                 WHERE t.state IN ('queued', 'running') GROUP BY t.pool, b.id"
-            ),
+            "SELECT t.pool AS pool, t.dag_id AS backfill, COUNT(*) AS n FROM task_instance t \
+             WHERE t.state IN ('queued', 'running') GROUP BY t.pool, t.dag_id",
             &[],
         )?;
         for u in used {
             let entry = out.entry(u.pool).or_default();
-            match u.backfill {
+            match u.backfill.filter(|id| is_copy(id)) {
                 Some(id) => {
                     *entry.by_backfill.entry(id).or_default() += count(u.n);
                 }
