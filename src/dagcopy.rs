@@ -512,18 +512,10 @@ fn remove_stale_bytecode_of(dir: &Path, names: &[&str]) {
 /// (`dir/__pycache__/<stem>.*.pyc`). `name` must be a single plain file name. On error no
 /// temporary file is left behind.
 pub fn write_atomically(dir: &Path, name: &str, contents: &[u8]) -> Result<PathBuf, DagCopyError> {
-    let path = target_path(dir, name)?;
+    target_path(dir, name)?;
     ensure_dir(dir)?;
-    let mut temp = tempfile::Builder::new()
-        .prefix(".tmp")
-        .tempfile_in(dir)
-        .map_err(DagCopyError::io("create a temporary file in", dir))?;
+    let (path, temp) = stage(dir, name, contents)?;
     let temp_path = temp.path().to_path_buf();
-    temp.as_file()
-        .set_permissions(fs::Permissions::from_mode(FILE_MODE))
-        .map_err(DagCopyError::io("set permissions of", &temp_path))?;
-    temp.write_all(contents)
-        .map_err(DagCopyError::io("write", &temp_path))?;
     temp.as_file()
         .sync_all()
         .map_err(DagCopyError::io("fsync", &temp_path))?;
@@ -535,6 +527,27 @@ pub fn write_atomically(dir: &Path, name: &str, contents: &[u8]) -> Result<PathB
     sync_dir(dir)?;
     remove_stale_bytecode(dir, name);
     Ok(path)
+}
+
+/// The final path of `dir/name` and a temporary file beside it (named `.tmp…`, mode 0644)
+/// holding `contents`, not yet fsynced.
+fn stage(
+    dir: &Path,
+    name: &str,
+    contents: &[u8],
+) -> Result<(PathBuf, tempfile::NamedTempFile), DagCopyError> {
+    let path = target_path(dir, name)?;
+    let mut temp = tempfile::Builder::new()
+        .prefix(".tmp")
+        .tempfile_in(dir)
+        .map_err(DagCopyError::io("create a temporary file in", dir))?;
+    let temp_path = temp.path().to_path_buf();
+    temp.as_file()
+        .set_permissions(fs::Permissions::from_mode(FILE_MODE))
+        .map_err(DagCopyError::io("set permissions of", &temp_path))?;
+    temp.write_all(contents)
+        .map_err(DagCopyError::io("write", &temp_path))?;
+    Ok((path, temp))
 }
 
 /// Write many copies into `dir` as [`write_atomically`] writes one (each to a temporary file
@@ -559,19 +572,7 @@ pub fn write_many(dir: &Path, files: &[(String, Vec<u8>)]) -> Vec<Result<PathBuf
     let mut results: Vec<Result<PathBuf, DagCopyError>> = Vec::with_capacity(files.len());
     let mut temps: Vec<(usize, tempfile::NamedTempFile)> = Vec::new();
     for (i, (name, contents)) in files.iter().enumerate() {
-        let staged = target_path(dir, name).and_then(|path| {
-            let mut temp = tempfile::Builder::new()
-                .prefix(".tmp")
-                .tempfile_in(dir)
-                .map_err(DagCopyError::io("create a temporary file in", dir))?;
-            let temp_path = temp.path().to_path_buf();
-            temp.as_file()
-                .set_permissions(fs::Permissions::from_mode(FILE_MODE))
-                .map_err(DagCopyError::io("set permissions of", &temp_path))?;
-            temp.write_all(contents)
-                .map_err(DagCopyError::io("write", &temp_path))?;
-            Ok((path, temp))
-        });
+        let staged = stage(dir, name, contents);
         match staged {
             Ok((path, temp)) => {
                 temps.push((i, temp));

@@ -697,23 +697,17 @@ fn run_backwards_scenario(af: &Airflow, d: &Daemon) {
     assert_eq!(done["state"], "success", "{done}");
     assert_eq!(done["run_order"], "newest_first", "{done}");
     assert_eq!(done["dates_succeeded"], 4, "{done}");
-    let col = af.date_column();
-    let dates_by = |order: &str| -> Vec<String> {
-        af.query(&format!(
-            "SELECT {col} FROM dag_run WHERE dag_id = '{id}' ORDER BY {order}"
-        ))
-        .iter()
-        .map(|r| {
-            r.first()
-                .and_then(|v| v.as_str())
-                .map(|s| s.chars().take(10).collect())
-                .unwrap_or_default()
-        })
-        .collect()
-    };
     let newest_first = vec!["2024-10-04", "2024-10-03", "2024-10-02", "2024-10-01"];
-    assert_eq!(dates_by("id"), newest_first, "created newest first");
-    assert_eq!(dates_by("start_date"), newest_first, "started newest first");
+    assert_eq!(
+        af.run_dates_by(&id, "id"),
+        newest_first,
+        "created newest first"
+    );
+    assert_eq!(
+        af.run_dates_by(&id, "start_date"),
+        newest_first,
+        "started newest first"
+    );
 }
 
 /// The same life cycle on Airflow 3.1 (SQLite; `dag_run.logical_date`, task-instance ids,

@@ -46,14 +46,20 @@ fn three_passes(af: &Airflow, db: &mut MetaDb, total: usize) -> [PassStats; 3] {
     [full, quiet, changed]
 }
 
-fn check(af: &Airflow) {
+/// A connection to `af`'s metadata DB with backfilld's tables migrated (an engine started
+/// once), and the DAGs folder.
+fn migrated_db(af: &Airflow) -> (MetaDb, String) {
     drop(engine(af));
     let url = config(af)
         .resolve_airflow()
         .unwrap_or_else(|e| panic!("{e}"))
         .db;
-    let mut db = MetaDb::connect(&url).unwrap_or_else(|e| panic!("{e}"));
-    let dags = af.dags_folder().to_string_lossy().into_owned();
+    let db = MetaDb::connect(&url).unwrap_or_else(|e| panic!("{e}"));
+    (db, af.dags_folder().to_string_lossy().into_owned())
+}
+
+fn check(af: &Airflow) {
+    let (mut db, dags) = migrated_db(af);
     metagen::generate(&mut db, &dags, 0, 10, 4, 2).unwrap_or_else(|e| panic!("{e}"));
     let small = three_passes(af, &mut db, 10);
     metagen::generate(&mut db, &dags, 10, 190, 4, 2).unwrap_or_else(|e| panic!("{e}"));
@@ -207,13 +213,7 @@ fn delete_run(db: &mut MetaDb, k: usize, run: usize) {
 /// backfill's dates, between incremental passes: a full pass afterwards (fresh engine)
 /// finds every stored count right.
 fn incremental_agrees_with_full(af: &Airflow) {
-    drop(engine(af));
-    let url = config(af)
-        .resolve_airflow()
-        .unwrap_or_else(|e| panic!("{e}"))
-        .db;
-    let mut db = MetaDb::connect(&url).unwrap_or_else(|e| panic!("{e}"));
-    let dags = af.dags_folder().to_string_lossy().into_owned();
+    let (mut db, dags) = migrated_db(af);
     // Per backfill: day 0 and 1 succeeded, day 2 running, day 3 queued; no task instances.
     metagen::generate(&mut db, &dags, 0, 8, 4, 0).unwrap_or_else(|e| panic!("{e}"));
     let mut e = engine(af);

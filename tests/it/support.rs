@@ -564,9 +564,15 @@ impl Airflow {
 
     /// Logical dates (`YYYY-MM-DD`) of the runs of `dag_id`, sorted, on any backend and major.
     pub fn run_dates(&self, dag_id: &str) -> Vec<String> {
+        self.run_dates_by(dag_id, self.date_column())
+    }
+
+    /// Logical dates (`YYYY-MM-DD`) of the runs of `dag_id` in the order of `order_by` (a
+    /// `dag_run` column such as `id` or `start_date`), on any backend and major.
+    pub fn run_dates_by(&self, dag_id: &str, order_by: &str) -> Vec<String> {
         let col = self.date_column();
         self.query(&format!(
-            "SELECT {col} FROM dag_run WHERE dag_id = '{}' ORDER BY {col}",
+            "SELECT {col} FROM dag_run WHERE dag_id = '{}' ORDER BY {order_by}",
             dag_id.replace('\'', "''")
         ))
         .iter()
