@@ -204,9 +204,14 @@ fn migrations(d: Dialect) -> Vec<(i64, Vec<String>)> {
             .collect(),
         ),
         (
-            // Steered copies (`steer`): NULL for catchup, else `oldest_first`/`newest_first`.
+            // Steered copies (`steer`): NULL for catchup, else `oldest_first`/`newest_first`;
+            // indexed so the leader's per-pass look for steered copies reads only those.
             13,
-            vec!["ALTER TABLE backfilld_backfill ADD COLUMN run_order VARCHAR(16)".to_owned()],
+            vec![
+                "ALTER TABLE backfilld_backfill ADD COLUMN run_order VARCHAR(16)".to_owned(),
+                "CREATE INDEX backfilld_backfill_run_order ON backfilld_backfill (run_order)"
+                    .to_owned(),
+            ],
         ),
     ]
 }
