@@ -211,14 +211,15 @@ struct RunGroupSql {
     last_end: Option<String>,
 }
 
+/// A `dag_run` row as `(dag_id, logical_date as text, state)`; also read by `metadb::steer`.
 #[derive(QueryableByName)]
-struct OriginRunSql {
+pub(super) struct DagRunSql {
     #[diesel(sql_type = Text)]
-    dag_id: String,
+    pub(super) dag_id: String,
     #[diesel(sql_type = Nullable<Text>)]
-    logical_date: Option<String>,
+    pub(super) logical_date: Option<String>,
     #[diesel(sql_type = Nullable<Text>)]
-    state: Option<String>,
+    pub(super) state: Option<String>,
 }
 
 #[derive(QueryableByName)]
@@ -430,11 +431,11 @@ impl<'a> Pass<'a> {
     pub fn origin_runs(&mut self, origins: &[&str]) -> Result<Vec<OriginRun>, DbError> {
         let d = self.db.dialect();
         let date = self.date_col();
-        let mut rows: Vec<OriginRunSql> = Vec::new();
+        let mut rows: Vec<DagRunSql> = Vec::new();
         for chunk in origins.chunks(WRITE_CHUNK) {
             let marks = vec!["?"; chunk.len()].join(", ");
             let args: Vec<Arg> = chunk.iter().map(|id| Arg::Text((*id).to_owned())).collect();
-            rows.extend(self.db.load::<OriginRunSql>(
+            rows.extend(self.db.load::<DagRunSql>(
                 &format!(
                     "SELECT r.dag_id AS dag_id, {} AS logical_date, r.state AS state FROM dag_run r \
                      WHERE r.state IN ('queued', 'running') AND r.run_type <> 'backfill' \

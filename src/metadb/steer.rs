@@ -12,6 +12,7 @@ use diesel::sql_types::{BigInt, Nullable, Text};
 use diesel::QueryableByName;
 
 use super::airflow::{AirflowSchema, Generation};
+use super::pass::DagRunSql;
 use super::{parse_ts, Arg, DbError, MetaDb};
 use crate::reconcile::RunState;
 use crate::schedule::RunInfo;
@@ -41,16 +42,6 @@ struct SteeredSql {
     max_active_runs: i64,
     #[diesel(sql_type = Nullable<Text>)]
     next_dagrun: Option<String>,
-}
-
-#[derive(QueryableByName)]
-struct SteeredRunSql {
-    #[diesel(sql_type = Text)]
-    dag_id: String,
-    #[diesel(sql_type = Nullable<Text>)]
-    logical_date: Option<String>,
-    #[diesel(sql_type = Nullable<Text>)]
-    state: Option<String>,
 }
 
 /// Steered copies' reads and writes.
@@ -111,7 +102,7 @@ impl<'a> Steering<'a> {
             d.ts_text(date),
             self.due()
         );
-        let rows: Vec<SteeredRunSql> = self.db.load(&sql, &[])?;
+        let rows: Vec<DagRunSql> = self.db.load(&sql, &[])?;
         let mut out: HashMap<String, CopyRuns> = HashMap::new();
         for r in rows {
             let runs = out.entry(r.dag_id).or_default();
