@@ -6,7 +6,7 @@
 # touched, so Airflow's version cannot change).
 # Idempotent: a venv whose stamp matches its pinned spec is kept as it is.
 # BACKFILLD_VENV_DIR overrides the cache directory (default ~/.cache/backfilld/venvs).
-# Usage: scripts/airflow-venvs.sh [af2|af3|schemathesis|seedplugin ...]   (no argument: all of them)
+# Usage: scripts/airflow-venvs.sh [af2|af3|af33|schemathesis|seedplugin ...]   (no argument: all of them)
 set -euo pipefail
 
 dir="${BACKFILLD_VENV_DIR:-$HOME/.cache/backfilld/venvs}"
@@ -35,6 +35,8 @@ build() {
 
 build af2 airflow "apache-airflow[postgres,mysql]==2.11.2"
 build af3 airflow "apache-airflow[postgres,mysql]==3.1.8 apache-airflow-providers-fab==3.10.2"
+# The newest Airflow 3 release: the core scenarios, the schedule oracle and the corpus run on it too.
+build af33 airflow "apache-airflow[postgres,mysql]==3.3.2 apache-airflow-providers-fab==3.10.2"
 build schemathesis schemathesis "schemathesis==4.32.5"
 
 # A pip --target install without dependencies (the plugin declares none; Airflow comes from

@@ -832,7 +832,7 @@ fn lifecycle_scenario(af: &mut Airflow) {
     assert!(!copy_path(af, &id).exists());
     let tables = dag_id_tables_any(af);
     assert!(tables.iter().any(|t| t == "dag_run"), "{tables:?}");
-    if af.major == AirflowMajor::V3 {
+    if af.major.is_v3() {
         assert!(tables.iter().any(|t| t == "dag_version"), "{tables:?}");
     }
     let left = |af: &Airflow| -> Vec<String> {

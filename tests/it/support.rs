@@ -11,6 +11,15 @@ pub enum AirflowMajor {
     V2,
     /// Airflow 3.1.x with the FAB provider.
     V3,
+    /// The newest Airflow 3 release (3.3.x) with the FAB provider.
+    V3Newest,
+}
+
+impl AirflowMajor {
+    /// Whether this is an Airflow 3 release (3.1 or the newest 3.x).
+    pub fn is_v3(self) -> bool {
+        matches!(self, AirflowMajor::V3 | AirflowMajor::V3Newest)
+    }
 }
 
 /// The Python venv holding the given Airflow, as built by `scripts/airflow-venvs.sh`.
@@ -28,6 +37,7 @@ pub fn airflow_venv(major: AirflowMajor) -> PathBuf {
     let dir = base.join(match major {
         AirflowMajor::V2 => "af2",
         AirflowMajor::V3 => "af3",
+        AirflowMajor::V3Newest => "af33",
     });
     assert!(
         dir.join("bin/airflow").exists(),
@@ -331,7 +341,7 @@ impl Airflow {
     pub fn date_column(&self) -> &'static str {
         match self.major {
             AirflowMajor::V2 => "execution_date",
-            AirflowMajor::V3 => "logical_date",
+            AirflowMajor::V3 | AirflowMajor::V3Newest => "logical_date",
         }
     }
 
@@ -365,7 +375,7 @@ impl Airflow {
             (AirflowMajor::V2, MetaDbKind::Sqlite) => {
                 cmd.env("AIRFLOW__CORE__EXECUTOR", "SequentialExecutor");
             }
-            (AirflowMajor::V3, MetaDbKind::Sqlite) => {
+            (AirflowMajor::V3 | AirflowMajor::V3Newest, MetaDbKind::Sqlite) => {
                 // One task at a time: concurrent task starts on SQLite made the api-server fail
                 // them ("error occurred while trying to deserialize Dag", 500) under CI load.
                 cmd.env("AIRFLOW__CORE__EXECUTOR", "LocalExecutor")
@@ -375,7 +385,7 @@ impl Airflow {
                 cmd.env("AIRFLOW__CORE__EXECUTOR", "LocalExecutor");
             }
         }
-        if self.major == AirflowMajor::V3 {
+        if self.major.is_v3() {
             let port = self.api_port.to_string();
             cmd.env(
                 "AIRFLOW__CORE__AUTH_MANAGER",
@@ -459,7 +469,7 @@ impl Airflow {
     /// Start what runs DAGs: the scheduler (which on 2.x also parses DAG files and runs tasks);
     /// on 3.x also the api-server (waiting until it answers) and the dag-processor.
     pub fn start_scheduler(&mut self) {
-        if self.major == AirflowMajor::V3 {
+        if self.major.is_v3() {
             self.start_component("api-server", &["api-server"]);
             self.wait_api_server(Duration::from_secs(180));
             self.start_component("dag-processor", &["dag-processor"]);
@@ -671,7 +681,7 @@ impl Daemon {
         tail: &str,
         extra_env: &[(&str, &str)],
     ) -> Daemon {
-        let auth_manager = if af.major == AirflowMajor::V3 {
+        let auth_manager = if af.major.is_v3() {
             "auth_manager = \"airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager\"\n"
         } else {
             ""

@@ -105,7 +105,7 @@ fn throttle_scenario(major: AirflowMajor, name: &str) {
 
     // 2. Yield: a run of `sales` of its own is queued (the DAG is paused, so it waits): a
     //    backfill of `sales` holds until that run finished.
-    let logical_date = if major == AirflowMajor::V3 {
+    let logical_date = if major.is_v3() {
         "--logical-date"
     } else {
         "-e"
