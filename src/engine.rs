@@ -19,7 +19,7 @@ use chrono::Utc;
 
 use crate::approval;
 use crate::authz::{self, Action, SimpleRole, Subject};
-use crate::config::{AirflowLocation, AuthManager, Config};
+use crate::config::{AirflowLocation, AuthManager, Config, ThrottleSection};
 use crate::control::{BackfillView, ControlRequest, ControlResponse};
 use crate::dagcopy::{self, CopyOptions, CopySpec, TaskSubset};
 use crate::failpoint;
@@ -1091,6 +1091,7 @@ impl Engine {
                 row.origin_fileloc.clone(),
                 origin_code.clone(),
                 ident,
+                &self.config.throttle,
             );
             new.retry_of = Some(row.id.clone());
             if let Some(serialized) = &serialized {
@@ -1126,6 +1127,7 @@ impl Engine {
         let approval = self.config.approval.clone();
         let default_delete_after_days = self.config.reconcile.delete_after_days;
         let default_emit_asset_events = self.config.copies.emit_asset_events;
+        let budgets = self.config.throttle.clone();
         let facts = self.dag_facts(&req.dag_id)?;
         let Some(dag) = &facts.dag else {
             return Ok(Err(Rejection::new(
@@ -1232,7 +1234,7 @@ impl Engine {
             .options
             .emit_asset_events
             .unwrap_or(default_emit_asset_events);
-        let mut new = new_backfill(req, dates, fileloc, origin_code, ident);
+        let mut new = new_backfill(req, dates, fileloc, origin_code, ident, &budgets);
         new.delete_after_days = new.delete_after_days.or(default_delete_after_days);
         new.skipped_dates = skipped;
         new.options.run_order =
@@ -2181,7 +2183,10 @@ fn new_backfill(
     origin_fileloc: String,
     origin_code: String,
     ident: &Identity,
+    budgets: &ThrottleSection,
 ) -> NewBackfill {
+    let (max_active_runs, budget_warning) =
+        throttle::cap_max_active_runs(budgets, req.max_active_runs);
     NewBackfill {
         dag_id: req.dag_id,
         start: req.start,
@@ -2189,7 +2194,7 @@ fn new_backfill(
         logical_dates: dates,
         description: req.description,
         params: req.params,
-        max_active_runs: req.max_active_runs,
+        max_active_runs,
         ignore_overlap: req.ignore_overlap,
         origin_fileloc,
         origin_code,
@@ -2209,7 +2214,7 @@ fn new_backfill(
             include_downstream: req.options.include_downstream,
             emit_asset_events: req.options.emit_asset_events.unwrap_or(false),
             after: req.options.after,
-            warnings: Vec::new(),
+            warnings: budget_warning.into_iter().collect(),
             priority: req.options.priority,
             run_order: RunOrder::for_backfill(req.options.run_backwards, true),
         },
@@ -2226,9 +2231,9 @@ fn resolve_tasks(
     options: &mut BackfillOptions,
 ) -> Result<(), Rejection> {
     let tasks = taskset::tasks(serialized);
-    options.warnings = taskset::cross_dag_warning(dag_id, &tasks)
-        .into_iter()
-        .collect();
+    options
+        .warnings
+        .extend(taskset::cross_dag_warning(dag_id, &tasks));
     if options.tasks.is_empty() {
         options.task_ids.clear();
         return Ok(());

@@ -16,6 +16,10 @@
 //!    that just had a turn goes after those that waited longer. A turn ends when a pass sees
 //!    the backfill without a run in flight; Airflow's scheduler often creates the next run
 //!    before that, so under a tight budget turns mostly change when a backfill finishes.
+//! 5. no backfill waits forever: a new copy's `max_active_runs` is capped at the smallest
+//!    budget ([`cap_max_active_runs`]), and a backfill whose potential still exceeds a budget
+//!    (a copy written before the budget was lowered) runs alone when that budget is entirely
+//!    free.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -64,6 +68,41 @@ pub enum Verdict {
     Go,
     /// Must wait: pause its copy; the reason is shown in its status.
     Hold(String),
+}
+
+/// The `max_active_runs` a new backfill's copy is written with under `config`'s run budgets:
+/// `asked`, or the smallest budget when `asked` is above it, with the warning for the outcome.
+/// A copy wider than a budget could only ever run alone, so it is narrowed instead.
+pub fn cap_max_active_runs(config: &ThrottleSection, asked: u32) -> (u32, Option<String>) {
+    let budgets = [
+        (
+            "max_running_backfill_runs",
+            config.max_running_backfill_runs,
+        ),
+        ("max_running_per_dag", config.max_running_per_dag),
+    ];
+    let Some((name, cap)) = budgets
+        .into_iter()
+        .filter_map(|(name, max)| max.map(|m| (name, m.max(1))))
+        .min_by_key(|&(_, max)| max)
+    else {
+        return (asked, None);
+    };
+    if asked <= cap {
+        return (asked, None);
+    }
+    (
+        cap,
+        Some(format!(
+            "max_active_runs {asked} is above the [throttle] budget {name} = {cap}: the copy runs at most {cap} at a time"
+        )),
+    )
+}
+
+/// Whether `potential` more runs do not fit a budget of `max` of which `used` are taken. A budget
+/// nobody uses takes any backfill (one wider than it runs alone); a budget of 0 takes none.
+fn exceeds(used: u32, potential: u32, max: u32) -> bool {
+    (used > 0 || max == 0) && used.saturating_add(potential) > max
 }
 
 /// Decide every candidate. Verdicts come back in the candidates' order.
@@ -130,12 +169,14 @@ pub fn decide(config: &ThrottleSection, candidates: &[Candidate], load: &Load) -
             continue;
         }
         let dag_used = used_per_dag.get(c.dag_id.as_str()).copied().unwrap_or(0);
+        // A budget already used by others holds a backfill whose potential does not fit; an
+        // unused budget never does, or a backfill wider than the budget would wait forever.
         let over_global = config
             .max_running_backfill_runs
-            .filter(|&max| c.active == 0 && used.saturating_add(potential) > max);
+            .filter(|&max| c.active == 0 && exceeds(used, potential, max));
         let over_dag = config
             .max_running_per_dag
-            .filter(|&max| c.active == 0 && dag_used.saturating_add(potential) > max);
+            .filter(|&max| c.active == 0 && exceeds(dag_used, potential, max));
         if let Some(max) = over_global {
             verdicts[i] = Some(Verdict::Hold(format!(
                 "throttled: global budget {used}/{max}"
@@ -184,6 +225,38 @@ mod tests {
             pools: vec!["default_pool".into()],
             priority: 0,
         }
+    }
+
+    /// An idle backfill asking `max_active_runs = 3` with 6 dates to go.
+    fn wide(id: &str, dag: &str, waiting: u32) -> Candidate {
+        Candidate {
+            max_active_runs: 3,
+            ..cand(id, dag, waiting, 0, 6)
+        }
+    }
+
+    #[test]
+    fn max_active_runs_capped_at_the_smallest_budget() {
+        let cases = [
+            (budget(None, None), 5, 5, false),
+            (budget(Some(2), None), 3, 2, true),
+            (budget(Some(4), Some(2)), 3, 2, true),
+            (budget(Some(4), Some(8)), 3, 3, false),
+            (budget(Some(0), None), 3, 1, true),
+        ];
+        for (config, asked, want, warned) in cases {
+            let (got, warning) = cap_max_active_runs(&config, asked);
+            assert_eq!(
+                (got, warning.is_some()),
+                (want, warned),
+                "{config:?} {asked}"
+            );
+        }
+        let (_, warning) = cap_max_active_runs(&budget(Some(4), Some(2)), 3);
+        assert_eq!(
+            warning.as_deref(),
+            Some("max_active_runs 3 is above the [throttle] budget max_running_per_dag = 2: the copy runs at most 2 at a time")
+        );
     }
 
     fn budget(global: Option<u32>, per_dag: Option<u32>) -> ThrottleSection {
@@ -260,6 +333,31 @@ mod tests {
                 ],
                 Load::default(),
                 vec![hold("throttled: global budget 2/2"), go(), go()],
+            ),
+            (
+                "a backfill wider than the free budget runs alone, never waits forever",
+                budget(Some(2), None),
+                vec![wide("a", "sales", 0), wide("b", "orders", 1), wide("c", "sales", 2)],
+                Load::default(),
+                vec![
+                    go(),
+                    hold("throttled: global budget 3/2"),
+                    hold("throttled: global budget 3/2"),
+                ],
+            ),
+            (
+                "a backfill wider than a free per-DAG budget runs alone in its DAG",
+                budget(None, Some(2)),
+                vec![wide("a", "sales", 0), wide("b", "orders", 1), wide("c", "sales", 2)],
+                Load::default(),
+                vec![go(), go(), hold("throttled: budget of sales 3/2")],
+            ),
+            (
+                "a budget of 0 holds everything",
+                budget(Some(0), None),
+                vec![cand("a", "sales", 0, 0, 5)],
+                Load::default(),
+                vec![hold("throttled: global budget 0/0")],
             ),
             (
                 "per-DAG budget",

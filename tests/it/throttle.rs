@@ -1,7 +1,8 @@
 //! Issue 6's throttling acceptance on real Airflow 2.11 and 3.1 with PostgreSQL and the LocalExecutor
 //! (runs in parallel), `[throttle] max_running_backfill_runs = 2`:
-//! - three backfills at once: queued + running backfill runs, sampled every second, never
-//!   exceed 2; the one that waits says why; all three succeed;
+//! - three backfills at once, each asking `max_active_runs = 3` (above the budget): each is
+//!   narrowed to 2 with a warning; queued + running backfill runs, sampled every second, never
+//!   exceed 2; the ones that wait say why, never while the budget is free; all three succeed;
 //! - a backfill of a DAG with a run of its own queued holds ("yielding to scheduled run of
 //!   sales ...") until that run finished;
 //! - a backfill its user paused stays paused through throttling passes;
@@ -22,13 +23,19 @@ fn count(db: &mut MetaDb, sql: &str) -> i64 {
 }
 
 fn submit(d: &Daemon, dag: &str, start: &str, end: &str, extra: &[&str]) -> String {
+    let v = submit_json(d, dag, start, end, extra);
+    v["backfill_id"].as_str().unwrap_or_default().to_owned()
+}
+
+/// Submit and return the whole accepted outcome.
+fn submit_json(d: &Daemon, dag: &str, start: &str, end: &str, extra: &[&str]) -> serde_json::Value {
     let mut args = vec![
         "submit", "--json", "--dag", dag, "--start", start, "--end", end,
     ];
     args.extend_from_slice(extra);
     let v = d.ctl_json(&args);
     assert_eq!(v["outcome"], "accepted", "{v}");
-    v["backfill_id"].as_str().unwrap_or_default().to_owned()
+    v
 }
 
 fn status(d: &Daemon, id: &str) -> serde_json::Value {
@@ -54,15 +61,26 @@ fn throttle_scenario(major: AirflowMajor, name: &str) {
     let url = DbUrl::parse(&af.conn_url()).unwrap_or_else(|e| panic!("{e}"));
     let mut db = MetaDb::connect(&url).unwrap_or_else(|e| panic!("{e}"));
 
-    // 1. Budget: three backfills of slow runs at once.
-    let slow = ["--max-active-runs", "1", "--param", "sleep=6"];
+    // 1. Budget: three backfills of slow runs at once, each asking for more runs at a time
+    //    than the whole budget: each is narrowed to the budget (the outcome says so) and none
+    //    waits forever (they used to wait with "global budget 0/2").
+    let wide = ["--max-active-runs", "3", "--param", "sleep=6"];
     let ids: Vec<String> = [
         ("2024-03-01", "2024-03-03"),
         ("2024-04-01", "2024-04-03"),
         ("2024-05-01", "2024-05-03"),
     ]
     .iter()
-    .map(|(s, e)| submit(&daemon, "lifecycle_demo", s, e, &slow))
+    .map(|(s, e)| {
+        let v = submit_json(&daemon, "lifecycle_demo", s, e, &wide);
+        assert!(
+            v["warnings"].as_array().is_some_and(|w| w.iter().any(|w| w
+                == "max_active_runs 3 is above the [throttle] budget max_running_backfill_runs = 2: \
+                    the copy runs at most 2 at a time")),
+            "{v}"
+        );
+        v["backfill_id"].as_str().unwrap_or_default().to_owned()
+    })
     .collect();
     let active =
         "SELECT COUNT(*) AS value FROM dag_run WHERE dag_id LIKE 'lifecycle_demo_backfill_%' \
@@ -101,6 +119,10 @@ fn throttle_scenario(major: AirflowMajor, name: &str) {
     assert!(
         reasons.iter().any(|r| r == "throttled: global budget 2/2"),
         "the waiting backfill said why: {reasons:?}"
+    );
+    assert!(
+        !reasons.iter().any(|r| r.contains("budget 0/")),
+        "held while the budget was free: {reasons:?}"
     );
 
     // 2. Yield: a run of `sales` of its own is queued (the DAG is paused, so it waits): a
