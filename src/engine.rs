@@ -1265,6 +1265,10 @@ impl Engine {
         if self.ensure_connected().is_err() {
             return;
         }
+        // A pass's figures cover everything it does: copy convergence, life-cycle work,
+        // automatic deletion and the reconcile pass proper.
+        let started = Instant::now();
+        let before = self.conn.as_ref().map_or(0, |c| c.db.query_count());
         let shared = self.config.cluster.dags_folder_shared;
         if !shared {
             self.converge_copies();
@@ -1305,8 +1309,6 @@ impl Engine {
                 return;
             }
         }
-        let started = Instant::now();
-        let before = self.conn.as_ref().map_or(0, |c| c.db.query_count());
         match self.reconcile_pass() {
             Ok(mut stats) => {
                 stats.queries = self
@@ -1370,7 +1372,6 @@ impl Engine {
         let token = self.leader_token.ok_or(DbError::NotHolder(LEADER))?;
         let ttl_ms = self.lease_ttl_ms();
         let full_due = self.watermark.is_none() || self.passes_since_full >= FULL_PASS_EVERY;
-        let dir = self.copy_dir();
         // The cache is out of the connection for the pass: a pass that fails leaves none, and
         // the next pass is full.
         let (cache, recounted, full) = {
@@ -1408,8 +1409,7 @@ impl Engine {
             if row.state == BackfillState::Submitted
                 && gates.get(&row.id).is_none_or(|g| *g == Gate::Go)
                 && row.scheduled_at.is_none_or(|t| t <= now)
-                && (row.copy_written_at.is_none()
-                    || !dir.join(dagcopy::file_name(&row.id)).exists())
+                && row.copy_written_at.is_none()
             {
                 if let Some(at) = self.write_copy(&row.id)? {
                     written.insert(row.id.clone(), at);
@@ -1732,25 +1732,33 @@ impl Engine {
         self.verified_copies
             .retain(|id, _| wanted.contains(id.as_str()));
         let now = Utc::now();
-        for (id, written_at) in &live {
+        // Only copies whose file changed since it was last verified are read back, and their
+        // rows are fetched together.
+        let to_check: Vec<&str> = live
+            .iter()
+            .filter(|(id, written_at)| {
+                let before = fingerprint(&dir.join(dagcopy::file_name(id)));
+                if before.is_some() && self.verified_copies.get(id) == before.as_ref() {
+                    return false;
+                }
+                // In a shared folder the agent that claimed a copy this recent is writing it.
+                !(shared
+                    && before.is_none()
+                    && now - *written_at < chrono::Duration::seconds(COPY_WRITE_GRACE_SECS))
+            })
+            .map(|(id, _)| id.as_str())
+            .collect();
+        let rows = if to_check.is_empty() {
+            Vec::new()
+        } else {
+            let c = self.conn.as_mut().ok_or_else(not_connected)?;
+            Store::new(&mut c.db).backfills_any(&to_check)?
+        };
+        for row in &rows {
+            let id = &row.id;
             let name = dagcopy::file_name(id);
             let path = dir.join(&name);
-            let before = fingerprint(&path);
-            if before.is_some() && self.verified_copies.get(id) == before.as_ref() {
-                continue;
-            }
-            if shared
-                && before.is_none()
-                && now - *written_at < chrono::Duration::seconds(COPY_WRITE_GRACE_SECS)
-            {
-                // In a shared folder the agent that claimed this copy is writing it right now.
-                continue;
-            }
-            let c = self.conn.as_mut().ok_or_else(not_connected)?;
-            let Some(row) = Store::new(&mut c.db).backfill_any(id)? else {
-                continue;
-            };
-            let expected = render_copy(&row);
+            let expected = render_copy(row);
             let current = std::fs::read(&path).ok();
             if current.as_deref() != Some(expected.as_bytes()) {
                 if shared {
@@ -1769,18 +1777,21 @@ impl Engine {
         let Ok(entries) = std::fs::read_dir(&dir) else {
             return Ok(());
         };
-        for entry in entries.flatten() {
-            let file = entry.file_name();
-            let Some(id) = file.to_str().and_then(|n| n.strip_suffix(".py")) else {
-                continue;
-            };
-            if wanted.contains(id) {
-                continue;
-            }
-            let c = self.conn.as_mut().ok_or_else(not_connected)?;
-            if !Store::new(&mut c.db).copy_is_gone(id)? {
-                continue;
-            }
+        let unexpected: Vec<String> = entries
+            .flatten()
+            .filter_map(|entry| {
+                let file = entry.file_name();
+                let id = file.to_str()?.strip_suffix(".py")?;
+                (!wanted.contains(id)).then(|| id.to_owned())
+            })
+            .collect();
+        if unexpected.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<&str> = unexpected.iter().map(String::as_str).collect();
+        let c = self.conn.as_mut().ok_or_else(not_connected)?;
+        let gone = Store::new(&mut c.db).gone_copies(&names)?;
+        for id in &gone {
             if shared {
                 self.fence()?;
             }
@@ -1949,9 +1960,12 @@ impl Engine {
         let Some(row) = Store::new(&mut c.db).backfill(id)? else {
             return Ok(None);
         };
+        // A copy another agent (or an earlier pass) claimed is that writer's to write; when its
+        // file is missing, the folder's convergence restores it (after a grace period in a shared
+        // folder, where the claimer may be writing it right now).
         if row.state != BackfillState::Submitted
             || row.scheduled_at.is_some_and(|t| t > now)
-            || (row.copy_written_at.is_some() && path.exists())
+            || row.copy_written_at.is_some()
         {
             return Ok(None);
         }
@@ -1966,24 +1980,19 @@ impl Engine {
             }
         }
         let mut row = row;
-        let claimed_now = row.copy_written_at.is_none();
-        if claimed_now {
-            // Claim the write first: one agent wins, and a withdraw (which needs an unwritten
-            // copy) and this write exclude each other in the DB.
-            if !Store::new(&mut c.db).claim_copy(&row.id, &path_text, now, paused)? {
-                return Ok(None);
-            }
-            row.copy_paused = paused;
+        // Claim the write first: one agent wins, and a withdraw (which needs an unwritten copy)
+        // and this write exclude each other in the DB.
+        if !Store::new(&mut c.db).claim_copy(&row.id, &path_text, now, paused)? {
+            return Ok(None);
         }
+        row.copy_paused = paused;
         let source = render_copy(&row);
         if let Err(e) = dagcopy::write_atomically(&dir, &name, source.as_bytes()) {
             tracing::error!(backfill = %row.id, error = %e, "cannot write the DAG copy; retrying next pass");
-            if claimed_now {
-                // Give the claim back: until a copy is on disk the backfill can still be
-                // withdrawn (a crash right here leaves the claim; the next pass writes the file).
-                let c = self.conn.as_mut().ok_or_else(not_connected)?;
-                Store::new(&mut c.db).unclaim_copy(&row.id, now)?;
-            }
+            // Give the claim back: until a copy is on disk the backfill can still be withdrawn
+            // (a crash right here leaves the claim; convergence then writes the file).
+            let c = self.conn.as_mut().ok_or_else(not_connected)?;
+            Store::new(&mut c.db).unclaim_copy(&row.id, now)?;
             return Ok(None);
         }
         if let Some(f) = fingerprint(&path) {

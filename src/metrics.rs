@@ -166,7 +166,7 @@ pub fn render(s: &Snapshot) -> Result<String, MetricsError> {
         gauge(
             &r,
             "backfilld_reconcile_pass_queries",
-            "Statements the last reconcile pass sent to the metadata DB.",
+            "Statements the last reconcile pass sent to the metadata DB (copy convergence, life-cycle work and automatic deletion included).",
             int(p.queries),
         )?;
         gauge(

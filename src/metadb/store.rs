@@ -219,6 +219,9 @@ fn migrations(d: Dialect) -> Vec<(i64, Vec<String>)> {
 /// The migration that starts the audit hash chain.
 const AUDIT_CHAIN_VERSION: i64 = 8;
 
+/// Most ids one `IN (...)` list binds (under every backend's bind limit).
+const IN_CHUNK: usize = 400;
+
 /// Timestamps as stored: RFC 3339, UTC, microseconds, `Z`.
 pub fn stored_ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
@@ -1133,6 +1136,24 @@ impl<'a> Store<'a> {
         rows.into_iter().next().map(TryInto::try_into).transpose()
     }
 
+    /// The backfills named `ids` (deleted ones too), in no particular order; unknown ids are
+    /// left out. One statement per [`IN_CHUNK`] ids, none for none.
+    pub fn backfills_any(&mut self, ids: &[&str]) -> Result<Vec<BackfillRow>, DbError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(IN_CHUNK) {
+            let marks = vec!["?"; chunk.len()].join(", ");
+            let args: Vec<Arg> = chunk.iter().map(|id| Arg::Text((*id).to_owned())).collect();
+            let rows: Vec<BackfillSql> = self.db.load(
+                &format!("SELECT {BACKFILL_COLS} FROM backfilld_backfill WHERE id IN ({marks})"),
+                &args,
+            )?;
+            for row in rows {
+                out.push(row.try_into()?);
+            }
+        }
+        Ok(out)
+    }
+
     /// Every backfill (with `include_deleted`, also the deleted ones), newest first.
     pub fn backfills(&mut self, include_deleted: bool) -> Result<Vec<BackfillRow>, DbError> {
         let filter = if include_deleted {
@@ -1391,14 +1412,25 @@ impl<'a> Store<'a> {
             .collect()
     }
 
-    /// Whether a copy file named after `id` belongs to a backfill whose copy must be gone
-    /// (deleted, or removed on purpose). Files of unknown ids are not backfilld's to remove.
-    pub fn copy_is_gone(&mut self, id: &str) -> Result<bool, DbError> {
-        let rows: Vec<IntRow> = self.db.load(
-            "SELECT COUNT(*) AS value FROM backfilld_backfill WHERE id = ? AND (deleted = 1 OR copy_written_at IS NULL)",
-            &[Arg::Text(id.to_owned())],
-        )?;
-        Ok(rows.first().is_some_and(|r| r.value > 0))
+    /// Of the copy files named after `ids`, those that belong to a backfill whose copy must be
+    /// gone (deleted, or removed on purpose). Files of unknown ids (another tool's, an imported
+    /// seed backfill's) are not backfilld's to remove. One statement per [`IN_CHUNK`] ids, none
+    /// for none.
+    pub fn gone_copies(&mut self, ids: &[&str]) -> Result<Vec<String>, DbError> {
+        let mut gone = Vec::new();
+        for chunk in ids.chunks(IN_CHUNK) {
+            let marks = vec!["?"; chunk.len()].join(", ");
+            let args: Vec<Arg> = chunk.iter().map(|id| Arg::Text((*id).to_owned())).collect();
+            let rows: Vec<TextRow> = self.db.load(
+                &format!(
+                    "SELECT id AS value FROM backfilld_backfill WHERE id IN ({marks}) \
+                     AND (deleted = 1 OR copy_written_at IS NULL)"
+                ),
+                &args,
+            )?;
+            gone.extend(rows.into_iter().map(|r| r.value));
+        }
+        Ok(gone)
     }
 }
 

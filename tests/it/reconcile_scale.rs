@@ -61,15 +61,35 @@ fn migrated_db(af: &Airflow) -> (MetaDb, String) {
 fn check(af: &Airflow) {
     let (mut db, dags) = migrated_db(af);
     metagen::generate(&mut db, &dags, 0, 10, 4, 2).unwrap_or_else(|e| panic!("{e}"));
+    // Files in the copy folder that backfilld does not manage (e.g. an imported seed
+    // backfill's copies) cost one statement per 400, not one each.
+    let copies = std::path::Path::new(&dags).join("backfill_user_dags");
+    std::fs::create_dir_all(&copies).unwrap_or_else(|e| panic!("{e}"));
+    for i in 0..300 {
+        std::fs::write(
+            copies.join(format!("foreign_{i}.py")),
+            "# not backfilld's\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
     let small = three_passes(af, &mut db, 10);
     metagen::generate(&mut db, &dags, 10, 190, 4, 2).unwrap_or_else(|e| panic!("{e}"));
     let large = three_passes(af, &mut db, 200);
+    // Statements do not grow with backfills (nor with files in the copy folder). The first
+    // pass of the first engine may send more: it takes the leader claim afresh and writes the
+    // copies that are missing.
     for (s, l) in small.iter().zip(large.iter()) {
-        assert_eq!(
-            s.queries, l.queries,
+        assert!(
+            l.queries <= s.queries,
             "10 backfills: {s:?}\n200 backfills: {l:?}"
         );
     }
+    assert_eq!(
+        (small[1].queries, small[2].queries),
+        (large[1].queries, large[2].queries),
+        "10 backfills: {small:?}\n200 backfills: {large:?}"
+    );
+    eprintln!("statements per pass: 10 backfills {small:?}, 200 backfills {large:?}");
     assert!(
         small[0].full && !small[1].full && !small[2].full,
         "{small:?}"
@@ -81,10 +101,12 @@ fn check(af: &Airflow) {
     // The full pass: its reads in one snapshot (BEGIN, highest run id, queued/running runs,
     // backfills, run counts, COMMIT), the copies' `dag` rows, import errors, origin runs, pool
     // slots and use; then the writes in one transaction opened by the leader's fencing check
-    // (BEGIN, fence, batched UPDATE, COMMIT).
-    assert!(small[0].queries <= 15, "{small:?}");
+    // (BEGIN, fence, batched UPDATE, COMMIT). Around it, every pass: the leader claim, the
+    // copy folder's convergence (live copies; the foreign files, 300, in one statement; the
+    // rows of copies to restore together), pending life-cycle work and automatic deletion.
+    assert!(small[0].queries <= 25, "{small:?}");
     // A quiet incremental pass reads no more than a full one.
-    assert!(small[1].queries <= 11, "{small:?}");
+    assert!(small[1].queries <= 16, "{small:?}");
     // What the passes wrote. Backfill 0 moved on twice: all four dates done. The other
     // backfills k % 10 == 0 moved on once; the rest are as generated.
     let count = |db: &mut MetaDb, filter: &str| -> i64 {
