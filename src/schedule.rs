@@ -616,6 +616,21 @@ impl Timetable {
         })
     }
 
+    /// The timezone a request's wall-clock dates are read in: the cron's zone, else the DAG's
+    /// own `"timezone"` in its serialized form (`dag`), else UTC.
+    pub fn request_zone(&self, dag: &Value) -> Result<Zone, ScheduleError> {
+        match self {
+            Timetable::CronDataInterval(cron) | Timetable::CronTrigger(cron) => {
+                Ok(cron.zone.clone())
+            }
+            Timetable::MultipleCronTrigger(crons) if !crons.is_empty() => Ok(crons[0].zone.clone()),
+            _ => match dag.get("timezone") {
+                Some(timezone) => Zone::from_serialized(timezone),
+                None => Ok(Zone::utc()),
+            },
+        }
+    }
+
     /// Short human description, e.g. "cron '0 0 * * *' (UTC)".
     pub fn describe(&self) -> String {
         match self {

@@ -22,7 +22,7 @@ use crate::support::{airflow_venv, AirflowMajor};
 
 /// The Python side. argv[1]: Airflow major; argv[2]: path of the JSON case list.
 const ORACLE_PY: &str = r#"
-import calendar, json, sys
+import calendar, inspect, json, sys
 from datetime import datetime, timedelta
 
 import pendulum
@@ -35,7 +35,15 @@ if MAJOR == 2:
 else:
     from airflow.sdk import DAG
     from airflow.sdk import Asset as Dataset
-from airflow.serialization.serialized_objects import SerializedDAG, encode_timetable
+try:
+    # Airflow 3.3: DagSerialization writes and reads serialized_dag; SerializedDAG is the result.
+    from airflow.serialization.serialized_objects import DagSerialization as SerializedDAG
+except ImportError:
+    from airflow.serialization.serialized_objects import SerializedDAG
+try:
+    from airflow.serialization.encoders import encode_timetable
+except ImportError:
+    from airflow.serialization.serialized_objects import encode_timetable
 from airflow.timetables.events import EventsTimetable
 from airflow.timetables.interval import CronDataIntervalTimetable, DeltaDataIntervalTimetable
 from airflow.timetables.trigger import CronTriggerTimetable, DeltaTriggerTimetable
@@ -55,10 +63,11 @@ if MAJOR >= 3:
     from airflow.timetables.trigger import MultipleCronTriggerTimetable
     NAMESPACE["MultipleCronTriggerTimetable"] = MultipleCronTriggerTimetable
     try:
-        # Airflow 3.3: the DAG authoring classes live in the Task SDK.
+        # Airflow 3.3: the DAG authoring classes live in the Task SDK (but its EventsTimetable
+        # fails to serialize in 3.3.2: "'_summary'", so the core one is kept).
         from airflow import sdk
         for name in ("CronDataIntervalTimetable", "CronTriggerTimetable",
-                     "DeltaDataIntervalTimetable", "DeltaTriggerTimetable", "EventsTimetable",
+                     "DeltaDataIntervalTimetable", "DeltaTriggerTimetable",
                      "MultipleCronTriggerTimetable", "AssetOrTimeSchedule",
                      "CronPartitionTimetable"):
             NAMESPACE[name] = getattr(sdk, name)
@@ -77,7 +86,7 @@ NAMESPACE["or_time"] = or_time
 
 
 def micros(dt):
-    dt = dt.in_timezone("UTC")
+    dt = pendulum.instance(dt).in_timezone("UTC")
     return calendar.timegm(dt.utctimetuple()) * 1000000 + dt.microsecond
 
 
@@ -121,16 +130,22 @@ def run(index, case):
     loaded = SerializedDAG.from_dict(serialized)
     between = []
     for info in loaded.iter_dagrun_infos_between(start, end):
-        between.append(micros(info.logical_date))
+        between.append(micros(info.logical_date or info.partition_date))
         if len(between) >= cap:
             break
     scheduled, last = [], None
+    # Airflow 3.3 passes the last DagRunInfo, older releases its data interval.
+    run_info_api = "last_automated_run_info" in inspect.signature(loaded.next_dagrun_info).parameters
     while len(scheduled) < cap:
-        info = loaded.next_dagrun_info(last)
+        if run_info_api:
+            info = loaded.next_dagrun_info(last_automated_run_info=last)
+        else:
+            info = loaded.next_dagrun_info(last)
         if info is None:
             break
-        scheduled.append(micros(info.logical_date))
-        last = info.data_interval
+        # Partitioned runs (Airflow 3.3) have no logical date: record their partition date.
+        scheduled.append(micros(info.logical_date or info.partition_date))
+        last = info if run_info_api else info.data_interval
     result["between"] = between
     result["scheduled"] = scheduled
     return result
@@ -173,6 +188,8 @@ struct Case {
     expect: Expect,
     /// Only for Airflow 3 (3.1 and 3.3).
     v3_only: bool,
+    /// Only for the newest Airflow 3 (3.3).
+    newest_only: bool,
 }
 
 /// Most dates compared for a generated case (Airflow's iteration is slow).
@@ -195,6 +212,7 @@ fn case(name: &str, schedule: &str, start: &str, end: &str, expect: Expect) -> C
         end: at(end),
         expect,
         v3_only: false,
+        newest_only: false,
     }
 }
 
@@ -296,6 +314,10 @@ fn table() -> Vec<Case> {
     cases.push(Case {
         v3_only: true,
         ..case("MultipleCronTriggerTimetable", "MultipleCronTriggerTimetable('0 0 * * *', '30 12 * * 1-5', '0 0 * * 1', timezone='UTC')", "2024-01-01T00:00:00Z", "2024-01-14T23:00:00Z", Dates(24))
+    });
+    cases.push(Case {
+        newest_only: true,
+        ..case("CronPartitionTimetable", "CronPartitionTimetable('0 0 * * *', timezone='Europe/Paris')", "2024-01-01T00:00:00Z", "2024-01-10T00:00:00Z", Unsupported("partition key"))
     });
     cases.extend(generated_cases());
     cases.extend(generated_tz_cases());
@@ -420,6 +442,7 @@ fn generated_cases() -> Vec<Case> {
                 end,
                 expect: Expect::SameAsAirflow,
                 v3_only: false,
+                newest_only: false,
             }
         })
         .collect()
@@ -585,6 +608,7 @@ fn generated_tz_cases() -> Vec<Case> {
                 end,
                 expect: Expect::SameAsAirflow,
                 v3_only,
+                newest_only: false,
             });
         }
     }
@@ -604,6 +628,7 @@ fn generated_tz_cases() -> Vec<Case> {
             end,
             expect: Expect::SameAsAirflow,
             v3_only: false,
+            newest_only: false,
         });
     }
     cases
@@ -701,7 +726,9 @@ fn check(case: &Case, result: &Value) -> Result<(), String> {
     }
     let between = micros_list(&result["between"])?;
     let scheduled = micros_list(&result["scheduled"])?;
-    if between != scheduled {
+    // (Airflow 3.3's CronPartitionTimetable, refused, disagrees with itself: native backfill
+    // reads the range's bounds as wall-clock times of the timetable's zone, the scheduler not.)
+    if between != scheduled && !matches!(case.expect, Expect::Unsupported(_)) {
         return Err(format!(
             "Airflow disagrees with itself: iter_dagrun_infos_between {} vs next_dagrun_info loop {}",
             show(&between),
@@ -775,6 +802,7 @@ fn run_table(major: AirflowMajor) {
     let cases: Vec<Case> = table()
         .into_iter()
         .filter(|c| !c.v3_only || major.is_v3())
+        .filter(|c| !c.newest_only || major == AirflowMajor::V3Newest)
         .collect();
     let results = run_oracle(major, &cases);
     // The generated cases must exercise something: most of them should produce dates.
