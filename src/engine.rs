@@ -1067,6 +1067,7 @@ impl Engine {
                     dag_id: row.dag_id.clone(),
                     start,
                     end,
+                    wall_clock: request::WallClock::default(),
                     description: Some(format!("retry of {}", row.id)),
                     max_active_runs: row.max_active_runs,
                     params: row.params.clone(),
@@ -1154,9 +1155,17 @@ impl Engine {
         let Some(origin_code) = facts.source_code.clone() else {
             return Ok(Err(not_serialized()));
         };
-        let mut dates = match Timetable::from_serialized_dag(serialized)
-            .and_then(|t| t.logical_dates(req.start, req.end, limit))
-        {
+        let mut dates = match Timetable::from_serialized_dag(serialized).and_then(|t| {
+            // Wall-clock bounds mean that time in the DAG's schedule timezone.
+            let zone = t.request_zone(serialized)?;
+            if let Some(wall) = req.wall_clock.start.take() {
+                req.start = zone.localize(wall.and_utc())?;
+            }
+            if let Some(wall) = req.wall_clock.end.take() {
+                req.end = zone.localize(wall.and_utc())?;
+            }
+            t.logical_dates(req.start, req.end, limit)
+        }) {
             Ok(d) => d,
             Err(ScheduleError::TooMany { limit }) => {
                 return Ok(Err(crate::guard::count_and_refuse(

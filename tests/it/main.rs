@@ -20,6 +20,7 @@ mod mysql;
 mod reconcile_scale;
 mod rejections;
 mod schedule_oracle;
+mod schedule_tz_e2e;
 mod schema_detect;
 mod seed_import;
 mod service;
