@@ -1152,6 +1152,9 @@ impl Engine {
         let Some(origin_code) = facts.source_code.clone() else {
             return Ok(Err(not_serialized()));
         };
+        if let Some(reason) = crate::runtypes::backfill_refusal(&req.dag_id, serialized) {
+            return Ok(Err(Rejection::new(ReasonCode::BackfillNotAllowed, reason)));
+        }
         let mut dates = match Timetable::from_serialized_dag(serialized)
             .and_then(|t| t.logical_dates(req.start, req.end, limit))
         {
