@@ -1155,6 +1155,9 @@ impl Engine {
         let Some(origin_code) = facts.source_code.clone() else {
             return Ok(Err(not_serialized()));
         };
+        if let Some(reason) = crate::runtypes::backfill_refusal(&req.dag_id, serialized) {
+            return Ok(Err(Rejection::new(ReasonCode::BackfillNotAllowed, reason)));
+        }
         let mut dates = match Timetable::from_serialized_dag(serialized).and_then(|t| {
             // Wall-clock bounds mean that time in the DAG's schedule timezone.
             let zone = t.request_zone(serialized)?;

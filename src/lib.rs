@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod ordering;
 pub mod reconcile;
 pub mod request;
+pub mod runtypes;
 pub mod schedule;
 pub mod seed;
 pub mod service;

@@ -67,6 +67,8 @@ pub enum ReasonCode {
     DagNotSerialized,
     /// The DAG's schedule cannot be backfilled.
     UnsupportedSchedule,
+    /// The DAG's `allowed_run_types` (Airflow 3.2+) leave out backfill runs.
+    BackfillNotAllowed,
     /// No logical date falls in the range.
     NoLogicalDates,
     /// More logical dates than allowed.

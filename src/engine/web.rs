@@ -67,6 +67,13 @@ pub enum WebCommand {
         /// The name, if the user exists.
         reply: Reply<Option<String>>,
     },
+    /// Whether Airflow revoked an api-server token (`revoked_token.jti`, Airflow 3.2+).
+    TokenRevoked {
+        /// The token's `jti` claim.
+        jti: String,
+        /// `true` if revoked.
+        reply: Reply<bool>,
+    },
     /// Record a login attempt (audit row and event).
     AuditLogin {
         /// The user name tried.
@@ -229,6 +236,13 @@ impl Engine {
                         AuthSource::Fab => Fab::new(&mut c.db).username_of(id)?,
                         _ => None,
                     }))
+                });
+                let _ = reply.send(answer);
+            }
+            WebCommand::TokenRevoked { jti, reply } => {
+                let answer = self.web_answer(|e| {
+                    let c = e.conn.as_mut().ok_or_else(not_connected)?;
+                    Ok(Ok(Airflow::new(&mut c.db, &c.schema).token_revoked(&jti)?))
                 });
                 let _ = reply.send(answer);
             }

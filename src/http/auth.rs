@@ -232,6 +232,9 @@ pub fn parse_basic(header: &str) -> Option<(String, String)> {
 pub struct TokenClaims {
     /// The user: `ab_user.id` with FAB, the user name with the SimpleAuthManager.
     pub sub: String,
+    /// The token's id, which Airflow 3.2+ lists in `revoked_token` once its user signs out.
+    #[serde(default)]
+    pub jti: Option<String>,
 }
 
 /// Validate an Airflow 3 api-server JWT with Airflow's secret (`[api_auth] jwt_secret`),

@@ -386,6 +386,16 @@ impl AppState {
             Some(&settings.audience),
         )
         .map_err(ApiError::unauthenticated)?;
+        if let Some(jti) = claims.jti.clone() {
+            if self
+                .ask(|reply| WebCommand::TokenRevoked { jti, reply })
+                .await?
+            {
+                return Err(ApiError::unauthenticated(
+                    "the token was revoked (its user signed out of Airflow)",
+                ));
+            }
+        }
         match claims.sub.parse::<i64>() {
             Ok(id) => self
                 .ask(|reply| WebCommand::UserById { id, reply })

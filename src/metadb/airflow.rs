@@ -29,6 +29,9 @@ pub struct AirflowSchema {
     pub revision: String,
     /// Whether `dag_priority_parsing_request` exists (Airflow 2.10+).
     pub has_parse_requests: bool,
+    /// Whether `revoked_token (jti)` exists (Airflow 3.2+: the api-server refuses a token
+    /// whose `jti` is listed there, i.e. one its user signed out of).
+    pub has_revoked_tokens: bool,
 }
 
 impl AirflowSchema {
@@ -69,7 +72,7 @@ impl AirflowSchema {
         if !missing.is_empty() {
             return Err(DbError::Schema(format!(
                 "unsupported Airflow schema (alembic revision {revision}, {generation:?}-like): \
-                 missing {}; backfilld supports Airflow 2.10/2.11 and 3.0/3.1 schemas",
+                 missing {}; backfilld supports Airflow 2.10/2.11 and 3.0 to 3.3 schemas",
                 missing.join(", ")
             )));
         }
@@ -81,10 +84,15 @@ impl AirflowSchema {
         let has_parse_requests = wanted
             .iter()
             .all(|c| parse_cols.iter().any(|p| p.eq_ignore_ascii_case(c)));
+        let has_revoked_tokens = db
+            .columns("revoked_token")?
+            .iter()
+            .any(|c| c.eq_ignore_ascii_case("jti"));
         Ok(AirflowSchema {
             generation,
             revision,
             has_parse_requests,
+            has_revoked_tokens,
         })
     }
 }
@@ -390,6 +398,20 @@ impl<'a> Airflow<'a> {
         Ok(roots)
     }
 
+    /// Whether Airflow revoked the api-server token `jti` (its user signed out), as the
+    /// api-server checks on every request from Airflow 3.2. Expired entries Airflow has not yet
+    /// cleaned up still count: the token's own `exp` was checked before.
+    pub fn token_revoked(&mut self, jti: &str) -> Result<bool, DbError> {
+        if !self.schema.has_revoked_tokens {
+            return Ok(false);
+        }
+        let rows: Vec<IntRow> = self.db.load(
+            "SELECT COUNT(*) AS value FROM revoked_token WHERE jti = ?",
+            &[Arg::Text(jti.to_owned())],
+        )?;
+        Ok(rows.first().is_some_and(|r| r.value > 0))
+    }
+
     /// Ask Airflow's DAG processor to parse `fileloc` next (Airflow 2.10+), so a new copy does
     /// not wait for the next directory listing. Returns whether a request was recorded.
     ///
@@ -476,6 +498,7 @@ fn dag_id_tables(g: Generation) -> &'static [&'static str] {
             "rendered_task_instance_fields",
             "task_map",
             "xcom",
+            "task_state_store",
             "task_instance",
             "dag_run",
             "backfill",
@@ -523,6 +546,11 @@ const CHILD_TABLES: &[(&str, &str, &str)] = &[
         "SELECT id FROM task_instance WHERE dag_id = ?",
     ),
     (
+        "hitl_detail_history",
+        "ti_history_id",
+        "SELECT task_instance_id FROM task_instance_history WHERE dag_id = ?",
+    ),
+    (
         "deadline",
         "dagrun_id",
         "SELECT id FROM dag_run WHERE dag_id = ?",
@@ -531,6 +559,11 @@ const CHILD_TABLES: &[(&str, &str, &str)] = &[
         "backfill_dag_run",
         "backfill_id",
         "SELECT id FROM backfill WHERE dag_id = ?",
+    ),
+    (
+        "deadline_alert",
+        "serialized_dag_id",
+        "SELECT id FROM serialized_dag WHERE dag_id = ?",
     ),
 ];
 

@@ -52,8 +52,22 @@ fn subset(task_ids: &[&str], upstream: bool, downstream: bool) -> Option<TaskSub
 /// serialization round trip, and the import errors.
 const LOAD: &str = r#"
 import json, os, sys
-from airflow.models.dagbag import DagBag
-from airflow.serialization.serialized_objects import SerializedDAG
+try:
+    from airflow.dag_processing.dagbag import DagBag  # Airflow 3.2+
+except ImportError:
+    from airflow.models.dagbag import DagBag
+try:
+    # Airflow 3.2+: SerializedDAG is the scheduler's DAG; this class does the round trip.
+    from airflow.serialization.serialized_objects import DagSerialization as SerializedDAG
+except ImportError:
+    from airflow.serialization.serialized_objects import SerializedDAG
+import inspect
+
+def dag_bag(folder):
+    # Airflow 3.2+ DagBags load no examples and take no include_examples.
+    if "include_examples" in inspect.signature(DagBag.__init__).parameters:
+        return DagBag(dag_folder=folder, include_examples=False)
+    return DagBag(dag_folder=folder)
 
 def tasks(dag):
     return {
@@ -61,8 +75,8 @@ def tasks(dag):
         for t in dag.tasks
     }
 
-bag = DagBag(dag_folder=sys.argv[1], include_examples=False)
-ebag = DagBag(dag_folder=sys.argv[2], include_examples=False)
+bag = dag_bag(sys.argv[1])
+ebag = dag_bag(sys.argv[2])
 out = {
     "dags": {d.dag_id: tasks(d) for d in bag.dags.values()},
     "serialized": {

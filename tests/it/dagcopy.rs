@@ -392,12 +392,26 @@ import datetime, json, os, sys
 
 exp = json.load(open(sys.argv[1]))
 
-from airflow.models.dagbag import DagBag
 try:
     from airflow.sdk.definitions.param import process_params
 except ImportError:
     from airflow.models.param import process_params
-from airflow.serialization.serialized_objects import SerializedDAG
+try:
+    from airflow.dag_processing.dagbag import DagBag  # Airflow 3.2+
+except ImportError:
+    from airflow.models.dagbag import DagBag
+try:
+    # Airflow 3.2+: SerializedDAG is the scheduler's DAG; this class does the round trip.
+    from airflow.serialization.serialized_objects import DagSerialization as SerializedDAG
+except ImportError:
+    from airflow.serialization.serialized_objects import SerializedDAG
+import inspect
+
+def dag_bag(folder):
+    # Airflow 3.2+ DagBags load no examples and take no include_examples.
+    if "include_examples" in inspect.signature(DagBag.__init__).parameters:
+        return DagBag(dag_folder=folder, include_examples=False)
+    return DagBag(dag_folder=folder)
 
 failures = []
 
@@ -417,7 +431,7 @@ def module_of(path):
             return module
     return None
 
-bag = DagBag(dag_folder=exp["dags_folder"], include_examples=False)
+bag = dag_bag(exp["dags_folder"])
 check(bag.import_errors == {}, "import errors: %r" % (bag.import_errors,))
 expected_ids = set(exp["origins"]) | {c["backfill_id"] for c in exp["copies"]}
 check(set(bag.dags) == expected_ids, "dag ids %r != %r" % (sorted(bag.dags), sorted(expected_ids)))
@@ -478,7 +492,7 @@ for c in exp["copies"]:
         got = t.render_template(t.bash_command, context)
         check(got == rendered, "%s task %s rendered %r != %r" % (bid, task_id, got, rendered))
 
-ebag = DagBag(dag_folder=exp["errors_folder"], include_examples=False)
+ebag = dag_bag(exp["errors_folder"])
 check(sorted(ebag.dags) == [], "DAGs from failing copies: %r" % (sorted(ebag.dags),))
 errors = {os.path.basename(k): v for k, v in ebag.import_errors.items()}
 check(sorted(errors) == sorted(exp["errors"]), "import errors for %r" % (sorted(errors),))

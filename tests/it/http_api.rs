@@ -4,8 +4,8 @@
 //! audited), a backfill created through the API running to success, `/api/v2` reads, filters
 //! and life-cycle actions (pause, resume, retry of the failed dates), and the web UI's login,
 //! CSRF and create form; schemathesis fuzzing `/api/v2/openapi.json` without a server error;
-//! and on Airflow 3.1, a token from its api-server's `/auth/token` accepted for reads and a
-//! create (an altered one refused).
+//! and on Airflow 3.1 and 3.3, a token from its api-server's `/auth/token` accepted for reads
+//! and a create (an altered one refused; on 3.3 one revoked at sign-out refused too).
 
 use std::time::Duration;
 
@@ -680,7 +680,21 @@ fn openapi_fuzzed_by_schemathesis_without_server_errors() {
 
 #[test]
 fn airflow3_api_server_token_on_sqlite() {
-    let mut af = Airflow::sqlite(AirflowMajor::V3, "http_token_af3");
+    api_server_token_scenario(AirflowMajor::V3, "http_token_af3");
+}
+
+/// The same on the newest Airflow 3, whose api-server also revokes a token at sign-out
+/// (`revoked_token`, Airflow 3.2+): backfilld then refuses it too.
+#[test]
+fn airflow33_api_server_token_on_sqlite() {
+    api_server_token_scenario(AirflowMajor::V3Newest, "http_token_af33");
+}
+
+/// Airflow's api-server issues a token to a FAB user; backfilld accepts it for reads and a
+/// create (as that user), refuses an altered one, and, where Airflow revokes tokens, refuses
+/// it after its user signed out.
+fn api_server_token_scenario(major: AirflowMajor, name: &str) {
+    let mut af = Airflow::sqlite(major, name);
     af.start_scheduler();
     af.wait_parsed("sales", BIG);
     let port = free_port();
@@ -745,4 +759,17 @@ fn airflow3_api_server_token_on_sqlite() {
         401,
     );
     assert_problem(&c.get("/api/v2/backfills", Some("Bearer not.a.token")), 401);
+
+    if major == AirflowMajor::V3Newest {
+        // Signing out at Airflow's api-server revokes the token there, and here.
+        let _ = airflow
+            .agent
+            .get(format!("{}/api/v2/auth/logout", airflow.base))
+            .header("Authorization", &bearer)
+            .call();
+        assert_eq!(af.query_i64("SELECT COUNT(*) FROM revoked_token"), 1);
+        let after = c.get("/api/v2/backfills", Some(&bearer));
+        assert_problem(&after, 401);
+        assert!(after.body.contains("revoked"), "{}", after.body);
+    }
 }

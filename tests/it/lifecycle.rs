@@ -711,11 +711,17 @@ fn run_backwards_scenario(af: &Airflow, d: &Daemon) {
 }
 
 /// The same life cycle on Airflow 3.1 (SQLite; `dag_run.logical_date`, task-instance ids,
-/// DAG versions): pause, resume, cancel while running, delete.
-/// Pause/resume, cancel while running and delete on Airflow 3.1 with SQLite.
+/// DAG versions): pause, resume, cancel while running, delete, then running backwards.
 #[test]
 fn lifecycle_on_airflow3_sqlite() {
     let mut af = Airflow::sqlite(AirflowMajor::V3, "lifecycle_af3");
+    lifecycle_scenario(&mut af);
+}
+
+/// The same life cycle on the newest Airflow 3 (3.3) with SQLite.
+#[test]
+fn lifecycle_on_airflow33_sqlite() {
+    let mut af = Airflow::sqlite(AirflowMajor::V3Newest, "lifecycle_af33");
     lifecycle_scenario(&mut af);
 }
 

@@ -1,8 +1,8 @@
 //! Issue 4's support matrix: the core end-to-end scenario (request → DAG copy → runs by a real
-//! scheduler → success, and a failing range → failed) on Airflow 2.11 and 3.1 (FAB auth manager,
-//! with dag-processor and api-server), on SQLite and PostgreSQL. Airflow 2.11 + SQLite is
-//! `core_loop`. Cases that share a backend run one after another inside one test, so no more
-//! than two schedulers run at once on a small CI machine.
+//! scheduler → success, and a failing range → failed) on Airflow 2.11, 3.1 and the newest 3.x
+//! (3.3; FAB auth manager, with dag-processor and api-server), on SQLite and PostgreSQL. Airflow
+//! 2.11 + SQLite is `core_loop`. Every case runs the one [`core_scenario`]; cases that share a
+//! backend and major line run one after another inside one test.
 
 use std::time::{Duration, Instant};
 
@@ -145,11 +145,21 @@ pub fn core_scenario(af: &mut Airflow) -> Duration {
     took
 }
 
+/// The scenario on a fresh Airflow of `major` with a SQLite metadata DB.
+fn core_scenario_sqlite(major: AirflowMajor, name: &str) {
+    let mut af = Airflow::sqlite(major, name);
+    let took = core_scenario(&mut af);
+    eprintln!("core scenario, {major:?} + SQLite: {took:?}");
+}
+
 #[test]
 fn core_scenario_airflow3_sqlite() {
-    let mut af = Airflow::sqlite(AirflowMajor::V3, "matrix_af3_sqlite");
-    let took = core_scenario(&mut af);
-    eprintln!("core scenario, Airflow 3 + SQLite: {took:?}");
+    core_scenario_sqlite(AirflowMajor::V3, "matrix_af3_sqlite");
+}
+
+#[test]
+fn core_scenario_airflow33_sqlite() {
+    core_scenario_sqlite(AirflowMajor::V3Newest, "matrix_af33_sqlite");
 }
 
 #[test]
@@ -162,6 +172,13 @@ fn core_scenario_postgres_airflow2_then_3() {
         let took = core_scenario(&mut af);
         eprintln!("core scenario, {major:?} + PostgreSQL: {took:?}");
     }
+}
+
+#[test]
+fn core_scenario_postgres_airflow33() {
+    let mut af = Airflow::postgres(AirflowMajor::V3Newest, "matrix_af33_pg");
+    let took = core_scenario(&mut af);
+    eprintln!("core scenario, V3Newest + PostgreSQL: {took:?}");
 }
 
 /// The task logs of `extract` in every run of `dag_id` (Airflow's default log layout, the same

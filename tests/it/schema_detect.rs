@@ -1,10 +1,13 @@
 //! Issue 4: backfilld finds the Airflow schema generation from the live DB and refuses, with a
-//! clear message, a schema it does not know. (Each real schema, 2.11 and 3.1 on SQLite,
-//! PostgreSQL and MariaDB, is detected in `matrix`, `mysql` and `core_loop`.)
+//! clear message, a schema it does not know. (Each real schema, 2.11, 3.1 and 3.3 on SQLite and
+//! PostgreSQL, and MariaDB, is detected in `matrix`, `mysql` and `core_loop`; the 3.x schemas'
+//! optional features here.)
 
 use backfilld::dburl::DbUrl;
-use backfilld::metadb::airflow::AirflowSchema;
+use backfilld::metadb::airflow::{AirflowSchema, Generation};
 use backfilld::metadb::MetaDb;
+
+use crate::support::{Airflow, AirflowMajor};
 
 fn detect(ddl: &str) -> Result<AirflowSchema, String> {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
@@ -50,4 +53,22 @@ fn a_generation_missing_columns_backfilld_reads_is_refused() {
     assert!(e.contains("unsupported Airflow schema"), "{e}");
     assert!(e.contains("dag.is_stale"), "{e}");
     assert!(e.contains("dag_version.version_number"), "{e}");
+}
+
+/// The real schemas `airflow db migrate` makes for Airflow 3.1 and the newest 3.x (3.3) are
+/// both detected as Airflow 3 with parse requests; only 3.3 revokes tokens (`revoked_token`).
+#[test]
+fn real_airflow3_schemas_are_detected() {
+    for (major, name, revokes) in [
+        (AirflowMajor::V3, "schema_af3", false),
+        (AirflowMajor::V3Newest, "schema_af33", true),
+    ] {
+        let af = Airflow::sqlite(major, name);
+        let url = DbUrl::parse(&af.conn_url()).unwrap_or_else(|e| panic!("{e}"));
+        let mut db = MetaDb::connect(&url).unwrap_or_else(|e| panic!("{e}"));
+        let schema = AirflowSchema::detect(&mut db).unwrap_or_else(|e| panic!("{major:?}: {e}"));
+        assert_eq!(schema.generation, Generation::V3, "{major:?}");
+        assert!(schema.has_parse_requests, "{major:?}");
+        assert_eq!(schema.has_revoked_tokens, revokes, "{major:?}");
+    }
 }

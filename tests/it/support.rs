@@ -20,11 +20,22 @@ impl AirflowMajor {
     pub fn is_v3(self) -> bool {
         matches!(self, AirflowMajor::V3 | AirflowMajor::V3Newest)
     }
+
+    /// The release a test asking for `self` gets: [`AirflowMajor::V3`] becomes
+    /// [`AirflowMajor::V3Newest`] when `BACKFILLD_IT_AIRFLOW3=newest`, to run every Airflow 3.1
+    /// test once against a new 3.x release without making it permanent.
+    pub fn resolved(self) -> AirflowMajor {
+        let newest = std::env::var("BACKFILLD_IT_AIRFLOW3").is_ok_and(|v| v == "newest");
+        match self {
+            AirflowMajor::V3 if newest => AirflowMajor::V3Newest,
+            other => other,
+        }
+    }
 }
 
 /// The Python venv holding the given Airflow, as built by `scripts/airflow-venvs.sh`.
 ///
-/// `BACKFILLD_VENV_DIR` overrides the cache directory. Panics (failing the test) when the venv
+/// `BACKFILLD_VENV_DIR` overrides the cache directory; see [`AirflowMajor::resolved`]. Panics (failing the test) when the venv
 /// is missing: tests never skip for want of Airflow.
 #[allow(dead_code)]
 pub fn airflow_venv(major: AirflowMajor) -> PathBuf {
@@ -34,7 +45,7 @@ pub fn airflow_venv(major: AirflowMajor) -> PathBuf {
             let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
             PathBuf::from(home).join(".cache/backfilld/venvs")
         });
-    let dir = base.join(match major {
+    let dir = base.join(match major.resolved() {
         AirflowMajor::V2 => "af2",
         AirflowMajor::V3 => "af3",
         AirflowMajor::V3Newest => "af33",
@@ -284,6 +295,7 @@ impl Airflow {
     /// into `airflow.cfg` (`sql_alchemy_conn`, or `sql_alchemy_conn_cmd` running `echo` when
     /// `via_cmd`), where both Airflow and backfilld find it.
     pub fn with_db(major: AirflowMajor, name: &str, db: MetaDbKind, via_cmd: bool) -> Airflow {
+        let major = major.resolved();
         let venv = airflow_venv(major);
         let home = repo_dir().join("target/it").join(name);
         let _ = std::fs::remove_dir_all(&home);
@@ -394,6 +406,9 @@ impl Airflow {
             .env("AIRFLOW__API__HOST", "127.0.0.1")
             .env("AIRFLOW__API__PORT", &port)
             .env("AIRFLOW__API__WORKERS", "1")
+            // A task's first execution-API call can take tens of seconds on a loaded CI machine
+            // (seen on 3.3: five 5 s time-outs in a row failed the task before it started).
+            .env("AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT", "30")
             .env(
                 "AIRFLOW__CORE__EXECUTION_API_SERVER_URL",
                 format!("http://127.0.0.1:{port}/execution/"),
