@@ -2,10 +2,12 @@
 # Demo of the main job on the embedded default (Airflow 2.11 with SQLite): a real scheduler,
 # backfilld, and one backfill of the example DAG `sales` submitted with backfillctl and
 # followed to success. Everything lives under target/demo and is stopped on exit.
+# Installs missing system packages first (scripts/setup-host.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
+scripts/setup-host.sh demo
 scripts/airflow-venvs.sh af2
 venv="${BACKFILLD_VENV_DIR:-$HOME/.cache/backfilld/venvs}/af2"
 cargo build --quiet --bins
