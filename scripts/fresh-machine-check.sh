@@ -14,6 +14,8 @@
 # root's cargo registry starts empty and fills from crates.io.
 # Services are not started when packages are installed (policy-rc.d answers 101, as in a
 # container image), so the database servers the tests use are the ones test.sh starts itself.
+# The site's local CA certificates and /etc/pip.conf are copied in, as every machine of the
+# site has them (HTTPS to crates.io and PyPI may be verified against them).
 #
 # Needs root, a Debian or Ubuntu host (debootstrap is installed with apt-get when missing),
 # internet access to the distribution's mirror, PyPI and crates.io, and ~6 GB of disk.
@@ -150,10 +152,17 @@ debootstrap --variant=minbase "$suite" "$root" "$mirror" >"$work/debootstrap.log
     { tail -20 "$work/debootstrap.log" >&2; die "debootstrap failed"; }
 timing "debootstrap (minbase)" $((SECONDS - t0))
 
-# What a fresh machine of this kind has besides the base system: name resolution, this
-# site's apt settings (Acquire:: lines only, e.g. a proxy), no services started by installs.
+# What a fresh machine of this site has besides the base system: name resolution, the site's
+# local CA certificates (HTTPS to the registries may pass through them; ca-certificates adds
+# them to the system store when setup-host.sh installs it) and pip's configuration naming that
+# store, its apt settings (Acquire:: lines only, e.g. a proxy); no services started by installs.
 cp /etc/resolv.conf "$root/etc/resolv.conf"
 cp /etc/hosts "$root/etc/hosts"
+mkdir -p "$root/usr/local/share/ca-certificates"
+for f in /usr/local/share/ca-certificates/*.crt; do
+    [ -f "$f" ] && cp "$f" "$root/usr/local/share/ca-certificates/"
+done
+[ -f /etc/pip.conf ] && cp /etc/pip.conf "$root/etc/pip.conf"
 for f in /etc/apt/apt.conf.d/*; do
     [ -f "$f" ] || continue
     if grep -q '^Acquire::' "$f"; then
