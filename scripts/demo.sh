@@ -46,9 +46,10 @@ echo "== starting the Airflow scheduler (log: $demo/scheduler.log)"
 setsid airflow scheduler >"$demo/scheduler.log" 2>&1 &
 pids+=($!)
 
+# backfilld accepts a DAG once its row is active and its serialized form is stored.
 echo "== waiting for Airflow to parse the example DAG 'sales'"
 for _ in $(seq 1 180); do
-    if python3 -c "import sqlite3,sys; c=sqlite3.connect('$AIRFLOW_HOME/airflow.db'); sys.exit(0 if c.execute(\"select count(*) from serialized_dag where dag_id='sales'\").fetchone()[0] else 1)" 2>/dev/null; then
+    if python3 -c "import sqlite3,sys; c=sqlite3.connect('$AIRFLOW_HOME/airflow.db'); sys.exit(0 if c.execute(\"select count(*) from dag d join serialized_dag s on s.dag_id = d.dag_id where d.dag_id = 'sales' and d.is_active = 1\").fetchone()[0] else 1)" 2>/dev/null; then
         break
     fi
     sleep 1
