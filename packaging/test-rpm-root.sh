@@ -20,8 +20,12 @@ rpm1=$(realpath "$1")
 rpm2=$(realpath "$2")
 
 scratch=$(mktemp -d /tmp/backfilld-rpm-root.XXXXXX)
-trap 'rm -rf --one-file-system "$scratch"' EXIT
 r=$scratch
+cleanup() {
+    umount "$r/proc" 2>/dev/null || true
+    rm -rf --one-file-system "$r"
+}
+trap cleanup EXIT
 
 # A merged-/usr skeleton with /bin/sh, the scriptlets' programs and their libraries.
 mkdir -p "$r/usr/bin" "$r/usr/sbin" "$r/usr/lib" "$r/usr/lib64" "$r/etc" "$r/dev" "$r/run" \
@@ -49,6 +53,9 @@ printf 'root:x:0:\nnogroup:x:65534:\n' >"$r/etc/group"
 : >"$r/etc/gshadow"
 chmod 640 "$r/etc/shadow" "$r/etc/gshadow"
 mknod -m 666 "$r/dev/null" c 1 3
+# systemd-tmpfiles refuses to run without /proc.
+mkdir -p "$r/proc"
+mount -t proc proc "$r/proc"
 
 rpmr() { rpm --root "$r" --dbpath /var/lib/rpm "$@"; }
 mode() { stat -c '%a %u %g' "$r$1"; }
