@@ -10,7 +10,8 @@
 //!   with an unmodified Airflow scheduler (default `dag_dir_list_interval`).
 //!
 //! - reconcile at scale: N backfills with M runs of K task instances each, generated inside
-//!   the database (SQLite, and PostgreSQL at 127.0.0.1:5432 in a database of its own): one
+//!   the database (SQLite, and PostgreSQL in a database of its own on the server of
+//!   `BACKFILLD_TEST_PG_URL`, by default `postgresql://postgres@127.0.0.1:5432`): one
 //!   full pass and one incremental pass after 1% of the backfills moved on, timed in-process
 //!   on the library's engine, with the statements each pass sent and the peak RSS.
 //!
@@ -322,7 +323,11 @@ fn machine() -> String {
 fn pg_database() -> String {
     use diesel::connection::SimpleConnection;
     use diesel::Connection;
-    let server = "postgresql://postgres@127.0.0.1:5432";
+    let server = std::env::var("BACKFILLD_TEST_PG_URL")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .map(|v| v.trim_end_matches('/').to_owned())
+        .unwrap_or_else(|| "postgresql://postgres@127.0.0.1:5432".to_owned());
     let name = format!("bfd_bench_reconcile_{}", std::process::id());
     let mut c =
         diesel::PgConnection::establish(&format!("{server}/postgres")).unwrap_or_else(|e| {

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Build the .deb and .rpm and check them on this machine: the .deb is installed, upgraded with
 # a user-edited config, removed and purged; the .rpm's files, scripts and dependencies are read
-# with `rpm -qp`. Installs a system package: run it only on a throwaway machine (CI) or with
-# BACKFILLD_TEST_PACKAGES=1. Needs root, cargo-deb, cargo-generate-rpm, dpkg-dev and rpm.
+# with `rpm -qp`, then it is installed, upgraded and erased with its scriptlets in a scratch
+# root (packaging/test-rpm-root.sh). Installs a system package: run it only on a throwaway
+# machine (CI) or with BACKFILLD_TEST_PACKAGES=1. Needs root, cargo-deb, cargo-generate-rpm,
+# dpkg-dev, rpm and systemd (scripts/setup-host.sh packages installs them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +19,7 @@ cargo build --release --bins
 cargo deb --no-build --deb-revision 1 -o target/debian/backfilld-1.deb
 cargo deb --no-build --deb-revision 2 -o target/debian/backfilld-2.deb
 cargo generate-rpm -o target/generate-rpm/backfilld.rpm
+cargo generate-rpm --set-metadata 'release = "2"' -o target/generate-rpm/backfilld-2.rpm
 
 dpkg -P backfilld >/dev/null 2>&1 || true
 dpkg -i target/debian/backfilld-1.deb
@@ -75,4 +78,5 @@ check "rpm scriptlets create the user and the spool" bash -c "grep -q systemd-sy
 requires=$(rpm -qpR "$rpm")
 echo "$requires"
 check "rpm requires libpq" grep -q 'libpq.so.5' <<<"$requires"
+packaging/test-rpm-root.sh "$rpm" target/generate-rpm/backfilld-2.rpm
 echo "packages: all checks passed"

@@ -2,10 +2,12 @@
 # Demo of the main job on the embedded default (Airflow 2.11 with SQLite): a real scheduler,
 # backfilld, and one backfill of the example DAG `sales` submitted with backfillctl and
 # followed to success. Everything lives under target/demo and is stopped on exit.
+# Installs missing system packages first (scripts/setup-host.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
+scripts/setup-host.sh demo
 scripts/airflow-venvs.sh af2
 venv="${BACKFILLD_VENV_DIR:-$HOME/.cache/backfilld/venvs}/af2"
 cargo build --quiet --bins
@@ -44,9 +46,10 @@ echo "== starting the Airflow scheduler (log: $demo/scheduler.log)"
 setsid airflow scheduler >"$demo/scheduler.log" 2>&1 &
 pids+=($!)
 
+# backfilld accepts a DAG once its row is active and its serialized form is stored.
 echo "== waiting for Airflow to parse the example DAG 'sales'"
 for _ in $(seq 1 180); do
-    if python3 -c "import sqlite3,sys; c=sqlite3.connect('$AIRFLOW_HOME/airflow.db'); sys.exit(0 if c.execute(\"select count(*) from serialized_dag where dag_id='sales'\").fetchone()[0] else 1)" 2>/dev/null; then
+    if python3 -c "import sqlite3,sys; c=sqlite3.connect('$AIRFLOW_HOME/airflow.db'); sys.exit(0 if c.execute(\"select count(*) from dag d join serialized_dag s on s.dag_id = d.dag_id where d.dag_id = 'sales' and d.is_active = 1\").fetchone()[0] else 1)" 2>/dev/null; then
         break
     fi
     sleep 1

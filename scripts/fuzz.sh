@@ -4,11 +4,10 @@
 # cargo-fuzz needs nightly-only rustc flags; RUSTC_BOOTSTRAP=1 lets the stable toolchain accept
 # them (libFuzzer and the sanitizer runtimes ship with stable rust-std on x86_64 Linux).
 set -euo pipefail
-cd "$(dirname "$0")/../fuzz"
+cd "$(dirname "$0")/.."
+scripts/setup-host.sh fuzz
+cd fuzz
 seconds="${1:-60}"
-if ! cargo fuzz --version >/dev/null 2>&1; then
-    cargo install cargo-fuzz --locked
-fi
 # New inputs go to a scratch directory, so the committed corpus changes only on purpose.
 scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT

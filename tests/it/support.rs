@@ -166,10 +166,29 @@ pub enum MetaDbKind {
     Mysql(String),
 }
 
-/// The shared PostgreSQL server the tests use (trust auth).
-pub const SHARED_PG: &str = "postgresql://postgres@127.0.0.1:5432";
-/// The shared MariaDB server the tests use (root, no password).
-pub const SHARED_MYSQL: &str = "mysql://root@127.0.0.1:3306";
+/// The shared PostgreSQL server the tests use (trust auth): `BACKFILLD_TEST_PG_URL` (set by
+/// `scripts/test.sh`), by default `postgresql://postgres@127.0.0.1:5432`.
+pub fn shared_pg() -> String {
+    server_url(
+        "BACKFILLD_TEST_PG_URL",
+        "postgresql://postgres@127.0.0.1:5432",
+    )
+}
+
+/// The shared MariaDB server the tests use (root, no password): `BACKFILLD_TEST_MYSQL_URL`
+/// (set by `scripts/test.sh`), by default `mysql://root@127.0.0.1:3306`.
+pub fn shared_mysql() -> String {
+    server_url("BACKFILLD_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306")
+}
+
+/// A server URL (no database) from the environment variable `var`, else `default`.
+fn server_url(var: &str, default: &str) -> String {
+    std::env::var(var)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .map(|v| v.trim_end_matches('/').to_owned())
+        .unwrap_or_else(|| default.to_owned())
+}
 
 /// Run one admin statement on the shared PostgreSQL server; fails the test when it is down.
 pub fn pg_admin(url: &str, sql: &str) {
@@ -208,15 +227,16 @@ pub fn fresh_mysql_database(name: &str) -> String {
     use diesel::connection::SimpleConnection;
     use diesel::Connection;
     let db = db_name(name);
-    let mut c =
-        diesel::MysqlConnection::establish(&format!("{SHARED_MYSQL}/test")).unwrap_or_else(|e| {
-            panic!("MariaDB at {SHARED_MYSQL} is required for this test and is unreachable: {e}")
-        });
+    let server = shared_mysql();
+    let mut c = diesel::MysqlConnection::establish(&format!("{server}/test")).unwrap_or_else(|e| {
+        panic!("MariaDB at {server} is required for this test and is unreachable: {e}")
+    });
     c.batch_execute(&format!(
         "DROP DATABASE IF EXISTS {db}; CREATE DATABASE {db} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
     ))
     .unwrap_or_else(|e| panic!("creating {db}: {e}"));
-    format!("mysql+mysqldb://root@127.0.0.1:3306/{db}")
+    let address = server.split_once("://").map_or(server.as_str(), |(_, a)| a);
+    format!("mysql+mysqldb://{address}/{db}")
 }
 
 /// A TCP port nobody listens on right now.
@@ -281,7 +301,7 @@ impl Airflow {
 
     /// Like [`Airflow::sqlite`], on a fresh database [`db_name`]`(name)` of the shared PostgreSQL.
     pub fn postgres(major: AirflowMajor, name: &str) -> Airflow {
-        let url = fresh_pg_database(SHARED_PG, name);
+        let url = fresh_pg_database(&shared_pg(), name);
         Airflow::with_db(major, name, MetaDbKind::Postgres(url), false)
     }
 
@@ -858,7 +878,7 @@ pub fn every_backend(name: &str) -> Vec<backfilld::dburl::DbUrl> {
     rusqlite::Connection::open(&sqlite).unwrap_or_else(|e| panic!("{e}"));
     [
         format!("sqlite:///{}", sqlite.display()),
-        fresh_pg_database(SHARED_PG, name),
+        fresh_pg_database(&shared_pg(), name),
         fresh_mysql_database(name),
     ]
     .iter()
