@@ -6,7 +6,9 @@
 //! `DagContext.autoregistered_dags`, Airflow 2 and 3), renames it in place to the backfill id,
 //! gives it and every task the backfill's start/end dates, `catchup=True`, `max_active_runs`,
 //! `is_paused_upon_creation` (false unless the throttle holds new copies), merges the param overrides into the DAG's and every task's
-//! params, tags it `backfill`, and removes every other DAG and every name it created, so the
+//! params, tags it `backfill`, reduces a dataset/asset-or-time schedule (`DatasetOrTimeSchedule`,
+//! `AssetOrTimeSchedule`) to its time part (so events never add runs to the copy), and removes
+//! every other DAG and every name it created, so the
 //! file registers exactly one DAG and no import error. If the origin DAG is missing, it raises
 //! an exception naming it, which Airflow records as the file's import error.
 //!
@@ -238,6 +240,13 @@ def _backfilld_overlay_v1(module_globals, encoded_spec):
     dag.start_date = start_date
     dag.end_date = end_date
     dag.catchup = bool(spec.get("catchup", True))
+    timetable = getattr(dag, "timetable", None)
+    if type(timetable).__name__ in ("DatasetOrTimeSchedule", "AssetOrTimeSchedule"):
+        # The copy runs the schedule's time part only: dataset/asset events never add runs.
+        dag.timetable = timetable.timetable
+        if hasattr(dag, "schedule_interval"):
+            # Airflow 2 checks that the two agree before it bags the DAG.
+            dag.schedule_interval = dag.timetable.summary
     dag.max_active_runs = spec["max_active_runs"]
     dag.is_paused_upon_creation = bool(spec.get("paused_upon_creation", False))
     tag = spec["tag"]

@@ -351,8 +351,27 @@ def origin_decorated():
 origin_decorated()
 "#;
 
-/// Several DAGs in one file (one per style), sharing Param objects, one with an alias.
+/// Several DAGs in one file (one per style), sharing Param objects, one with an alias; the
+/// second scheduled on a dataset/asset or time (its copy keeps only the time part).
 const SEVERAL: &str = r#"
+try:  # Airflow 3.3+: the Task SDK's classes
+    from airflow.sdk import Asset as SourceData, AssetOrTimeSchedule as DataOrTime, CronTriggerTimetable
+    DATA_KEYWORD = "assets"
+except ImportError:
+    from airflow.timetables.trigger import CronTriggerTimetable
+    try:  # Airflow 3.0 to 3.2
+        from airflow.sdk import Asset as SourceData
+        from airflow.timetables.assets import AssetOrTimeSchedule as DataOrTime
+        DATA_KEYWORD = "assets"
+    except ImportError:  # Airflow 2
+        from airflow.datasets import Dataset as SourceData
+        from airflow.timetables.datasets import DatasetOrTimeSchedule as DataOrTime
+        DATA_KEYWORD = "datasets"
+
+DATA_OR_TIME = DataOrTime(
+    timetable=CronTriggerTimetable("0 0 * * *", timezone="UTC"),
+    **{DATA_KEYWORD: [SourceData("s3://backfilld-test/source")]},
+)
 COMMON_PARAMS = {"region": Param("eu", type="string"), "limit": 10, "untouched": "keep"}
 
 with DAG(
@@ -365,7 +384,7 @@ with DAG(
 
 second = DAG(
     "origin_second",
-    schedule="@daily",
+    schedule=DATA_OR_TIME,
     start_date=pendulum.datetime(2020, 1, 1, tz="UTC"),
     params=COMMON_PARAMS,
 )
@@ -414,6 +433,7 @@ def dag_bag(folder):
     return DagBag(dag_folder=folder)
 
 failures = []
+DATA_OR_TIME_CLASSES = ("DatasetOrTimeSchedule", "AssetOrTimeSchedule")
 
 def check(condition, message):
     if not condition:
@@ -446,6 +466,8 @@ for origin_id, file_name in exp["origins"].items():
         for task in dag.tasks:
             check(dump(task.params)["region"] == "eu", "origin %s task params changed" % origin_id)
     check(not dag.catchup or origin_id != "origin_with", "origin_with catchup changed")
+    if origin_id == "origin_second":
+        check(type(dag.timetable).__name__ in DATA_OR_TIME_CLASSES, "origin_second lost its dataset/asset-or-time schedule: %r" % (dag.timetable,))
 
 for c in exp["copies"]:
     bid = c["backfill_id"]
@@ -455,6 +477,7 @@ for c in exp["copies"]:
         continue
     path = os.path.join(exp["dags_folder"], c["file"])
     check(dag.fileloc == path, "%s fileloc %s != %s" % (bid, dag.fileloc, path))
+    check(type(dag.timetable).__name__ not in DATA_OR_TIME_CLASSES, "%s: the copy can be triggered by dataset/asset events: %r" % (bid, dag.timetable))
     from_file = sorted(d.dag_id for d in bag.dags.values() if d.fileloc == dag.fileloc)
     check(from_file == [bid], "%s: DAGs from the copy file: %r" % (bid, from_file))
 
