@@ -400,6 +400,9 @@ pub struct AirflowSection {
     pub dags_folder: Option<PathBuf>,
     /// Airflow's `[core] auth_manager` class; resolved as Airflow does when absent.
     pub auth_manager: Option<String>,
+    /// The Python of Airflow's installation, which computes the runs of timetables backfilld
+    /// does not compute natively; found from the `airflow` executable on `PATH` when absent.
+    pub python: Option<PathBuf>,
 }
 
 /// `[spool]`.

@@ -18,8 +18,10 @@
 //!   A `relativedelta` is applied one step at a time (calendar months clamp the day to the end of
 //!   the month, so `months=1` from Jan 31 gives Feb 29, Mar 29, ...), as dateutil does.
 //! * `@once` (`OnceTimetable`): a single run at `start` (when `start <= end`).
-//! * everything else (no schedule, `@continuous`, dataset/asset-triggered, events and custom
-//!   plugin timetables) cannot be backfilled: [`ScheduleError::Unsupported`] says why.
+//! * no schedule, `@continuous`, dataset/asset-triggered and events timetables cannot be
+//!   backfilled: [`ScheduleError::Unsupported`] says why.
+//! * any other class (e.g. a plugin's timetable) is [`ScheduleError::NotNative`]: its runs come
+//!   from Airflow's own Python ([`crate::airflow_python`]).
 //!
 //! Only UTC schedules are computed (timezones `UTC`, `Etc/UTC`, `GMT`, `Z`, `+00:00`, ...).
 //! Airflow shifts cron ticks across DST transitions with rules that depend on the expression
@@ -45,6 +47,11 @@ pub enum ScheduleError {
     /// The schedule is valid for Airflow but backfilld cannot backfill it; the text says why.
     #[error("schedule cannot be backfilled by backfilld: {0}")]
     Unsupported(String),
+    /// A timetable class backfilld does not compute natively (e.g. one registered by an
+    /// Airflow plugin), named: its runs can only come from Airflow itself
+    /// ([`crate::airflow_python`]).
+    #[error("not computed natively: timetable class {0}")]
+    NotNative(String),
     /// The serialized timetable or its cron expression is malformed.
     #[error("invalid serialized schedule: {0}")]
     Invalid(String),
@@ -302,10 +309,7 @@ impl Timetable {
                  timedelta and @once schedules"
                     .to_string(),
             )),
-            other => Err(ScheduleError::Unsupported(format!(
-                "DAG uses the custom timetable {other}: backfilld only computes Airflow's built-in \
-                 cron, timedelta and @once schedules"
-            ))),
+            other => Err(ScheduleError::NotNative(other.to_string())),
         }
     }
 
@@ -1390,10 +1394,6 @@ mod tests {
                 "asset-triggered",
             ),
             (
-                json!({"__type": "plugins.workday.AfterWorkdayTimetable", "__var": {}}),
-                "custom timetable plugins.workday.AfterWorkdayTimetable",
-            ),
-            (
                 json!({"__type": CRON_DATA_INTERVAL, "__var": {"expression": "0 0 * * *", "timezone": "Europe/Amsterdam"}}),
                 "Europe/Amsterdam",
             ),
@@ -1413,6 +1413,12 @@ mod tests {
                 other => panic!("{value}: expected Unsupported, got {other:?}"),
             }
         }
+        assert!(matches!(
+            Timetable::from_serialized(
+                &json!({"__type": "plugins.workday.AfterWorkdayTimetable", "__var": {}})
+            ),
+            Err(ScheduleError::NotNative(class)) if class == "plugins.workday.AfterWorkdayTimetable"
+        ));
         for value in [
             json!(null),
             json!({"__var": {}}),

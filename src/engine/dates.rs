@@ -1,0 +1,65 @@
+//! The logical dates of a requested range: computed natively by [`crate::schedule`], or, for a
+//! timetable class it does not compute (a plugin's), asked of Airflow's Python
+//! ([`crate::airflow_python`]).
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use super::Engine;
+use crate::airflow_python::AirflowPythonError;
+use crate::request::{ReasonCode, Rejection};
+use crate::schedule::{RunInfo, ScheduleError, Timetable};
+
+impl Engine {
+    /// Every logical date of `dag_id` (its serialized DAG `serialized`) in `start..=end`,
+    /// ascending, or the refusal to give (more than `limit` dates, or a schedule that cannot
+    /// be backfilled).
+    pub(super) fn range_dates(
+        &mut self,
+        dag_id: &str,
+        serialized: &Value,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<DateTime<Utc>>, Rejection> {
+        let unsupported = |why: String| {
+            Rejection::new(
+                ReasonCode::UnsupportedSchedule,
+                format!("DAG {dag_id:?}: {why}"),
+            )
+        };
+        match Timetable::from_serialized_dag(serialized)
+            .and_then(|t| t.logical_dates(start, end, limit))
+        {
+            Ok(dates) => Ok(dates),
+            Err(ScheduleError::TooMany { limit }) => Err(crate::guard::count_and_refuse(
+                serialized, start, end, limit,
+            )),
+            Err(ScheduleError::NotNative(class)) => {
+                match self.airflow_runs(serialized, start, end, limit) {
+                    Ok(runs) => Ok(runs.iter().map(|r| r.logical_date).collect()),
+                    Err(AirflowPythonError::TooMany { .. }) => {
+                        Err(crate::guard::too_many_dates(None, limit, limit))
+                    }
+                    Err(e) => Err(unsupported(format!(
+                        "its timetable {class} is not one backfilld computes, so Airflow's own \
+                         Python computes its dates, and that failed: {e}"
+                    ))),
+                }
+            }
+            Err(e) => Err(unsupported(e.to_string())),
+        }
+    }
+
+    /// The runs of a serialized DAG's (non-native) timetable in `start..=end`, from Airflow.
+    pub(super) fn airflow_runs(
+        &mut self,
+        serialized: &Value,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<RunInfo>, AirflowPythonError> {
+        let timetable = serialized.get("timetable").unwrap_or(&Value::Null);
+        self.airflow_python.runs(timetable, start, end, limit)
+    }
+}
