@@ -7,8 +7,10 @@ use serde_json::Value;
 
 use super::Engine;
 use crate::airflow_python::AirflowPythonError;
-use crate::request::{ReasonCode, Rejection};
+use crate::authz::{self, Action};
+use crate::request::{self, Parsed, ReasonCode, Rejection};
 use crate::schedule::{RunInfo, ScheduleError, Timetable};
+use crate::spool::ClaimedFile;
 
 impl Engine {
     /// Every logical date of `dag_id` (its serialized DAG `serialized`) in `start..=end`,
@@ -61,5 +63,45 @@ impl Engine {
     ) -> Result<Vec<RunInfo>, AirflowPythonError> {
         let timetable = serialized.get("timetable").unwrap_or(&Value::Null);
         self.airflow_python.runs(timetable, start, end, limit)
+    }
+}
+
+impl Engine {
+    /// Before a batch's write transaction: compute (and cache) the Airflow-computed runs of the
+    /// authorised create requests among `files` whose DAG has a timetable backfilld does not
+    /// compute, so that deciding them inside the transaction never starts Python while the
+    /// write lock is held (on SQLite that would stall Airflow's scheduler). Best effort: any
+    /// failure here is met again, and reported, by the decision itself.
+    pub(super) fn prefetch_airflow_runs(&mut self, files: &[ClaimedFile]) {
+        let limit = self.config.limits.max_dates_per_request;
+        for file in files {
+            let Ok(content) = &file.content else {
+                continue;
+            };
+            let Ok(Parsed::Create(req)) =
+                request::parse_any(&content.bytes, self.config.limits.max_active_runs)
+            else {
+                continue;
+            };
+            let Ok(Ok((_, subject))) = self.subject(content.uid, req.on_behalf_of.as_deref())
+            else {
+                continue;
+            };
+            if authz::authorize(&subject, Action::Create, Some(&req.dag_id)).is_err() {
+                continue;
+            }
+            let Ok(facts) = self.dag_facts(&req.dag_id) else {
+                continue;
+            };
+            let Some(serialized) = facts.serialized.as_ref() else {
+                continue;
+            };
+            if matches!(
+                Timetable::from_serialized_dag(serialized),
+                Err(ScheduleError::NotNative(_))
+            ) {
+                let _ = self.airflow_runs(serialized, req.start, req.end, limit);
+            }
+        }
     }
 }
