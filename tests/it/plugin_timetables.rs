@@ -255,6 +255,17 @@ fn example_corpus(major: AirflowMajor, timezone: &str, name: &str) {
                 entry["periodic"],
                 entry["error"]
             ),
+            (Some("rejected"), _) if entry["partitioned"] == true => {
+                let reason = v["reason"].as_str().unwrap_or_default();
+                if reason.contains("partition") {
+                    format!("partitioned, refused saying so: {reason}")
+                } else {
+                    failures.push(format!(
+                        "{dag_id} ({class}): partitioned, refused without saying so: {reason}"
+                    ));
+                    "REFUSED".to_owned()
+                }
+            }
             (Some("rejected"), false) => format!("refused as Airflow: {}", v["reason_code"]),
             (Some("rejected"), true) => {
                 let reason = v["reason"].as_str().unwrap_or_default();

@@ -1,7 +1,7 @@
 """What Airflow's own backfill would do for every serialized DAG (the tests' oracle).
 
 Reads {"start": ISO, "end": ISO, "max_runs": N} on standard input; writes one JSON object by
-dag_id: {"class": timetable class, "periodic": bool, "runs": [logical dates, UTC ISO; at most
+dag_id: {"class": timetable class, "periodic": bool, "partitioned": bool, "runs": [logical dates, UTC ISO; at most
 N + 1, so more than N means "more than N"], "error": text}.
 The runs are DAG.iter_dagrun_infos_between(start, end) of the deserialized DAG, which both
 `airflow dags backfill` (2.x) and the native backfill (3.x) use.
@@ -28,6 +28,7 @@ for dag_id, dag in sorted(SerializedDagModel.read_all_dags().items()):
     entry = {
         "class": f"{type(timetable).__module__}.{type(timetable).__qualname__}",
         "periodic": bool(getattr(timetable, "periodic", True)),
+        "partitioned": bool(getattr(timetable, "partitioned", False)),
         "runs": [],
         "error": None,
     }
