@@ -1073,6 +1073,7 @@ impl Engine {
                     dag_id: row.dag_id.clone(),
                     start,
                     end,
+                    wall_clock: request::WallClock::default(),
                     description: Some(format!("retry of {}", row.id)),
                     max_active_runs: row.max_active_runs,
                     params: row.params.clone(),
@@ -1158,7 +1159,7 @@ impl Engine {
         let Some(origin_code) = facts.source_code.clone() else {
             return Ok(Err(not_serialized()));
         };
-        let mut dates = match self.range_dates(&req.dag_id, serialized, req.start, req.end, limit) {
+        let mut dates = match self.range_dates(&mut req, serialized, limit) {
             Ok(d) => d,
             Err(refusal) => return Ok(Err(refusal)),
         };

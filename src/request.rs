@@ -205,6 +205,15 @@ pub struct Options {
     pub run_backwards: bool,
 }
 
+/// The bounds of a request's range that were written as wall-clock times (no offset).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WallClock {
+    /// `start`, when written as a bare date or a local datetime.
+    pub start: Option<chrono::NaiveDateTime>,
+    /// `end`, when written as a bare date or a local datetime.
+    pub end: Option<chrono::NaiveDateTime>,
+}
+
 /// The `priority` values a request may set.
 pub const PRIORITY_RANGE: std::ops::RangeInclusive<i64> = -10..=10;
 
@@ -213,10 +222,14 @@ pub const PRIORITY_RANGE: std::ops::RangeInclusive<i64> = -10..=10;
 pub struct Request {
     /// The origin DAG.
     pub dag_id: String,
-    /// First logical date (inclusive), UTC.
+    /// First logical date (inclusive), UTC. When `wall_clock.start` is set, this is that
+    /// wall-clock time read as UTC until the engine knows the DAG's schedule timezone.
     pub start: DateTime<Utc>,
-    /// Last logical date (inclusive), UTC.
+    /// Last logical date (inclusive), UTC (see `start`).
     pub end: DateTime<Utc>,
+    /// The range's bounds written without an offset (a bare date or a local datetime): they
+    /// mean that wall-clock time in the DAG's schedule timezone.
+    pub wall_clock: WallClock,
     /// Free text shown with the backfill.
     pub description: Option<String>,
     /// Concurrent runs of the copy.
@@ -362,8 +375,8 @@ pub fn parse_any(bytes: &[u8], max_active_runs_limit: u32) -> Result<Parsed, Rej
     };
     let dag_id = check_dag_id(raw_dag_id)?;
     let options = parse_options(&raw)?;
-    let start = to_utc("start", raw_start)?;
-    let end = to_utc("end", raw_end)?;
+    let (start, start_wall) = range_bound("start", raw_start)?;
+    let (end, end_wall) = range_bound("end", raw_end)?;
     if start > end {
         return Err(Rejection::new(
             ReasonCode::StartAfterEnd,
@@ -462,6 +475,10 @@ pub fn parse_any(bytes: &[u8], max_active_runs_limit: u32) -> Result<Parsed, Rej
         dag_id,
         start,
         end,
+        wall_clock: WallClock {
+            start: start_wall,
+            end: end_wall,
+        },
         description,
         max_active_runs,
         params,
@@ -749,6 +766,39 @@ pub fn check_dag_id(id: &str) -> Result<String, Rejection> {
     Ok(id.to_owned())
 }
 
+/// A range bound (`start`, `end`): an offset datetime is that instant; a date (its midnight) or
+/// a local datetime is a wall-clock time, returned as well, and read as UTC until the DAG's
+/// schedule timezone is known.
+pub fn range_bound(
+    key: &str,
+    dt: &toml::value::Datetime,
+) -> Result<(DateTime<Utc>, Option<chrono::NaiveDateTime>), Rejection> {
+    if dt.offset.is_some() {
+        return Ok((to_utc(key, dt)?, None));
+    }
+    let bad = |why: &str| {
+        Rejection::new(
+            ReasonCode::InvalidValue,
+            format!("{key} = {dt}: {why}; write a date (2024-01-31), a local datetime (2024-01-31T06:00:00) or a datetime with an offset (2024-01-31T06:00:00Z)"),
+        )
+    };
+    let date = dt.date.ok_or_else(|| bad("a time without a date"))?;
+    let day = NaiveDate::from_ymd_opt(i32::from(date.year), date.month.into(), date.day.into())
+        .ok_or_else(|| bad("no such date"))?;
+    let time = match dt.time {
+        None => chrono::NaiveTime::MIN,
+        Some(time) => chrono::NaiveTime::from_hms_nano_opt(
+            time.hour.into(),
+            time.minute.into(),
+            time.second.unwrap_or(0).into(),
+            time.nanosecond.unwrap_or(0),
+        )
+        .ok_or_else(|| bad("no such time"))?,
+    };
+    let wall = day.and_time(time);
+    Ok((Utc.from_utc_datetime(&wall), Some(wall)))
+}
+
 /// A TOML date is 00:00 UTC; an offset datetime is converted to UTC; anything else is refused.
 pub fn to_utc(key: &str, dt: &toml::value::Datetime) -> Result<DateTime<Utc>, Rejection> {
     let bad = |why: &str| {
@@ -857,9 +907,9 @@ mod tests {
                 "Airflow's id rule",
             ),
             (
-                "dag_id = \"a\"\nstart = 2024-01-01T00:00:00\nend = 2024-01-02\n",
+                "dag_id = \"a\"\nstart = 06:00:00\nend = 2024-01-02\n",
                 ReasonCode::InvalidValue,
-                "no time zone",
+                "a time without a date",
             ),
             (
                 "dag_id = \"a\"\nstart = 2024-01-01\nend = 2024-02-30\n",
@@ -1057,6 +1107,23 @@ mod tests {
             "{".repeat(100)
         );
         assert!(parse(ok.as_bytes(), 10).is_ok());
+    }
+
+    #[test]
+    fn range_bounds_without_offset_are_wall_clock() {
+        let text = "dag_id = \"a\"\nstart = 2024-03-01\nend = 2024-03-02T06:30:00\n";
+        let r = parse(text.as_bytes(), 10).unwrap_or_else(|e| panic!("{e:?}"));
+        let wall =
+            |text: &str| chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S").ok();
+        assert_eq!(r.wall_clock.start, wall("2024-03-01T00:00:00"));
+        assert_eq!(r.wall_clock.end, wall("2024-03-02T06:30:00"));
+        assert_eq!(fmt_ts(r.start), "2024-03-01T00:00:00Z");
+        // An offset is an exact instant.
+        let text =
+            "dag_id = \"a\"\nstart = 2024-03-01T00:00:00+01:00\nend = 2024-03-02T00:00:00Z\n";
+        let r = parse(text.as_bytes(), 10).unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(r.wall_clock, WallClock::default());
+        assert_eq!(fmt_ts(r.start), "2024-02-29T23:00:00Z");
     }
 
     #[test]

@@ -5,27 +5,45 @@
 //! module reproduces, in Rust, what Airflow's timetables compute for it: the logical dates the
 //! scheduler creates with `catchup=True` between `start` and `end`, both inclusive.
 //!
-//! The rules, taken from Airflow 2.11 and 3.1 (`airflow/timetables/interval.py`, `trigger.py`,
-//! `simple.py`, `_cron.py`, `_delta.py`):
+//! The rules, taken from Airflow 2.11, 3.1 and 3.3 (`airflow/timetables/interval.py`,
+//! `trigger.py`, `simple.py`, `events.py`, `_cron.py`, `_delta.py`, `airflow/utils/timezone.py`):
 //!
-//! * cron timetables (`CronDataIntervalTimetable`, and `CronTriggerTimetable` /
-//!   `MultipleCronTriggerTimetable` with a zero `interval`): every cron tick `t` with
-//!   `start <= t <= end`. The first date is `start` aligned to the next tick, or `start` itself
-//!   when it is on a tick; the scheduler then walks tick to tick and stops at the first tick past
-//!   `end`.
+//! * cron timetables run in the timetable's timezone (an IANA name or a fixed offset; `[core]
+//!   default_timezone` is already in it, Airflow serializes the DAG's resolved zone). Airflow's
+//!   `_get_next(t)` takes the wall-clock reading of `t` in that zone (fold dropped), asks croniter
+//!   for the next tick of that naive time, and then
+//!   - when the hour field covers every hour (`_covers_every_hour`), adds the naive difference
+//!     to `t` as elapsed time (so `30 * * * *` runs twice in a fall-back fold and the ticks stay
+//!     an hour apart across a spring-forward gap);
+//!   - otherwise localizes the naive tick with `make_aware` (`fold=1` through pendulum): a wall
+//!     time in a DST gap is read with the offset before the gap (02:30 becomes 03:30 after a
+//!     one-hour jump), an ambiguous one is the later of its two instants.
+//!
+//!   `_get_prev` mirrors it; `_align_to_next(t)` is `t` when `_get_prev(_get_next(t)) == t`,
+//!   else `_get_next(t)`, and `_align_to_prev` mirrors that.
+//! * `CronDataIntervalTimetable`: the first date is `_align_to_next(start)`; after a run at `d`
+//!   the next is `max(_align_to_prev(_get_next(d)), first)` (Airflow 3.3 steps once more with
+//!   `_get_next` if that does not move past `d`).
+//! * `CronTriggerTimetable` (zero `interval`): `_align_to_next(start)`, then `_get_next` of the
+//!   previous date; `MultipleCronTriggerTimetable` (zero `interval`): the earliest of its crons'
+//!   proposals each time.
 //! * delta timetables (`DeltaDataIntervalTimetable`, and `DeltaTriggerTimetable` with a zero
-//!   `interval`): no alignment; `start`, `start + delta`, `start + 2 delta`, ... up to `end`.
-//!   A `relativedelta` is applied one step at a time (calendar months clamp the day to the end of
-//!   the month, so `months=1` from Jan 31 gives Feb 29, Mar 29, ...), as dateutil does.
+//!   `interval`): no alignment; `start`, `start + delta`, ... up to `end`. The scheduler works
+//!   on the copy's UTC `start_date`, so the steps are taken in UTC whatever the DAG's zone: a
+//!   `timedelta` is elapsed time, a `relativedelta` moves the UTC calendar one step at a time
+//!   (calendar months clamp the day to the end of the month, so `months=1` from Jan 31 gives
+//!   Feb 29, Mar 29, ...), as dateutil does.
 //! * `@once` (`OnceTimetable`): a single run at `start` (when `start <= end`).
-//! * no schedule, `@continuous`, dataset/asset-triggered and events timetables cannot be
-//!   backfilled: [`ScheduleError::Unsupported`] says why.
+//! * `EventsTimetable`: the serialized event dates in `start..=end`, each once, in list order.
+//! * `DatasetOrTimeSchedule` (2.x) and `AssetOrTimeSchedule` (3.x): the dates of their time
+//!   part (`next_dagrun_info` delegates to it; dataset/asset events add runs of their own).
+//! * no schedule, `@continuous`, dataset/asset-triggered and the partitioned timetables of
+//!   Airflow 3.3 cannot be backfilled by date: [`ScheduleError::Unsupported`] says why.
 //! * any other class (e.g. a plugin's timetable) is [`ScheduleError::NotNative`]: its runs come
 //!   from Airflow's own Python ([`crate::airflow_python`]).
 //!
-//! Only UTC schedules are computed (timezones `UTC`, `Etc/UTC`, `GMT`, `Z`, `+00:00`, ...).
-//! Airflow shifts cron ticks across DST transitions with rules that depend on the expression
-//! (`_covers_every_hour` in `_cron.py`); rather than guess, any other timezone is refused.
+//! The tz database is jiff's view of the system's (`/usr/share/zoneinfo`), the same files
+//! Python's `zoneinfo` (and so pendulum) reads on the Airflow host.
 //!
 //! Cron expressions are evaluated with `croner`, after this module has parsed and normalized them
 //! the way croniter (Airflow's cron library) reads them. Only the syntax both libraries agree on is
@@ -36,7 +54,7 @@
 
 use std::fmt;
 
-use chrono::{DateTime, Months, TimeDelta, Utc};
+use chrono::{DateTime, Datelike, Months, TimeDelta, Timelike, Utc};
 use croner::parser::{CronParser, Seconds};
 use croner::Cron;
 use serde_json::Value;
@@ -63,7 +81,7 @@ pub enum ScheduleError {
     },
 }
 
-/// An origin DAG's timetable, restricted to the kinds backfilld can compute (all in UTC).
+/// An origin DAG's timetable, restricted to the kinds backfilld can compute.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Timetable {
     /// `CronDataIntervalTimetable`: a run per cron interval, logical date = interval start.
@@ -78,19 +96,25 @@ pub enum Timetable {
     DeltaTrigger(Delta),
     /// `OnceTimetable` (`@once`): one run at the start date.
     Once,
+    /// `EventsTimetable`: the serialized event dates, in their serialized order.
+    Events(Vec<DateTime<Utc>>),
 }
 
-/// A validated 5-field cron expression in a UTC-equivalent timezone.
+/// A validated 5-field cron expression and the timezone it runs in.
 #[derive(Debug, Clone)]
 pub struct CronSchedule {
     /// The expression as Airflow stored it (possibly a preset such as `@daily`).
     expression: String,
-    /// The timezone name as Airflow stored it (UTC-equivalent).
+    /// The timezone as Airflow stored it: a name, or a fixed offset shown as `+05:30`.
     timezone: String,
+    /// The zone itself.
+    zone: Zone,
     /// The expression normalized to croniter's reading, as given to croner.
     normalized: String,
     /// Whether the expression can ever match (day of month vs month lengths).
     satisfiable: bool,
+    /// croniter expands the hour field to `*` (Airflow's `_covers_every_hour`).
+    covers_every_hour: bool,
     /// The croner schedule for `normalized`.
     cron: Cron,
 }
@@ -103,15 +127,117 @@ impl PartialEq for CronSchedule {
     }
 }
 
+/// A timetable's timezone: a tz-database zone or a fixed offset (both through jiff).
+#[derive(Debug, Clone)]
+pub struct Zone {
+    tz: jiff::tz::TimeZone,
+    /// Whether the offset never changes (UTC and fixed offsets).
+    fixed: bool,
+}
+
+impl Zone {
+    /// UTC.
+    pub fn utc() -> Zone {
+        Zone {
+            tz: jiff::tz::TimeZone::UTC,
+            fixed: true,
+        }
+    }
+
+    /// The zone Airflow decodes from a serialized timezone (`parse_timezone`): an IANA name, or
+    /// a pendulum `FixedTimezone` encoded as its offset in seconds east of UTC.
+    pub fn from_serialized(timezone: &Value) -> Result<Zone, ScheduleError> {
+        match timezone {
+            Value::String(name) if UTC_NAMES.contains(&name.as_str()) => Ok(Zone::utc()),
+            Value::String(name) => {
+                let tz = jiff::tz::TimeZone::get(name).map_err(|e| {
+                    ScheduleError::Invalid(format!(
+                        "timezone '{name}' is not in this host's tz database: {e}"
+                    ))
+                })?;
+                Ok(Zone { tz, fixed: false })
+            }
+            Value::Number(offset) => {
+                let seconds = offset
+                    .as_i64()
+                    .and_then(|s| i32::try_from(s).ok())
+                    .ok_or_else(|| {
+                        ScheduleError::Invalid(format!(
+                            "timezone offset {offset} is not whole seconds"
+                        ))
+                    })?;
+                let offset = jiff::tz::Offset::from_seconds(seconds).map_err(|e| {
+                    ScheduleError::Invalid(format!("timezone offset {seconds} s: {e}"))
+                })?;
+                Ok(Zone {
+                    tz: jiff::tz::TimeZone::fixed(offset),
+                    fixed: true,
+                })
+            }
+            other => Err(ScheduleError::Invalid(format!(
+                "timezone is neither a name nor an offset: {other}"
+            ))),
+        }
+    }
+
+    /// The UTC offset at instant `at`.
+    fn offset_at(&self, at: DateTime<Utc>) -> Result<TimeDelta, ScheduleError> {
+        let timestamp = jiff::Timestamp::new(at.timestamp(), 0)
+            .map_err(|e| ScheduleError::Invalid(format!("date {at} is out of range: {e}")))?;
+        Ok(TimeDelta::seconds(i64::from(
+            self.tz.to_offset(timestamp).seconds(),
+        )))
+    }
+
+    /// The wall-clock reading of `at` in this zone, as a naive time (carried in a UTC value),
+    /// like Airflow's `make_naive`: which side of a fold it was on is lost.
+    pub fn wall_clock(&self, at: DateTime<Utc>) -> Result<DateTime<Utc>, ScheduleError> {
+        let offset = self.offset_at(at)?;
+        at.checked_add_signed(offset)
+            .ok_or_else(|| ScheduleError::Invalid(format!("date {at} is out of range")))
+    }
+
+    /// The instant of a naive wall-clock time (carried in a UTC value) in this zone, as
+    /// Airflow's `make_aware` gives it (`fold=1` through pendulum's `Timezone.convert`): a time
+    /// in a gap is read with the offset before the gap, an ambiguous time is its later instant.
+    pub fn localize(&self, wall: DateTime<Utc>) -> Result<DateTime<Utc>, ScheduleError> {
+        use jiff::tz::AmbiguousOffset;
+        let out_of_range = || ScheduleError::Invalid(format!("date {wall} is out of range"));
+        let civil = jiff::civil::DateTime::new(
+            i16::try_from(wall.year()).map_err(|_| out_of_range())?,
+            // Calendar fields are small: the casts are exact.
+            wall.month() as i8,
+            wall.day() as i8,
+            wall.hour() as i8,
+            wall.minute() as i8,
+            wall.second() as i8,
+            0,
+        )
+        .map_err(|_| out_of_range())?;
+        let offset = match self.tz.to_ambiguous_timestamp(civil).offset() {
+            AmbiguousOffset::Unambiguous { offset } => offset,
+            AmbiguousOffset::Gap { before, .. } => before,
+            AmbiguousOffset::Fold { after, .. } => after,
+        };
+        wall.checked_sub_signed(TimeDelta::seconds(i64::from(offset.seconds())))
+            .ok_or_else(out_of_range)
+    }
+}
+
 impl CronSchedule {
     /// The cron expression as Airflow serialized it.
     pub fn expression(&self) -> &str {
         &self.expression
     }
 
-    /// The timezone name as Airflow serialized it (always equivalent to UTC).
+    /// The timezone as Airflow serialized it (a name, or a fixed offset shown as `+05:30`).
     pub fn timezone(&self) -> &str {
         &self.timezone
+    }
+
+    /// The zone the expression runs in.
+    pub fn zone(&self) -> &Zone {
+        &self.zone
     }
 }
 
@@ -210,6 +336,9 @@ const ASSET_TRIGGERED: &str = "airflow.timetables.simple.AssetTriggeredTimetable
 const DATASET_OR_TIME: &str = "airflow.timetables.datasets.DatasetOrTimeSchedule";
 const ASSET_OR_TIME: &str = "airflow.timetables.assets.AssetOrTimeSchedule";
 const EVENTS: &str = "airflow.timetables.events.EventsTimetable";
+const CRON_PARTITION: &str = "airflow.timetables.trigger.CronPartitionTimetable";
+const PARTITIONED_ASSET: &str = "airflow.timetables.simple.PartitionedAssetTimetable";
+const PARTITIONED_AT_RUNTIME: &str = "airflow.timetables.simple.PartitionedAtRuntime";
 
 const NO_SCHEDULE: &str = "DAG has no schedule (None): its runs are only ever triggered \
                            manually or externally, so there are no logical dates to backfill";
@@ -299,14 +428,35 @@ impl Timetable {
                  schedule, so there are no logical dates to backfill"
                     .to_string(),
             )),
-            DATASET_OR_TIME | ASSET_OR_TIME => Err(ScheduleError::Unsupported(format!(
-                "DAG is dataset/asset-triggered as well as time-scheduled ({}): a copy would also \
-                 run on dataset/asset events, so backfilld does not backfill it",
-                short_name(type_name)
-            ))),
-            EVENTS => Err(ScheduleError::Unsupported(
-                "DAG uses EventsTimetable (a list of event dates): backfilld only computes cron, \
-                 timedelta and @once schedules"
+            DATASET_OR_TIME | ASSET_OR_TIME => {
+                // Airflow's next_dagrun_info (and so a backfill) delegates to the time part.
+                match Timetable::from_serialized(field("timetable")?)? {
+                    Timetable::Events(_) | Timetable::Once => Err(ScheduleError::Unsupported(
+                        format!(
+                            "{} nests a non-periodic timetable, which Airflow refuses to backfill",
+                            short_name(type_name)
+                        ),
+                    )),
+                    time_part => Ok(time_part),
+                }
+            }
+            EVENTS => parse_events(field("event_dates")?),
+            CRON_PARTITION => Err(ScheduleError::Unsupported(
+                "DAG uses CronPartitionTimetable (Airflow 3.3): its runs are partitions named by a \
+                 partition key and have no logical date, while backfilld's copies are scheduled \
+                 and tracked by logical date; use Airflow's native backfill, which iterates the \
+                 partitions"
+                    .to_string(),
+            )),
+            PARTITIONED_ASSET => Err(ScheduleError::Unsupported(
+                "DAG is asset-triggered with partitions (PartitionedAssetTimetable): its runs are \
+                 created by asset events, not by a time schedule, so there are no logical dates \
+                 to backfill"
+                    .to_string(),
+            )),
+            PARTITIONED_AT_RUNTIME => Err(ScheduleError::Unsupported(
+                "DAG has no schedule (PartitionedAtRuntime): its runs are only triggered with a \
+                 partition key at run time, so there are no logical dates to backfill"
                     .to_string(),
             )),
             other => Err(ScheduleError::NotNative(other.to_string())),
@@ -383,6 +533,16 @@ impl Timetable {
             limit,
         };
         match self {
+            Timetable::CronDataInterval(cron) if !cron.zone.fixed => {
+                cron.data_interval_dates(start, end, &mut dates)?;
+            }
+            Timetable::CronTrigger(cron) if !cron.zone.fixed => {
+                cron_trigger_dates(std::slice::from_ref(cron), start, end, &mut dates)?;
+            }
+            Timetable::MultipleCronTrigger(crons) if crons.iter().any(|c| !c.zone.fixed) => {
+                cron_trigger_dates(crons, start, end, &mut dates)?;
+            }
+            // With a fixed offset every rule above reduces to the cron's ticks.
             Timetable::CronDataInterval(cron) | Timetable::CronTrigger(cron) => {
                 cron.ticks(start, end, &mut |tick| dates.push(tick))?;
             }
@@ -404,6 +564,7 @@ impl Timetable {
                     dates.push(tick)?;
                 }
             }
+            Timetable::Events(events) => events_between(events, start, end, &mut dates)?,
             Timetable::DeltaDataInterval(delta) | Timetable::DeltaTrigger(delta) => {
                 let mut at = start;
                 while at <= end {
@@ -441,20 +602,36 @@ impl Timetable {
             run_after: logical_date,
         };
         let end = match self {
-            Timetable::CronDataInterval(cron) => cron.next_tick(logical_date)?,
+            Timetable::CronDataInterval(cron) => cron.get_next(logical_date)?,
             Timetable::DeltaDataInterval(delta) => delta.add_to(logical_date).ok_or_else(|| {
                 ScheduleError::Invalid(format!("{logical_date} + {delta} is out of range"))
             })?,
             Timetable::CronTrigger(_)
             | Timetable::MultipleCronTrigger(_)
             | Timetable::DeltaTrigger(_)
-            | Timetable::Once => return Ok(exact),
+            | Timetable::Once
+            | Timetable::Events(_) => return Ok(exact),
         };
         Ok(RunInfo {
             interval_end: end,
             run_after: end,
             ..exact
         })
+    }
+
+    /// The timezone a request's wall-clock dates are read in: the cron's zone, else the DAG's
+    /// own `"timezone"` in its serialized form (`dag`), else UTC.
+    pub fn request_zone(&self, dag: &Value) -> Result<Zone, ScheduleError> {
+        match self {
+            Timetable::CronDataInterval(cron) | Timetable::CronTrigger(cron) => {
+                Ok(cron.zone.clone())
+            }
+            Timetable::MultipleCronTrigger(crons) if !crons.is_empty() => Ok(crons[0].zone.clone()),
+            _ => match dag.get("timezone") {
+                Some(timezone) => Zone::from_serialized(timezone),
+                None => Ok(Zone::utc()),
+            },
+        }
     }
 
     /// Short human description, e.g. "cron '0 0 * * *' (UTC)".
@@ -478,6 +655,7 @@ impl Timetable {
             Timetable::DeltaDataInterval(delta) => format!("every {delta}"),
             Timetable::DeltaTrigger(delta) => format!("trigger every {delta}"),
             Timetable::Once => "@once".to_string(),
+            Timetable::Events(events) => format!("{} events", events.len()),
         }
     }
 }
@@ -540,40 +718,49 @@ fn check_zero_interval(type_name: &str, interval: &Value) -> Result<(), Schedule
     }
 }
 
-/// The timezone names (and encodings) that are exactly UTC: no offset, no DST, ever.
-fn is_utc(timezone: &Value) -> Result<bool, ScheduleError> {
-    const UTC_NAMES: &[&str] = &[
-        "UTC",
-        "utc",
-        "Etc/UTC",
-        "Etc/UCT",
-        "UCT",
-        "Etc/Universal",
-        "Universal",
-        "Etc/Zulu",
-        "Zulu",
-        "Z",
-        "+00:00",
-        "-00:00",
-        "+0000",
-        "GMT",
-        "Etc/GMT",
-        "Etc/GMT0",
-        "Etc/GMT+0",
-        "Etc/GMT-0",
-        "GMT0",
-        "GMT+0",
-        "GMT-0",
-        "Greenwich",
-        "Etc/Greenwich",
-    ];
+/// The timezone names Airflow may serialize that are exactly UTC: no offset, no DST, ever.
+const UTC_NAMES: &[&str] = &[
+    "UTC",
+    "utc",
+    "Etc/UTC",
+    "Etc/UCT",
+    "UCT",
+    "Etc/Universal",
+    "Universal",
+    "Etc/Zulu",
+    "Zulu",
+    "Z",
+    "+00:00",
+    "-00:00",
+    "+0000",
+    "GMT",
+    "Etc/GMT",
+    "Etc/GMT0",
+    "Etc/GMT+0",
+    "Etc/GMT-0",
+    "GMT0",
+    "GMT+0",
+    "GMT-0",
+    "Greenwich",
+    "Etc/Greenwich",
+];
+
+/// How a serialized timezone is shown: its name, or a fixed offset as `+05:30`.
+fn show_timezone(timezone: &Value) -> String {
     match timezone {
-        Value::String(name) => Ok(UTC_NAMES.contains(&name.as_str())),
-        // A pendulum FixedTimezone is encoded as its offset in seconds.
-        Value::Number(offset) => Ok(offset.as_f64() == Some(0.0)),
-        other => Err(ScheduleError::Invalid(format!(
-            "timezone is neither a name nor an offset: {other}"
-        ))),
+        Value::String(name) => name.clone(),
+        Value::Number(n) => {
+            let seconds = n.as_i64().unwrap_or(0);
+            let sign = if seconds < 0 { '-' } else { '+' };
+            let abs = seconds.unsigned_abs();
+            let (hours, minutes, rest) = (abs / 3600, abs % 3600 / 60, abs % 60);
+            if rest == 0 {
+                format!("{sign}{hours:02}:{minutes:02}")
+            } else {
+                format!("{sign}{hours:02}:{minutes:02}:{rest:02}")
+            }
+        }
+        other => other.to_string(),
     }
 }
 
@@ -582,20 +769,8 @@ fn cron_schedule(expression: &Value, timezone: &Value) -> Result<CronSchedule, S
     let expression = expression.as_str().ok_or_else(|| {
         ScheduleError::Invalid(format!("cron expression is not a string: {expression}"))
     })?;
-    if !is_utc(timezone)? {
-        let shown = match timezone {
-            Value::String(name) => name.clone(),
-            other => format!("UTC offset {other} s"),
-        };
-        return Err(ScheduleError::Unsupported(format!(
-            "the schedule's timezone is {shown}: backfilld only computes schedules in UTC \
-             (Airflow shifts cron times across daylight-saving changes in other timezones)"
-        )));
-    }
-    let timezone = match timezone {
-        Value::String(name) => name.clone(),
-        _ => "UTC".to_string(),
-    };
+    let zone = Zone::from_serialized(timezone)?;
+    let timezone = show_timezone(timezone);
     let parsed = parse_cron(expression)?;
     let normalized = parsed.normalized();
     let cron = CronParser::builder()
@@ -610,24 +785,116 @@ fn cron_schedule(expression: &Value, timezone: &Value) -> Result<CronSchedule, S
     Ok(CronSchedule {
         expression: expression.to_string(),
         timezone,
+        zone,
         normalized,
         satisfiable: parsed.satisfiable(),
+        covers_every_hour: parsed.hour.values.count_ones() == HOUR.len_means_all,
         cron,
     })
 }
 
 impl CronSchedule {
-    /// The first tick strictly after `at`.
-    fn next_tick(&self, at: DateTime<Utc>) -> Result<DateTime<Utc>, ScheduleError> {
-        self.cron.find_next_occurrence(&at, false).map_err(|e| {
-            ScheduleError::Invalid(format!(
-                "cron expression '{}': no tick after {at}: {e}",
-                self.expression
-            ))
+    fn no_tick(
+        &self,
+        direction: &str,
+        at: DateTime<Utc>,
+        e: croner::errors::CronError,
+    ) -> ScheduleError {
+        ScheduleError::Invalid(format!(
+            "cron expression '{}': no tick {direction} {at}: {e}",
+            self.expression
+        ))
+    }
+
+    /// croniter's `get_next` on a naive time: the first tick strictly after `naive`.
+    fn naive_next(&self, naive: DateTime<Utc>) -> Result<DateTime<Utc>, ScheduleError> {
+        let floor = floor_to_minute(naive)?;
+        self.cron
+            .find_next_occurrence(&floor, false)
+            .map_err(|e| self.no_tick("after", naive, e))
+    }
+
+    /// croniter's `get_prev` on a naive time: the last tick strictly before `naive`.
+    fn naive_prev(&self, naive: DateTime<Utc>) -> Result<DateTime<Utc>, ScheduleError> {
+        let floor = floor_to_minute(naive)?;
+        self.cron
+            .find_previous_occurrence(&floor, floor != naive)
+            .map_err(|e| self.no_tick("before", naive, e))
+    }
+
+    /// Airflow's `CronMixin._get_next`: the next tick after instant `current`.
+    fn get_next(&self, current: DateTime<Utc>) -> Result<DateTime<Utc>, ScheduleError> {
+        let naive = self.zone.wall_clock(current)?;
+        let scheduled = self.naive_next(naive)?;
+        if self.covers_every_hour {
+            // pendulum adds a plain timedelta as elapsed seconds.
+            add(current, scheduled - naive)
+        } else {
+            self.zone.localize(scheduled)
+        }
+    }
+
+    /// Airflow's `CronMixin._get_prev`: the previous tick before instant `current`.
+    fn get_prev(&self, current: DateTime<Utc>) -> Result<DateTime<Utc>, ScheduleError> {
+        let naive = self.zone.wall_clock(current)?;
+        let scheduled = self.naive_prev(naive)?;
+        if self.covers_every_hour {
+            add(current, scheduled - naive)
+        } else {
+            self.zone.localize(scheduled)
+        }
+    }
+
+    /// Airflow's `_align_to_next`: `current` when it is on the schedule, else the next tick.
+    fn align_to_next(&self, current: DateTime<Utc>) -> Result<DateTime<Utc>, ScheduleError> {
+        let next = self.get_next(current)?;
+        Ok(if self.get_prev(next)? != current {
+            next
+        } else {
+            current
         })
     }
 
-    /// Calls `found` with every tick in `start..=end`, ascending.
+    /// Airflow's `_align_to_prev`: `current` when it is on the schedule, else the previous tick.
+    fn align_to_prev(&self, current: DateTime<Utc>) -> Result<DateTime<Utc>, ScheduleError> {
+        let prev = self.get_prev(current)?;
+        Ok(if self.get_next(prev)? != current {
+            prev
+        } else {
+            current
+        })
+    }
+
+    /// The dates of `CronDataIntervalTimetable` in a zone with DST (see the module doc).
+    fn data_interval_dates(
+        &self,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        dates: &mut Dates,
+    ) -> Result<(), ScheduleError> {
+        // croniter raises "failed to find next date" for a schedule that never matches; Airflow
+        // then schedules nothing.
+        if !self.satisfiable || start > end {
+            return Ok(());
+        }
+        let first = self.align_to_next(start)?;
+        let mut at = first;
+        while at <= end {
+            dates.push(at)?;
+            let mut next = self.align_to_prev(self.get_next(at)?)?.max(first);
+            if next <= at {
+                // Airflow 3.3 steps once more; older releases would stall the DAG here.
+                next = self.get_next(next)?;
+                if next <= at {
+                    return Err(not_advancing(&self.expression, &self.timezone, at));
+                }
+            }
+            at = next;
+        }
+        Ok(())
+    }
+
+    /// Calls `found` with every tick in `start..=end`, ascending, for a fixed-offset zone.
     fn ticks(
         &self,
         start: DateTime<Utc>,
@@ -639,6 +906,8 @@ impl CronSchedule {
         if !self.satisfiable || start > end {
             return Ok(());
         }
+        let offset = self.zone.offset_at(start)?;
+        let (start, end) = (add(start, offset)?, add(end, offset)?);
         // Ticks fall on whole minutes, and croner ignores sub-seconds: search from the first
         // whole minute at or after `start`, inclusively.
         let mut at = ceil_to_minute(start)?;
@@ -647,20 +916,132 @@ impl CronSchedule {
             let tick = self
                 .cron
                 .find_next_occurrence(&at, inclusive)
-                .map_err(|e| {
-                    ScheduleError::Invalid(format!(
-                        "cron expression '{}': no tick after {at}: {e}",
-                        self.expression
-                    ))
-                })?;
+                .map_err(|e| self.no_tick("after", at, e))?;
             if tick > end {
                 return Ok(());
             }
-            found(tick)?;
+            found(add(tick, -offset)?)?;
             at = tick;
             inclusive = false;
         }
     }
+}
+
+/// The error for a schedule on which Airflow's scheduler would not move forward.
+fn not_advancing(expression: &str, timezone: &str, at: DateTime<Utc>) -> ScheduleError {
+    ScheduleError::Unsupported(format!(
+        "cron '{expression}' ({timezone}) does not advance after {at} across a daylight-saving \
+         change: Airflow's scheduler would stall there"
+    ))
+}
+
+/// The dates of `CronTriggerTimetable` / `MultipleCronTriggerTimetable` (zero `interval`): the
+/// earliest aligned start, then each time the earliest `_get_next` of the previous date.
+fn cron_trigger_dates(
+    crons: &[CronSchedule],
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    dates: &mut Dates,
+) -> Result<(), ScheduleError> {
+    let crons: Vec<&CronSchedule> = crons.iter().filter(|c| c.satisfiable).collect();
+    if crons.is_empty() || start > end {
+        return Ok(());
+    }
+    let earliest = |step: &dyn Fn(&CronSchedule) -> Result<DateTime<Utc>, ScheduleError>| {
+        crons
+            .iter()
+            .map(|c| step(c))
+            .try_fold(None::<DateTime<Utc>>, |best, t| {
+                let t = t?;
+                Ok::<_, ScheduleError>(Some(best.map_or(t, |b| b.min(t))))
+            })
+    };
+    let mut at = earliest(&|c| c.align_to_next(start))?;
+    while let Some(current) = at.filter(|t| *t <= end) {
+        dates.push(current)?;
+        let next = earliest(&|c| c.get_next(current))?;
+        if next.is_some_and(|n| n <= current) {
+            let first = crons[0];
+            return Err(not_advancing(&first.expression, &first.timezone, current));
+        }
+        at = next;
+    }
+    Ok(())
+}
+
+/// `at + delta`, or an error when out of range.
+fn add(at: DateTime<Utc>, delta: TimeDelta) -> Result<DateTime<Utc>, ScheduleError> {
+    at.checked_add_signed(delta)
+        .ok_or_else(|| ScheduleError::Invalid(format!("date {at} + {delta} is out of range")))
+}
+
+/// The whole minute at or before `at`.
+fn floor_to_minute(at: DateTime<Utc>) -> Result<DateTime<Utc>, ScheduleError> {
+    let secs = at.timestamp();
+    DateTime::from_timestamp(secs - secs.rem_euclid(60), 0)
+        .ok_or_else(|| ScheduleError::Invalid(format!("date {at} is out of range")))
+}
+
+/// An `EventsTimetable`'s `event_dates`: `str()` or `isoformat()` of aware datetimes.
+fn parse_events(value: &Value) -> Result<Timetable, ScheduleError> {
+    let list = value.as_array().ok_or_else(|| {
+        ScheduleError::Invalid(format!(
+            "\"event_dates\" of EventsTimetable is not a list: {value}"
+        ))
+    })?;
+    let events = list
+        .iter()
+        .map(|item| {
+            let text = item.as_str().ok_or_else(|| {
+                ScheduleError::Invalid(format!("EventsTimetable event is not a string: {item}"))
+            })?;
+            DateTime::parse_from_rfc3339(&text.replacen(' ', "T", 1))
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|e| {
+                    ScheduleError::Unsupported(format!(
+                        "EventsTimetable event '{text}' is not a date with a UTC offset ({e}): \
+                         Airflow cannot compare it with the DAG's dates either"
+                    ))
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Timetable::Events(events))
+}
+
+/// `EventsTimetable.next_dagrun_info` in a loop: each time, the first event in list order at or
+/// after `start` and after the previous date, until one is past `end`.
+fn events_between(
+    events: &[DateTime<Utc>],
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    dates: &mut Dates,
+) -> Result<(), ScheduleError> {
+    if events.windows(2).all(|w| w[0] <= w[1]) {
+        let mut last = None;
+        for &event in events.iter().filter(|e| **e >= start) {
+            if event > end {
+                break;
+            }
+            if last.is_some_and(|l| event <= l) {
+                continue;
+            }
+            dates.push(event)?;
+            last = Some(event);
+        }
+        return Ok(());
+    }
+    let mut last: Option<DateTime<Utc>> = None;
+    while let Some(&event) = events
+        .iter()
+        .find(|e| **e >= start && last.is_none_or(|l| **e > l))
+    {
+        if event > end {
+            break;
+        }
+        dates.push(event)?;
+        last = Some(event);
+    }
+    Ok(())
 }
 
 /// The first whole minute at or after `at`.
@@ -1394,8 +1775,12 @@ mod tests {
                 "asset-triggered",
             ),
             (
-                json!({"__type": CRON_DATA_INTERVAL, "__var": {"expression": "0 0 * * *", "timezone": "Europe/Amsterdam"}}),
-                "Europe/Amsterdam",
+                json!({"__type": CRON_PARTITION, "__var": {"expression": "0 0 * * *", "timezone": "UTC", "run_offset": 0, "key_format": "%Y-%m-%d"}}),
+                "partition key and have no logical date",
+            ),
+            (
+                json!({"__type": ASSET_OR_TIME, "__var": {"asset_condition": {}, "timetable": {"__type": ONCE, "__var": {}}}}),
+                "non-periodic",
             ),
             (
                 json!({"__type": CRON_TRIGGER, "__var": {"expression": "0 0 * * *", "timezone": "UTC", "interval": 3600.0}}),
@@ -1446,10 +1831,18 @@ mod tests {
             let value = json!({"__type": CRON_DATA_INTERVAL, "__var": {"expression": "@daily", "timezone": tz}});
             assert!(Timetable::from_serialized(&value).is_ok(), "{tz}");
         }
-        let value = json!({"__type": CRON_DATA_INTERVAL, "__var": {"expression": "@daily", "timezone": 3600}});
+        // A pendulum FixedTimezone is its offset in seconds: 06:00 at +01:00 is 05:00 UTC.
+        let value = json!({"__type": CRON_DATA_INTERVAL, "__var": {"expression": "0 6 * * *", "timezone": 3600}});
+        let t = Timetable::from_serialized(&value).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(t.describe(), "cron '0 6 * * *' (+01:00)");
+        assert_eq!(
+            dates(&t, utc(2024, 1, 1, 0, 0), utc(2024, 1, 2, 0, 0)),
+            vec![utc(2024, 1, 1, 5, 0)]
+        );
+        let unknown = json!({"__type": CRON_DATA_INTERVAL, "__var": {"expression": "@daily", "timezone": "Mars/Olympus"}});
         assert!(matches!(
-            Timetable::from_serialized(&value),
-            Err(ScheduleError::Unsupported(_))
+            Timetable::from_serialized(&unknown),
+            Err(ScheduleError::Invalid(_))
         ));
     }
 
@@ -1479,10 +1872,11 @@ mod tests {
             parse(json!({"schedule_interval": "@once"})),
             Ok(Timetable::Once)
         ));
-        assert!(matches!(
-            parse(json!({"schedule_interval": "@daily", "timezone": "Asia/Tokyo"})),
-            Err(ScheduleError::Unsupported(_))
-        ));
+        let tokyo = parse(json!({"schedule_interval": "@daily", "timezone": "Asia/Tokyo"}));
+        assert_eq!(
+            tokyo.as_ref().map(Timetable::describe).ok().as_deref(),
+            Some("cron '@daily' (Asia/Tokyo)")
+        );
         let t =
             parse(json!({"timetable": {"__type": ONCE, "__var": {}}, "timezone": "Asia/Tokyo"}));
         assert!(matches!(t, Ok(Timetable::Once)));
@@ -1510,6 +1904,127 @@ mod tests {
             t.describe(),
             "cron triggers '0 0 * * *', '0 */12 * * *' (UTC)"
         );
+    }
+
+    fn zoned(type_name: &str, expression: &str, timezone: &str) -> Timetable {
+        let value = json!({"__type": type_name, "__var": {
+            "expression": expression, "timezone": timezone, "interval": 0.0,
+        }});
+        Timetable::from_serialized(&value).unwrap_or_else(|e| panic!("{expression}: {e}"))
+    }
+
+    fn at(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text)
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or_else(|e| panic!("{text}: {e}"))
+    }
+
+    fn dates_at(t: &Timetable, start: &str, end: &str) -> Vec<String> {
+        dates(t, at(start), at(end))
+            .iter()
+            .map(|d| d.format("%Y-%m-%dT%H:%M").to_string())
+            .collect()
+    }
+
+    // The expected dates below are what Airflow 2.11 computes (next_dagrun_info loop).
+
+    #[test]
+    fn fixed_time_in_dst_gap_and_fold() {
+        let t = zoned(CRON_DATA_INTERVAL, "30 2 * * *", "Europe/Paris");
+        // 02:30 does not exist on Mar 31: read with the offset before the gap (01:30 UTC).
+        assert_eq!(
+            dates_at(&t, "2024-03-29T12:00:00Z", "2024-04-02T00:00:00Z"),
+            ["2024-03-30T01:30", "2024-03-31T01:30", "2024-04-01T00:30"]
+        );
+        // 02:30 happens twice on Oct 27: the later one (CET).
+        assert_eq!(
+            dates_at(&t, "2024-10-25T12:00:00Z", "2024-10-29T00:00:00Z"),
+            ["2024-10-26T00:30", "2024-10-27T01:30", "2024-10-28T01:30"]
+        );
+        let sydney = zoned(CRON_TRIGGER, "0 2 * * *", "Australia/Sydney");
+        assert_eq!(
+            dates_at(&sydney, "2024-04-05T00:00:00Z", "2024-04-08T00:00:00Z"),
+            ["2024-04-05T15:00", "2024-04-06T16:00", "2024-04-07T16:00"]
+        );
+    }
+
+    #[test]
+    fn every_hour_crons_step_in_elapsed_time() {
+        // "Covers every hour": 02:30 runs in both CEST and CET on Oct 27.
+        let t = zoned(CRON_DATA_INTERVAL, "30 * * * *", "Europe/Paris");
+        assert_eq!(
+            dates_at(&t, "2024-10-27T00:00:00Z", "2024-10-27T03:00:00Z"),
+            ["2024-10-27T00:30", "2024-10-27T01:30", "2024-10-27T02:30"]
+        );
+        assert_eq!(
+            dates_at(&t, "2024-03-31T00:00:00Z", "2024-03-31T03:00:00Z"),
+            ["2024-03-31T00:30", "2024-03-31T01:30", "2024-03-31T02:30"]
+        );
+        // Every two hours does not cover every hour: local 00:00 EDT, 02:00 EST, 04:00 EST.
+        let ny = zoned(CRON_TRIGGER, "0 */2 * * *", "America/New_York");
+        assert_eq!(
+            dates_at(&ny, "2024-11-03T03:00:00Z", "2024-11-03T09:00:00Z"),
+            ["2024-11-03T04:00", "2024-11-03T07:00", "2024-11-03T09:00"]
+        );
+    }
+
+    #[test]
+    fn zone_localize_and_wall_clock() {
+        let paris = Zone::from_serialized(&json!("Europe/Paris")).unwrap_or_else(|e| panic!("{e}"));
+        let local = |text: &str| at(&format!("{text}Z"));
+        // Unique, gap (offset before: +01:00), fold (later instant: +01:00).
+        assert_eq!(
+            paris.localize(local("2024-01-15T12:00:00")).ok(),
+            Some(at("2024-01-15T11:00:00Z"))
+        );
+        assert_eq!(
+            paris.localize(local("2024-03-31T02:30:00")).ok(),
+            Some(at("2024-03-31T01:30:00Z"))
+        );
+        assert_eq!(
+            paris.localize(local("2024-10-27T02:30:00")).ok(),
+            Some(at("2024-10-27T01:30:00Z"))
+        );
+        // Both instants of the fold read 02:30.
+        assert_eq!(
+            paris.wall_clock(at("2024-10-27T00:30:00Z")).ok(),
+            Some(local("2024-10-27T02:30:00"))
+        );
+        assert_eq!(
+            paris.wall_clock(at("2024-10-27T01:30:00Z")).ok(),
+            Some(local("2024-10-27T02:30:00"))
+        );
+        // 45-minute offset.
+        let kathmandu =
+            Zone::from_serialized(&json!("Asia/Kathmandu")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            kathmandu.localize(local("2024-06-01T00:00:00")).ok(),
+            Some(at("2024-05-31T18:15:00Z"))
+        );
+    }
+
+    #[test]
+    fn events_and_time_part_of_combined_schedules() {
+        let events = json!({"__type": EVENTS, "__var": {
+            "event_dates": ["2024-01-02 00:00:00+00:00", "2024-01-05T10:00:00+01:00", "2024-03-01T00:00:00+00:00"],
+            "restrict_to_events": false,
+        }});
+        let t = Timetable::from_serialized(&events).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            dates_at(&t, "2024-01-01T00:00:00Z", "2024-02-01T00:00:00Z"),
+            ["2024-01-02T00:00", "2024-01-05T09:00"]
+        );
+        let naive = json!({"__type": EVENTS, "__var": {"event_dates": ["2024-01-02 00:00:00"], "restrict_to_events": false}});
+        assert!(matches!(
+            Timetable::from_serialized(&naive),
+            Err(ScheduleError::Unsupported(_))
+        ));
+        let combined = json!({"__type": DATASET_OR_TIME, "__var": {
+            "dataset_condition": {"__type": "dataset", "uri": "s3://b/k"},
+            "timetable": {"__type": CRON_TRIGGER, "__var": {"expression": "0 1 * * *", "timezone": "UTC", "interval": 0.0}},
+        }});
+        let t = Timetable::from_serialized(&combined).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(t.describe(), "cron trigger '0 1 * * *' (UTC)");
     }
 
     #[test]

@@ -8,37 +8,41 @@ use serde_json::Value;
 use super::Engine;
 use crate::airflow_python::AirflowPythonError;
 use crate::authz::{self, Action};
-use crate::request::{self, Parsed, ReasonCode, Rejection};
-use crate::schedule::{RunInfo, ScheduleError, Timetable};
+use crate::request::{self, Parsed, ReasonCode, Rejection, Request};
+use crate::schedule::{RunInfo, ScheduleError, Timetable, Zone};
 use crate::spool::ClaimedFile;
 
 impl Engine {
-    /// Every logical date of `dag_id` (its serialized DAG `serialized`) in `start..=end`,
+    /// Every logical date of the request's DAG (its serialized DAG `serialized`) in its range,
     /// ascending, or the refusal to give (more than `limit` dates, or a schedule that cannot
-    /// be backfilled).
+    /// be backfilled). Wall-clock bounds of `req` are first resolved in the DAG's zone.
     pub(super) fn range_dates(
         &mut self,
-        dag_id: &str,
+        req: &mut Request,
         serialized: &Value,
-        start: DateTime<Utc>,
-        end: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<DateTime<Utc>>, Rejection> {
+        let dag_id = req.dag_id.clone();
         let unsupported = |why: String| {
             Rejection::new(
                 ReasonCode::UnsupportedSchedule,
                 format!("DAG {dag_id:?}: {why}"),
             )
         };
-        match Timetable::from_serialized_dag(serialized)
-            .and_then(|t| t.logical_dates(start, end, limit))
-        {
-            Ok(dates) => Ok(dates),
-            Err(ScheduleError::TooMany { limit }) => Err(crate::guard::count_and_refuse(
-                serialized, start, end, limit,
-            )),
+        match Timetable::from_serialized_dag(serialized) {
+            Ok(t) => match localize_bounds(req, t.request_zone(serialized))
+                .and_then(|()| t.logical_dates(req.start, req.end, limit))
+            {
+                Ok(dates) => Ok(dates),
+                Err(ScheduleError::TooMany { limit }) => Err(crate::guard::count_and_refuse(
+                    serialized, req.start, req.end, limit,
+                )),
+                Err(e) => Err(unsupported(e.to_string())),
+            },
             Err(ScheduleError::NotNative(class)) => {
-                match self.airflow_runs(serialized, start, end, limit) {
+                localize_bounds(req, dag_zone(serialized))
+                    .map_err(|e| unsupported(e.to_string()))?;
+                match self.airflow_runs(serialized, req.start, req.end, limit) {
                     Ok(runs) => Ok(runs.iter().map(|r| r.logical_date).collect()),
                     Err(AirflowPythonError::TooMany { .. }) => {
                         Err(crate::guard::too_many_dates(None, limit, limit))
@@ -78,7 +82,7 @@ impl Engine {
             let Ok(content) = &file.content else {
                 continue;
             };
-            let Ok(Parsed::Create(req)) =
+            let Ok(Parsed::Create(mut req)) =
                 request::parse_any(&content.bytes, self.config.limits.max_active_runs)
             else {
                 continue;
@@ -99,9 +103,34 @@ impl Engine {
             if matches!(
                 Timetable::from_serialized_dag(serialized),
                 Err(ScheduleError::NotNative(_))
-            ) {
+            ) && localize_bounds(&mut req, dag_zone(serialized)).is_ok()
+            {
                 let _ = self.airflow_runs(serialized, req.start, req.end, limit);
             }
         }
     }
+}
+
+/// The zone a request's wall-clock bounds are read in for a timetable backfilld does not
+/// compute: the DAG's own `"timezone"` in its serialized form, else UTC.
+fn dag_zone(serialized: &Value) -> Result<Zone, ScheduleError> {
+    match serialized.get("timezone") {
+        Some(timezone) => Zone::from_serialized(timezone),
+        None => Ok(Zone::utc()),
+    }
+}
+
+/// Resolve the wall-clock bounds of `req` (written without an offset) in `zone`.
+fn localize_bounds(
+    req: &mut Request,
+    zone: Result<Zone, ScheduleError>,
+) -> Result<(), ScheduleError> {
+    let zone = zone?;
+    if let Some(wall) = req.wall_clock.start.take() {
+        req.start = zone.localize(wall.and_utc())?;
+    }
+    if let Some(wall) = req.wall_clock.end.take() {
+        req.end = zone.localize(wall.and_utc())?;
+    }
+    Ok(())
 }

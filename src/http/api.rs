@@ -107,6 +107,23 @@ pub fn parse_date(field: &str, text: &str) -> Result<DateTime<Utc>, ApiError> {
     )))
 }
 
+/// A range bound (`start`/`end`) for the request file: with an offset an exact instant (in
+/// UTC), without one (a date or a local date-time) a TOML local date-time, which means that
+/// wall-clock time in the DAG's schedule timezone.
+fn range_bound(field: &str, text: &str) -> Result<toml::Value, ApiError> {
+    let instant = parse_date(field, text)?;
+    if DateTime::parse_from_rfc3339(text.trim()).is_ok() {
+        return toml_datetime(instant);
+    }
+    // parse_date read the wall-clock time as if it were UTC.
+    instant
+        .format("%Y-%m-%dT%H:%M:%S%.f")
+        .to_string()
+        .parse::<toml::value::Datetime>()
+        .map(toml::Value::Datetime)
+        .map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
 fn toml_datetime(t: DateTime<Utc>) -> Result<toml::Value, ApiError> {
     t.format("%Y-%m-%dT%H:%M:%SZ")
         .to_string()
@@ -179,8 +196,7 @@ pub fn seed_request(
             .get(field)
             .filter(|v| !v.is_null() && v.as_str() != Some(""))
             .ok_or_else(|| ApiError::bad_request(format!("{field} is required")))?;
-        let date = parse_date(field, as_text(field, text)?)?;
-        t.insert(key.into(), toml_datetime(date)?);
+        t.insert(key.into(), range_bound(field, as_text(field, text)?)?);
     }
     if let Some(d) = body.get("description").filter(|v| !v.is_null()) {
         let d = as_text("description", d)?;
@@ -271,7 +287,7 @@ pub fn v2_request(body: &Map<String, Value>) -> Result<toml::Table, ApiError> {
             continue;
         }
         let value = match key.as_str() {
-            "start" | "end" => toml_datetime(parse_date(key, as_text(key, v)?)?)?,
+            "start" | "end" => range_bound(key, as_text(key, v)?)?,
             "dag_id" | "description" | "reprocess" => {
                 toml::Value::String(as_text(key, v)?.to_owned())
             }

@@ -22,8 +22,8 @@ use crate::support::{airflow_venv, AirflowMajor};
 
 /// The Python side. argv[1]: Airflow major; argv[2]: path of the JSON case list.
 const ORACLE_PY: &str = r#"
-import calendar, json, sys
-from datetime import timedelta
+import calendar, inspect, json, sys
+from datetime import datetime, timedelta
 
 import pendulum
 from dateutil.relativedelta import relativedelta
@@ -35,7 +35,15 @@ if MAJOR == 2:
 else:
     from airflow.sdk import DAG
     from airflow.sdk import Asset as Dataset
-from airflow.serialization.serialized_objects import SerializedDAG, encode_timetable
+try:
+    # Airflow 3.3: DagSerialization writes and reads serialized_dag; SerializedDAG is the result.
+    from airflow.serialization.serialized_objects import DagSerialization as SerializedDAG
+except ImportError:
+    from airflow.serialization.serialized_objects import SerializedDAG
+try:
+    from airflow.serialization.encoders import encode_timetable
+except ImportError:
+    from airflow.serialization.serialized_objects import encode_timetable
 from airflow.timetables.events import EventsTimetable
 from airflow.timetables.interval import CronDataIntervalTimetable, DeltaDataIntervalTimetable
 from airflow.timetables.trigger import CronTriggerTimetable, DeltaTriggerTimetable
@@ -54,23 +62,58 @@ NAMESPACE = dict(
 if MAJOR >= 3:
     from airflow.timetables.trigger import MultipleCronTriggerTimetable
     NAMESPACE["MultipleCronTriggerTimetable"] = MultipleCronTriggerTimetable
+    try:
+        # Airflow 3.3: the DAG authoring classes live in the Task SDK (but its EventsTimetable
+        # fails to serialize in 3.3.2: "'_summary'", so the core one is kept).
+        from airflow import sdk
+        for name in ("CronDataIntervalTimetable", "CronTriggerTimetable",
+                     "DeltaDataIntervalTimetable", "DeltaTriggerTimetable",
+                     "MultipleCronTriggerTimetable", "AssetOrTimeSchedule",
+                     "CronPartitionTimetable"):
+            NAMESPACE[name] = getattr(sdk, name)
+    except AttributeError:
+        from airflow.timetables.assets import AssetOrTimeSchedule
+        NAMESPACE["AssetOrTimeSchedule"] = AssetOrTimeSchedule
+
+    def or_time(timetable, datasets):
+        return NAMESPACE["AssetOrTimeSchedule"](timetable=timetable, assets=datasets)
+else:
+    from airflow.timetables.datasets import DatasetOrTimeSchedule
+
+    def or_time(timetable, datasets):
+        return DatasetOrTimeSchedule(timetable=timetable, datasets=datasets)
+NAMESPACE["or_time"] = or_time
 
 
 def micros(dt):
-    dt = dt.in_timezone("UTC")
+    dt = pendulum.instance(dt).in_timezone("UTC")
     return calendar.timegm(dt.utctimetuple()) * 1000000 + dt.microsecond
+
+
+def start_date(start, tz):
+    if tz == "default":
+        # A naive start_date: the DAG takes [core] default_timezone.
+        from airflow.settings import TIMEZONE
+        local = start.in_timezone(TIMEZONE)
+        return datetime(local.year, local.month, local.day, local.hour, local.minute,
+                        local.second, local.microsecond)
+    if tz.startswith("fixed:"):
+        return start.in_timezone(pendulum.FixedTimezone(int(tz[len("fixed:"):])))
+    return start.in_timezone(tz)
 
 
 def run(index, case):
     start = pendulum.parse(case["start"])
     end = pendulum.parse(case["end"])
     cap = case["cap"]
-    schedule = eval(case["schedule"], dict(NAMESPACE))
-    extra = eval("dict(%s)" % case["extra"], dict(NAMESPACE))
+    namespace = dict(NAMESPACE)
+    namespace["TZ"] = case["tz"]
+    schedule = eval(case["schedule"], namespace)
+    extra = eval("dict(%s)" % case["extra"], namespace)
     dag = DAG(
         dag_id="oracle_%d" % index,
         schedule=schedule,
-        start_date=start.in_timezone(case["tz"]),
+        start_date=start_date(start, case["tz"]),
         end_date=end,
         catchup=True,
         **extra,
@@ -87,16 +130,22 @@ def run(index, case):
     loaded = SerializedDAG.from_dict(serialized)
     between = []
     for info in loaded.iter_dagrun_infos_between(start, end):
-        between.append(micros(info.logical_date))
+        between.append(micros(info.logical_date or info.partition_date))
         if len(between) >= cap:
             break
     scheduled, last = [], None
+    # Airflow 3.3 passes the last DagRunInfo, older releases its data interval.
+    run_info_api = "last_automated_run_info" in inspect.signature(loaded.next_dagrun_info).parameters
     while len(scheduled) < cap:
-        info = loaded.next_dagrun_info(last)
+        if run_info_api:
+            info = loaded.next_dagrun_info(last_automated_run_info=last)
+        else:
+            info = loaded.next_dagrun_info(last)
         if info is None:
             break
-        scheduled.append(micros(info.logical_date))
-        last = info.data_interval
+        # Partitioned runs (Airflow 3.3) have no logical date: record their partition date.
+        scheduled.append(micros(info.logical_date or info.partition_date))
+        last = info if run_info_api else info.data_interval
     result["between"] = between
     result["scheduled"] = scheduled
     return result
@@ -137,8 +186,10 @@ struct Case {
     start: DateTime<Utc>,
     end: DateTime<Utc>,
     expect: Expect,
-    /// Only for this Airflow major.
-    only: Option<AirflowMajor>,
+    /// Only for Airflow 3 (3.1 and 3.3).
+    v3_only: bool,
+    /// Only for the newest Airflow 3 (3.3).
+    newest_only: bool,
 }
 
 /// Most dates compared for a generated case (Airflow's iteration is slow).
@@ -160,7 +211,8 @@ fn case(name: &str, schedule: &str, start: &str, end: &str, expect: Expect) -> C
         start: at(start),
         end: at(end),
         expect,
-        only: None,
+        v3_only: false,
+        newest_only: false,
     }
 }
 
@@ -220,7 +272,8 @@ fn table() -> Vec<Case> {
         case("seconds field", "'0 0 * * * 0'", "2024-01-01T00:00:00Z", "2024-01-10T00:00:00Z", Unsupported("seconds")),
         case("nth weekday", "'0 0 * * 1#2'", "2024-01-01T00:00:00Z", "2024-01-10T00:00:00Z", Unsupported("1#2")),
         case("trigger with interval", "CronTriggerTimetable('0 0 * * *', timezone='UTC', interval=timedelta(hours=1))", "2024-01-01T00:00:00Z", "2024-01-10T00:00:00Z", Unsupported("non-zero data interval")),
-        case("events", "EventsTimetable(event_dates=[pendulum.datetime(2024, 1, 2, tz='UTC')])", "2024-01-01T00:00:00Z", "2024-01-10T00:00:00Z", Unsupported("EventsTimetable")),
+        case("events", "EventsTimetable(event_dates=[pendulum.datetime(2024, 1, 2, tz='UTC'), pendulum.datetime(2024, 1, 9, 12, tz='Europe/Paris'), pendulum.datetime(2023, 1, 9, tz='UTC'), pendulum.datetime(2024, 1, 11, tz='UTC')])", "2024-01-01T00:00:00Z", "2024-01-10T00:00:00Z", Dates(2)),
+        case("events restricted", "EventsTimetable(event_dates=[pendulum.datetime(2024, 1, 2, 7, 30, tz='Asia/Kolkata'), pendulum.datetime(2024, 1, 2, 7, 30, tz='Asia/Kolkata')], restrict_to_events=True)", "2024-01-01T00:00:00Z", "2024-01-10T00:00:00Z", Dates(1)),
     ];
     cases.push(Case {
         tz: "Etc/UTC",
@@ -228,21 +281,46 @@ fn table() -> Vec<Case> {
     });
     cases.push(Case {
         tz: "Europe/Amsterdam",
-        ..case("daily in Europe/Amsterdam", "'@daily'", "2024-01-01T00:00:00Z", "2024-01-10T00:00:00Z", Unsupported("Europe/Amsterdam"))
+        ..case("daily in Europe/Amsterdam", "'@daily'", "2024-01-01T00:00:00Z", "2024-01-10T00:00:00Z", Dates(9))
     });
     cases.push(Case {
         tz: "Europe/Amsterdam",
-        ..case("cron in Europe/Amsterdam", "'0 0 * * *'", "2024-01-01T00:00:00Z", "2024-01-10T00:00:00Z", Unsupported("Europe/Amsterdam"))
+        ..case("cron in Europe/Amsterdam across spring-forward", "'30 2 * * *'", "2024-03-29T00:00:00Z", "2024-04-02T00:00:00Z", Dates(4))
+    });
+    cases.push(Case {
+        tz: "fixed:19800",
+        ..case("fixed offset +05:30", "'0 6 * * *'", "2024-01-01T00:00:00Z", "2024-01-10T00:00:00Z", Dates(9))
+    });
+    cases.push(Case {
+        tz: "fixed:-12600",
+        ..case("fixed offset -03:30 trigger", "CronTriggerTimetable('15 */4 * * *', timezone=pendulum.FixedTimezone(-12600))", "2024-01-01T00:00:00Z", "2024-01-03T00:00:00Z", Dates(12))
+    });
+    cases.push(Case {
+        tz: "default",
+        ..case("naive start in default_timezone", "'0 2 * * *'", "2024-09-25T00:00:00Z", "2024-10-15T00:00:00Z", Dates(20))
+    });
+    cases.push(Case {
+        tz: "default",
+        ..case("naive start, hourly over fall-back", "'0 * * * *'", "2024-04-06T10:00:00Z", "2024-04-06T20:00:00Z", Dates(11))
+    });
+    cases.push(Case {
+        tz: "Europe/Berlin",
+        ..case("dataset or time", "or_time(CronTriggerTimetable('30 2 * * *', timezone='Europe/Berlin'), [Dataset('s3://b/k')])", "2024-03-28T00:00:00Z", "2024-04-02T00:00:00Z", Dates(5))
     });
     cases.push(Case {
         extra: "max_active_runs=1",
         ..case("@continuous", "'@continuous'", "2024-01-01T00:00:00Z", "2024-01-10T00:00:00Z", Unsupported("@continuous"))
     });
     cases.push(Case {
-        only: Some(AirflowMajor::V3),
+        v3_only: true,
         ..case("MultipleCronTriggerTimetable", "MultipleCronTriggerTimetable('0 0 * * *', '30 12 * * 1-5', '0 0 * * 1', timezone='UTC')", "2024-01-01T00:00:00Z", "2024-01-14T23:00:00Z", Dates(24))
     });
+    cases.push(Case {
+        newest_only: true,
+        ..case("CronPartitionTimetable", "CronPartitionTimetable('0 0 * * *', timezone='Europe/Paris')", "2024-01-01T00:00:00Z", "2024-01-10T00:00:00Z", Unsupported("partition key"))
+    });
     cases.extend(generated_cases());
+    cases.extend(generated_tz_cases());
     cases
 }
 
@@ -363,11 +441,201 @@ fn generated_cases() -> Vec<Case> {
                 start,
                 end,
                 expect: Expect::SameAsAirflow,
-                only: None,
+                v3_only: false,
+                newest_only: false,
             }
         })
         .collect()
 }
+
+/// The zones of the generated time-zone cases: both hemispheres, half-hour and 45-minute
+/// offsets, 30-minute DST (Lord Howe), DST at midnight (Havana, Santiago, Sao Paulo), negative
+/// DST (Dublin), and zones whose rules changed (Moscow, Sao Paulo, Tehran, Istanbul, Apia).
+const TZ_ZONES: &[&str] = &[
+    "Europe/Paris",
+    "Europe/London",
+    "America/New_York",
+    "America/Los_Angeles",
+    "Australia/Sydney",
+    "Pacific/Auckland",
+    "America/Santiago",
+    "Asia/Kolkata",
+    "Australia/Adelaide",
+    "Asia/Kathmandu",
+    "Pacific/Chatham",
+    "Europe/Moscow",
+    "America/Sao_Paulo",
+    "Asia/Tehran",
+    "Europe/Istanbul",
+    "Australia/Lord_Howe",
+    "America/St_Johns",
+    "America/Havana",
+    "Europe/Dublin",
+    "Pacific/Apia",
+    "Africa/Casablanca",
+    "Asia/Jerusalem",
+];
+
+/// Cron shapes of every class: every hour (Airflow's "covers every hour" rule), every N hours,
+/// fixed times inside spring-forward gaps and fall-back folds, midnight, day of week and day of
+/// month, presets.
+const TZ_CRONS: &[&str] = &[
+    "0 * * * *",
+    "*/15 * * * *",
+    "30 * * * *",
+    "0 */3 * * *",
+    "0 */2 * * *",
+    "30 2 * * *",
+    "30 1 * * *",
+    "0 2 * * *",
+    "0 3 * * *",
+    "0 0 * * *",
+    "45 23 * * *",
+    "0 1-3 * * *",
+    "15 0,1,2,3 * * *",
+    "0 2 * * 0",
+    "30 1 * * sat,sun",
+    "0 2 1 * *",
+    "0 0 * * 1-5",
+    "5 * 1 * *",
+    "@daily",
+    "@weekly",
+    "@monthly",
+    "@hourly",
+];
+
+/// Cases across the DST transitions of [`TZ_ZONES`] (found in the tz database), with cron,
+/// cron-trigger, multiple-cron-trigger, timedelta and relativedelta schedules.
+fn generated_tz_cases() -> Vec<Case> {
+    let mut rng = Lcg(0x7a_dead_beef);
+    let mut cases = Vec::new();
+    for (zone_index, zone) in TZ_ZONES.iter().enumerate() {
+        let tz = match jiff::tz::TimeZone::get(zone) {
+            Ok(tz) => tz,
+            Err(e) => panic!("{zone}: {e}"),
+        };
+        // Transitions between 2005 and 2026, where the zone has them.
+        let from =
+            jiff::Timestamp::from_second(1_104_537_600).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+        let until = 1_798_761_600;
+        let transitions: Vec<i64> = tz
+            .following(from)
+            .map(|t| t.timestamp().as_second())
+            .take_while(|t| *t < until)
+            .collect();
+        // Zones without DST (Kolkata, Kathmandu) get random instants instead.
+        let transitions = if transitions.is_empty() {
+            (0..9)
+                .map(|_| 1_104_537_600 + i64::from(rng.below(690_000_000)))
+                .collect()
+        } else {
+            transitions
+        };
+        for n in 0..9 {
+            let transition = transitions[rng.below(transitions.len() as u32) as usize];
+            let at = DateTime::from_timestamp(transition, 0)
+                .unwrap_or_else(|| panic!("bad transition {transition}"));
+            let expression = TZ_CRONS[(zone_index * 9 + n) % TZ_CRONS.len()];
+            let fine = expression.split(' ').nth(1) == Some("*") || expression == "@hourly";
+            // Sub-hourly crons get a window of hours, the others days (monthly: months).
+            let (before, after) = if expression.contains("*/15") {
+                (
+                    Duration::minutes(i64::from(rng.between(60, 600))),
+                    Duration::hours(i64::from(rng.between(2, 20))),
+                )
+            } else if fine {
+                (
+                    Duration::minutes(i64::from(rng.between(60, 2000))),
+                    Duration::hours(i64::from(rng.between(3, 60))),
+                )
+            } else if expression.contains(" 1 * *") || expression == "@monthly" {
+                (
+                    Duration::days(i64::from(rng.between(20, 70))),
+                    Duration::days(i64::from(rng.between(20, 70))),
+                )
+            } else {
+                (
+                    Duration::minutes(i64::from(rng.between(60, 6000))),
+                    Duration::minutes(i64::from(rng.between(60, 9000))),
+                )
+            };
+            // Starts on and off the minute (and sometimes exactly on a tick).
+            let mut start = at - before;
+            if rng.below(3) == 0 {
+                start += Duration::seconds(30);
+            }
+            let end = at + after;
+            let (schedule, v3_only) = match n % 6 {
+                0 | 1 => (format!("'{expression}'"), false),
+                2 => (
+                    format!("CronTriggerTimetable('{expression}', timezone=TZ)"),
+                    false,
+                ),
+                3 => (
+                    format!(
+                        "MultipleCronTriggerTimetable('{expression}', '{}', timezone=TZ)",
+                        rng.pick(&["30 2 * * *", "0 */5 * * *", "15 1 * * *"])
+                    ),
+                    true,
+                ),
+                4 => (
+                    rng.pick(&[
+                        "timedelta(hours=1)",
+                        "timedelta(hours=6)",
+                        "timedelta(days=1)",
+                        "timedelta(minutes=90)",
+                    ])
+                    .to_string(),
+                    false,
+                ),
+                _ => (
+                    rng.pick(&[
+                        "relativedelta(days=1)",
+                        "relativedelta(months=1)",
+                        "relativedelta(days=1, hours=1)",
+                        "relativedelta(weeks=1)",
+                    ])
+                    .to_string(),
+                    false,
+                ),
+            };
+            cases.push(Case {
+                name: format!("tz #{} {zone} {schedule}", cases.len()),
+                schedule,
+                extra: "",
+                tz: zone,
+                start,
+                end,
+                expect: Expect::SameAsAirflow,
+                v3_only,
+                newest_only: false,
+            });
+        }
+    }
+    // A few with a naive start_date, which takes [core] default_timezone.
+    for (n, expression) in ["30 2 * * *", "0 * * * *", "0 0 * * *", "0 */3 * * *"]
+        .iter()
+        .enumerate()
+    {
+        let start = at("2024-04-05T00:00:00Z") + Duration::days(i64::from(rng.between(0, 1)));
+        let end = start + Duration::days(3 + n as i64);
+        cases.push(Case {
+            name: format!("default_timezone '{expression}'"),
+            schedule: format!("'{expression}'"),
+            extra: "",
+            tz: "default",
+            start,
+            end,
+            expect: Expect::SameAsAirflow,
+            v3_only: false,
+            newest_only: false,
+        });
+    }
+    cases
+}
+
+/// The `[core] default_timezone` of the oracle's Airflow (cases with `tz: "default"`).
+const ORACLE_DEFAULT_TIMEZONE: &str = "Australia/Sydney";
 
 /// Runs the whole table through one Python process of the given Airflow.
 fn run_oracle(major: AirflowMajor, cases: &[Case]) -> Vec<Value> {
@@ -404,6 +672,7 @@ fn run_oracle(major: AirflowMajor, cases: &[Case]) -> Vec<Value> {
         .arg(&cases_path)
         .env("AIRFLOW_HOME", home.path())
         .env("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+        .env("AIRFLOW__CORE__DEFAULT_TIMEZONE", ORACLE_DEFAULT_TIMEZONE)
         .env("AIRFLOW__CORE__DAGS_FOLDER", home.path())
         .output();
     let output = match output {
@@ -457,7 +726,9 @@ fn check(case: &Case, result: &Value) -> Result<(), String> {
     }
     let between = micros_list(&result["between"])?;
     let scheduled = micros_list(&result["scheduled"])?;
-    if between != scheduled {
+    // (Airflow 3.3's CronPartitionTimetable, refused, disagrees with itself: native backfill
+    // reads the range's bounds as wall-clock times of the timetable's zone, the scheduler not.)
+    if between != scheduled && !matches!(case.expect, Expect::Unsupported(_)) {
         return Err(format!(
             "Airflow disagrees with itself: iter_dagrun_infos_between {} vs next_dagrun_info loop {}",
             show(&between),
@@ -530,7 +801,8 @@ fn check(case: &Case, result: &Value) -> Result<(), String> {
 fn run_table(major: AirflowMajor) {
     let cases: Vec<Case> = table()
         .into_iter()
-        .filter(|c| c.only.is_none_or(|only| only == major))
+        .filter(|c| !c.v3_only || major.is_v3())
+        .filter(|c| !c.newest_only || major == AirflowMajor::V3Newest)
         .collect();
     let results = run_oracle(major, &cases);
     // The generated cases must exercise something: most of them should produce dates.
@@ -593,4 +865,9 @@ fn schedule_matches_airflow_2() {
 #[test]
 fn schedule_matches_airflow_3() {
     run_table(AirflowMajor::V3);
+}
+
+#[test]
+fn schedule_matches_airflow_3_newest() {
+    run_table(AirflowMajor::V3Newest);
 }
