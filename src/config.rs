@@ -400,6 +400,9 @@ pub struct AirflowSection {
     pub dags_folder: Option<PathBuf>,
     /// Airflow's `[core] auth_manager` class; resolved as Airflow does when absent.
     pub auth_manager: Option<String>,
+    /// The Python of Airflow's installation, which computes the runs of timetables backfilld
+    /// does not compute natively; found from the `airflow` executable on `PATH` when absent.
+    pub python: Option<PathBuf>,
 }
 
 /// `[spool]`.
@@ -509,6 +512,14 @@ impl Config {
         }
         if !config.airflow.home.is_absolute() {
             return Err(bad("airflow.home", "must be an absolute path"));
+        }
+        if config
+            .airflow
+            .python
+            .as_ref()
+            .is_some_and(|p| !p.is_absolute())
+        {
+            return Err(bad("airflow.python", "must be an absolute path"));
         }
         if !config.spool.dir.is_absolute() {
             return Err(bad("spool.dir", "must be an absolute path"));
@@ -988,6 +999,27 @@ mod tests {
         .map(|e| e.to_string())
         .unwrap_or_default();
         assert!(e.contains("limits.max_active_runs"), "{e}");
+    }
+
+    #[test]
+    fn airflow_python_must_be_absolute() {
+        let parse = |python: &str| {
+            Config::parse(
+                Path::new("x"),
+                &format!("[airflow]\nhome = \"/a\"\npython = \"{python}\"\n"),
+            )
+        };
+        let e = parse("venv/bin/python")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("airflow.python"), "{e}");
+        assert_eq!(
+            parse("/opt/af/bin/python")
+                .ok()
+                .and_then(|c| c.airflow.python),
+            Some(PathBuf::from("/opt/af/bin/python"))
+        );
     }
 
     #[test]

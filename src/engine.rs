@@ -36,7 +36,6 @@ use crate::metadb::{DbError, MetaDb};
 use crate::ordering::{self, Gate};
 use crate::reconcile::{self, Observation, RunState, RunSummary};
 use crate::request::{self, fmt_ts, Operation, Parsed, ReasonCode, Rejection, Request};
-use crate::schedule::{ScheduleError, Timetable};
 use crate::service::ServiceManager;
 use crate::spool::{self, ClaimedFile, Disposition, Spool};
 use crate::state::BackfillState;
@@ -44,6 +43,7 @@ use crate::steer::{self, RunOrder};
 use crate::taskset;
 use crate::throttle;
 
+mod dates;
 mod ingest;
 mod limits;
 mod metrics;
@@ -161,6 +161,7 @@ pub struct Engine {
     last_pass_at: Option<(chrono::DateTime<Utc>, f64)>,
     metrics: crate::metrics::Published,
     steer_plans: steering::SteerPlans,
+    airflow_python: crate::airflow_python::AirflowPython,
     batch: Option<ingest::BatchCache>,
 }
 
@@ -209,6 +210,10 @@ impl Engine {
     /// An engine over an opened spool; connects lazily.
     pub fn new(config: Config, airflow: AirflowLocation, spool: Spool) -> Engine {
         let host = config.cluster.host_id();
+        let airflow_python = crate::airflow_python::AirflowPython::new(
+            config.airflow.python.clone(),
+            config.airflow.home.clone(),
+        );
         Engine {
             config,
             airflow,
@@ -232,6 +237,7 @@ impl Engine {
             last_pass_at: None,
             metrics: crate::metrics::Published::default(),
             steer_plans: steering::SteerPlans::new(),
+            airflow_python,
             batch: None,
         }
     }
@@ -1158,29 +1164,9 @@ impl Engine {
         if let Some(reason) = crate::runtypes::backfill_refusal(&req.dag_id, serialized) {
             return Ok(Err(Rejection::new(ReasonCode::BackfillNotAllowed, reason)));
         }
-        let mut dates = match Timetable::from_serialized_dag(serialized).and_then(|t| {
-            // Wall-clock bounds mean that time in the DAG's schedule timezone.
-            let zone = t.request_zone(serialized)?;
-            if let Some(wall) = req.wall_clock.start.take() {
-                req.start = zone.localize(wall.and_utc())?;
-            }
-            if let Some(wall) = req.wall_clock.end.take() {
-                req.end = zone.localize(wall.and_utc())?;
-            }
-            t.logical_dates(req.start, req.end, limit)
-        }) {
+        let mut dates = match self.range_dates(&mut req, serialized, limit) {
             Ok(d) => d,
-            Err(ScheduleError::TooMany { limit }) => {
-                return Ok(Err(crate::guard::count_and_refuse(
-                    serialized, req.start, req.end, limit,
-                )))
-            }
-            Err(e) => {
-                return Ok(Err(Rejection::new(
-                    ReasonCode::UnsupportedSchedule,
-                    format!("DAG {:?}: {e}", req.dag_id),
-                )))
-            }
+            Err(refusal) => return Ok(Err(refusal)),
         };
         if dates.is_empty() {
             return Ok(Err(Rejection::new(

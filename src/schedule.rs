@@ -37,9 +37,10 @@
 //! * `EventsTimetable`: the serialized event dates in `start..=end`, each once, in list order.
 //! * `DatasetOrTimeSchedule` (2.x) and `AssetOrTimeSchedule` (3.x): the dates of their time
 //!   part (`next_dagrun_info` delegates to it; dataset/asset events add runs of their own).
-//! * everything else (no schedule, `@continuous`, dataset/asset-triggered, the partitioned
-//!   timetables of Airflow 3.3 and custom plugin timetables) cannot be computed here:
-//!   [`ScheduleError::Unsupported`] says why.
+//! * no schedule, `@continuous`, dataset/asset-triggered and the partitioned timetables of
+//!   Airflow 3.3 cannot be backfilled by date: [`ScheduleError::Unsupported`] says why.
+//! * any other class (e.g. a plugin's timetable) is [`ScheduleError::NotNative`]: its runs come
+//!   from Airflow's own Python ([`crate::airflow_python`]).
 //!
 //! The tz database is jiff's view of the system's (`/usr/share/zoneinfo`), the same files
 //! Python's `zoneinfo` (and so pendulum) reads on the Airflow host.
@@ -64,6 +65,11 @@ pub enum ScheduleError {
     /// The schedule is valid for Airflow but backfilld cannot backfill it; the text says why.
     #[error("schedule cannot be backfilled by backfilld: {0}")]
     Unsupported(String),
+    /// A timetable class backfilld does not compute natively (e.g. one registered by an
+    /// Airflow plugin), named: its runs can only come from Airflow itself
+    /// ([`crate::airflow_python`]).
+    #[error("not computed natively: timetable class {0}")]
+    NotNative(String),
     /// The serialized timetable or its cron expression is malformed.
     #[error("invalid serialized schedule: {0}")]
     Invalid(String),
@@ -453,10 +459,7 @@ impl Timetable {
                  partition key at run time, so there are no logical dates to backfill"
                     .to_string(),
             )),
-            other => Err(ScheduleError::Unsupported(format!(
-                "DAG uses the custom timetable {other}: backfilld only computes Airflow's built-in \
-                 cron, timedelta, events and @once schedules"
-            ))),
+            other => Err(ScheduleError::NotNative(other.to_string())),
         }
     }
 
@@ -1772,10 +1775,6 @@ mod tests {
                 "asset-triggered",
             ),
             (
-                json!({"__type": "plugins.workday.AfterWorkdayTimetable", "__var": {}}),
-                "custom timetable plugins.workday.AfterWorkdayTimetable",
-            ),
-            (
                 json!({"__type": CRON_PARTITION, "__var": {"expression": "0 0 * * *", "timezone": "UTC", "run_offset": 0, "key_format": "%Y-%m-%d"}}),
                 "partition key and have no logical date",
             ),
@@ -1799,6 +1798,12 @@ mod tests {
                 other => panic!("{value}: expected Unsupported, got {other:?}"),
             }
         }
+        assert!(matches!(
+            Timetable::from_serialized(
+                &json!({"__type": "plugins.workday.AfterWorkdayTimetable", "__var": {}})
+            ),
+            Err(ScheduleError::NotNative(class)) if class == "plugins.workday.AfterWorkdayTimetable"
+        ));
         for value in [
             json!(null),
             json!({"__var": {}}),

@@ -168,6 +168,7 @@ impl Engine {
             }
             return 0;
         }
+        self.prefetch_airflow_runs(&files);
         self.batch = Some(BatchCache::default());
         let decided = self.decide_in_transaction(files, pending);
         self.batch = None;

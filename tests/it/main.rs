@@ -17,6 +17,7 @@ mod matrix;
 mod metagen;
 mod metrics;
 mod mysql;
+mod plugin_timetables;
 mod reconcile_scale;
 mod rejections;
 mod schedule_oracle;
