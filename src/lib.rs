@@ -32,3 +32,4 @@ pub mod state;
 pub mod steer;
 pub mod taskset;
 pub mod throttle;
+pub mod webserver_config;

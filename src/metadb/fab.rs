@@ -43,6 +43,21 @@ struct PasswordSql {
 }
 
 #[derive(QueryableByName)]
+struct SessionSql {
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Binary>)]
+    data: Option<Vec<u8>>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<Text>)]
+    expiry: Option<String>,
+}
+
+/// A naive UTC timestamp as the databases print one (`YYYY-MM-DD HH:MM:SS[.ffffff]`).
+fn parse_naive(text: &str) -> Option<chrono::NaiveDateTime> {
+    let t = text.trim().replace('T', " ");
+    let t = t.get(..26.min(t.len())).unwrap_or(&t);
+    chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S%.f").ok()
+}
+
+#[derive(QueryableByName)]
 struct GrantSql {
     #[diesel(sql_type = Text)]
     action: String,
@@ -118,13 +133,57 @@ impl<'a> Fab<'a> {
         Ok(Some((user, hash)))
     }
 
-    /// The user name of `ab_user.id` (the `sub` of Airflow 3's FAB tokens).
-    pub fn username_of(&mut self, id: i64) -> Result<Option<String>, DbError> {
-        let rows: Vec<TextRow> = self.db.load(
-            "SELECT username AS value FROM ab_user WHERE id = ?",
+    /// The `ab_user` row of an id (the `sub` of Airflow 3's FAB tokens, Flask-Login's
+    /// `_user_id` of an Airflow 2 webserver session).
+    pub fn user_by_id(&mut self, id: i64) -> Result<Option<FabUser>, DbError> {
+        let active = self.db.dialect().bool_int("active");
+        let id_col = self.db.dialect().int("id");
+        let rows: Vec<UserSql> = self.db.load(
+            &format!(
+                "SELECT {id_col} AS id, username, {active} AS active FROM ab_user WHERE id = ?"
+            ),
             &[Arg::Int(id)],
         )?;
-        Ok(rows.into_iter().next().map(|r| r.value))
+        Ok(rows.into_iter().next().map(|r| FabUser {
+            id: r.id,
+            username: r.username,
+            active: r.active == 1,
+        }))
+    }
+
+    /// The data of an Airflow 2 webserver session stored in the `session` table
+    /// (`[webserver] session_backend = database`), unless it has expired at `now` (a row
+    /// without an expiry is expired, as Flask-Session treats it); `None` without the table.
+    pub fn webserver_session(
+        &mut self,
+        sid: &str,
+        now: chrono::NaiveDateTime,
+    ) -> Result<Option<Vec<u8>>, DbError> {
+        if self.db.columns("session")?.is_empty() {
+            return Ok(None);
+        }
+        let expiry = self.db.dialect().text("expiry");
+        let rows: Vec<SessionSql> = self.db.load(
+            &format!("SELECT data, {expiry} AS expiry FROM session WHERE session_id = ?"),
+            &[Arg::Text(sid.to_owned())],
+        )?;
+        Ok(rows.into_iter().next().and_then(|r| {
+            let until = r.expiry.as_deref().and_then(parse_naive)?;
+            (until > now).then_some(r.data).flatten()
+        }))
+    }
+
+    /// Whether Airflow revoked the token with this `jti` (Airflow 3.2+ records logouts in
+    /// `revoked_token`; older versions revoke nothing).
+    pub fn token_revoked(&mut self, jti: &str) -> Result<bool, DbError> {
+        if self.db.columns("revoked_token")?.is_empty() {
+            return Ok(false);
+        }
+        let rows: Vec<IntRow> = self.db.load(
+            "SELECT COUNT(*) AS value FROM revoked_token WHERE jti = ?",
+            &[Arg::Text(jti.to_owned())],
+        )?;
+        Ok(rows.first().is_some_and(|r| r.value > 0))
     }
 
     /// Role ids of the user, directly and through groups.

@@ -10,6 +10,7 @@ mod dagcopy;
 mod db_outage;
 mod guard_rails;
 mod http_api;
+mod http_auth;
 mod http_browser;
 mod lifecycle;
 mod matrix;
