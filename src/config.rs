@@ -518,6 +518,45 @@ impl Default for ReconcileSection {
     }
 }
 
+/// Whether configuration text holds a password: a URL with one (`scheme://user:secret@host`)
+/// or a `password`/`secret` key with a value, outside comments.
+pub fn holds_password(text: &str) -> bool {
+    text.lines()
+        .map(|l| l.split_once('#').map_or(l, |(code, _)| code).trim())
+        .filter(|l| !l.is_empty())
+        .any(|line| {
+            let url_secret = line.match_indices("://").any(|(i, _)| {
+                let rest = &line[i + 3..];
+                let authority = rest.split(['/', '"', '\'', ' ']).next().unwrap_or("");
+                authority
+                    .rsplit_once('@')
+                    .and_then(|(userinfo, _)| userinfo.split_once(':'))
+                    .is_some_and(|(_, secret)| !secret.is_empty())
+            });
+            let key_secret = line.split_once('=').is_some_and(|(key, value)| {
+                let key = key.trim().to_ascii_lowercase();
+                (key.contains("password") || key.ends_with("secret"))
+                    && !matches!(value.trim(), "" | "\"\"" | "''" | "true" | "false")
+            });
+            url_secret || key_secret
+        })
+}
+
+/// A warning when the config file at `path` holds a password and others may read it.
+pub fn exposed_secret_warning(path: &Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode();
+    let text = std::fs::read_to_string(path).ok()?;
+    (mode & 0o004 != 0 && holds_password(&text)).then(|| {
+        format!(
+            "{} holds a password and is readable by every local user (mode {:o}); \
+             make it 0640 root:backfilld (chmod 0640, chgrp backfilld)",
+            path.display(),
+            mode & 0o7777
+        )
+    })
+}
+
 impl Config {
     /// Read and validate the configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -1054,6 +1093,23 @@ impl AirflowCfg {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passwords_in_config_text() {
+        assert!(holds_password(
+            "[airflow]\nsql_alchemy_conn = \"postgresql://af:s3cret@db/airflow\"\n"
+        ));
+        assert!(holds_password("[x]\npassword = \"hunter2\"\n"));
+        assert!(!holds_password(
+            "[airflow]\n# sql_alchemy_conn = \"postgresql://af:s3cret@db/airflow\"\n"
+        ));
+        assert!(!holds_password(
+            "sql_alchemy_conn = \"postgresql://af@db/airflow\"\n"
+        ));
+        assert!(!holds_password(
+            "password_logins = true\nlisten = \"127.0.0.1:8790\"\n"
+        ));
+    }
 
     #[test]
     fn minimal_config_gets_defaults() {

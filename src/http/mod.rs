@@ -13,6 +13,7 @@
 pub mod airflow_session;
 pub mod api;
 pub mod auth;
+pub mod csrf;
 pub mod metrics;
 pub mod openapi;
 pub mod ui;
@@ -504,7 +505,13 @@ impl AppState {
             }
         }
         match claims.sub.parse::<i64>() {
-            Ok(id) => match self.ask(|reply| WebCommand::UserById { id, reply }).await? {
+            Ok(id) => match self
+                .ask(|reply| WebCommand::UserById { id, reply })
+                .await
+                .map_err(|e| {
+                    tracing::warn!(error = %e.detail, "cannot look up a token's user");
+                    ApiError::new(e.status, "Cannot check the token now; try again later")
+                })? {
                 Some(user) if user.active => Ok(user.username),
                 _ => Err(ApiError::unauthenticated("Invalid credentials")),
             },

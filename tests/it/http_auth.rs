@@ -2,9 +2,12 @@
 //! stored hash is that of the empty password (what FAB writes for users its LDAP, OAuth and
 //! REMOTE_USER sign-ins create), by HTTP Basic or the login form, while a password user still
 //! logs in; password logins refused, with the reason on the login page and in the log, when
-//! `webserver_config.py` sets another `AUTH_TYPE` or `[http] password_logins = false`.
+//! `webserver_config.py` sets another `AUTH_TYPE` or `[http] password_logins = false`. On
+//! Airflow 3.3, a token the api-server revoked at logout is refused.
 
 use std::time::Duration;
+
+use serde_json::json;
 
 use crate::http_api::{assert_problem, basic, Client};
 use crate::support::{free_port, wait_for, Airflow, AirflowMajor, Daemon};
@@ -132,4 +135,47 @@ fn passwords_only_where_airflow_takes_them_on_airflow2() {
     let refused = c.get("/api/v2/backfills", Some(&basic("bob", "pw")));
     assert_problem(&refused, 401);
     assert!(refused.body.contains("password_logins"), "{}", refused.body);
+}
+
+#[test]
+fn revoked_airflow3_token_is_refused() {
+    let mut af = Airflow::sqlite(AirflowMajor::V3Newest, "http_token_revoked_af33");
+    af.start_api_server();
+    let port = free_port();
+    let daemon = Daemon::start_with(
+        &af,
+        &[("AIRFLOW__API_AUTH__JWT_SECRET", "backfilld-it-jwt-secret")],
+        &format!("\n[http]\nlisten = \"127.0.0.1:{port}\"\n"),
+    );
+    af.ensure_user("alice", "User");
+    wait_for("the HTTP listener", Duration::from_secs(30), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    let airflow = Client::new(af.api_port);
+    let issued = airflow.post_json_anonymous(
+        "/auth/token",
+        &json!({"username": "alice", "password": "pw"}),
+    );
+    assert!(
+        issued.status == 200 || issued.status == 201,
+        "{} {}",
+        issued.status,
+        issued.body
+    );
+    let token = issued.json()["access_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no access_token: {}", issued.body))
+        .to_owned();
+    let bearer = format!("Bearer {token}");
+    let c = Client::new(port);
+    let list = c.get("/api/v2/backfills", Some(&bearer));
+    assert_eq!(list.status, 200, "{}\n{}", list.body, daemon.log_text());
+
+    // Logging out at the api-server revokes the token (its jti goes into revoked_token).
+    let out = airflow.get("/api/v2/auth/logout", Some(&bearer));
+    assert!(out.status < 400, "{} {}", out.status, out.body);
+    assert_eq!(af.query_i64("SELECT COUNT(*) FROM revoked_token"), 1);
+    let refused = c.get("/api/v2/backfills", Some(&bearer));
+    assert_problem(&refused, 401);
+    assert!(refused.body.contains("revoked"), "{}", refused.body);
 }

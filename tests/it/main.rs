@@ -12,6 +12,7 @@ mod guard_rails;
 mod http_api;
 mod http_auth;
 mod http_browser;
+mod http_sso;
 mod lifecycle;
 mod matrix;
 #[path = "../../benches/support/metagen.rs"]
