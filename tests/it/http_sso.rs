@@ -190,6 +190,21 @@ fn airflow2_sign_in_carries_over_to_backfilld_behind_nginx() {
     );
     let status = daemon.ctl_json(&["status", &made, "--json"]);
     assert_eq!(status["submitted_by"], "bob", "{status}");
+    // Its DAG copy is no more readable than the origin file: its group, never others.
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        let copy = af
+            .dags_folder()
+            .join(backfilld::dagcopy::COPY_SUBDIR)
+            .join(backfilld::dagcopy::file_name(&made));
+        let meta = wait_for("the DAG copy", Duration::from_secs(120), || {
+            std::fs::metadata(&copy).ok()
+        });
+        let origin = std::fs::metadata(af.dags_folder().join("sales.py"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(meta.mode() & 0o777, 0o600 | (origin.mode() & 0o040));
+        assert_eq!(meta.gid(), origin.gid());
+    }
     // The API takes the same cookie.
     let cookie = session_cookie(&b);
     let listed = front.get_cookie("/backfills/api/v2/backfills", &cookie);
