@@ -232,22 +232,28 @@ impl<'a> Fab<'a> {
         })
     }
 
-    /// Register `Backfills` with its actions and grant them to Admin and `permitted` roles.
-    /// Idempotent; runs in one transaction. Roles that do not exist are reported, not created.
+    /// Register `Backfills` with its actions and grant them to Admin and `permitted` roles,
+    /// each grant once: a grant recorded in `backfilld_grant` is never made again, so one an
+    /// admin revoked stays revoked; a grant found already in place is recorded as made.
+    /// Idempotent; runs in one transaction. Roles that do not exist are reported, not created
+    /// (they get their grants once they exist). Without `backfilld_grant` (backfilld's tables
+    /// not migrated) every missing grant is made.
     pub fn register_backfills(
         &mut self,
         permitted: &[String],
         resource: &str,
     ) -> Result<Registration, DbError> {
         let roles = authz::granted_roles(permitted);
+        let ledger = !self.db.columns("backfilld_grant")?.is_empty();
+        let now = crate::metadb::store::stored_ts(chrono::Utc::now());
         self.db.transaction(|db| {
             let mut fab = Fab { db };
             let mut reg = Registration::default();
-            let resource = fab.id_or_insert("ab_view_menu", resource, &mut reg)?;
+            let resource_id = fab.id_or_insert("ab_view_menu", resource, &mut reg)?;
             let mut pv_ids = Vec::new();
             for action in authz::BACKFILL_ACTIONS {
                 let action_id = fab.id_or_insert("ab_permission", action, &mut reg)?;
-                pv_ids.push(fab.permission_view(action_id, resource, &mut reg)?);
+                pv_ids.push((action, fab.permission_view(action_id, resource_id, &mut reg)?));
             }
             for role in roles {
                 let ids: Vec<IntRow> = fab.db.load(
@@ -261,7 +267,22 @@ impl<'a> Fab<'a> {
                     reg.missing_roles.push(role);
                     continue;
                 };
-                for pv in &pv_ids {
+                for (action, pv) in &pv_ids {
+                    let key = [
+                        Arg::Text(role.clone()),
+                        Arg::Text((*action).to_owned()),
+                        Arg::Text(resource.to_owned()),
+                    ];
+                    if ledger {
+                        let made: Vec<IntRow> = fab.db.load(
+                            "SELECT COUNT(*) AS value FROM backfilld_grant \
+                             WHERE role = ? AND action = ? AND resource = ?",
+                            &key,
+                        )?;
+                        if made.first().map(|r| r.value).unwrap_or(0) > 0 {
+                            continue;
+                        }
+                    }
                     let have: Vec<IntRow> = fab.db.load(
                         "SELECT COUNT(*) AS value FROM ab_permission_view_role \
                          WHERE permission_view_id = ? AND role_id = ?",
@@ -274,6 +295,15 @@ impl<'a> Fab<'a> {
                             &[Arg::Int(*pv), Arg::Int(role_id)],
                         )?;
                         reg.inserted += 1;
+                    }
+                    if ledger {
+                        let mut row = key.to_vec();
+                        row.push(Arg::Text(now.clone()));
+                        fab.db.execute(
+                            "INSERT INTO backfilld_grant (role, action, resource, granted_at) \
+                             VALUES (?, ?, ?, ?)",
+                            &row,
+                        )?;
                     }
                 }
                 reg.granted.push(role);

@@ -121,6 +121,23 @@ fn passwords_only_where_airflow_takes_them_on_airflow2() {
     assert_problem(&refused, 401);
     assert!(refused.body.contains("cannot tell"), "{}", refused.body);
 
+    // An admin revokes User's can_create on Backfills: a restart does not grant it again.
+    let user_can_create = "SELECT COUNT(*) FROM ab_permission_view_role pvr \
+        JOIN ab_role r ON r.id = pvr.role_id \
+        JOIN ab_permission_view pv ON pv.id = pvr.permission_view_id \
+        JOIN ab_permission p ON p.id = pv.permission_id \
+        JOIN ab_view_menu v ON v.id = pv.view_menu_id \
+        WHERE r.name = 'User' AND p.name = 'can_create' AND v.name = 'Backfills'";
+    assert_eq!(af.count(user_can_create, &[]), 1);
+    let delete = format!(
+        "DELETE FROM ab_permission_view_role WHERE id IN ({})",
+        user_can_create.replace("SELECT COUNT(*)", "SELECT pvr.id")
+    );
+    af.sql()
+        .execute(&delete, [])
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(af.count(user_can_create, &[]), 0);
+
     // Back on AUTH_DB, `[http] password_logins = false` turns them off everywhere.
     write_webserver_config(&af, "AUTH_DB");
     let config = std::fs::read_to_string(&daemon.config).unwrap_or_else(|e| panic!("{e}"));
@@ -135,6 +152,18 @@ fn passwords_only_where_airflow_takes_them_on_airflow2() {
     let refused = c.get("/api/v2/backfills", Some(&basic("bob", "pw")));
     assert_problem(&refused, 401);
     assert!(refused.body.contains("password_logins"), "{}", refused.body);
+    assert_eq!(
+        af.count(user_can_create, &[]),
+        0,
+        "a revoked grant came back\n{}",
+        daemon.log_text()
+    );
+    assert!(
+        af.count(
+            "SELECT COUNT(*) FROM backfilld_grant WHERE role = 'User' AND action = 'can_create'",
+            &[]
+        ) == 1
+    );
 }
 
 #[test]

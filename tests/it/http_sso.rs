@@ -200,8 +200,8 @@ fn airflow2_sign_in_carries_over_to_backfilld_behind_nginx() {
         let meta = wait_for("the DAG copy", Duration::from_secs(120), || {
             std::fs::metadata(&copy).ok()
         });
-        let origin = std::fs::metadata(af.dags_folder().join("sales.py"))
-            .unwrap_or_else(|e| panic!("{e}"));
+        let origin =
+            std::fs::metadata(af.dags_folder().join("sales.py")).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(meta.mode() & 0o777, 0o600 | (origin.mode() & 0o040));
         assert_eq!(meta.gid(), origin.gid());
     }
@@ -271,7 +271,7 @@ fn airflow2_sign_in_carries_over_to_backfilld_behind_nginx() {
     // Airflow now signs users in through an SSO proxy (REMOTE_USER); backfilld takes no
     // passwords at all and says why, but alice's Airflow session works.
     write_webserver_config(&af, "AUTH_REMOTE_USER");
-    drop(web);
+    web.kill9();
     web = start_webserver(&af, web_port, &front, 2);
     daemon.kill9();
     daemon.restart(&[]);
