@@ -473,7 +473,13 @@ mod tests {
             let err = check_pattern(pattern).err().unwrap_or_default();
             assert!(err.contains(needle), "{pattern:?}: {err}");
         }
-        for ok in ["^(ab)+$", "(a?b)*", "^(extract|load)_.*", "a.*b.*c", "(ab){2}x?"] {
+        for ok in [
+            "^(ab)+$",
+            "(a?b)*",
+            "^(extract|load)_.*",
+            "a.*b.*c",
+            "(ab){2}x?",
+        ] {
             assert!(check_pattern(ok).is_ok(), "{ok}");
         }
         let many: Vec<String> = (0..=PATTERNS_MAX).map(|i| format!("t{i}")).collect();

@@ -208,3 +208,43 @@ fn revoked_airflow3_token_is_refused() {
     assert_problem(&refused, 401);
     assert!(refused.body.contains("revoked"), "{}", refused.body);
 }
+
+/// MariaDB compares user names case-insensitively: `ALICE` finds alice's row. backfilld then
+/// acts as the row's `alice` (never a second spelling).
+#[test]
+fn one_user_name_whatever_the_case_on_mariadb() {
+    let af = Airflow::mysql(AirflowMajor::V2, "http_auth_case_mysql");
+    af.reserialize();
+    let port = free_port();
+    let daemon = Daemon::start_with(
+        &af,
+        &[],
+        &format!("\n[http]\nlisten = \"127.0.0.1:{port}\"\n"),
+    );
+    af.ensure_user("alice", "User");
+    wait_for("the HTTP listener", Duration::from_secs(30), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    let c = Client::new(port);
+    let made = c.post_json(
+        "/api/v2/backfills",
+        &basic("ALICE", "pw"),
+        &json!({"dag_id": "sales", "start": "2024-05-01", "end": "2024-05-01"}),
+    );
+    assert_eq!(made.status, 201, "{}\n{}", made.body, daemon.log_text());
+    assert_eq!(made.json()["submitted_by"], "alice", "{}", made.body);
+    // The web UI's session is the row's name too.
+    let login = c.post_form("/login", None, &[("username", "Alice"), ("password", "pw")]);
+    assert_eq!(login.status, 303, "{}", login.body);
+    let cookie = login
+        .header("set-cookie")
+        .and_then(|v| v.split(';').next())
+        .unwrap_or_else(|| panic!("no session cookie"))
+        .to_owned();
+    let page = c.get_cookie("/", &cookie);
+    assert!(
+        page.body.contains("<span class=\"who\">alice</span>"),
+        "{}",
+        page.body
+    );
+}
