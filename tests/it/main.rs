@@ -4,6 +4,7 @@ mod approval;
 mod audit_chain;
 mod authz_matrix;
 mod cluster;
+mod control_flood;
 mod copy_options;
 mod core_loop;
 mod dagcopy;
