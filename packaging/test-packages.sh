@@ -27,6 +27,7 @@ check "binaries installed" test -x /usr/bin/backfilld -a -x /usr/bin/backfillctl
 check "binary mode" [ "$(mode /usr/bin/backfilld)" = "755 root root" ]
 check "config installed" test -f /etc/backfilld/backfilld.toml
 check "config is a conffile" grep -qx /etc/backfilld/backfilld.toml /var/lib/dpkg/info/backfilld.conffiles
+check "config readable by the daemon's group only" [ "$(mode /etc/backfilld/backfilld.toml)" = "640 root backfilld" ]
 unit=$(dpkg -L backfilld | grep -E 'systemd/system/backfilld.service$')
 check "unit installed" test -f "$unit"
 check "unit verifies" systemd-analyze verify "$unit"
@@ -69,11 +70,13 @@ for f in /usr/bin/backfilld /usr/bin/backfillctl /etc/backfilld/backfilld.toml \
     check "rpm has $f" grep -q " $f$" <<<"$files"
 done
 check "rpm binary is executable" grep -q '^-rwxr-xr-x /usr/bin/backfilld$' <<<"$files"
+check "rpm config is not world-readable" grep -q '^-rw-r----- /etc/backfilld/backfilld.toml$' <<<"$files"
 check "rpm config is noreplace" bash -c "rpm -qp --configfiles '$rpm' | grep -qx /etc/backfilld/backfilld.toml"
 scripts=$(rpm -qp --scripts "$rpm")
 for s in preinstall postinstall preuninstall postuninstall; do
     check "rpm has a $s scriptlet" grep -q "^$s scriptlet" <<<"$scripts"
 done
+check "rpm scriptlets regroup the config" grep -q 'chgrp backfilld' <<<"$scripts"
 check "rpm scriptlets create the user and the spool" bash -c "grep -q systemd-sysusers <<<\"\$0\" && grep -q systemd-tmpfiles <<<\"\$0\"" "$scripts"
 requires=$(rpm -qpR "$rpm")
 echo "$requires"

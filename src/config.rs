@@ -229,6 +229,16 @@ pub struct HttpSection {
     pub lockout_secs: u64,
     /// Seconds an API request waits for the engine to decide a create or life-cycle request.
     pub decide_timeout_secs: u64,
+    /// Accept Airflow users' passwords (HTTP Basic and the login form). Even when true, only
+    /// while Airflow itself checks passwords against its user table (FAB's `AUTH_DB` in
+    /// `webserver_config.py`); false turns password logins off everywhere.
+    pub password_logins: bool,
+    /// Accept the session cookie of a logged-in Airflow 2 webserver user (single sign-on),
+    /// for when backfilld is served on the same site as Airflow through a reverse proxy.
+    pub airflow_sessions: bool,
+    /// The path prefix the reverse proxy serves backfilld under (e.g. `/backfills`), used in
+    /// links, form actions, redirects and the cookie path; empty when served at the root.
+    pub base_path: String,
 }
 
 impl Default for HttpSection {
@@ -241,6 +251,9 @@ impl Default for HttpSection {
             max_failed_logins: 5,
             lockout_secs: 300,
             decide_timeout_secs: 60,
+            password_logins: true,
+            airflow_sessions: false,
+            base_path: String::new(),
         }
     }
 }
@@ -269,6 +282,30 @@ impl Default for ThrottleSection {
             pool_share_percent: None,
             yield_to_scheduled: true,
         }
+    }
+}
+
+/// Airflow's web sign-in settings (see [`Config::resolve_airflow_web`]).
+#[derive(Clone)]
+pub struct AirflowWeb {
+    /// FAB's `AUTH_TYPE`.
+    pub auth_type: crate::webserver_config::AuthType,
+    /// The Flask secret key of Airflow 2's webserver, or why it cannot be read.
+    pub secret_key: Result<String, String>,
+    /// `[webserver] session_lifetime_minutes` (Flask's `PERMANENT_SESSION_LIFETIME`).
+    pub session_lifetime_minutes: u64,
+    /// Whether sessions live in the `session` table (`[webserver] session_backend =
+    /// database`, Airflow 2's default) rather than in the signed cookie itself.
+    pub database_sessions: bool,
+}
+
+impl std::fmt::Debug for AirflowWeb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AirflowWeb")
+            .field("auth_type", &self.auth_type)
+            .field("session_lifetime_minutes", &self.session_lifetime_minutes)
+            .field("database_sessions", &self.database_sessions)
+            .finish_non_exhaustive()
     }
 }
 
@@ -484,6 +521,45 @@ impl Default for ReconcileSection {
     }
 }
 
+/// Whether configuration text holds a password: a URL with one (`scheme://user:secret@host`)
+/// or a `password`/`secret` key with a value, outside comments.
+pub fn holds_password(text: &str) -> bool {
+    text.lines()
+        .map(|l| l.split_once('#').map_or(l, |(code, _)| code).trim())
+        .filter(|l| !l.is_empty())
+        .any(|line| {
+            let url_secret = line.match_indices("://").any(|(i, _)| {
+                let rest = &line[i + 3..];
+                let authority = rest.split(['/', '"', '\'', ' ']).next().unwrap_or("");
+                authority
+                    .rsplit_once('@')
+                    .and_then(|(userinfo, _)| userinfo.split_once(':'))
+                    .is_some_and(|(_, secret)| !secret.is_empty())
+            });
+            let key_secret = line.split_once('=').is_some_and(|(key, value)| {
+                let key = key.trim().to_ascii_lowercase();
+                (key.contains("password") || key.ends_with("secret"))
+                    && !matches!(value.trim(), "" | "\"\"" | "''" | "true" | "false")
+            });
+            url_secret || key_secret
+        })
+}
+
+/// A warning when the config file at `path` holds a password and others may read it.
+pub fn exposed_secret_warning(path: &Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode();
+    let text = std::fs::read_to_string(path).ok()?;
+    (mode & 0o004 != 0 && holds_password(&text)).then(|| {
+        format!(
+            "{} holds a password and is readable by every local user (mode {:o}); \
+             make it 0640 root:backfilld (chmod 0640, chgrp backfilld)",
+            path.display(),
+            mode & 0o7777
+        )
+    })
+}
+
 impl Config {
     /// Read and validate the configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -634,6 +710,20 @@ impl Config {
                 "session_secs and decide_timeout_secs must be at least 1",
             ));
         }
+        config.http.base_path = config.http.base_path.trim_end_matches('/').to_owned();
+        if !config.http.base_path.is_empty()
+            && (!config.http.base_path.starts_with('/')
+                || !config
+                    .http
+                    .base_path
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"/-_.".contains(&b)))
+        {
+            return Err(bad(
+                "http.base_path",
+                "must start with / and hold only letters, digits, /, -, _ and .",
+            ));
+        }
         if config.http.listen.is_some() {
             config.identity.http_submitter = Some(nix::unistd::geteuid().as_raw());
         }
@@ -715,6 +805,59 @@ impl Config {
             algorithm,
             audience,
         }))
+    }
+
+    /// What backfilld reads of Airflow's web sign-in: `webserver_config.py` (`[fab]
+    /// config_file` on Airflow 3, `[webserver] config_file` on Airflow 2, default
+    /// `$AIRFLOW_HOME/webserver_config.py`; read, never executed) and the webserver's session
+    /// settings (`[webserver] secret_key`, `session_lifetime_minutes`, `session_backend`).
+    pub fn resolve_airflow_web(&self) -> Result<AirflowWeb, ConfigError> {
+        let cfg = AirflowCfg::read(&self.airflow.home)?;
+        let get = |section: &str, key: &str| {
+            std::env::var(format!(
+                "AIRFLOW__{}__{}",
+                section.to_ascii_uppercase(),
+                key.to_ascii_uppercase()
+            ))
+            .ok()
+            .filter(|v| !v.is_empty())
+            .or_else(|| cfg.get(section, key))
+        };
+        let home = self.airflow.home.display().to_string();
+        let path = PathBuf::from(
+            get("fab", "config_file")
+                .or_else(|| get("webserver", "config_file"))
+                .unwrap_or_else(|| format!("{home}/webserver_config.py"))
+                .replace("{AIRFLOW_HOME}", &home),
+        );
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => Some(t),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                return Ok(AirflowWeb {
+                    auth_type: crate::webserver_config::AuthType::Unreadable(format!(
+                        "{}: {e}",
+                        path.display()
+                    )),
+                    secret_key: Err(format!("{}: {e}", path.display())),
+                    session_lifetime_minutes: 0,
+                    database_sessions: false,
+                })
+            }
+        };
+        let secret_key = crate::webserver_config::secret_key(text.as_deref()).and_then(|k| {
+            k.or_else(|| get("webserver", "secret_key"))
+                .ok_or_else(|| "[webserver] secret_key is not set".to_owned())
+        });
+        Ok(AirflowWeb {
+            auth_type: crate::webserver_config::auth_type(text.as_deref()),
+            secret_key,
+            session_lifetime_minutes: get("webserver", "session_lifetime_minutes")
+                .and_then(|m| m.parse().ok())
+                .unwrap_or(43200),
+            database_sessions: get("webserver", "session_backend").as_deref()
+                != Some("securecookie"),
+        })
     }
 
     /// The auth manager Airflow uses on this host, read as Airflow reads it
@@ -961,6 +1104,23 @@ impl AirflowCfg {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passwords_in_config_text() {
+        assert!(holds_password(
+            "[airflow]\nsql_alchemy_conn = \"postgresql://af:s3cret@db/airflow\"\n"
+        ));
+        assert!(holds_password("[x]\npassword = \"hunter2\"\n"));
+        assert!(!holds_password(
+            "[airflow]\n# sql_alchemy_conn = \"postgresql://af:s3cret@db/airflow\"\n"
+        ));
+        assert!(!holds_password(
+            "sql_alchemy_conn = \"postgresql://af@db/airflow\"\n"
+        ));
+        assert!(!holds_password(
+            "password_logins = true\nlisten = \"127.0.0.1:8790\"\n"
+        ));
+    }
 
     #[test]
     fn minimal_config_gets_defaults() {

@@ -20,6 +20,11 @@ use crate::spool::{Spool, INCOMING};
 
 /// How long SIGTERM waits for the engine to finish the request in hand.
 const STOP_GRACE: Duration = Duration::from_secs(8);
+/// Most control-socket connections open at once, all users together.
+const MAX_CONTROL_CONNECTIONS: usize = 256;
+/// Most control-socket connections one uid may hold open at once, so one local user cannot
+/// starve the others.
+const MAX_CONTROL_CONNECTIONS_PER_UID: usize = 16;
 
 /// Run the daemon in the foreground until SIGTERM or SIGINT. `config_path` is re-read on
 /// SIGHUP.
@@ -172,17 +177,65 @@ fn prepare_socket_path(socket: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Open control connections per uid.
+type ConnectionCounts = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<u32, usize>>>;
+
+/// One open connection of a uid, counted until dropped.
+struct ConnectionSlot {
+    counts: ConnectionCounts,
+    uid: u32,
+}
+
+impl ConnectionSlot {
+    /// Count a connection of `uid`, unless it already holds `max`.
+    fn take(counts: &ConnectionCounts, uid: u32, max: usize) -> Option<ConnectionSlot> {
+        let mut map = counts.lock().ok()?;
+        let n = map.entry(uid).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(ConnectionSlot {
+            counts: counts.clone(),
+            uid,
+        })
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        if let Ok(mut map) = self.counts.lock() {
+            if let Some(n) = map.get_mut(&self.uid) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    map.remove(&self.uid);
+                }
+            }
+        }
+    }
+}
+
 async fn serve(
     listener: UnixListener,
     engine: Sender<Command>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    let all = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONTROL_CONNECTIONS));
+    let per_uid = ConnectionCounts::default();
     loop {
         tokio::select! {
             _ = stop.changed() => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    tokio::spawn(answer(stream, engine.clone()));
+                    let Ok(permit) = all.clone().try_acquire_owned() else {
+                        tracing::warn!("too many control connections; closing a new one");
+                        continue;
+                    };
+                    let (engine, per_uid) = (engine.clone(), per_uid.clone());
+                    tokio::spawn(async move {
+                        answer(stream, engine, &per_uid).await;
+                        drop(permit);
+                    });
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "control socket accept failed");
@@ -194,7 +247,7 @@ async fn serve(
 }
 
 /// One exchange on the control socket.
-async fn answer(stream: UnixStream, engine: Sender<Command>) {
+async fn answer(stream: UnixStream, engine: Sender<Command>, per_uid: &ConnectionCounts) {
     let uid = match stream.peer_cred() {
         Ok(c) => c.uid(),
         Err(e) => {
@@ -203,6 +256,19 @@ async fn answer(stream: UnixStream, engine: Sender<Command>) {
         }
     };
     let (read, mut write) = stream.into_split();
+    let Some(_slot) = ConnectionSlot::take(per_uid, uid, MAX_CONTROL_CONNECTIONS_PER_UID) else {
+        tracing::debug!(uid, "too many control connections of one uid; refused");
+        let refusal = ControlResponse::Error {
+            message: format!(
+                "too many open connections of uid {uid} (at most {MAX_CONTROL_CONNECTIONS_PER_UID}); try again"
+            ),
+        };
+        if let Ok(mut out) = serde_json::to_vec(&refusal) {
+            out.push(b'\n');
+            let _ = write.write_all(&out).await;
+        }
+        return;
+    };
     let mut line = String::new();
     let limited = BufReader::new(read.take(u64::try_from(MAX_LINE).unwrap_or(u64::MAX)));
     let mut limited = limited;

@@ -46,8 +46,48 @@ const SPEC_FORMAT: u32 = 1;
 /// Placeholder in [`OVERLAY_TEMPLATE`] replaced by the base64 JSON document.
 const SPEC_PLACEHOLDER: &str = "@@BACKFILLD_SPEC_BASE64@@";
 
-/// Mode of copy files: readable by the Airflow user whoever owns the daemon.
-const FILE_MODE: u32 = 0o644;
+/// Mode of copy files whose origin file cannot be looked at: owner and group, never others.
+const FILE_MODE: u32 = 0o640;
+
+/// Who may read a DAG copy: no more than its origin file (the copy holds the origin's source,
+/// which Airflow shows only to users with read access to that DAG).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CopyAccess {
+    /// The copy's mode.
+    pub mode: u32,
+    /// The origin's group, given to the copy (the daemon must be a member).
+    pub gid: Option<u32>,
+}
+
+impl CopyAccess {
+    /// The access of a copy of a file with `origin_mode`: the owner (the daemon) reads and
+    /// writes, the group reads when the origin's group may, others never.
+    pub fn from_origin_mode(origin_mode: u32, gid: Option<u32>) -> CopyAccess {
+        CopyAccess {
+            mode: 0o600 | (origin_mode & 0o040),
+            gid,
+        }
+    }
+
+    /// The access for a copy of `origin` (its mode and group); [`FILE_MODE`] and the
+    /// directory's group when it cannot be looked at (e.g. on another host).
+    pub fn of_origin(origin: &Path) -> CopyAccess {
+        use std::os::unix::fs::MetadataExt as _;
+        match fs::metadata(origin) {
+            Ok(m) => CopyAccess::from_origin_mode(m.mode(), Some(m.gid())),
+            Err(_) => CopyAccess::default(),
+        }
+    }
+}
+
+impl Default for CopyAccess {
+    fn default() -> Self {
+        CopyAccess {
+            mode: FILE_MODE,
+            gid: None,
+        }
+    }
+}
 
 /// Mode of the copy directory when this module creates it.
 const DIR_MODE: u32 = 0o755;
@@ -515,15 +555,21 @@ fn remove_stale_bytecode_of(dir: &Path, names: &[&str]) {
 /// Atomically create or replace `dir/name` with `contents`; returns the final path.
 ///
 /// Writes a temporary file in `dir` (named `.tmp…`, never ending in `.py`, so Airflow never
-/// parses a partial copy), sets mode 0644 explicitly (tempfile creates 0600), writes, fsyncs,
+/// parses a partial copy), gives it `access` (its origin's group and at most owner rw, group r;
+/// tempfile creates 0600), writes, fsyncs,
 /// renames it over `dir/name` and fsyncs `dir`. Creates `dir` (mode 0755) if missing. Also
 /// removes, best effort, Airflow's cached bytecode of an earlier version of the file
 /// (`dir/__pycache__/<stem>.*.pyc`). `name` must be a single plain file name. On error no
 /// temporary file is left behind.
-pub fn write_atomically(dir: &Path, name: &str, contents: &[u8]) -> Result<PathBuf, DagCopyError> {
+pub fn write_atomically(
+    dir: &Path,
+    name: &str,
+    contents: &[u8],
+    access: CopyAccess,
+) -> Result<PathBuf, DagCopyError> {
     target_path(dir, name)?;
     ensure_dir(dir)?;
-    let (path, temp) = stage(dir, name, contents)?;
+    let (path, temp) = stage(dir, name, contents, access)?;
     let temp_path = temp.path().to_path_buf();
     temp.as_file()
         .sync_all()
@@ -538,12 +584,13 @@ pub fn write_atomically(dir: &Path, name: &str, contents: &[u8]) -> Result<PathB
     Ok(path)
 }
 
-/// The final path of `dir/name` and a temporary file beside it (named `.tmp…`, mode 0644)
+/// The final path of `dir/name` and a temporary file beside it (named `.tmp…`, with `access`)
 /// holding `contents`, not yet fsynced.
 fn stage(
     dir: &Path,
     name: &str,
     contents: &[u8],
+    access: CopyAccess,
 ) -> Result<(PathBuf, tempfile::NamedTempFile), DagCopyError> {
     let path = target_path(dir, name)?;
     let mut temp = tempfile::Builder::new()
@@ -551,8 +598,13 @@ fn stage(
         .tempfile_in(dir)
         .map_err(DagCopyError::io("create a temporary file in", dir))?;
     let temp_path = temp.path().to_path_buf();
+    if let Some(gid) = access.gid {
+        if let Err(e) = std::os::unix::fs::fchown(temp.as_file(), None, Some(gid)) {
+            tracing::warn!(path = %temp_path.display(), gid, error = %e, "cannot give the DAG copy its origin's group (is the daemon a member?); it keeps the directory's group");
+        }
+    }
     temp.as_file()
-        .set_permissions(fs::Permissions::from_mode(FILE_MODE))
+        .set_permissions(fs::Permissions::from_mode(access.mode))
         .map_err(DagCopyError::io("set permissions of", &temp_path))?;
     temp.write_all(contents)
         .map_err(DagCopyError::io("write", &temp_path))?;
@@ -560,11 +612,14 @@ fn stage(
 }
 
 /// Write many copies into `dir` as [`write_atomically`] writes one (each to a temporary file
-/// not ending in `.py`, mode 0644, its data fsynced, then renamed over `name`), with the
+/// not ending in `.py`, with its access, its data fsynced, then renamed over `name`), with the
 /// fsyncs of the data done together ([`crate::durable::sync_all`]) and one fsync of `dir`
 /// for all the renames. One result per file, in order; a file whose write failed leaves no
 /// temporary file, and when the final fsync of `dir` fails every file reports that error.
-pub fn write_many(dir: &Path, files: &[(String, Vec<u8>)]) -> Vec<Result<PathBuf, DagCopyError>> {
+pub fn write_many(
+    dir: &Path,
+    files: &[(String, Vec<u8>, CopyAccess)],
+) -> Vec<Result<PathBuf, DagCopyError>> {
     if let Err(e) = ensure_dir(dir) {
         let why = e.to_string();
         return files
@@ -580,8 +635,8 @@ pub fn write_many(dir: &Path, files: &[(String, Vec<u8>)]) -> Vec<Result<PathBuf
     }
     let mut results: Vec<Result<PathBuf, DagCopyError>> = Vec::with_capacity(files.len());
     let mut temps: Vec<(usize, tempfile::NamedTempFile)> = Vec::new();
-    for (i, (name, contents)) in files.iter().enumerate() {
-        let staged = stage(dir, name, contents);
+    for (i, (name, contents, access)) in files.iter().enumerate() {
+        let staged = stage(dir, name, contents, *access);
         match staged {
             Ok((path, temp)) => {
                 temps.push((i, temp));
@@ -633,7 +688,7 @@ pub fn write_many(dir: &Path, files: &[(String, Vec<u8>)]) -> Vec<Result<PathBuf
             .iter()
             .zip(&results)
             .filter(|(_, r)| r.is_ok())
-            .map(|((name, _), _)| name.as_str())
+            .map(|((name, _, _), _)| name.as_str())
             .collect();
         remove_stale_bytecode_of(dir, &written);
     }
@@ -796,12 +851,35 @@ mod tests {
     fn write_atomically_creates_dir_and_file_with_modes() -> TestResult {
         let root = tempfile::tempdir()?;
         let dir = root.path().join("dags").join(COPY_SUBDIR);
-        let path = write_atomically(&dir, "copy.py", b"x = 1\n")?;
+        let path = write_atomically(&dir, "copy.py", b"x = 1\n", CopyAccess::default())?;
         assert_eq!(path, dir.join("copy.py"));
         assert_eq!(fs::read(&path)?, b"x = 1\n");
-        assert_eq!(mode(&path)?, 0o644);
+        assert_eq!(mode(&path)?, 0o640);
         assert_eq!(mode(&dir)?, 0o755);
         assert_eq!(names(&dir)?, vec!["copy.py"]);
+        Ok(())
+    }
+
+    #[test]
+    fn copies_are_no_more_readable_than_their_origin() -> TestResult {
+        use std::os::unix::fs::MetadataExt as _;
+        assert_eq!(CopyAccess::from_origin_mode(0o100644, None).mode, 0o640);
+        assert_eq!(CopyAccess::from_origin_mode(0o100755, None).mode, 0o640);
+        assert_eq!(CopyAccess::from_origin_mode(0o100604, None).mode, 0o600);
+        assert_eq!(CopyAccess::from_origin_mode(0o100666, None).mode, 0o640);
+        let dir = tempfile::tempdir()?;
+        let origin = dir.path().join("origin.py");
+        fs::write(&origin, b"x = 1\n")?;
+        fs::set_permissions(&origin, fs::Permissions::from_mode(0o644))?;
+        let access = CopyAccess::of_origin(&origin);
+        assert_eq!(access.gid, Some(fs::metadata(&origin)?.gid()));
+        let copy = write_atomically(dir.path(), "copy.py", b"x = 1\n", access)?;
+        assert_eq!(mode(&copy)?, 0o640);
+        assert_eq!(fs::metadata(&copy)?.gid(), fs::metadata(&origin)?.gid());
+        assert_eq!(
+            CopyAccess::of_origin(&dir.path().join("gone.py")),
+            CopyAccess::default()
+        );
         Ok(())
     }
 
@@ -811,10 +889,10 @@ mod tests {
         let target = dir.path().join("copy.py");
         fs::write(&target, b"old contents that are longer")?;
         fs::set_permissions(&target, fs::Permissions::from_mode(0o600))?;
-        write_atomically(dir.path(), "copy.py", b"new")?;
-        write_atomically(dir.path(), "copy.py", b"newer")?;
+        write_atomically(dir.path(), "copy.py", b"new", CopyAccess::default())?;
+        write_atomically(dir.path(), "copy.py", b"newer", CopyAccess::default())?;
         assert_eq!(fs::read(&target)?, b"newer");
-        assert_eq!(mode(&target)?, 0o644);
+        assert_eq!(mode(&target)?, 0o640);
         assert_eq!(names(dir.path())?, vec!["copy.py"]);
         Ok(())
     }
@@ -833,7 +911,7 @@ mod tests {
         ] {
             fs::write(cache.join(name), b"")?;
         }
-        write_atomically(dir.path(), "copy.py", b"x = 1\n")?;
+        write_atomically(dir.path(), "copy.py", b"x = 1\n", CopyAccess::default())?;
         assert_eq!(
             names(&cache)?,
             vec![
@@ -854,16 +932,25 @@ mod tests {
         fs::write(cache.join("a.cpython-311.pyc"), b"")?;
         fs::write(cache.join("other.cpython-311.pyc"), b"")?;
         let files = vec![
-            ("a.py".to_owned(), b"a = 1\n".to_vec()),
-            ("../b.py".to_owned(), b"b".to_vec()),
-            ("c.py".to_owned(), b"c = 3\n".to_vec()),
+            (
+                "a.py".to_owned(),
+                b"a = 1\n".to_vec(),
+                CopyAccess::default(),
+            ),
+            ("../b.py".to_owned(), b"b".to_vec(), CopyAccess::default()),
+            (
+                "c.py".to_owned(),
+                b"c = 3\n".to_vec(),
+                CopyAccess::from_origin_mode(0o600, None),
+            ),
         ];
         let results = write_many(&dir, &files);
         assert_eq!(results.len(), 3);
         assert!(results[0].is_ok() && results[2].is_ok());
         assert!(matches!(results[1], Err(DagCopyError::InvalidName { .. })));
         assert_eq!(fs::read(dir.join("a.py"))?, b"a = 1\n");
-        assert_eq!(mode(&dir.join("c.py"))?, 0o644);
+        assert_eq!(mode(&dir.join("a.py"))?, 0o640);
+        assert_eq!(mode(&dir.join("c.py"))?, 0o600);
         assert_eq!(names(&dir)?, vec!["__pycache__", "a.py", "c.py"]);
         assert_eq!(names(&cache)?, vec!["other.cpython-311.pyc"]);
         Ok(())
@@ -875,7 +962,7 @@ mod tests {
         for name in ["", ".", "..", "a/b.py", "../x.py", "/etc/x.py", "a\0.py"] {
             assert!(
                 matches!(
-                    write_atomically(dir.path(), name, b""),
+                    write_atomically(dir.path(), name, b"", CopyAccess::default()),
                     Err(DagCopyError::InvalidName { .. })
                 ),
                 "{name:?} accepted"
@@ -892,7 +979,7 @@ mod tests {
     #[test]
     fn remove_is_idempotent() -> TestResult {
         let dir = tempfile::tempdir()?;
-        write_atomically(dir.path(), "copy.py", b"x")?;
+        write_atomically(dir.path(), "copy.py", b"x", CopyAccess::default())?;
         remove(dir.path(), "copy.py")?;
         assert!(!dir.path().join("copy.py").exists());
         remove(dir.path(), "copy.py")?;
@@ -905,7 +992,9 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let blocker = dir.path().join("file");
         fs::write(&blocker, b"")?;
-        let Err(error) = write_atomically(&blocker.join("sub"), "copy.py", b"x") else {
+        let Err(error) =
+            write_atomically(&blocker.join("sub"), "copy.py", b"x", CopyAccess::default())
+        else {
             return Err("writing under a regular file succeeded".into());
         };
         assert!(

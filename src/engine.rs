@@ -1762,7 +1762,12 @@ impl Engine {
                 if shared {
                     self.fence()?;
                 }
-                if let Err(e) = dagcopy::write_atomically(&dir, &name, expected.as_bytes()) {
+                if let Err(e) = dagcopy::write_atomically(
+                    &dir,
+                    &name,
+                    expected.as_bytes(),
+                    dagcopy::CopyAccess::of_origin(std::path::Path::new(&row.origin_fileloc)),
+                ) {
                     tracing::error!(backfill = %id, error = %e, "cannot restore the DAG copy; retrying next pass");
                     continue;
                 }
@@ -1985,7 +1990,12 @@ impl Engine {
         }
         row.copy_paused = paused;
         let source = render_copy(&row);
-        if let Err(e) = dagcopy::write_atomically(&dir, &name, source.as_bytes()) {
+        if let Err(e) = dagcopy::write_atomically(
+            &dir,
+            &name,
+            source.as_bytes(),
+            dagcopy::CopyAccess::of_origin(std::path::Path::new(&row.origin_fileloc)),
+        ) {
             tracing::error!(backfill = %row.id, error = %e, "cannot write the DAG copy; retrying next pass");
             // Give the claim back: until a copy is on disk the backfill can still be withdrawn
             // (a crash right here leaves the claim; convergence then writes the file).

@@ -34,3 +34,4 @@ pub mod state;
 pub mod steer;
 pub mod taskset;
 pub mod throttle;
+pub mod webserver_config;

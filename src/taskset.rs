@@ -46,9 +46,42 @@ impl Pattern {
     }
 }
 
+/// Most unbounded quantifiers (`*`, `+`, `{n,}`) in one pattern: the copy evaluates patterns
+/// with Python's backtracking `re` where RE2 is missing, in which k of them in sequence cost up
+/// to n^k steps on an n-character task id.
+const UNBOUNDED_MAX: usize = 3;
+
 /// Refuses the parts of the syntax that RE2, Python's `re` and the `regex` crate do not read
-/// alike; the first one found, described for the requester.
-struct Portable;
+/// alike, and what makes a backtracking engine (Python's `re`, used by the DAG copy when RE2
+/// is missing) take exponential time: a quantifier or an alternation inside a repeated group
+/// (`(a+)+`, `(a|a)*`), or more than [`UNBOUNDED_MAX`] unbounded quantifiers. The first one
+/// found, described for the requester.
+#[derive(Default)]
+struct Portable {
+    /// Repetitions (other than `?`) enclosing the node visited.
+    repeated: usize,
+    /// Unbounded quantifiers seen.
+    unbounded: usize,
+}
+
+/// Whether a repetition may match its sub-expression more than once.
+fn repeats(rep: &ast::Repetition) -> bool {
+    !matches!(
+        rep.op.kind,
+        ast::RepetitionKind::ZeroOrOne
+            | ast::RepetitionKind::Range(ast::RepetitionRange::Exactly(0 | 1))
+            | ast::RepetitionKind::Range(ast::RepetitionRange::Bounded(_, 0 | 1))
+    )
+}
+
+fn unbounded(rep: &ast::Repetition) -> bool {
+    matches!(
+        rep.op.kind,
+        ast::RepetitionKind::ZeroOrMore
+            | ast::RepetitionKind::OneOrMore
+            | ast::RepetitionKind::Range(ast::RepetitionRange::AtLeast(_))
+    )
+}
 
 impl Portable {
     fn flags(flags: &ast::Flags) -> Result<(), String> {
@@ -96,8 +129,44 @@ impl Visitor for Portable {
         Ok(())
     }
 
+    fn visit_post(&mut self, node: &Ast) -> Result<(), String> {
+        if let Ast::Repetition(rep) = node {
+            if repeats(rep) {
+                self.repeated = self.repeated.saturating_sub(1);
+            }
+        }
+        Ok(())
+    }
+
     fn visit_pre(&mut self, node: &Ast) -> Result<(), String> {
         match node {
+            Ast::Repetition(rep) => {
+                if self.repeated > 0 && repeats(rep) {
+                    return Err(format!(
+                        "a quantifier inside a repeated group at {} (exponential backtracking in \
+                         Python's re; write the group once, e.g. (ab)+ rather than (a+b)+)",
+                        rep.span.start.offset
+                    ));
+                }
+                if unbounded(rep) {
+                    self.unbounded += 1;
+                    if self.unbounded > UNBOUNDED_MAX {
+                        return Err(format!(
+                            "more than {UNBOUNDED_MAX} unbounded quantifiers (*, +, {{n,}}) \
+                             (slow backtracking in Python's re)"
+                        ));
+                    }
+                }
+                if repeats(rep) {
+                    self.repeated += 1;
+                }
+                Ok(())
+            }
+            Ast::Alternation(alt) if self.repeated > 0 => Err(format!(
+                "an alternation inside a repeated group at {} (exponential backtracking in \
+                 Python's re)",
+                alt.span.start.offset
+            )),
             Ast::Flags(set) => Portable::flags(&set.flags),
             Ast::Group(group) => match &group.kind {
                 ast::GroupKind::CaptureIndex(_) => Ok(()),
@@ -166,7 +235,7 @@ pub fn check_pattern(text: &str) -> Result<Pattern, String> {
         .build()
         .parse(text)
         .map_err(|e| format!("not a regular expression: {}", e.kind()))?;
-    ast::visit(&tree, Portable).map_err(|what| {
+    ast::visit(&tree, Portable::default()).map_err(|what| {
         format!("uses {what}, which backfilld cannot evaluate the way Airflow (RE2) does")
     })?;
     let regex = regex::bytes::RegexBuilder::new(text)
@@ -392,6 +461,27 @@ mod tests {
         }
         assert!(check_pattern(&"a".repeat(PATTERN_LEN_MAX + 1)).is_err());
         assert!(check_pattern("(((a{100}){100}){100})").is_err());
+        // What backtracks catastrophically in Python's re (the copy's fallback without RE2).
+        for (pattern, needle) in [
+            ("(a+)+$", "quantifier inside a repeated group"),
+            ("^(\\w*)*x", "quantifier inside a repeated group"),
+            ("(x{2,})*y", "quantifier inside a repeated group"),
+            ("(a|a)*b", "alternation inside a repeated group"),
+            ("(?:load|extract)+", "alternation inside a repeated group"),
+            ("a.*b.*c.*d.*e", "unbounded quantifiers"),
+        ] {
+            let err = check_pattern(pattern).err().unwrap_or_default();
+            assert!(err.contains(needle), "{pattern:?}: {err}");
+        }
+        for ok in [
+            "^(ab)+$",
+            "(a?b)*",
+            "^(extract|load)_.*",
+            "a.*b.*c",
+            "(ab){2}x?",
+        ] {
+            assert!(check_pattern(ok).is_ok(), "{ok}");
+        }
         let many: Vec<String> = (0..=PATTERNS_MAX).map(|i| format!("t{i}")).collect();
         assert!(check_patterns(&many).is_err());
         for ok in [

@@ -54,6 +54,9 @@ fn main() {
     let config = backfilld::config::Config::load(&args.config);
     let level = config.as_ref().ok().and_then(|c| c.log.level.clone());
     init_logging(args.log_format, level.as_deref());
+    if let Some(warning) = backfilld::config::exposed_secret_warning(&args.config) {
+        tracing::warn!("{warning}");
+    }
     let result = config.map_err(anyhow::Error::from).and_then(|config| {
         if args.check_config {
             config.resolve_airflow()?;

@@ -362,9 +362,15 @@ impl Engine {
             }
             Ok::<_, DbError>(claimed)
         })?;
-        let files: Vec<(String, Vec<u8>)> = claimed
+        let files: Vec<(String, Vec<u8>, dagcopy::CopyAccess)> = claimed
             .iter()
-            .map(|(row, _)| (dagcopy::file_name(&row.id), render_copy(row).into_bytes()))
+            .map(|(row, _)| {
+                (
+                    dagcopy::file_name(&row.id),
+                    render_copy(row).into_bytes(),
+                    dagcopy::CopyAccess::of_origin(std::path::Path::new(&row.origin_fileloc)),
+                )
+            })
             .collect();
         let results = dagcopy::write_many(&dir, &files);
         let mut written = Vec::new();

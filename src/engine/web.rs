@@ -15,7 +15,7 @@ use crate::control::BackfillView;
 use crate::dagcopy;
 use crate::lifecycle::{self, Facts};
 use crate::metadb::airflow::Airflow;
-use crate::metadb::fab::Fab;
+use crate::metadb::fab::{Fab, FabUser};
 use crate::metadb::store::{self, AuditEntry, BackfillRow, Store};
 use crate::metadb::DbError;
 use crate::reconcile::{Progress, RunObservation, RunState};
@@ -60,18 +60,26 @@ pub enum WebCommand {
         /// `None`: no such user, or no password login with this auth manager.
         reply: Reply<Option<Credentials>>,
     },
-    /// The user name of an `ab_user.id` (the subject of an Airflow 3 token).
+    /// The `ab_user` row of an id (the subject of an Airflow 3 token, the user of an Airflow
+    /// 2 webserver session).
     UserById {
         /// `ab_user.id`.
         id: i64,
-        /// The name, if the user exists.
-        reply: Reply<Option<String>>,
+        /// The user, if it exists.
+        reply: Reply<Option<FabUser>>,
     },
-    /// Whether Airflow revoked an api-server token (`revoked_token.jti`, Airflow 3.2+).
+    /// The data of an unexpired Airflow 2 webserver session in the `session` table.
+    WebserverSession {
+        /// Flask-Session's session id (its signature already checked).
+        sid: String,
+        /// Flask's tagged JSON, if the session exists and has not expired.
+        reply: Reply<Option<Vec<u8>>>,
+    },
+    /// Whether Airflow revoked an api-server token (its `jti`).
     TokenRevoked {
         /// The token's `jti` claim.
         jti: String,
-        /// `true` if revoked.
+        /// True when revoked.
         reply: Reply<bool>,
     },
     /// Record a login attempt (audit row and event).
@@ -233,7 +241,19 @@ impl Engine {
                 let answer = self.web_answer(|e| {
                     let c = e.conn.as_mut().ok_or_else(not_connected)?;
                     Ok(Ok(match c.auth {
-                        AuthSource::Fab => Fab::new(&mut c.db).username_of(id)?,
+                        AuthSource::Fab => Fab::new(&mut c.db).user_by_id(id)?,
+                        _ => None,
+                    }))
+                });
+                let _ = reply.send(answer);
+            }
+            WebCommand::WebserverSession { sid, reply } => {
+                let answer = self.web_answer(|e| {
+                    let c = e.conn.as_mut().ok_or_else(not_connected)?;
+                    Ok(Ok(match c.auth {
+                        AuthSource::Fab => {
+                            Fab::new(&mut c.db).webserver_session(&sid, Utc::now().naive_utc())?
+                        }
                         _ => None,
                     }))
                 });

@@ -41,19 +41,23 @@ impl IntoResponse for ApiError {
         if let (Some(code), Some(obj)) = (&self.reason_code, body.as_object_mut()) {
             obj.insert("reason_code".into(), Value::String(code.clone()));
         }
-        let mut response = (
+        // No `WWW-Authenticate: Basic` on a 401: browsers would prompt and then cache the
+        // typed credentials for every later request to this site.
+        (
             self.status,
             [(header::CONTENT_TYPE, "application/problem+json")],
             body.to_string(),
         )
-            .into_response();
-        if self.status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Basic realm=\"backfilld\""),
-            );
-        }
-        response
+            .into_response()
+    }
+}
+
+/// Refuse state-changing API calls a cross-site page could have made (see
+/// [`super::csrf::refusal`]).
+async fn csrf_guard(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    match super::csrf::refusal(request.method(), request.headers()) {
+        Some((status, why)) => ApiError::new(status, why).into_response(),
+        None => next.run(request).await,
     }
 }
 
@@ -71,6 +75,7 @@ pub fn routes() -> Router<State> {
         .route("/api/v2/backfills/{id}", get(v2_get).delete(v2_delete))
         .route("/api/v2/backfills/{id}/{action}", post(v2_action))
         .route("/api/v2/dags", get(v2_dags))
+        .layer(axum::middleware::from_fn(csrf_guard))
 }
 
 async fn openapi() -> Response {

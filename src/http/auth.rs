@@ -15,6 +15,10 @@ const MAX_PBKDF2_ITERATIONS: u32 = 10_000_000;
 /// Largest scrypt `n` accepted from a stored hash (werkzeug writes 32768).
 const MAX_SCRYPT_N: u64 = 1 << 20;
 
+/// A hash of no one's password, in werkzeug's default method, checked when a login names no
+/// user so that a refusal takes as long as for a wrong password.
+pub const DUMMY_HASH: &str = "scrypt:32768:8:1$TNy2krlIGQK0bHcr$108bf9b623982acbc383ecd449abe2bd865d72698f874464188a407fa38d3055666aa7187e77187f5df725d6779183612c84f3fdcbb6a15adab3e54ade5cd29e";
+
 /// Why a stored hash cannot be checked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HashError {
@@ -289,6 +293,17 @@ mod tests {
             assert_eq!(verify_password(stored, password), Ok(true), "{stored}");
             assert_eq!(verify_password(stored, "wrong"), Ok(false), "{stored}");
         }
+    }
+
+    #[test]
+    fn empty_password_hash_matches_only_the_empty_password() {
+        // generate_password_hash("") in Airflow 2.11's venv: what FAB stores for users its
+        // LDAP, OAuth and REMOTE_USER sign-ins create. Only "" matches it, and the HTTP layer
+        // never checks an empty password.
+        let empty = "scrypt:32768:8:1$Kg2fEfpSRITpzhmz$0afc801d4102d74929a35922ffe22721b8dffe4f07a32087ce0e4f75c15a8fd0b839bb177388b42a0d6e4edabe6cbaa6d1e21dea6c06df6285e6ef4fd11e991c";
+        assert_eq!(verify_password(empty, ""), Ok(true));
+        assert_eq!(verify_password(empty, " "), Ok(false));
+        assert_eq!(verify_password(DUMMY_HASH, ""), Ok(false));
     }
 
     #[test]

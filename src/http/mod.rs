@@ -10,8 +10,10 @@
 //! ingest pipeline (validation, authorization, audit, outcome record), whose outcome is
 //! awaited like `backfillctl submit` does.
 
+pub mod airflow_session;
 pub mod api;
 pub mod auth;
+pub mod csrf;
 pub mod metrics;
 pub mod openapi;
 pub mod ui;
@@ -49,6 +51,12 @@ pub struct AppState {
     own_uid: u32,
     tokens: Option<ApiTokenSettings>,
     tls: bool,
+    /// Why password logins are off (`None`: on).
+    password_logins_off: Option<String>,
+    /// How to check Airflow 2 webserver sessions, when `[http] airflow_sessions` is on.
+    airflow_sessions: Option<AirflowSessions>,
+    /// The key of the CSRF tokens of pages seen through an Airflow session.
+    csrf_key: [u8; 32],
     limiter: Mutex<RateLimiter>,
     verified: Mutex<HashMap<[u8; 32], Instant>>,
     sessions: Mutex<Sessions>,
@@ -58,6 +66,16 @@ pub struct AppState {
 
 /// Shared handler state.
 pub type State = Arc<AppState>;
+
+/// What checks an Airflow 2 webserver session cookie.
+struct AirflowSessions {
+    secret: Vec<u8>,
+    max_age_secs: u64,
+    database: bool,
+}
+
+/// The name of the Airflow webserver's session cookie (Flask's `SESSION_COOKIE_NAME`).
+pub const AIRFLOW_SESSION_COOKIE: &str = "session";
 
 /// An API error: an HTTP status and Airflow's problem document (`title`, `detail`, `status`,
 /// `type`), plus backfilld's `reason_code` when a rejection has one.
@@ -158,6 +176,53 @@ pub fn start(
             None
         }
     };
+    let web = match config.resolve_airflow_web() {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read Airflow's web sign-in settings");
+            None
+        }
+    };
+    let password_logins_off = if !config.http.password_logins {
+        Some("password logins are turned off ([http] password_logins = false)".to_owned())
+    } else {
+        match &web {
+            Some(w) => crate::webserver_config::password_logins_off(&w.auth_type),
+            None => Some("backfilld cannot read Airflow's configuration".to_owned()),
+        }
+    };
+    if let Some(why) = &password_logins_off {
+        tracing::warn!(reason = %why, "password logins are off");
+    }
+    let airflow_sessions = match (&web, config.http.airflow_sessions) {
+        (_, false) => None,
+        (None, true) => {
+            tracing::warn!(
+                "Airflow sessions are off: backfilld cannot read Airflow's configuration"
+            );
+            None
+        }
+        (Some(w), true) => match &w.secret_key {
+            Ok(secret) => {
+                tracing::info!(
+                    database = w.database_sessions,
+                    "Airflow webserver sessions are accepted"
+                );
+                Some(AirflowSessions {
+                    secret: secret.as_bytes().to_vec(),
+                    max_age_secs: w.session_lifetime_minutes.saturating_mul(60),
+                    database: w.database_sessions,
+                })
+            }
+            Err(why) => {
+                tracing::warn!(reason = %why, "Airflow sessions are off: no secret key");
+                None
+            }
+        },
+    };
+    let mut csrf_key = [0u8; 32];
+    getrandom::fill(&mut csrf_key)
+        .map_err(|e| anyhow::anyhow!("no randomness for the CSRF key: {e}"))?;
     let tls = match (&config.http.tls_cert, &config.http.tls_key) {
         (Some(cert), Some(key)) => Some(tls_config(cert, key)?),
         _ => None,
@@ -169,6 +234,9 @@ pub fn start(
         own_uid: nix::unistd::geteuid().as_raw(),
         tokens,
         tls: tls.is_some(),
+        password_logins_off,
+        airflow_sessions,
+        csrf_key,
         limiter: Mutex::new(RateLimiter::default()),
         verified: Mutex::new(HashMap::new()),
         sessions: Mutex::new(Sessions::default()),
@@ -270,10 +338,15 @@ impl AppState {
         headers: &HeaderMap,
         client: SocketAddr,
     ) -> Result<String, ApiError> {
-        let value = headers
+        let Some(value) = headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| ApiError::unauthenticated("No credentials given"))?;
+        else {
+            return match self.airflow_session_user(headers).await {
+                Some((user, _)) => Ok(user),
+                None => Err(ApiError::unauthenticated("No credentials given")),
+            };
+        };
         if let Some(token) = value.strip_prefix("Bearer ") {
             return self.token_user(token.trim()).await;
         }
@@ -282,17 +355,31 @@ impl AppState {
         self.login(&user, &password, client).await
     }
 
-    /// Check a user name and password against `ab_user`.
+    /// Why password logins are off, if they are.
+    pub fn password_logins_off(&self) -> Option<&str> {
+        self.password_logins_off.as_deref()
+    }
+
+    /// Check a user name and password against `ab_user`, as FAB's `AUTH_DB` does; the user
+    /// name returned is the `ab_user` row's (one spelling whatever case was typed). An empty
+    /// password is never accepted, so neither is a hash of the empty string (what FAB stores
+    /// for users its LDAP, OAuth and REMOTE_USER sign-ins create): a non-empty password that
+    /// verifies cannot have been hashed as the empty one.
     pub async fn login(
         &self,
         user: &str,
         password: &str,
         client: SocketAddr,
     ) -> Result<String, ApiError> {
+        if let Some(why) = &self.password_logins_off {
+            return Err(ApiError::unauthenticated(format!(
+                "Password logins are off: {why}"
+            )));
+        }
         let now = Instant::now();
         let window = Duration::from_secs(self.http.lockout_secs);
         let addr_key = format!("addr:{}", client.ip());
-        let user_key = format!("user:{user}");
+        let user_key = format!("user:{}", user.to_lowercase());
         if let Ok(limiter) = self.limiter.lock() {
             for key in [&user_key, &addr_key] {
                 if let Err(wait) = limiter.check(key, now, self.http.max_failed_logins, window) {
@@ -306,37 +393,56 @@ impl AppState {
                 }
             }
         }
-        let username = user.to_owned();
-        let creds = self
-            .ask(|reply| WebCommand::Credentials { username, reply })
-            .await?;
+        let creds = if user.is_empty() || password.is_empty() {
+            None
+        } else {
+            let username = user.to_owned();
+            self.ask(|reply| WebCommand::Credentials { username, reply })
+                .await
+                .map_err(|e| {
+                    tracing::warn!(error = %e.detail, "cannot check a login");
+                    ApiError::new(e.status, "Cannot check credentials now; try again later")
+                })?
+        };
         let failure = match &creds {
-            None => Some("no such user".to_owned()),
-            Some(Credentials { active: false, .. }) => Some("the user is not active".to_owned()),
+            _ if password.is_empty() => Err("empty password".to_owned()),
+            None => {
+                // As slow as checking a real password, so timing does not tell which
+                // user names exist.
+                let _ = self.check_password(user, password, auth::DUMMY_HASH).await;
+                Err("no such user".to_owned())
+            }
+            Some(Credentials { active: false, .. }) => Err("the user is not active".to_owned()),
             Some(Credentials {
                 password_hash: None,
                 ..
-            }) => Some("the user has no password".to_owned()),
+            }) => Err("the user has no password".to_owned()),
             Some(Credentials {
                 password_hash: Some(stored),
+                username,
                 ..
-            }) => self.check_password(user, password, stored).await.err(),
+            }) => self
+                .check_password(username, password, stored)
+                .await
+                .map(|()| username.clone()),
         };
         let client_text = client.ip().to_string();
         match failure {
-            None => {
+            Ok(canonical) => {
                 if let Ok(mut limiter) = self.limiter.lock() {
                     limiter.clear(&user_key);
                 }
-                Ok(user.to_owned())
+                Ok(canonical)
             }
-            Some(reason) => {
+            Err(reason) => {
                 if let Ok(mut limiter) = self.limiter.lock() {
                     limiter.fail(&user_key, now, window);
                     limiter.fail(&addr_key, now, window);
                 }
                 let _ = self.engine.send(Command::Web(WebCommand::AuditLogin {
-                    username: user.to_owned(),
+                    username: creds
+                        .as_ref()
+                        .map_or_else(|| user.to_owned(), |c| c.username.clone()),
                     client: client_text,
                     allowed: false,
                     reason: Some(reason),
@@ -387,22 +493,86 @@ impl AppState {
         )
         .map_err(ApiError::unauthenticated)?;
         if let Some(jti) = claims.jti.clone() {
-            if self
+            let revoked = self
                 .ask(|reply| WebCommand::TokenRevoked { jti, reply })
-                .await?
-            {
-                return Err(ApiError::unauthenticated(
-                    "the token was revoked (its user signed out of Airflow)",
-                ));
+                .await
+                .map_err(|e| {
+                    tracing::warn!(error = %e.detail, "cannot check a token's revocation");
+                    ApiError::new(e.status, "Cannot check the token now; try again later")
+                })?;
+            if revoked {
+                return Err(ApiError::unauthenticated("The token has been revoked"));
             }
         }
         match claims.sub.parse::<i64>() {
-            Ok(id) => self
+            Ok(id) => match self
                 .ask(|reply| WebCommand::UserById { id, reply })
-                .await?
-                .ok_or_else(|| ApiError::unauthenticated("the token's user no longer exists")),
+                .await
+                .map_err(|e| {
+                    tracing::warn!(error = %e.detail, "cannot look up a token's user");
+                    ApiError::new(e.status, "Cannot check the token now; try again later")
+                })? {
+                Some(user) if user.active => Ok(user.username),
+                _ => Err(ApiError::unauthenticated("Invalid credentials")),
+            },
             Err(_) => Ok(claims.sub),
         }
+    }
+
+    /// The user of the Airflow 2 webserver's session cookie, when `[http] airflow_sessions`
+    /// is on and the cookie is valid (signature, expiry, a logged-in active `ab_user`), with
+    /// the cookie's value; `None` otherwise.
+    pub async fn airflow_session_user(&self, headers: &HeaderMap) -> Option<(String, String)> {
+        let sso = self.airflow_sessions.as_ref()?;
+        let header = headers.get(axum::http::header::COOKIE)?.to_str().ok()?;
+        let cookie = airflow_session::cookie_value(header, AIRFLOW_SESSION_COOKIE)?;
+        let data = if sso.database {
+            let sid = airflow_session::open_sid(cookie, &sso.secret)
+                .map_err(|e| tracing::debug!(error = %e, "Airflow session refused"))
+                .ok()?;
+            let bytes = self
+                .ask(|reply| WebCommand::WebserverSession { sid, reply })
+                .await
+                .ok()??;
+            serde_json::from_slice(&bytes).ok()?
+        } else {
+            airflow_session::open_cookie(
+                cookie,
+                &sso.secret,
+                sso.max_age_secs,
+                chrono::Utc::now().timestamp(),
+            )
+            .map_err(|e| tracing::debug!(error = %e, "Airflow session refused"))
+            .ok()?
+        };
+        let id = airflow_session::user_id(&data).ok()?;
+        let user = self
+            .ask(|reply| WebCommand::UserById { id, reply })
+            .await
+            .ok()??;
+        if !user.active {
+            tracing::debug!(user = %user.username, "Airflow session of an inactive user refused");
+            return None;
+        }
+        Some((user.username, cookie.to_owned()))
+    }
+
+    /// The CSRF token of pages seen through the Airflow session cookie `cookie` (stateless:
+    /// a keyed hash of the cookie, so it ends with the Airflow session).
+    pub fn airflow_session_csrf(&self, cookie: &str) -> String {
+        use hmac::Mac as _;
+        match hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.csrf_key) {
+            Ok(mut mac) => {
+                mac.update(cookie.as_bytes());
+                hex::encode(mac.finalize().into_bytes())
+            }
+            Err(_) => String::new(),
+        }
+    }
+
+    /// The path prefix backfilld is served under (empty at the root).
+    pub fn base(&self) -> &str {
+        &self.http.base_path
     }
 
     /// Publish a request file on `user`'s behalf and wait for its outcome: the same

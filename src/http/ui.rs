@@ -66,11 +66,11 @@ fn url(s: &str) -> String {
         .collect()
 }
 
-fn page(title: &str, user: Option<&Session>, body: &str) -> Html<String> {
+fn page(base: &str, title: &str, user: Option<&Session>, body: &str) -> Html<String> {
     let nav = match user {
         Some(s) => format!(
-            "<nav><a href=\"/\">Backfills</a> <a href=\"/new\">New backfill</a><span class=\"who\">{}</span>\
-             <form method=\"post\" action=\"/logout\" class=\"inline\"><input type=\"hidden\" name=\"csrf\" value=\"{}\"><button>Log out</button></form></nav>",
+            "<nav><a href=\"./\">Backfills</a> <a href=\"new\">New backfill</a><span class=\"who\">{}</span>\
+             <form method=\"post\" action=\"logout\" class=\"inline\"><input type=\"hidden\" name=\"csrf\" value=\"{}\"><button>Log out</button></form></nav>",
             esc(&s.username),
             esc(&s.csrf)
         ),
@@ -78,25 +78,41 @@ fn page(title: &str, user: Option<&Session>, body: &str) -> Html<String> {
     };
     Html(format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{} · backfilld</title>\
-         <link rel=\"stylesheet\" href=\"/static/style.css\"></head><body><header><h1>backfilld</h1>{nav}</header><main>{body}</main></body></html>",
-        esc(title)
+         <base href=\"{}/\"><link rel=\"stylesheet\" href=\"static/style.css\"></head><body><header><h1>backfilld</h1>{nav}</header><main>{body}</main></body></html>",
+        esc(title),
+        esc(base)
     ))
 }
 
-fn session_of(state: &State, headers: &HeaderMap) -> Option<(String, Session)> {
-    let cookies = headers.get(header::COOKIE)?.to_str().ok()?;
-    let token = cookies
-        .split(';')
-        .filter_map(|c| c.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
-        .map(|(_, v)| v.to_owned())?;
-    let sessions = state.sessions.lock().ok()?;
-    let s = sessions.get(&token, Instant::now())?.clone();
-    Some((token, s))
+/// The caller's session: backfilld's own (with its cookie token), or else one standing for
+/// a valid Airflow webserver session (no token; its CSRF token derives from that cookie).
+async fn session_of(state: &State, headers: &HeaderMap) -> Option<(Option<String>, Session)> {
+    let own = headers
+        .get(header::COOKIE)
+        .and_then(|c| c.to_str().ok())
+        .and_then(|c| super::airflow_session::cookie_value(c, COOKIE))
+        .and_then(|token| {
+            let sessions = state.sessions.lock().ok()?;
+            let s = sessions.get(token, Instant::now())?.clone();
+            Some((Some(token.to_owned()), s))
+        });
+    if own.is_some() {
+        return own;
+    }
+    let (username, cookie) = state.airflow_session_user(headers).await?;
+    let csrf = state.airflow_session_csrf(&cookie);
+    Some((
+        None,
+        Session {
+            username,
+            csrf,
+            expires: Instant::now() + Duration::from_secs(60),
+        },
+    ))
 }
 
-fn to_login() -> Response {
-    Redirect::to("/login").into_response()
+fn to_login(base: &str) -> Response {
+    Redirect::to(&format!("{base}/login")).into_response()
 }
 
 fn error_box(e: &ApiError) -> String {
@@ -116,17 +132,29 @@ async fn style() -> Response {
     ([(header::CONTENT_TYPE, "text/css")], STYLE).into_response()
 }
 
-async fn login_form() -> Html<String> {
-    login_page(None)
+async fn login_form(AxState(state): AxState<State>) -> Html<String> {
+    login_page(&state, None)
 }
 
-fn login_page(error: Option<&ApiError>) -> Html<String> {
+fn login_page(state: &State, error: Option<&ApiError>) -> Html<String> {
     let err = error.map(error_box).unwrap_or_default();
+    if let Some(why) = state.password_logins_off() {
+        return page(
+            state.base(),
+            "Log in",
+            None,
+            &format!(
+                "<h2>Log in</h2>{err}<p class=\"error\" id=\"no-passwords\">backfilld accepts no passwords: {}.</p>",
+                esc(why)
+            ),
+        );
+    }
     page(
+        state.base(),
         "Log in",
         None,
         &format!(
-            "<h2>Log in with your Airflow account</h2>{err}<form method=\"post\" action=\"/login\" class=\"card\">\
+            "<h2>Log in with your Airflow account</h2>{err}<form method=\"post\" action=\"login\" class=\"card\">\
              <label>User <input name=\"username\" id=\"username\" autocomplete=\"username\" required></label>\
              <label>Password <input name=\"password\" id=\"password\" type=\"password\" autocomplete=\"current-password\" required></label>\
              <button id=\"login\">Log in</button></form>"
@@ -154,23 +182,28 @@ async fn login(
                     .into_response();
             };
             let secure = if state.tls { "; Secure" } else { "" };
+            let base = state.base();
             let cookie = format!(
-                "{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
+                "{COOKIE}={token}; Path={base}/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
                 lasts.as_secs()
             );
-            ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response()
+            (
+                [(header::SET_COOKIE, cookie)],
+                Redirect::to(&format!("{base}/")),
+            )
+                .into_response()
         }
-        Err(e) => (e.status, login_page(Some(&e))).into_response(),
+        Err(e) => (e.status, login_page(&state, Some(&e))).into_response(),
     }
 }
 
-fn check_csrf(session: &Session, form: &FormData) -> Result<(), Box<Response>> {
+fn check_csrf(base: &str, session: &Session, form: &FormData) -> Result<(), Box<Response>> {
     if csrf_ok(session, form.get("csrf").map(String::as_str).unwrap_or("")) {
         Ok(())
     } else {
         Err(Box::new((
             StatusCode::FORBIDDEN,
-            page("Forbidden", Some(session), "<p class=\"error\">The form's CSRF token is missing or stale; reload the page and try again.</p>"),
+            page(base, "Forbidden", Some(session), "<p class=\"error\">The form's CSRF token is missing or stale; reload the page and try again.</p>"),
         )
             .into_response()))
     }
@@ -181,17 +214,21 @@ async fn logout(
     headers: HeaderMap,
     Form(form): Form<FormData>,
 ) -> Response {
-    if let Some((token, session)) = session_of(&state, &headers) {
-        if let Err(r) = check_csrf(&session, &form) {
+    if let Some((token, session)) = session_of(&state, &headers).await {
+        if let Err(r) = check_csrf(state.base(), &session, &form) {
             return *r;
         }
-        if let Ok(mut s) = state.sessions.lock() {
+        if let (Some(token), Ok(mut s)) = (token, state.sessions.lock()) {
             s.end(&token);
         }
     }
+    let base = state.base();
     (
-        [(header::SET_COOKIE, format!("{COOKIE}=; Path=/; Max-Age=0"))],
-        Redirect::to("/login"),
+        [(
+            header::SET_COOKIE,
+            format!("{COOKIE}=; Path={base}/; Max-Age=0"),
+        )],
+        Redirect::to(&format!("{base}/login")),
     )
         .into_response()
 }
@@ -228,8 +265,8 @@ async fn list(
     headers: HeaderMap,
     Query(q): Query<FormData>,
 ) -> Response {
-    let Some((_, session)) = session_of(&state, &headers) else {
-        return to_login();
+    let Some((_, session)) = session_of(&state, &headers).await else {
+        return to_login(state.base());
     };
     let dag = q.get("dag_id").cloned().unwrap_or_default();
     let wanted = q.get("state").cloned().unwrap_or_default();
@@ -245,7 +282,7 @@ async fn list(
     let mut body = String::from("<h2>Backfills</h2>");
     let _ = write!(
         body,
-        "<form method=\"get\" action=\"/\" class=\"filters\"><label>DAG <input name=\"dag_id\" value=\"{}\"></label>\
+        "<form method=\"get\" action=\"./\" class=\"filters\"><label>DAG <input name=\"dag_id\" value=\"{}\"></label>\
          <label>State <select name=\"state\"><option value=\"\">any</option>",
         esc(&dag)
     );
@@ -283,7 +320,7 @@ async fn list(
                     let v = &b.view;
                     let _ = write!(
                         body,
-                        "<tr data-id=\"{id}\"><td><a href=\"/backfills/{uid}\">{id}</a></td><td>{dag}</td><td>{st}</td><td>{bar}</td><td>{s} – {e}</td><td>{by}</td><td>{at}</td></tr>",
+                        "<tr data-id=\"{id}\"><td><a href=\"backfills/{uid}\">{id}</a></td><td>{dag}</td><td>{st}</td><td>{bar}</td><td>{s} – {e}</td><td>{by}</td><td>{at}</td></tr>",
                         id = esc(&v.id),
                         uid = url(&v.id),
                         dag = esc(&v.dag_id),
@@ -299,10 +336,11 @@ async fn list(
             }
         }
     }
-    page("Backfills", Some(&session), &body).into_response()
+    page(state.base(), "Backfills", Some(&session), &body).into_response()
 }
 
 fn new_page(
+    base: &str,
     session: &Session,
     dags: &Result<Vec<String>, ApiError>,
     form: &FormData,
@@ -312,7 +350,7 @@ fn new_page(
     let mut body = format!("<h2>New backfill</h2>{note}");
     let _ = write!(
         body,
-        "<form method=\"post\" action=\"/new\" class=\"card\" id=\"create\"><input type=\"hidden\" name=\"csrf\" value=\"{}\"><label>DAG <select name=\"dag_id\" id=\"dag_id\" required>",
+        "<form method=\"post\" action=\"new\" class=\"card\" id=\"create\"><input type=\"hidden\" name=\"csrf\" value=\"{}\"><label>DAG <select name=\"dag_id\" id=\"dag_id\" required>",
         esc(&session.csrf)
     );
     match dags {
@@ -357,7 +395,7 @@ fn new_page(
         if form.get("run_backwards").is_some() { " checked" } else { "" },
         reprocess_options(form.get("reprocess").map(String::as_str))
     );
-    page("New backfill", Some(session), &body)
+    page(base, "New backfill", Some(session), &body)
 }
 
 /// The `<option>`s of the create form's `reprocess` choice, `selected` marked (default
@@ -385,11 +423,11 @@ async fn dags_of(state: &State, session: &Session) -> Result<Vec<String>, ApiErr
 }
 
 async fn new_form(AxState(state): AxState<State>, headers: HeaderMap) -> Response {
-    let Some((_, session)) = session_of(&state, &headers) else {
-        return to_login();
+    let Some((_, session)) = session_of(&state, &headers).await else {
+        return to_login(state.base());
     };
     let dags = dags_of(&state, &session).await;
-    new_page(&session, &dags, &FormData::new(), "").into_response()
+    new_page(state.base(), &session, &dags, &FormData::new(), "").into_response()
 }
 
 /// The v2 JSON body of the create form.
@@ -435,10 +473,10 @@ async fn create(
     headers: HeaderMap,
     Form(form): Form<FormData>,
 ) -> Response {
-    let Some((_, session)) = session_of(&state, &headers) else {
-        return to_login();
+    let Some((_, session)) = session_of(&state, &headers).await else {
+        return to_login(state.base());
     };
-    if let Err(r) = check_csrf(&session, &form) {
+    if let Err(r) = check_csrf(state.base(), &session, &form) {
         return *r;
     }
     let outcome = async {
@@ -460,7 +498,9 @@ async fn create(
     .await;
     match outcome {
         Ok(record) => match &record.backfill_id {
-            Some(id) => Redirect::to(&format!("/backfills/{}", url(id))).into_response(),
+            Some(id) => {
+                Redirect::to(&format!("{}/backfills/{}", state.base(), url(id))).into_response()
+            }
             None => {
                 let dates = record.dates.clone().unwrap_or_default();
                 let mut note = format!(
@@ -475,17 +515,21 @@ async fn create(
                 }
                 note.push_str("</ul></div>");
                 let dags = dags_of(&state, &session).await;
-                new_page(&session, &dags, &form, &note).into_response()
+                new_page(state.base(), &session, &dags, &form, &note).into_response()
             }
         },
         Err(e) => {
             let dags = dags_of(&state, &session).await;
-            (e.status, new_page(&session, &dags, &form, &error_box(&e))).into_response()
+            (
+                e.status,
+                new_page(state.base(), &session, &dags, &form, &error_box(&e)),
+            )
+                .into_response()
         }
     }
 }
 
-fn detail_page(session: &Session, d: &WebDetail, note: &str) -> Html<String> {
+fn detail_page(base: &str, session: &Session, d: &WebDetail, note: &str) -> Html<String> {
     let b = &d.backfill;
     let v = &b.view;
     let mut body = format!("<h2>{}</h2>{note}", esc(&v.id));
@@ -536,7 +580,7 @@ fn detail_page(session: &Session, d: &WebDetail, note: &str) -> Html<String> {
             };
             let _ = write!(
                 body,
-                "<form method=\"post\" action=\"/backfills/{}/{name}\" class=\"inline\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">{reason}<button id=\"action-{name}\" class=\"{name}{danger}\">{}</button></form>",
+                "<form method=\"post\" action=\"backfills/{}/{name}\" class=\"inline\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">{reason}<button id=\"action-{name}\" class=\"{name}{danger}\">{}</button></form>",
                 url(&v.id),
                 esc(&session.csrf),
                 capitalize(name)
@@ -556,7 +600,7 @@ fn detail_page(session: &Session, d: &WebDetail, note: &str) -> Html<String> {
         );
     }
     body.push_str("</tbody></table>");
-    page(&v.id, Some(session), &body)
+    page(base, &v.id, Some(session), &body)
 }
 
 fn capitalize(s: &str) -> String {
@@ -583,12 +627,16 @@ async fn detail(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let Some((_, session)) = session_of(&state, &headers) else {
-        return to_login();
+    let Some((_, session)) = session_of(&state, &headers).await else {
+        return to_login(state.base());
     };
     match fetch_detail(&state, &session, &id).await {
-        Ok(d) => detail_page(&session, &d, "").into_response(),
-        Err(e) => (e.status, page("Backfill", Some(&session), &error_box(&e))).into_response(),
+        Ok(d) => detail_page(state.base(), &session, &d, "").into_response(),
+        Err(e) => (
+            e.status,
+            page(state.base(), "Backfill", Some(&session), &error_box(&e)),
+        )
+            .into_response(),
     }
 }
 
@@ -598,10 +646,10 @@ async fn act(
     Path((id, action)): Path<(String, String)>,
     Form(form): Form<FormData>,
 ) -> Response {
-    let Some((_, session)) = session_of(&state, &headers) else {
-        return to_login();
+    let Some((_, session)) = session_of(&state, &headers).await else {
+        return to_login(state.base());
     };
-    if let Err(r) = check_csrf(&session, &form) {
+    if let Err(r) = check_csrf(state.base(), &session, &form) {
         return *r;
     }
     if ![
@@ -612,6 +660,7 @@ async fn act(
         return (
             StatusCode::NOT_FOUND,
             page(
+                state.base(),
                 "Not found",
                 Some(&session),
                 "<p class=\"error\">No such action.</p>",
@@ -628,7 +677,8 @@ async fn act(
     let note = match &outcome {
         Ok(r) if r.outcome == "accepted" => {
             if let Some(new_id) = r.backfill_id.as_ref().filter(|n| **n != id) {
-                return Redirect::to(&format!("/backfills/{}", url(new_id))).into_response();
+                return Redirect::to(&format!("{}/backfills/{}", state.base(), url(new_id)))
+                    .into_response();
             }
             format!(
                 "<p class=\"ok\" role=\"status\">{} accepted.</p>",
@@ -649,10 +699,11 @@ async fn act(
         Err(e) => error_box(e),
     };
     match fetch_detail(&state, &session, &id).await {
-        Ok(d) => detail_page(&session, &d, &note).into_response(),
+        Ok(d) => detail_page(state.base(), &session, &d, &note).into_response(),
         Err(e) => (
             e.status,
             page(
+                state.base(),
                 "Backfill",
                 Some(&session),
                 &format!("{note}{}", error_box(&e)),

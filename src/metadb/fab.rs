@@ -43,6 +43,21 @@ struct PasswordSql {
 }
 
 #[derive(QueryableByName)]
+struct SessionSql {
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Binary>)]
+    data: Option<Vec<u8>>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<Text>)]
+    expiry: Option<String>,
+}
+
+/// A naive UTC timestamp as the databases print one (`YYYY-MM-DD HH:MM:SS[.ffffff]`).
+fn parse_naive(text: &str) -> Option<chrono::NaiveDateTime> {
+    let t = text.trim().replace('T', " ");
+    let t = t.get(..26.min(t.len())).unwrap_or(&t);
+    chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S%.f").ok()
+}
+
+#[derive(QueryableByName)]
 struct GrantSql {
     #[diesel(sql_type = Text)]
     action: String,
@@ -118,13 +133,44 @@ impl<'a> Fab<'a> {
         Ok(Some((user, hash)))
     }
 
-    /// The user name of `ab_user.id` (the `sub` of Airflow 3's FAB tokens).
-    pub fn username_of(&mut self, id: i64) -> Result<Option<String>, DbError> {
-        let rows: Vec<TextRow> = self.db.load(
-            "SELECT username AS value FROM ab_user WHERE id = ?",
+    /// The `ab_user` row of an id (the `sub` of Airflow 3's FAB tokens, Flask-Login's
+    /// `_user_id` of an Airflow 2 webserver session).
+    pub fn user_by_id(&mut self, id: i64) -> Result<Option<FabUser>, DbError> {
+        let active = self.db.dialect().bool_int("active");
+        let id_col = self.db.dialect().int("id");
+        let rows: Vec<UserSql> = self.db.load(
+            &format!(
+                "SELECT {id_col} AS id, username, {active} AS active FROM ab_user WHERE id = ?"
+            ),
             &[Arg::Int(id)],
         )?;
-        Ok(rows.into_iter().next().map(|r| r.value))
+        Ok(rows.into_iter().next().map(|r| FabUser {
+            id: r.id,
+            username: r.username,
+            active: r.active == 1,
+        }))
+    }
+
+    /// The data of an Airflow 2 webserver session stored in the `session` table
+    /// (`[webserver] session_backend = database`), unless it has expired at `now` (a row
+    /// without an expiry is expired, as Flask-Session treats it); `None` without the table.
+    pub fn webserver_session(
+        &mut self,
+        sid: &str,
+        now: chrono::NaiveDateTime,
+    ) -> Result<Option<Vec<u8>>, DbError> {
+        if self.db.columns("session")?.is_empty() {
+            return Ok(None);
+        }
+        let expiry = self.db.dialect().text("expiry");
+        let rows: Vec<SessionSql> = self.db.load(
+            &format!("SELECT data, {expiry} AS expiry FROM session WHERE session_id = ?"),
+            &[Arg::Text(sid.to_owned())],
+        )?;
+        Ok(rows.into_iter().next().and_then(|r| {
+            let until = r.expiry.as_deref().and_then(parse_naive)?;
+            (until > now).then_some(r.data).flatten()
+        }))
     }
 
     /// Role ids of the user, directly and through groups.
@@ -173,22 +219,28 @@ impl<'a> Fab<'a> {
         })
     }
 
-    /// Register `Backfills` with its actions and grant them to Admin and `permitted` roles.
-    /// Idempotent; runs in one transaction. Roles that do not exist are reported, not created.
+    /// Register `Backfills` with its actions and grant them to Admin and `permitted` roles,
+    /// each grant once: a grant recorded in `backfilld_grant` is never made again, so one an
+    /// admin revoked stays revoked; a grant found already in place is recorded as made.
+    /// Idempotent; runs in one transaction. Roles that do not exist are reported, not created
+    /// (they get their grants once they exist). Without `backfilld_grant` (backfilld's tables
+    /// not migrated) every missing grant is made.
     pub fn register_backfills(
         &mut self,
         permitted: &[String],
         resource: &str,
     ) -> Result<Registration, DbError> {
         let roles = authz::granted_roles(permitted);
+        let ledger = !self.db.columns("backfilld_grant")?.is_empty();
+        let now = crate::metadb::store::stored_ts(chrono::Utc::now());
         self.db.transaction(|db| {
             let mut fab = Fab { db };
             let mut reg = Registration::default();
-            let resource = fab.id_or_insert("ab_view_menu", resource, &mut reg)?;
+            let resource_id = fab.id_or_insert("ab_view_menu", resource, &mut reg)?;
             let mut pv_ids = Vec::new();
             for action in authz::BACKFILL_ACTIONS {
                 let action_id = fab.id_or_insert("ab_permission", action, &mut reg)?;
-                pv_ids.push(fab.permission_view(action_id, resource, &mut reg)?);
+                pv_ids.push((action, fab.permission_view(action_id, resource_id, &mut reg)?));
             }
             for role in roles {
                 let ids: Vec<IntRow> = fab.db.load(
@@ -202,7 +254,22 @@ impl<'a> Fab<'a> {
                     reg.missing_roles.push(role);
                     continue;
                 };
-                for pv in &pv_ids {
+                for (action, pv) in &pv_ids {
+                    let key = [
+                        Arg::Text(role.clone()),
+                        Arg::Text((*action).to_owned()),
+                        Arg::Text(resource.to_owned()),
+                    ];
+                    if ledger {
+                        let made: Vec<IntRow> = fab.db.load(
+                            "SELECT COUNT(*) AS value FROM backfilld_grant \
+                             WHERE role = ? AND action = ? AND resource = ?",
+                            &key,
+                        )?;
+                        if made.first().map(|r| r.value).unwrap_or(0) > 0 {
+                            continue;
+                        }
+                    }
                     let have: Vec<IntRow> = fab.db.load(
                         "SELECT COUNT(*) AS value FROM ab_permission_view_role \
                          WHERE permission_view_id = ? AND role_id = ?",
@@ -215,6 +282,15 @@ impl<'a> Fab<'a> {
                             &[Arg::Int(*pv), Arg::Int(role_id)],
                         )?;
                         reg.inserted += 1;
+                    }
+                    if ledger {
+                        let mut row = key.to_vec();
+                        row.push(Arg::Text(now.clone()));
+                        fab.db.execute(
+                            "INSERT INTO backfilld_grant (role, action, resource, granted_at) \
+                             VALUES (?, ?, ?, ?)",
+                            &row,
+                        )?;
                     }
                 }
                 reg.granted.push(role);

@@ -15,7 +15,7 @@ use crate::request::{fmt_ts, ReasonCode};
 use crate::state::BackfillState;
 
 /// Schema version this build expects.
-pub const SCHEMA_VERSION: i64 = 13;
+pub const SCHEMA_VERSION: i64 = 14;
 
 fn migrations(d: Dialect) -> Vec<(i64, Vec<String>)> {
     let long = d.long_text();
@@ -212,6 +212,18 @@ fn migrations(d: Dialect) -> Vec<(i64, Vec<String>)> {
                 "CREATE INDEX backfilld_backfill_run_order ON backfilld_backfill (run_order)"
                     .to_owned(),
             ],
+        ),
+        (
+            // Grants backfilld made (or found) in Airflow's FAB tables: each is made once, so
+            // one an admin revokes later stays revoked.
+            14,
+            vec!["CREATE TABLE IF NOT EXISTS backfilld_grant (
+                role VARCHAR(256) NOT NULL,
+                action VARCHAR(100) NOT NULL,
+                resource VARCHAR(250) NOT NULL,
+                granted_at VARCHAR(40) NOT NULL,
+                PRIMARY KEY (role, action, resource))"
+                .to_owned()],
         ),
     ]
 }

@@ -326,7 +326,7 @@ fn big_backfills_wait_for_an_approver_on_airflow2() {
             .header("Authorization", &format!("Basic {auth}"));
         let reply = match body {
             Some(b) => req.send_json(&b),
-            None => req.send_empty(),
+            None => req.header("Content-Type", "application/json").send_empty(),
         };
         let mut reply = reply.unwrap_or_else(|e| panic!("{user} {action}: {e}"));
         let text = reply.body_mut().read_to_string().unwrap_or_default();

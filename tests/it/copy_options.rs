@@ -107,6 +107,7 @@ fn copies_load(major: AirflowMajor) -> TestResult {
             &folder.join(COPY_SUBDIR),
             &dagcopy::file_name(&spec.backfill_id),
             source.as_bytes(),
+            dagcopy::CopyAccess::default(),
         )
         .unwrap_or_else(|e| panic!("{e}"));
     };

@@ -200,11 +200,13 @@ fn request_values_never_become_code() -> TestResult {
         &dir,
         &dagcopy::file_name("nasty"),
         dagcopy::render(origin, &nasty).as_bytes(),
+        dagcopy::CopyAccess::default(),
     )?;
     let reference = dagcopy::write_atomically(
         &dir,
         &dagcopy::file_name("reference"),
         dagcopy::render(origin, &benign).as_bytes(),
+        dagcopy::CopyAccess::default(),
     )?;
 
     let text = std::fs::read_to_string(&copy)?;
@@ -588,6 +590,7 @@ fn write_copy(
         &folder.join(COPY_SUBDIR),
         &dagcopy::file_name(&spec.backfill_id),
         source.as_bytes(),
+        dagcopy::CopyAccess::default(),
     )?)
 }
 
@@ -735,6 +738,7 @@ fn airflow_loads_copies(major: AirflowMajor) -> TestResult {
         &dags.join(COPY_SUBDIR),
         &dagcopy::file_name(&again.backfill_id),
         source.as_bytes(),
+        dagcopy::CopyAccess::default(),
     )?;
     let mut again_params = merged.clone();
     again_params["limit"] = json!(7);

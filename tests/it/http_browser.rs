@@ -17,7 +17,7 @@ use crate::support::{free_port, repo_dir, wait_for, Airflow, AirflowMajor, Daemo
 const BIG: Duration = Duration::from_secs(420);
 
 /// The first of `names` found on `PATH` or at an absolute path.
-fn find_program(names: &[&str]) -> Option<PathBuf> {
+pub fn find_program(names: &[&str]) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     names.iter().find_map(|n| {
         let direct = PathBuf::from(n);
@@ -31,7 +31,7 @@ fn find_program(names: &[&str]) -> Option<PathBuf> {
 }
 
 /// A chromedriver process and one WebDriver session on it; both end on drop.
-struct Browser {
+pub struct Browser {
     driver: Child,
     agent: ureq::Agent,
     session: String,
@@ -39,7 +39,7 @@ struct Browser {
 }
 
 impl Browser {
-    fn start(chromium: &Path, chromedriver: &Path, profile: &Path) -> Browser {
+    pub fn start(chromium: &Path, chromedriver: &Path, profile: &Path) -> Browser {
         let port = free_port();
         let driver = Command::new(chromedriver)
             .arg(format!("--port={port}"))
@@ -84,7 +84,7 @@ impl Browser {
     }
 
     /// One WebDriver command; its `value`, or a panic with the driver's error.
-    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Value {
+    pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Value {
         let url = format!("{}{path}", self.base);
         let r = match (method, body) {
             ("GET", _) => self.agent.get(&url).call(),
@@ -103,22 +103,22 @@ impl Browser {
         v["value"].clone()
     }
 
-    fn cmd(&self, method: &str, rest: &str, body: Option<&Value>) -> Value {
+    pub fn cmd(&self, method: &str, rest: &str, body: Option<&Value>) -> Value {
         self.call(method, &format!("/session/{}{rest}", self.session), body)
     }
 
-    fn goto(&self, url: &str) {
+    pub fn goto(&self, url: &str) {
         self.cmd("POST", "/url", Some(&json!({ "url": url })));
     }
 
-    fn url(&self) -> String {
+    pub fn url(&self) -> String {
         self.cmd("GET", "/url", None)
             .as_str()
             .unwrap_or_default()
             .to_owned()
     }
 
-    fn element(&self, css: &str) -> String {
+    pub fn element(&self, css: &str) -> String {
         let v = self.cmd(
             "POST",
             "/element",
@@ -131,7 +131,7 @@ impl Browser {
             .to_owned()
     }
 
-    fn type_into(&self, css: &str, text: &str) {
+    pub fn type_into(&self, css: &str, text: &str) {
         let id = self.element(css);
         self.cmd(
             "POST",
@@ -140,12 +140,12 @@ impl Browser {
         );
     }
 
-    fn click(&self, css: &str) {
+    pub fn click(&self, css: &str) {
         let id = self.element(css);
         self.cmd("POST", &format!("/element/{id}/click"), Some(&json!({})));
     }
 
-    fn script(&self, js: &str, args: Value) -> Value {
+    pub fn script(&self, js: &str, args: Value) -> Value {
         self.cmd(
             "POST",
             "/execute/sync",
@@ -155,7 +155,7 @@ impl Browser {
 
     /// Fill the create form (set as values: a date input's typing order depends on the
     /// locale) and submit it; the new backfill's id from the detail page URL.
-    fn create(&self, app: &str, dag: &str, start: &str, end: &str, params: &str) -> String {
+    pub fn create(&self, app: &str, dag: &str, start: &str, end: &str, params: &str) -> String {
         self.goto(&format!("{app}/new"));
         self.script(
             "document.getElementById('dag_id').value = arguments[0];\
@@ -173,7 +173,7 @@ impl Browser {
     }
 
     /// The state badge of a backfill's detail page, freshly loaded.
-    fn state_of(&self, app: &str, id: &str) -> String {
+    pub fn state_of(&self, app: &str, id: &str) -> String {
         self.goto(&format!("{app}/backfills/{id}"));
         self.script(
             "const s = document.querySelector('span.state'); return s ? s.textContent : '';",
@@ -184,7 +184,7 @@ impl Browser {
         .to_owned()
     }
 
-    fn screenshot(&self, to: &Path) {
+    pub fn screenshot(&self, to: &Path) {
         use base64::Engine as _;
         let b64 = self.cmd("GET", "/screenshot", None);
         let png = base64::engine::general_purpose::STANDARD

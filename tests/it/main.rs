@@ -4,13 +4,16 @@ mod approval;
 mod audit_chain;
 mod authz_matrix;
 mod cluster;
+mod control_flood;
 mod copy_options;
 mod core_loop;
 mod dagcopy;
 mod db_outage;
 mod guard_rails;
 mod http_api;
+mod http_auth;
 mod http_browser;
+mod http_sso;
 mod lifecycle;
 mod matrix;
 #[path = "../../benches/support/metagen.rs"]

@@ -91,7 +91,8 @@ pub struct Proc {
 }
 
 impl Proc {
-    fn spawn(name: &str, mut cmd: Command, log: &Path) -> Proc {
+    /// Start `cmd` in its own process group, its output into `log`.
+    pub fn spawn(name: &str, mut cmd: Command, log: &Path) -> Proc {
         let out = std::fs::File::create(log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
         let err = out.try_clone().unwrap_or_else(|e| panic!("{e}"));
         cmd.stdin(Stdio::null())
@@ -510,6 +511,13 @@ impl Airflow {
             self.start_component("dag-processor", &["dag-processor"]);
         }
         self.start_component("scheduler", &["scheduler"]);
+    }
+
+    /// Start only Airflow 3's api-server (no scheduler, no DAG processor), waiting until it
+    /// answers.
+    pub fn start_api_server(&mut self) {
+        self.start_component("api-server", &["api-server"]);
+        self.wait_api_server(Duration::from_secs(180));
     }
 
     /// Wait until the api-server answers its health endpoint.
