@@ -13,7 +13,9 @@ use backfilld::dagcopy::{self, CopyOptions, CopySpec, TaskSubset, COPY_SUBDIR};
 use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 
-use crate::support::{airflow_venv, repo_dir, wait_for, Airflow, AirflowMajor, Daemon};
+use crate::support::{
+    airflow_venv, repo_dir, wait_for, Airflow, AirflowMajor, Daemon, DAGBAG_PRELUDE,
+};
 
 const BIG: Duration = Duration::from_secs(420);
 
@@ -52,22 +54,6 @@ fn subset(task_ids: &[&str], upstream: bool, downstream: bool) -> Option<TaskSub
 /// serialization round trip, and the import errors.
 const LOAD: &str = r#"
 import json, os, sys
-try:
-    from airflow.dag_processing.dagbag import DagBag  # Airflow 3.2+
-except ImportError:
-    from airflow.models.dagbag import DagBag
-try:
-    # Airflow 3.2+: SerializedDAG is the scheduler's DAG; this class does the round trip.
-    from airflow.serialization.serialized_objects import DagSerialization as SerializedDAG
-except ImportError:
-    from airflow.serialization.serialized_objects import SerializedDAG
-import inspect
-
-def dag_bag(folder):
-    # Airflow 3.2+ DagBags load no examples and take no include_examples.
-    if "include_examples" in inspect.signature(DagBag.__init__).parameters:
-        return DagBag(dag_folder=folder, include_examples=False)
-    return DagBag(dag_folder=folder)
 
 def tasks(dag):
     return {
@@ -153,7 +139,7 @@ fn copies_load(major: AirflowMajor) -> TestResult {
 
     let output = Command::new(venv.join("bin/python"))
         .arg("-c")
-        .arg(LOAD)
+        .arg(format!("{DAGBAG_PRELUDE}{LOAD}"))
         .arg(&dags)
         .arg(&errors)
         .env("AIRFLOW_HOME", tmp.path().join("home"))

@@ -8,7 +8,7 @@ use backfilld::dagcopy::{self, CopySpec, COPY_SUBDIR};
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::{json, Map, Value};
 
-use crate::support::{airflow_venv, AirflowMajor};
+use crate::support::{airflow_venv, AirflowMajor, DAGBAG_PRELUDE};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -417,22 +417,6 @@ try:
     from airflow.sdk.definitions.param import process_params
 except ImportError:
     from airflow.models.param import process_params
-try:
-    from airflow.dag_processing.dagbag import DagBag  # Airflow 3.2+
-except ImportError:
-    from airflow.models.dagbag import DagBag
-try:
-    # Airflow 3.2+: SerializedDAG is the scheduler's DAG; this class does the round trip.
-    from airflow.serialization.serialized_objects import DagSerialization as SerializedDAG
-except ImportError:
-    from airflow.serialization.serialized_objects import SerializedDAG
-import inspect
-
-def dag_bag(folder):
-    # Airflow 3.2+ DagBags load no examples and take no include_examples.
-    if "include_examples" in inspect.signature(DagBag.__init__).parameters:
-        return DagBag(dag_folder=folder, include_examples=False)
-    return DagBag(dag_folder=folder)
 
 failures = []
 DATA_OR_TIME_CLASSES = ("DatasetOrTimeSchedule", "AssetOrTimeSchedule")
@@ -839,7 +823,7 @@ fn airflow_loads_copies(major: AirflowMajor) -> TestResult {
     paths.extend(std::env::split_paths(&path));
     let output = Command::new(venv.join("bin/python"))
         .arg("-c")
-        .arg(AIRFLOW_CHECK)
+        .arg(format!("{DAGBAG_PRELUDE}{AIRFLOW_CHECK}"))
         .arg(&expectations_path)
         .env("PATH", std::env::join_paths(paths)?)
         .env("AIRFLOW_HOME", &home)

@@ -893,3 +893,24 @@ pub fn every_backend(name: &str) -> Vec<backfilld::dburl::DbUrl> {
     .map(|u| backfilld::dburl::DbUrl::parse(u).unwrap_or_else(|e| panic!("{u}: {e}")))
     .collect()
 }
+
+/// Python run before a test's DagBag script: `DagBag` and `SerializedDAG` from where each
+/// Airflow release keeps them (3.2+ moved both), and `dag_bag(folder)` without the examples.
+pub const DAGBAG_PRELUDE: &str = r#"
+try:
+    from airflow.dag_processing.dagbag import DagBag  # Airflow 3.2+
+except ImportError:
+    from airflow.models.dagbag import DagBag
+try:
+    # Airflow 3.2+: SerializedDAG is the scheduler's DAG; this class does the round trip.
+    from airflow.serialization.serialized_objects import DagSerialization as SerializedDAG
+except ImportError:
+    from airflow.serialization.serialized_objects import SerializedDAG
+import inspect
+
+def dag_bag(folder):
+    # Airflow 3.2+ DagBags load no examples and take no include_examples.
+    if "include_examples" in inspect.signature(DagBag.__init__).parameters:
+        return DagBag(dag_folder=folder, include_examples=False)
+    return DagBag(dag_folder=folder)
+"#;
