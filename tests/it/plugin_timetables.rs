@@ -194,11 +194,6 @@ fn plugin_timetable_runs_airflows_dates_on_newest_airflow3() {
     plugin_timetable_end_to_end(AirflowMajor::V3Newest, "plugin_timetable_af33");
 }
 
-#[test]
-fn plugin_timetable_runs_airflows_dates_on_airflow31() {
-    plugin_timetable_end_to_end(AirflowMajor::V3, "plugin_timetable_af3");
-}
-
 /// Whether Airflow's own backfill runs the DAG of this oracle entry: it must give runs, and
 /// Airflow 3's backfill also refuses non-periodic timetables (`DagNonPeriodicScheduleException`
 /// in 3.3: none, `@once`, `@continuous`, asset-triggered).
