@@ -292,15 +292,25 @@ fn systemd_protocol_reload_and_clean_stop() {
         200,
         "each burst request created exactly one backfill"
     );
-    let accepted = std::fs::read_dir(d.spool.join("accepted"))
-        .unwrap_or_else(|e| panic!("{e}"))
-        .filter_map(|e| e.ok())
-        .filter(|e| {
-            let n = e.file_name().to_string_lossy().into_owned();
-            n.contains("burst-") && n.ends_with(".toml")
-        })
-        .count();
-    assert_eq!(accepted, 200);
+    // A batch records its decisions first and moves its files after the commit: wait for
+    // the spool to settle.
+    let accepted = || {
+        std::fs::read_dir(d.spool.join("accepted"))
+            .map(|dir| {
+                dir.filter_map(|e| e.ok())
+                    .filter(|e| {
+                        let n = e.file_name().to_string_lossy().into_owned();
+                        n.contains("burst-") && n.ends_with(".toml")
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    wait_for(
+        "all 200 burst files accepted",
+        Duration::from_secs(60),
+        || (accepted() == 200).then_some(()),
+    );
     assert_eq!(
         std::fs::read_dir(d.spool.join("active"))
             .map(|d| d.count())
