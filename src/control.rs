@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::metadb::lease::ClaimInfo;
-use crate::metadb::store::{BackfillRow, RequestRecord};
+use crate::metadb::store::{BackfillRow, ListQuery, RequestRecord};
 use crate::request::fmt_ts;
 use crate::state::BackfillState;
 
@@ -21,11 +21,20 @@ pub const MAX_LINE: usize = 64 * 1024;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum ControlRequest {
-    /// Backfills matching a filter.
+    /// Backfills matching a filter, one page at a time (see `paging`). A request without
+    /// `limit` (from a `backfillctl` older than paging) is answered with the whole list,
+    /// which the daemon streams page by page into one answer line.
     List {
         /// Which ones.
         #[serde(default, flatten)]
         filter: ListFilter,
+        /// Most backfills in the answer (default `paging::DEFAULT_LIMIT`, at most
+        /// `paging::MAX_LIMIT`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<usize>,
+        /// The `next` of the previous page; none for the first page.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cursor: Option<String>,
     },
     /// One backfill.
     Status {
@@ -68,6 +77,16 @@ pub struct ListFilter {
 }
 
 impl ListFilter {
+    /// The part of the filter the metadata DB applies.
+    pub fn query(&self) -> ListQuery {
+        ListQuery {
+            include_deleted: self.all,
+            dag_id: self.dag.clone(),
+            state: self.state,
+            since: self.since,
+        }
+    }
+
     /// Whether `b` passes the filter.
     pub fn matches(&self, b: &BackfillRow) -> bool {
         (self.all || !b.deleted)
@@ -81,10 +100,13 @@ impl ListFilter {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ControlResponse {
-    /// Answer to `list`.
+    /// Answer to `list`: one page.
     Backfills {
         /// Newest first.
         backfills: Vec<BackfillView>,
+        /// The cursor of the next page; absent on the last page.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        next: Option<String>,
     },
     /// Answer to `status`.
     Backfill {
@@ -414,7 +436,7 @@ mod tests {
     fn list_requests_of_older_clients_still_parse() {
         let old: Result<ControlRequest, _> = serde_json::from_str(r#"{"op":"list"}"#);
         assert!(
-            matches!(old, Ok(ControlRequest::List { ref filter }) if *filter == ListFilter::default()),
+            matches!(old, Ok(ControlRequest::List { ref filter, limit: None, cursor: None }) if *filter == ListFilter::default()),
             "{old:?}"
         );
         let new = ControlRequest::List {
@@ -424,6 +446,8 @@ mod tests {
                 since: None,
                 all: true,
             },
+            limit: Some(2),
+            cursor: Some("abc".into()),
         };
         let text = serde_json::to_string(&new).unwrap_or_default();
         let back: Result<ControlRequest, _> = serde_json::from_str(&text);

@@ -68,6 +68,10 @@ pub enum CtlCommand {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// Backfills asked from the daemon at a time (at most 1000); the list is printed
+        /// page by page as it comes.
+        #[arg(long, default_value_t = crate::paging::DEFAULT_LIMIT)]
+        page_size: usize,
     },
     /// Cancel a backfill: withdrawn before its DAG copy exists, else its unfinished runs fail.
     Cancel(OperateArgs),
@@ -294,6 +298,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             since,
             all,
             json,
+            page_size,
         } => {
             let state = match state {
                 None => None,
@@ -311,15 +316,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 since,
                 all,
             };
-            let list = match call(&socket, ControlRequest::List { filter })? {
-                ControlResponse::Backfills { backfills } => backfills,
-                other => bail!(unexpected(other)),
-            };
-            if json {
-                println!("{}", serde_json::to_string_pretty(&list)?);
-            } else {
-                print_table(&list);
-            }
+            list(&socket, filter, page_size, json)?;
             Ok(0)
         }
         CtlCommand::Status {
@@ -366,6 +363,79 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 other => bail!(unexpected(other)),
             }
         }
+    }
+}
+
+/// `backfillctl list`: page after page from the daemon, each printed as it comes (a table,
+/// or one JSON array written item by item), so neither side holds the whole list.
+fn list(socket: &Path, filter: ListFilter, page_size: usize, json: bool) -> anyhow::Result<()> {
+    if page_size == 0 {
+        bail!("--page-size must be at least 1");
+    }
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut array = JsonArray::default();
+    if !json {
+        write_table_header(&mut out)?;
+    }
+    let mut cursor: Option<String> = None;
+    loop {
+        let request = ControlRequest::List {
+            filter: filter.clone(),
+            limit: Some(page_size),
+            cursor: cursor.clone(),
+        };
+        let (backfills, next) = match call(socket, request)? {
+            ControlResponse::Backfills { backfills, next } => (backfills, next),
+            other => bail!(unexpected(other)),
+        };
+        for b in &backfills {
+            if json {
+                array.item(&mut out, b)?;
+            } else {
+                write_table_row(&mut out, b)?;
+            }
+        }
+        out.flush()?;
+        match next {
+            Some(n) if cursor.as_ref() == Some(&n) => {
+                bail!("backfilld answered the same page twice; stopping")
+            }
+            Some(n) => cursor = Some(n),
+            None => break,
+        }
+    }
+    if json {
+        array.finish(&mut out)?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// A pretty-printed JSON array written one item at a time, byte for byte what
+/// `serde_json::to_string_pretty` prints for the whole array.
+#[derive(Debug, Default)]
+struct JsonArray {
+    items: usize,
+}
+
+impl JsonArray {
+    fn item(&mut self, out: &mut impl Write, value: &impl Serialize) -> anyhow::Result<()> {
+        out.write_all(if self.items == 0 { b"[\n" } else { b",\n" })?;
+        let text = serde_json::to_string_pretty(value)?;
+        for (i, line) in text.split('\n').enumerate() {
+            if i > 0 {
+                out.write_all(b"\n")?;
+            }
+            write!(out, "  {line}")?;
+        }
+        self.items += 1;
+        Ok(())
+    }
+
+    fn finish(self, out: &mut impl Write) -> anyhow::Result<()> {
+        out.write_all(if self.items == 0 { b"[]\n" } else { b"\n]\n" })?;
+        Ok(())
     }
 }
 
@@ -847,25 +917,59 @@ fn print_seed_report(r: &crate::seed::SeedReport) {
     );
 }
 
-fn print_table(list: &[BackfillView]) {
-    println!(
+fn write_table_header(out: &mut impl Write) -> std::io::Result<()> {
+    writeln!(
+        out,
         "{:<48} {:<24} {:<10} {:>9}  RANGE",
         "ID", "DAG", "STATE", "DONE"
-    );
-    for b in list {
-        println!(
-            "{:<48} {:<24} {:<10} {:>4}/{:<4}  {} .. {}",
-            b.id,
-            b.dag_id,
-            if b.deleted {
-                "deleted"
-            } else {
-                b.state.as_str()
-            },
-            b.dates_succeeded + b.dates_failed,
-            b.dates_total,
-            b.start,
-            b.end
-        );
+    )
+}
+
+fn write_table_row(out: &mut impl Write, b: &BackfillView) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{:<48} {:<24} {:<10} {:>4}/{:<4}  {} .. {}",
+        b.id,
+        b.dag_id,
+        if b.deleted {
+            "deleted"
+        } else {
+            b.state.as_str()
+        },
+        b.dates_succeeded + b.dates_failed,
+        b.dates_total,
+        b.start,
+        b.end
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streamed_json_array_prints_as_the_whole_array() {
+        let cases = [
+            serde_json::json!([]),
+            serde_json::json!([{"a": 1}]),
+            serde_json::json!([
+                {"id": "x", "params": {}, "dates": [], "nested": {"k": [1, 2], "s": "two\nlines"}},
+                {"id": "y", "list": ["a", "b"], "empty": {}},
+                3
+            ]),
+        ];
+        for case in cases {
+            let mut array = JsonArray::default();
+            let mut out = Vec::new();
+            for item in case.as_array().into_iter().flatten() {
+                array.item(&mut out, item).unwrap_or_else(|e| panic!("{e}"));
+            }
+            array.finish(&mut out).unwrap_or_else(|e| panic!("{e}"));
+            let want = format!(
+                "{}\n",
+                serde_json::to_string_pretty(&case).unwrap_or_default()
+            );
+            assert_eq!(String::from_utf8_lossy(&out), want);
+        }
     }
 }

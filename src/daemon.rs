@@ -13,8 +13,9 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::config::Config;
-use crate::control::{ControlRequest, ControlResponse, MAX_LINE};
+use crate::control::{ControlRequest, ControlResponse, ListFilter, MAX_LINE};
 use crate::engine::{Command, Engine};
+use crate::paging;
 use crate::service::ServiceManager;
 use crate::spool::{Spool, INCOMING};
 
@@ -275,6 +276,14 @@ async fn answer(stream: UnixStream, engine: Sender<Command>, per_uid: &Connectio
     let response =
         match tokio::time::timeout(Duration::from_secs(10), limited.read_line(&mut line)).await {
             Ok(Ok(_)) => match serde_json::from_str::<ControlRequest>(&line) {
+                Ok(ControlRequest::List {
+                    filter,
+                    limit: None,
+                    cursor: None,
+                }) => {
+                    stream_list(&engine, uid, filter, &mut write).await;
+                    return;
+                }
                 Ok(request) => ask(&engine, uid, request).await,
                 Err(e) => ControlResponse::Error {
                     message: format!("bad request: {e}"),
@@ -285,6 +294,66 @@ async fn answer(stream: UnixStream, engine: Sender<Command>, per_uid: &Connectio
     if let Ok(mut out) = serde_json::to_vec(&response) {
         out.push(b'\n');
         let _ = write.write_all(&out).await;
+    }
+}
+
+/// The whole list for a client that asked without `limit` (a `backfillctl` older than
+/// paging): the same answer line as before paging, written page by page as the engine answers
+/// them, so the daemon never holds more than one page. A failure after the first page closes
+/// the connection mid-line (the client reports an answer it cannot read).
+async fn stream_list(
+    engine: &Sender<Command>,
+    uid: u32,
+    filter: ListFilter,
+    write: &mut (impl tokio::io::AsyncWrite + Unpin),
+) {
+    let mut cursor = None;
+    let mut items = 0usize;
+    let mut first = true;
+    loop {
+        let request = ControlRequest::List {
+            filter: filter.clone(),
+            limit: Some(paging::DEFAULT_LIMIT),
+            cursor: cursor.take(),
+        };
+        let (backfills, next) = match ask(engine, uid, request).await {
+            ControlResponse::Backfills { backfills, next } => (backfills, next),
+            other => {
+                if first {
+                    if let Ok(mut out) = serde_json::to_vec(&other) {
+                        out.push(b'\n');
+                        let _ = write.write_all(&out).await;
+                    }
+                } else {
+                    tracing::warn!(uid, "a streamed list failed part-way; connection closed");
+                }
+                return;
+            }
+        };
+        let mut out = Vec::new();
+        if first {
+            out.extend_from_slice(br#"{"kind":"backfills","backfills":["#);
+            first = false;
+        }
+        for b in &backfills {
+            if items > 0 {
+                out.push(b',');
+            }
+            if serde_json::to_writer(&mut out, b).is_err() {
+                return;
+            }
+            items += 1;
+        }
+        if next.is_none() {
+            out.extend_from_slice(b"]}\n");
+        }
+        if write.write_all(&out).await.is_err() {
+            return;
+        }
+        match next {
+            Some(n) => cursor = Some(n),
+            None => return,
+        }
     }
 }
 
@@ -307,5 +376,95 @@ async fn ask(engine: &Sender<Command>, uid: u32, request: ControlRequest) -> Con
         _ => ControlResponse::Error {
             message: "backfilld is busy; try again".into(),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::BackfillView;
+
+    /// An engine that answers list pages of `total` backfills, `page` at a time, then fails
+    /// the page after `fail_after` pages (if set).
+    fn fake_engine(total: usize, fail_after: Option<usize>) -> Sender<Command> {
+        let (tx, rx) = std::sync::mpsc::channel::<Command>();
+        std::thread::spawn(move || {
+            let mut pages = 0;
+            while let Ok(Command::Query { request, reply, .. }) = rx.recv() {
+                let ControlRequest::List { limit, cursor, .. } = request else {
+                    continue;
+                };
+                if fail_after.is_some_and(|n| pages >= n) {
+                    let _ = reply.send(ControlResponse::Error {
+                        message: "denied".into(),
+                    });
+                    continue;
+                }
+                pages += 1;
+                let from: usize = cursor.and_then(|c| c.parse().ok()).unwrap_or(0);
+                let to = (from + limit.unwrap_or(1) / 250).min(total);
+                let backfills = (from..to).map(view).collect();
+                let next = (to < total).then(|| to.to_string());
+                let _ = reply.send(ControlResponse::Backfills { backfills, next });
+            }
+        });
+        tx
+    }
+
+    fn view(i: usize) -> BackfillView {
+        let text = format!(
+            r#"{{"id":"b{i}","dag_id":"d","state":"running","reason":null,"start":"s","end":"e",
+            "description":null,"max_active_runs":1,"params":{{}},"submitted_by":"u",
+            "submitted_at":"t","updated_at":"t","run_start":null,"run_end":null,"dates_total":1,
+            "dates_succeeded":0,"dates_failed":0,"dates_running":0,"dates_queued":0,
+            "dates_pending":1,"copy_path":null,"host":"h"}}"#
+        );
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn streamed(engine: &Sender<Command>) -> Vec<u8> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut out = Vec::new();
+        rt.block_on(stream_list(engine, 0, ListFilter::default(), &mut out));
+        out
+    }
+
+    #[test]
+    fn old_clients_get_the_whole_list_in_one_line() {
+        // DEFAULT_LIMIT / 250 = 2 backfills a page in the fake engine.
+        for total in [0, 1, 2, 5] {
+            let out = streamed(&fake_engine(total, None));
+            let text = String::from_utf8_lossy(&out);
+            assert!(
+                text.ends_with('\n') && text.matches('\n').count() == 1,
+                "{text}"
+            );
+            let answer: ControlResponse =
+                serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+            let want: Vec<BackfillView> = (0..total).map(view).collect();
+            assert_eq!(
+                answer,
+                ControlResponse::Backfills {
+                    backfills: want,
+                    next: None
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn a_refused_list_is_one_error_line_and_a_later_failure_cuts_the_line() {
+        let out = streamed(&fake_engine(5, Some(0)));
+        let answer: Result<ControlResponse, _> = serde_json::from_slice(&out);
+        assert!(
+            matches!(answer, Ok(ControlResponse::Error { ref message }) if message == "denied"),
+            "{answer:?}"
+        );
+        let out = streamed(&fake_engine(5, Some(1)));
+        assert!(!out.ends_with(b"\n"));
+        assert!(serde_json::from_slice::<ControlResponse>(&out).is_err());
     }
 }

@@ -34,6 +34,7 @@ use crate::metadb::store::{
 };
 use crate::metadb::{DbError, MetaDb};
 use crate::ordering::{self, Gate};
+use crate::paging::{self, PageKey};
 use crate::reconcile::{self, Observation, RunState, RunSummary};
 use crate::request::{self, fmt_ts, Operation, Parsed, ReasonCode, Rejection, Request};
 use crate::service::ServiceManager;
@@ -46,6 +47,7 @@ use crate::throttle;
 mod dates;
 mod ingest;
 mod limits;
+pub mod listing;
 mod metrics;
 mod pass_cache;
 mod seed;
@@ -2072,9 +2074,8 @@ impl Engine {
             }
         };
         let c = self.conn.as_mut().ok_or_else(not_connected)?;
-        let mut s = Store::new(&mut c.db);
         let response = match request {
-            ControlRequest::Status { id } => match s.backfill_any(&id)? {
+            ControlRequest::Status { id } => match Store::new(&mut c.db).backfill_any(&id)? {
                 Some(b) => match authz::authorize(&subject, Action::Read, Some(&b.dag_id)) {
                     Ok(()) => ControlResponse::Backfill {
                         backfill: Box::new(BackfillView::from(&b)),
@@ -2091,14 +2092,36 @@ impl Engine {
                     message: format!("no backfill with id {id:?}"),
                 },
             },
-            ControlRequest::List { filter } => ControlResponse::Backfills {
-                backfills: s
-                    .backfills(filter.all)?
-                    .iter()
-                    .filter(|b| filter.matches(b) && subject.can_read_dag(&b.dag_id))
-                    .map(BackfillView::from)
-                    .collect(),
-            },
+            ControlRequest::List {
+                filter,
+                limit,
+                cursor,
+            } => {
+                let asked = paging::page_size(limit, paging::DEFAULT_LIMIT, paging::MAX_LIMIT)
+                    .and_then(|limit| {
+                        Ok((limit, cursor.as_deref().map(PageKey::decode).transpose()?))
+                    });
+                match asked {
+                    Ok((limit, after)) => {
+                        let page = listing::page(
+                            &mut c.db,
+                            &filter.query(),
+                            after,
+                            limit,
+                            0,
+                            |b| filter.matches(b) && subject.can_read_dag(&b.dag_id),
+                            |b: &BackfillRow| BackfillView::from(b),
+                        )?;
+                        ControlResponse::Backfills {
+                            backfills: page.items,
+                            next: page.next.map(|k| k.encode()),
+                        }
+                    }
+                    Err(e) => ControlResponse::Error {
+                        message: e.to_string(),
+                    },
+                }
+            }
             ControlRequest::Outcome { .. } | ControlRequest::ImportSeed { .. } => {
                 ControlResponse::Pending
             }
@@ -2109,7 +2132,7 @@ impl Engine {
                 claims: Leases::new(&mut c.db).all()?,
             },
             ControlRequest::AuditVerify => ControlResponse::AuditReport {
-                report: s.verify_audit()?,
+                report: Store::new(&mut c.db).verify_audit()?,
             },
         };
         let now = Instant::now();

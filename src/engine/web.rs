@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio::sync::oneshot;
 
+use super::listing;
 use super::{emit_audit, not_connected, AuthSource, Engine, Identity};
 use crate::approval;
 use crate::authz::{self, Action, Subject};
@@ -16,8 +17,9 @@ use crate::dagcopy;
 use crate::lifecycle::{self, Facts};
 use crate::metadb::airflow::Airflow;
 use crate::metadb::fab::{Fab, FabUser};
-use crate::metadb::store::{self, AuditEntry, BackfillRow, Store};
+use crate::metadb::store::{self, AuditEntry, BackfillRow, ListQuery, Store};
 use crate::metadb::DbError;
+use crate::paging::{self, PageKey};
 use crate::reconcile::{Progress, RunObservation, RunState};
 use crate::request::{fmt_ts, Rejection};
 use crate::state::BackfillState;
@@ -93,7 +95,8 @@ pub enum WebCommand {
         /// Why not.
         reason: Option<String>,
     },
-    /// Backfills the user may read.
+    /// Every backfill the user may read, in one answer (read page by page, but held whole:
+    /// prefer [`WebCommand::ListPage`]).
     List {
         /// The authenticated Airflow user.
         username: String,
@@ -101,6 +104,15 @@ pub enum WebCommand {
         include_deleted: bool,
         /// Newest first.
         reply: Reply<Vec<WebBackfill>>,
+    },
+    /// One page of the backfills the user may read, newest first (see `paging`).
+    ListPage {
+        /// The authenticated Airflow user.
+        username: String,
+        /// Which page.
+        page: PageRequest,
+        /// The page.
+        reply: Reply<WebPage>,
     },
     /// One backfill, with per-date states.
     Get {
@@ -126,6 +138,36 @@ pub enum WebCommand {
         /// DAG ids, sorted.
         reply: Reply<Vec<String>>,
     },
+}
+
+/// Which page of a list the HTTP layer asks for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PageRequest {
+    /// The filters the DB applies (deleted, DAG, state, submitted since).
+    pub query: ListQuery,
+    /// Only backfills with a logical date in this range, bounds included (the seed API's
+    /// `start_date`/`end_date`); a backfill without dates passes.
+    pub dates_within: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    /// Start after this backfill (the previous page's `next`).
+    pub cursor: Option<PageKey>,
+    /// Matching backfills to leave out first (the seed API's `offset`).
+    pub skip: usize,
+    /// Most backfills in the page (already checked with `paging::page_size`).
+    pub limit: usize,
+    /// Also count every backfill matching `query` that the user may read.
+    pub count: bool,
+}
+
+/// A page of a list, as one user sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebPage {
+    /// The backfills, newest first.
+    pub backfills: Vec<WebBackfill>,
+    /// Where the next page starts; `None` on the last page.
+    pub next: Option<PageKey>,
+    /// Backfills matching the query that the user may read (without `dates_within`), when
+    /// asked.
+    pub total: Option<u64>,
 }
 
 /// A stored login.
@@ -303,6 +345,14 @@ impl Engine {
                 let answer = self.web_answer(|e| e.web_list(&username, include_deleted));
                 let _ = reply.send(answer);
             }
+            WebCommand::ListPage {
+                username,
+                page,
+                reply,
+            } => {
+                let answer = self.web_answer(|e| e.web_list_page(&username, &page));
+                let _ = reply.send(answer);
+            }
             WebCommand::Get {
                 username,
                 id,
@@ -400,14 +450,77 @@ impl Engine {
         };
         let roles = self.config.approval.approver_roles.clone();
         let c = self.conn.as_mut().ok_or_else(not_connected)?;
-        let rows = Store::new(&mut c.db).backfills(include_deleted)?;
-        let list = rows
-            .iter()
-            .filter(|b| subject.can_read_dag(&b.dag_id))
-            .map(|b| web_backfill(b, &subject, &roles))
-            .collect();
+        let query = ListQuery {
+            include_deleted,
+            ..ListQuery::default()
+        };
+        let mut list = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = listing::page(
+                &mut c.db,
+                &query,
+                cursor,
+                paging::MAX_LIMIT,
+                0,
+                |b| subject.can_read_dag(&b.dag_id),
+                |b| web_backfill(b, &subject, &roles),
+            )?;
+            list.extend(page.items);
+            match page.next {
+                Some(k) => cursor = Some(k),
+                None => break,
+            }
+        }
         self.audit(&ident, Action::Read, None, None)?;
         Ok(Ok(list))
+    }
+
+    fn web_list_page(
+        &mut self,
+        username: &str,
+        request: &PageRequest,
+    ) -> Result<Result<WebPage, WebError>, DbError> {
+        let (ident, subject) = match self.web_reader(username, None)? {
+            Ok(v) => v,
+            Err(e) => return Ok(Err(e)),
+        };
+        let roles = self.config.approval.approver_roles.clone();
+        let c = self.conn.as_mut().ok_or_else(not_connected)?;
+        let within = request.dates_within;
+        let page = listing::page(
+            &mut c.db,
+            &request.query,
+            request.cursor.clone(),
+            request.limit,
+            request.skip,
+            |b| {
+                subject.can_read_dag(&b.dag_id)
+                    && within.is_none_or(|(from, to)| {
+                        b.logical_dates.is_empty()
+                            || b.logical_dates.iter().any(|d| from <= *d && *d <= to)
+                    })
+            },
+            |b| web_backfill(b, &subject, &roles),
+        )?;
+        let total = if request.count {
+            let counts = Store::new(&mut c.db).count_by_dag(&request.query)?;
+            Some(
+                counts
+                    .iter()
+                    .filter(|(dag, _)| subject.can_read_dag(dag))
+                    .map(|(_, n)| n)
+                    .sum(),
+            )
+        } else {
+            None
+        };
+        self.audit(&ident, Action::Read, None, None)?;
+        Ok(Ok(WebPage {
+            backfills: page.items,
+            next: page.next,
+            total,
+        }))
     }
 
     fn web_get(

@@ -14,8 +14,10 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::{ApiError, State};
-use crate::engine::web::{WebBackfill, WebCommand, WebDetail};
+use crate::engine::web::{PageRequest, WebBackfill, WebCommand, WebDetail, WebPage};
+use crate::metadb::store::ListQuery;
 use crate::metadb::store::RequestRecord;
+use crate::paging::{self, PageKey};
 use crate::state::BackfillState;
 
 /// Where Airflow's REST API documents its error types (the seed's `type` links).
@@ -397,6 +399,8 @@ pub struct SeedFilter {
     start_date: Option<String>,
     end_date: Option<String>,
     include_deleted: Option<String>,
+    limit: Option<String>,
+    offset: Option<String>,
 }
 
 fn flag(v: &Option<String>) -> bool {
@@ -408,18 +412,44 @@ async fn user(state: &State, headers: &HeaderMap, client: SocketAddr) -> Result<
     state.authenticate(headers, client).await
 }
 
-async fn list_for(
-    state: &State,
-    user: String,
-    include_deleted: bool,
-) -> Result<Vec<WebBackfill>, ApiError> {
+async fn page_for(state: &State, user: String, page: PageRequest) -> Result<WebPage, ApiError> {
     state
-        .ask(|reply| WebCommand::List {
+        .ask(|reply| WebCommand::ListPage {
             username: user,
-            include_deleted,
+            page,
             reply,
         })
         .await
+}
+
+/// A page size or offset from the query string.
+fn count_param(field: &str, text: Option<&str>) -> Result<Option<usize>, ApiError> {
+    match text.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(t) => t.parse().map(Some).map_err(|_| {
+            ApiError::bad_request(format!("{field} must be a whole number, not {t:?}"))
+        }),
+    }
+}
+
+/// The page size of a list request, or a 400 naming the limits.
+fn limit_param(text: Option<&str>, default: usize) -> Result<usize, ApiError> {
+    paging::page_size(count_param("limit", text)?, default, paging::MAX_LIMIT)
+        .map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+/// The request's own URL (under `base`, the `[http] base_path`) with `key` set to `value`
+/// (any earlier `key` dropped): the link to the next page.
+pub fn next_link(base: &str, uri: &axum::http::Uri, key: &str, value: &str) -> String {
+    let mut query: Vec<&str> = uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty() && p.split('=').next() != Some(key))
+        .collect();
+    let pair = format!("{key}={value}");
+    query.push(&pair);
+    format!("{base}{}?{}", uri.path(), query.join("&"))
 }
 
 async fn get_for(state: &State, user: &str, id: &str) -> Result<WebDetail, ApiError> {
@@ -436,32 +466,46 @@ async fn get_for(state: &State, user: &str, id: &str) -> Result<WebDetail, ApiEr
 async fn v1_list(
     AxState(state): AxState<State>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
     Query(f): Query<SeedFilter>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let user = user(&state, &headers, client).await?;
-    let range = match (&f.start_date, &f.end_date) {
+    let dates_within = match (&f.start_date, &f.end_date) {
         (Some(s), Some(e)) if !s.is_empty() && !e.is_empty() => {
             Some((parse_date("start_date", s)?, parse_date("end_date", e)?))
         }
         _ => None,
     };
-    let rows = list_for(&state, user, flag(&f.include_deleted)).await?;
-    let out: Vec<Value> = rows
-        .iter()
-        .filter(|b| {
-            f.dag_id
-                .as_ref()
-                .is_none_or(|d| d.is_empty() || *d == b.view.dag_id)
-        })
-        .filter(|b| {
-            range.is_none_or(|(s, e)| {
-                b.dates.is_empty() || b.dates.iter().any(|d| s <= *d && *d <= e)
-            })
-        })
-        .map(seed_json)
-        .collect();
-    Ok(Json(Value::Array(out)))
+    let limit = limit_param(f.limit.as_deref(), paging::MAX_LIMIT)?;
+    let offset = count_param("offset", f.offset.as_deref())?.unwrap_or(0);
+    let page = PageRequest {
+        query: ListQuery {
+            include_deleted: flag(&f.include_deleted),
+            dag_id: f.dag_id.clone().filter(|d| !d.is_empty()),
+            ..ListQuery::default()
+        },
+        dates_within,
+        cursor: None,
+        skip: offset,
+        limit,
+        count: false,
+    };
+    let page = page_for(&state, user, page).await?;
+    let out: Vec<Value> = page.backfills.iter().map(seed_json).collect();
+    let mut response = Json(Value::Array(out)).into_response();
+    if page.next.is_some() {
+        let link = next_link(
+            state.base(),
+            &uri,
+            "offset",
+            &(offset + page.backfills.len()).to_string(),
+        );
+        if let Ok(v) = header::HeaderValue::from_str(&format!("<{link}>; rel=\"next\"")) {
+            response.headers_mut().insert(header::LINK, v);
+        }
+    }
+    Ok(response)
 }
 
 async fn v1_get(
@@ -563,14 +607,17 @@ pub struct V2Filter {
     dag_id: Option<String>,
     state: Option<String>,
     include_deleted: Option<bool>,
+    limit: Option<String>,
+    cursor: Option<String>,
 }
 
 async fn v2_list(
     AxState(state): AxState<State>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
     Query(f): Query<V2Filter>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let user = user(&state, &headers, client).await?;
     let wanted: Option<BackfillState> = match &f.state {
         Some(s) if !s.is_empty() => Some(
@@ -579,19 +626,41 @@ async fn v2_list(
         ),
         _ => None,
     };
-    let rows = list_for(&state, user, f.include_deleted.unwrap_or(false)).await?;
-    let out: Vec<&WebBackfill> = rows
-        .iter()
-        .filter(|b| {
-            f.dag_id
-                .as_ref()
-                .is_none_or(|d| d.is_empty() || *d == b.view.dag_id)
-        })
-        .filter(|b| wanted.is_none_or(|s| s == b.view.state))
-        .collect();
-    Ok(Json(
-        json!({ "backfills": out, "total_entries": out.len() }),
-    ))
+    let cursor = match f.cursor.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(c) => Some(PageKey::decode(c).map_err(|e| ApiError::bad_request(e.to_string()))?),
+    };
+    let page = PageRequest {
+        query: ListQuery {
+            include_deleted: f.include_deleted.unwrap_or(false),
+            dag_id: f.dag_id.clone().filter(|d| !d.is_empty()),
+            state: wanted,
+            since: None,
+        },
+        dates_within: None,
+        cursor,
+        skip: 0,
+        limit: limit_param(f.limit.as_deref(), paging::DEFAULT_LIMIT)?,
+        count: true,
+    };
+    let page = page_for(&state, user, page).await?;
+    let next_cursor = page.next.as_ref().map(PageKey::encode);
+    let next = next_cursor
+        .as_deref()
+        .map(|c| next_link(state.base(), &uri, "cursor", c));
+    let mut response = Json(json!({
+        "backfills": page.backfills,
+        "total_entries": page.total.unwrap_or(0),
+        "next_cursor": next_cursor,
+        "next": next,
+    }))
+    .into_response();
+    if let Some(link) = &next {
+        if let Ok(v) = header::HeaderValue::from_str(&format!("<{link}>; rel=\"next\"")) {
+            response.headers_mut().insert(header::LINK, v);
+        }
+    }
+    Ok(response)
 }
 
 async fn v2_get(
@@ -794,6 +863,40 @@ mod tests {
             json!({"dag_id": "x", "start": "2024-01-01", "end": "2024-01-01", "params": 3})
         ))
         .is_err());
+    }
+
+    #[test]
+    fn next_links_keep_the_filters() {
+        let uri: axum::http::Uri = "/api/v2/backfills?dag_id=sales&cursor=old&limit=2"
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            next_link("/bf", &uri, "cursor", "new"),
+            "/bf/api/v2/backfills?dag_id=sales&limit=2&cursor=new"
+        );
+        let bare: axum::http::Uri = "/api/v1/plugins/backfills"
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            next_link("", &bare, "offset", "1000"),
+            "/api/v1/plugins/backfills?offset=1000"
+        );
+    }
+
+    #[test]
+    fn page_parameters() {
+        assert_eq!(limit_param(None, 500).ok(), Some(500));
+        assert_eq!(limit_param(Some(" 7 "), 500).ok(), Some(7));
+        assert_eq!(
+            limit_param(Some("100000"), 500).ok(),
+            Some(paging::MAX_LIMIT)
+        );
+        for bad in ["0", "-1", "ten"] {
+            let e = limit_param(Some(bad), 500).err();
+            assert_eq!(e.map(|e| e.status), Some(StatusCode::BAD_REQUEST), "{bad}");
+        }
+        assert_eq!(count_param("offset", Some("")).ok(), Some(None));
+        assert!(count_param("offset", Some("x")).is_err());
     }
 
     #[test]

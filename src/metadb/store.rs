@@ -10,12 +10,13 @@ use diesel::sql_types::{BigInt, Nullable, Text};
 use diesel::QueryableByName;
 
 use super::{parse_ts, Arg, DbError, Dialect, IntRow, MetaDb, TextRow};
+use crate::paging::PageKey;
 use crate::reconcile::{Decision, Progress};
 use crate::request::{fmt_ts, ReasonCode};
 use crate::state::BackfillState;
 
 /// Schema version this build expects.
-pub const SCHEMA_VERSION: i64 = 14;
+pub const SCHEMA_VERSION: i64 = 15;
 
 fn migrations(d: Dialect) -> Vec<(i64, Vec<String>)> {
     let long = d.long_text();
@@ -224,6 +225,14 @@ fn migrations(d: Dialect) -> Vec<(i64, Vec<String>)> {
                 granted_at VARCHAR(40) NOT NULL,
                 PRIMARY KEY (role, action, resource))"
                 .to_owned()],
+        ),
+        (
+            // Keyset paging of lists (`paging`): newest first, read from the index alone.
+            15,
+            vec![
+                "CREATE INDEX backfilld_backfill_submitted ON backfilld_backfill (submitted_at, id)"
+                    .to_owned(),
+            ],
         ),
     ]
 }
@@ -699,6 +708,59 @@ const BACKFILL_COLS: &str = "id, dag_id, state, state_reason, description, start
     delete_after_days, reprocess, skipped_dates, copy_paused, options, seed_id, import_note, \
     approved_by, approved_at, rejected_by, rejected_at";
 
+/// The filters of a list that the DB applies (the caller's DAG permissions are applied on the
+/// rows read).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListQuery {
+    /// Include deleted backfills.
+    pub include_deleted: bool,
+    /// Only backfills of this origin DAG.
+    pub dag_id: Option<String>,
+    /// Only backfills in this state.
+    pub state: Option<BackfillState>,
+    /// Only backfills submitted at or after this instant.
+    pub since: Option<DateTime<Utc>>,
+}
+
+impl ListQuery {
+    /// The `WHERE` conditions (joined with `AND`) and their arguments.
+    fn conditions(&self) -> (Vec<String>, Vec<Arg>) {
+        let (mut sql, mut args) = (Vec::new(), Vec::new());
+        if !self.include_deleted {
+            sql.push("deleted = 0".to_owned());
+        }
+        if let Some(d) = &self.dag_id {
+            sql.push("dag_id = ?".to_owned());
+            args.push(Arg::Text(d.clone()));
+        }
+        if let Some(s) = self.state {
+            sql.push("state = ?".to_owned());
+            args.push(Arg::Text(s.as_str().to_owned()));
+        }
+        if let Some(t) = self.since {
+            sql.push("submitted_at >= ?".to_owned());
+            args.push(Arg::Text(stored_ts(t)));
+        }
+        (sql, args)
+    }
+}
+
+fn where_clause(conditions: &[String]) -> String {
+    if conditions.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conditions.join(" AND "))
+    }
+}
+
+#[derive(QueryableByName)]
+struct DagCountSql {
+    #[diesel(sql_type = Text)]
+    dag_id: String,
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
 /// A stored JSON list of timestamps (NULL: none).
 fn dates_of(id: &str, json: Option<&str>) -> Result<Vec<DateTime<Utc>>, DbError> {
     let Some(json) = json else {
@@ -1166,18 +1228,53 @@ impl<'a> Store<'a> {
         Ok(out)
     }
 
-    /// Every backfill (with `include_deleted`, also the deleted ones), newest first.
-    pub fn backfills(&mut self, include_deleted: bool) -> Result<Vec<BackfillRow>, DbError> {
-        let filter = if include_deleted {
-            ""
-        } else {
-            "WHERE deleted = 0"
-        };
+    /// One slice of a list, newest first (`submitted_at` descending, then `id` descending):
+    /// at most `limit` backfills matching `query`, strictly after `after` when given. Read by
+    /// keyset from the `(submitted_at, id)` index, so a page never reads the rows before it.
+    /// The rows come without their origin source (`origin_code` is empty): lists never show it.
+    pub fn backfills_page(
+        &mut self,
+        query: &ListQuery,
+        after: Option<&PageKey>,
+        limit: usize,
+    ) -> Result<Vec<BackfillRow>, DbError> {
+        let (mut sql, mut args) = query.conditions();
+        if let Some(key) = after {
+            let at = stored_ts(key.submitted_at);
+            sql.push("(submitted_at < ? OR (submitted_at = ? AND id < ?))".to_owned());
+            args.extend([
+                Arg::Text(at.clone()),
+                Arg::Text(at),
+                Arg::Text(key.id.clone()),
+            ]);
+        }
+        let cols = BACKFILL_COLS.replacen("origin_code", "'' AS origin_code", 1);
         let rows: Vec<BackfillSql> = self.db.load(
-            &format!("SELECT {BACKFILL_COLS} FROM backfilld_backfill {filter} ORDER BY submitted_at DESC, id DESC"),
-            &[],
+            &format!(
+                "SELECT {cols} FROM backfilld_backfill{} ORDER BY submitted_at DESC, id DESC LIMIT {}",
+                where_clause(&sql),
+                limit.max(1)
+            ),
+            &args,
         )?;
         rows.into_iter().map(TryInto::try_into).collect()
+    }
+
+    /// How many backfills match `query`, per origin DAG (for a list's total, counted over the
+    /// DAGs the caller may read).
+    pub fn count_by_dag(&mut self, query: &ListQuery) -> Result<Vec<(String, u64)>, DbError> {
+        let (sql, args) = query.conditions();
+        let rows: Vec<DagCountSql> = self.db.load(
+            &format!(
+                "SELECT dag_id, COUNT(*) AS n FROM backfilld_backfill{} GROUP BY dag_id",
+                where_clause(&sql)
+            ),
+            &args,
+        )?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.dag_id, u64::try_from(r.n).unwrap_or(0)))
+            .collect())
     }
 
     /// Ids of finished, undeleted backfills whose `delete_after_days` elapsed by `now`. Reads
