@@ -1,5 +1,5 @@
-//! One page of a backfill list: the store read by keyset in batches of
-//! [`paging::BATCH_ROWS`], each row checked against what the DB cannot filter (the caller's DAG
+//! One page of a backfill list: the store read by keyset in batches (the page's size plus
+//! one, doubling up to [`paging::BATCH_ROWS`]), each row checked against what the DB cannot filter (the caller's DAG
 //! permissions, the seed API's date range), until [`Pager`] says the page is full. Memory holds
 //! one batch and one page, never the whole list.
 
@@ -31,9 +31,13 @@ pub fn page<T>(
     let mut items = Vec::new();
     let mut scanned = cursor;
     let mut last_taken: Option<PageKey> = None;
+    // A small page reads little; a filter that drops rows makes the batches grow.
+    let mut rows = limit.saturating_add(skip).saturating_add(1);
     loop {
-        let batch = Store::new(db).backfills_page(query, scanned.as_ref(), paging::BATCH_ROWS)?;
-        let exhausted = batch.len() < paging::BATCH_ROWS;
+        rows = rows.clamp(1, paging::BATCH_ROWS);
+        let batch = Store::new(db).backfills_page(query, scanned.as_ref(), rows)?;
+        let exhausted = batch.len() < rows;
+        rows = rows.saturating_mul(2);
         for row in &batch {
             scanned = Some(key_of(row));
             if !keep(row) {

@@ -15,6 +15,7 @@ mod http_auth;
 mod http_browser;
 mod http_sso;
 mod lifecycle;
+mod list_paging;
 mod matrix;
 #[path = "../../benches/support/metagen.rs"]
 mod metagen;
