@@ -604,6 +604,77 @@ fn seed_api_and_logins_on_airflow2_sqlite() {
         "{all}"
     );
 
+    // Paging: one backfill a page, following `next` (v2) and the Link header (v1), lists
+    // every backfill once, in the order of the whole list.
+    let whole = c
+        .get("/api/v2/backfills?include_deleted=true", Some(&alice))
+        .json();
+    let ids = |list: &Value, key: &str| -> Vec<String> {
+        list.as_array()
+            .map(|l| {
+                l.iter()
+                    .filter_map(|b| b[key].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let want = ids(&whole["backfills"], "id");
+    assert!(want.len() >= 3, "{whole}");
+    assert_eq!(whole["next_cursor"], Value::Null, "{whole}");
+    let (mut paged, mut path) = (
+        Vec::new(),
+        "/api/v2/backfills?include_deleted=true&limit=1".to_owned(),
+    );
+    loop {
+        let page = c.get(&path, Some(&alice));
+        assert_eq!(page.status, 200, "{}", page.body);
+        let v = page.json();
+        assert_eq!(v["total_entries"], want.len(), "{v}");
+        let got = ids(&v["backfills"], "id");
+        assert_eq!(got.len(), 1, "{v}");
+        paged.extend(got);
+        match v["next"].as_str() {
+            Some(next) => {
+                assert_eq!(
+                    page.header("link"),
+                    Some(format!("<{next}>; rel=\"next\"").as_str())
+                );
+                path = next.to_owned();
+            }
+            None => break,
+        }
+        assert!(paged.len() <= want.len(), "{paged:?}");
+    }
+    assert_eq!(paged, want);
+    let (mut seed_paged, mut path) = (
+        Vec::new(),
+        "/api/v1/plugins/backfills?include_deleted=true&limit=1".to_owned(),
+    );
+    loop {
+        let page = c.get(&path, Some(&alice));
+        assert_eq!(page.status, 200, "{}", page.body);
+        seed_paged.extend(ids(&page.json(), "backfill_dag_id"));
+        match page.header("link") {
+            Some(link) => {
+                path = link
+                    .trim_start_matches('<')
+                    .split('>')
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
+            }
+            None => break,
+        }
+        assert!(seed_paged.len() <= want.len(), "{seed_paged:?}");
+    }
+    assert_eq!(seed_paged, want);
+    assert_problem(&c.get("/api/v2/backfills?limit=0", Some(&alice)), 400);
+    assert_problem(&c.get("/api/v2/backfills?cursor=bogus", Some(&alice)), 400);
+    assert_problem(
+        &c.get("/api/v1/plugins/backfills?offset=-1", Some(&alice)),
+        400,
+    );
+
     // Failed logins were audited; too many from one address lock it out (429).
     assert!(
         af.count(

@@ -472,6 +472,52 @@ fn lifecycle_on_airflow2_sqlite() {
     // early, running, partial and its two retries; --all adds the deleted one.
     assert_eq!(ids(&["--since", "2000-01-01"]).len(), 5);
     assert_eq!(ids(&["--since", "2000-01-01", "--all"]).len(), 6);
+    // Paging: pages of 1 and 2 print exactly what one page prints (JSON and table), and a
+    // client older than paging (no limit) still gets the whole list in one answer.
+    for args in [&["list", "--all", "--json"][..], &["list", "--all"][..]] {
+        let whole = d.ctl(args);
+        assert!(whole.status.success(), "{whole:?}");
+        for size in ["1", "2"] {
+            let mut paged = args.to_vec();
+            paged.extend(["--page-size", size]);
+            let out = d.ctl(&paged);
+            assert!(out.status.success(), "{out:?}");
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&whole.stdout),
+                "{paged:?}"
+            );
+        }
+    }
+    let old_client = backfilld::control::call(
+        &d.spool.join("public/control.sock"),
+        &backfilld::control::ControlRequest::List {
+            filter: backfilld::control::ListFilter {
+                all: true,
+                ..Default::default()
+            },
+            limit: None,
+            cursor: None,
+        },
+        Duration::from_secs(60),
+    );
+    let listed: Vec<String> = match old_client {
+        Ok(backfilld::control::ControlResponse::Backfills {
+            backfills,
+            next: None,
+        }) => backfills.into_iter().map(|b| b.id).collect(),
+        other => panic!("{other:?}"),
+    };
+    let want: Vec<String> = d
+        .ctl_json(&["list", "--all", "--json"])
+        .as_array()
+        .map(|l| {
+            l.iter()
+                .filter_map(|b| b["id"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(listed, want);
 
     // 7. scheduled_at: no copy before the time; a scheduled backfill cancelled before its
     //    time never gets a copy. delete_after_days = 0: deleted as soon as it finished.
