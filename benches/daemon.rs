@@ -15,9 +15,12 @@
 //!   full pass and one incremental pass after 1% of the backfills moved on, timed in-process
 //!   on the library's engine, with the statements each pass sent and the peak RSS.
 //!
+//! - list at scale: N generated backfills served by the daemon to `backfillctl list --json
+//!   --all` and to every page of the v2 API's list, with the daemon's peak RSS during each.
+//!
 //! Run: `cargo bench --bench daemon -- [--requests N] [--idle-secs S] [--no-first-run]
 //! [--backfills N] [--runs M] [--tis K] [--no-pg] [--no-sqlite] [--keep-pg] [--only-reconcile]
-//! [--no-reconcile] [--singles N]` (defaults 1000, 60, with first run, 10000, 100, 5, with
+//! [--no-reconcile] [--singles N] [--only-list] [--no-list]` (defaults 1000, 60, with first run, 10000, 100, 5, with
 //! reconcile, 20). Needs the venvs of `scripts/airflow-venvs.sh`.
 
 #[path = "support/metagen.rs"]
@@ -42,6 +45,8 @@ struct Args {
     only_reconcile: bool,
     reconcile: bool,
     singles: usize,
+    only_list: bool,
+    list: bool,
 }
 
 fn args() -> Args {
@@ -58,6 +63,8 @@ fn args() -> Args {
         only_reconcile: false,
         reconcile: true,
         singles: 20,
+        only_list: false,
+        list: true,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -85,6 +92,8 @@ fn args() -> Args {
             "--keep-pg" => a.keep_pg = true,
             "--only-reconcile" => a.only_reconcile = true,
             "--no-reconcile" => a.reconcile = false,
+            "--only-list" => a.only_list = true,
+            "--no-list" => a.list = false,
             "--singles" => a.singles = it.next().and_then(|v| v.parse().ok()).unwrap_or(a.singles),
             _ => {}
         }
@@ -220,6 +229,11 @@ impl Drop for Daemon {
 }
 
 fn start_daemon(af: &Airflow) -> Daemon {
+    start_daemon_with(af, "")
+}
+
+/// The daemon with `extra` appended to its config file.
+fn start_daemon_with(af: &Airflow, extra: &str) -> Daemon {
     let dir = af.home.join("backfilld");
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| die(e.to_string()));
     let spool = dir.join("spool");
@@ -227,7 +241,7 @@ fn start_daemon(af: &Airflow) -> Daemon {
     std::fs::write(
         &config,
         format!(
-            "[airflow]\nhome = \"{}\"\n[spool]\ndir = \"{}\"\n[limits]\nmax_pending_per_user = 100000\nmax_active_backfills_per_user = 100000\n",
+            "[airflow]\nhome = \"{}\"\n[spool]\ndir = \"{}\"\n[limits]\nmax_pending_per_user = 100000\nmax_active_backfills_per_user = 100000\n{extra}",
             af.home.display(),
             spool.display()
         ),
@@ -442,6 +456,9 @@ fn main() {
     if a.only_reconcile {
         return reconcile_all(&a);
     }
+    if a.only_list {
+        return list_bench(&a);
+    }
 
     // Idle and ingest share one Airflow without a scheduler (nothing parses the copies).
     let af = Airflow::new("ingest");
@@ -605,6 +622,126 @@ fn main() {
     if a.reconcile {
         reconcile_all(&a);
     }
+    if a.list {
+        list_bench(&a);
+    }
+}
+
+/// Listing at scale: N generated backfills (SQLite, one run each), the daemon serving
+/// `backfillctl list --json --all` and then every page of the v2 API's list: the daemon's peak
+/// RSS during each (its high-water mark reset through `/proc/<pid>/clear_refs` before each),
+/// the time and the size of the answer.
+fn list_bench(a: &Args) {
+    let af = Airflow::on("list-sqlite", None);
+    let url = backfilld::config::Config::parse(
+        Path::new("bench"),
+        &format!("[airflow]\nhome = \"{}\"\n", af.home.display()),
+    )
+    .and_then(|c| c.resolve_airflow())
+    .map(|l| l.db)
+    .unwrap_or_else(|e| die(e.to_string()));
+    let mut db = backfilld::metadb::MetaDb::connect(&url).unwrap_or_else(|e| die(e.to_string()));
+    backfilld::metadb::store::migrate(&mut db).unwrap_or_else(|e| die(e.to_string()));
+    let dags = af.home.join("dags").to_string_lossy().into_owned();
+    metagen::generate(&mut db, &dags, 0, a.backfills, 1, 1).unwrap_or_else(|e| die(e.to_string()));
+    drop(db);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| die(e.to_string()));
+    let daemon = start_daemon_with(&af, &format!("[http]\nlisten = \"127.0.0.1:{port}\"\n"));
+    let pid = daemon.child.id();
+    // Let the first passes over the new backfills finish: CPU time steady for 3 s.
+    let mut last = -1.0;
+    wait("the daemon to settle", Duration::from_secs(600), || {
+        std::thread::sleep(Duration::from_secs(3));
+        let now = cpu_seconds(pid);
+        let settled = now - last < 0.05;
+        last = now;
+        settled.then_some(())
+    });
+    let settled_peak = status_kib(pid, "VmHWM:");
+    let reset = || {
+        if std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_err() {
+            die("cannot reset the daemon's peak RSS (/proc/<pid>/clear_refs)".into());
+        }
+    };
+    println!(
+        "list: {} backfills; daemon RSS {} KiB settled, peak {} KiB since start (startup and first passes)",
+        a.backfills,
+        status_kib(pid, "VmRSS:"),
+        settled_peak
+    );
+
+    reset();
+    let out = af.home.join("list.json");
+    let file = std::fs::File::create(&out).unwrap_or_else(|e| die(e.to_string()));
+    let t = Instant::now();
+    let status = Command::new(env!("CARGO_BIN_EXE_backfillctl"))
+        .arg("--config")
+        .arg(af.home.join("backfilld/backfilld.toml"))
+        .args(["list", "--json", "--all"])
+        .stdout(file)
+        .status()
+        .unwrap_or_else(|e| die(e.to_string()));
+    if !status.success() {
+        die(format!("backfillctl list failed: {status}"));
+    }
+    let bytes = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "list: backfillctl list --json --all: {:.2} s, {:.1} MB printed; daemon peak RSS {} KiB (target <= 65536)",
+        t.elapsed().as_secs_f64(),
+        bytes as f64 / 1e6,
+        status_kib(pid, "VmHWM:")
+    );
+
+    reset();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(120)))
+        .build()
+        .into();
+    let auth = format!(
+        "Basic {}",
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "root:pw")
+    );
+    let t = Instant::now();
+    let (mut pages, mut seen, mut bytes) = (0, 0usize, 0usize);
+    let mut path = "/api/v2/backfills?include_deleted=true&limit=1000".to_owned();
+    loop {
+        let mut r = agent
+            .get(format!("http://127.0.0.1:{port}{path}"))
+            .header("Authorization", &auth)
+            .call()
+            .unwrap_or_else(|e| die(format!("GET {path}: {e}")));
+        let body = r
+            .body_mut()
+            .with_config()
+            .limit(256 * 1024 * 1024)
+            .read_to_string()
+            .unwrap_or_else(|e| die(e.to_string()));
+        bytes += body.len();
+        let v: serde_json::Value =
+            serde_json::from_str(&body).unwrap_or_else(|e| die(e.to_string()));
+        pages += 1;
+        seen += v["backfills"].as_array().map_or(0, Vec::len);
+        match v["next"].as_str() {
+            Some(next) => path = next.to_owned(),
+            None => break,
+        }
+    }
+    if seen != a.backfills {
+        die(format!(
+            "the v2 pages held {seen} backfills, not {}",
+            a.backfills
+        ));
+    }
+    println!(
+        "list: GET /api/v2/backfills, {pages} pages of 1000: {:.2} s, {:.1} MB; daemon peak RSS {} KiB (target <= 65536)",
+        t.elapsed().as_secs_f64(),
+        bytes as f64 / 1e6,
+        status_kib(pid, "VmHWM:")
+    );
+    drop(daemon);
 }
 
 fn reconcile_all(a: &Args) {
