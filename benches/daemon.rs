@@ -627,9 +627,9 @@ fn main() {
     }
 }
 
-/// Listing at scale: N generated backfills (SQLite, one run each), the daemon serving
-/// `backfillctl list --json --all` and then every page of the v2 API's list: the daemon's peak
-/// RSS during each (its high-water mark reset through `/proc/<pid>/clear_refs` before each),
+/// Listing at scale: N generated backfills (SQLite; `--runs` dates and runs each, one task
+/// instance a run), the daemon serving `backfillctl list --json --all` and then every page of
+/// the v2 API's list: the daemon's peak RSS during each (its high-water mark reset through `/proc/<pid>/clear_refs` before each),
 /// the time and the size of the answer.
 fn list_bench(a: &Args) {
     let af = Airflow::on("list-sqlite", None);
@@ -643,7 +643,8 @@ fn list_bench(a: &Args) {
     let mut db = backfilld::metadb::MetaDb::connect(&url).unwrap_or_else(|e| die(e.to_string()));
     backfilld::metadb::store::migrate(&mut db).unwrap_or_else(|e| die(e.to_string()));
     let dags = af.home.join("dags").to_string_lossy().into_owned();
-    metagen::generate(&mut db, &dags, 0, a.backfills, 1, 1).unwrap_or_else(|e| die(e.to_string()));
+    metagen::generate(&mut db, &dags, 0, a.backfills, a.runs, 1)
+        .unwrap_or_else(|e| die(e.to_string()));
     drop(db);
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
