@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::{ApiError, State};
@@ -492,8 +492,17 @@ async fn v1_list(
         count: false,
     };
     let page = page_for(&state, user, page).await?;
-    let out: Vec<Value> = page.backfills.iter().map(seed_json).collect();
-    let mut response = Json(Value::Array(out)).into_response();
+    // Written one backfill at a time: no JSON tree of the whole page.
+    let mut body = b"[".to_vec();
+    for (i, b) in page.backfills.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        serde_json::to_writer(&mut body, &seed_json(b))
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    }
+    body.push(b']');
+    let mut response = ([(header::CONTENT_TYPE, "application/json")], body).into_response();
     if page.next.is_some() {
         let link = next_link(
             state.base(),
@@ -611,6 +620,15 @@ pub struct V2Filter {
     cursor: Option<String>,
 }
 
+/// A page of the v2 list, serialized straight from the backfills (no JSON tree in between).
+#[derive(Serialize)]
+struct V2Page<'a> {
+    backfills: &'a [WebBackfill],
+    total_entries: u64,
+    next_cursor: Option<&'a str>,
+    next: Option<&'a str>,
+}
+
 async fn v2_list(
     AxState(state): AxState<State>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
@@ -648,12 +666,12 @@ async fn v2_list(
     let next = next_cursor
         .as_deref()
         .map(|c| next_link(state.base(), &uri, "cursor", c));
-    let mut response = Json(json!({
-        "backfills": page.backfills,
-        "total_entries": page.total.unwrap_or(0),
-        "next_cursor": next_cursor,
-        "next": next,
-    }))
+    let mut response = Json(V2Page {
+        backfills: &page.backfills,
+        total_entries: page.total.unwrap_or(0),
+        next_cursor: next_cursor.as_deref(),
+        next: next.as_deref(),
+    })
     .into_response();
     if let Some(link) = &next {
         if let Ok(v) = header::HeaderValue::from_str(&format!("<{link}>; rel=\"next\"")) {
