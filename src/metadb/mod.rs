@@ -177,6 +177,23 @@ impl Dialect {
         }
     }
 
+    /// A condition "the pair `(first, second)` sorts before a bound pair", written so the
+    /// index on `(first, second)` seeks to it: a row-value comparison on SQLite and
+    /// PostgreSQL, a range on `first` plus the tie-break on MySQL/MariaDB (whose range
+    /// optimizer does not read row values). The second part says which bound each
+    /// placeholder takes, in order: `0` the bound of `first`, `1` that of `second`.
+    pub fn keyset_before(self, first: &str, second: &str) -> (String, &'static [usize]) {
+        match self.0 {
+            Backend::Sqlite | Backend::Postgres => {
+                (format!("({first}, {second}) < (?, ?)"), &[0, 1])
+            }
+            Backend::Mysql => (
+                format!("{first} <= ? AND ({first} < ? OR ({first} = ? AND {second} < ?))"),
+                &[0, 0, 0, 1],
+            ),
+        }
+    }
+
     /// A placeholder for a UTC timestamp bound as text made by [`Dialect::ts_value`], for
     /// Airflow's timestamp columns (SQLAlchemy's naive-UTC text on SQLite, `timestamptz` on
     /// PostgreSQL, `TIMESTAMP(6)` in a UTC session on MySQL).

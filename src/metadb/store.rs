@@ -1240,13 +1240,10 @@ impl<'a> Store<'a> {
     ) -> Result<Vec<BackfillRow>, DbError> {
         let (mut sql, mut args) = query.conditions();
         if let Some(key) = after {
-            let at = stored_ts(key.submitted_at);
-            sql.push("(submitted_at < ? OR (submitted_at = ? AND id < ?))".to_owned());
-            args.extend([
-                Arg::Text(at.clone()),
-                Arg::Text(at),
-                Arg::Text(key.id.clone()),
-            ]);
+            let bounds = [stored_ts(key.submitted_at), key.id.clone()];
+            let (before, binds) = self.db.dialect().keyset_before("submitted_at", "id");
+            sql.push(before);
+            args.extend(binds.iter().map(|i| Arg::Text(bounds[*i].clone())));
         }
         let cols = BACKFILL_COLS.replacen("origin_code", "'' AS origin_code", 1);
         let rows: Vec<BackfillSql> = self.db.load(
