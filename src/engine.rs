@@ -207,6 +207,8 @@ const FULL_PASS_EVERY: u32 = 60;
 /// In a shared DAGs folder, how long after a copy's write was claimed a missing file is left
 /// to the claiming agent before the leader restores it.
 const COPY_WRITE_GRACE_SECS: i64 = 10;
+/// Copies whose rows convergence reads and checks at a time (one statement each).
+const COPY_CHECK_CHUNK: usize = 400;
 
 impl Engine {
     /// An engine over an opened spool; connects lazily.
@@ -1748,36 +1750,12 @@ impl Engine {
             })
             .map(|(id, _)| id.as_str())
             .collect();
-        let rows = if to_check.is_empty() {
-            Vec::new()
-        } else {
+        // A chunk of rows at a time (one statement each, as one `backfills_any` call would
+        // send): at start every copy may need checking, and the rows carry the origin source.
+        for chunk in to_check.chunks(COPY_CHECK_CHUNK) {
             let c = self.conn.as_mut().ok_or_else(not_connected)?;
-            Store::new(&mut c.db).backfills_any(&to_check)?
-        };
-        for row in &rows {
-            let id = &row.id;
-            let name = dagcopy::file_name(id);
-            let path = dir.join(&name);
-            let expected = render_copy(row);
-            let current = std::fs::read(&path).ok();
-            if current.as_deref() != Some(expected.as_bytes()) {
-                if shared {
-                    self.fence()?;
-                }
-                if let Err(e) = dagcopy::write_atomically(
-                    &dir,
-                    &name,
-                    expected.as_bytes(),
-                    dagcopy::CopyAccess::of_origin(std::path::Path::new(&row.origin_fileloc)),
-                ) {
-                    tracing::error!(backfill = %id, error = %e, "cannot restore the DAG copy; retrying next pass");
-                    continue;
-                }
-                tracing::info!(backfill = %id, path = %path.display(), was = if current.is_some() { "changed" } else { "missing" }, "DAG copy restored");
-            }
-            if let Some(f) = fingerprint(&path) {
-                self.verified_copies.insert(id.clone(), f);
-            }
+            let rows = Store::new(&mut c.db).backfills_any(chunk)?;
+            self.check_copies(&dir, shared, &rows)?;
         }
         let Ok(entries) = std::fs::read_dir(&dir) else {
             return Ok(());
@@ -1807,6 +1785,41 @@ impl Engine {
                 Err(e) => {
                     tracing::error!(backfill = %id, error = %e, "cannot remove a deleted backfill's DAG copy")
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Check and restore the copies of `rows` (see [`Engine::try_converge_copies`]).
+    fn check_copies(
+        &mut self,
+        dir: &std::path::Path,
+        shared: bool,
+        rows: &[BackfillRow],
+    ) -> Result<(), DbError> {
+        for row in rows {
+            let id = &row.id;
+            let name = dagcopy::file_name(id);
+            let path = dir.join(&name);
+            let expected = render_copy(row);
+            let current = std::fs::read(&path).ok();
+            if current.as_deref() != Some(expected.as_bytes()) {
+                if shared {
+                    self.fence()?;
+                }
+                if let Err(e) = dagcopy::write_atomically(
+                    dir,
+                    &name,
+                    expected.as_bytes(),
+                    dagcopy::CopyAccess::of_origin(std::path::Path::new(&row.origin_fileloc)),
+                ) {
+                    tracing::error!(backfill = %id, error = %e, "cannot restore the DAG copy; retrying next pass");
+                    continue;
+                }
+                tracing::info!(backfill = %id, path = %path.display(), was = if current.is_some() { "changed" } else { "missing" }, "DAG copy restored");
+            }
+            if let Some(f) = fingerprint(&path) {
+                self.verified_copies.insert(id.clone(), f);
             }
         }
         Ok(())
