@@ -43,6 +43,7 @@ use crate::steer::{self, RunOrder};
 use crate::taskset;
 use crate::throttle;
 
+mod abuse;
 mod dates;
 mod ingest;
 mod limits;
@@ -163,6 +164,7 @@ pub struct Engine {
     steer_plans: steering::SteerPlans,
     airflow_python: crate::airflow_python::AirflowPython,
     batch: Option<ingest::BatchCache>,
+    guards: abuse::Guards,
 }
 
 /// What a copy file looked like when this agent last wrote or checked it: a file whose size,
@@ -214,6 +216,7 @@ impl Engine {
             config.airflow.python.clone(),
             config.airflow.home.clone(),
         );
+        let guards = abuse::Guards::new(&config.limits);
         Engine {
             config,
             airflow,
@@ -239,6 +242,7 @@ impl Engine {
             steer_plans: steering::SteerPlans::new(),
             airflow_python,
             batch: None,
+            guards,
         }
     }
 
@@ -521,6 +525,9 @@ impl Engine {
             reason: denial.map(|d| d.message.clone()),
         };
         emit_audit(&entry);
+        if !entry.allowed {
+            return self.audit_denial_row(&entry);
+        }
         let host = self.host.clone();
         let c = self.conn.as_mut().ok_or_else(not_connected)?;
         Store::new(&mut c.db).audit(&host, &entry)
@@ -545,7 +552,7 @@ impl Engine {
             let now = Instant::now();
             if now >= next_rescan {
                 self.scan();
-                next_rescan = now + rescan_every;
+                next_rescan = now + self.paced_rescan(rescan_every);
             }
             if now >= next_reconcile {
                 self.reconcile();
@@ -577,6 +584,7 @@ impl Engine {
                     }
                     Command::Reload(config) => {
                         self.config = *config;
+                        self.guards.reconfigure(&self.config.limits);
                         rescan_every = Duration::from_secs(self.config.spool.rescan_interval_secs);
                         reconcile_every = self.config.reconcile_interval();
                         next_reconcile = Instant::now();
@@ -593,6 +601,7 @@ impl Engine {
             }
             if scan {
                 self.scan();
+                next_rescan = next_rescan.min(Instant::now() + self.paced_rescan(rescan_every));
             }
         }
     }
@@ -1256,6 +1265,7 @@ impl Engine {
     /// unfinished backfill; then publish the metrics (`[metrics]`).
     pub fn reconcile(&mut self) {
         self.reconcile_all();
+        self.guard_housekeeping();
         self.publish_metrics();
     }
 

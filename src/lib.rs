@@ -23,6 +23,7 @@ pub mod lifecycle;
 pub mod metadb;
 pub mod metrics;
 pub mod ordering;
+pub mod ratelimit;
 pub mod reconcile;
 pub mod request;
 pub mod runtypes;

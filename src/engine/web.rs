@@ -285,13 +285,19 @@ impl Engine {
                     reason,
                 };
                 emit_audit(&entry);
-                let host = self.host.clone();
                 if self.ensure_connected().is_ok() {
-                    if let Some(c) = self.conn.as_mut() {
-                        if let Err(e) = Store::new(&mut c.db).audit(&host, &entry) {
-                            tracing::warn!(error = %e, "cannot record a login in the audit log");
-                            self.lost(&e);
+                    let written = if entry.allowed {
+                        let host = self.host.clone();
+                        match self.conn.as_mut() {
+                            Some(c) => Store::new(&mut c.db).audit(&host, &entry),
+                            None => Ok(()),
                         }
+                    } else {
+                        self.audit_denial_row(&entry)
+                    };
+                    if let Err(e) = written {
+                        tracing::warn!(error = %e, "cannot record a login in the audit log");
+                        self.lost(&e);
                     }
                 }
             }

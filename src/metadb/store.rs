@@ -294,7 +294,7 @@ fn current_version(db: &mut MetaDb) -> Result<i64, DbError> {
 }
 
 /// What became of a request file.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RequestRecord {
     /// Durable identity of the file (see `spool`).
     pub request_key: String,
@@ -878,6 +878,18 @@ impl<'a> Store<'a> {
             &[Arg::Int(i64::from(uid)), Arg::Text(file_name.to_owned())],
         )?;
         Ok(rows.into_iter().next().map(Into::into))
+    }
+
+    /// Retention of request records: delete those received before `cutoff`, except the
+    /// record of a backfill not deleted (its status and retries read it). Idempotence is
+    /// not weakened: a record's key names its claim, and claims are minutes old, not days.
+    /// Returns how many rows were deleted.
+    pub fn prune_requests(&mut self, cutoff: DateTime<Utc>) -> Result<usize, DbError> {
+        self.db.execute(
+            "DELETE FROM backfilld_request WHERE received_at < ? AND (backfill_id IS NULL \
+             OR backfill_id NOT IN (SELECT id FROM backfilld_backfill WHERE deleted = 0))",
+            &[Arg::Text(stored_ts(cutoff))],
+        )
     }
 
     /// Record a request. A record with the same key already present is left as it is.
