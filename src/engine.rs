@@ -42,9 +42,11 @@ use crate::state::BackfillState;
 use crate::steer::{self, RunOrder};
 use crate::taskset;
 use crate::throttle;
+use eta::estimate_of;
 
 mod abuse;
 mod dates;
+mod eta;
 mod ingest;
 mod limits;
 mod metrics;
@@ -722,6 +724,7 @@ impl Engine {
             dates: None,
             skipped_dates: None,
             warnings: None,
+            estimate: None,
         };
         let c = self.conn.as_mut().ok_or_else(not_connected)?;
         match verdict {
@@ -738,6 +741,8 @@ impl Engine {
                 record.dates = Some(in_order.iter().map(|d| fmt_ts(*d)).collect());
                 record.skipped_dates = skipped_of(&new);
                 record.warnings = warnings_of(&new);
+                record.estimate = self.dry_run_estimate(&new)?;
+                let c = self.conn.as_mut().ok_or_else(not_connected)?;
                 Store::new(&mut c.db).record_request(&record)?;
             }
             Ok(Accepted::Operate {
@@ -2086,9 +2091,13 @@ impl Engine {
         let response = match request {
             ControlRequest::Status { id } => match s.backfill_any(&id)? {
                 Some(b) => match authz::authorize(&subject, Action::Read, Some(&b.dag_id)) {
-                    Ok(()) => ControlResponse::Backfill {
-                        backfill: Box::new(BackfillView::from(&b)),
-                    },
+                    Ok(()) => {
+                        let mut view = BackfillView::from(&b);
+                        view.estimate = estimate_of(&mut c.db, &c.schema, &b, &self.config)?;
+                        ControlResponse::Backfill {
+                            backfill: Box::new(view),
+                        }
+                    }
                     Err(d) => {
                         let r = Rejection::from(d);
                         self.audit(&ident, Action::Read, Some(&id), Some(&r))?;

@@ -16,6 +16,7 @@ pub mod dagcopy;
 pub mod dburl;
 pub mod durable;
 pub mod engine;
+pub mod estimate;
 pub mod failpoint;
 pub mod guard;
 pub mod http;

@@ -441,9 +441,11 @@ impl Engine {
         } else {
             Vec::new()
         };
+        let mut backfill = web_backfill(&row, &subject, &self.config.approval.approver_roles);
+        backfill.view.estimate = super::estimate_of(&mut c.db, &c.schema, &row, &self.config)?;
         let detail = WebDetail {
             date_states: date_states(&row.logical_dates, &runs),
-            backfill: web_backfill(&row, &subject, &self.config.approval.approver_roles),
+            backfill,
         };
         self.audit(&ident, Action::Read, Some(id), None)?;
         Ok(Ok(detail))

@@ -15,7 +15,7 @@ use crate::request::{fmt_ts, ReasonCode};
 use crate::state::BackfillState;
 
 /// Schema version this build expects.
-pub const SCHEMA_VERSION: i64 = 14;
+pub const SCHEMA_VERSION: i64 = 15;
 
 fn migrations(d: Dialect) -> Vec<(i64, Vec<String>)> {
     let long = d.long_text();
@@ -225,6 +225,13 @@ fn migrations(d: Dialect) -> Vec<(i64, Vec<String>)> {
                 PRIMARY KEY (role, action, resource))"
                 .to_owned()],
         ),
+        (
+            // A dry run's time estimate (`estimate::Estimate` as JSON).
+            15,
+            vec![format!(
+                "ALTER TABLE backfilld_request ADD COLUMN estimate {long}"
+            )],
+        ),
     ]
 }
 
@@ -338,6 +345,9 @@ pub struct RequestRecord {
     /// other DAGs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warnings: Option<Vec<String>>,
+    /// A dry run's estimate of how long the backfill would take.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<crate::estimate::Estimate>,
 }
 
 #[derive(QueryableByName)]
@@ -376,6 +386,8 @@ struct RequestSql {
     skipped_dates: Option<String>,
     #[diesel(sql_type = Nullable<Text>)]
     warnings: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    estimate: Option<String>,
 }
 
 impl From<RequestSql> for RequestRecord {
@@ -400,13 +412,14 @@ impl From<RequestSql> for RequestRecord {
             dates: r.dates.and_then(|d| serde_json::from_str(&d).ok()),
             skipped_dates: r.skipped_dates.and_then(|d| serde_json::from_str(&d).ok()),
             warnings: r.warnings.and_then(|d| serde_json::from_str(&d).ok()),
+            estimate: r.estimate.and_then(|d| serde_json::from_str(&d).ok()),
         }
     }
 }
 
 const REQUEST_COLS: &str =
     "request_key, file_name, uid, username, host, received_at, outcome, backfill_id, reason_code, reason, \
-     airflow_user, on_behalf_of, action, dry_run, dates, skipped_dates, warnings";
+     airflow_user, on_behalf_of, action, dry_run, dates, skipped_dates, warnings, estimate";
 
 /// A backfill as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -899,7 +912,7 @@ impl<'a> Store<'a> {
             .and_then(|c| serde_json::to_value(c).ok())
             .and_then(|v| v.as_str().map(str::to_owned));
         let res = self.db.execute(
-            &format!("INSERT INTO backfilld_request ({REQUEST_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+            &format!("INSERT INTO backfilld_request ({REQUEST_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
             &[
                 Arg::Text(r.request_key.clone()),
                 Arg::Text(r.file_name.clone()),
@@ -927,6 +940,11 @@ impl<'a> Store<'a> {
                 ),
                 Arg::OptText(
                     r.warnings
+                        .as_ref()
+                        .and_then(|d| serde_json::to_string(d).ok()),
+                ),
+                Arg::OptText(
+                    r.estimate
                         .as_ref()
                         .and_then(|d| serde_json::to_string(d).ok()),
                 ),

@@ -362,6 +362,7 @@ fn metrics_figures_on_every_backend() {
                 dates: None,
                 skipped_dates: None,
                 warnings: Default::default(),
+                estimate: None,
             })
             .unwrap_or_else(|e| panic!("{url}: {e}"));
         }
