@@ -22,6 +22,7 @@ use super::auth::{csrf_ok, Session};
 use super::{ApiError, State};
 use crate::authz::Action;
 use crate::engine::web::{WebBackfill, WebCommand, WebDetail};
+use crate::metadb::store::RequestRecord;
 
 const COOKIE: &str = "backfilld_session";
 const STYLE: &str = include_str!("style.css");
@@ -563,6 +564,16 @@ fn form_body(form: &FormData) -> Result<Map<String, Value>, ApiError> {
     Ok(m)
 }
 
+/// A refused request's outcome as the error the page shows (its reason code and reason).
+fn refusal(record: &RequestRecord) -> ApiError {
+    let code = record
+        .reason_code
+        .as_ref()
+        .map(super::reason_name)
+        .unwrap_or_default();
+    ApiError::rejected(&code, record.reason.clone().unwrap_or_default())
+}
+
 async fn create(
     AxState(state): AxState<State>,
     headers: HeaderMap,
@@ -578,15 +589,7 @@ async fn create(
         let request = v2_request(&form_body(&form)?)?;
         let record = state.submit(&session.username, request).await?;
         if record.outcome != "accepted" {
-            let code = record
-                .reason_code
-                .as_ref()
-                .map(super::reason_name)
-                .unwrap_or_default();
-            return Err(ApiError::rejected(
-                &code,
-                record.reason.clone().unwrap_or_default(),
-            ));
+            return Err(refusal(&record));
         }
         Ok(record)
     }
@@ -765,17 +768,7 @@ async fn act(
             }
             html! { p.ok role="status" { (capitalize(&action)) " accepted." } }
         }
-        Ok(r) => {
-            let code = r
-                .reason_code
-                .as_ref()
-                .map(super::reason_name)
-                .unwrap_or_default();
-            error_box(&ApiError::rejected(
-                &code,
-                r.reason.clone().unwrap_or_default(),
-            ))
-        }
+        Ok(r) => error_box(&refusal(r)),
         Err(e) => error_box(e),
     };
     match fetch_detail(&state, &session, &id).await {
