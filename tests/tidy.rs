@@ -143,7 +143,6 @@ fn split(text: &str) -> (String, Vec<(usize, String)>) {
                 i += 1;
             }
             strings.push((start, s));
-            continue;
         } else if c == '"' || (c == 'b' && next == Some('"') && !ident_before(&chars, i)) {
             let start = line;
             let mut s = String::new();
@@ -151,8 +150,15 @@ fn split(text: &str) -> (String, Vec<(usize, String)>) {
             code.push_str("\"\"");
             while i < chars.len() && chars[i] != '"' {
                 if chars[i] == '\\' {
+                    // An escape: what it stands for (a line continuation reads as a space).
                     if let Some(&e) = chars.get(i + 1) {
-                        s.push(e);
+                        s.push(match e {
+                            'n' => '\n',
+                            't' => '\t',
+                            'r' => '\r',
+                            '\n' => ' ',
+                            e => e,
+                        });
                         blank(e, &mut code, &mut line);
                     }
                     i += 2;
@@ -164,7 +170,6 @@ fn split(text: &str) -> (String, Vec<(usize, String)>) {
             }
             i += 1;
             strings.push((start, s));
-            continue;
         } else if c == '\'' {
             // A char literal ('x', '\n', '\'', '\u{e9}') or a lifetime ('a).
             let end = match (next, chars.get(i + 2)) {
@@ -185,14 +190,12 @@ fn split(text: &str) -> (String, Vec<(usize, String)>) {
                     i += 1;
                 }
             }
-            continue;
         } else {
             if c == '\n' {
                 line += 1;
             }
             code.push(c);
             i += 1;
-            continue;
         }
     }
     (code, strings)
@@ -463,6 +466,7 @@ fn pure_modules_use_no_io() {
             }
         }
     }
+    bad.sort();
     bad.dedup();
     assert!(
         bad.is_empty(),
@@ -616,6 +620,8 @@ fn the_lexer_reads_strings_and_comments() {
     assert!(!code.contains("SELECT") && !code.contains("c */"), "{code}");
     assert!(code.contains("fn f<'a>()"), "{code}");
     assert_eq!(code.lines().count(), 2);
+    let (_, escaped) = split("q(\"SELECT\\n  id \\\n  FROM t\");");
+    assert_eq!(escaped, [(1, "SELECT\n  id    FROM t".to_owned())]);
     assert_eq!(
         expand_use("", "std::{fs,io::{self,Read},net::TcpStream as T,task}"),
         [
