@@ -35,5 +35,7 @@ pub mod spool;
 pub mod state;
 pub mod steer;
 pub mod taskset;
+#[cfg(test)]
+mod testutil;
 pub mod throttle;
 pub mod webserver_config;

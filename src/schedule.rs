@@ -1491,15 +1491,8 @@ impl ParsedCron {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
+    use crate::testutil::utc;
     use serde_json::json;
-
-    fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> DateTime<Utc> {
-        match Utc.with_ymd_and_hms(y, mo, d, h, mi, 0) {
-            chrono::LocalResult::Single(t) => t,
-            _ => panic!("bad test date"),
-        }
-    }
 
     fn cron(expression: &str) -> Timetable {
         let value = json!({

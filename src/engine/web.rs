@@ -526,13 +526,7 @@ fn web_backfill(row: &BackfillRow, subject: &Subject, approver_roles: &[String])
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
-
-    fn day(d: u32) -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2024, 1, d, 0, 0, 0)
-            .single()
-            .unwrap_or_else(|| panic!("bad date"))
-    }
+    use crate::testutil::day;
 
     #[test]
     fn date_states_follow_runs() {

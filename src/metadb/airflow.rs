@@ -704,12 +704,14 @@ impl Airflow<'_> {
     }
 }
 
+/// A row of Airflow's `import_error`: the file as Airflow stores its name, and the message
+/// (`SELECT filename, stacktrace`). Shared with `metadb::pass`.
 #[derive(QueryableByName)]
-struct ImportErrorSql {
+pub(super) struct ImportErrorSql {
     #[diesel(sql_type = Nullable<Text>)]
-    filename: Option<String>,
+    pub(super) filename: Option<String>,
     #[diesel(sql_type = Nullable<Text>)]
-    stacktrace: Option<String>,
+    pub(super) stacktrace: Option<String>,
 }
 
 #[derive(QueryableByName)]

@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use diesel::sql_types::{BigInt, Nullable, Text};
 use diesel::QueryableByName;
 
-use super::airflow::{AirflowSchema, Generation};
+use super::airflow::{AirflowSchema, Generation, ImportErrorSql};
 use super::store::{stored_ts, PendingOp};
 use super::{parse_ts, Arg, DbError, MetaDb};
 use crate::ordering::Prerequisite;
@@ -187,14 +187,6 @@ struct CopyDagSql {
     dag_id: String,
     #[diesel(sql_type = BigInt)]
     paused: i64,
-}
-
-#[derive(QueryableByName)]
-struct ImportErrorSql {
-    #[diesel(sql_type = Nullable<Text>)]
-    filename: Option<String>,
-    #[diesel(sql_type = Nullable<Text>)]
-    stacktrace: Option<String>,
 }
 
 #[derive(QueryableByName)]
