@@ -631,6 +631,18 @@ fn detail_page(base: &str, session: &Session, d: &WebDetail, note: Markup) -> Ht
             @if let Some(w) = &b.waiting {
                 tr { th { "Waiting" } td { span id="waiting" { (w) } } }
             }
+            @if let Some(e) = &v.estimate {
+                tr {
+                    th { "Time left" }
+                    td id="estimate" {
+                        @if let (Some(secs), Some(at)) = (e.remaining_secs, &e.finish_at) {
+                            "about " (crate::estimate::human(secs as f64)) ", done around " (at)
+                            br;
+                        }
+                        small { (e.basis) }
+                    }
+                }
+            }
             @if let Some(r) = &v.reason {
                 tr { th { "Reason" } td { (r) } }
             }
@@ -909,6 +921,11 @@ mod tests {
             "dates_pending": 0,
             "copy_path": hostile("copy_path"),
             "host": hostile("host"),
+            "estimate": {
+                "remaining_secs": 90,
+                "finish_at": hostile("finish_at"),
+                "basis": hostile("basis"),
+            },
         }))
         .unwrap_or_else(|e| panic!("{e}"));
         WebBackfill {
@@ -1031,6 +1048,8 @@ mod tests {
                 "run_ended",
                 "act_error",
                 "act_error_code",
+                "finish_at",
+                "basis",
             ],
         );
         // Params are shown as JSON (whose quotes are backslash-escaped), escaped again.
