@@ -24,11 +24,10 @@ use crate::control::{BackfillView, ControlRequest, ControlResponse};
 use crate::dagcopy::{self, CopyOptions, CopySpec, TaskSubset};
 use crate::failpoint;
 use crate::lifecycle::{self, Effect, Facts, Reprocess};
-use crate::metadb::airflow;
 use crate::metadb::airflow::{Airflow, AirflowSchema, Generation};
 use crate::metadb::fab::Fab;
 use crate::metadb::lease::{ClaimInfo, Leases, LEADER};
-use crate::metadb::pass::{self, Pass, PassRow};
+use crate::metadb::pass::Pass;
 use crate::metadb::store::{
     self, AuditEntry, BackfillOptions, BackfillRow, NewBackfill, PendingOp, RequestRecord, Store,
 };
@@ -61,6 +60,7 @@ mod limits;
 mod metrics;
 mod pass_cache;
 mod passes;
+mod plan;
 mod query;
 mod seed;
 mod steering;

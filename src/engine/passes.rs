@@ -157,15 +157,9 @@ impl Engine {
             HashMap::new()
         };
         let mut written: HashMap<String, chrono::DateTime<Utc>> = HashMap::new();
-        for row in &rows {
-            if row.state == BackfillState::Submitted
-                && gates.get(&row.id).is_none_or(|g| *g == Gate::Go)
-                && row.scheduled_at.is_none_or(|t| t <= now)
-                && row.copy_written_at.is_none()
-            {
-                if let Some(at) = self.write_copy(&row.id)? {
-                    written.insert(row.id.clone(), at);
-                }
+        for id in plan::copies_due(&rows, &gates, now) {
+            if let Some(at) = self.write_copy(&id)? {
+                written.insert(id, at);
             }
         }
         let throttle = self.config.throttle.clone();
@@ -201,166 +195,44 @@ impl Engine {
                 }
             }
         }
-        let runs_of = |row: &PassRow| cache.runs_of(&row.id);
-        let live: std::collections::HashSet<&str> = rows.iter().map(|r| r.id.as_str()).collect();
-        self.turn_ended.retain(|id, _| live.contains(id.as_str()));
-        let mut candidates = Vec::new();
-        let mut candidate_of: HashMap<&str, usize> = HashMap::new();
-        for row in &rows {
-            let runs = runs_of(row);
-            if runs.active() == 0 && row.progress.running + row.progress.queued > 0 {
-                self.turn_ended.insert(row.id.clone(), now);
-            }
-            // Without a throttle every registered copy is `Untouched`: no candidates to build.
-            if !throttling {
-                continue;
-            }
-            let Some(&paused) = dags.get(&row.id) else {
-                continue;
-            };
-            let paused_elsewhere = paused && !row.throttled;
-            candidate_of.insert(&row.id, candidates.len());
-            candidates.push(throttle::Candidate {
-                id: row.id.clone(),
-                dag_id: row.dag_id.clone(),
-                waiting_since: self
-                    .turn_ended
-                    .get(&row.id)
-                    .copied()
-                    .unwrap_or(row.submitted_at),
-                active: runs.active(),
-                pending: row
-                    .progress
-                    .total
-                    .saturating_sub(runs.active() + runs.succeeded + runs.failed),
-                max_active_runs: row.max_active_runs,
-                hands_off: row.user_paused || row.pending_op.is_some() || paused_elsewhere,
-                pools: pools_of.remove(&row.id).unwrap_or_default(),
-                priority: row.priority,
-            });
+        let runs_of = |id: &str| cache.runs_of(id);
+        let decided = plan::plan(&plan::Facts {
+            rows: &rows,
+            runs_of: &runs_of,
+            dags: &dags,
+            import_errors: &errors,
+            gates: &gates,
+            written: &written,
+            load: &load,
+            pools_of: &pools_of,
+            turn_ended: &self.turn_ended,
+            throttle: &throttle,
+            register_timeout: timeout,
+            now,
+        });
+        for (id, why) in &decided.failed_prerequisites {
+            tracing::info!(backfill = %id, reason = %why, "a prerequisite did not succeed");
         }
-        let verdicts = if throttling {
-            throttle::decide(&throttle, &candidates, &load)
-        } else {
-            vec![throttle::Verdict::Untouched; candidates.len()]
-        };
+        for (id, from, to, reason) in &decided.state_changes {
+            tracing::info!(backfill = %id, from = %from, to = %to, reason = ?reason, "state change");
+        }
+        let plan::Plan {
+            to_pause,
+            to_unpause,
+            changes,
+            unfinished_by_state,
+            turn_ended,
+            ..
+        } = decided;
+        self.turn_ended = turn_ended;
+        self.unfinished_by_state = unfinished_by_state;
         let mut stats = PassStats {
             backfills: rows.len(),
             recomputed: recounted,
             full,
+            changed: changes.len(),
             ..PassStats::default()
         };
-        // A copy paused now may have had a run created since it was read: unpause others
-        // only in the next pass, once that run is counted.
-        let pausing = rows.iter().any(|row| {
-            dags.get(&row.id) == Some(&false)
-                && candidate_of
-                    .get(row.id.as_str())
-                    .and_then(|&i| verdicts.get(i))
-                    .is_some_and(|v| matches!(v, throttle::Verdict::Hold(_)))
-        });
-        let (mut to_pause, mut to_unpause, mut changes) = (Vec::new(), Vec::new(), Vec::new());
-        for row in &rows {
-            let airflow_paused = dags.get(&row.id).copied();
-            let deferred = throttle::Verdict::Hold(
-                row.state_reason
-                    .clone()
-                    .unwrap_or_else(|| "throttled: waiting for a free slot".to_owned()),
-            );
-            let verdict = if throttling {
-                candidate_of
-                    .get(row.id.as_str())
-                    .and_then(|&i| verdicts.get(i))
-            } else {
-                dags.get(&row.id).map(|_| &throttle::Verdict::Untouched)
-            }
-            .map(|v| match v {
-                throttle::Verdict::Go
-                    if pausing && row.throttled && airflow_paused == Some(true) =>
-                {
-                    &deferred
-                }
-                v => v,
-            });
-            let throttled = match verdict {
-                Some(throttle::Verdict::Hold(_)) => {
-                    if airflow_paused == Some(false) {
-                        to_pause.push(row.id.clone());
-                    }
-                    true
-                }
-                Some(throttle::Verdict::Go) => {
-                    if row.throttled && airflow_paused == Some(true) {
-                        to_unpause.push(row.id.clone());
-                    }
-                    false
-                }
-                Some(throttle::Verdict::Untouched) => false,
-                None => row.throttled,
-            };
-            // A copy the throttle holds or releases now is not paused in the user's sense.
-            let released = row.throttled && matches!(verdict, Some(throttle::Verdict::Go));
-            let import_error = row.copy_path.as_deref().and_then(|path| {
-                errors
-                    .iter()
-                    .find(|(name, _)| airflow::is_path_suffix(path, name))
-                    .map(|(_, e)| e.clone())
-            });
-            let obs = Observation {
-                registered: airflow_paused.map(|p| p && !(throttled || released)),
-                import_error,
-                runs: runs_of(row),
-            };
-            let written_at = written.get(&row.id).copied().or(row.copy_written_at);
-            let age = written_at
-                .map(|t| now - t)
-                .unwrap_or_else(chrono::Duration::zero);
-            let mut d = reconcile::decide(row.state, row.progress.total, &obs, age, timeout);
-            if d.state == BackfillState::Submitted && !written.contains_key(&row.id) {
-                match gates.get(&row.id) {
-                    Some(Gate::Wait(why)) => d.reason = Some(why.clone()),
-                    Some(Gate::Fail(why)) => {
-                        tracing::info!(backfill = %row.id, reason = %why, "a prerequisite did not succeed");
-                        d.state = BackfillState::Failed;
-                        d.reason = Some(why.clone());
-                    }
-                    Some(Gate::Go) | None => {}
-                }
-            }
-            if let Some(throttle::Verdict::Hold(why)) = verdict {
-                if !d.state.is_terminal() && d.reason.is_none() {
-                    d.reason = Some(why.clone());
-                }
-            }
-            let unchanged = d.state == row.state
-                && d.reason == row.state_reason
-                && d.progress == row.progress
-                && d.run_start == row.run_start
-                && d.run_end == row.run_end
-                && throttled == row.throttled;
-            if !unchanged {
-                if d.state != row.state {
-                    tracing::info!(backfill = %row.id, from = %row.state, to = %d.state, reason = ?d.reason, "state change");
-                }
-                changes.push(pass::Change {
-                    id: row.id.clone(),
-                    decision: d,
-                    throttled,
-                });
-            }
-        }
-        self.unfinished_by_state.clear();
-        let new_state: HashMap<&str, BackfillState> = changes
-            .iter()
-            .map(|c| (c.id.as_str(), c.decision.state))
-            .collect();
-        for row in &rows {
-            let state = new_state.get(row.id.as_str()).copied().unwrap_or(row.state);
-            if !state.is_terminal() {
-                *self.unfinished_by_state.entry(state).or_insert(0) += 1;
-            }
-        }
-        stats.changed = changes.len();
         if !(to_pause.is_empty() && to_unpause.is_empty() && changes.is_empty()) {
             let (paused, unpaused) = c.db.transaction(|db| {
                 if !Leases::new(db).fence(LEADER, &host, token, ttl_ms)? {
