@@ -160,7 +160,7 @@ pub struct Engine {
     passes: u64,
     last_pass_at: Option<(chrono::DateTime<Utc>, f64)>,
     metrics: crate::metrics::Published,
-    steer_plans: steering::SteerPlans,
+    steer: steering::SteerState,
     airflow_python: crate::airflow_python::AirflowPython,
     batch: Option<ingest::BatchCache>,
 }
@@ -236,7 +236,7 @@ impl Engine {
             passes: 0,
             last_pass_at: None,
             metrics: crate::metrics::Published::default(),
-            steer_plans: steering::SteerPlans::new(),
+            steer: steering::SteerState::default(),
             airflow_python,
             batch: None,
         }
@@ -540,6 +540,7 @@ impl Engine {
         let mut reconcile_every = self.config.reconcile_interval();
         let mut next_rescan = Instant::now();
         let mut next_reconcile = Instant::now();
+        let mut next_live_check = Instant::now();
         loop {
             self.tick_service();
             let now = Instant::now();
@@ -550,9 +551,16 @@ impl Engine {
             if now >= next_reconcile {
                 self.reconcile();
                 next_reconcile = Instant::now() + reconcile_every;
+                next_live_check = Instant::now() + steering::LIVE_CHECK;
+            } else if self.steer.watch && now >= next_live_check {
+                self.steer_on_change();
+                next_live_check = Instant::now() + steering::LIVE_CHECK;
             }
-            let wait = next_rescan
-                .min(next_reconcile)
+            let mut next = next_rescan.min(next_reconcile);
+            if self.steer.watch {
+                next = next.min(next_live_check);
+            }
+            let wait = next
                 .saturating_duration_since(Instant::now())
                 .min(self.service.max_sleep());
             let first = match commands.recv_timeout(wait) {
@@ -1235,8 +1243,11 @@ impl Engine {
         let mut new = new_backfill(req, dates, fileloc, origin_code, ident, &budgets);
         new.delete_after_days = new.delete_after_days.or(default_delete_after_days);
         new.skipped_dates = skipped;
-        new.options.run_order =
-            RunOrder::for_backfill(new.options.run_order == RunOrder::NewestFirst, contiguous);
+        new.options.run_order = RunOrder::for_backfill(
+            new.options.run_order == RunOrder::NewestFirst,
+            contiguous,
+            budgets.has_budget(),
+        );
         new.options.emit_asset_events = emit_asset_events;
         if let Err(r) = resolve_tasks(&new.dag_id, serialized, &mut new.options) {
             return Ok(Err(r));
@@ -1483,6 +1494,7 @@ impl Engine {
                 hands_off: row.user_paused || row.pending_op.is_some() || paused_elsewhere,
                 pools: pools_of.remove(&row.id).unwrap_or_default(),
                 priority: row.priority,
+                steered: row.steered,
             });
         }
         let verdicts = if throttling {
@@ -1576,6 +1588,11 @@ impl Engine {
             if let Some(throttle::Verdict::Hold(why)) = verdict {
                 if !d.state.is_terminal() && d.reason.is_none() {
                     d.reason = Some(why.clone());
+                }
+            } else if let Some(why) = self.steer.waiting(&row.id) {
+                // A steered backfill the run budgets give no run (the last steering step).
+                if !d.state.is_terminal() && d.reason.is_none() && obs.runs.active() == 0 {
+                    d.reason = Some(why.to_owned());
                 }
             }
             let unchanged = d.state == row.state
@@ -2233,7 +2250,11 @@ fn new_backfill(
             after: req.options.after,
             warnings: budget_warning.into_iter().collect(),
             priority: req.options.priority,
-            run_order: RunOrder::for_backfill(req.options.run_backwards, true),
+            run_order: RunOrder::for_backfill(
+                req.options.run_backwards,
+                true,
+                budgets.has_budget(),
+            ),
         },
         awaiting_approval: None,
     }

@@ -34,4 +34,5 @@ pub mod state;
 pub mod steer;
 pub mod taskset;
 pub mod throttle;
+pub mod turns;
 pub mod webserver_config;
