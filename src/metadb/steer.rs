@@ -114,11 +114,11 @@ impl<'a> Steering<'a> {
         let d = self.db.dialect();
         let sql = format!(
             "SELECT b.id AS id, b.run_order AS run_order, b.max_active_runs AS max_active_runs, \
-             {} AS next_dagrun, CASE WHEN g.next_dagrun_create_after IS NULL THEN 0 ELSE 1 END \
-             AS next_dagrun_due, b.dag_id AS dag_id, b.priority AS priority, \
+             {} AS next_dagrun, {} AS next_dagrun_due, b.dag_id AS dag_id, b.priority AS priority, \
              b.submitted_at AS submitted_at FROM backfilld_backfill b JOIN dag g ON g.dag_id = b.id \
              WHERE {}",
             d.ts_text("g.next_dagrun"),
+            d.int("CASE WHEN g.next_dagrun_create_after IS NULL THEN 0 ELSE 1 END"),
             self.due()
         );
         let rows: Vec<SteeredSql> = self.db.load(&sql, &[])?;
