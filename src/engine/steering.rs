@@ -4,7 +4,7 @@
 //! `dag.next_dagrun` of each to the next date of its order; Airflow's scheduler creates that
 //! run.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -123,11 +123,12 @@ impl Engine {
         let all_live = Steering::new(&mut c.db, &c.schema).live()?;
         self.steer.live_seen = Some(signature(&all_live));
         let copies = Steering::new(&mut c.db, &c.schema).copies()?;
+        let ids: HashSet<&str> = copies.iter().map(|copy| copy.id.as_str()).collect();
         let st = &mut self.steer;
-        st.plans
-            .retain(|id, _| copies.iter().any(|copy| copy.id == *id));
+        st.plans.retain(|id, _| ids.contains(id.as_str()));
+        // A backfill held for a while (paused) keeps its last turn.
         st.last_named
-            .retain(|id, _| copies.iter().any(|copy| copy.id == *id));
+            .retain(|id, _| ids.contains(id.as_str()) || all_live.contains_key(id));
         st.waiting.clear();
         st.watch = false;
         if copies.is_empty() {
@@ -199,8 +200,9 @@ impl Engine {
                     .unwrap_or(copy.submitted_at),
             });
         }
+        let counted: HashSet<&str> = ready.iter().map(|(copy, ..)| copy.id.as_str()).collect();
         for (id, l) in &all_live {
-            if !ready.iter().any(|(copy, ..)| copy.id == *id) {
+            if !counted.contains(id.as_str()) {
                 add(&l.dag_id, l.queued + l.running);
             }
         }
