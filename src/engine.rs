@@ -174,7 +174,7 @@ pub struct Engine {
     passes: u64,
     last_pass_at: Option<(chrono::DateTime<Utc>, f64)>,
     metrics: crate::metrics::Published,
-    steer_plans: steering::SteerPlans,
+    steer: steering::SteerState,
     airflow_python: crate::airflow_python::AirflowPython,
     batch: Option<ingest::BatchCache>,
     guards: abuse::Guards,
@@ -252,7 +252,7 @@ impl Engine {
             passes: 0,
             last_pass_at: None,
             metrics: crate::metrics::Published::default(),
-            steer_plans: steering::SteerPlans::new(),
+            steer: steering::SteerState::default(),
             airflow_python,
             batch: None,
             guards,
@@ -398,6 +398,7 @@ impl Engine {
         let mut reconcile_every = self.config.reconcile_interval();
         let mut next_rescan = Instant::now();
         let mut next_reconcile = Instant::now();
+        let mut next_live_check = Instant::now();
         loop {
             self.tick_service();
             let now = Instant::now();
@@ -408,9 +409,16 @@ impl Engine {
             if now >= next_reconcile {
                 self.reconcile();
                 next_reconcile = Instant::now() + reconcile_every;
+                next_live_check = Instant::now() + steering::LIVE_CHECK;
+            } else if self.steer.watch && now >= next_live_check {
+                self.steer_on_change();
+                next_live_check = Instant::now() + steering::LIVE_CHECK;
             }
-            let wait = next_rescan
-                .min(next_reconcile)
+            let mut next = next_rescan.min(next_reconcile);
+            if self.steer.watch {
+                next = next.min(next_live_check);
+            }
+            let wait = next
                 .saturating_duration_since(Instant::now())
                 .min(self.service.max_sleep());
             let first = match commands.recv_timeout(wait) {

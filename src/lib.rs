@@ -38,4 +38,5 @@ pub mod taskset;
 #[cfg(test)]
 mod testutil;
 pub mod throttle;
+pub mod turns;
 pub mod webserver_config;

@@ -285,6 +285,7 @@ const PURE: &[&str] = &[
     "steer",
     "taskset",
     "throttle",
+    "turns",
     "webserver_config",
 ];
 

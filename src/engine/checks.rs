@@ -338,8 +338,11 @@ impl Engine {
         let mut new = new_backfill(req, dates, fileloc, origin_code, ident, &budgets);
         new.delete_after_days = new.delete_after_days.or(default_delete_after_days);
         new.skipped_dates = skipped;
-        new.options.run_order =
-            RunOrder::for_backfill(new.options.run_order == RunOrder::NewestFirst, contiguous);
+        new.options.run_order = RunOrder::for_backfill(
+            new.options.run_order == RunOrder::NewestFirst,
+            contiguous,
+            budgets.has_budget(),
+        );
         new.options.emit_asset_events = emit_asset_events;
         if let Err(r) = resolve_tasks(&new.dag_id, serialized, &mut new.options) {
             return Ok(Err(r));
@@ -446,7 +449,11 @@ pub(super) fn new_backfill(
             after: req.options.after,
             warnings: budget_warning.into_iter().collect(),
             priority: req.options.priority,
-            run_order: RunOrder::for_backfill(req.options.run_backwards, true),
+            run_order: RunOrder::for_backfill(
+                req.options.run_backwards,
+                true,
+                budgets.has_budget(),
+            ),
         },
         awaiting_approval: None,
     }

@@ -196,6 +196,8 @@ impl Engine {
             }
         }
         let runs_of = |id: &str| cache.runs_of(id);
+        let steer = &self.steer;
+        let steer_waiting = |id: &str| steer.waiting(id).map(str::to_owned);
         let decided = plan::plan(&plan::Facts {
             rows: &rows,
             runs_of: &runs_of,
@@ -206,6 +208,7 @@ impl Engine {
             load: &load,
             pools_of: &pools_of,
             turn_ended: &self.turn_ended,
+            steer_waiting: &steer_waiting,
             throttle: &throttle,
             register_timeout: timeout,
             now,

@@ -54,6 +54,8 @@ pub(super) struct Facts<'a> {
     pub(super) pools_of: &'a HashMap<String, Vec<String>>,
     /// When each backfill's last turn ended (fair share), carried between passes.
     pub(super) turn_ended: &'a HashMap<String, DateTime<Utc>>,
+    /// Why a steered backfill got no run from the run budgets at the last steering step.
+    pub(super) steer_waiting: &'a dyn Fn(&str) -> Option<String>,
     /// `[throttle]`.
     pub(super) throttle: &'a ThrottleSection,
     /// How long Airflow may take to register a copy.
@@ -121,6 +123,7 @@ pub(super) fn plan(f: &Facts<'_>) -> Plan {
             hands_off: row.user_paused || row.pending_op.is_some() || paused_elsewhere,
             pools: f.pools_of.get(&row.id).cloned().unwrap_or_default(),
             priority: row.priority,
+            steered: row.steered,
         });
     }
     let verdicts = if throttling {
@@ -205,6 +208,11 @@ pub(super) fn plan(f: &Facts<'_>) -> Plan {
             if !d.state.is_terminal() && d.reason.is_none() {
                 d.reason = Some(why.clone());
             }
+        } else if let Some(why) = (f.steer_waiting)(&row.id) {
+            // A steered backfill the run budgets give no run (the last steering step).
+            if !d.state.is_terminal() && d.reason.is_none() && obs.runs.active() == 0 {
+                d.reason = Some(why);
+            }
         }
         let unchanged = d.state == row.state
             && d.reason == row.state_reason
@@ -265,6 +273,7 @@ mod tests {
             pending_op: None,
             max_active_runs: 1,
             priority: 0,
+            steered: false,
         }
     }
 
@@ -276,6 +285,7 @@ mod tests {
         gates: HashMap<String, Gate>,
         written: HashMap<String, DateTime<Utc>>,
         turn_ended: HashMap<String, DateTime<Utc>>,
+        steer_waiting: HashMap<String, String>,
         throttle: ThrottleSection,
     }
 
@@ -289,6 +299,7 @@ mod tests {
                 gates: HashMap::new(),
                 written: HashMap::new(),
                 turn_ended: HashMap::new(),
+                steer_waiting: HashMap::new(),
                 throttle: ThrottleSection {
                     yield_to_scheduled: false,
                     ..ThrottleSection::default()
@@ -301,6 +312,7 @@ mod tests {
             let load = throttle::Load::default();
             let pools = HashMap::new();
             let rows: Vec<&PassRow> = self.rows.iter().collect();
+            let steer_waiting = |id: &str| self.steer_waiting.get(id).cloned();
             plan(&Facts {
                 rows: &rows,
                 runs_of: &runs,
@@ -311,6 +323,7 @@ mod tests {
                 load: &load,
                 pools_of: &pools,
                 turn_ended: &self.turn_ended,
+                steer_waiting: &steer_waiting,
                 throttle: &self.throttle,
                 register_timeout: chrono::Duration::seconds(600),
                 now: now(),
