@@ -16,6 +16,7 @@ mod http_browser;
 mod http_sso;
 mod lifecycle;
 mod matrix;
+mod metadb_suite;
 #[path = "../../benches/support/metagen.rs"]
 mod metagen;
 mod metrics;
