@@ -241,43 +241,16 @@ fn spool_flood(af: &Airflow, daemon: &Daemon) {
 /// deleted; recent ones stay.
 #[test]
 fn request_retention_on_every_backend() {
-    use backfilld::metadb::store::{self, NewBackfill, RequestRecord, Store};
+    use backfilld::metadb::store::{self, RequestRecord, Store};
     use backfilld::metadb::MetaDb;
-    use chrono::{TimeZone, Utc};
 
-    let day = |d| {
-        Utc.with_ymd_and_hms(2024, 1, d, 0, 0, 0)
-            .single()
-            .unwrap_or_default()
-    };
+    let day = crate::support::jan;
     for url in crate::support::every_backend("request_retention") {
         let mut db = MetaDb::connect(&url).unwrap_or_else(|e| panic!("{url}: {e}"));
         store::migrate(&mut db).unwrap_or_else(|e| panic!("{url}: {e}"));
         let mut s = Store::new(&mut db);
         for id in ["kept", "gone"] {
-            let new = NewBackfill {
-                dag_id: "sales".into(),
-                start: day(1),
-                end: day(1),
-                logical_dates: vec![day(1)],
-                description: None,
-                params: serde_json::Map::new(),
-                max_active_runs: 1,
-                ignore_overlap: true,
-                origin_fileloc: "/dags/sales.py".into(),
-                origin_code: String::new(),
-                submitted_by: "alice".into(),
-                submitted_uid: 1000,
-                requester: "alice".into(),
-                on_behalf_of: None,
-                retry_of: None,
-                scheduled_at: None,
-                delete_after_days: None,
-                reprocess: "completed".into(),
-                skipped_dates: vec![],
-                options: Default::default(),
-                awaiting_approval: None,
-            };
+            let new = crate::support::sample_backfill(1, 1);
             s.insert_backfill(id, &new, "h", &format!("key-{id}"), day(1))
                 .unwrap_or_else(|e| panic!("{url}: {e}"));
         }

@@ -4,18 +4,12 @@
 //! [`crate::support::every_backend`]. The approval, audit-chain, metrics, list-paging and
 //! retention statements have suites of their own beside their features.
 
+use crate::support::jan as day;
 use backfilld::dburl::DbUrl;
 use backfilld::metadb::lease::{Leases, LEADER};
 use backfilld::metadb::store::{self, NewBackfill, RequestRecord, Store};
 use backfilld::metadb::MetaDb;
 use backfilld::state::BackfillState;
-use chrono::{DateTime, TimeZone, Utc};
-
-fn day(d: u32) -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2024, 1, d, 0, 0, 0)
-        .single()
-        .unwrap_or_default()
-}
 
 fn migrated(url: &DbUrl) -> MetaDb {
     let mut db = MetaDb::connect(url).unwrap_or_else(|e| panic!("{url}: {e}"));
@@ -35,27 +29,9 @@ fn migrated(url: &DbUrl) -> MetaDb {
 
 fn new_backfill(start: u32, end: u32) -> NewBackfill {
     NewBackfill {
-        dag_id: "sales".into(),
-        start: day(start),
-        end: day(end),
-        logical_dates: (start..=end).map(day).collect(),
-        description: None,
-        params: serde_json::Map::new(),
-        max_active_runs: 1,
         ignore_overlap: false,
-        origin_fileloc: "/dags/sales.py".into(),
         origin_code: "print('sales')".into(),
-        submitted_by: "alice".into(),
-        submitted_uid: 1000,
-        requester: "alice".into(),
-        on_behalf_of: None,
-        retry_of: None,
-        scheduled_at: None,
-        delete_after_days: None,
-        reprocess: "completed".into(),
-        skipped_dates: vec![],
-        options: Default::default(),
-        awaiting_approval: None,
+        ..crate::support::sample_backfill(start, end)
     }
 }
 
