@@ -99,6 +99,40 @@ pub struct Config {
     /// Approval of big backfills.
     #[serde(default)]
     pub approval: ApprovalSection,
+    /// How long decided request files and request records are kept.
+    #[serde(default)]
+    pub retention: RetentionSection,
+}
+
+/// `[retention]`: how long what requests leave behind is kept. Durations in humantime's
+/// form (`"30d"`, `"12h"`, `"90s"`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionSection {
+    /// Files in `accepted/` and `rejected/` (with their receipts) are removed this long after
+    /// they were claimed; each agent prunes its own spool.
+    #[serde(deserialize_with = "duration")]
+    pub decided_files: std::time::Duration,
+    /// Request records (`backfilld_request`) are deleted this long after they were received,
+    /// except those of backfills not deleted; the leader prunes them.
+    #[serde(deserialize_with = "duration")]
+    pub request_records: std::time::Duration,
+}
+
+impl Default for RetentionSection {
+    fn default() -> Self {
+        RetentionSection {
+            decided_files: std::time::Duration::from_secs(30 * 86_400),
+            request_records: std::time::Duration::from_secs(90 * 86_400),
+        }
+    }
+}
+
+fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<std::time::Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    humantime::parse_duration(&text).map_err(|e| {
+        serde::de::Error::custom(format!("{text:?} is not a duration such as \"30d\": {e}"))
+    })
 }
 
 /// `[approval]`: backfills of more than `over_dates` logical dates wait for an approver.
@@ -485,6 +519,14 @@ pub struct LimitsSection {
     /// Most unfinished (submitted, queued, running, paused) backfills one Airflow user may
     /// have; a create or retry beyond is refused.
     pub max_active_backfills_per_user: usize,
+    /// Request files of one uid decided per minute (a minute's worth may come at once); the
+    /// rest wait in `incoming/`, unclaimed and not lost, for their turn. Root and trusted
+    /// submitters (the daemon's own uid included) are not paced;
+    /// 0 turns pacing off.
+    pub max_files_per_user_per_minute: u32,
+    /// Denials of one requester written to the audit table per minute; beyond, they are
+    /// counted and written as one summary row. 0 writes every denial.
+    pub max_audited_denials_per_user_per_minute: u32,
 }
 
 impl Default for LimitsSection {
@@ -494,6 +536,8 @@ impl Default for LimitsSection {
             max_dates_per_request: 5000,
             max_pending_per_user: 20,
             max_active_backfills_per_user: 20,
+            max_files_per_user_per_minute: 120,
+            max_audited_denials_per_user_per_minute: 30,
         }
     }
 }
@@ -615,6 +659,17 @@ impl Config {
         }
         if config.limits.max_pending_per_user == 0 {
             return Err(bad("limits.max_pending_per_user", "must be at least 1"));
+        }
+        for (key, d) in [
+            ("retention.decided_files", config.retention.decided_files),
+            (
+                "retention.request_records",
+                config.retention.request_records,
+            ),
+        ] {
+            if d < std::time::Duration::from_secs(1) {
+                return Err(bad(key, "must be at least 1s"));
+            }
         }
         if let Some(h) = &config.cluster.host_id {
             if h.is_empty() || h.len() > 255 || h.chars().any(char::is_control) {

@@ -247,6 +247,9 @@ pub struct BackfillView {
     /// When it was rejected.
     #[serde(default)]
     pub rejected_at: Option<String>,
+    /// How long it will take still, for an unfinished backfill's `status` (not in lists).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<crate::estimate::Estimate>,
 }
 
 fn opt_ts(t: Option<DateTime<Utc>>) -> Option<String> {
@@ -299,6 +302,7 @@ impl From<&BackfillRow> for BackfillView {
             approved_at: opt_ts(b.approved_at),
             rejected_by: b.rejected_by.clone(),
             rejected_at: opt_ts(b.rejected_at),
+            estimate: None,
         }
     }
 }

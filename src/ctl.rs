@@ -634,6 +634,19 @@ fn random_suffix() -> String {
     hex::encode(buf)
 }
 
+/// One line for a time estimate: "about 12m30s left, done around 2026-12-05T22:10:00Z
+/// (median of ...)", or why there is none.
+fn estimate_line(e: &crate::estimate::Estimate) -> String {
+    match (e.remaining_secs, &e.finish_at) {
+        (Some(secs), Some(at)) => format!(
+            "estimate: about {} left, done around {at} ({})",
+            crate::estimate::human(secs as f64),
+            e.basis
+        ),
+        _ => format!("estimate: {}", e.basis),
+    }
+}
+
 /// Print a decided request; exit code 0 when accepted, 1 when rejected.
 fn print_outcome(request: &RequestRecord, json: bool) -> anyhow::Result<i32> {
     let accepted = request.outcome == "accepted";
@@ -649,6 +662,9 @@ fn print_outcome(request: &RequestRecord, json: bool) -> anyhow::Result<i32> {
         );
         for w in request.warnings.iter().flatten() {
             eprintln!("warning: {w}");
+        }
+        if let Some(e) = &request.estimate {
+            println!("{}", estimate_line(e));
         }
         println!("{:>5}  {:<22}  WHAT", "#", "LOGICAL DATE");
         let mut all: Vec<(&String, &str)> = dates
@@ -809,6 +825,9 @@ fn print_status(b: &BackfillView) {
         b.dates_succeeded, b.dates_failed, b.dates_running, b.dates_queued, b.dates_pending
     );
     println!("submitted by {} at {}", b.submitted_by, b.submitted_at);
+    if let Some(e) = &b.estimate {
+        println!("{}", estimate_line(e));
+    }
     let notes = [
         ("deleted", b.deleted.then(|| "yes".to_owned())),
         ("paused by a user", b.user_paused.then(|| "yes".to_owned())),

@@ -83,7 +83,7 @@ pub fn copy_id_length(dag_id: &str) -> Option<Rejection> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
+    use crate::testutil::day;
 
     #[test]
     fn refusals_name_the_limit_and_the_value() {
@@ -131,11 +131,6 @@ mod tests {
     #[test]
     fn dates_are_counted_past_the_limit() {
         let dag = serde_json::json!({"schedule_interval": "@daily", "timezone": "UTC"});
-        let day = |d| {
-            Utc.with_ymd_and_hms(2024, 1, d, 0, 0, 0)
-                .single()
-                .unwrap_or_default()
-        };
         let r = count_and_refuse(&dag, day(1), day(31), 5);
         assert!(
             r.message.starts_with("refused: 31 dates exceed"),

@@ -321,10 +321,7 @@ mod tests {
 
     #[test]
     fn retry_splits_failed_dates_into_consecutive_runs() {
-        use chrono::TimeZone;
-        let dates: Vec<DateTime<Utc>> = (1..=4)
-            .filter_map(|d| Utc.with_ymd_and_hms(2024, 1, d, 0, 0, 0).single())
-            .collect();
+        let dates: Vec<DateTime<Utc>> = (1..=4).map(crate::testutil::day).collect();
         assert_eq!(
             retry_dates(&dates, &[false, true, true, false]),
             Ok(vec![dates[1..3].to_vec()])
@@ -338,9 +335,7 @@ mod tests {
             Ok(vec![dates[..1].to_vec(), dates[2..].to_vec()])
         );
         assert!(retry_dates(&dates, &[false; 4]).is_err());
-        let many: Vec<DateTime<Utc>> = (1..=23)
-            .filter_map(|d| Utc.with_ymd_and_hms(2024, 1, d, 0, 0, 0).single())
-            .collect();
+        let many: Vec<DateTime<Utc>> = (1..=23).map(crate::testutil::day).collect();
         let every_other: Vec<bool> = (0..23).map(|i| i % 2 == 0).collect();
         let refused = retry_dates(&many, &every_other);
         assert!(
@@ -353,10 +348,7 @@ mod tests {
 
     #[test]
     fn reprocess_modes() {
-        use chrono::TimeZone;
-        let dates: Vec<DateTime<Utc>> = (1..=4)
-            .filter_map(|d| Utc.with_ymd_and_hms(2024, 1, d, 0, 0, 0).single())
-            .collect();
+        let dates: Vec<DateTime<Utc>> = (1..=4).map(crate::testutil::day).collect();
         // Origin: 01 succeeded, 02 failed, 03 and 04 never ran.
         let origin = [Some(false), Some(true), None, None];
         let split = |m| reprocess_dates(m, &dates, &origin);

@@ -105,6 +105,10 @@ pub struct Snapshot {
     pub spool_incoming: u64,
     /// Request files claimed but not decided yet (`active/`).
     pub spool_active: u64,
+    /// Request files the last scan left in `incoming/` because their uid was over its rate.
+    pub spool_deferred: u64,
+    /// Denials counted but not written one by one (requesters over their audit rate).
+    pub denials_suppressed: u64,
 }
 
 fn int(n: u64) -> i64 {
@@ -150,6 +154,18 @@ pub fn render(s: &Snapshot) -> Result<String, MetricsError> {
         "Request files claimed (active/) and not decided yet.",
         int(s.spool_active),
     )?;
+    gauge(
+        &r,
+        "backfilld_spool_deferred_files",
+        "Request files the last scan left in incoming/ because their uid was over [limits] max_files_per_user_per_minute.",
+        int(s.spool_deferred),
+    )?;
+    let suppressed = IntCounter::with_opts(Opts::new(
+        "backfilld_audit_denials_suppressed_total",
+        "Denials not written to the audit table one by one (their requester was over [limits] max_audited_denials_per_user_per_minute; summary rows count them).",
+    ))?;
+    suppressed.inc_by(s.denials_suppressed);
+    r.register(Box::new(suppressed))?;
     let passes = IntCounter::with_opts(Opts::new(
         "backfilld_reconcile_passes_total",
         "Successful reconcile passes since backfilld started.",
@@ -330,6 +346,8 @@ mod tests {
             passes: 3,
             spool_incoming: 4,
             spool_active: 0,
+            spool_deferred: 7,
+            denials_suppressed: 9,
         };
         let text = render(&s).unwrap_or_else(|e| panic!("{e}"));
         for line in [
@@ -347,6 +365,8 @@ mod tests {
             "backfilld_reconcile_pass_queries 6",
             "backfilld_reconcile_passes_total 3",
             "backfilld_spool_incoming_files 4",
+            "backfilld_spool_deferred_files 7",
+            "backfilld_audit_denials_suppressed_total 9",
             "backfilld_metadb_up 1",
         ] {
             assert!(text.lines().any(|l| l == line), "{line:?} missing:\n{text}");

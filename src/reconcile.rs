@@ -254,13 +254,7 @@ pub fn decide(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
-
-    fn day(d: u32) -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2024, 1, d, 0, 0, 0)
-            .single()
-            .unwrap_or_default()
-    }
+    use crate::testutil::day;
 
     fn run(d: u32, state: RunState) -> RunObservation {
         RunObservation {

@@ -118,6 +118,8 @@ pub enum ReasonCode {
     NotAnApprover,
     /// The requester cannot approve or reject their own backfill.
     SelfApproval,
+    /// An audit summary: denials of a requester over its rate, counted instead of written.
+    RateLimited,
 }
 
 impl From<crate::authz::DenyCode> for ReasonCode {

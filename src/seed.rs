@@ -514,12 +514,11 @@ pub fn item(row: &SeedRow, planned: &Result<Import, String>) -> SeedItem {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
+    use crate::testutil::date;
 
+    /// Midnight UTC of 2024-02-`d`.
     fn day(d: u32) -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2024, 2, d, 0, 0, 0)
-            .single()
-            .unwrap_or_default()
+        date(2024, 2, d)
     }
 
     fn row(state: &str, deleted: bool) -> SeedRow {

@@ -422,6 +422,44 @@ impl Spool {
         }))
     }
 
+    /// The owner uid of `incoming/name`, as `lstat` sees it (a link is not followed), for
+    /// pacing intake per uid before the file is claimed. Only a hint: the requester is decided
+    /// from the opened file's `fstat` after the claim. `None` when the name is gone.
+    pub fn incoming_owner(&self, name: &str) -> Option<u32> {
+        fstatat(self.incoming.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW)
+            .ok()
+            .map(|st| st.st_uid)
+    }
+
+    /// Remove decided files (and their receipts) from `accepted/` and `rejected/` that were
+    /// claimed before `cutoff`, as their claim names say (never by modification times,
+    /// which requesters set). Names that do not carry a claim time are left. Returns how many
+    /// entries were removed.
+    pub fn prune_decided(
+        &self,
+        cutoff: chrono::DateTime<chrono::Utc>,
+    ) -> Result<usize, SpoolError> {
+        let mut removed = 0;
+        for to in [Disposition::Accepted, Disposition::Rejected] {
+            let sub = sub_of(to);
+            for name in self.names(sub)? {
+                if claimed_at(&name).is_none_or(|at| at >= cutoff) {
+                    continue;
+                }
+                match nix::unistd::unlinkat(
+                    self.dir(to).as_fd(),
+                    name.as_str(),
+                    nix::unistd::UnlinkatFlags::NoRemoveDir,
+                ) {
+                    Ok(()) => removed += 1,
+                    Err(Errno::ENOENT) => {}
+                    Err(e) => return Err(io_err(&self.root.join(sub).join(&name), "remove", e)),
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     /// Move a decided file out of `active/` and write its receipt beside it.
     /// Idempotent: a file already moved is not an error.
     pub fn finish(
@@ -637,6 +675,20 @@ pub fn kernel_protection_warnings(dir: &Path) -> Vec<String> {
         .collect()
 }
 
+/// When a file in `accepted/` or `rejected/` (or a side file of it, `.name` or receipt) was
+/// claimed: the UTC stamp its claim name starts with (`20261205T213030123456789Z.req.toml`,
+/// `...Z-1.req.toml`, `.20261205T...`). `None` for any other name.
+pub fn claimed_at(name: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    let name = name.strip_prefix('.').unwrap_or(name);
+    let stamp = name.get(..25)?;
+    if !stamp.ends_with('Z') || !matches!(name.as_bytes().get(25), Some(b'.' | b'-')) {
+        return None;
+    }
+    chrono::NaiveDateTime::parse_from_str(stamp.get(..24)?, "%Y%m%dT%H%M%S%9f")
+        .ok()
+        .map(|t| t.and_utc())
+}
+
 /// Names a request file may have: `[A-Za-z0-9][A-Za-z0-9._-]{0,127}`.
 pub fn valid_file_name(name: &str) -> bool {
     let b = name.as_bytes();
@@ -678,6 +730,76 @@ mod tests {
 
     fn code(c: &ClaimedFile) -> Option<ReasonCode> {
         c.content.as_ref().err().map(|(_, r)| r.code)
+    }
+
+    #[test]
+    fn claim_times_come_from_claim_names_only() {
+        let at = |n: &str| claimed_at(n).map(|t| t.to_rfc3339());
+        let t = Some("2026-12-05T21:30:30.123456789+00:00".to_owned());
+        assert_eq!(at("20261205T213030123456789Z.req.toml"), t);
+        assert_eq!(at("20261205T213030123456789Z-3.req.toml"), t);
+        assert_eq!(at("20261205T213030123456789Z.req.toml.receipt.json"), t);
+        assert_eq!(at(".20261205T213030123456789Z.req.toml.name"), t);
+        for other in [
+            "req.toml",
+            ".tmpAbC123",
+            "20261205T213030123456789Zreq",
+            "20261305T213030123456789Z.x",
+            "2026120\u{e9}T213030123456789Z.x",
+            "",
+        ] {
+            assert_eq!(at(other), None, "{other:?}");
+        }
+    }
+
+    #[test]
+    fn pruning_removes_decided_files_claimed_before_the_cutoff() {
+        let (dir, s) = spool();
+        std::fs::write(dir.path().join("incoming/a.toml"), "x").unwrap_or_default();
+        std::fs::write(dir.path().join("incoming/b.toml"), "x").unwrap_or_default();
+        let a = s.claim("a.toml").ok().flatten().unwrap_or_default();
+        let cutoff = chrono::Utc::now();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let b = s.claim("b.toml").ok().flatten().unwrap_or_default();
+        let receipt = serde_json::json!({"outcome": "rejected"});
+        s.finish(&a, Disposition::Rejected, &receipt)
+            .unwrap_or_else(|e| panic!("{e}"));
+        s.finish(&b, Disposition::Accepted, &receipt)
+            .unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(dir.path().join("rejected/notes.txt"), "kept").unwrap_or_default();
+        assert_eq!(s.prune_decided(cutoff).unwrap_or_else(|e| panic!("{e}")), 2);
+        let left = |sub: &str| {
+            let mut v: Vec<String> = std::fs::read_dir(dir.path().join(sub))
+                .map(|d| {
+                    d.flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            v.sort();
+            v
+        };
+        assert_eq!(left("rejected"), vec!["notes.txt".to_owned()]);
+        assert_eq!(
+            left("accepted"),
+            vec![b.clone(), format!("{b}.receipt.json")]
+        );
+        assert_eq!(s.prune_decided(cutoff).unwrap_or_else(|e| panic!("{e}")), 0);
+    }
+
+    #[test]
+    fn the_owner_of_an_incoming_name_is_read_without_following_links() {
+        let (dir, s) = spool();
+        std::fs::write(dir.path().join("incoming/mine.toml"), "x").unwrap_or_default();
+        symlink("/etc/shadow", dir.path().join("incoming/link.toml")).unwrap_or_default();
+        let me = nix::unistd::geteuid().as_raw();
+        assert_eq!(s.incoming_owner("mine.toml"), Some(me));
+        assert_eq!(
+            s.incoming_owner("link.toml"),
+            Some(me),
+            "the link's own owner"
+        );
+        assert_eq!(s.incoming_owner("gone.toml"), None);
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! Steered copies: a backfill whose runs Airflow's catchup cannot create in the wanted order or
-//! set of dates (`run_backwards`, or `reprocess` skipping dates inside the range).
+//! set of dates (`run_backwards`, or `reprocess` skipping dates inside the range), and every
+//! new backfill while a `[throttle]` run budget is set (backfilld then names each run within
+//! the budget, see [`crate::turns`]).
 //!
 //! A catchup copy lets Airflow's scheduler create its runs oldest first over one contiguous
 //! range: the next run is always the one after the latest run (`max(logical_date)`), so neither
@@ -36,9 +38,10 @@ pub enum RunOrder {
 
 impl RunOrder {
     /// The order for a backfill: newest first when asked; otherwise catchup, unless the dates to
-    /// run are not one contiguous stretch of the timetable's dates (`contiguous` false).
-    pub fn for_backfill(run_backwards: bool, contiguous: bool) -> RunOrder {
-        match (run_backwards, contiguous) {
+    /// run are not one contiguous stretch of the timetable's dates (`contiguous` false) or a
+    /// run budget is set (`budgeted`: backfilld names every run so the budget holds per run).
+    pub fn for_backfill(run_backwards: bool, contiguous: bool, budgeted: bool) -> RunOrder {
+        match (run_backwards, contiguous && !budgeted) {
             (true, _) => RunOrder::NewestFirst,
             (false, true) => RunOrder::Catchup,
             (false, false) => RunOrder::OldestFirst,
@@ -135,10 +138,21 @@ mod tests {
 
     #[test]
     fn order_for_backfill() {
-        assert_eq!(RunOrder::for_backfill(false, true), RunOrder::Catchup);
-        assert_eq!(RunOrder::for_backfill(false, false), RunOrder::OldestFirst);
-        assert_eq!(RunOrder::for_backfill(true, true), RunOrder::NewestFirst);
-        assert_eq!(RunOrder::for_backfill(true, false), RunOrder::NewestFirst);
+        let cases = [
+            (false, true, false, RunOrder::Catchup),
+            (false, false, false, RunOrder::OldestFirst),
+            (true, true, false, RunOrder::NewestFirst),
+            (true, false, false, RunOrder::NewestFirst),
+            (false, true, true, RunOrder::OldestFirst),
+            (true, true, true, RunOrder::NewestFirst),
+        ];
+        for (backwards, contiguous, budgeted, want) in cases {
+            assert_eq!(
+                RunOrder::for_backfill(backwards, contiguous, budgeted),
+                want,
+                "{backwards} {contiguous} {budgeted}"
+            );
+        }
         for o in [
             RunOrder::Catchup,
             RunOrder::OldestFirst,

@@ -20,6 +20,12 @@
 //!    budget ([`cap_max_active_runs`]), and a backfill whose potential still exceeds a budget
 //!    (a copy written before the budget was lowered) runs alone when that budget is entirely
 //!    free.
+//!
+//! With a budget set, every new copy is steered (see [`crate::steer`]): backfilld names each of
+//! its runs, and the budgets hold per run in the steering step ([`crate::turns`]). Here a
+//! steered backfill only goes through rules 1–3 (a hold pauses its idle copy); its live runs
+//! count toward the budgets of the catchup copies (written before the budget was set), which
+//! keep the pause/unpause rules above.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -48,6 +54,8 @@ pub struct Candidate {
     pub pools: Vec<String>,
     /// The request's `priority`: among the waiting, higher goes first.
     pub priority: i32,
+    /// Steered: the budgets hold in the steering step ([`crate::turns`]), not here.
+    pub steered: bool,
 }
 
 /// Load outside the backfills that the throttle weighs.
@@ -169,6 +177,14 @@ pub fn decide(config: &ThrottleSection, candidates: &[Candidate], load: &Load) -
             continue;
         }
         let dag_used = used_per_dag.get(c.dag_id.as_str()).copied().unwrap_or(0);
+        if c.steered {
+            used = used.saturating_add(c.active);
+            used_per_dag.insert(&c.dag_id, dag_used.saturating_add(c.active));
+            if verdicts[i].is_none() {
+                verdicts[i] = Some(Verdict::Go);
+            }
+            continue;
+        }
         // A budget already used by others holds a backfill whose potential does not fit; an
         // unused budget never does, or a backfill wider than the budget would wait forever.
         let over_global = config
@@ -224,6 +240,7 @@ mod tests {
             hands_off: false,
             pools: vec!["default_pool".into()],
             priority: 0,
+            steered: false,
         }
     }
 
@@ -293,6 +310,15 @@ mod tests {
         user_paused.hands_off = true;
         let mut urgent = cand("c", "sales", 2, 0, 5);
         urgent.priority = 5;
+        let steered_busy = Candidate {
+            steered: true,
+            max_active_runs: 3,
+            ..cand("s", "orders", 0, 2, 5)
+        };
+        let steered_idle = Candidate {
+            steered: true,
+            ..wide("t", "sales", 1)
+        };
         let cases: Vec<Case> = vec![
             (
                 "no limits: everything goes",
@@ -351,6 +377,13 @@ mod tests {
                 vec![wide("a", "sales", 0), wide("b", "orders", 1), wide("c", "sales", 2)],
                 Load::default(),
                 vec![go(), go(), hold("throttled: budget of sales 3/2")],
+            ),
+            (
+                "steered backfills go (steering holds the budget); their live runs count for catchup copies",
+                budget(Some(2), None),
+                vec![steered_busy, steered_idle, cand("c", "sales", 2, 0, 5)],
+                Load::default(),
+                vec![go(), go(), hold("throttled: global budget 2/2")],
             ),
             (
                 "a budget of 0 holds everything",

@@ -126,14 +126,12 @@ fn date(text: &str) -> Result<DateTime<Utc>, MalformedAnswer> {
 
 #[cfg(test)]
 mod tests {
-    use chrono::TimeZone;
-
     use super::*;
+    use crate::testutil::utc;
 
-    fn utc(d: u32, h: u32) -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2024, 3, d, h, 0, 0)
-            .single()
-            .unwrap_or_default()
+    /// `hour`:00 UTC on 2024-03-`d`.
+    fn march(d: u32, hour: u32) -> DateTime<Utc> {
+        utc(2024, 3, d, hour, 0)
     }
 
     fn run(d: u32) -> String {
@@ -151,27 +149,27 @@ mod tests {
 
     #[test]
     fn runs_parse_in_utc() {
-        let got = parse(&answer(&[1, 4], false), utc(1, 0), utc(10, 0), 10);
+        let got = parse(&answer(&[1, 4], false), march(1, 0), march(10, 0), 10);
         let Ok(Answer::Runs(runs)) = got else {
             panic!("{got:?}");
         };
         assert_eq!(runs.len(), 2);
-        assert_eq!(runs[1].logical_date, utc(4, 0));
-        assert_eq!(runs[1].interval_end, utc(5, 0));
-        assert_eq!(runs[1].run_after, utc(5, 0), "+01:00 is converted to UTC");
+        assert_eq!(runs[1].logical_date, march(4, 0));
+        assert_eq!(runs[1].interval_end, march(5, 0));
+        assert_eq!(runs[1].run_after, march(5, 0), "+01:00 is converted to UTC");
     }
 
     #[test]
     fn more_and_error_answers() {
         assert_eq!(
-            parse(&answer(&[1], true), utc(1, 0), utc(10, 0), 1),
+            parse(&answer(&[1], true), march(1, 0), march(10, 0), 1),
             Ok(Answer::TooMany)
         );
         let long = "x".repeat(2000);
         let got = parse(
             format!(r#"{{"error": "{long}"}}"#).as_bytes(),
-            utc(1, 0),
-            utc(10, 0),
+            march(1, 0),
+            march(10, 0),
             5,
         );
         let Ok(Answer::Refused(reason)) = got else {
@@ -204,7 +202,7 @@ mod tests {
             ),
         ];
         for (text, limit) in cases {
-            let got = parse(&text, utc(1, 0), utc(10, 0), limit);
+            let got = parse(&text, march(1, 0), march(10, 0), limit);
             assert!(got.is_err(), "{}: {got:?}", String::from_utf8_lossy(&text));
         }
     }

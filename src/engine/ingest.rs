@@ -66,7 +66,17 @@ impl Engine {
         loop {
             match self.spool.incoming() {
                 Ok(names) => {
+                    self.guards.deferred.clear();
+                    let now = std::time::Instant::now();
                     for name in names {
+                        // Pace each uid (as lstat sees the name; the requester is decided
+                        // later from the opened file): over its rate, a file waits here.
+                        if let Some(uid) = self.spool.incoming_owner(&name) {
+                            let trusted = self.config.identity.is_trusted(uid);
+                            if !self.guards.admit_file(uid, trusted, now) {
+                                continue;
+                            }
+                        }
                         match self.spool.claim(&name) {
                             Ok(Some(claim)) => {
                                 tracing::debug!(file = %name, claim = %claim, "claimed")

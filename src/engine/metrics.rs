@@ -39,6 +39,8 @@ impl Engine {
             passes: self.passes,
             spool_incoming: count(self.spool.incoming()),
             spool_active: count(self.spool.claimed()),
+            spool_deferred: u64::try_from(self.guards.deferred_total()).unwrap_or(u64::MAX),
+            denials_suppressed: self.guards.denials_suppressed,
         };
         let text = match metrics::render(&snapshot) {
             Ok(t) => t,

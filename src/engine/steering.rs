@@ -1,8 +1,11 @@
-//! Naming the next run of steered copies (see [`crate::steer`]): after each reconcile pass, the
-//! leader sets the `dag.next_dagrun` of every steered copy that has room for a run to the next
-//! date of its order, and Airflow's scheduler creates that run.
+//! Naming the next run of steered copies (see [`crate::steer`]): after each reconcile pass,
+//! and between passes as soon as a copy's live runs changed, the leader gives the steered
+//! copies that have room the runs the run budgets allow ([`crate::turns`]) and sets the
+//! `dag.next_dagrun` of each to the next date of its order; Airflow's scheduler creates that
+//! run.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
@@ -10,11 +13,17 @@ use super::{not_connected, Engine};
 use crate::airflow_python::AirflowPython;
 use crate::metadb::airflow::Airflow;
 use crate::metadb::lease::{Leases, LEADER};
-use crate::metadb::steer::Steering;
+use crate::metadb::steer::{LiveRuns, Steering};
 use crate::metadb::store::Store;
 use crate::metadb::DbError;
 use crate::schedule::{RunInfo, ScheduleError, Timetable};
 use crate::steer::{self, CopyRuns};
+use crate::turns;
+
+/// How often, between passes, the leader checks whether a steered copy's live runs changed
+/// (one statement over Airflow's indexes of queued and running runs), while steered copies
+/// have dates left.
+pub(super) const LIVE_CHECK: Duration = Duration::from_millis(500);
 
 /// What the engine keeps of a steered backfill between passes: its dates in run order and
 /// its copy's timetable (read once, from the copy's serialized DAG).
@@ -42,52 +51,174 @@ impl PlanRuns {
     }
 }
 
+/// What the leader keeps of steering between steps.
+#[derive(Default)]
+pub(super) struct SteerState {
+    /// Plans by backfill id.
+    plans: HashMap<String, SteerPlan>,
+    /// When each backfill's last run was named (turns: longest ago first).
+    last_named: HashMap<String, DateTime<Utc>>,
+    /// Why a steered backfill waits for a turn, for its status.
+    waiting: HashMap<String, String>,
+    /// Every copy's live runs at the last step (a change means a slot may have freed).
+    live_seen: Option<Vec<(String, LiveRuns)>>,
+    /// Whether some steered copy has dates left to name (the live check is worth running).
+    pub(super) watch: bool,
+}
+
+impl SteerState {
+    /// Why `id` waits for a turn, if it does.
+    pub(super) fn waiting(&self, id: &str) -> Option<&str> {
+        self.waiting.get(id).map(String::as_str)
+    }
+}
+
+/// The live runs as a comparable list.
+fn signature(live: &HashMap<String, LiveRuns>) -> Vec<(String, LiveRuns)> {
+    let mut v: Vec<(String, LiveRuns)> = live.iter().map(|(k, l)| (k.clone(), l.clone())).collect();
+    v.sort();
+    v
+}
+
 impl Engine {
-    /// Name the next run of every steered copy due one; returns how many were named. Leader
-    /// only: the writes are fenced by the leader claim, in one transaction.
+    /// Between passes: when a copy's live runs changed since the last steering step, steer
+    /// again (a slot may have freed, or a named run started). Leader only.
+    pub(super) fn steer_on_change(&mut self) {
+        if self.leader_token.is_none() || !self.steer.watch {
+            return;
+        }
+        let Some(c) = self.conn.as_mut() else {
+            return;
+        };
+        let live = match Steering::new(&mut c.db, &c.schema).live() {
+            Ok(live) => live,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the live runs of the copies");
+                self.lost(&e);
+                return;
+            }
+        };
+        if self.steer.live_seen.as_ref() == Some(&signature(&live)) {
+            return;
+        }
+        if let Err(e) = self.steer_copies() {
+            tracing::warn!(error = %e, "cannot name the next run of steered copies; retrying");
+            self.lost(&e);
+        }
+    }
+
+    /// Name the next run of every steered copy the run budgets give a run now; returns how
+    /// many were named. Leader only: the writes are fenced by the leader claim, in one
+    /// transaction.
     pub(super) fn steer_copies(&mut self) -> Result<usize, DbError> {
         let host = self.host.clone();
         let token = self.leader_token.ok_or(DbError::NotHolder(LEADER))?;
         let ttl_ms = self.lease_ttl_ms();
         let limit = self.config.limits.max_dates_per_request;
+        let budgets = turns::Budgets {
+            global: self.config.throttle.max_running_backfill_runs,
+            per_dag: self.config.throttle.max_running_per_dag,
+        };
         let c = self.conn.as_mut().ok_or_else(not_connected)?;
+        let all_live = Steering::new(&mut c.db, &c.schema).live()?;
+        self.steer.live_seen = Some(signature(&all_live));
         let copies = Steering::new(&mut c.db, &c.schema).copies()?;
-        self.steer_plans
-            .retain(|id, _| copies.iter().any(|copy| copy.id == *id));
+        let ids: HashSet<&str> = copies.iter().map(|copy| copy.id.as_str()).collect();
+        let st = &mut self.steer;
+        st.plans.retain(|id, _| ids.contains(id.as_str()));
+        // A backfill held for a while (paused) keeps its last turn.
+        st.last_named
+            .retain(|id, _| ids.contains(id.as_str()) || all_live.contains_key(id));
+        st.waiting.clear();
+        st.watch = false;
         if copies.is_empty() {
             return Ok(0);
         }
         let runs = Steering::new(&mut c.db, &c.schema).runs()?;
         let none = CopyRuns::default();
-        let mut due: Vec<(String, RunInfo)> = Vec::new();
         for copy in &copies {
-            if !self.steer_plans.contains_key(&copy.id) {
-                match load_plan(
-                    &mut c.db,
-                    &c.schema,
-                    &mut self.airflow_python,
-                    &copy.id,
-                    limit,
-                )? {
-                    Ok(plan) => {
-                        self.steer_plans.insert(copy.id.clone(), plan);
-                    }
-                    Err(why) => {
-                        tracing::debug!(backfill = %copy.id, reason = %why, "steered copy not ready");
-                        continue;
-                    }
+            if st.plans.contains_key(&copy.id) {
+                continue;
+            }
+            match load_plan(
+                &mut c.db,
+                &c.schema,
+                &mut self.airflow_python,
+                &copy.id,
+                limit,
+            )? {
+                Ok(plan) => {
+                    st.plans.insert(copy.id.clone(), plan);
+                }
+                Err(why) => {
+                    tracing::debug!(backfill = %copy.id, reason = %why, "steered copy not ready");
                 }
             }
-            let Some(plan) = self.steer_plans.get(&copy.id) else {
+        }
+        let mut ready = Vec::new();
+        for copy in &copies {
+            let Some(plan) = st.plans.get(&copy.id) else {
                 continue;
             };
             let copy_runs = runs.get(&copy.id).unwrap_or(&none);
+            // A run named and not created yet counts as queued: the scheduler creates it at
+            // its next loop.
+            let named = copy
+                .next_dagrun
+                .filter(|d| copy.next_dagrun_due && !copy_runs.dates.contains(d));
+            let pending = plan
+                .order
+                .iter()
+                .filter(|d| !copy_runs.dates.contains(d) && Some(**d) != named)
+                .count();
+            ready.push((copy, plan, copy_runs, named, pending));
+        }
+        // The budgets count every copy's live runs: the steered ones as just read, the others
+        // from the live check.
+        let mut live = turns::Live::default();
+        let mut add = |dag_id: &str, n: u32| {
+            live.total = live.total.saturating_add(n);
+            let e = live.per_dag.entry(dag_id.to_owned()).or_insert(0);
+            *e = e.saturating_add(n);
+        };
+        let mut steered: Vec<turns::Steered> = Vec::with_capacity(ready.len());
+        for (copy, _, copy_runs, named, pending) in &ready {
+            let queued = copy_runs.queued + u32::from(named.is_some());
+            add(&copy.dag_id, queued + copy_runs.running);
+            steered.push(turns::Steered {
+                id: copy.id.clone(),
+                dag_id: copy.dag_id.clone(),
+                queued,
+                running: copy_runs.running,
+                pending: u32::try_from(*pending).unwrap_or(u32::MAX),
+                max_active_runs: copy.max_active_runs,
+                priority: copy.priority,
+                last_turn: st
+                    .last_named
+                    .get(&copy.id)
+                    .copied()
+                    .unwrap_or(copy.submitted_at),
+            });
+        }
+        let counted: HashSet<&str> = ready.iter().map(|(copy, ..)| copy.id.as_str()).collect();
+        for (id, l) in &all_live {
+            if !counted.contains(id.as_str()) {
+                add(&l.dag_id, l.queued + l.running);
+            }
+        }
+        let grants = turns::grant(budgets, &live, &steered, 1);
+        let mut due: Vec<(String, RunInfo)> = Vec::new();
+        for ((copy, plan, copy_runs, _, pending), grant) in ready.iter().zip(grants) {
+            st.watch |= *pending > 0;
+            if let Some(why) = grant.waiting {
+                st.waiting.insert(copy.id.clone(), why);
+            }
+            if grant.runs == 0 {
+                continue;
+            }
             let Some(date) = steer::next_date(&plan.order, copy_runs, copy.max_active_runs) else {
                 continue;
             };
-            if copy.next_dagrun == Some(date) {
-                continue;
-            }
             match plan.runs.run_info(date) {
                 Ok(info) => due.push((copy.id.clone(), info)),
                 Err(e) => {
@@ -99,7 +230,7 @@ impl Engine {
             return Ok(0);
         }
         let schema = &c.schema;
-        c.db.transaction(|db| {
+        let named = c.db.transaction(|db| {
             if !Leases::new(db).fence(LEADER, &host, token, ttl_ms)? {
                 return Err(DbError::NotHolder(LEADER));
             }
@@ -108,7 +239,12 @@ impl Engine {
                 tracing::info!(backfill = %id, logical_date = %info.logical_date, "named the next run of a steered copy");
             }
             Ok(due.len())
-        })
+        })?;
+        let now = Utc::now();
+        for (id, _) in &due {
+            st.last_named.insert(id.clone(), now);
+        }
+        Ok(named)
     }
 }
 
@@ -153,6 +289,3 @@ fn load_plan(
         runs,
     }))
 }
-
-/// Plans by backfill id.
-pub(super) type SteerPlans = HashMap<String, SteerPlan>;

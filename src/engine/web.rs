@@ -327,13 +327,19 @@ impl Engine {
                     reason,
                 };
                 emit_audit(&entry);
-                let host = self.host.clone();
                 if self.ensure_connected().is_ok() {
-                    if let Some(c) = self.conn.as_mut() {
-                        if let Err(e) = Store::new(&mut c.db).audit(&host, &entry) {
-                            tracing::warn!(error = %e, "cannot record a login in the audit log");
-                            self.lost(&e);
+                    let written = if entry.allowed {
+                        let host = self.host.clone();
+                        match self.conn.as_mut() {
+                            Some(c) => Store::new(&mut c.db).audit(&host, &entry),
+                            None => Ok(()),
                         }
+                    } else {
+                        self.audit_denial_row(&entry)
+                    };
+                    if let Err(e) = written {
+                        tracing::warn!(error = %e, "cannot record a login in the audit log");
+                        self.lost(&e);
                     }
                 }
             }
@@ -548,9 +554,11 @@ impl Engine {
         } else {
             Vec::new()
         };
+        let mut backfill = web_backfill(&row, &subject, &self.config.approval.approver_roles);
+        backfill.view.estimate = super::estimate_of(&mut c.db, &c.schema, &row, &self.config)?;
         let detail = WebDetail {
             date_states: date_states(&row.logical_dates, &runs),
-            backfill: web_backfill(&row, &subject, &self.config.approval.approver_roles),
+            backfill,
         };
         self.audit(&ident, Action::Read, Some(id), None)?;
         Ok(Ok(detail))
@@ -631,13 +639,7 @@ fn web_backfill(row: &BackfillRow, subject: &Subject, approver_roles: &[String])
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
-
-    fn day(d: u32) -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2024, 1, d, 0, 0, 0)
-            .single()
-            .unwrap_or_else(|| panic!("bad date"))
-    }
+    use crate::testutil::day;
 
     #[test]
     fn date_states_follow_runs() {

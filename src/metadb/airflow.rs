@@ -200,6 +200,14 @@ struct RunSql {
 }
 
 #[derive(QueryableByName)]
+struct SpanSql {
+    #[diesel(sql_type = Nullable<Text>)]
+    start_date: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    end_date: Option<String>,
+}
+
+#[derive(QueryableByName)]
 struct OptTextRow {
     #[diesel(sql_type = Nullable<Text>)]
     value: Option<String>,
@@ -335,6 +343,37 @@ impl<'a> Airflow<'a> {
             });
         }
         Ok(runs)
+    }
+
+    /// Seconds each of the `limit` most recently finished successful runs of `dag_id` or of
+    /// its backfills' copies took (start to end), newest first: the origin's side of a
+    /// backfill's time estimate (a DAG that only ever runs in backfills has history too).
+    pub fn recent_success_durations(
+        &mut self,
+        dag_id: &str,
+        limit: usize,
+    ) -> Result<Vec<f64>, DbError> {
+        let d = self.db.dialect();
+        let sql = format!(
+            "SELECT {} AS start_date, {} AS end_date FROM dag_run \
+             WHERE (dag_id = ? OR dag_id IN (SELECT id FROM backfilld_backfill WHERE dag_id = ?)) \
+             AND state = 'success' AND start_date IS NOT NULL AND end_date IS NOT NULL \
+             ORDER BY end_date DESC LIMIT {limit}",
+            d.ts_text("start_date"),
+            d.ts_text("end_date")
+        );
+        let rows: Vec<SpanSql> = self.db.load(
+            &sql,
+            &[Arg::Text(dag_id.to_owned()), Arg::Text(dag_id.to_owned())],
+        )?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            if let (Some(start), Some(end)) = (r.start_date, r.end_date) {
+                let secs = (parse_ts(&end)? - parse_ts(&start)?).num_milliseconds() as f64 / 1000.0;
+                out.push(secs);
+            }
+        }
+        Ok(out)
     }
 
     /// Airflow's import error for a DAG file (absolute path), if it recorded one.
@@ -665,12 +704,14 @@ impl Airflow<'_> {
     }
 }
 
+/// A row of Airflow's `import_error`: the file as Airflow stores its name, and the message
+/// (`SELECT filename, stacktrace`). Shared with `metadb::pass`.
 #[derive(QueryableByName)]
-struct ImportErrorSql {
+pub(super) struct ImportErrorSql {
     #[diesel(sql_type = Nullable<Text>)]
-    filename: Option<String>,
+    pub(super) filename: Option<String>,
     #[diesel(sql_type = Nullable<Text>)]
-    stacktrace: Option<String>,
+    pub(super) stacktrace: Option<String>,
 }
 
 #[derive(QueryableByName)]

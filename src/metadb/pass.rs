@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use diesel::sql_types::{BigInt, Nullable, Text};
 use diesel::QueryableByName;
 
-use super::airflow::{AirflowSchema, Generation};
+use super::airflow::{AirflowSchema, Generation, ImportErrorSql};
 use super::store::{stored_ts, PendingOp};
 use super::{parse_ts, Arg, DbError, MetaDb};
 use crate::ordering::Prerequisite;
@@ -71,6 +71,8 @@ pub struct PassRow {
     pub max_active_runs: u32,
     /// Turn order under a short budget: higher first.
     pub priority: i32,
+    /// backfilld names the copy's runs (`run_order` set, see `crate::steer`).
+    pub steered: bool,
 }
 
 #[derive(QueryableByName)]
@@ -115,6 +117,8 @@ struct PassSql {
     max_active_runs: i64,
     #[diesel(sql_type = BigInt)]
     priority: i64,
+    #[diesel(sql_type = Nullable<Text>)]
+    run_order: Option<String>,
     #[diesel(sql_type = Text)]
     updated_at: String,
 }
@@ -125,7 +129,7 @@ fn pass_rows_sql(and: &str) -> String {
         "SELECT b.id, b.dag_id, b.state, b.state_reason, b.copy_path, b.copy_written_at, \
          b.submitted_at, b.scheduled_at, b.run_start, b.run_end, b.dates_total, b.dates_succeeded, \
          b.dates_failed, b.dates_running, b.dates_queued, b.user_paused, b.throttled, \
-         b.pending_op, b.max_active_runs, b.priority, b.updated_at FROM backfilld_backfill b \
+         b.pending_op, b.max_active_runs, b.priority, b.run_order, b.updated_at FROM backfilld_backfill b \
          WHERE {UNFINISHED}{and} \
          ORDER BY b.submitted_at, b.id"
     )
@@ -175,6 +179,7 @@ impl TryFrom<PassSql> for PassRow {
             pending_op: PendingOp::parse(r.pending_op.as_deref().unwrap_or_default()),
             max_active_runs: count(r.max_active_runs),
             priority: i32::try_from(r.priority).unwrap_or(0),
+            steered: r.run_order.is_some(),
             dag_id: r.dag_id,
             id: r.id,
         })
@@ -187,14 +192,6 @@ struct CopyDagSql {
     dag_id: String,
     #[diesel(sql_type = BigInt)]
     paused: i64,
-}
-
-#[derive(QueryableByName)]
-struct ImportErrorSql {
-    #[diesel(sql_type = Nullable<Text>)]
-    filename: Option<String>,
-    #[diesel(sql_type = Nullable<Text>)]
-    stacktrace: Option<String>,
 }
 
 #[derive(QueryableByName)]

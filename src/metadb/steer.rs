@@ -3,7 +3,10 @@
 //!
 //! A pass reads both sets in one statement each, whatever the number of backfills (a join of
 //! `backfilld_backfill` with Airflow's `dag` and `dag_run`); naming a run is one `UPDATE` of
-//! the copy's own `dag` row, made by the leader only, per copy due a run.
+//! the copy's own `dag` row, made by the leader only, per copy due a run. The live (queued +
+//! running) runs of every copy, which the run budgets count, are one more statement over
+//! Airflow's partial indexes of queued and running runs; it is also the cheap check between
+//! passes that tells the leader a slot may have freed.
 
 use std::collections::HashMap;
 
@@ -30,6 +33,25 @@ pub struct SteeredCopy {
     pub max_active_runs: u32,
     /// The run the copy's `dag` row names next, if any.
     pub next_dagrun: Option<DateTime<Utc>>,
+    /// Whether the scheduler will create that run (`next_dagrun_create_after` set).
+    pub next_dagrun_due: bool,
+    /// Its origin DAG.
+    pub dag_id: String,
+    /// The request's `priority`.
+    pub priority: i32,
+    /// When the backfill was accepted.
+    pub submitted_at: DateTime<Utc>,
+}
+
+/// The live runs of one copy: its origin DAG, queued and running runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct LiveRuns {
+    /// The copy's origin DAG.
+    pub dag_id: String,
+    /// Runs queued.
+    pub queued: u32,
+    /// Runs running.
+    pub running: u32,
 }
 
 #[derive(QueryableByName)]
@@ -42,6 +64,26 @@ struct SteeredSql {
     max_active_runs: i64,
     #[diesel(sql_type = Nullable<Text>)]
     next_dagrun: Option<String>,
+    #[diesel(sql_type = BigInt)]
+    next_dagrun_due: i64,
+    #[diesel(sql_type = Text)]
+    dag_id: String,
+    #[diesel(sql_type = BigInt)]
+    priority: i64,
+    #[diesel(sql_type = Text)]
+    submitted_at: String,
+}
+
+#[derive(QueryableByName)]
+struct LiveSql {
+    #[diesel(sql_type = Text)]
+    id: String,
+    #[diesel(sql_type = Text)]
+    dag_id: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    state: Option<String>,
+    #[diesel(sql_type = BigInt)]
+    n: i64,
 }
 
 /// Steered copies' reads and writes.
@@ -72,8 +114,11 @@ impl<'a> Steering<'a> {
         let d = self.db.dialect();
         let sql = format!(
             "SELECT b.id AS id, b.run_order AS run_order, b.max_active_runs AS max_active_runs, \
-             {} AS next_dagrun FROM backfilld_backfill b JOIN dag g ON g.dag_id = b.id WHERE {}",
+             {} AS next_dagrun, {} AS next_dagrun_due, b.dag_id AS dag_id, b.priority AS priority, \
+             b.submitted_at AS submitted_at FROM backfilld_backfill b JOIN dag g ON g.dag_id = b.id \
+             WHERE {}",
             d.ts_text("g.next_dagrun"),
+            d.int("CASE WHEN g.next_dagrun_create_after IS NULL THEN 0 ELSE 1 END"),
             self.due()
         );
         let rows: Vec<SteeredSql> = self.db.load(&sql, &[])?;
@@ -83,6 +128,10 @@ impl<'a> Steering<'a> {
                 order: RunOrder::parse_stored(r.run_order.as_deref()),
                 max_active_runs: u32::try_from(r.max_active_runs).unwrap_or(1),
                 next_dagrun: r.next_dagrun.as_deref().map(parse_ts).transpose()?,
+                next_dagrun_due: r.next_dagrun_due != 0,
+                dag_id: r.dag_id,
+                priority: i32::try_from(r.priority).unwrap_or(0),
+                submitted_at: parse_ts(&r.submitted_at)?,
                 id: r.id,
             });
         }
@@ -113,6 +162,27 @@ impl<'a> Steering<'a> {
             }
             if let Some(date) = r.logical_date {
                 runs.dates.insert(parse_ts(&date)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The live (queued or running) runs of every backfill's copy, steered or not, by copy:
+    /// one statement over Airflow's partial indexes of queued and running runs.
+    pub fn live(&mut self) -> Result<HashMap<String, LiveRuns>, DbError> {
+        let sql = "SELECT r.dag_id AS id, b.dag_id AS dag_id, r.state AS state, COUNT(*) AS n \
+                   FROM dag_run r JOIN backfilld_backfill b ON b.id = r.dag_id \
+                   WHERE (r.state = 'queued' OR r.state = 'running') \
+                   GROUP BY r.dag_id, b.dag_id, r.state";
+        let rows: Vec<LiveSql> = self.db.load(sql, &[])?;
+        let mut out: HashMap<String, LiveRuns> = HashMap::new();
+        for r in rows {
+            let n = u32::try_from(r.n).unwrap_or(0);
+            let live = out.entry(r.id).or_default();
+            live.dag_id = r.dag_id;
+            match r.state.as_deref() {
+                Some("running") => live.running += n,
+                _ => live.queued += n,
             }
         }
         Ok(out)

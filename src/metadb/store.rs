@@ -16,7 +16,7 @@ use crate::request::{fmt_ts, ReasonCode};
 use crate::state::BackfillState;
 
 /// Schema version this build expects.
-pub const SCHEMA_VERSION: i64 = 15;
+pub const SCHEMA_VERSION: i64 = 16;
 
 fn migrations(d: Dialect) -> Vec<(i64, Vec<String>)> {
     let long = d.long_text();
@@ -227,8 +227,15 @@ fn migrations(d: Dialect) -> Vec<(i64, Vec<String>)> {
                 .to_owned()],
         ),
         (
-            // Keyset paging of lists (`paging`): newest first, read from the index alone.
+            // A dry run's time estimate (`estimate::Estimate` as JSON).
             15,
+            vec![format!(
+                "ALTER TABLE backfilld_request ADD COLUMN estimate {long}"
+            )],
+        ),
+        (
+            // Keyset paging of lists (`paging`): newest first, read from the index alone.
+            16,
             vec![
                 "CREATE INDEX backfilld_backfill_submitted ON backfilld_backfill (submitted_at, id)"
                     .to_owned(),
@@ -303,7 +310,7 @@ fn current_version(db: &mut MetaDb) -> Result<i64, DbError> {
 }
 
 /// What became of a request file.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RequestRecord {
     /// Durable identity of the file (see `spool`).
     pub request_key: String,
@@ -347,6 +354,9 @@ pub struct RequestRecord {
     /// other DAGs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warnings: Option<Vec<String>>,
+    /// A dry run's estimate of how long the backfill would take.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<crate::estimate::Estimate>,
 }
 
 #[derive(QueryableByName)]
@@ -385,6 +395,8 @@ struct RequestSql {
     skipped_dates: Option<String>,
     #[diesel(sql_type = Nullable<Text>)]
     warnings: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    estimate: Option<String>,
 }
 
 impl From<RequestSql> for RequestRecord {
@@ -409,13 +421,14 @@ impl From<RequestSql> for RequestRecord {
             dates: r.dates.and_then(|d| serde_json::from_str(&d).ok()),
             skipped_dates: r.skipped_dates.and_then(|d| serde_json::from_str(&d).ok()),
             warnings: r.warnings.and_then(|d| serde_json::from_str(&d).ok()),
+            estimate: r.estimate.and_then(|d| serde_json::from_str(&d).ok()),
         }
     }
 }
 
 const REQUEST_COLS: &str =
     "request_key, file_name, uid, username, host, received_at, outcome, backfill_id, reason_code, reason, \
-     airflow_user, on_behalf_of, action, dry_run, dates, skipped_dates, warnings";
+     airflow_user, on_behalf_of, action, dry_run, dates, skipped_dates, warnings, estimate";
 
 /// A backfill as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -942,6 +955,18 @@ impl<'a> Store<'a> {
         Ok(rows.into_iter().next().map(Into::into))
     }
 
+    /// Retention of request records: delete those received before `cutoff`, except the
+    /// record of a backfill not deleted (its status and retries read it). Idempotence is
+    /// not weakened: a record's key names its claim, and claims are minutes old, not days.
+    /// Returns how many rows were deleted.
+    pub fn prune_requests(&mut self, cutoff: DateTime<Utc>) -> Result<usize, DbError> {
+        self.db.execute(
+            "DELETE FROM backfilld_request WHERE received_at < ? AND (backfill_id IS NULL \
+             OR backfill_id NOT IN (SELECT id FROM backfilld_backfill WHERE deleted = 0))",
+            &[Arg::Text(stored_ts(cutoff))],
+        )
+    }
+
     /// Record a request. A record with the same key already present is left as it is.
     pub fn record_request(&mut self, r: &RequestRecord) -> Result<(), DbError> {
         let code = r
@@ -949,7 +974,7 @@ impl<'a> Store<'a> {
             .and_then(|c| serde_json::to_value(c).ok())
             .and_then(|v| v.as_str().map(str::to_owned));
         let res = self.db.execute(
-            &format!("INSERT INTO backfilld_request ({REQUEST_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+            &format!("INSERT INTO backfilld_request ({REQUEST_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
             &[
                 Arg::Text(r.request_key.clone()),
                 Arg::Text(r.file_name.clone()),
@@ -977,6 +1002,11 @@ impl<'a> Store<'a> {
                 ),
                 Arg::OptText(
                     r.warnings
+                        .as_ref()
+                        .and_then(|d| serde_json::to_string(d).ok()),
+                ),
+                Arg::OptText(
+                    r.estimate
                         .as_ref()
                         .and_then(|d| serde_json::to_string(d).ok()),
                 ),

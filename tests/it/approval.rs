@@ -449,14 +449,9 @@ fn approval_rows_on_every_backend() {
     use backfilld::metadb::store::{self, NewBackfill, Store};
     use backfilld::metadb::MetaDb;
     use backfilld::state::BackfillState;
-    use chrono::{TimeZone, Utc};
 
     let urls = crate::support::every_backend("approval_rows");
-    let day = |d| {
-        Utc.with_ymd_and_hms(2024, 1, d, 0, 0, 0)
-            .single()
-            .unwrap_or_default()
-    };
+    let day = crate::support::jan;
     for url in urls {
         let mut db = MetaDb::connect(&url).unwrap_or_else(|e| panic!("{url}: {e}"));
         assert_eq!(
@@ -466,27 +461,8 @@ fn approval_rows_on_every_backend() {
         let mut s = Store::new(&mut db);
         for (n, id) in ["a", "b", "c"].iter().enumerate() {
             let new = NewBackfill {
-                dag_id: "sales".into(),
-                start: day(1),
-                end: day(5),
-                logical_dates: (1..=5).map(day).collect(),
-                description: None,
-                params: serde_json::Map::new(),
-                max_active_runs: 1,
-                ignore_overlap: true,
-                origin_fileloc: "/dags/sales.py".into(),
-                origin_code: String::new(),
-                submitted_by: "alice".into(),
-                submitted_uid: 1000,
-                requester: "alice".into(),
-                on_behalf_of: None,
-                retry_of: None,
-                scheduled_at: None,
-                delete_after_days: None,
-                reprocess: "completed".into(),
-                skipped_dates: vec![],
-                options: Default::default(),
                 awaiting_approval: Some("approval needed".into()),
+                ..crate::support::sample_backfill(1, 5)
             };
             s.insert_backfill(id, &new, "h", &format!("key{n}"), day(6))
                 .unwrap_or_else(|e| panic!("{url}: {e}"));

@@ -228,4 +228,69 @@ fn core_loop_on_airflow2_sqlite() {
             .unwrap_or(99),
         0
     );
+
+    // 5. Time estimates (issue 21): a dry run estimates from the runs `sales` had (its
+    // backfills' copies: the origin itself never runs here); once a third of the dates are
+    // done, `status` estimates from the backfill's own pace, within a factor of 1.5 of the
+    // time it really took.
+    let dry = daemon.ctl_json(&[
+        "submit",
+        "--dag",
+        "sales",
+        "--start",
+        "2024-06-01",
+        "--end",
+        "2024-06-06",
+        "--max-active-runs",
+        "2",
+        "--dry-run",
+        "--json",
+    ]);
+    let basis = dry["estimate"]["basis"].as_str().unwrap_or_default();
+    assert!(
+        basis.starts_with("median of the last ") && basis.ends_with("2 at a time"),
+        "{dry}"
+    );
+    assert!(
+        dry["estimate"]["remaining_secs"]
+            .as_u64()
+            .is_some_and(|s| s > 0),
+        "{dry}"
+    );
+    let out = daemon.ctl_json(&[
+        "submit",
+        "--dag",
+        "sales",
+        "--start",
+        "2024-06-01",
+        "--end",
+        "2024-06-06",
+        "--max-active-runs",
+        "2",
+        "--json",
+    ]);
+    let eta_id = out["backfill_id"].as_str().unwrap_or_default().to_owned();
+    let (third_at, estimate) = wait_for("a third of the dates done", BIG, || {
+        let s = daemon.ctl_json(&["status", &eta_id, "--json"]);
+        let done = s["dates_succeeded"].as_u64()? + s["dates_failed"].as_u64()?;
+        (done >= 2).then(|| (std::time::Instant::now(), s["estimate"].clone()))
+    });
+    assert!(
+        estimate["basis"]
+            .as_str()
+            .is_some_and(|b| b.starts_with("this backfill's pace so far: ")),
+        "{estimate}"
+    );
+    let estimated = estimate["remaining_secs"].as_f64().unwrap_or_default();
+    let done = daemon.wait_finished(&eta_id, BIG);
+    assert_eq!(done["state"], "success", "{done}");
+    assert!(
+        done.get("estimate").is_none(),
+        "a finished backfill has no estimate: {done}"
+    );
+    let actual = third_at.elapsed().as_secs_f64();
+    assert!(
+        estimated <= actual * 1.5 && estimated >= actual / 1.5,
+        "estimated {estimated:.0} s left after a third of the dates; it took {actual:.0} s ({estimate})"
+    );
 }

@@ -2,40 +2,16 @@
 //! list with ties on `submitted_at`, deleted rows, a DAG filter in the DB and a permission
 //! filter on the rows, each backfill exactly once, newest first, whatever the page size.
 
+use crate::support::jan as day;
 use backfilld::engine::listing;
 use backfilld::metadb::store::{self, ListQuery, NewBackfill, Store};
 use backfilld::metadb::MetaDb;
-use chrono::{DateTime, TimeZone, Utc};
-
-fn day(d: u32) -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2024, 1, d, 0, 0, 0)
-        .single()
-        .unwrap_or_default()
-}
 
 fn new_backfill(dag_id: &str) -> NewBackfill {
     NewBackfill {
         dag_id: dag_id.into(),
-        start: day(1),
-        end: day(2),
-        logical_dates: vec![day(1), day(2)],
-        description: None,
-        params: serde_json::Map::new(),
-        max_active_runs: 1,
-        ignore_overlap: true,
-        origin_fileloc: "/dags/x.py".into(),
         origin_code: "source".into(),
-        submitted_by: "alice".into(),
-        submitted_uid: 1000,
-        requester: "alice".into(),
-        on_behalf_of: None,
-        retry_of: None,
-        scheduled_at: None,
-        delete_after_days: None,
-        reprocess: "completed".into(),
-        skipped_dates: vec![],
-        options: Default::default(),
-        awaiting_approval: None,
+        ..crate::support::sample_backfill(1, 2)
     }
 }
 

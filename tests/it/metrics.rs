@@ -294,45 +294,18 @@ fn metrics_textfile_matches_list_on_airflow2_sqlite() {
 /// (PostgreSQL's `SUM` is `numeric`, MySQL's `DECIMAL`: both cast back to 64-bit integers).
 #[test]
 fn metrics_figures_on_every_backend() {
-    use backfilld::metadb::store::{self, NewBackfill, RequestRecord, Store};
+    use backfilld::metadb::store::{self, RequestRecord, Store};
     use backfilld::metadb::MetaDb;
     use backfilld::request::ReasonCode;
-    use chrono::{TimeZone, Utc};
 
     let urls = crate::support::every_backend("metrics_figures");
-    let day = |d| {
-        Utc.with_ymd_and_hms(2024, 1, d, 0, 0, 0)
-            .single()
-            .unwrap_or_default()
-    };
+    let day = crate::support::jan;
     for url in urls {
         let mut db = MetaDb::connect(&url).unwrap_or_else(|e| panic!("{url}: {e}"));
         store::migrate(&mut db).unwrap_or_else(|e| panic!("{url}: {e}"));
         let mut s = Store::new(&mut db);
         for (n, id) in ["a", "b"].iter().enumerate() {
-            let new = NewBackfill {
-                dag_id: "sales".into(),
-                start: day(1),
-                end: day(3),
-                logical_dates: vec![day(1), day(2), day(3)],
-                description: None,
-                params: serde_json::Map::new(),
-                max_active_runs: 1,
-                ignore_overlap: true,
-                origin_fileloc: "/dags/sales.py".into(),
-                origin_code: String::new(),
-                submitted_by: "alice".into(),
-                submitted_uid: 1000,
-                requester: "alice".into(),
-                on_behalf_of: None,
-                retry_of: None,
-                scheduled_at: None,
-                delete_after_days: None,
-                reprocess: "completed".into(),
-                skipped_dates: vec![],
-                options: Default::default(),
-                awaiting_approval: None,
-            };
+            let new = crate::support::sample_backfill(1, 3);
             s.insert_backfill(id, &new, "h", &format!("key{n}"), day(4))
                 .unwrap_or_else(|e| panic!("{url}: {e}"));
         }
@@ -362,6 +335,7 @@ fn metrics_figures_on_every_backend() {
                 dates: None,
                 skipped_dates: None,
                 warnings: Default::default(),
+                estimate: None,
             })
             .unwrap_or_else(|e| panic!("{url}: {e}"));
         }

@@ -914,3 +914,40 @@ def dag_bag(folder):
         return DagBag(dag_folder=folder, include_examples=False)
     return DagBag(dag_folder=folder)
 "#;
+
+/// Midnight UTC of 2024-01-`d`, the month the store-level suites count days in.
+pub fn jan(d: u32) -> chrono::DateTime<chrono::Utc> {
+    use chrono::TimeZone;
+    chrono::Utc
+        .with_ymd_and_hms(2024, 1, d, 0, 0, 0)
+        .single()
+        .unwrap_or_default()
+}
+
+/// A backfill of `sales` by alice (uid 1000) over 2024-01-`start`..=`end`, daily, for the
+/// store-level suites; change what a case needs with struct update syntax.
+pub fn sample_backfill(start: u32, end: u32) -> backfilld::metadb::store::NewBackfill {
+    backfilld::metadb::store::NewBackfill {
+        dag_id: "sales".into(),
+        start: jan(start),
+        end: jan(end),
+        logical_dates: (start..=end).map(jan).collect(),
+        description: None,
+        params: serde_json::Map::new(),
+        max_active_runs: 1,
+        ignore_overlap: true,
+        origin_fileloc: "/dags/sales.py".into(),
+        origin_code: String::new(),
+        submitted_by: "alice".into(),
+        submitted_uid: 1000,
+        requester: "alice".into(),
+        on_behalf_of: None,
+        retry_of: None,
+        scheduled_at: None,
+        delete_after_days: None,
+        reprocess: "completed".into(),
+        skipped_dates: vec![],
+        options: Default::default(),
+        awaiting_approval: None,
+    }
+}

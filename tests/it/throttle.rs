@@ -1,8 +1,11 @@
 //! Issue 6's throttling acceptance on real Airflow 2.11 and 3.1 with PostgreSQL and the LocalExecutor
 //! (runs in parallel), `[throttle] max_running_backfill_runs = 2`:
 //! - three backfills at once, each asking `max_active_runs = 3` (above the budget): each is
-//!   narrowed to 2 with a warning; queued + running backfill runs, sampled every second, never
-//!   exceed 2; the ones that wait say why, never while the budget is free; all three succeed;
+//!   narrowed to 2 with a warning and steered (backfilld names every run); queued + running
+//!   backfill runs, sampled every 100 ms, never exceed 2; turns alternate (every backfill's
+//!   first run starts before any backfill's last run ends); the ones that wait say why, never
+//!   while the budget is free; all three succeed; prints how fast a freed slot got its next
+//!   run;
 //! - a backfill of a DAG with a run of its own queued holds ("yielding to scheduled run of
 //!   sales ...") until that run finished;
 //! - a backfill its user paused stays paused through throttling passes;
@@ -64,7 +67,8 @@ fn throttle_scenario(major: AirflowMajor, name: &str) {
     // 1. Budget: three backfills of slow runs at once, each asking for more runs at a time
     //    than the whole budget: each is narrowed to the budget (the outcome says so) and none
     //    waits forever (they used to wait with "global budget 0/2").
-    let wide = ["--max-active-runs", "3", "--param", "sleep=6"];
+    let wide = ["--max-active-runs", "3", "--param", "sleep=4"];
+    let started = Instant::now();
     let ids: Vec<String> = [
         ("2024-03-01", "2024-03-03"),
         ("2024-04-01", "2024-04-03"),
@@ -86,10 +90,19 @@ fn throttle_scenario(major: AirflowMajor, name: &str) {
         "SELECT COUNT(*) AS value FROM dag_run WHERE dag_id LIKE 'lifecycle_demo_backfill_%' \
                   AND state IN ('queued', 'running')";
     let mut peak = 0;
+    let mut samples = 0;
     let mut reasons: Vec<String> = Vec::new();
-    let deadline = Instant::now() + BIG;
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let mut next_status = Instant::now();
     loop {
+        // The live runs are sampled every 100 ms; the statuses every second.
         peak = peak.max(count(&mut db, active));
+        samples += 1;
+        if Instant::now() < next_status {
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        }
+        next_status = Instant::now() + Duration::from_secs(1);
         let states: Vec<serde_json::Value> = ids.iter().map(|id| status(&daemon, id)).collect();
         for s in &states {
             if let Some(r) = s["reason"].as_str() {
@@ -104,6 +117,11 @@ fn throttle_scenario(major: AirflowMajor, name: &str) {
         {
             for s in &states {
                 assert_eq!(s["state"], "success", "{s}\n{}", daemon.log_text());
+                assert_eq!(
+                    s["run_order"], "oldest_first",
+                    "steered under a budget: {s}"
+                );
+                assert_eq!(s["dates_succeeded"], 3, "{s}");
             }
             break;
         }
@@ -112,17 +130,58 @@ fn throttle_scenario(major: AirflowMajor, name: &str) {
             "backfills did not finish: {states:?}\n{}",
             daemon.log_text()
         );
-        std::thread::sleep(Duration::from_secs(1));
     }
+    eprintln!(
+        "throttle: 3 backfills x 3 dates, budget 2: all done in {:.1} s; peak {peak} live runs in {samples} samples",
+        started.elapsed().as_secs_f64()
+    );
     assert!(peak <= 2, "{peak} backfill runs queued or running at once");
     assert!(peak >= 1);
     assert!(
-        reasons.iter().any(|r| r == "throttled: global budget 2/2"),
+        reasons
+            .iter()
+            .any(|r| r == "waiting for a turn: 2/2 backfill runs in use"),
         "the waiting backfill said why: {reasons:?}"
     );
     assert!(
-        !reasons.iter().any(|r| r.contains("budget 0/")),
+        !reasons.iter().any(|r| r.contains(" 0/")),
         "held while the budget was free: {reasons:?}"
+    );
+    // Turns alternate: every backfill's first run started before any backfill's last run
+    // ended (none waited until another had run all its dates).
+    let copies = ids
+        .iter()
+        .map(|id| format!("'{id}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let alternate = count(
+        &mut db,
+        &format!(
+            "SELECT CAST(CASE WHEN (SELECT MAX(f) FROM (SELECT MIN(start_date) AS f FROM dag_run \
+             WHERE dag_id IN ({copies}) GROUP BY dag_id) x) < (SELECT MIN(l) FROM (SELECT \
+             MAX(end_date) AS l FROM dag_run WHERE dag_id IN ({copies}) GROUP BY dag_id) y) \
+             THEN 1 ELSE 0 END AS BIGINT) AS value"
+        ),
+    );
+    assert_eq!(
+        alternate, 1,
+        "a backfill waited until another finished all its dates"
+    );
+    // How fast a freed slot gets its next run: from the end of the last run that ended before
+    // a run was created to that run's creation (`queued_at`), over the runs created once the
+    // budget was full.
+    let gaps = |agg: &str| {
+        format!(
+            "SELECT CAST({agg}(gap) AS BIGINT) AS value FROM (SELECT EXTRACT(EPOCH FROM \
+             r.queued_at - (SELECT MAX(o.end_date) FROM dag_run o WHERE o.dag_id IN ({copies}) \
+             AND o.end_date <= r.queued_at)) * 1000 AS gap FROM dag_run r WHERE r.dag_id IN \
+             ({copies})) x WHERE gap IS NOT NULL"
+        )
+    };
+    eprintln!(
+        "throttle: a freed slot got its next run after {} ms on average, {} ms at most",
+        count(&mut db, &gaps("AVG")),
+        count(&mut db, &gaps("MAX"))
     );
 
     // 2. Yield: a run of `sales` of its own is queued (the DAG is paused, so it waits): a
@@ -239,7 +298,7 @@ fn throttle_scenario(major: AirflowMajor, name: &str) {
             .all(|id| {
                 status(&daemon, id)["reason"]
                     .as_str()
-                    .is_some_and(|r| r.starts_with("throttled: global budget"))
+                    .is_some_and(|r| r.starts_with("waiting for a turn: 2/2"))
             })
             .then_some(())
     });

@@ -1,0 +1,95 @@
+//! Time estimates (`crate::estimate`) for `status`, the HTTP detail and dry runs: gather the
+//! origin DAG's recent run durations and the backfill's progress, and let the pure rule decide.
+
+use chrono::Utc;
+
+use super::{not_connected, Engine};
+use crate::config::Config;
+use crate::estimate::{self, Estimate, Progress};
+use crate::metadb::airflow::{Airflow, AirflowSchema};
+use crate::metadb::store::{BackfillRow, NewBackfill};
+use crate::metadb::{DbError, MetaDb};
+
+/// How many runs of a backfill may run at once: its `max_active_runs`, within the run budgets.
+fn parallel(max_active_runs: u32, config: &Config) -> u32 {
+    [
+        Some(max_active_runs),
+        config.throttle.max_running_backfill_runs,
+        config.throttle.max_running_per_dag,
+    ]
+    .into_iter()
+    .flatten()
+    .min()
+    .unwrap_or(1)
+}
+
+/// The estimate of an unfinished backfill (none for a finished or deleted one).
+pub(super) fn estimate_of(
+    db: &mut MetaDb,
+    schema: &AirflowSchema,
+    b: &BackfillRow,
+    config: &Config,
+) -> Result<Option<Estimate>, DbError> {
+    if b.state.is_terminal() || b.deleted {
+        return Ok(None);
+    }
+    let finished = b.progress.succeeded + b.progress.failed;
+    let progress = Progress {
+        finished,
+        left: b.progress.total.saturating_sub(finished),
+        first_start: b.run_start,
+    };
+    let durations =
+        Airflow::new(db, schema).recent_success_durations(&b.dag_id, estimate::ORIGIN_RUNS)?;
+    Ok(estimate::estimate(
+        &b.dag_id,
+        &durations,
+        progress,
+        parallel(b.max_active_runs, config),
+        Utc::now(),
+    ))
+}
+
+impl Engine {
+    /// The estimate a dry run reports for the backfill it would create.
+    pub(super) fn dry_run_estimate(
+        &mut self,
+        new: &NewBackfill,
+    ) -> Result<Option<Estimate>, DbError> {
+        let c = self.conn.as_mut().ok_or_else(not_connected)?;
+        let durations = Airflow::new(&mut c.db, &c.schema)
+            .recent_success_durations(&new.dag_id, estimate::ORIGIN_RUNS)?;
+        let progress = Progress {
+            finished: 0,
+            left: u32::try_from(new.logical_dates.len()).unwrap_or(u32::MAX),
+            first_start: None,
+        };
+        Ok(estimate::estimate(
+            &new.dag_id,
+            &durations,
+            progress,
+            parallel(new.max_active_runs, &self.config),
+            Utc::now(),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parallel_is_the_smallest_of_max_active_runs_and_the_budgets() {
+        let mut config = Config::parse(
+            std::path::Path::new("t.toml"),
+            "[airflow]\nhome = \"/opt/airflow\"\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(parallel(4, &config), 4);
+        config.throttle.max_running_backfill_runs = Some(2);
+        assert_eq!(parallel(4, &config), 2);
+        config.throttle.max_running_per_dag = Some(1);
+        assert_eq!(parallel(4, &config), 1);
+        assert_eq!(parallel(0, &config), 0);
+    }
+}
