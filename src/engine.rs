@@ -50,6 +50,7 @@ mod eta;
 mod ingest;
 mod limits;
 mod metrics;
+mod notify;
 mod pass_cache;
 mod seed;
 mod steering;
@@ -167,6 +168,7 @@ pub struct Engine {
     airflow_python: crate::airflow_python::AirflowPython,
     batch: Option<ingest::BatchCache>,
     guards: abuse::Guards,
+    notifier: notify::Notifier,
 }
 
 /// What a copy file looked like when this agent last wrote or checked it: a file whose size,
@@ -245,6 +247,7 @@ impl Engine {
             airflow_python,
             batch: None,
             guards,
+            notifier: notify::Notifier::new(),
         }
     }
 
@@ -1106,6 +1109,7 @@ impl Engine {
                         after: Vec::new(),
                         priority: row.options.priority,
                         run_backwards: row.options.run_order == RunOrder::NewestFirst,
+                        notify: row.options.notify.clone(),
                     },
                 },
                 dates,
@@ -1252,6 +1256,11 @@ impl Engine {
         new.options.run_order =
             RunOrder::for_backfill(new.options.run_order == RunOrder::NewestFirst, contiguous);
         new.options.emit_asset_events = emit_asset_events;
+        if let Err(m) =
+            crate::notification::check_policy(&new.options.notify, &self.config.notifications)
+        {
+            return Ok(Err(Rejection::new(ReasonCode::InvalidValue, m)));
+        }
         if let Err(r) = resolve_tasks(&new.dag_id, serialized, &mut new.options) {
             return Ok(Err(r));
         }
@@ -1365,6 +1374,7 @@ impl Engine {
             tracing::warn!(error = %e, "cannot name the next run of steered copies; retrying next pass");
             self.lost(&e);
         }
+        self.notify();
     }
 
     /// Figures of the last reconcile pass (queries issued, backfills, changes).
@@ -2253,6 +2263,7 @@ fn new_backfill(
             warnings: budget_warning.into_iter().collect(),
             priority: req.options.priority,
             run_order: RunOrder::for_backfill(req.options.run_backwards, true),
+            notify: req.options.notify,
         },
         awaiting_approval: None,
     }
