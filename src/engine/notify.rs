@@ -221,9 +221,10 @@ fn send(settings: &Settings, job: &Job) {
         let (what, attempts, result) = match r {
             Recipient::Webhook { url, slack } => {
                 let body = if *slack { &job.slack } else { &job.json };
-                let (attempts, result) = with_retries(settings.retries, settings.backoff, || {
-                    post(settings, url, body)
-                });
+                let (attempts, result) =
+                    with_retries(settings.retries, settings.backoff, url, || {
+                        post(settings, url, body)
+                    });
                 (url.as_str(), attempts, result)
             }
             Recipient::Email(address) => {
@@ -231,7 +232,7 @@ fn send(settings: &Settings, job: &Job) {
                     Ok(s) => s.retry_limit.min(10),
                     Err(_) => 0,
                 };
-                let (attempts, result) = with_retries(retries, settings.backoff, || {
+                let (attempts, result) = with_retries(retries, settings.backoff, address, || {
                     mail(settings, address, &job.subject, &job.text)
                 });
                 (address.as_str(), attempts, result)
@@ -250,10 +251,12 @@ fn send(settings: &Settings, job: &Job) {
 }
 
 /// Run `f` until it succeeds, at most `retries` more times, waiting `backoff` and then twice
-/// as long each time; the attempts made and the last result.
+/// as long each time; the attempts made and the last result (`what` names the recipient in
+/// the log).
 fn with_retries(
     retries: u32,
     backoff: Duration,
+    what: &str,
     mut f: impl FnMut() -> Result<(), String>,
 ) -> (u32, Result<(), String>) {
     let mut wait = backoff;
@@ -263,7 +266,7 @@ fn with_retries(
             Ok(()) => return (attempt, Ok(())),
             Err(e) if attempt > retries => return (attempt, Err(e)),
             Err(e) => {
-                tracing::warn!(error = %e, attempt, "notification attempt failed; retrying");
+                tracing::warn!(recipient = %what, error = %e, attempt, "notification attempt failed; retrying");
                 std::thread::sleep(wait);
                 wait = wait.saturating_mul(2);
                 attempt += 1;
