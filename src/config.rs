@@ -1605,6 +1605,11 @@ mod tests {
         let text = include_str!("../config/backfilld.toml");
         let c = Config::parse(Path::new("config/backfilld.toml"), text);
         assert!(c.is_ok(), "{:?}", c.err());
+        assert_eq!(
+            c.ok().map(|c| c.notifications),
+            Some(NotificationsSection::default()),
+            "the example documents the defaults"
+        );
     }
 
     #[test]
