@@ -336,3 +336,35 @@ fn mail(settings: &Settings, to: &str, subject: &str, text: &str) -> Result<(), 
         .map(|_| ())
         .map_err(|e| e.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_until_success_or_exhausted() {
+        let cases: [(u32, usize, u32, bool); 4] = [
+            // (retries, failures before success, attempts made, success)
+            (3, 0, 1, true),
+            (3, 2, 3, true),
+            (2, 2, 3, true),
+            (2, 5, 3, false),
+        ];
+        for (retries, failures, attempts, ok) in cases {
+            let mut calls = 0;
+            let (made, result) = with_retries(retries, Duration::ZERO, "x", || {
+                calls += 1;
+                if calls > failures {
+                    Ok(())
+                } else {
+                    Err(format!("HTTP 500 #{calls}"))
+                }
+            });
+            assert_eq!(
+                (made, result.is_ok()),
+                (attempts, ok),
+                "{retries} {failures}"
+            );
+        }
+    }
+}

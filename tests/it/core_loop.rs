@@ -46,7 +46,7 @@ fn core_loop_on_airflow2_sqlite() {
         &af,
         &smtp_env,
         &format!(
-            "\n[http]\npublic_url = \"https://af.example.com\"\n\n[notifications]\nwebhooks = [\"http://127.0.0.1:{hp}/ops\"]\nallowed_webhook_prefixes = [\"http://127.0.0.1:{hp}/\"]\nretry_backoff_secs = 1\n"
+            "\n[http]\npublic_url = \"https://af.example.com\"\n\n[notifications]\nwebhooks = [\"http://127.0.0.1:{hp}/ops\"]\nallowed_webhook_prefixes = [\"http://127.0.0.1:{hp}/\"]\nretry_backoff_secs = 1\n\n[approval]\nover_dates = 10\n"
         ),
     );
     let mine = format!("http://127.0.0.1:{hp}/mine");
@@ -183,8 +183,9 @@ fn core_loop_on_airflow2_sqlite() {
         "Airflow's message names the bad value: {reason}"
     );
 
-    // 3b. Notifications: a webhook outside the allowed prefixes is refused; a cancel is told
-    // too; each event reaches each recipient once, the failing endpoint after a retry.
+    // 3b. Notifications: a webhook outside the allowed prefixes is refused; a cancel and a
+    // backfill waiting for approval are told too; each event reaches each recipient once,
+    // the failing endpoint after a retry.
     let out = daemon.ctl(&[
         "submit",
         "--dag",
@@ -222,8 +223,32 @@ fn core_loop_on_airflow2_sqlite() {
     let later = out["backfill_id"].as_str().unwrap_or_default().to_owned();
     let out = daemon.ctl_json(&["cancel", &later, "--json"]);
     assert_eq!(out["outcome"], "accepted", "{out}");
-    wait_for("four sent marks", Duration::from_secs(60), || {
-        (af.count("SELECT COUNT(*) FROM backfilld_notification", &[]) >= 4).then_some(())
+    let out = daemon.ctl_json(&[
+        "submit",
+        "--dag",
+        "sales",
+        "--start",
+        "2025-02-01",
+        "--end",
+        "2025-02-12",
+        "--json",
+    ]);
+    let big = out["backfill_id"].as_str().unwrap_or_default().to_owned();
+    wait_for(
+        "the approval-needed notification",
+        Duration::from_secs(60),
+        || {
+            hooks
+                .hooks()
+                .iter()
+                .any(|h| h.body["backfill_id"] == big.as_str() && h.status == 200)
+                .then_some(())
+        },
+    );
+    let out = daemon.ctl_json(&["cancel", &big, "--json"]);
+    assert_eq!(out["outcome"], "accepted", "{out}");
+    wait_for("six sent marks", Duration::from_secs(60), || {
+        (af.count("SELECT COUNT(*) FROM backfilld_notification", &[]) >= 6).then_some(())
     });
     let told = |hooks: &[Hook], path: &str| -> Vec<(String, String)> {
         hooks
@@ -248,6 +273,8 @@ fn core_loop_on_airflow2_sqlite() {
         (&failing, "failure"),
         (&broken, "failure"),
         (&later, "cancel"),
+        (&big, "approval_needed"),
+        (&big, "cancel"),
     ]
     .iter()
     .map(|(i, e)| ((*i).clone(), (*e).to_owned()))
@@ -442,7 +469,8 @@ fn core_loop_on_airflow2_sqlite() {
             .all(|i| ops.iter().any(|(b, _)| b == *i))
             .then_some(())
     });
-    std::thread::sleep(Duration::from_secs(5));
+    // A pass and a half more: nothing is sent again.
+    std::thread::sleep(Duration::from_secs(3));
     let all = hooks.hooks();
     let ops = told(&all, "/ops");
     let distinct: BTreeSet<&(String, String)> = ops.iter().collect();
@@ -451,7 +479,7 @@ fn core_loop_on_airflow2_sqlite() {
         ops.len(),
         "a notification was sent twice: {all:#?}"
     );
-    assert_eq!(ops.len(), 6, "{all:#?}");
+    assert_eq!(ops.len(), 8, "{all:#?}");
     assert_eq!(all.iter().filter(|h| h.status != 200).count(), 1);
     assert_eq!(smtp.mails().len(), 1);
 }
