@@ -590,6 +590,7 @@ impl Engine {
                     Command::Reload(config) => {
                         self.config = *config;
                         self.guards.reconfigure(&self.config.limits);
+                        self.notifier.reconfigure();
                         rescan_every = Duration::from_secs(self.config.spool.rescan_interval_secs);
                         reconcile_every = self.config.reconcile_interval();
                         next_reconcile = Instant::now();

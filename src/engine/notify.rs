@@ -66,6 +66,12 @@ impl Notifier {
         }
     }
 
+    /// After a config reload: the next delivery starts a sender thread with the new settings
+    /// (and Airflow's `[smtp]` read again); the old one finishes its queue and ends.
+    pub(super) fn reconfigure(&mut self) {
+        self.queue = None;
+    }
+
     /// Start the sender thread.
     fn start(&mut self, config: &Config) -> Option<SyncSender<Job>> {
         let n = &config.notifications;
