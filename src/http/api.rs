@@ -807,6 +807,54 @@ mod tests {
     }
 
     #[test]
+    fn notify_in_both_creates() {
+        let notify = json!([
+            "mailto:alice@example.com",
+            "slack:https://hooks.example.com/x"
+        ]);
+        let seed = seed_request(
+            &obj(
+                json!({"dag_id": "a", "start_date": "2024-01-01", "end_date": "2024-01-01", "notify": notify}),
+            ),
+            Utc::now(),
+        );
+        let v2 = v2_request(&obj(
+            json!({"dag_id": "a", "start": "2024-01-01", "end": "2024-01-01", "notify": notify}),
+        ));
+        for t in [seed, v2] {
+            let t = t.unwrap_or_else(|e| panic!("{e:?}"));
+            let text = toml::to_string(&t).unwrap_or_else(|e| panic!("{e}"));
+            let parsed = crate::request::parse(text.as_bytes(), 10)
+                .unwrap_or_else(|e| panic!("{text}: {e:?}"));
+            assert_eq!(
+                parsed.options.notify,
+                [
+                    "mailto:alice@example.com",
+                    "slack:https://hooks.example.com/x"
+                ]
+            );
+        }
+        for bad in [json!("mailto:a@example.com"), json!([1])] {
+            let seed = seed_request(
+                &obj(
+                    json!({"dag_id": "a", "start_date": "2024-01-01", "end_date": "2024-01-01", "notify": bad}),
+                ),
+                Utc::now(),
+            );
+            let v2 = v2_request(&obj(
+                json!({"dag_id": "a", "start": "2024-01-01", "end": "2024-01-01", "notify": bad}),
+            ));
+            for r in [seed, v2] {
+                assert_eq!(
+                    r.err().map(|e| e.status),
+                    Some(StatusCode::BAD_REQUEST),
+                    "{bad}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn problem_documents() {
         let e = ApiError::rejected("unknown_dag", "Airflow has no DAG with id \"x\"");
         assert_eq!(e.status, StatusCode::BAD_REQUEST);
