@@ -102,6 +102,98 @@ pub struct Config {
     /// How long decided request files and request records are kept.
     #[serde(default)]
     pub retention: RetentionSection,
+    /// Who is told when a backfill finishes, is cancelled or waits for approval.
+    #[serde(default)]
+    pub notifications: NotificationsSection,
+}
+
+/// `[notifications]`: webhooks and email when a backfill succeeds, fails, is cancelled or
+/// waits for approval. Config recipients are told of every backfill; a request's own
+/// (`notify`) only of that one, and only within the allow-lists.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotificationsSection {
+    /// Send notifications at all (false: none, and requests naming recipients are refused).
+    pub enabled: bool,
+    /// The events sent.
+    pub events: Vec<crate::notification::Event>,
+    /// Webhooks told of every backfill (`https://...`, `http://...`, `slack:https://...`).
+    pub webhooks: Vec<String>,
+    /// Email addresses told of every backfill (`mailto:` optional).
+    pub emails: Vec<String>,
+    /// URL prefixes a request's webhooks must start with (each `http(s)://host/...`, ending
+    /// in `/`); empty: requests may name no webhook.
+    pub allowed_webhook_prefixes: Vec<String>,
+    /// Domains a request's email addresses must be in; empty: any domain.
+    pub allowed_email_domains: Vec<String>,
+    /// Seconds one webhook POST may take.
+    pub timeout_secs: u64,
+    /// Retries of a failed webhook POST or email, waiting `retry_backoff_secs`, then twice
+    /// as long each time.
+    pub retries: u32,
+    /// The first wait before a retry.
+    pub retry_backoff_secs: u64,
+    /// Events older than this (a backfill that finished before notifications were set up,
+    /// or during a long outage) are not sent.
+    #[serde(deserialize_with = "duration")]
+    pub max_age: std::time::Duration,
+}
+
+impl Default for NotificationsSection {
+    fn default() -> Self {
+        NotificationsSection {
+            enabled: true,
+            events: crate::notification::Event::ALL.to_vec(),
+            webhooks: Vec::new(),
+            emails: Vec::new(),
+            allowed_webhook_prefixes: Vec::new(),
+            allowed_email_domains: Vec::new(),
+            timeout_secs: 10,
+            retries: 3,
+            retry_backoff_secs: 2,
+            max_age: std::time::Duration::from_secs(86_400),
+        }
+    }
+}
+
+/// Airflow's SMTP settings (`[smtp]` in `airflow.cfg` or `AIRFLOW__SMTP__*`), with Airflow's
+/// defaults. The password never appears in `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SmtpSettings {
+    /// `smtp_host`.
+    pub host: String,
+    /// `smtp_port`.
+    pub port: u16,
+    /// `smtp_starttls`: upgrade the connection (required when true).
+    pub starttls: bool,
+    /// `smtp_ssl`: TLS from the start.
+    pub ssl: bool,
+    /// `smtp_user`.
+    pub user: Option<String>,
+    /// `smtp_password`.
+    pub password: Option<String>,
+    /// `smtp_mail_from`.
+    pub mail_from: String,
+    /// `smtp_timeout` in seconds.
+    pub timeout_secs: u64,
+    /// `smtp_retry_limit`.
+    pub retry_limit: u32,
+}
+
+impl std::fmt::Debug for SmtpSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpSettings")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("starttls", &self.starttls)
+            .field("ssl", &self.ssl)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("mail_from", &self.mail_from)
+            .field("timeout_secs", &self.timeout_secs)
+            .field("retry_limit", &self.retry_limit)
+            .finish()
+    }
 }
 
 /// `[retention]`: how long what requests leave behind is kept. Durations in humantime's
@@ -273,6 +365,9 @@ pub struct HttpSection {
     /// The path prefix the reverse proxy serves backfilld under (e.g. `/backfills`), used in
     /// links, form actions, redirects and the cookie path; empty when served at the root.
     pub base_path: String,
+    /// The address users reach backfilld's web UI at (e.g. `https://airflow.example.com`,
+    /// without `base_path`), for links in notifications; unset: no links.
+    pub public_url: Option<String>,
 }
 
 impl Default for HttpSection {
@@ -288,6 +383,7 @@ impl Default for HttpSection {
             password_logins: true,
             airflow_sessions: false,
             base_path: String::new(),
+            public_url: None,
         }
     }
 }
@@ -779,6 +875,15 @@ impl Config {
                 "must start with / and hold only letters, digits, /, -, _ and .",
             ));
         }
+        check_notifications(&config.notifications).map_err(|(key, m)| bad(key, &m))?;
+        if config
+            .http
+            .public_url
+            .as_deref()
+            .is_some_and(|u| crate::notification::check_url(u).is_err())
+        {
+            return Err(bad("http.public_url", "must be an http(s) URL"));
+        }
         if config.http.listen.is_some() {
             config.identity.http_submitter = Some(nix::unistd::geteuid().as_raw());
         }
@@ -936,6 +1041,101 @@ impl Config {
     }
 }
 
+/// The `[notifications]` keys' values: recipients parse, prefixes name a path.
+fn check_notifications(n: &NotificationsSection) -> Result<(), (&'static str, String)> {
+    use crate::notification::Recipient;
+    for w in &n.webhooks {
+        match Recipient::parse(w) {
+            Ok(Recipient::Webhook { .. }) => {}
+            Ok(Recipient::Email(_)) => {
+                return Err((
+                    "notifications.webhooks",
+                    format!("{w:?} is an address; list it in emails"),
+                ))
+            }
+            Err(e) => return Err(("notifications.webhooks", e)),
+        }
+    }
+    for e in &n.emails {
+        let spec = if e.starts_with("mailto:") {
+            e.clone()
+        } else {
+            format!("mailto:{e}")
+        };
+        Recipient::parse(&spec).map_err(|m| ("notifications.emails", m))?;
+    }
+    for p in &n.allowed_webhook_prefixes {
+        crate::notification::check_url(p)
+            .map_err(|m| ("notifications.allowed_webhook_prefixes", m))?;
+        let rest = p.split_once("://").map(|(_, r)| r).unwrap_or_default();
+        if !rest.contains('/') || !p.ends_with('/') {
+            return Err((
+                "notifications.allowed_webhook_prefixes",
+                format!(
+                    "{p:?} must name a host and a path ending in / (https://hooks.example.com/)"
+                ),
+            ));
+        }
+    }
+    if n.timeout_secs == 0 || n.timeout_secs > 300 {
+        return Err(("notifications.timeout_secs", "allowed 1..=300".into()));
+    }
+    if n.retries > 10 {
+        return Err(("notifications.retries", "allowed 0..=10".into()));
+    }
+    Ok(())
+}
+
+impl Config {
+    /// Airflow's SMTP settings as Airflow reads them (`AIRFLOW__SMTP__<KEY>`, then `[smtp]` in
+    /// `airflow.cfg`, then Airflow's defaults).
+    pub fn resolve_smtp(&self) -> Result<SmtpSettings, ConfigError> {
+        let cfg = AirflowCfg::read(&self.airflow.home)?;
+        let get = |key: &str| {
+            std::env::var(format!("AIRFLOW__SMTP__{}", key.to_ascii_uppercase()))
+                .ok()
+                .filter(|v| !v.is_empty())
+                .or_else(|| cfg.get("smtp", key))
+        };
+        let flag = |key: &str, default: bool| -> Result<bool, ConfigError> {
+            match get(key) {
+                None => Ok(default),
+                Some(v) => match v.to_ascii_lowercase().as_str() {
+                    "true" | "t" | "1" | "yes" | "on" => Ok(true),
+                    "false" | "f" | "0" | "no" | "off" => Ok(false),
+                    _ => Err(ConfigError::Airflow {
+                        what: "[smtp]",
+                        message: format!("{key} = {v:?} is not a boolean"),
+                    }),
+                },
+            }
+        };
+        let number = |key: &str, default: u64| -> Result<u64, ConfigError> {
+            match get(key) {
+                None => Ok(default),
+                Some(v) => v.parse().map_err(|_| ConfigError::Airflow {
+                    what: "[smtp]",
+                    message: format!("{key} = {v:?} is not a number"),
+                }),
+            }
+        };
+        Ok(SmtpSettings {
+            host: get("smtp_host").unwrap_or_else(|| "localhost".into()),
+            port: u16::try_from(number("smtp_port", 25)?).map_err(|_| ConfigError::Airflow {
+                what: "[smtp]",
+                message: "smtp_port is out of range".into(),
+            })?,
+            starttls: flag("smtp_starttls", true)?,
+            ssl: flag("smtp_ssl", false)?,
+            user: get("smtp_user"),
+            password: get("smtp_password"),
+            mail_from: get("smtp_mail_from").unwrap_or_else(|| "airflow@example.com".into()),
+            timeout_secs: number("smtp_timeout", 30)?,
+            retry_limit: u32::try_from(number("smtp_retry_limit", 5)?).unwrap_or(5),
+        })
+    }
+}
+
 /// Classify an `auth_manager` class path (pure; see [`Config::resolve_auth_manager`]).
 pub fn classify_auth_manager(
     class: Option<&str>,
@@ -1074,6 +1274,63 @@ mod conn_cmd_tests {
         })?;
         let text = format!("[airflow]\nhome = \"{}\"\n", home.path().display());
         Config::parse(Path::new("x"), &text)?.resolve_airflow()
+    }
+
+    #[test]
+    fn smtp_settings_from_airflow_cfg_with_airflow_defaults() {
+        let home = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let text = format!("[airflow]\nhome = \"{}\"\n", home.path().display());
+        let config = Config::parse(Path::new("x"), &text).unwrap_or_else(|e| panic!("{e}"));
+        let s = config.resolve_smtp().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (
+                s.host.as_str(),
+                s.port,
+                s.starttls,
+                s.ssl,
+                s.mail_from.as_str()
+            ),
+            ("localhost", 25, true, false, "airflow@example.com")
+        );
+        assert_eq!(
+            (s.timeout_secs, s.retry_limit, s.user.clone()),
+            (30, 5, None)
+        );
+        std::fs::write(
+            home.path().join("airflow.cfg"),
+            "[smtp]\nsmtp_host = mail.example.com\nsmtp_port = 465\nsmtp_starttls = False\nsmtp_ssl = True\nsmtp_user = af\nsmtp_password = s3cret-pw\nsmtp_mail_from = Airflow <af@example.com>\nsmtp_timeout = 7\nsmtp_retry_limit = 2\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let s = config.resolve_smtp().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (
+                s.host.as_str(),
+                s.port,
+                s.starttls,
+                s.ssl,
+                s.mail_from.as_str()
+            ),
+            (
+                "mail.example.com",
+                465,
+                false,
+                true,
+                "Airflow <af@example.com>"
+            )
+        );
+        assert_eq!((s.timeout_secs, s.retry_limit), (7, 2));
+        assert_eq!(s.password.as_deref(), Some("s3cret-pw"));
+        let shown = format!("{s:?}");
+        assert!(
+            !shown.contains("s3cret-pw") && shown.contains("redacted"),
+            "{shown}"
+        );
+        std::fs::write(
+            home.path().join("airflow.cfg"),
+            "[smtp]\nsmtp_ssl = maybe\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(config.resolve_smtp().is_err());
     }
 
     #[test]
@@ -1259,6 +1516,57 @@ mod tests {
     }
 
     #[test]
+    fn notifications_section() {
+        let c = Config::parse(Path::new("x"), "[airflow]\nhome = \"/a\"\n");
+        assert_eq!(
+            c.map(|c| c.notifications).ok(),
+            Some(NotificationsSection::default())
+        );
+        let ok = "[airflow]\nhome = \"/a\"\n[notifications]\nwebhooks = [\"slack:https://hooks.slack.com/services/x\"]\nemails = [\"ops@example.com\"]\nallowed_webhook_prefixes = [\"https://hooks.example.com/\"]\nevents = [\"failure\", \"approval_needed\"]\nmax_age = \"12h\"\n";
+        let c = Config::parse(Path::new("x"), ok).map(|c| c.notifications);
+        assert_eq!(
+            c.as_ref().map(|n| n.events.clone()).ok(),
+            Some(vec![
+                crate::notification::Event::Failure,
+                crate::notification::Event::ApprovalNeeded
+            ])
+        );
+        for (bad, key) in [
+            ("webhooks = [\"ftp://x/\"]", "notifications.webhooks"),
+            (
+                "webhooks = [\"mailto:a@example.com\"]",
+                "notifications.webhooks",
+            ),
+            ("emails = [\"nobody\"]", "notifications.emails"),
+            (
+                "allowed_webhook_prefixes = [\"https://hooks.example.com\"]",
+                "notifications.allowed_webhook_prefixes",
+            ),
+            (
+                "allowed_webhook_prefixes = [\"https://\"]",
+                "notifications.allowed_webhook_prefixes",
+            ),
+            ("timeout_secs = 0", "notifications.timeout_secs"),
+            ("events = [\"finished\"]", "events"),
+        ] {
+            let text = format!("[airflow]\nhome = \"/a\"\n[notifications]\n{bad}\n");
+            let e = Config::parse(Path::new("x"), &text)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(e.contains(key), "{bad}: {e}");
+        }
+        let e = Config::parse(
+            Path::new("x"),
+            "[airflow]\nhome = \"/a\"\n[http]\npublic_url = \"af.example.com\"\n",
+        )
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+        assert!(e.contains("http.public_url"), "{e}");
+    }
+
+    #[test]
     fn authz_resource_may_not_be_a_dag_resource() {
         for bad in ["DAGs", "DAG:sales", "", "a\nb"] {
             let text = format!("[airflow]\nhome = \"/a\"\n[authz]\nresource = {bad:?}\n");
@@ -1297,6 +1605,11 @@ mod tests {
         let text = include_str!("../config/backfilld.toml");
         let c = Config::parse(Path::new("config/backfilld.toml"), text);
         assert!(c.is_ok(), "{:?}", c.err());
+        assert_eq!(
+            c.ok().map(|c| c.notifications),
+            Some(NotificationsSection::default()),
+            "the example documents the defaults"
+        );
     }
 
     #[test]

@@ -215,6 +215,10 @@ pub struct SubmitArgs {
     /// for more.
     #[arg(long = "after", value_name = "ID")]
     pub after: Vec<String>,
+    /// Tell this recipient when the backfill finishes, is cancelled or waits for approval:
+    /// mailto:ADDRESS, an https:// webhook URL, or slack:URL; repeat for more.
+    #[arg(long = "notify", value_name = "RECIPIENT")]
+    pub notify: Vec<String>,
     /// Return once the file is in the spool, without waiting for the decision.
     #[arg(long)]
     pub no_wait: bool,
@@ -258,6 +262,8 @@ struct RequestFile {
     include_downstream: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     emit_asset_events: Option<bool>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    notify: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     after: Vec<String>,
     #[serde(skip_serializing_if = "toml::Table::is_empty")]
@@ -521,6 +527,7 @@ fn submit(config: &Config, socket: &Path, args: SubmitArgs) -> anyhow::Result<i3
             None
         },
         after: args.after,
+        notify: args.notify,
         params,
     };
     let body = toml::to_string(&file).context("encoding the request")?;

@@ -58,6 +58,7 @@ mod ingest;
 mod leader;
 mod limits;
 mod metrics;
+mod notify;
 mod pass_cache;
 mod passes;
 mod plan;
@@ -178,6 +179,7 @@ pub struct Engine {
     airflow_python: crate::airflow_python::AirflowPython,
     batch: Option<ingest::BatchCache>,
     guards: abuse::Guards,
+    notifier: notify::Notifier,
 }
 
 /// What a copy file looked like when this agent last wrote or checked it: a file whose size,
@@ -256,6 +258,7 @@ impl Engine {
             airflow_python,
             batch: None,
             guards,
+            notifier: notify::Notifier::new(),
         }
     }
 
@@ -444,6 +447,7 @@ impl Engine {
                     Command::Reload(config) => {
                         self.config = *config;
                         self.guards.reconfigure(&self.config.limits);
+                        self.notifier.reconfigure();
                         rescan_every = Duration::from_secs(self.config.spool.rescan_interval_secs);
                         reconcile_every = self.config.reconcile_interval();
                         next_reconcile = Instant::now();

@@ -23,6 +23,7 @@ pub mod http;
 pub mod lifecycle;
 pub mod metadb;
 pub mod metrics;
+pub mod notification;
 pub mod ordering;
 pub mod ratelimit;
 pub mod reconcile;

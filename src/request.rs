@@ -186,6 +186,7 @@ struct RawRequest {
     after: Option<Vec<String>>,
     priority: Option<i64>,
     run_backwards: Option<bool>,
+    notify: Option<Vec<String>>,
 }
 
 /// Options of a create beyond its range: the task subset, asset events and ordering.
@@ -207,6 +208,9 @@ pub struct Options {
     pub priority: i32,
     /// Run the newest date first (the daemon names each run; see `steer`).
     pub run_backwards: bool,
+    /// Who is told when it finishes, is cancelled or waits for approval
+    /// (`mailto:ADDRESS`, a webhook URL or `slack:URL`; see `notification`).
+    pub notify: Vec<String>,
 }
 
 /// The bounds of a request's range that were written as wall-clock times (no offset).
@@ -527,7 +531,17 @@ fn parse_options(raw: &RawRequest) -> Result<Options, Rejection> {
             )))
         }
     };
+    let notify = match &raw.notify {
+        None => Vec::new(),
+        Some(list) if list.is_empty() => {
+            return Err(invalid(
+                "notify is empty; leave it out to use the defaults".into(),
+            ))
+        }
+        Some(list) => crate::notification::check_list(list).map_err(invalid)?,
+    };
     Ok(Options {
+        notify,
         priority,
         run_backwards: raw.run_backwards.unwrap_or(false),
         tasks,
@@ -559,6 +573,7 @@ fn parse_operation(action: Action, raw: RawRequest) -> Result<Operation, Rejecti
         ("after", raw.after.is_some()),
         ("priority", raw.priority.is_some()),
         ("run_backwards", raw.run_backwards.is_some()),
+        ("notify", raw.notify.is_some()),
     ];
     if let Some((key, _)) = create_only.iter().find(|(_, set)| *set) {
         return Err(Rejection::new(
@@ -1050,6 +1065,38 @@ mod tests {
         let dry = parse(b"action = \"create\"\ndag_id = \"a\"\nstart = 2024-01-01\nend = 2024-01-01\ndry_run = true\n", 10);
         assert_eq!(dry.map(|r| r.dry_run).ok(), Some(true));
         assert!(parse(b"action = \"cancel\"\nid = \"x\"\n", 10).is_err());
+    }
+
+    #[test]
+    fn notify_recipients() {
+        let head = "dag_id = \"a\"\nstart = 2024-01-01\nend = 2024-01-02\n";
+        let r = parse(
+            format!("{head}notify = [\"mailto:alice@example.com\", \"https://hooks.example.com/x\", \"slack:https://hooks.example.com/y\"]\n").as_bytes(),
+            10,
+        );
+        assert_eq!(
+            r.map(|r| r.options.notify).unwrap_or_default(),
+            [
+                "mailto:alice@example.com",
+                "https://hooks.example.com/x",
+                "slack:https://hooks.example.com/y"
+            ]
+        );
+        for bad in [
+            "notify = []",
+            "notify = [\"alice@example.com\"]",
+            "notify = [\"file:///etc/passwd\"]",
+            "notify = [\"mailto:a@example.com\\r\\nBcc: b@example.com\"]",
+        ] {
+            let (code, msg) = rejected(&format!("{head}{bad}\n"));
+            assert_eq!(code, ReasonCode::InvalidValue, "{bad}");
+            assert!(msg.contains("notify"), "{bad}: {msg}");
+        }
+        let (code, _) = rejected("notify = 3\n");
+        assert_eq!(code, ReasonCode::InvalidToml);
+        let (code, msg) = rejected("action = \"cancel\"\nid = \"a_backfill_20240101_000000\"\nnotify = [\"mailto:a@example.com\"]\n");
+        assert_eq!(code, ReasonCode::InvalidValue);
+        assert!(msg.contains("notify applies only to create"), "{msg}");
     }
 
     #[test]

@@ -15,7 +15,7 @@ use crate::request::{fmt_ts, ReasonCode};
 use crate::state::BackfillState;
 
 /// Schema version this build expects.
-pub const SCHEMA_VERSION: i64 = 15;
+pub const SCHEMA_VERSION: i64 = 16;
 
 fn migrations(d: Dialect) -> Vec<(i64, Vec<String>)> {
     let long = d.long_text();
@@ -231,6 +231,21 @@ fn migrations(d: Dialect) -> Vec<(i64, Vec<String>)> {
             vec![format!(
                 "ALTER TABLE backfilld_request ADD COLUMN estimate {long}"
             )],
+        ),
+        (
+            // Notifications sent (`notification`): one mark per backfill and state it was
+            // told of; `updated_at` indexed for the leader's look for recent state changes.
+            16,
+            vec![
+                "CREATE TABLE IF NOT EXISTS backfilld_notification (
+                backfill_id VARCHAR(250) NOT NULL,
+                state VARCHAR(32) NOT NULL,
+                sent_at VARCHAR(40) NOT NULL,
+                PRIMARY KEY (backfill_id, state))"
+                    .to_owned(),
+                "CREATE INDEX backfilld_backfill_updated ON backfilld_backfill (updated_at)"
+                    .to_owned(),
+            ],
         ),
     ]
 }
@@ -533,6 +548,8 @@ pub struct BackfillOptions {
     pub priority: i32,
     /// Who creates the copy's runs and in which order (also the `run_order` column).
     pub run_order: crate::steer::RunOrder,
+    /// The recipients the request named (`notification`); the config's are added when sent.
+    pub notify: Vec<String>,
 }
 
 impl BackfillRow {
@@ -1194,6 +1211,41 @@ impl<'a> Store<'a> {
             }
         }
         Ok(out)
+    }
+
+    /// Backfills changed since `since` that are in a state with a notification
+    /// (`notification::Event::of`) and have no sent mark for that state: their ids.
+    pub fn unnotified(&mut self, since: DateTime<Utc>) -> Result<Vec<String>, DbError> {
+        let rows: Vec<TextRow> = self.db.load(
+            "SELECT b.id AS value FROM backfilld_backfill b \
+             WHERE b.updated_at >= ? \
+             AND b.state IN ('success', 'failed', 'cancelled', 'awaiting_approval') \
+             AND NOT EXISTS (SELECT 1 FROM backfilld_notification n \
+                             WHERE n.backfill_id = b.id AND n.state = b.state)",
+            &[Arg::Text(stored_ts(since))],
+        )?;
+        Ok(rows.into_iter().map(|r| r.value).collect())
+    }
+
+    /// Record that the notification of backfill `id` in `state` was sent (idempotent).
+    pub fn mark_notified(
+        &mut self,
+        id: &str,
+        state: BackfillState,
+        now: DateTime<Utc>,
+    ) -> Result<(), DbError> {
+        match self.db.execute(
+            "INSERT INTO backfilld_notification (backfill_id, state, sent_at) VALUES (?, ?, ?)",
+            &[
+                Arg::Text(id.to_owned()),
+                Arg::Text(state.as_str().to_owned()),
+                Arg::Text(stored_ts(now)),
+            ],
+        ) {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_unique_violation() => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Every backfill (with `include_deleted`, also the deleted ones), newest first.
