@@ -331,6 +331,18 @@ pub struct AirflowWeb {
     /// Whether sessions live in the `session` table (`[webserver] session_backend =
     /// database`, Airflow 2's default) rather than in the signed cookie itself.
     pub database_sessions: bool,
+    /// Where people reach Airflow's UI: `[webserver] base_url` (2.x), `[api] base_url` (3.x).
+    pub base_urls: AirflowBaseUrls,
+}
+
+/// The base URLs of Airflow's UI, per major (no trailing slash); `None`: not configured, and
+/// the web UI links nowhere into Airflow.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AirflowBaseUrls {
+    /// `[webserver] base_url`, Airflow 2's webserver.
+    pub v2: Option<String>,
+    /// `[api] base_url`, Airflow 3's api-server.
+    pub v3: Option<String>,
 }
 
 impl std::fmt::Debug for AirflowWeb {
@@ -885,6 +897,15 @@ impl Config {
                 .unwrap_or_else(|| format!("{home}/webserver_config.py"))
                 .replace("{AIRFLOW_HOME}", &home),
         );
+        let base_url = |section: &str| {
+            get(section, "base_url")
+                .map(|u| u.trim_end_matches('/').to_owned())
+                .filter(|u| !u.is_empty())
+        };
+        let base_urls = AirflowBaseUrls {
+            v2: base_url("webserver"),
+            v3: base_url("api"),
+        };
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => Some(t),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
@@ -897,6 +918,7 @@ impl Config {
                     secret_key: Err(format!("{}: {e}", path.display())),
                     session_lifetime_minutes: 0,
                     database_sessions: false,
+                    base_urls,
                 })
             }
         };
@@ -912,6 +934,7 @@ impl Config {
                 .unwrap_or(43200),
             database_sessions: get("webserver", "session_backend").as_deref()
                 != Some("securecookie"),
+            base_urls,
         })
     }
 
