@@ -538,7 +538,7 @@ fn new_page(
             }))
             fieldset {
                 legend { "Tasks" }
-                (text("tasks", "Only tasks matching", Some("Patterns separated by commas or spaces (a part of a task id, or a regular expression); empty: every task"), html! {
+                (text("tasks", "Only tasks matching", Some("Regular expressions found anywhere in a task id, separated by commas or spaces; empty: every task"), html! {
                     input name="tasks" id="tasks" value=(val("tasks")) autocomplete="off"
                         aria-invalid=[invalid.aria("tasks")] aria-describedby=[invalid.described("tasks", true)];
                     output id="task-matches" for="tasks dag_id" aria-live="polite" {}
@@ -705,12 +705,30 @@ async fn new_form(AxState(state): AxState<State>, headers: HeaderMap) -> Respons
     .into_response()
 }
 
-/// A list field of the form (`tasks`, `after`): items separated by commas or white space.
+/// A list field of the form (`tasks`, `after`): items separated by white space or commas
+/// (a comma inside `{}` or `[]` belongs to a pattern: `a{1,3}`).
 fn list_items(text: &str) -> Vec<String> {
-    text.split(|c: char| c == ',' || c.is_whitespace())
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
+    let mut items = Vec::new();
+    let mut item = String::new();
+    let mut depth = 0u32;
+    for c in text.chars() {
+        match c {
+            '{' | '[' => depth += 1,
+            '}' | ']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        if c.is_whitespace() || (c == ',' && depth == 0) {
+            if !item.is_empty() {
+                items.push(std::mem::take(&mut item));
+            }
+        } else {
+            item.push(c);
+        }
+    }
+    if !item.is_empty() {
+        items.push(item);
+    }
+    items
 }
 
 /// What `patterns` select of a DAG's `task_ids`, or why nothing (for people).
@@ -1256,6 +1274,10 @@ mod tests {
         );
         assert!(task_matches(&list_items("nothing"), &ids)
             .is_err_and(|e| e.contains("matches no task")));
+        assert_eq!(
+            list_items(" a{1,3}, [a,b]x  c,d "),
+            ["a{1,3}", "[a,b]x", "c", "d"]
+        );
     }
 
     /// A hostile value for one field: a script element, quotes and an ampersand, tagged so
