@@ -168,11 +168,14 @@ impl Browser {
             json!([dag, start, end, params]),
         );
         self.click("#submit");
-        let url = wait_for("the detail page", Duration::from_secs(60), || {
+        // The detail page's URL ends in the new id (behind a proxy, `/backfills/new` itself
+        // may be under a `/backfills/` prefix).
+        let backfill = format!("{dag}_backfill_");
+        wait_for("the detail page", Duration::from_secs(60), || {
             let u = self.url();
-            u.contains("/backfills/").then_some(u)
-        });
-        url.rsplit('/').next().unwrap_or_default().to_owned()
+            let id = u.rsplit('/').next().unwrap_or_default().to_owned();
+            id.starts_with(&backfill).then_some(id)
+        })
     }
 
     /// The state badge of a backfill's detail page, freshly loaded.
