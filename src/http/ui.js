@@ -38,7 +38,7 @@
         })
         .catch(function () {})
         .finally(function () { busy = false; });
-    }, 4000);
+    }, 5000);
   }
 
   // The create form: the end may not be before the start; the tasks a pattern matches.
