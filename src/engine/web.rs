@@ -172,7 +172,8 @@ pub struct WebDetail {
     pub backfill: WebBackfill,
     /// Per logical date, in order.
     pub date_states: Vec<DateState>,
-    /// Whether Airflow is 3.x (its UI's URLs differ from 2.x's).
+    /// Whether Airflow is 3.x (its UI's URLs differ from 2.x's; for the web UI only).
+    #[serde(skip)]
     pub airflow3: bool,
 }
 
@@ -188,8 +189,10 @@ pub struct DateState {
     /// When its run ended.
     pub end: Option<String>,
     /// Its run's id in Airflow.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub run_id: Option<String>,
     /// Its run's failed task instances.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub failed_tasks: Vec<FailedTask>,
 }
 
