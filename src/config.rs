@@ -1100,6 +1100,27 @@ mod conn_cmd_tests {
     }
 
     #[test]
+    fn airflow_ui_base_urls_come_from_airflow_cfg() {
+        let home = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let config = |cfg: &str| {
+            std::fs::write(home.path().join("airflow.cfg"), cfg).unwrap_or_else(|e| panic!("{e}"));
+            let text = format!("[airflow]\nhome = \"{}\"\n", home.path().display());
+            Config::parse(Path::new("x"), &text)
+                .and_then(|c| c.resolve_airflow_web())
+                .map(|w| w.base_urls)
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        assert_eq!(
+            config("[webserver]\nbase_url = http://af:8080/\n[api]\nbase_url = https://af3/x\n"),
+            AirflowBaseUrls {
+                v2: Some("http://af:8080".into()),
+                v3: Some("https://af3/x".into()),
+            }
+        );
+        assert_eq!(config("[api]\nbase_url =\n"), AirflowBaseUrls::default());
+    }
+
+    #[test]
     fn conn_cmd_in_airflow_cfg_is_run_and_trimmed() {
         let loc = resolve(
             "[database]\nsql_alchemy_conn_cmd = printf '  postgresql://u:pw@h:5432/af\\n'\n",
