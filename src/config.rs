@@ -427,6 +427,18 @@ pub struct AirflowWeb {
     /// Whether sessions live in the `session` table (`[webserver] session_backend =
     /// database`, Airflow 2's default) rather than in the signed cookie itself.
     pub database_sessions: bool,
+    /// Where people reach Airflow's UI: `[webserver] base_url` (2.x), `[api] base_url` (3.x).
+    pub base_urls: AirflowBaseUrls,
+}
+
+/// The base URLs of Airflow's UI, per major (no trailing slash); `None`: not configured, and
+/// the web UI links nowhere into Airflow.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AirflowBaseUrls {
+    /// `[webserver] base_url`, Airflow 2's webserver.
+    pub v2: Option<String>,
+    /// `[api] base_url`, Airflow 3's api-server.
+    pub v3: Option<String>,
 }
 
 impl std::fmt::Debug for AirflowWeb {
@@ -990,6 +1002,15 @@ impl Config {
                 .unwrap_or_else(|| format!("{home}/webserver_config.py"))
                 .replace("{AIRFLOW_HOME}", &home),
         );
+        let base_url = |section: &str| {
+            get(section, "base_url")
+                .map(|u| u.trim_end_matches('/').to_owned())
+                .filter(|u| !u.is_empty())
+        };
+        let base_urls = AirflowBaseUrls {
+            v2: base_url("webserver"),
+            v3: base_url("api"),
+        };
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => Some(t),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
@@ -1002,6 +1023,7 @@ impl Config {
                     secret_key: Err(format!("{}: {e}", path.display())),
                     session_lifetime_minutes: 0,
                     database_sessions: false,
+                    base_urls,
                 })
             }
         };
@@ -1017,6 +1039,7 @@ impl Config {
                 .unwrap_or(43200),
             database_sessions: get("webserver", "session_backend").as_deref()
                 != Some("securecookie"),
+            base_urls,
         })
     }
 
@@ -1331,6 +1354,27 @@ mod conn_cmd_tests {
         )
         .unwrap_or_else(|e| panic!("{e}"));
         assert!(config.resolve_smtp().is_err());
+    }
+
+    #[test]
+    fn airflow_ui_base_urls_come_from_airflow_cfg() {
+        let home = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let config = |cfg: &str| {
+            std::fs::write(home.path().join("airflow.cfg"), cfg).unwrap_or_else(|e| panic!("{e}"));
+            let text = format!("[airflow]\nhome = \"{}\"\n", home.path().display());
+            Config::parse(Path::new("x"), &text)
+                .and_then(|c| c.resolve_airflow_web())
+                .map(|w| w.base_urls)
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        assert_eq!(
+            config("[webserver]\nbase_url = http://af:8080/\n[api]\nbase_url = https://af3/x\n"),
+            AirflowBaseUrls {
+                v2: Some("http://af:8080".into()),
+                v3: Some("https://af3/x".into()),
+            }
+        );
+        assert_eq!(config("[api]\nbase_url =\n"), AirflowBaseUrls::default());
     }
 
     #[test]

@@ -1,6 +1,10 @@
-//! The web UI: server-rendered HTML with its stylesheet in the binary (no CDN, no script).
-//! Pages are `maud` templates, checked at compile time: every interpolated value is escaped
-//! (no page builds markup from strings by hand), so a value cannot become markup.
+//! The web UI: server-rendered HTML with its stylesheet and one small script in the binary
+//! (no CDN). Pages are `maud` templates, checked at compile time: every interpolated value is
+//! escaped (no page builds markup from strings by hand), so a value cannot become markup.
+//! Every page works without JavaScript; the script only adds: times in the browser's zone,
+//! the live refresh of a page's `#live` region while a backfill is active (it fetches the
+//! same page and swaps that region, unless the user is typing in it), the end-before-start
+//! check and the task ids a `tasks` pattern matches (`GET tasks`, JSON).
 //! A login form starts a session (cookie `backfilld_session`: HttpOnly, SameSite=Strict, Secure
 //! over TLS); every state-changing form carries the session's CSRF token. Creates and actions
 //! go through [`super::AppState::submit`], like the API.
@@ -17,8 +21,10 @@ use axum::{Form, Router};
 use maud::{html, Markup, DOCTYPE};
 use serde_json::{Map, Value};
 
+use super::airflow_links::{encode as url, AirflowUi};
 use super::api::{action_request, v2_request};
 use super::auth::{csrf_ok, Session};
+use super::present::{self, Problem};
 use super::{ApiError, State};
 use crate::authz::Action;
 use crate::engine::web::{WebBackfill, WebCommand, WebDetail};
@@ -26,6 +32,7 @@ use crate::metadb::store::RequestRecord;
 
 const COOKIE: &str = "backfilld_session";
 const STYLE: &str = include_str!("style.css");
+const SCRIPT: &str = include_str!("ui.js");
 
 type FormData = HashMap<String, String>;
 
@@ -38,19 +45,9 @@ pub fn routes() -> Router<State> {
         .route("/new", get(new_form).post(create))
         .route("/backfills/{id}", get(detail))
         .route("/backfills/{id}/{action}", post(act))
+        .route("/tasks", get(tasks))
         .route("/static/style.css", get(style))
-}
-
-/// Percent-encode a path segment or query value.
-fn url(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+        .route("/static/ui.js", get(script))
 }
 
 /// A whole page: the header (with the user's navigation when logged in) around `body`.
@@ -60,9 +57,11 @@ fn page(base: &str, title: &str, user: Option<&Session>, body: Markup) -> Html<S
         html lang="en" {
             head {
                 meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · backfilld" }
                 base href={ (base) "/" };
                 link rel="stylesheet" href="static/style.css";
+                script src="static/ui.js" defer {}
             }
             body {
                 header {
@@ -117,21 +116,37 @@ fn to_login(base: &str) -> Response {
     Redirect::to(&format!("{base}/login")).into_response()
 }
 
-/// An error as a page shows it: status, reason code and detail.
+/// An error as the UI words it (see [`present::problem`]).
+fn problem_of(e: &ApiError) -> Problem {
+    present::problem(e.reason_code.as_deref(), &e.detail)
+}
+
+/// An error as a page shows it: a sentence (its reason code kept for scripts).
 fn error_box(e: &ApiError) -> Markup {
     html! {
-        p.error role="alert" {
-            (e.status.as_u16())
-            @if let Some(code) = &e.reason_code {
-                " " code { (code) }
-            }
-            ": " (e.detail)
+        p.error role="alert" data-reason=[e.reason_code.as_deref()] {
+            (problem_of(e).message)
+        }
+    }
+}
+
+/// A time: short (a date at midnight UTC), the UTC instant in `datetime` and on hover; the
+/// script shows times that are not midnight in the browser's zone.
+fn when(ts: &str) -> Markup {
+    let midnight = present::is_midnight(ts);
+    html! {
+        time datetime=(ts) class=[(!midnight).then_some("local")] title={ (ts) } {
+            (present::short_time(ts))
         }
     }
 }
 
 async fn style() -> Response {
     ([(header::CONTENT_TYPE, "text/css")], STYLE).into_response()
+}
+
+async fn script() -> Response {
+    ([(header::CONTENT_TYPE, "text/javascript")], SCRIPT).into_response()
 }
 
 async fn login_form(AxState(state): AxState<State>) -> Html<String> {
@@ -265,9 +280,18 @@ fn progress_bar(b: &WebBackfill) -> Markup {
     }
 }
 
-/// A state as a coloured badge (`state` is a state name, styled by `span.state.<name>`).
+/// A state as a coloured badge (`state` is a state name, styled by `span.state.<name>`,
+/// kept in `data-state`; its text is the label).
 fn badge(state: &str) -> Markup {
-    html! { span class={ "state " (state) } { (state) } }
+    html! { span class={ "state " (state) } data-state=(state) { (present::state_label(state)) } }
+}
+
+/// Whether a backfill may still change without anyone acting (the pages refresh then).
+fn is_active(b: &WebBackfill) -> bool {
+    matches!(
+        super::reason_name(&b.view.state).as_str(),
+        "submitted" | "queued" | "running"
+    )
 }
 
 fn state_badge(state: &impl serde::Serialize) -> Markup {
@@ -359,19 +383,23 @@ fn list_page(
                 select name="state" {
                     option value="" { "any" }
                     @for s in LIST_STATES {
-                        option selected[s == filter.state] { (s) }
+                        option value=(s) selected[s == filter.state] { (present::state_label(s)) }
                     }
                 }
             }
-            label {
+            label.check {
                 input type="checkbox" name="include_deleted" value="1" checked[filter.include_deleted];
-                " deleted too"
+                " Deleted too"
             }
             button { "Filter" }
         }
         @match rows {
             Err(e) => (error_box(e)),
-            Ok(rows) => (backfills_table(rows)),
+            Ok(rows) => {
+                div id="live" data-active=(u8::from(rows.iter().any(|b| is_active(b)))) {
+                    (backfills_table(rows))
+                }
+            }
         }
     };
     page(base, "Backfills", Some(session), body)
@@ -383,7 +411,7 @@ fn backfills_table(rows: &[&WebBackfill]) -> Markup {
         @if rows.is_empty() {
             p { "No backfills." }
         } @else {
-            table id="backfills" {
+            div.scroll { table id="backfills" {
                 thead {
                     tr {
                         th { "Backfill" } th { "DAG" } th { "State" } th { "Progress" }
@@ -398,27 +426,64 @@ fn backfills_table(rows: &[&WebBackfill]) -> Markup {
                             td { (v.dag_id) }
                             td { (state_badge(&v.state)) }
                             td { (progress_bar(b)) }
-                            td { (v.start) " – " (v.end) }
+                            td.nowrap { (when(&v.start)) " – " (when(&v.end)) }
                             td { (v.submitted_by) }
-                            td { (v.submitted_at) }
+                            td.nowrap { (when(&v.submitted_at)) }
                         }
                     }
                 }
+            } }
+        }
+    }
+}
+
+/// A create-form field the last answer found wrong: its name and what to say next to it.
+#[derive(Debug, Clone, Copy, Default)]
+struct Invalid<'a> {
+    field: Option<&'a str>,
+    message: &'a str,
+}
+
+impl Invalid<'_> {
+    /// `aria-invalid` of field `name`.
+    fn aria(&self, name: &str) -> Option<&'static str> {
+        (self.field == Some(name)).then_some("true")
+    }
+
+    /// `aria-describedby` of field `name`: its message, else its hint (`hint`: it has one).
+    fn described(&self, name: &str, hint: bool) -> Option<String> {
+        if self.field == Some(name) {
+            Some(format!("{name}-error"))
+        } else {
+            hint.then(|| format!("{name}-hint"))
+        }
+    }
+
+    /// The message next to field `name`, if it is the wrong one.
+    fn note(&self, name: &str) -> Markup {
+        html! {
+            @if self.field == Some(name) {
+                span.field-error id={ (name) "-error" } { (self.message) }
             }
         }
     }
 }
 
+/// The create form's date pattern (ISO dates, or a date and time without seconds).
+const DATE_PATTERN: &str = r"\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2})?)?";
+
 /// The create form, filled from `form` (a refused or previewed create shows its values
-/// again), with `note` (a preview or an error) above it.
+/// again), with `note` (a preview or an error) above it and the `invalid` field marked.
 fn new_page(
     base: &str,
     session: &Session,
     dags: &Result<Vec<String>, ApiError>,
     form: &FormData,
     note: Markup,
+    invalid: Invalid<'_>,
 ) -> Html<String> {
     let val = |k: &str| form.get(k).map(String::as_str).unwrap_or("");
+    let checked = |k: &str| form.get(k).is_some_and(|v| v == "1");
     let mar = Some(val("max_active_runs"))
         .filter(|s| !s.is_empty())
         .unwrap_or("1");
@@ -426,58 +491,127 @@ fn new_page(
         .get("reprocess")
         .map(String::as_str)
         .unwrap_or("completed");
+    let assets = val("emit_asset_events");
+    let text = |name: &str, label: &str, hint: Option<&str>, attrs: Markup| {
+        html! {
+            div.field {
+                label for=(name) { (label) }
+                (attrs)
+                @if let Some(h) = hint { small.hint id={ (name) "-hint" } { (h) } }
+                (invalid.note(name))
+            }
+        }
+    };
     let body = html! {
         h2 { "New backfill" }
         (note)
         form method="post" action="new" class="card" id="create" {
             input type="hidden" name="csrf" value=(session.csrf);
-            label {
-                "DAG "
-                select name="dag_id" id="dag_id" required {
+            div.field {
+                label for="dag_id" { "DAG" }
+                select name="dag_id" id="dag_id" required aria-invalid=[invalid.aria("dag_id")]
+                    aria-describedby=[invalid.described("dag_id", false)] {
                     @if let Ok(dags) = dags {
                         @for d in dags {
                             option value=(d) selected[form.get("dag_id") == Some(d)] { (d) }
                         }
                     }
                 }
-                @if let Err(e) = dags {
-                    (error_box(e))
-                    select name="dag_id" {}
+                @if let Err(e) = dags { (error_box(e)) }
+                (invalid.note("dag_id"))
+            }
+            div.pair {
+                (text("start", "First date", Some("YYYY-MM-DD"), html! {
+                    input name="start" id="start" value=(val("start")) required
+                        pattern=(DATE_PATTERN) placeholder="YYYY-MM-DD" inputmode="numeric" autocomplete="off"
+                        aria-invalid=[invalid.aria("start")] aria-describedby=[invalid.described("start", true)];
+                }))
+                (text("end", "Last date (inclusive)", Some("YYYY-MM-DD, not before the first"), html! {
+                    input name="end" id="end" value=(val("end")) required
+                        pattern=(DATE_PATTERN) placeholder="YYYY-MM-DD" inputmode="numeric" autocomplete="off"
+                        aria-invalid=[invalid.aria("end")] aria-describedby=[invalid.described("end", true)];
+                }))
+            }
+            (text("description", "Description", None, html! {
+                input name="description" id="description" value=(val("description")) maxlength="2000"
+                    aria-invalid=[invalid.aria("description")] aria-describedby=[invalid.described("description", false)];
+            }))
+            fieldset {
+                legend { "Tasks" }
+                (text("tasks", "Only tasks matching", Some("Regular expressions found anywhere in a task id, separated by commas or spaces; empty: every task"), html! {
+                    input name="tasks" id="tasks" value=(val("tasks")) autocomplete="off"
+                        aria-invalid=[invalid.aria("tasks")] aria-describedby=[invalid.described("tasks", true)];
+                    output id="task-matches" for="tasks dag_id" aria-live="polite" {}
+                }))
+                label.check {
+                    input type="checkbox" name="include_upstream" id="include_upstream" value="1" checked[checked("include_upstream")];
+                    " and their upstream tasks"
+                }
+                label.check {
+                    input type="checkbox" name="include_downstream" id="include_downstream" value="1" checked[checked("include_downstream")];
+                    " and their downstream tasks"
                 }
             }
-            label { "Start " input name="start" id="start" type="date" value=(val("start")) required; }
-            label {
-                "End (inclusive) "
-                input name="end" id="end" type="date" value=(val("end")) required;
+            fieldset {
+                legend { "When and how" }
+                div.pair {
+                    (text("max_active_runs", "Runs at a time", None, html! {
+                        input name="max_active_runs" id="max_active_runs" type="number" min="1" value=(mar)
+                            aria-invalid=[invalid.aria("max_active_runs")] aria-describedby=[invalid.described("max_active_runs", false)];
+                    }))
+                    (text("priority", "Priority", Some("-10 to 10; higher goes first when slots are short"), html! {
+                        input name="priority" id="priority" type="number" min="-10" max="10" step="1" value=(val("priority")) placeholder="0"
+                            aria-invalid=[invalid.aria("priority")] aria-describedby=[invalid.described("priority", true)];
+                    }))
+                }
+                (text("scheduled_at", "Start at (UTC)", Some("YYYY-MM-DD HH:MM; empty: now"), html! {
+                    input name="scheduled_at" id="scheduled_at" value=(val("scheduled_at")) autocomplete="off"
+                        pattern=(DATE_PATTERN) placeholder="YYYY-MM-DD HH:MM"
+                        aria-invalid=[invalid.aria("scheduled_at")] aria-describedby=[invalid.described("scheduled_at", true)];
+                }))
+                (text("after", "After these backfills succeed", Some("Backfill ids separated by commas or spaces"), html! {
+                    input name="after" id="after" value=(val("after")) autocomplete="off"
+                        aria-invalid=[invalid.aria("after")] aria-describedby=[invalid.described("after", true)];
+                }))
+                div.field {
+                    label for="reprocess" { "Dates the DAG already ran" }
+                    select name="reprocess" id="reprocess" aria-invalid=[invalid.aria("reprocess")] {
+                        @for (value, label) in REPROCESS {
+                            option value=(value) selected[value == selected] { (label) }
+                        }
+                    }
+                    (invalid.note("reprocess"))
+                }
+                label.check {
+                    input type="checkbox" name="run_backwards" id="run_backwards" value="1" checked[checked("run_backwards")];
+                    " Newest date first"
+                }
+                label.check {
+                    input type="checkbox" name="ignore_overlap" id="ignore_overlap" value="1" checked[checked("ignore_overlap")];
+                    " Run even if it overlaps an active backfill"
+                }
             }
-            label { "Description " input name="description" id="description" value=(val("description")); }
-            label {
-                "Max active runs "
-                input name="max_active_runs" id="max_active_runs" type="number" min="1" value=(mar);
-            }
-            label {
-                "Params (JSON object) "
-                textarea name="params" id="params" rows="3" { (val("params")) }
-            }
-            label {
-                input type="checkbox" name="ignore_overlap" value="1" checked[form.contains_key("ignore_overlap")];
-                " run even if it overlaps an active backfill"
-            }
-            label {
-                input type="checkbox" name="run_backwards" id="run_backwards" value="1"
-                    checked[form.contains_key("run_backwards")];
-                " newest date first"
-            }
-            label {
-                "Dates the DAG already ran "
-                select name="reprocess" id="reprocess" {
-                    @for (value, label) in REPROCESS {
-                        option value=(value) selected[value == selected] { (label) }
+            fieldset {
+                legend { "Extras" }
+                (text("params", "Params (JSON object)", None, html! {
+                    textarea name="params" id="params" rows="3" spellcheck="false"
+                        aria-invalid=[invalid.aria("params")] aria-describedby=[invalid.described("params", false)] { (val("params")) }
+                }))
+                div.field {
+                    label for="emit_asset_events" { "Asset events" }
+                    select name="emit_asset_events" id="emit_asset_events" {
+                        @for (value, label) in ASSET_EVENTS {
+                            option value=(value) selected[value == assets] { (label) }
+                        }
                     }
                 }
+                (text("delete_after_days", "Delete automatically after (days)", Some("Days after it finishes; empty: keep it"), html! {
+                    input name="delete_after_days" id="delete_after_days" type="number" min="0" max="3650" value=(val("delete_after_days"))
+                        aria-invalid=[invalid.aria("delete_after_days")] aria-describedby=[invalid.described("delete_after_days", true)];
+                }))
             }
             div.buttons {
-                button name="dry_run" value="1" id="preview" class="secondary" { "Preview dates" }
+                button name="dry_run" value="1" id="preview" class="secondary" { "Preview" }
                 " "
                 button id="submit" { "Create backfill" }
             }
@@ -488,23 +622,60 @@ fn new_page(
 
 /// The create form's `reprocess` choices (value, label); `completed` is the default.
 const REPROCESS: [(&str, &str); 3] = [
-    ("completed", "run them again (default)"),
-    ("failed", "re-run only the failed ones"),
-    ("none", "skip them"),
+    ("completed", "Run them again (default)"),
+    ("failed", "Re-run only the failed ones"),
+    ("none", "Skip them"),
 ];
 
-/// The dates a dry run found, the first 200 listed.
-fn preview_note(dates: &[String]) -> Markup {
+/// The create form's `emit_asset_events` choices (value, label); empty: the configured
+/// default.
+const ASSET_EVENTS: [(&str, &str); 3] = [
+    ("", "As configured (default)"),
+    ("true", "Emit them"),
+    ("false", "Do not emit them"),
+];
+
+/// What a dry run found: the dates (the first 200 listed), the time estimate and the tasks
+/// the patterns match.
+fn preview_note(
+    dates: &[String],
+    estimate: Option<&crate::estimate::Estimate>,
+    tasks: Option<&Result<Vec<String>, String>>,
+) -> Markup {
     const SHOWN: usize = 200;
     html! {
-        div.preview id="preview-dates" {
-            p { "A backfill of this range would run " (dates.len()) " logical date(s):" }
-            ul {
-                @for d in dates.iter().take(SHOWN) {
-                    li { (d) }
+        div.preview id="preview-dates" role="status" {
+            p {
+                "This backfill would run " (dates.len())
+                @if dates.len() == 1 { " date" } @else { " dates" }
+                @if let (Some(first), Some(last)) = (dates.first(), dates.last()) {
+                    ", " (when(first))
+                    @if dates.len() > 1 { " to " (when(last)) }
                 }
-                @if dates.len() > SHOWN {
-                    li { "… and " (dates.len() - SHOWN) " more" }
+                "."
+            }
+            @if let Some(e) = estimate {
+                p id="preview-estimate" {
+                    @if let Some(secs) = e.remaining_secs {
+                        "It would take about " (crate::estimate::human(secs as f64)) ". "
+                    }
+                    small { (e.basis) }
+                }
+            }
+            @match tasks {
+                Some(Ok(ids)) => p id="preview-tasks" { "Tasks: " (ids.join(", ")) },
+                Some(Err(why)) => p.error id="preview-tasks" { (why) },
+                None => {},
+            }
+            details open[dates.len() <= 12] {
+                summary { "Dates" }
+                ul.dates {
+                    @for d in dates.iter().take(SHOWN) {
+                        li { (when(d)) }
+                    }
+                    @if dates.len() > SHOWN {
+                        li { "… and " (dates.len() - SHOWN) " more" }
+                    }
                 }
             }
         }
@@ -523,34 +694,107 @@ async fn new_form(AxState(state): AxState<State>, headers: HeaderMap) -> Respons
         return to_login(state.base());
     };
     let dags = dags_of(&state, &session).await;
-    new_page(state.base(), &session, &dags, &FormData::new(), html! {}).into_response()
+    new_page(
+        state.base(),
+        &session,
+        &dags,
+        &FormData::new(),
+        html! {},
+        Invalid::default(),
+    )
+    .into_response()
+}
+
+/// A list field of the form (`tasks`, `after`): items separated by white space or commas
+/// (a comma inside `{}` or `[]` belongs to a pattern: `a{1,3}`).
+fn list_items(text: &str) -> Vec<String> {
+    let mut items = Vec::new();
+    let mut item = String::new();
+    let mut depth = 0u32;
+    for c in text.chars() {
+        match c {
+            '{' | '[' => depth += 1,
+            '}' | ']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        if c.is_whitespace() || (c == ',' && depth == 0) {
+            if !item.is_empty() {
+                items.push(std::mem::take(&mut item));
+            }
+        } else {
+            item.push(c);
+        }
+    }
+    if !item.is_empty() {
+        items.push(item);
+    }
+    items
+}
+
+/// What `patterns` select of a DAG's `task_ids`, or why nothing (for people).
+fn task_matches(patterns: &[String], task_ids: &[String]) -> Result<Vec<String>, String> {
+    let checked = crate::taskset::check_patterns(patterns)?;
+    crate::taskset::select(&checked, task_ids).map_err(|e| e.to_string())
 }
 
 /// The v2 JSON body of the create form.
 fn form_body(form: &FormData) -> Result<Map<String, Value>, ApiError> {
     let mut m = Map::new();
+    let filled = |key: &str| form.get(key).map(|v| v.trim()).filter(|v| !v.is_empty());
     for key in ["dag_id", "start", "end", "description"] {
-        if let Some(v) = form.get(key).filter(|v| !v.trim().is_empty()) {
-            m.insert(key.into(), Value::String(v.trim().to_owned()));
+        if let Some(v) = filled(key) {
+            m.insert(key.into(), Value::String(v.to_owned()));
         }
     }
-    if let Some(v) = form.get("max_active_runs").filter(|v| !v.trim().is_empty()) {
-        let n: i64 = v
-            .trim()
-            .parse()
-            .map_err(|_| ApiError::bad_request("max active runs must be a number"))?;
-        m.insert("max_active_runs".into(), Value::from(n));
+    if let Some(v) = filled("scheduled_at") {
+        m.insert(
+            "scheduled_at".into(),
+            Value::String(v.replacen(' ', "T", 1)),
+        );
     }
-    if let Some(p) = form.get("params").filter(|v| !v.trim().is_empty()) {
+    for (key, what) in [
+        ("max_active_runs", "max_active_runs must be a whole number"),
+        ("priority", "priority must be a whole number from -10 to 10"),
+        (
+            "delete_after_days",
+            "delete_after_days must be a whole number of days",
+        ),
+    ] {
+        if let Some(v) = filled(key) {
+            let n: i64 = v.parse().map_err(|_| ApiError::bad_request(what))?;
+            if key != "priority" || n != 0 {
+                m.insert(key.into(), Value::from(n));
+            }
+        }
+    }
+    if let Some(p) = filled("params") {
         let v: Value = serde_json::from_str(p)
             .map_err(|e| ApiError::bad_request(format!("params must be a JSON object: {e}")))?;
         m.insert("params".into(), v);
     }
-    if form.contains_key("ignore_overlap") {
-        m.insert("ignore_overlap".into(), Value::Bool(true));
+    for key in ["tasks", "after"] {
+        if let Some(v) = filled(key) {
+            m.insert(key.into(), Value::from(list_items(v)));
+        }
     }
-    if form.contains_key("run_backwards") {
-        m.insert("run_backwards".into(), Value::Bool(true));
+    for key in [
+        "ignore_overlap",
+        "run_backwards",
+        "include_upstream",
+        "include_downstream",
+    ] {
+        if form.get(key).is_some_and(|v| v == "1") {
+            m.insert(key.into(), Value::Bool(true));
+        }
+    }
+    match form.get("emit_asset_events").map(String::as_str) {
+        Some("true") => {
+            m.insert("emit_asset_events".into(), Value::Bool(true));
+        }
+        Some("false") => {
+            m.insert("emit_asset_events".into(), Value::Bool(false));
+        }
+        _ => {}
     }
     if let Some(r) = form
         .get("reprocess")
@@ -572,6 +816,43 @@ fn refusal(record: &RequestRecord) -> ApiError {
         .map(super::reason_name)
         .unwrap_or_default();
     ApiError::rejected(&code, record.reason.clone().unwrap_or_default())
+}
+
+async fn tasks_of(state: &State, session: &Session, dag_id: &str) -> Result<Vec<String>, ApiError> {
+    let (username, dag_id) = (session.username.clone(), dag_id.to_owned());
+    state
+        .ask(|reply| WebCommand::Tasks {
+            username,
+            dag_id,
+            reply,
+        })
+        .await
+}
+
+/// `GET tasks?dag_id=..&tasks=..`: the DAG's task ids and those the patterns match, as JSON
+/// (`{"task_ids": [...], "matched": [...]}` or `{"error": "..."}`).
+async fn tasks(
+    AxState(state): AxState<State>,
+    headers: HeaderMap,
+    Query(q): Query<FormData>,
+) -> Response {
+    let Some((_, session)) = session_of(&state, &headers).await else {
+        return (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(serde_json::json!({"error": "Log in again."})),
+        )
+            .into_response();
+    };
+    let dag_id = q.get("dag_id").map(String::as_str).unwrap_or_default();
+    let patterns = list_items(q.get("tasks").map(String::as_str).unwrap_or_default());
+    let body = match tasks_of(&state, &session, dag_id).await {
+        Ok(ids) => match task_matches(&patterns, &ids) {
+            Ok(matched) => serde_json::json!({ "task_ids": ids, "matched": matched }),
+            Err(why) => serde_json::json!({ "task_ids": ids, "error": why }),
+        },
+        Err(e) => serde_json::json!({ "error": problem_of(&e).message }),
+    };
+    axum::Json(body).into_response()
 }
 
 async fn create(
@@ -601,42 +882,78 @@ async fn create(
             }
             None => {
                 let dates = record.dates.clone().unwrap_or_default();
+                let patterns = list_items(form.get("tasks").map(String::as_str).unwrap_or(""));
+                let matched = if patterns.is_empty() {
+                    None
+                } else {
+                    let dag = form.get("dag_id").map(String::as_str).unwrap_or("");
+                    Some(match tasks_of(&state, &session, dag).await {
+                        Ok(ids) => task_matches(&patterns, &ids),
+                        Err(e) => Err(problem_of(&e).message),
+                    })
+                };
                 let dags = dags_of(&state, &session).await;
-                new_page(state.base(), &session, &dags, &form, preview_note(&dates)).into_response()
+                let note = preview_note(&dates, record.estimate.as_ref(), matched.as_ref());
+                new_page(
+                    state.base(),
+                    &session,
+                    &dags,
+                    &form,
+                    note,
+                    Invalid::default(),
+                )
+                .into_response()
             }
         },
         Err(e) => {
             let dags = dags_of(&state, &session).await;
+            let p = problem_of(&e);
+            let invalid = Invalid {
+                field: p.field,
+                message: &p.field_message,
+            };
             (
                 e.status,
-                new_page(state.base(), &session, &dags, &form, error_box(&e)),
+                new_page(state.base(), &session, &dags, &form, error_box(&e), invalid),
             )
                 .into_response()
         }
     }
 }
 
-/// One backfill: its facts, the actions this user may take, and every logical date's state;
-/// `note` (an action's outcome) above them.
-fn detail_page(base: &str, session: &Session, d: &WebDetail, note: Markup) -> Html<String> {
+/// One backfill: its facts (rows without a value left out), the actions this user may take,
+/// and every logical date's state, with links into Airflow's UI when `airflow` is known;
+/// `note` (an action's outcome) above them. The facts, actions and dates are the `#live`
+/// region the script refreshes while the backfill is active.
+fn detail_page(
+    base: &str,
+    session: &Session,
+    d: &WebDetail,
+    note: Markup,
+    airflow: Option<&AirflowUi<'_>>,
+) -> Html<String> {
     let b = &d.backfill;
     let v = &b.view;
-    let params = serde_json::to_string(&v.params).unwrap_or_default();
+    let o = &v.options;
+    let params =
+        (!v.params.is_empty()).then(|| serde_json::to_string_pretty(&v.params).unwrap_or_default());
+    let description = v.description.as_deref().filter(|s| !s.trim().is_empty());
     let body = html! {
         h2 { (v.id) }
         (note)
+        div id="live" data-active=(u8::from(is_active(b))) {
         table.facts {
-            tr { th { "State" } td { (state_badge(&v.state)) } }
-            tr { th { "Progress" } td { (progress_bar(b)) } }
+            tr { th scope="row" { "State" } td { (state_badge(&v.state)) } }
+            tr { th scope="row" { "Progress" } td { (progress_bar(b)) } }
             @if let Some(w) = &b.waiting {
-                tr { th { "Waiting" } td { span id="waiting" { (w) } } }
+                tr { th scope="row" { "Waiting" } td { span id="waiting" { (w) } } }
             }
             @if let Some(e) = &v.estimate {
                 tr {
-                    th { "Time left" }
+                    th scope="row" { "Time left" }
                     td id="estimate" {
                         @if let (Some(secs), Some(at)) = (e.remaining_secs, &e.finish_at) {
-                            "about " (crate::estimate::human(secs as f64)) ", done around " (at)
+                            "About " (crate::estimate::human(secs as f64)) ", done around " (when(at))
                             br;
                         }
                         small { (e.basis) }
@@ -644,14 +961,58 @@ fn detail_page(base: &str, session: &Session, d: &WebDetail, note: Markup) -> Ht
                 }
             }
             @if let Some(r) = &v.reason {
-                tr { th { "Reason" } td { (r) } }
+                tr { th scope="row" { "Reason" } td { (r) } }
             }
-            tr { th { "DAG" } td { (v.dag_id) } }
-            tr { th { "Range" } td { (v.start) " – " (v.end) } }
-            tr { th { "Description" } td { (v.description.as_deref().unwrap_or("")) } }
-            tr { th { "Max active runs" } td { (v.max_active_runs) } }
-            tr { th { "Params" } td { code { (params) } } }
-            tr { th { "Submitted" } td { (v.submitted_at) " by " (v.submitted_by) } }
+            tr {
+                th scope="row" { "DAG" }
+                td {
+                    (v.dag_id)
+                    @if let Some(ui) = airflow {
+                        " " a.ext id="airflow-dag" href=(ui.dag(&v.dag_id)) { "in Airflow" }
+                        " · " a.ext id="airflow-copy" href=(ui.dag(&v.id)) { "its copy" }
+                    }
+                }
+            }
+            tr { th scope="row" { "Dates" } td.nowrap { (when(&v.start)) " – " (when(&v.end)) } }
+            @if let Some(desc) = description {
+                tr { th scope="row" { "Description" } td { (desc) } }
+            }
+            @if !o.tasks.is_empty() {
+                tr {
+                    th scope="row" { "Tasks" }
+                    td {
+                        (o.task_ids.join(", "))
+                        @if o.include_upstream { ", with their upstream tasks" }
+                        @if o.include_downstream { ", with their downstream tasks" }
+                        br; small { "Patterns: " (o.tasks.join(", ")) }
+                    }
+                }
+            }
+            tr { th scope="row" { "Runs at a time" } td { (v.max_active_runs) } }
+            @if o.priority != 0 {
+                tr { th scope="row" { "Priority" } td { (o.priority) } }
+            }
+            @if !o.after.is_empty() {
+                tr {
+                    th scope="row" { "After" }
+                    td {
+                        @for (i, a) in o.after.iter().enumerate() {
+                            @if i > 0 { ", " }
+                            a href={ "backfills/" (url(a)) } { (a) }
+                        }
+                    }
+                }
+            }
+            @if let Some(at) = &v.scheduled_at {
+                tr { th scope="row" { "Starts at" } td { (when(at)) } }
+            }
+            @if let Some(at) = &v.delete_at {
+                tr { th scope="row" { "Deleted on" } td { (when(at)) } }
+            }
+            @if let Some(p) = &params {
+                tr { th scope="row" { "Params" } td { pre { code { (p) } } } }
+            }
+            tr { th scope="row" { "Submitted" } td { (when(&v.submitted_at)) " by " (v.submitted_by) } }
         }
         @if !b.allowed_actions.is_empty() {
             div.actions {
@@ -661,20 +1022,41 @@ fn detail_page(base: &str, session: &Session, d: &WebDetail, note: Markup) -> Ht
             }
         }
         h3 { "Logical dates" }
+        div.scroll {
         table id="dates" {
             thead {
-                tr { th { "Logical date" } th { "State" } th { "Started" } th { "Ended" } }
+                tr {
+                    th scope="col" { "Logical date" } th scope="col" { "State" }
+                    th scope="col" { "Started" } th scope="col" { "Ended" }
+                    @if airflow.is_some() { th scope="col" { "In Airflow" } }
+                }
             }
             tbody {
                 @for s in &d.date_states {
-                    tr {
-                        td { (s.logical_date) }
+                    tr data-date=(s.logical_date) {
+                        td.nowrap { (when(&s.logical_date)) }
                         td { (badge(s.state)) }
-                        td { (s.start.as_deref().unwrap_or("")) }
-                        td { (s.end.as_deref().unwrap_or("")) }
+                        td.nowrap { @if let Some(t) = &s.start { (when(t)) } }
+                        td.nowrap { @if let Some(t) = &s.end { (when(t)) } }
+                        @if let Some(ui) = airflow {
+                            td {
+                                @if let Some(run) = &s.run_id {
+                                    a.ext.run href=(ui.run(&v.id, run)) { "Run" }
+                                    @for t in &s.failed_tasks {
+                                        " · "
+                                        a.ext.log href=(ui.task_log(&v.id, run, &s.logical_date, &t.task_id, t.map_index)) {
+                                            "Log of " (t.task_id)
+                                            @if t.map_index >= 0 { " [" (t.map_index) "]" }
+                                        }
+                                    }
+                                }
+                            }
+                        }
                     }
                 }
             }
+        }
+        }
         }
     };
     page(base, &v.id, Some(session), body)
@@ -729,7 +1111,10 @@ async fn detail(
         return to_login(state.base());
     };
     match fetch_detail(&state, &session, &id).await {
-        Ok(d) => detail_page(state.base(), &session, &d, html! {}).into_response(),
+        Ok(d) => {
+            let ui = AirflowUi::new(&state.airflow_urls, d.airflow3);
+            detail_page(state.base(), &session, &d, html! {}, ui.as_ref()).into_response()
+        }
         Err(e) => (
             e.status,
             page(state.base(), "Backfill", Some(&session), error_box(&e)),
@@ -784,7 +1169,10 @@ async fn act(
         Err(e) => error_box(e),
     };
     match fetch_detail(&state, &session, &id).await {
-        Ok(d) => detail_page(state.base(), &session, &d, note).into_response(),
+        Ok(d) => {
+            let ui = AirflowUi::new(&state.airflow_urls, d.airflow3);
+            detail_page(state.base(), &session, &d, note, ui.as_ref()).into_response()
+        }
         Err(e) => (
             e.status,
             page(
@@ -803,12 +1191,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn percent_encodes() {
-        assert_eq!(url("a b/ü"), "a%20b%2F%C3%BC");
-        assert_eq!(url("<\"&'>"), "%3C%22%26%27%3E");
-    }
-
-    #[test]
     fn create_form_to_body() {
         let form: FormData = [
             ("dag_id", "sales"),
@@ -820,6 +1202,13 @@ mod tests {
             ("description", " "),
             ("run_backwards", "1"),
             ("reprocess", "failed"),
+            ("tasks", "extract, load  report"),
+            ("include_upstream", "1"),
+            ("after", "a_backfill_1,b_backfill_2"),
+            ("priority", "3"),
+            ("scheduled_at", "2024-03-01 06:30"),
+            ("emit_asset_events", "false"),
+            ("delete_after_days", "7"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -840,6 +1229,55 @@ mod tests {
             t.get("reprocess").and_then(toml::Value::as_str),
             Some("failed")
         );
+        let strings = |k: &str| {
+            t.get(k)
+                .and_then(toml::Value::as_array)
+                .map(|a| a.iter().filter_map(toml::Value::as_str).collect::<Vec<_>>())
+        };
+        assert_eq!(strings("tasks"), Some(vec!["extract", "load", "report"]));
+        assert_eq!(strings("after"), Some(vec!["a_backfill_1", "b_backfill_2"]));
+        assert_eq!(t.get("priority").and_then(toml::Value::as_integer), Some(3));
+        assert_eq!(
+            t.get("delete_after_days").and_then(toml::Value::as_integer),
+            Some(7)
+        );
+        assert_eq!(
+            t.get("emit_asset_events").and_then(toml::Value::as_bool),
+            Some(false)
+        );
+        assert_eq!(
+            t.get("include_upstream").and_then(toml::Value::as_bool),
+            Some(true)
+        );
+        assert_eq!(
+            t.get("scheduled_at").map(ToString::to_string).as_deref(),
+            Some("2024-03-01T06:30:00Z")
+        );
+        // Defaults stay out of the request: priority 0, asset events as configured.
+        let plain: FormData = [("priority", "0"), ("emit_asset_events", "")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        let body = form_body(&plain).unwrap_or_else(|e| panic!("{e:?}"));
+        assert!(body.is_empty(), "{body:?}");
+        let bad: FormData = [("priority".to_owned(), "high".to_owned())].into();
+        let e = form_body(&bad).err().map(|e| problem_of(&e));
+        assert_eq!(e.and_then(|p| p.field), Some("priority"));
+    }
+
+    #[test]
+    fn task_patterns_match_ids() {
+        let ids: Vec<String> = ["extract", "load", "report"].map(String::from).to_vec();
+        assert_eq!(
+            task_matches(&list_items("load, rep"), &ids),
+            Ok(vec!["load".to_owned(), "report".to_owned()])
+        );
+        assert!(task_matches(&list_items("nothing"), &ids)
+            .is_err_and(|e| e.contains("matches no task")));
+        assert_eq!(
+            list_items(" a{1,3}, [a,b]x  c,d "),
+            ["a{1,3}", "[a,b]x", "c", "d"]
+        );
     }
 
     /// A hostile value for one field: a script element, quotes and an ampersand, tagged so
@@ -853,10 +1291,12 @@ mod tests {
         format!("&lt;script&gt;tag-{tag}&quot;&amp;'&lt;/script&gt;")
     }
 
-    /// `html` shows every tagged value escaped and none raw: no script element, no quote
-    /// after a tag (an attribute cannot be closed early), every `&` starts an entity.
+    /// `html` shows every tagged value escaped and none raw: no script element but the
+    /// page's own, no quote after a tag (an attribute cannot be closed early), every `&`
+    /// starts an entity.
     fn assert_escaped(html: &str, tags: &[&str]) {
-        assert!(!html.contains("<script"), "{html}");
+        let own = "<script src=\"static/ui.js\" defer></script>";
+        assert!(!html.replace(own, "").contains("<script"), "{html}");
         for tag in tags {
             assert!(
                 html.contains(&escaped(tag)),
@@ -978,14 +1418,32 @@ mod tests {
             "description",
             "max_active_runs",
             "params",
+            "tasks",
+            "after",
+            "priority",
+            "scheduled_at",
+            "delete_after_days",
         ]
         .into_iter()
         .map(|k| (k.to_owned(), hostile(&format!("form_{k}"))))
         .chain([("reprocess".to_owned(), hostile("form_reprocess"))])
         .collect();
         let dags = Ok(vec![hostile("form_dag_id"), hostile("other_dag")]);
-        let note = preview_note(&[hostile("preview_date")]);
-        let Html(new) = new_page(&base, &s, &dags, &form, note);
+        let estimate = crate::estimate::Estimate {
+            remaining_secs: Some(90),
+            finish_at: Some(hostile("preview_finish")),
+            basis: hostile("preview_basis"),
+        };
+        let matched = Ok(vec![hostile("preview_task")]);
+        let note = preview_note(&[hostile("preview_date")], Some(&estimate), Some(&matched));
+        let message = hostile("field_message");
+        let invalid = Invalid {
+            field: Some("tasks"),
+            message: &message,
+        };
+        let Html(new) = new_page(&base, &s, &dags, &form, note, invalid);
+        assert!(new.contains("aria-invalid=\"true\""), "{new}");
+        assert!(new.contains("id=\"tasks-error\""), "{new}");
         assert_escaped(
             &new,
             &[
@@ -998,7 +1456,15 @@ mod tests {
                 "form_description",
                 "form_max_active_runs",
                 "form_params",
+                "form_tasks",
+                "form_after",
+                "form_priority",
+                "form_scheduled_at",
+                "form_delete_after_days",
                 "preview_date",
+                "preview_basis",
+                "preview_task",
+                "field_message",
             ],
         );
         let Html(new_error) = new_page(
@@ -1007,6 +1473,7 @@ mod tests {
             &Err(hostile_error("dags_error")),
             &form,
             error_box(&hostile_error("create_error")),
+            Invalid::default(),
         );
         assert_escaped(
             &new_error,
@@ -1025,9 +1492,26 @@ mod tests {
                 state: "running",
                 start: Some(hostile("run_started")),
                 end: Some(hostile("run_ended")),
+                run_id: Some(hostile("run_id")),
+                failed_tasks: vec![crate::metadb::airflow::FailedTask {
+                    task_id: hostile("task_id"),
+                    map_index: -1,
+                }],
             }],
+            airflow3: false,
         };
-        let Html(detail) = detail_page(&base, &s, &d, error_box(&hostile_error("act_error")));
+        let urls = crate::config::AirflowBaseUrls {
+            v2: Some("http://airflow:8080".into()),
+            v3: None,
+        };
+        let ui = AirflowUi::new(&urls, false);
+        let Html(detail) = detail_page(
+            &base,
+            &s,
+            &d,
+            error_box(&hostile_error("act_error")),
+            ui.as_ref(),
+        );
         assert_escaped(
             &detail,
             &[
@@ -1046,6 +1530,7 @@ mod tests {
                 "logical_date",
                 "run_started",
                 "run_ended",
+                "task_id",
                 "act_error",
                 "act_error_code",
                 "finish_at",
@@ -1054,6 +1539,9 @@ mod tests {
         );
         // Params are shown as JSON (whose quotes are backslash-escaped), escaped again.
         assert!(detail.contains("&lt;script&gt;tag-param_value\\&quot;&amp;'&lt;/script&gt;"));
+        // Ids in links into Airflow are percent-encoded.
+        assert!(detail.contains(&format!("dag_run_id={}", url(&hostile("run_id")))));
+        assert!(detail.contains(&format!("task_id={}", url(&hostile("task_id")))));
         // The id in the action's URL is percent-encoded.
         assert!(detail.contains(&format!("backfills/{}/cancel", url(&hostile("id")))));
     }
@@ -1074,5 +1562,76 @@ mod tests {
             "{one}"
         );
         assert!(one.contains("class=\"bar\""), "{one}");
+        assert!(one.contains("id=\"live\" data-active=\"1\""), "{one}");
+        b.view.state = crate::state::BackfillState::Success;
+        let Html(done) = list_page("", &s, &filter, Ok(&[&b]));
+        assert!(done.contains("data-active=\"0\""), "{done}");
+    }
+
+    #[test]
+    fn detail_is_short_and_links_into_airflow() {
+        let mut b = backfill();
+        b.view.id = "sales_backfill_1".into();
+        b.view.dag_id = "sales".into();
+        b.view.description = Some(String::new());
+        b.view.params = Map::new();
+        b.view.start = "2024-02-01T00:00:00Z".into();
+        b.view.submitted_at = "2024-03-01T06:30:00Z".into();
+        let d = WebDetail {
+            backfill: b,
+            date_states: vec![crate::engine::web::DateState {
+                logical_date: "2024-02-01T00:00:00Z".into(),
+                state: "failed",
+                start: None,
+                end: None,
+                run_id: Some("backfill__2024-02-01T00:00:00+00:00".into()),
+                failed_tasks: vec![crate::metadb::airflow::FailedTask {
+                    task_id: "load".into(),
+                    map_index: -1,
+                }],
+            }],
+            airflow3: true,
+        };
+        let urls = crate::config::AirflowBaseUrls {
+            v2: None,
+            v3: Some("http://af3".into()),
+        };
+        let ui = AirflowUi::new(&urls, true);
+        let Html(page) = detail_page("", &session(), &d, html! {}, ui.as_ref());
+        assert!(!page.contains(">Description<"), "{page}");
+        assert!(!page.contains(">Params<"), "{page}");
+        assert!(
+            page.contains("<time datetime=\"2024-02-01T00:00:00Z\" title=\"2024-02-01T00:00:00Z\">2024-02-01</time>"),
+            "{page}"
+        );
+        assert!(
+            page.contains(
+                "class=\"local\" title=\"2024-03-01T06:30:00Z\">2024-03-01 06:30 UTC</time>"
+            ),
+            "{page}"
+        );
+        assert!(page.contains("href=\"http://af3/dags/sales\""), "{page}");
+        assert!(
+            page.contains("href=\"http://af3/dags/sales_backfill_1/runs/backfill__2024-02-01T00%3A00%3A00%2B00%3A00/tasks/load\""),
+            "{page}"
+        );
+        assert!(page.contains(">Failed</span>"), "{page}");
+        let Html(no_links) = detail_page("", &session(), &d, html! {}, None);
+        assert!(!no_links.contains("In Airflow"), "{no_links}");
+    }
+
+    #[test]
+    fn errors_are_sentences() {
+        let e = ApiError::rejected(
+            "start_after_end",
+            "start 2024-02-03T00:00:00Z is after end 2024-02-01T00:00:00Z",
+        );
+        let html = error_box(&e).into_string();
+        assert!(!html.contains("400"), "{html}");
+        assert!(
+            html.contains(">The end date is before the start date. Start"),
+            "{html}"
+        );
+        assert!(html.contains("data-reason=\"start_after_end\""), "{html}");
     }
 }

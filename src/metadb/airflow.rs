@@ -187,6 +187,44 @@ struct DagSql {
     fileloc: Option<String>,
 }
 
+/// One run of a DAG as the web UI links to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunLink {
+    /// The run's logical date.
+    pub logical_date: DateTime<Utc>,
+    /// `dag_run.run_id`.
+    pub run_id: String,
+    /// Its failed task instances.
+    pub failed_tasks: Vec<FailedTask>,
+}
+
+/// A failed task instance of a run.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FailedTask {
+    /// `task_instance.task_id`.
+    pub task_id: String,
+    /// `task_instance.map_index` (-1: not mapped).
+    pub map_index: i64,
+}
+
+#[derive(QueryableByName)]
+struct RunIdSql {
+    #[diesel(sql_type = Nullable<Text>)]
+    logical_date: Option<String>,
+    #[diesel(sql_type = Text)]
+    run_id: String,
+}
+
+#[derive(QueryableByName)]
+struct FailedTaskSql {
+    #[diesel(sql_type = Text)]
+    run_id: String,
+    #[diesel(sql_type = Text)]
+    task_id: String,
+    #[diesel(sql_type = BigInt)]
+    map_index: i64,
+}
+
 #[derive(QueryableByName)]
 struct RunSql {
     #[diesel(sql_type = Nullable<Text>)]
@@ -343,6 +381,45 @@ impl<'a> Airflow<'a> {
             });
         }
         Ok(runs)
+    }
+
+    /// The run id of each of `dag_id`'s runs by logical date, and its failed task instances
+    /// (`upstream_failed` ones too): what the web UI links into Airflow with.
+    pub fn run_links(&mut self, dag_id: &str) -> Result<Vec<RunLink>, DbError> {
+        let d = self.db.dialect();
+        let date_col = match self.schema.generation {
+            Generation::V2 => "execution_date",
+            Generation::V3 => "logical_date",
+        };
+        let sql = format!(
+            "SELECT {} AS logical_date, run_id FROM dag_run WHERE dag_id = ?",
+            d.ts_text(date_col)
+        );
+        let rows: Vec<RunIdSql> = self.db.load(&sql, &[Arg::Text(dag_id.to_owned())])?;
+        let sql = format!(
+            "SELECT run_id, task_id, {} AS map_index FROM task_instance \
+             WHERE dag_id = ? AND state IN ('failed', 'upstream_failed') ORDER BY task_id, map_index",
+            d.int("map_index")
+        );
+        let failed: Vec<FailedTaskSql> = self.db.load(&sql, &[Arg::Text(dag_id.to_owned())])?;
+        let mut links = Vec::with_capacity(rows.len());
+        for r in rows {
+            let Some(date) = r.logical_date else { continue };
+            let failed_tasks = failed
+                .iter()
+                .filter(|t| t.run_id == r.run_id)
+                .map(|t| FailedTask {
+                    task_id: t.task_id.clone(),
+                    map_index: t.map_index,
+                })
+                .collect();
+            links.push(RunLink {
+                logical_date: parse_ts(&date)?,
+                run_id: r.run_id,
+                failed_tasks,
+            });
+        }
+        Ok(links)
     }
 
     /// Seconds each of the `limit` most recently finished successful runs of `dag_id` or of
