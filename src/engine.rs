@@ -156,6 +156,10 @@ pub struct Engine {
     turn_ended: HashMap<String, chrono::DateTime<Utc>>,
     last_pass: PassStats,
     recent_reads: HashMap<(Option<u32>, Option<String>), Instant>,
+    /// A seed import job may be running: the loop runs its batches between other work.
+    import_active: bool,
+    /// After a lost connection, the next batch waits until then.
+    import_retry_at: Option<Instant>,
     leader_token: Option<i64>,
     verified_copies: HashMap<String, CopyFingerprint>,
     passes: u64,
@@ -223,6 +227,8 @@ impl Engine {
             spool,
             host,
             recent_reads: HashMap::new(),
+            import_active: true,
+            import_retry_at: None,
             leader_token: None,
             verified_copies: HashMap::new(),
             conn: None,
@@ -558,10 +564,20 @@ impl Engine {
                 self.reconcile();
                 next_reconcile = Instant::now() + reconcile_every;
             }
-            let wait = next_rescan
-                .min(next_reconcile)
-                .saturating_duration_since(Instant::now())
-                .min(self.service.max_sleep());
+            let importing = self.import_active && self.import_retry_at.is_none_or(|t| now >= t);
+            if importing {
+                // One batch, then the commands and passes that came meanwhile.
+                self.import_step();
+            }
+            let wait = if importing && self.import_active {
+                Duration::ZERO
+            } else {
+                next_rescan
+                    .min(next_reconcile)
+                    .min(self.import_retry_at.unwrap_or(next_reconcile))
+                    .saturating_duration_since(Instant::now())
+                    .min(self.service.max_sleep())
+            };
             let first = match commands.recv_timeout(wait) {
                 Ok(c) => c,
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
@@ -2036,9 +2052,13 @@ impl Engine {
     }
 
     fn try_query(&mut self, uid: u32, request: ControlRequest) -> Result<ControlResponse, DbError> {
-        if let ControlRequest::ImportSeed { dry_run } = request {
+        if let ControlRequest::ImportSeed { dry_run, attach } = request {
             self.ensure_connected()?;
-            return self.import_seed(uid, dry_run);
+            return self.import_seed(uid, dry_run, attach);
+        }
+        if let ControlRequest::ImportSeedStatus { job, report } = request {
+            self.ensure_connected()?;
+            return self.import_status(uid, job, report);
         }
         if let ControlRequest::Outcome { file_name } = &request {
             // Decide anything waiting first, so a fresh submit gets its answer at once.
@@ -2109,9 +2129,9 @@ impl Engine {
                     .map(BackfillView::from)
                     .collect(),
             },
-            ControlRequest::Outcome { .. } | ControlRequest::ImportSeed { .. } => {
-                ControlResponse::Pending
-            }
+            ControlRequest::Outcome { .. }
+            | ControlRequest::ImportSeed { .. }
+            | ControlRequest::ImportSeedStatus { .. } => ControlResponse::Pending,
             ControlRequest::Cluster => ControlResponse::Cluster {
                 host_id: self.host.clone(),
                 leader: self.leader_token.is_some(),

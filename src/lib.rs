@@ -29,6 +29,7 @@ pub mod request;
 pub mod runtypes;
 pub mod schedule;
 pub mod seed;
+pub mod seedjob;
 pub mod service;
 pub mod spool;
 pub mod state;
