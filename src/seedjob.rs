@@ -12,6 +12,15 @@ use crate::seed::SeedReport;
 /// Seed rows read and imported per transaction.
 pub const BATCH: usize = 1000;
 
+/// The batch size: [`BATCH`], or for tests `BACKFILLD_IMPORT_BATCH=n` (1..=[`BATCH`]) so an
+/// end-to-end test can stop a job between batches of a few rows.
+pub fn batch_size() -> usize {
+    std::env::var("BACKFILLD_IMPORT_BATCH")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .map_or(BATCH, |n| n.clamp(1, BATCH))
+}
+
 /// Where a job is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -134,13 +143,19 @@ pub fn start(newest: Option<&ImportJob>) -> Start {
     }
 }
 
-/// The job after a batch whose last seed id is `last` (none for an empty batch). A batch
-/// shorter than [`BATCH`] was the last one. `done` never exceeds a `total` that grew (seed
-/// rows added meanwhile raise the total).
-pub fn advance(job: &ImportJob, counts: BatchCounts, last: Option<&str>, now: &str) -> ImportJob {
+/// The job after a batch of at most `batch` rows whose last seed id is `last` (none for an
+/// empty batch). A batch shorter than `batch` was the last one. `done` never exceeds the
+/// total (seed rows added meanwhile raise it).
+pub fn advance(
+    job: &ImportJob,
+    batch: usize,
+    counts: BatchCounts,
+    last: Option<&str>,
+    now: &str,
+) -> ImportJob {
     let done = job.done + counts.read;
     ImportJob {
-        state: if counts.read < BATCH as u64 {
+        state: if counts.read < batch as u64 {
             JobState::Finished
         } else {
             JobState::Running
@@ -248,7 +263,7 @@ mod tests {
             refused: 3,
             already: 2,
         };
-        let j = advance(&job(JobState::Running), full, Some("a_1000"), "t1");
+        let j = advance(&job(JobState::Running), BATCH, full, Some("a_1000"), "t1");
         assert_eq!(j.state, JobState::Running);
         assert_eq!(j.cursor.as_deref(), Some("a_1000"));
         assert_eq!(
@@ -256,20 +271,20 @@ mod tests {
             (1000, 990, 5, 3, 2)
         );
         assert_eq!(j.updated_at, "t1");
-        let j = advance(&j, full, Some("a_2000"), "t2");
+        let j = advance(&j, BATCH, full, Some("a_2000"), "t2");
         assert_eq!((j.state, j.done), (JobState::Running, 2000));
         let short = BatchCounts {
             read: 500,
             imported: 500,
             ..BatchCounts::default()
         };
-        let j = advance(&j, short, Some("a_2500"), "t3");
+        let j = advance(&j, BATCH, short, Some("a_2500"), "t3");
         assert_eq!(
             (j.state, j.done, j.imported),
             (JobState::Finished, 2500, 2480)
         );
         // An empty batch (the rows ended exactly at a batch boundary) keeps the cursor.
-        let j = advance(&j, BatchCounts::default(), None, "t4");
+        let j = advance(&j, BATCH, BatchCounts::default(), None, "t4");
         assert_eq!(
             (j.state, j.cursor.as_deref()),
             (JobState::Finished, Some("a_2500"))
@@ -282,6 +297,7 @@ mod tests {
         j.total = 10;
         let j = advance(
             &j,
+            BATCH,
             BatchCounts {
                 read: 12,
                 imported: 12,
@@ -291,6 +307,23 @@ mod tests {
             "t",
         );
         assert_eq!((j.done, j.total), (12, 12));
+    }
+
+    #[test]
+    fn a_smaller_batch_size_decides_when_the_job_ends() {
+        let two = BatchCounts {
+            read: 2,
+            imported: 2,
+            ..BatchCounts::default()
+        };
+        assert_eq!(
+            advance(&job(JobState::Running), 2, two, Some("b"), "t").state,
+            JobState::Running
+        );
+        assert_eq!(
+            advance(&job(JobState::Running), 3, two, Some("b"), "t").state,
+            JobState::Finished
+        );
     }
 
     #[test]

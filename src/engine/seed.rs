@@ -23,7 +23,7 @@ use crate::metadb::store::{self, AuditEntry};
 use crate::metadb::DbError;
 use crate::request::{ReasonCode, Rejection};
 use crate::seed::{self, SeedFacts, SeedItem, SeedReport, SeedRow, SEED_TABLE, SYSTEM_DAGS};
-use crate::seedjob::{self, BatchCounts, ImportJob, JobState, Start, BATCH};
+use crate::seedjob::{self, BatchCounts, ImportJob, JobState, Start};
 
 /// A batch as read: seed rows, or the ones whose data did not parse.
 type SeedRows = Vec<Result<SeedRow, (String, String, String)>>;
@@ -163,9 +163,10 @@ impl Engine {
             ..SeedReport::default()
         };
         let mut cursor: Option<String> = None;
+        let batch = seedjob::batch_size();
         loop {
             let c = self.conn.as_mut().ok_or_else(not_connected)?;
-            let rows = SeedTable::new(&mut c.db).rows_after(cursor.as_deref(), BATCH)?;
+            let rows = SeedTable::new(&mut c.db).rows_after(cursor.as_deref(), batch)?;
             let n = rows.len();
             cursor = last_id(&rows).or(cursor);
             let planned = self.plan_batch(ident, subject, rows)?;
@@ -174,7 +175,7 @@ impl Engine {
             report
                 .already_imported
                 .extend(planned.report.already_imported);
-            if n < BATCH {
+            if n < batch {
                 return Ok(report);
             }
         }
@@ -232,14 +233,16 @@ impl Engine {
                 return Ok(());
             }
         };
+        let batch = seedjob::batch_size();
         let c = self.conn.as_mut().ok_or_else(not_connected)?;
-        let rows = SeedTable::new(&mut c.db).rows_after(job.cursor.as_deref(), BATCH)?;
+        let rows = SeedTable::new(&mut c.db).rows_after(job.cursor.as_deref(), batch)?;
         let n = rows.len();
         let last = last_id(&rows);
         let planned = self.plan_batch(&ident, &subject, rows)?;
         let now = Utc::now();
         let after = seedjob::advance(
             job,
+            batch,
             BatchCounts::of(&planned.report, n),
             last.as_deref(),
             &store::stored_ts(now),
