@@ -567,7 +567,7 @@ impl Engine {
             let importing = self.import_active && self.import_retry_at.is_none_or(|t| now >= t);
             if importing {
                 // One batch, then the commands and passes that came meanwhile.
-                self.import_step();
+                let _ = self.import_step();
             }
             let wait = if importing && self.import_active {
                 Duration::ZERO

@@ -181,9 +181,10 @@ impl Engine {
         }
     }
 
-    /// Run one batch of the running import job, if there is one. Clears `import_active` when
-    /// none runs; after a lost connection, waits a little before the next try.
-    pub(super) fn import_step(&mut self) {
+    /// Run one batch of the running import job, if there is one (the loop calls this between
+    /// other work; a bench may call it directly). Returns whether a job may still run: false
+    /// once none does; after a lost connection the loop waits a little before the next try.
+    pub fn import_step(&mut self) -> bool {
         match self.try_import_step() {
             Ok(more) => {
                 self.import_active = more;
@@ -196,6 +197,7 @@ impl Engine {
                     Some(std::time::Instant::now() + std::time::Duration::from_secs(5));
             }
         }
+        self.import_active
     }
 
     fn try_import_step(&mut self) -> Result<bool, DbError> {
