@@ -316,11 +316,16 @@ impl<'a> ImportJobs<'a> {
             self.insert_imports(chunk, w.host, w.now)?;
         }
         super::audit::append_many(self.db, w.host, w.audits)?;
-        let report = serde_json::to_string(w.report).map_err(|e| DbError::Data(e.to_string()))?;
-        self.db.execute(
-            "INSERT INTO backfilld_import_batch (import_id, seq, report) VALUES (?, ?, ?)",
-            &[Arg::Int(a.id), Arg::Int(stored(a.done)), Arg::Text(report)],
-        )?;
+        if a.done > w.before.done {
+            // Keyed by the rows done after it; an empty last batch (the rows ended at a batch
+            // boundary) has nothing to report.
+            let report =
+                serde_json::to_string(w.report).map_err(|e| DbError::Data(e.to_string()))?;
+            self.db.execute(
+                "INSERT INTO backfilld_import_batch (import_id, seq, report) VALUES (?, ?, ?)",
+                &[Arg::Int(a.id), Arg::Int(stored(a.done)), Arg::Text(report)],
+            )?;
+        }
         Ok(true)
     }
 
