@@ -15,10 +15,15 @@
 //!   full pass and one incremental pass after 1% of the backfills moved on, timed in-process
 //!   on the library's engine, with the statements each pass sent and the peak RSS.
 //!
+//! - seed import (`--only-seed`): the seed plugin's `custom_backfill` table with N backfills
+//!   generated inside the database (SQLite, then PostgreSQL as above), imported by the import
+//!   job on the library's engine in-process, timed from the control request to the job's end.
+//!
 //! Run: `cargo bench --bench daemon -- [--requests N] [--idle-secs S] [--no-first-run]
 //! [--backfills N] [--runs M] [--tis K] [--no-pg] [--no-sqlite] [--keep-pg] [--only-reconcile]
-//! [--no-reconcile] [--singles N]` (defaults 1000, 60, with first run, 10000, 100, 5, with
-//! reconcile, 20). Needs the venvs of `scripts/airflow-venvs.sh`.
+//! [--no-reconcile] [--singles N] [--only-seed] [--seed-backfills N] [--seed-runs M]` (defaults
+//! 1000, 60, with first run, 10000, 100, 5, with reconcile, 20, 100000, 3). Needs the venvs
+//! of `scripts/airflow-venvs.sh`.
 
 #[path = "support/metagen.rs"]
 mod metagen;
