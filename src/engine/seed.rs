@@ -274,16 +274,18 @@ impl Engine {
             // Count every copy's runs again in the next pass, the imported ones included.
             self.watermark = None;
         }
-        tracing::info!(
-            job = job.id,
-            done = after.done,
-            total = after.total,
-            imported = after.imported,
-            skipped = after.skipped,
-            refused = after.refused,
-            already = after.already,
-            "seed import batch committed"
-        );
+        if after.done > job.done {
+            tracing::info!(
+                job = job.id,
+                done = after.done,
+                total = after.total,
+                imported = after.imported,
+                skipped = after.skipped,
+                refused = after.refused,
+                already = after.already,
+                "seed import batch committed"
+            );
+        }
         if after.state == JobState::Finished {
             tracing::info!(job = job.id, "{}", after.summary());
         }
