@@ -15,10 +15,15 @@
 //!   full pass and one incremental pass after 1% of the backfills moved on, timed in-process
 //!   on the library's engine, with the statements each pass sent and the peak RSS.
 //!
+//! - seed import (`--only-seed`): the seed plugin's `custom_backfill` table with N backfills
+//!   generated inside the database (SQLite, then PostgreSQL as above), imported by the import
+//!   job on the library's engine in-process, timed from the control request to the job's end.
+//!
 //! Run: `cargo bench --bench daemon -- [--requests N] [--idle-secs S] [--no-first-run]
 //! [--backfills N] [--runs M] [--tis K] [--no-pg] [--no-sqlite] [--keep-pg] [--only-reconcile]
-//! [--no-reconcile] [--singles N]` (defaults 1000, 60, with first run, 10000, 100, 5, with
-//! reconcile, 20). Needs the venvs of `scripts/airflow-venvs.sh`.
+//! [--no-reconcile] [--singles N] [--only-seed] [--seed-backfills N] [--seed-runs M]` (defaults
+//! 1000, 60, with first run, 10000, 100, 5, with reconcile, 20, 100000, 3). Needs the venvs
+//! of `scripts/airflow-venvs.sh`.
 
 #[path = "support/metagen.rs"]
 mod metagen;
@@ -42,6 +47,9 @@ struct Args {
     only_reconcile: bool,
     reconcile: bool,
     singles: usize,
+    only_seed: bool,
+    seed_backfills: usize,
+    seed_runs: usize,
 }
 
 fn args() -> Args {
@@ -58,6 +66,9 @@ fn args() -> Args {
         only_reconcile: false,
         reconcile: true,
         singles: 20,
+        only_seed: false,
+        seed_backfills: 100_000,
+        seed_runs: 3,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -86,6 +97,19 @@ fn args() -> Args {
             "--only-reconcile" => a.only_reconcile = true,
             "--no-reconcile" => a.reconcile = false,
             "--singles" => a.singles = it.next().and_then(|v| v.parse().ok()).unwrap_or(a.singles),
+            "--only-seed" => a.only_seed = true,
+            "--seed-backfills" => {
+                a.seed_backfills = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(a.seed_backfills)
+            }
+            "--seed-runs" => {
+                a.seed_runs = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(a.seed_runs)
+            }
             _ => {}
         }
     }
@@ -436,11 +460,97 @@ fn reconcile_bench(a: &Args, pg: Option<&str>) {
     );
 }
 
+/// The seed import job at scale on one backend: the seed's table generated, then the job
+/// started through the control request and its batches run until it finishes, timed.
+fn seed_bench(a: &Args, pg: Option<&str>) {
+    use backfilld::control::{ControlRequest, ControlResponse};
+    let backend = if pg.is_some() { "PostgreSQL" } else { "SQLite" };
+    let af = Airflow::on(
+        if pg.is_some() {
+            "seed-pg"
+        } else {
+            "seed-sqlite"
+        },
+        pg,
+    );
+    let mut e = engine(&af);
+    let url = backfilld::config::Config::parse(
+        Path::new("bench"),
+        &format!("[airflow]\nhome = \"{}\"\n", af.home.display()),
+    )
+    .and_then(|c| c.resolve_airflow())
+    .map(|l| l.db)
+    .unwrap_or_else(|e| die(e.to_string()));
+    let mut db = backfilld::metadb::MetaDb::connect(&url).unwrap_or_else(|e| die(e.to_string()));
+    let t = Instant::now();
+    let dags = af.home.join("dags").to_string_lossy().into_owned();
+    metagen::seed_table(&mut db, &dags, "sales", a.seed_backfills, a.seed_runs)
+        .unwrap_or_else(|e| die(e.to_string()));
+    println!(
+        "seed import ({backend}): generated {} seed backfills with {} runs each in {:.1} s",
+        a.seed_backfills,
+        a.seed_runs,
+        t.elapsed().as_secs_f64()
+    );
+    let t = Instant::now();
+    let started = e.query(
+        0,
+        ControlRequest::ImportSeed {
+            dry_run: false,
+            attach: false,
+        },
+    );
+    let ControlResponse::SeedImportJob { job, .. } = started else {
+        die(format!("import-seed: {started:?}"));
+    };
+    let start_ms = t.elapsed().as_millis();
+    let mut batches = 0;
+    while e.import_step() {
+        batches += 1;
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let done = e.query(
+        0,
+        ControlRequest::ImportSeedStatus {
+            job: Some(job.id),
+            report: false,
+        },
+    );
+    let ControlResponse::SeedImportJob { job, .. } = done else {
+        die(format!("import-seed status: {done:?}"));
+    };
+    println!(
+        "seed import ({backend}): {} seed backfills in {secs:.1} s (target <= 30 s), the request answered in {start_ms} ms, {batches} batches; {}",
+        a.seed_backfills,
+        job.summary()
+    );
+    println!(
+        "seed import ({backend}): bench process peak RSS {} KiB",
+        status_kib(std::process::id(), "VmHWM:")
+    );
+}
+
+fn seed_all(a: &Args) {
+    if a.sqlite {
+        seed_bench(a, None);
+    }
+    if a.pg {
+        let url = pg_database();
+        seed_bench(a, Some(&url));
+        if !a.keep_pg {
+            drop_pg_database(&url);
+        }
+    }
+}
+
 fn main() {
     let a = args();
     println!("backfilld benchmarks on {}", machine());
     if a.only_reconcile {
         return reconcile_all(&a);
+    }
+    if a.only_seed {
+        return seed_all(&a);
     }
 
     // Idle and ingest share one Airflow without a scheduler (nothing parses the copies).

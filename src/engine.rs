@@ -170,6 +170,10 @@ pub struct Engine {
     turn_ended: HashMap<String, chrono::DateTime<Utc>>,
     last_pass: PassStats,
     recent_reads: HashMap<(Option<u32>, Option<String>), Instant>,
+    /// A seed import job may be running: the loop runs its batches between other work.
+    import_active: bool,
+    /// After a lost connection, the next batch waits until then.
+    import_retry_at: Option<Instant>,
     leader_token: Option<i64>,
     verified_copies: HashMap<String, CopyFingerprint>,
     passes: u64,
@@ -238,6 +242,8 @@ impl Engine {
             spool,
             host,
             recent_reads: HashMap::new(),
+            import_active: true,
+            import_retry_at: None,
             leader_token: None,
             verified_copies: HashMap::new(),
             conn: None,
@@ -417,13 +423,23 @@ impl Engine {
                 self.steer_on_change();
                 next_live_check = Instant::now() + steering::LIVE_CHECK;
             }
-            let mut next = next_rescan.min(next_reconcile);
-            if self.steer.watch {
-                next = next.min(next_live_check);
+            let importing = self.import_active && self.import_retry_at.is_none_or(|t| now >= t);
+            if importing {
+                // One batch, then the commands and passes that came meanwhile.
+                let _ = self.import_step();
             }
-            let wait = next
-                .saturating_duration_since(Instant::now())
-                .min(self.service.max_sleep());
+            let wait = if importing && self.import_active {
+                Duration::ZERO
+            } else {
+                let mut next = next_rescan
+                    .min(next_reconcile)
+                    .min(self.import_retry_at.unwrap_or(next_reconcile));
+                if self.steer.watch {
+                    next = next.min(next_live_check);
+                }
+                next.saturating_duration_since(Instant::now())
+                    .min(self.service.max_sleep())
+            };
             let first = match commands.recv_timeout(wait) {
                 Ok(c) => c,
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,

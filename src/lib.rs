@@ -31,6 +31,7 @@ pub mod request;
 pub mod runtypes;
 pub mod schedule;
 pub mod seed;
+pub mod seedjob;
 pub mod service;
 pub mod spool;
 pub mod state;

@@ -284,6 +284,7 @@ const PURE: &[&str] = &[
     "runtypes",
     "schedule",
     "seed",
+    "seedjob",
     "state",
     "steer",
     "taskset",

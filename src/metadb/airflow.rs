@@ -246,6 +246,23 @@ struct SpanSql {
 }
 
 #[derive(QueryableByName)]
+struct DagRunSql {
+    #[diesel(sql_type = Text)]
+    dag_id: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    logical_date: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    state: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    start_date: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    end_date: Option<String>,
+}
+
+/// Most ids one `IN (...)` list binds.
+const IN_IDS: usize = 400;
+
+#[derive(QueryableByName)]
 struct OptTextRow {
     #[diesel(sql_type = Nullable<Text>)]
     value: Option<String>,
@@ -448,6 +465,70 @@ impl<'a> Airflow<'a> {
             if let (Some(start), Some(end)) = (r.start_date, r.end_date) {
                 let secs = (parse_ts(&end)? - parse_ts(&start)?).num_milliseconds() as f64 / 1000.0;
                 out.push(secs);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The `dag` rows of `dag_ids` (unknown ones left out); one statement per 400 ids.
+    pub fn dags_of(&mut self, dag_ids: &[&str]) -> Result<Vec<DagRow>, DbError> {
+        let d = self.db.dialect();
+        let active = match self.schema.generation {
+            Generation::V2 => d.bool_int("is_active"),
+            Generation::V3 => format!("1 - {}", d.bool_int("is_stale")),
+        };
+        let mut out = Vec::with_capacity(dag_ids.len());
+        for chunk in dag_ids.chunks(IN_IDS) {
+            let marks = vec!["?"; chunk.len()].join(", ");
+            let sql = format!(
+                "SELECT dag_id, {active} AS active, {} AS paused, fileloc FROM dag WHERE dag_id IN ({marks})",
+                d.bool_int("is_paused")
+            );
+            let args: Vec<Arg> = chunk.iter().map(|id| Arg::Text((*id).to_owned())).collect();
+            let rows: Vec<DagSql> = self.db.load(&sql, &args)?;
+            out.extend(rows.into_iter().map(|r| DagRow {
+                dag_id: r.dag_id,
+                is_active: r.active == 1,
+                is_paused: r.paused == 1,
+                fileloc: r.fileloc,
+            }));
+        }
+        Ok(out)
+    }
+
+    /// Every run of each of `dag_ids`, by DAG id; one statement per 400 ids.
+    pub fn runs_of(
+        &mut self,
+        dag_ids: &[&str],
+    ) -> Result<std::collections::HashMap<String, Vec<RunObservation>>, DbError> {
+        let d = self.db.dialect();
+        let date_col = match self.schema.generation {
+            Generation::V2 => "execution_date",
+            Generation::V3 => "logical_date",
+        };
+        let mut out: std::collections::HashMap<String, Vec<RunObservation>> =
+            std::collections::HashMap::new();
+        for chunk in dag_ids.chunks(IN_IDS) {
+            let marks = vec!["?"; chunk.len()].join(", ");
+            let sql = format!(
+                "SELECT dag_id, {} AS logical_date, state, {} AS start_date, {} AS end_date FROM dag_run WHERE dag_id IN ({marks})",
+                d.ts_text(date_col),
+                d.ts_text("start_date"),
+                d.ts_text("end_date")
+            );
+            let args: Vec<Arg> = chunk.iter().map(|id| Arg::Text((*id).to_owned())).collect();
+            let rows: Vec<DagRunSql> = self.db.load(&sql, &args)?;
+            let opt = |s: Option<String>| -> Result<Option<DateTime<Utc>>, DbError> {
+                s.as_deref().map(parse_ts).transpose()
+            };
+            for r in rows {
+                let Some(date) = r.logical_date else { continue };
+                out.entry(r.dag_id).or_default().push(RunObservation {
+                    logical_date: parse_ts(&date)?,
+                    state: RunState::parse(r.state.as_deref().unwrap_or("queued")),
+                    start_date: opt(r.start_date)?,
+                    end_date: opt(r.end_date)?,
+                });
             }
         }
         Ok(out)
