@@ -15,13 +15,18 @@
 //!   full pass and one incremental pass after 1% of the backfills moved on, timed in-process
 //!   on the library's engine, with the statements each pass sent and the peak RSS.
 //!
-//! - list at scale: N generated backfills served by the daemon to `backfillctl list --json
-//!   --all` and to every page of the v2 API's list, with the daemon's peak RSS during each.
+//! - seed import (`--only-seed`): the seed plugin's `custom_backfill` table with N backfills
+//!   generated inside the database (SQLite, then PostgreSQL as above), imported by the import
+//!   job on the library's engine in-process, timed from the control request to the job's end.
+//! - list at scale (`--only-list`): N generated backfills served by the daemon to
+//!   `backfillctl list --json --all` and to every page of the v2 API's list, with the daemon's
+//!   peak RSS during each.
 //!
 //! Run: `cargo bench --bench daemon -- [--requests N] [--idle-secs S] [--no-first-run]
 //! [--backfills N] [--runs M] [--tis K] [--no-pg] [--no-sqlite] [--keep-pg] [--only-reconcile]
-//! [--no-reconcile] [--singles N] [--only-list] [--no-list]` (defaults 1000, 60, with first run, 10000, 100, 5, with
-//! reconcile, 20). Needs the venvs of `scripts/airflow-venvs.sh`.
+//! [--no-reconcile] [--singles N] [--only-seed] [--seed-backfills N] [--seed-runs M]
+//! [--only-list] [--no-list]` (defaults 1000, 60, with first run, 10000, 100, 5, with
+//! reconcile, 20, 100000, 3, with list). Needs the venvs of `scripts/airflow-venvs.sh`.
 
 #[path = "support/metagen.rs"]
 mod metagen;
@@ -45,6 +50,9 @@ struct Args {
     only_reconcile: bool,
     reconcile: bool,
     singles: usize,
+    only_seed: bool,
+    seed_backfills: usize,
+    seed_runs: usize,
     only_list: bool,
     list: bool,
 }
@@ -63,6 +71,9 @@ fn args() -> Args {
         only_reconcile: false,
         reconcile: true,
         singles: 20,
+        only_seed: false,
+        seed_backfills: 100_000,
+        seed_runs: 3,
         only_list: false,
         list: true,
     };
@@ -95,6 +106,19 @@ fn args() -> Args {
             "--only-list" => a.only_list = true,
             "--no-list" => a.list = false,
             "--singles" => a.singles = it.next().and_then(|v| v.parse().ok()).unwrap_or(a.singles),
+            "--only-seed" => a.only_seed = true,
+            "--seed-backfills" => {
+                a.seed_backfills = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(a.seed_backfills)
+            }
+            "--seed-runs" => {
+                a.seed_runs = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(a.seed_runs)
+            }
             _ => {}
         }
     }
@@ -450,6 +474,89 @@ fn reconcile_bench(a: &Args, pg: Option<&str>) {
     );
 }
 
+/// The seed import job at scale on one backend: the seed's table generated, then the job
+/// started through the control request and its batches run until it finishes, timed.
+fn seed_bench(a: &Args, pg: Option<&str>) {
+    use backfilld::control::{ControlRequest, ControlResponse};
+    let backend = if pg.is_some() { "PostgreSQL" } else { "SQLite" };
+    let af = Airflow::on(
+        if pg.is_some() {
+            "seed-pg"
+        } else {
+            "seed-sqlite"
+        },
+        pg,
+    );
+    let mut e = engine(&af);
+    let url = backfilld::config::Config::parse(
+        Path::new("bench"),
+        &format!("[airflow]\nhome = \"{}\"\n", af.home.display()),
+    )
+    .and_then(|c| c.resolve_airflow())
+    .map(|l| l.db)
+    .unwrap_or_else(|e| die(e.to_string()));
+    let mut db = backfilld::metadb::MetaDb::connect(&url).unwrap_or_else(|e| die(e.to_string()));
+    let t = Instant::now();
+    let dags = af.home.join("dags").to_string_lossy().into_owned();
+    metagen::seed_table(&mut db, &dags, "sales", a.seed_backfills, a.seed_runs)
+        .unwrap_or_else(|e| die(e.to_string()));
+    println!(
+        "seed import ({backend}): generated {} seed backfills with {} runs each in {:.1} s",
+        a.seed_backfills,
+        a.seed_runs,
+        t.elapsed().as_secs_f64()
+    );
+    let t = Instant::now();
+    let started = e.query(
+        0,
+        ControlRequest::ImportSeed {
+            dry_run: false,
+            attach: false,
+        },
+    );
+    let ControlResponse::SeedImportJob { job, .. } = started else {
+        die(format!("import-seed: {started:?}"));
+    };
+    let start_ms = t.elapsed().as_millis();
+    let mut batches = 0;
+    while e.import_step() {
+        batches += 1;
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let done = e.query(
+        0,
+        ControlRequest::ImportSeedStatus {
+            job: Some(job.id),
+            report: false,
+        },
+    );
+    let ControlResponse::SeedImportJob { job, .. } = done else {
+        die(format!("import-seed status: {done:?}"));
+    };
+    println!(
+        "seed import ({backend}): {} seed backfills in {secs:.1} s (target <= 30 s), the request answered in {start_ms} ms, {batches} batches; {}",
+        a.seed_backfills,
+        job.summary()
+    );
+    println!(
+        "seed import ({backend}): bench process peak RSS {} KiB",
+        status_kib(std::process::id(), "VmHWM:")
+    );
+}
+
+fn seed_all(a: &Args) {
+    if a.sqlite {
+        seed_bench(a, None);
+    }
+    if a.pg {
+        let url = pg_database();
+        seed_bench(a, Some(&url));
+        if !a.keep_pg {
+            drop_pg_database(&url);
+        }
+    }
+}
+
 fn main() {
     let a = args();
     println!("backfilld benchmarks on {}", machine());
@@ -458,6 +565,9 @@ fn main() {
     }
     if a.only_list {
         return list_bench(&a);
+    }
+    if a.only_seed {
+        return seed_all(&a);
     }
 
     // Idle and ingest share one Airflow without a scheduler (nothing parses the copies).

@@ -10,6 +10,9 @@ use serde::Deserialize;
 
 use crate::dburl::DbUrl;
 
+mod airflow_cfg;
+pub use airflow_cfg::*;
+
 /// Default location of the configuration file.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/backfilld/backfilld.toml";
 /// Default spool directory.
@@ -102,6 +105,98 @@ pub struct Config {
     /// How long decided request files and request records are kept.
     #[serde(default)]
     pub retention: RetentionSection,
+    /// Who is told when a backfill finishes, is cancelled or waits for approval.
+    #[serde(default)]
+    pub notifications: NotificationsSection,
+}
+
+/// `[notifications]`: webhooks and email when a backfill succeeds, fails, is cancelled or
+/// waits for approval. Config recipients are told of every backfill; a request's own
+/// (`notify`) only of that one, and only within the allow-lists.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotificationsSection {
+    /// Send notifications at all (false: none, and requests naming recipients are refused).
+    pub enabled: bool,
+    /// The events sent.
+    pub events: Vec<crate::notification::Event>,
+    /// Webhooks told of every backfill (`https://...`, `http://...`, `slack:https://...`).
+    pub webhooks: Vec<String>,
+    /// Email addresses told of every backfill (`mailto:` optional).
+    pub emails: Vec<String>,
+    /// URL prefixes a request's webhooks must start with (each `http(s)://host/...`, ending
+    /// in `/`); empty: requests may name no webhook.
+    pub allowed_webhook_prefixes: Vec<String>,
+    /// Domains a request's email addresses must be in; empty: any domain.
+    pub allowed_email_domains: Vec<String>,
+    /// Seconds one webhook POST may take.
+    pub timeout_secs: u64,
+    /// Retries of a failed webhook POST or email, waiting `retry_backoff_secs`, then twice
+    /// as long each time.
+    pub retries: u32,
+    /// The first wait before a retry.
+    pub retry_backoff_secs: u64,
+    /// Events older than this (a backfill that finished before notifications were set up,
+    /// or during a long outage) are not sent.
+    #[serde(deserialize_with = "duration")]
+    pub max_age: std::time::Duration,
+}
+
+impl Default for NotificationsSection {
+    fn default() -> Self {
+        NotificationsSection {
+            enabled: true,
+            events: crate::notification::Event::ALL.to_vec(),
+            webhooks: Vec::new(),
+            emails: Vec::new(),
+            allowed_webhook_prefixes: Vec::new(),
+            allowed_email_domains: Vec::new(),
+            timeout_secs: 10,
+            retries: 3,
+            retry_backoff_secs: 2,
+            max_age: std::time::Duration::from_secs(86_400),
+        }
+    }
+}
+
+/// Airflow's SMTP settings (`[smtp]` in `airflow.cfg` or `AIRFLOW__SMTP__*`), with Airflow's
+/// defaults. The password never appears in `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SmtpSettings {
+    /// `smtp_host`.
+    pub host: String,
+    /// `smtp_port`.
+    pub port: u16,
+    /// `smtp_starttls`: upgrade the connection (required when true).
+    pub starttls: bool,
+    /// `smtp_ssl`: TLS from the start.
+    pub ssl: bool,
+    /// `smtp_user`.
+    pub user: Option<String>,
+    /// `smtp_password`.
+    pub password: Option<String>,
+    /// `smtp_mail_from`.
+    pub mail_from: String,
+    /// `smtp_timeout` in seconds.
+    pub timeout_secs: u64,
+    /// `smtp_retry_limit`.
+    pub retry_limit: u32,
+}
+
+impl std::fmt::Debug for SmtpSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpSettings")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("starttls", &self.starttls)
+            .field("ssl", &self.ssl)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("mail_from", &self.mail_from)
+            .field("timeout_secs", &self.timeout_secs)
+            .field("retry_limit", &self.retry_limit)
+            .finish()
+    }
 }
 
 /// `[retention]`: how long what requests leave behind is kept. Durations in humantime's
@@ -273,6 +368,9 @@ pub struct HttpSection {
     /// The path prefix the reverse proxy serves backfilld under (e.g. `/backfills`), used in
     /// links, form actions, redirects and the cookie path; empty when served at the root.
     pub base_path: String,
+    /// The address users reach backfilld's web UI at (e.g. `https://airflow.example.com`,
+    /// without `base_path`), for links in notifications; unset: no links.
+    pub public_url: Option<String>,
 }
 
 impl Default for HttpSection {
@@ -288,6 +386,7 @@ impl Default for HttpSection {
             password_logins: true,
             airflow_sessions: false,
             base_path: String::new(),
+            public_url: None,
         }
     }
 }
@@ -331,6 +430,18 @@ pub struct AirflowWeb {
     /// Whether sessions live in the `session` table (`[webserver] session_backend =
     /// database`, Airflow 2's default) rather than in the signed cookie itself.
     pub database_sessions: bool,
+    /// Where people reach Airflow's UI: `[webserver] base_url` (2.x), `[api] base_url` (3.x).
+    pub base_urls: AirflowBaseUrls,
+}
+
+/// The base URLs of Airflow's UI, per major (no trailing slash); `None`: not configured, and
+/// the web UI links nowhere into Airflow.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AirflowBaseUrls {
+    /// `[webserver] base_url`, Airflow 2's webserver.
+    pub v2: Option<String>,
+    /// `[api] base_url`, Airflow 3's api-server.
+    pub v3: Option<String>,
 }
 
 impl std::fmt::Debug for AirflowWeb {
@@ -779,6 +890,15 @@ impl Config {
                 "must start with / and hold only letters, digits, /, -, _ and .",
             ));
         }
+        check_notifications(&config.notifications).map_err(|(key, m)| bad(key, &m))?;
+        if config
+            .http
+            .public_url
+            .as_deref()
+            .is_some_and(|u| crate::notification::check_url(u).is_err())
+        {
+            return Err(bad("http.public_url", "must be an http(s) URL"));
+        }
         if config.http.listen.is_some() {
             config.identity.http_submitter = Some(nix::unistd::geteuid().as_raw());
         }
@@ -832,289 +952,53 @@ impl Config {
     }
 }
 
-impl Config {
-    /// How Airflow 3's api-server signs its tokens (`[api_auth] jwt_secret`, `jwt_algorithm`,
-    /// `jwt_audience`, from the environment or `airflow.cfg`); `None` without a shared secret.
-    pub fn resolve_api_tokens(&self) -> Result<Option<ApiTokenSettings>, ConfigError> {
-        let cfg = AirflowCfg::read(&self.airflow.home)?;
-        let get = |section: &str, key: &str| {
-            std::env::var(format!(
-                "AIRFLOW__{}__{}",
-                section.to_ascii_uppercase(),
-                key.to_ascii_uppercase()
-            ))
-            .ok()
-            .filter(|v| !v.is_empty())
-            .or_else(|| cfg.get(section, key))
-        };
-        let Some(secret) = get("api_auth", "jwt_secret") else {
-            return Ok(None);
-        };
-        let algorithm = get("api_auth", "jwt_algorithm")
-            .and_then(|a| a.split(',').next().map(|a| a.trim().to_owned()))
-            .filter(|a| a != "GUESS")
-            .unwrap_or_else(|| "HS512".into());
-        let audience = get("api_auth", "jwt_audience").unwrap_or_else(|| "apache-airflow".into());
-        Ok(Some(ApiTokenSettings {
-            secret,
-            algorithm,
-            audience,
-        }))
-    }
-
-    /// What backfilld reads of Airflow's web sign-in: `webserver_config.py` (`[fab]
-    /// config_file` on Airflow 3, `[webserver] config_file` on Airflow 2, default
-    /// `$AIRFLOW_HOME/webserver_config.py`; read, never executed) and the webserver's session
-    /// settings (`[webserver] secret_key`, `session_lifetime_minutes`, `session_backend`).
-    pub fn resolve_airflow_web(&self) -> Result<AirflowWeb, ConfigError> {
-        let cfg = AirflowCfg::read(&self.airflow.home)?;
-        let get = |section: &str, key: &str| {
-            std::env::var(format!(
-                "AIRFLOW__{}__{}",
-                section.to_ascii_uppercase(),
-                key.to_ascii_uppercase()
-            ))
-            .ok()
-            .filter(|v| !v.is_empty())
-            .or_else(|| cfg.get(section, key))
-        };
-        let home = self.airflow.home.display().to_string();
-        let path = PathBuf::from(
-            get("fab", "config_file")
-                .or_else(|| get("webserver", "config_file"))
-                .unwrap_or_else(|| format!("{home}/webserver_config.py"))
-                .replace("{AIRFLOW_HOME}", &home),
-        );
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => Some(t),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => {
-                return Ok(AirflowWeb {
-                    auth_type: crate::webserver_config::AuthType::Unreadable(format!(
-                        "{}: {e}",
-                        path.display()
-                    )),
-                    secret_key: Err(format!("{}: {e}", path.display())),
-                    session_lifetime_minutes: 0,
-                    database_sessions: false,
-                })
+/// The `[notifications]` keys' values: recipients parse, prefixes name a path.
+fn check_notifications(n: &NotificationsSection) -> Result<(), (&'static str, String)> {
+    use crate::notification::Recipient;
+    for w in &n.webhooks {
+        match Recipient::parse(w) {
+            Ok(Recipient::Webhook { .. }) => {}
+            Ok(Recipient::Email(_)) => {
+                return Err((
+                    "notifications.webhooks",
+                    format!("{w:?} is an address; list it in emails"),
+                ))
             }
-        };
-        let secret_key = crate::webserver_config::secret_key(text.as_deref()).and_then(|k| {
-            k.or_else(|| get("webserver", "secret_key"))
-                .ok_or_else(|| "[webserver] secret_key is not set".to_owned())
-        });
-        Ok(AirflowWeb {
-            auth_type: crate::webserver_config::auth_type(text.as_deref()),
-            secret_key,
-            session_lifetime_minutes: get("webserver", "session_lifetime_minutes")
-                .and_then(|m| m.parse().ok())
-                .unwrap_or(43200),
-            database_sessions: get("webserver", "session_backend").as_deref()
-                != Some("securecookie"),
-        })
-    }
-
-    /// The auth manager Airflow uses on this host, read as Airflow reads it
-    /// (`AIRFLOW__CORE__AUTH_MANAGER`, then `[core] auth_manager` in `airflow.cfg`).
-    pub fn resolve_auth_manager(&self) -> Result<AuthManager, ConfigError> {
-        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        let cfg = AirflowCfg::read(&self.airflow.home)?;
-        let get = |key: &str| {
-            env(&format!("AIRFLOW__CORE__{}", key.to_ascii_uppercase()))
-                .or_else(|| cfg.get("core", key))
-        };
-        Ok(classify_auth_manager(
-            self.airflow
-                .auth_manager
-                .clone()
-                .or_else(|| get("auth_manager"))
-                .as_deref(),
-            get("simple_auth_manager_users"),
-            get("simple_auth_manager_all_admins"),
-        ))
-    }
-}
-
-/// Classify an `auth_manager` class path (pure; see [`Config::resolve_auth_manager`]).
-pub fn classify_auth_manager(
-    class: Option<&str>,
-    simple_users: Option<String>,
-    all_admins: Option<String>,
-) -> AuthManager {
-    let simple = || AuthManager::Simple {
-        // Airflow's own default for simple_auth_manager_users.
-        users: simple_users.clone().unwrap_or_else(|| "admin:admin".into()),
-        all_admins: all_admins
-            .as_deref()
-            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true")),
-    };
-    match class.map(str::trim) {
-        None | Some("") => AuthManager::Default,
-        Some(c) if c.ends_with(".FabAuthManager") => AuthManager::Fab,
-        Some(c) if c.ends_with(".SimpleAuthManager") => simple(),
-        Some(c) => AuthManager::Other(c.to_owned()),
-    }
-}
-
-impl AuthManager {
-    /// What [`AuthManager::Default`] means for an Airflow major version.
-    pub fn for_generation(self, airflow3: bool, simple_users: Option<String>) -> AuthManager {
-        match self {
-            AuthManager::Default if airflow3 => AuthManager::Simple {
-                users: simple_users.unwrap_or_else(|| "admin:admin".into()),
-                all_admins: false,
-            },
-            AuthManager::Default => AuthManager::Fab,
-            other => other,
+            Err(e) => return Err(("notifications.webhooks", e)),
         }
     }
-}
-
-/// `sql_alchemy_conn` as Airflow resolves it: for `[database]` then the deprecated `[core]`,
-/// the environment (`AIRFLOW__<SECTION>__SQL_ALCHEMY_CONN`, then `..._CMD`, then `..._SECRET`)
-/// before `airflow.cfg` (`sql_alchemy_conn`, then `sql_alchemy_conn_cmd`, then
-/// `sql_alchemy_conn_secret`). A `_cmd` runs through `/bin/sh -c` and its trimmed standard
-/// output is the URL. A `_secret` needs Airflow's secrets backend, which backfilld does not
-/// embed: it is refused with a message saying to give the URL another way.
-fn airflow_sql_alchemy_conn(cfg: &AirflowCfg) -> Result<Option<String>, ConfigError> {
-    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
-    for section in ["database", "core"] {
-        let var = format!("AIRFLOW__{}__SQL_ALCHEMY_CONN", section.to_uppercase());
-        let sources = [
-            (env(&var), None, var.clone()),
-            (
-                env(&format!("{var}_CMD")),
-                Some(false),
-                format!("{var}_CMD"),
-            ),
-            (
-                env(&format!("{var}_SECRET")),
-                Some(true),
-                format!("{var}_SECRET"),
-            ),
-            (
-                cfg.get(section, "sql_alchemy_conn"),
-                None,
-                format!("airflow.cfg [{section}] sql_alchemy_conn"),
-            ),
-            (
-                cfg.get(section, "sql_alchemy_conn_cmd"),
-                Some(false),
-                format!("airflow.cfg [{section}] sql_alchemy_conn_cmd"),
-            ),
-            (
-                cfg.get(section, "sql_alchemy_conn_secret"),
-                Some(true),
-                format!("airflow.cfg [{section}] sql_alchemy_conn_secret"),
-            ),
-        ];
-        for (value, kind, origin) in sources {
-            let Some(value) = value else { continue };
-            return match kind {
-                None => Ok(Some(value)),
-                Some(false) => run_conn_cmd(&value, &origin).map(Some),
-                Some(true) => Err(ConfigError::Airflow {
-                    what: "sql_alchemy_conn",
-                    message: format!(
-                        "{origin} names a secret ({value:?}) that only Airflow's secrets backend can read; \
-                         backfilld does not load secrets backends: set [airflow] sql_alchemy_conn in \
-                         backfilld's config, or give Airflow the URL through sql_alchemy_conn_cmd"
-                    ),
-                }),
-            };
+    for e in &n.emails {
+        let spec = if e.starts_with("mailto:") {
+            e.clone()
+        } else {
+            format!("mailto:{e}")
+        };
+        Recipient::parse(&spec).map_err(|m| ("notifications.emails", m))?;
+    }
+    for p in &n.allowed_webhook_prefixes {
+        crate::notification::check_url(p)
+            .map_err(|m| ("notifications.allowed_webhook_prefixes", m))?;
+        let rest = p.split_once("://").map(|(_, r)| r).unwrap_or_default();
+        if !rest.contains('/') || !p.ends_with('/') {
+            return Err((
+                "notifications.allowed_webhook_prefixes",
+                format!(
+                    "{p:?} must name a host and a path ending in / (https://hooks.example.com/)"
+                ),
+            ));
         }
     }
-    Ok(None)
-}
-
-/// Run a `sql_alchemy_conn_cmd` the way Airflow does (a shell command; trimmed stdout).
-fn run_conn_cmd(cmd: &str, origin: &str) -> Result<String, ConfigError> {
-    let fail = |message: String| ConfigError::Airflow {
-        what: "sql_alchemy_conn",
-        message: format!("{origin} (`{cmd}`): {message}"),
-    };
-    let out = std::process::Command::new("/bin/sh")
-        .arg("-c")
-        .arg(cmd)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .map_err(|e| fail(format!("cannot run it: {e}")))?;
-    if !out.status.success() {
-        return Err(fail(format!(
-            "it failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
+    if n.timeout_secs == 0 || n.timeout_secs > 300 {
+        return Err(("notifications.timeout_secs", "allowed 1..=300".into()));
     }
-    let url = String::from_utf8(out.stdout)
-        .map_err(|_| fail("its output is not UTF-8".into()))?
-        .trim()
-        .to_owned();
-    if url.is_empty() {
-        return Err(fail("it printed nothing".into()));
+    if n.retries > 10 {
+        return Err(("notifications.retries", "allowed 0..=10".into()));
     }
-    Ok(url)
+    Ok(())
 }
 
 #[cfg(test)]
-mod conn_cmd_tests {
-    use super::*;
-
-    fn resolve(cfg_text: &str) -> Result<AirflowLocation, ConfigError> {
-        let home = tempfile::tempdir().map_err(|e| ConfigError::Airflow {
-            what: "test",
-            message: e.to_string(),
-        })?;
-        std::fs::write(home.path().join("airflow.cfg"), cfg_text).map_err(|e| {
-            ConfigError::Airflow {
-                what: "test",
-                message: e.to_string(),
-            }
-        })?;
-        let text = format!("[airflow]\nhome = \"{}\"\n", home.path().display());
-        Config::parse(Path::new("x"), &text)?.resolve_airflow()
-    }
-
-    #[test]
-    fn conn_cmd_in_airflow_cfg_is_run_and_trimmed() {
-        let loc = resolve(
-            "[database]\nsql_alchemy_conn_cmd = printf '  postgresql://u:pw@h:5432/af\\n'\n",
-        );
-        let shown = loc.map(|l| l.db.to_string()).map_err(|e| e.to_string());
-        assert_eq!(shown.as_deref(), Ok("postgres://u:***@h:5432/af"));
-    }
-
-    #[test]
-    fn plain_key_wins_over_cmd() {
-        let loc = resolve(
-            "[database]\nsql_alchemy_conn = mysql://root@h/a\nsql_alchemy_conn_cmd = exit 1\n",
-        );
-        let shown = loc.map(|l| l.db.to_string()).map_err(|e| e.to_string());
-        assert_eq!(shown.as_deref(), Ok("mysql://root@h/a"));
-    }
-
-    #[test]
-    fn failing_or_empty_cmd_is_an_error_naming_the_key() {
-        for cmd in ["echo nope >&2; exit 3", "true"] {
-            let e = resolve(&format!("[database]\nsql_alchemy_conn_cmd = {cmd}\n"))
-                .err()
-                .map(|e| e.to_string())
-                .unwrap_or_default();
-            assert!(e.contains("sql_alchemy_conn_cmd"), "{e}");
-        }
-    }
-
-    #[test]
-    fn secret_is_refused_with_a_way_out() {
-        let e = resolve("[database]\nsql_alchemy_conn_secret = airflow/db\n")
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
-        assert!(e.contains("secrets backend"), "{e}");
-        assert!(e.contains("[airflow] sql_alchemy_conn"), "{e}");
-    }
-}
+mod conn_cmd_tests;
 
 /// Where this host's Airflow keeps its metadata DB and DAG files.
 #[derive(Debug, Clone)]
@@ -1157,214 +1041,4 @@ impl AirflowCfg {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn passwords_in_config_text() {
-        assert!(holds_password(
-            "[airflow]\nsql_alchemy_conn = \"postgresql://af:s3cret@db/airflow\"\n"
-        ));
-        assert!(holds_password("[x]\npassword = \"hunter2\"\n"));
-        assert!(!holds_password(
-            "[airflow]\n# sql_alchemy_conn = \"postgresql://af:s3cret@db/airflow\"\n"
-        ));
-        assert!(!holds_password(
-            "sql_alchemy_conn = \"postgresql://af@db/airflow\"\n"
-        ));
-        assert!(!holds_password(
-            "password_logins = true\nlisten = \"127.0.0.1:8790\"\n"
-        ));
-    }
-
-    #[test]
-    fn minimal_config_gets_defaults() {
-        let c = Config::parse(Path::new("x"), "[airflow]\nhome = \"/opt/airflow\"\n");
-        let c = c.map_err(|e| e.to_string());
-        assert!(c.is_ok(), "{c:?}");
-        if let Ok(c) = c {
-            assert_eq!(c.spool.dir, PathBuf::from(DEFAULT_SPOOL_DIR));
-            assert_eq!(
-                c.socket_path(),
-                PathBuf::from("/var/spool/backfilld/public/control.sock")
-            );
-            assert_eq!(c.limits.max_active_runs, 10);
-        }
-    }
-
-    #[test]
-    fn unknown_key_is_named() {
-        let e = Config::parse(
-            Path::new("x"),
-            "[airflow]\nhome = \"/a\"\n[spool]\ndirr = \"/s\"\n",
-        )
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
-        assert!(e.contains("dirr"), "{e}");
-    }
-
-    #[test]
-    fn bad_value_is_named() {
-        let e = Config::parse(
-            Path::new("x"),
-            "[airflow]\nhome = \"/a\"\n[limits]\nmax_active_runs = 0\n",
-        )
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
-        assert!(e.contains("limits.max_active_runs"), "{e}");
-    }
-
-    #[test]
-    fn airflow_python_must_be_absolute() {
-        let parse = |python: &str| {
-            Config::parse(
-                Path::new("x"),
-                &format!("[airflow]\nhome = \"/a\"\npython = \"{python}\"\n"),
-            )
-        };
-        let e = parse("venv/bin/python")
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
-        assert!(e.contains("airflow.python"), "{e}");
-        assert_eq!(
-            parse("/opt/af/bin/python")
-                .ok()
-                .and_then(|c| c.airflow.python),
-            Some(PathBuf::from("/opt/af/bin/python"))
-        );
-    }
-
-    #[test]
-    fn approval_section() {
-        let c = Config::parse(Path::new("x"), "[airflow]\nhome = \"/a\"\n");
-        assert_eq!(
-            c.map(|c| c.approval).ok(),
-            Some(ApprovalSection {
-                over_dates: 0,
-                approver_roles: vec!["Admin".into()]
-            })
-        );
-        let c = Config::parse(
-            Path::new("x"),
-            "[airflow]\nhome = \"/a\"\n[approval]\nover_dates = 30\napprover_roles = [\"Admin\", \"Approver\"]\n",
-        );
-        assert_eq!(c.map(|c| c.approval.over_dates).ok(), Some(30));
-        for bad in ["approver_roles = []", "approver_roles = [\"\"]", "over = 1"] {
-            let text = format!("[airflow]\nhome = \"/a\"\n[approval]\n{bad}\n");
-            assert!(Config::parse(Path::new("x"), &text).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn authz_resource_may_not_be_a_dag_resource() {
-        for bad in ["DAGs", "DAG:sales", "", "a\nb"] {
-            let text = format!("[airflow]\nhome = \"/a\"\n[authz]\nresource = {bad:?}\n");
-            let e = Config::parse(Path::new("x"), &text)
-                .err()
-                .map(|e| e.to_string())
-                .unwrap_or_default();
-            assert!(e.contains("authz.resource"), "{bad:?}: {e}");
-        }
-        let ok = Config::parse(
-            Path::new("x"),
-            "[airflow]\nhome = \"/a\"\n[authz]\nresource = \"backfilld\"\n",
-        );
-        assert!(ok.is_ok_and(|c| c.authz.resource == "backfilld"));
-    }
-
-    #[test]
-    fn log_level_is_checked() {
-        let ok = Config::parse(
-            Path::new("x"),
-            "[airflow]\nhome = \"/a\"\n[log]\nlevel = \"info,backfilld=debug\"\n",
-        );
-        assert!(ok.is_ok(), "{:?}", ok.err());
-        let e = Config::parse(
-            Path::new("x"),
-            "[airflow]\nhome = \"/a\"\n[log]\nlevel = \"info,=\"\n",
-        )
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
-        assert!(e.contains("log.level"), "{e}");
-    }
-
-    #[test]
-    fn shipped_example_parses() {
-        let text = include_str!("../config/backfilld.toml");
-        let c = Config::parse(Path::new("config/backfilld.toml"), text);
-        assert!(c.is_ok(), "{:?}", c.err());
-    }
-
-    #[test]
-    fn identity_and_authz_sections() {
-        let c = Config::parse(
-            Path::new("x"),
-            "[airflow]\nhome = \"/a\"\n[identity]\nsame_name = false\ntrusted_submitters = [990]\n[identity.map]\nsvc = \"alice\"\n[authz]\npermitted_roles = [\"User\"]\n",
-        );
-        let c = c.unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(c.identity.airflow_user("svc").as_deref(), Some("alice"));
-        assert_eq!(c.identity.airflow_user("bob"), None);
-        assert!(c.identity.is_trusted(990) && !c.identity.is_trusted(0));
-        assert_eq!(c.authz.permitted_roles, vec!["User"]);
-        let d = Config::parse(Path::new("x"), "[airflow]\nhome = \"/a\"\n")
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(d.identity.airflow_user("bob").as_deref(), Some("bob"));
-        assert_eq!(d.authz.permitted_roles, vec!["User", "Op"]);
-        assert_eq!(d.authz.resource, "Backfills");
-        assert_eq!(d.limits.max_pending_per_user, 20);
-        assert_eq!(d.limits.max_dates_per_request, 5000);
-        assert_eq!(d.limits.max_active_backfills_per_user, 20);
-    }
-
-    #[test]
-    fn auth_manager_is_classified() {
-        assert_eq!(
-            classify_auth_manager(None, None, None),
-            AuthManager::Default
-        );
-        assert_eq!(
-            classify_auth_manager(
-                Some("airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"),
-                None,
-                None
-            ),
-            AuthManager::Fab
-        );
-        assert_eq!(
-            classify_auth_manager(
-                Some("airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"),
-                Some("a:admin".into()),
-                Some("True".into())
-            ),
-            AuthManager::Simple {
-                users: "a:admin".into(),
-                all_admins: true
-            }
-        );
-        assert!(matches!(
-            classify_auth_manager(Some("my.Custom"), None, None),
-            AuthManager::Other(_)
-        ));
-        assert_eq!(
-            AuthManager::Default.for_generation(false, None),
-            AuthManager::Fab
-        );
-        assert!(matches!(
-            AuthManager::Default.for_generation(true, None),
-            AuthManager::Simple { .. }
-        ));
-    }
-
-    #[test]
-    fn missing_home_is_named() {
-        let e = Config::parse(Path::new("x"), "[airflow]\n")
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
-        assert!(e.contains("home"), "{e}");
-    }
-}
+mod tests;

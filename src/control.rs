@@ -50,11 +50,24 @@ pub enum ControlRequest {
     Cluster,
     /// Verify the audit log's hash chain.
     AuditVerify,
-    /// Take over the seed plugin's backfills (`backfillctl import-seed`).
+    /// Take over the seed plugin's backfills (`backfillctl import-seed`): starts an import job
+    /// (or re-attaches to the one running) and answers at once; a dry run answers its report.
     ImportSeed {
         /// Report what would be imported; change nothing.
         #[serde(default)]
         dry_run: bool,
+        /// Only attach to the running (or last) job; start none.
+        #[serde(default)]
+        attach: bool,
+    },
+    /// An import job's progress (`job`, else the newest), with its report when asked.
+    ImportSeedStatus {
+        /// Which job.
+        #[serde(default)]
+        job: Option<i64>,
+        /// Include the report (what each batch imported and skipped).
+        #[serde(default)]
+        report: bool,
     },
 }
 
@@ -136,7 +149,15 @@ pub enum ControlResponse {
         /// Records checked and the first broken link, if any.
         report: crate::audit::Report,
     },
-    /// Answer to `import_seed`.
+    /// Answer to `import_seed` (not a dry run) and `import_seed_status`.
+    SeedImportJob {
+        /// The job and its progress.
+        job: crate::seedjob::ImportJob,
+        /// Its report, when asked for.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        report: Option<Box<crate::seed::SeedReport>>,
+    },
+    /// Answer to `import_seed` with `dry_run`.
     SeedImport {
         /// What was (or would be) imported and skipped.
         report: Box<crate::seed::SeedReport>,

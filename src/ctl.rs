@@ -97,10 +97,15 @@ pub enum CtlCommand {
     },
     /// Take over the backfills of the seed plugin (li-airflow-backfill-plugin) from its
     /// `custom_backfill` table in the same metadata DB. Pause the plugin's system DAGs first.
+    /// The import runs in the daemon as a job, in batches, with a progress bar here; Ctrl-C
+    /// leaves it running (`--attach` follows it again), a daemon restart resumes it.
     ImportSeed {
         /// Report what would be imported; change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Follow the running (or last) import job; start none.
+        #[arg(long, conflicts_with = "dry_run")]
+        attach: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -219,6 +224,10 @@ pub struct SubmitArgs {
     /// for more.
     #[arg(long = "after", value_name = "ID")]
     pub after: Vec<String>,
+    /// Tell this recipient when the backfill finishes, is cancelled or waits for approval:
+    /// mailto:ADDRESS, an https:// webhook URL, or slack:URL; repeat for more.
+    #[arg(long = "notify", value_name = "RECIPIENT")]
+    pub notify: Vec<String>,
     /// Return once the file is in the spool, without waiting for the decision.
     #[arg(long)]
     pub no_wait: bool,
@@ -262,6 +271,8 @@ struct RequestFile {
     include_downstream: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     emit_asset_events: Option<bool>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    notify: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     after: Vec<String>,
     #[serde(skip_serializing_if = "toml::Table::is_empty")]
@@ -328,19 +339,22 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         CtlCommand::Audit {
             command: AuditCommand::Verify { json },
         } => audit_verify(&socket, json),
-        CtlCommand::ImportSeed { dry_run, json } => {
-            match call(&socket, ControlRequest::ImportSeed { dry_run })? {
-                ControlResponse::SeedImport { report } => {
-                    if json {
-                        println!("{}", serde_json::to_string_pretty(&report)?);
-                    } else {
-                        print_seed_report(&report);
-                    }
-                    Ok(0)
+        CtlCommand::ImportSeed {
+            dry_run,
+            attach,
+            json,
+        } => match call(&socket, ControlRequest::ImportSeed { dry_run, attach })? {
+            ControlResponse::SeedImport { report } => {
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&report)?);
+                } else {
+                    print_seed_report(&report);
                 }
-                other => bail!(unexpected(other)),
+                Ok(0)
             }
-        }
+            ControlResponse::SeedImportJob { job, .. } => follow_import(&socket, job, json),
+            other => bail!(unexpected(other)),
+        },
         CtlCommand::Outcome { file_name, json } => {
             match call(
                 &socket,
@@ -591,6 +605,7 @@ fn submit(config: &Config, socket: &Path, args: SubmitArgs) -> anyhow::Result<i3
             None
         },
         after: args.after,
+        notify: args.notify,
         params,
     };
     let body = toml::to_string(&file).context("encoding the request")?;
@@ -894,6 +909,79 @@ fn print_status(b: &BackfillView) {
     for w in &b.options.warnings {
         println!("warning: {w}");
     }
+}
+
+/// Follow an import job with a progress bar until it ends, then print its report (with
+/// `json`, the report with the job's final progress under `job`). 0 when it finished.
+fn follow_import(
+    socket: &Path,
+    mut job: crate::seedjob::ImportJob,
+    json: bool,
+) -> anyhow::Result<i32> {
+    use crate::seedjob::JobState;
+    let fetch = |id: i64, report: bool| -> anyhow::Result<_> {
+        match call(
+            socket,
+            ControlRequest::ImportSeedStatus {
+                job: Some(id),
+                report,
+            },
+        )? {
+            ControlResponse::SeedImportJob { job, report } => Ok((job, report)),
+            other => bail!(unexpected(other)),
+        }
+    };
+    let bar = indicatif::ProgressBar::new(job.total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "import job {prefix} [{bar:40}] {pos}/{len} seed backfills {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.set_prefix(job.id.to_string());
+    if !json {
+        eprintln!(
+            "seed import job {}: Ctrl-C leaves it running (backfillctl import-seed --attach follows it again)",
+            job.id
+        );
+    }
+    while job.state == JobState::Running {
+        bar.set_length(job.total);
+        bar.set_position(job.done);
+        bar.set_message(format!(
+            "({} imported, {} skipped, {} refused)",
+            job.imported, job.skipped, job.refused
+        ));
+        std::thread::sleep(Duration::from_millis(500));
+        job = fetch(job.id, false)?.0;
+    }
+    bar.set_length(job.total);
+    bar.set_position(job.done);
+    bar.finish_and_clear();
+    let (job, report) = fetch(job.id, true)?;
+    let report = report.map(|r| *r).unwrap_or_default();
+    if json {
+        let mut v = serde_json::to_value(&report)?;
+        if let Some(o) = v.as_object_mut() {
+            o.insert("job".to_owned(), serde_json::to_value(&job)?);
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        let skipped = crate::seed::SeedReport {
+            imported: Vec::new(),
+            ..report
+        };
+        if !skipped.skipped.is_empty() {
+            print_seed_report(&skipped);
+        }
+        println!("{}", job.summary());
+    }
+    Ok(if job.state == JobState::Finished {
+        0
+    } else {
+        1
+    })
 }
 
 fn print_seed_report(r: &crate::seed::SeedReport) {

@@ -60,6 +60,7 @@ mod leader;
 mod limits;
 pub mod listing;
 mod metrics;
+mod notify;
 mod pass_cache;
 mod passes;
 mod plan;
@@ -171,6 +172,10 @@ pub struct Engine {
     turn_ended: HashMap<String, chrono::DateTime<Utc>>,
     last_pass: PassStats,
     recent_reads: HashMap<(Option<u32>, Option<String>), Instant>,
+    /// A seed import job may be running: the loop runs its batches between other work.
+    import_active: bool,
+    /// After a lost connection, the next batch waits until then.
+    import_retry_at: Option<Instant>,
     leader_token: Option<i64>,
     verified_copies: HashMap<String, CopyFingerprint>,
     passes: u64,
@@ -180,6 +185,7 @@ pub struct Engine {
     airflow_python: crate::airflow_python::AirflowPython,
     batch: Option<ingest::BatchCache>,
     guards: abuse::Guards,
+    notifier: notify::Notifier,
 }
 
 /// What a copy file looked like when this agent last wrote or checked it: a file whose size,
@@ -240,6 +246,8 @@ impl Engine {
             spool,
             host,
             recent_reads: HashMap::new(),
+            import_active: true,
+            import_retry_at: None,
             leader_token: None,
             verified_copies: HashMap::new(),
             conn: None,
@@ -260,6 +268,7 @@ impl Engine {
             airflow_python,
             batch: None,
             guards,
+            notifier: notify::Notifier::new(),
         }
     }
 
@@ -418,13 +427,23 @@ impl Engine {
                 self.steer_on_change();
                 next_live_check = Instant::now() + steering::LIVE_CHECK;
             }
-            let mut next = next_rescan.min(next_reconcile);
-            if self.steer.watch {
-                next = next.min(next_live_check);
+            let importing = self.import_active && self.import_retry_at.is_none_or(|t| now >= t);
+            if importing {
+                // One batch, then the commands and passes that came meanwhile.
+                let _ = self.import_step();
             }
-            let wait = next
-                .saturating_duration_since(Instant::now())
-                .min(self.service.max_sleep());
+            let wait = if importing && self.import_active {
+                Duration::ZERO
+            } else {
+                let mut next = next_rescan
+                    .min(next_reconcile)
+                    .min(self.import_retry_at.unwrap_or(next_reconcile));
+                if self.steer.watch {
+                    next = next.min(next_live_check);
+                }
+                next.saturating_duration_since(Instant::now())
+                    .min(self.service.max_sleep())
+            };
             let first = match commands.recv_timeout(wait) {
                 Ok(c) => c,
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
@@ -448,6 +467,7 @@ impl Engine {
                     Command::Reload(config) => {
                         self.config = *config;
                         self.guards.reconfigure(&self.config.limits);
+                        self.notifier.reconfigure();
                         rescan_every = Duration::from_secs(self.config.spool.rescan_interval_secs);
                         reconcile_every = self.config.reconcile_interval();
                         next_reconcile = Instant::now();

@@ -6,6 +6,9 @@
 /// The accept transaction committed; the DAG copy is not written and the file not moved yet.
 pub const AFTER_ACCEPT: &str = "after_accept";
 
+/// A seed import job committed a batch; the next one is not started.
+pub const AFTER_IMPORT_BATCH: &str = "after_import_batch";
+
 /// Whether the named failpoint is armed.
 pub fn armed(name: &str) -> bool {
     std::env::var("BACKFILLD_FAILPOINTS")

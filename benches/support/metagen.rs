@@ -153,3 +153,94 @@ pub fn advance(db: &mut MetaDb, total: usize, every: usize) -> Result<usize, DbE
     )?;
     Ok(done + started)
 }
+
+/// The seed plugin's `custom_backfill` table (its SQLAlchemy model's columns; on PostgreSQL
+/// the state a native enum as the plugin makes it) with `count` backfills of `runs` daily
+/// dates each, generated inside the database: `seed_<k>_backfill` of the DAG `origin`, 8 in
+/// 10 `SUCCESS`, 1 `FAILED`, 1 cancelled before its copy (`SUBMITTED`, deleted); every
+/// copy but the cancelled ones has its `dag` row and `runs` runs (the seed's copy files are
+/// not written: finished backfills import without them). Used by the bench, not by the tests
+/// that share this file.
+#[allow(dead_code)]
+pub fn seed_table(
+    db: &mut MetaDb,
+    dags_folder: &str,
+    origin: &str,
+    count: usize,
+    runs: usize,
+) -> Result<(), DbError> {
+    let pg = is_pg(db)?;
+    let d = db.dialect();
+    numbers(db, count.max(runs))?;
+    let (ts, state) = if pg {
+        db.batch(
+            "CREATE TYPE backfillstate AS ENUM ('SUBMITTED', 'QUEUED', 'RUNNING', 'PAUSED', 'SUCCESS', 'FAILED')",
+        )?;
+        ("TIMESTAMP WITH TIME ZONE", "backfillstate")
+    } else {
+        ("DATETIME", "VARCHAR(9)")
+    };
+    db.batch(&format!(
+        "CREATE TABLE custom_backfill (backfill_dag_id VARCHAR(250) NOT NULL PRIMARY KEY, \
+         dag_id VARCHAR(250) NOT NULL, state {state} NOT NULL, description VARCHAR(1000), \
+         start_date {ts} NOT NULL, end_date {ts} NOT NULL, logical_dates TEXT, dag_params TEXT, \
+         max_active_runs INTEGER NOT NULL, scheduled_date {ts}, delete_date {ts}, \
+         relative_fileloc VARCHAR(1000), origin_code TEXT, submitted_at {ts}, \
+         submitted_by VARCHAR(50), updated_at {ts}, deleted BOOLEAN, run_start_date {ts}, \
+         run_end_date {ts})"
+    ))?;
+    let at = |days: i64| {
+        let t = day0() + Duration::days(days);
+        if pg {
+            format!("TIMESTAMPTZ '{}'", t.format("%Y-%m-%d %H:%M:%S+00"))
+        } else {
+            format!("'{}'", t.format("%Y-%m-%d %H:%M:%S.000000"))
+        }
+    };
+    // The seed drops the first date of a range from `logical_dates`.
+    let dates: Vec<String> = (1..runs.max(1))
+        .map(|i| {
+            (day0() + Duration::days(i as i64))
+                .format("%Y-%m-%dT%H:%M:%S+00:00")
+                .to_string()
+        })
+        .collect();
+    let dates = serde_json::to_string(&dates).unwrap_or_default();
+    let (t, f) = (d.bool_lit(true), d.bool_lit(false));
+    let cast = if pg { "::backfillstate" } else { "" };
+    db.batch(&format!(
+        "INSERT INTO custom_backfill (backfill_dag_id, dag_id, state, description, start_date, end_date, \
+         logical_dates, dag_params, max_active_runs, scheduled_date, delete_date, relative_fileloc, \
+         origin_code, submitted_at, submitted_by, updated_at, deleted, run_start_date, run_end_date) \
+         SELECT 'seed_' || k || '_backfill', '{origin}', \
+         (CASE WHEN k % 10 < 8 THEN 'SUCCESS' WHEN k % 10 = 8 THEN 'FAILED' ELSE 'SUBMITTED' END){cast}, \
+         'generated', {start}, {end}, '{dates}', '{{}}', 2, {start}, {delete}, '{origin}.py', \
+         '# generated', {start}, 'root', {end}, CASE WHEN k % 10 = 9 THEN {t} ELSE {f} END, \
+         CASE WHEN k % 10 < 9 THEN {start} END, CASE WHEN k % 10 < 9 THEN {end} END \
+         FROM gen_nums WHERE k < {count}",
+        start = at(0),
+        end = at(runs.max(1) as i64 - 1),
+        delete = at(30),
+    ))?;
+    db.batch(&format!(
+        "INSERT INTO dag (dag_id, is_paused, is_subdag, is_active, fileloc, max_active_tasks, \
+         max_active_runs, max_consecutive_failed_dag_runs, has_task_concurrency_limits, \
+         has_import_errors) \
+         SELECT 'seed_' || k || '_backfill', {f}, {f}, {t}, '{dags_folder}/backfill_user_dags/seed_' || k || '_backfill.py', \
+         16, 2, 0, {f}, {f} FROM gen_nums WHERE k < {count} AND k % 10 < 9"
+    ))?;
+    let exec = if pg {
+        "(TIMESTAMPTZ '2000-01-01 00:00:00+00' + r.k * INTERVAL '1 day')".to_owned()
+    } else {
+        "strftime('%Y-%m-%d %H:%M:%S.000000', '2000-01-01', '+' || r.k || ' days')".to_owned()
+    };
+    db.batch(&format!(
+        "INSERT INTO dag_run (dag_id, execution_date, run_id, run_type, state, queued_at, start_date, \
+         end_date, updated_at, external_trigger, clear_number) \
+         SELECT 'seed_' || b.k || '_backfill', {exec}, 'scheduled__' || r.k, 'scheduled', \
+         CASE WHEN b.k % 10 = 8 THEN 'failed' ELSE 'success' END, {s}, {s}, {s}, {s}, {f}, 0 \
+         FROM gen_nums b CROSS JOIN gen_nums r WHERE b.k < {count} AND b.k % 10 < 9 AND r.k < {runs}",
+        s = at(0),
+    ))?;
+    db.batch("ANALYZE")
+}

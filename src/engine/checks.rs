@@ -195,6 +195,7 @@ impl Engine {
                         after: Vec::new(),
                         priority: row.options.priority,
                         run_backwards: row.options.run_order == RunOrder::NewestFirst,
+                        notify: row.options.notify.clone(),
                     },
                 },
                 dates,
@@ -344,6 +345,11 @@ impl Engine {
             budgets.has_budget(),
         );
         new.options.emit_asset_events = emit_asset_events;
+        if let Err(m) =
+            crate::notification::check_policy(&new.options.notify, &self.config.notifications)
+        {
+            return Ok(Err(Rejection::new(ReasonCode::InvalidValue, m)));
+        }
         if let Err(r) = resolve_tasks(&new.dag_id, serialized, &mut new.options) {
             return Ok(Err(r));
         }
@@ -454,6 +460,7 @@ pub(super) fn new_backfill(
                 true,
                 budgets.has_budget(),
             ),
+            notify: req.options.notify,
         },
         awaiting_approval: None,
     }

@@ -104,6 +104,7 @@ impl Engine {
             tracing::warn!(error = %e, "cannot name the next run of steered copies; retrying next pass");
             self.lost(&e);
         }
+        self.notify();
     }
 
     /// Figures of the last reconcile pass (queries issued, backfills, changes).

@@ -22,9 +22,13 @@ impl Engine {
         uid: u32,
         request: ControlRequest,
     ) -> Result<ControlResponse, DbError> {
-        if let ControlRequest::ImportSeed { dry_run } = request {
+        if let ControlRequest::ImportSeed { dry_run, attach } = request {
             self.ensure_connected()?;
-            return self.import_seed(uid, dry_run);
+            return self.import_seed(uid, dry_run, attach);
+        }
+        if let ControlRequest::ImportSeedStatus { job, report } = request {
+            self.ensure_connected()?;
+            return self.import_status(uid, job, report);
         }
         if let ControlRequest::Outcome { file_name } = &request {
             // Decide anything waiting first, so a fresh submit gets its answer at once.
@@ -121,9 +125,9 @@ impl Engine {
                     },
                 }
             }
-            ControlRequest::Outcome { .. } | ControlRequest::ImportSeed { .. } => {
-                ControlResponse::Pending
-            }
+            ControlRequest::Outcome { .. }
+            | ControlRequest::ImportSeed { .. }
+            | ControlRequest::ImportSeedStatus { .. } => ControlResponse::Pending,
             ControlRequest::Cluster => ControlResponse::Cluster {
                 host_id: self.host.clone(),
                 leader: self.leader_token.is_some(),

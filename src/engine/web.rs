@@ -15,7 +15,7 @@ use crate::authz::{self, Action, Subject};
 use crate::control::BackfillView;
 use crate::dagcopy;
 use crate::lifecycle::{self, Facts};
-use crate::metadb::airflow::Airflow;
+use crate::metadb::airflow::{Airflow, FailedTask, Generation, RunLink};
 use crate::metadb::fab::{Fab, FabUser};
 use crate::metadb::store::{self, AuditEntry, BackfillRow, ListQuery, Store};
 use crate::metadb::DbError;
@@ -131,6 +131,16 @@ pub enum WebCommand {
         /// `Ok(())` when allowed.
         reply: Reply<()>,
     },
+    /// The task ids of a DAG the user may read, from its serialized form (for the create
+    /// form's task patterns).
+    Tasks {
+        /// The authenticated Airflow user.
+        username: String,
+        /// The DAG.
+        dag_id: String,
+        /// Its task ids, sorted (none when it is not serialized yet).
+        reply: Reply<Vec<String>>,
+    },
     /// Active DAGs the user may create backfills of.
     Dags {
         /// The authenticated Airflow user.
@@ -204,6 +214,9 @@ pub struct WebDetail {
     pub backfill: WebBackfill,
     /// Per logical date, in order.
     pub date_states: Vec<DateState>,
+    /// Whether Airflow is 3.x (its UI's URLs differ from 2.x's; for the web UI only).
+    #[serde(skip)]
+    pub airflow3: bool,
 }
 
 /// The state of one logical date of a backfill.
@@ -217,14 +230,25 @@ pub struct DateState {
     pub start: Option<String>,
     /// When its run ended.
     pub end: Option<String>,
+    /// Its run's id in Airflow.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    /// Its run's failed task instances.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failed_tasks: Vec<FailedTask>,
 }
 
-/// The state of each logical date from the copy's runs.
-pub fn date_states(dates: &[DateTime<Utc>], runs: &[RunObservation]) -> Vec<DateState> {
+/// The state of each logical date from the copy's runs (and their ids and failed tasks).
+pub fn date_states(
+    dates: &[DateTime<Utc>],
+    runs: &[RunObservation],
+    links: &[RunLink],
+) -> Vec<DateState> {
     dates
         .iter()
         .map(|d| {
             let run = runs.iter().find(|r| r.logical_date == *d);
+            let link = links.iter().find(|l| l.logical_date == *d);
             DateState {
                 logical_date: fmt_ts(*d),
                 state: match run.map(|r| r.state) {
@@ -236,9 +260,16 @@ pub fn date_states(dates: &[DateTime<Utc>], runs: &[RunObservation]) -> Vec<Date
                 },
                 start: run.and_then(|r| r.start_date).map(fmt_ts),
                 end: run.and_then(|r| r.end_date).map(fmt_ts),
+                run_id: link.map(|l| l.run_id.clone()),
+                failed_tasks: link.map(|l| l.failed_tasks.clone()).unwrap_or_default(),
             }
         })
         .collect()
+}
+
+/// `n` with its noun: `1 date`, `3 dates` (`one`/`many` the words after the number).
+pub fn count(n: u32, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 /// Why a backfill in `state` with `progress` is not further along, for people; `None` when
@@ -252,20 +283,23 @@ pub fn why_waiting(
     let waiting = progress.pending + progress.queued;
     match state {
         BackfillState::Submitted if !copy_written => {
-            Some("accepted; backfilld writes its DAG copy on the next pass".into())
+            Some("Accepted. backfilld writes its copy of the DAG in a moment.".into())
         }
         BackfillState::Submitted => Some(
-            "the DAG copy is written; waiting for Airflow's DAG processor to register it".into(),
+            "The DAG copy is written; waiting for Airflow's DAG processor to pick it up.".into(),
         ),
         BackfillState::Queued => {
-            Some("registered in Airflow; waiting for the scheduler to create its runs".into())
+            Some("Airflow knows the copy; waiting for its scheduler to start the runs.".into())
         }
         BackfillState::Paused => Some(format!(
-            "paused in Airflow; {waiting} date(s) wait until it is resumed"
+            "Paused in Airflow: {} will wait until it is resumed.",
+            count(waiting, "date", "dates")
         )),
         BackfillState::Running if waiting > 0 => Some(format!(
-            "{waiting} date(s) wait: at most {max_active_runs} run(s) at a time ({} running now), and the scheduler's own slots",
-            progress.running
+            "{} waiting for a turn. This backfill runs at most {} at a time ({} now); Airflow's scheduler may have fewer slots free.",
+            count(waiting, "date is", "dates are"),
+            count(max_active_runs, "date", "dates"),
+            count(progress.running, "is running", "are running")
         )),
         _ => None,
     }
@@ -365,6 +399,14 @@ impl Engine {
                 reply,
             } => {
                 let answer = self.web_answer(|e| e.web_get(&username, &id));
+                let _ = reply.send(answer);
+            }
+            WebCommand::Tasks {
+                username,
+                dag_id,
+                reply,
+            } => {
+                let answer = self.web_answer(|e| e.web_tasks(&username, &dag_id));
                 let _ = reply.send(answer);
             }
             WebCommand::Dags { username, reply } => {
@@ -549,19 +591,49 @@ impl Engine {
             self.audit(&ident, Action::Read, Some(id), Some(&r))?;
             return Ok(Err(WebError::Denied(r)));
         }
-        let runs = if row.copy_written_at.is_some() {
-            Airflow::new(&mut c.db, &c.schema).runs(&row.id)?
+        let (runs, links) = if row.copy_written_at.is_some() {
+            let mut af = Airflow::new(&mut c.db, &c.schema);
+            (af.runs(&row.id)?, af.run_links(&row.id)?)
         } else {
-            Vec::new()
+            (Vec::new(), Vec::new())
         };
+        let airflow3 = c.schema.generation == Generation::V3;
         let mut backfill = web_backfill(&row, &subject, &self.config.approval.approver_roles);
         backfill.view.estimate = super::estimate_of(&mut c.db, &c.schema, &row, &self.config)?;
         let detail = WebDetail {
-            date_states: date_states(&row.logical_dates, &runs),
+            date_states: date_states(&row.logical_dates, &runs, &links),
             backfill,
+            airflow3,
         };
         self.audit(&ident, Action::Read, Some(id), None)?;
         Ok(Ok(detail))
+    }
+
+    fn web_tasks(
+        &mut self,
+        username: &str,
+        dag_id: &str,
+    ) -> Result<Result<Vec<String>, WebError>, DbError> {
+        let (ident, subject) = match self.web_reader(username, None)? {
+            Ok(v) => v,
+            Err(e) => return Ok(Err(e)),
+        };
+        if let Err(d) = authz::authorize(&subject, Action::Read, Some(dag_id)) {
+            let r = Rejection::from(d);
+            self.audit(&ident, Action::Read, Some(dag_id), Some(&r))?;
+            return Ok(Err(WebError::Denied(r)));
+        }
+        let c = self.conn.as_mut().ok_or_else(not_connected)?;
+        let dag = Airflow::new(&mut c.db, &c.schema).serialized_dag(dag_id)?;
+        let mut ids: Vec<String> = dag
+            .as_ref()
+            .map(crate::taskset::tasks)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|t| t.task_id)
+            .collect();
+        ids.sort();
+        Ok(Ok(ids))
     }
 
     fn web_dags(&mut self, username: &str) -> Result<Result<Vec<String>, WebError>, DbError> {
@@ -657,7 +729,18 @@ mod tests {
                 end_date: None,
             },
         ];
-        let states = date_states(&[day(1), day(2), day(3)], &runs);
+        let links = vec![RunLink {
+            logical_date: day(1),
+            run_id: "backfill__2024-01-01".into(),
+            failed_tasks: vec![FailedTask {
+                task_id: "load".into(),
+                map_index: -1,
+            }],
+        }];
+        let states = date_states(&[day(1), day(2), day(3)], &runs, &links);
+        assert_eq!(states[0].run_id.as_deref(), Some("backfill__2024-01-01"));
+        assert_eq!(states[0].failed_tasks.len(), 1);
+        assert_eq!(states[1].run_id, None);
         let names: Vec<_> = states.iter().map(|s| s.state).collect();
         assert_eq!(names, ["success", "running", "pending"]);
         assert_eq!(states[0].end.as_deref(), Some("2024-01-06T00:00:00Z"));
@@ -674,11 +757,22 @@ mod tests {
             ..Progress::default()
         };
         let running = why_waiting(BackfillState::Running, true, &p, 2);
-        assert!(running.is_some_and(|w| w.contains("2 date(s) wait") && w.contains("at most 2")));
+        assert_eq!(
+            running.as_deref(),
+            Some("2 dates are waiting for a turn. This backfill runs at most 2 dates at a time (2 are running now); Airflow's scheduler may have fewer slots free.")
+        );
+        let one = Progress {
+            running: 1,
+            pending: 1,
+            ..p
+        };
+        assert!(why_waiting(BackfillState::Running, true, &one, 1)
+            .is_some_and(|w| w.starts_with("1 date is waiting")
+                && w.contains("at most 1 date at a time (1 is running now)")));
         assert!(why_waiting(BackfillState::Submitted, false, &p, 2)
-            .is_some_and(|w| w.contains("writes its DAG copy")));
+            .is_some_and(|w| w.contains("writes its copy of the DAG")));
         assert!(why_waiting(BackfillState::Submitted, true, &p, 2)
-            .is_some_and(|w| w.contains("register")));
+            .is_some_and(|w| w.contains("pick it up")));
         assert!(
             why_waiting(BackfillState::Paused, true, &p, 2).is_some_and(|w| w.contains("resumed"))
         );

@@ -172,7 +172,7 @@ fn as_text<'a>(field: &str, v: &'a Value) -> Result<&'a str, ApiError> {
 
 /// The request file of a seed creation body (`dag_id`, `start_date`, `end_date`,
 /// `description`, `dag_params`, `max_active_runs`, `scheduled_date`, `delete_duration_days`,
-/// `ignore_overlapping_backfills`). Errors carry the seed's messages where it has one.
+/// `ignore_overlapping_backfills`, and backfilld's `notify`). Errors carry the seed's messages where it has one.
 pub fn seed_request(
     body: &Map<String, Value>,
     now: DateTime<Utc>,
@@ -187,6 +187,7 @@ pub fn seed_request(
         "scheduled_date",
         "delete_duration_days",
         "ignore_overlapping_backfills",
+        "notify",
     ];
     if let Some(k) = body.keys().find(|k| !known.contains(&k.as_str())) {
         return Err(ApiError::bad_request(format!("unknown field {k:?}")));
@@ -240,6 +241,14 @@ pub fn seed_request(
             t.insert("scheduled_at".into(), toml_datetime(when)?);
         }
     }
+    if let Some(n) = body.get("notify").filter(|v| !v.is_null()) {
+        match n.as_array() {
+            Some(items) if items.iter().all(Value::is_string) => {
+                t.insert("notify".into(), json_to_toml("notify", n)?);
+            }
+            _ => return Err(ApiError::bad_request("notify must be an array of strings")),
+        }
+    }
     if let Some(d) = body.get("delete_duration_days").filter(|v| !v.is_null()) {
         t.insert(
             "delete_after_days".into(),
@@ -279,6 +288,7 @@ pub fn v2_request(body: &Map<String, Value>) -> Result<toml::Table, ApiError> {
         "priority",
         "run_backwards",
         "reprocess",
+        "notify",
     ];
     if let Some(k) = body.keys().find(|k| !known.contains(&k.as_str())) {
         return Err(ApiError::bad_request(format!("unknown field {k:?}")));
@@ -311,7 +321,7 @@ pub fn v2_request(body: &Map<String, Value>) -> Result<toml::Table, ApiError> {
                 Some(n) => toml::Value::Integer(n),
                 None => return Err(ApiError::bad_request(format!("{key} must be an integer"))),
             },
-            "tasks" | "after" => match v.as_array() {
+            "tasks" | "after" | "notify" => match v.as_array() {
                 Some(items) if items.iter().all(Value::is_string) => json_to_toml(key, v)?,
                 _ => {
                     return Err(ApiError::bad_request(format!(
@@ -915,6 +925,54 @@ mod tests {
         }
         assert_eq!(count_param("offset", Some("")).ok(), Some(None));
         assert!(count_param("offset", Some("x")).is_err());
+    }
+
+    #[test]
+    fn notify_in_both_creates() {
+        let notify = json!([
+            "mailto:alice@example.com",
+            "slack:https://hooks.example.com/x"
+        ]);
+        let seed = seed_request(
+            &obj(
+                json!({"dag_id": "a", "start_date": "2024-01-01", "end_date": "2024-01-01", "notify": notify}),
+            ),
+            Utc::now(),
+        );
+        let v2 = v2_request(&obj(
+            json!({"dag_id": "a", "start": "2024-01-01", "end": "2024-01-01", "notify": notify}),
+        ));
+        for t in [seed, v2] {
+            let t = t.unwrap_or_else(|e| panic!("{e:?}"));
+            let text = toml::to_string(&t).unwrap_or_else(|e| panic!("{e}"));
+            let parsed = crate::request::parse(text.as_bytes(), 10)
+                .unwrap_or_else(|e| panic!("{text}: {e:?}"));
+            assert_eq!(
+                parsed.options.notify,
+                [
+                    "mailto:alice@example.com",
+                    "slack:https://hooks.example.com/x"
+                ]
+            );
+        }
+        for bad in [json!("mailto:a@example.com"), json!([1])] {
+            let seed = seed_request(
+                &obj(
+                    json!({"dag_id": "a", "start_date": "2024-01-01", "end_date": "2024-01-01", "notify": bad}),
+                ),
+                Utc::now(),
+            );
+            let v2 = v2_request(&obj(
+                json!({"dag_id": "a", "start": "2024-01-01", "end": "2024-01-01", "notify": bad}),
+            ));
+            for r in [seed, v2] {
+                assert_eq!(
+                    r.err().map(|e| e.status),
+                    Some(StatusCode::BAD_REQUEST),
+                    "{bad}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -10,12 +10,14 @@
 //! ingest pipeline (validation, authorization, audit, outcome record), whose outcome is
 //! awaited like `backfillctl submit` does.
 
+pub mod airflow_links;
 pub mod airflow_session;
 pub mod api;
 pub mod auth;
 pub mod csrf;
 pub mod metrics;
 pub mod openapi;
+pub mod present;
 pub mod ui;
 
 use std::collections::HashMap;
@@ -62,6 +64,8 @@ pub struct AppState {
     sessions: Mutex<Sessions>,
     metrics: crate::metrics::Published,
     metrics_http: crate::config::MetricsHttp,
+    /// Airflow's UI, for the web UI's links into it.
+    airflow_urls: crate::config::AirflowBaseUrls,
 }
 
 /// Shared handler state.
@@ -242,6 +246,10 @@ pub fn start(
         sessions: Mutex::new(Sessions::default()),
         metrics,
         metrics_http: config.metrics.http,
+        airflow_urls: web
+            .as_ref()
+            .map(|w| w.base_urls.clone())
+            .unwrap_or_default(),
     });
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let listener = std::net::TcpListener::bind(addr)

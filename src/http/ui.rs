@@ -1,6 +1,10 @@
-//! The web UI: server-rendered HTML with its stylesheet in the binary (no CDN, no script).
-//! Pages are `maud` templates, checked at compile time: every interpolated value is escaped
-//! (no page builds markup from strings by hand), so a value cannot become markup.
+//! The web UI: server-rendered HTML with its stylesheet and one small script in the binary
+//! (no CDN). Pages are `maud` templates, checked at compile time: every interpolated value is
+//! escaped (no page builds markup from strings by hand), so a value cannot become markup.
+//! Every page works without JavaScript; the script only adds: times in the browser's zone,
+//! the live refresh of a page's `#live` region while a backfill is active (it fetches the
+//! same page and swaps that region, unless the user is typing in it), the end-before-start
+//! check and the task ids a `tasks` pattern matches (`GET tasks`, JSON).
 //! A login form starts a session (cookie `backfilld_session`: HttpOnly, SameSite=Strict, Secure
 //! over TLS); every state-changing form carries the session's CSRF token. Creates and actions
 //! go through [`super::AppState::submit`], like the API.
@@ -17,8 +21,10 @@ use axum::{Form, Router};
 use maud::{html, Markup, DOCTYPE};
 use serde_json::{Map, Value};
 
+use super::airflow_links::{encode as url, AirflowUi};
 use super::api::{action_request, v2_request};
 use super::auth::{csrf_ok, Session};
+use super::present::{self, Problem};
 use super::{ApiError, State};
 use crate::authz::Action;
 use crate::engine::web::{WebBackfill, WebCommand, WebDetail};
@@ -26,6 +32,10 @@ use crate::metadb::store::RequestRecord;
 
 const COOKIE: &str = "backfilld_session";
 const STYLE: &str = include_str!("style.css");
+const SCRIPT: &str = include_str!("ui.js");
+
+mod form;
+use form::*;
 
 type FormData = HashMap<String, String>;
 
@@ -38,19 +48,9 @@ pub fn routes() -> Router<State> {
         .route("/new", get(new_form).post(create))
         .route("/backfills/{id}", get(detail))
         .route("/backfills/{id}/{action}", post(act))
+        .route("/tasks", get(tasks))
         .route("/static/style.css", get(style))
-}
-
-/// Percent-encode a path segment or query value.
-fn url(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+        .route("/static/ui.js", get(script))
 }
 
 /// A whole page: the header (with the user's navigation when logged in) around `body`.
@@ -60,9 +60,11 @@ fn page(base: &str, title: &str, user: Option<&Session>, body: Markup) -> Html<S
         html lang="en" {
             head {
                 meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · backfilld" }
                 base href={ (base) "/" };
                 link rel="stylesheet" href="static/style.css";
+                script src="static/ui.js" defer {}
             }
             body {
                 header {
@@ -117,21 +119,37 @@ fn to_login(base: &str) -> Response {
     Redirect::to(&format!("{base}/login")).into_response()
 }
 
-/// An error as a page shows it: status, reason code and detail.
+/// An error as the UI words it (see [`present::problem`]).
+fn problem_of(e: &ApiError) -> Problem {
+    present::problem(e.reason_code.as_deref(), &e.detail)
+}
+
+/// An error as a page shows it: a sentence (its reason code kept for scripts).
 fn error_box(e: &ApiError) -> Markup {
     html! {
-        p.error role="alert" {
-            (e.status.as_u16())
-            @if let Some(code) = &e.reason_code {
-                " " code { (code) }
-            }
-            ": " (e.detail)
+        p.error role="alert" data-reason=[e.reason_code.as_deref()] {
+            (problem_of(e).message)
+        }
+    }
+}
+
+/// A time: short (a date at midnight UTC), the UTC instant in `datetime` and on hover; the
+/// script shows times that are not midnight in the browser's zone.
+fn when(ts: &str) -> Markup {
+    let midnight = present::is_midnight(ts);
+    html! {
+        time datetime=(ts) class=[(!midnight).then_some("local")] title={ (ts) } {
+            (present::short_time(ts))
         }
     }
 }
 
 async fn style() -> Response {
     ([(header::CONTENT_TYPE, "text/css")], STYLE).into_response()
+}
+
+async fn script() -> Response {
+    ([(header::CONTENT_TYPE, "text/javascript")], SCRIPT).into_response()
 }
 
 async fn login_form(AxState(state): AxState<State>) -> Html<String> {
@@ -265,9 +283,18 @@ fn progress_bar(b: &WebBackfill) -> Markup {
     }
 }
 
-/// A state as a coloured badge (`state` is a state name, styled by `span.state.<name>`).
+/// A state as a coloured badge (`state` is a state name, styled by `span.state.<name>`,
+/// kept in `data-state`; its text is the label).
 fn badge(state: &str) -> Markup {
-    html! { span class={ "state " (state) } { (state) } }
+    html! { span class={ "state " (state) } data-state=(state) { (present::state_label(state)) } }
+}
+
+/// Whether a backfill may still change without anyone acting (the pages refresh then).
+fn is_active(b: &WebBackfill) -> bool {
+    matches!(
+        super::reason_name(&b.view.state).as_str(),
+        "submitted" | "queued" | "running"
+    )
 }
 
 fn state_badge(state: &impl serde::Serialize) -> Markup {
@@ -359,19 +386,23 @@ fn list_page(
                 select name="state" {
                     option value="" { "any" }
                     @for s in LIST_STATES {
-                        option selected[s == filter.state] { (s) }
+                        option value=(s) selected[s == filter.state] { (present::state_label(s)) }
                     }
                 }
             }
-            label {
+            label.check {
                 input type="checkbox" name="include_deleted" value="1" checked[filter.include_deleted];
-                " deleted too"
+                " Deleted too"
             }
             button { "Filter" }
         }
         @match rows {
             Err(e) => (error_box(e)),
-            Ok(rows) => (backfills_table(rows)),
+            Ok(rows) => {
+                div id="live" data-active=(u8::from(rows.iter().any(|b| is_active(b)))) {
+                    (backfills_table(rows))
+                }
+            }
         }
     };
     page(base, "Backfills", Some(session), body)
@@ -383,7 +414,7 @@ fn backfills_table(rows: &[&WebBackfill]) -> Markup {
         @if rows.is_empty() {
             p { "No backfills." }
         } @else {
-            table id="backfills" {
+            div.scroll { table id="backfills" {
                 thead {
                     tr {
                         th { "Backfill" } th { "DAG" } th { "State" } th { "Progress" }
@@ -398,245 +429,50 @@ fn backfills_table(rows: &[&WebBackfill]) -> Markup {
                             td { (v.dag_id) }
                             td { (state_badge(&v.state)) }
                             td { (progress_bar(b)) }
-                            td { (v.start) " – " (v.end) }
+                            td.nowrap { (when(&v.start)) " – " (when(&v.end)) }
                             td { (v.submitted_by) }
-                            td { (v.submitted_at) }
+                            td.nowrap { (when(&v.submitted_at)) }
                         }
                     }
                 }
-            }
+            } }
         }
     }
 }
 
-/// The create form, filled from `form` (a refused or previewed create shows its values
-/// again), with `note` (a preview or an error) above it.
-fn new_page(
+/// One backfill: its facts (rows without a value left out), the actions this user may take,
+/// and every logical date's state, with links into Airflow's UI when `airflow` is known;
+/// `note` (an action's outcome) above them. The facts, actions and dates are the `#live`
+/// region the script refreshes while the backfill is active.
+fn detail_page(
     base: &str,
     session: &Session,
-    dags: &Result<Vec<String>, ApiError>,
-    form: &FormData,
+    d: &WebDetail,
     note: Markup,
+    airflow: Option<&AirflowUi<'_>>,
 ) -> Html<String> {
-    let val = |k: &str| form.get(k).map(String::as_str).unwrap_or("");
-    let mar = Some(val("max_active_runs"))
-        .filter(|s| !s.is_empty())
-        .unwrap_or("1");
-    let selected = form
-        .get("reprocess")
-        .map(String::as_str)
-        .unwrap_or("completed");
-    let body = html! {
-        h2 { "New backfill" }
-        (note)
-        form method="post" action="new" class="card" id="create" {
-            input type="hidden" name="csrf" value=(session.csrf);
-            label {
-                "DAG "
-                select name="dag_id" id="dag_id" required {
-                    @if let Ok(dags) = dags {
-                        @for d in dags {
-                            option value=(d) selected[form.get("dag_id") == Some(d)] { (d) }
-                        }
-                    }
-                }
-                @if let Err(e) = dags {
-                    (error_box(e))
-                    select name="dag_id" {}
-                }
-            }
-            label { "Start " input name="start" id="start" type="date" value=(val("start")) required; }
-            label {
-                "End (inclusive) "
-                input name="end" id="end" type="date" value=(val("end")) required;
-            }
-            label { "Description " input name="description" id="description" value=(val("description")); }
-            label {
-                "Max active runs "
-                input name="max_active_runs" id="max_active_runs" type="number" min="1" value=(mar);
-            }
-            label {
-                "Params (JSON object) "
-                textarea name="params" id="params" rows="3" { (val("params")) }
-            }
-            label {
-                input type="checkbox" name="ignore_overlap" value="1" checked[form.contains_key("ignore_overlap")];
-                " run even if it overlaps an active backfill"
-            }
-            label {
-                input type="checkbox" name="run_backwards" id="run_backwards" value="1"
-                    checked[form.contains_key("run_backwards")];
-                " newest date first"
-            }
-            label {
-                "Dates the DAG already ran "
-                select name="reprocess" id="reprocess" {
-                    @for (value, label) in REPROCESS {
-                        option value=(value) selected[value == selected] { (label) }
-                    }
-                }
-            }
-            div.buttons {
-                button name="dry_run" value="1" id="preview" class="secondary" { "Preview dates" }
-                " "
-                button id="submit" { "Create backfill" }
-            }
-        }
-    };
-    page(base, "New backfill", Some(session), body)
-}
-
-/// The create form's `reprocess` choices (value, label); `completed` is the default.
-const REPROCESS: [(&str, &str); 3] = [
-    ("completed", "run them again (default)"),
-    ("failed", "re-run only the failed ones"),
-    ("none", "skip them"),
-];
-
-/// The dates a dry run found, the first 200 listed.
-fn preview_note(dates: &[String]) -> Markup {
-    const SHOWN: usize = 200;
-    html! {
-        div.preview id="preview-dates" {
-            p { "A backfill of this range would run " (dates.len()) " logical date(s):" }
-            ul {
-                @for d in dates.iter().take(SHOWN) {
-                    li { (d) }
-                }
-                @if dates.len() > SHOWN {
-                    li { "… and " (dates.len() - SHOWN) " more" }
-                }
-            }
-        }
-    }
-}
-
-async fn dags_of(state: &State, session: &Session) -> Result<Vec<String>, ApiError> {
-    let username = session.username.clone();
-    state
-        .ask(|reply| WebCommand::Dags { username, reply })
-        .await
-}
-
-async fn new_form(AxState(state): AxState<State>, headers: HeaderMap) -> Response {
-    let Some((_, session)) = session_of(&state, &headers).await else {
-        return to_login(state.base());
-    };
-    let dags = dags_of(&state, &session).await;
-    new_page(state.base(), &session, &dags, &FormData::new(), html! {}).into_response()
-}
-
-/// The v2 JSON body of the create form.
-fn form_body(form: &FormData) -> Result<Map<String, Value>, ApiError> {
-    let mut m = Map::new();
-    for key in ["dag_id", "start", "end", "description"] {
-        if let Some(v) = form.get(key).filter(|v| !v.trim().is_empty()) {
-            m.insert(key.into(), Value::String(v.trim().to_owned()));
-        }
-    }
-    if let Some(v) = form.get("max_active_runs").filter(|v| !v.trim().is_empty()) {
-        let n: i64 = v
-            .trim()
-            .parse()
-            .map_err(|_| ApiError::bad_request("max active runs must be a number"))?;
-        m.insert("max_active_runs".into(), Value::from(n));
-    }
-    if let Some(p) = form.get("params").filter(|v| !v.trim().is_empty()) {
-        let v: Value = serde_json::from_str(p)
-            .map_err(|e| ApiError::bad_request(format!("params must be a JSON object: {e}")))?;
-        m.insert("params".into(), v);
-    }
-    if form.contains_key("ignore_overlap") {
-        m.insert("ignore_overlap".into(), Value::Bool(true));
-    }
-    if form.contains_key("run_backwards") {
-        m.insert("run_backwards".into(), Value::Bool(true));
-    }
-    if let Some(r) = form
-        .get("reprocess")
-        .filter(|r| !r.is_empty() && *r != "completed")
-    {
-        m.insert("reprocess".into(), Value::String(r.clone()));
-    }
-    if form.get("dry_run").is_some_and(|v| v == "1") {
-        m.insert("dry_run".into(), Value::Bool(true));
-    }
-    Ok(m)
-}
-
-/// A refused request's outcome as the error the page shows (its reason code and reason).
-fn refusal(record: &RequestRecord) -> ApiError {
-    let code = record
-        .reason_code
-        .as_ref()
-        .map(super::reason_name)
-        .unwrap_or_default();
-    ApiError::rejected(&code, record.reason.clone().unwrap_or_default())
-}
-
-async fn create(
-    AxState(state): AxState<State>,
-    headers: HeaderMap,
-    Form(form): Form<FormData>,
-) -> Response {
-    let Some((_, session)) = session_of(&state, &headers).await else {
-        return to_login(state.base());
-    };
-    if let Err(r) = check_csrf(state.base(), &session, &form) {
-        return *r;
-    }
-    let outcome = async {
-        let request = v2_request(&form_body(&form)?)?;
-        let record = state.submit(&session.username, request).await?;
-        if record.outcome != "accepted" {
-            return Err(refusal(&record));
-        }
-        Ok(record)
-    }
-    .await;
-    match outcome {
-        Ok(record) => match &record.backfill_id {
-            Some(id) => {
-                Redirect::to(&format!("{}/backfills/{}", state.base(), url(id))).into_response()
-            }
-            None => {
-                let dates = record.dates.clone().unwrap_or_default();
-                let dags = dags_of(&state, &session).await;
-                new_page(state.base(), &session, &dags, &form, preview_note(&dates)).into_response()
-            }
-        },
-        Err(e) => {
-            let dags = dags_of(&state, &session).await;
-            (
-                e.status,
-                new_page(state.base(), &session, &dags, &form, error_box(&e)),
-            )
-                .into_response()
-        }
-    }
-}
-
-/// One backfill: its facts, the actions this user may take, and every logical date's state;
-/// `note` (an action's outcome) above them.
-fn detail_page(base: &str, session: &Session, d: &WebDetail, note: Markup) -> Html<String> {
     let b = &d.backfill;
     let v = &b.view;
-    let params = serde_json::to_string(&v.params).unwrap_or_default();
+    let o = &v.options;
+    let params =
+        (!v.params.is_empty()).then(|| serde_json::to_string_pretty(&v.params).unwrap_or_default());
+    let description = v.description.as_deref().filter(|s| !s.trim().is_empty());
     let body = html! {
         h2 { (v.id) }
         (note)
+        div id="live" data-active=(u8::from(is_active(b))) {
         table.facts {
-            tr { th { "State" } td { (state_badge(&v.state)) } }
-            tr { th { "Progress" } td { (progress_bar(b)) } }
+            tr { th scope="row" { "State" } td { (state_badge(&v.state)) } }
+            tr { th scope="row" { "Progress" } td { (progress_bar(b)) } }
             @if let Some(w) = &b.waiting {
-                tr { th { "Waiting" } td { span id="waiting" { (w) } } }
+                tr { th scope="row" { "Waiting" } td { span id="waiting" { (w) } } }
             }
             @if let Some(e) = &v.estimate {
                 tr {
-                    th { "Time left" }
+                    th scope="row" { "Time left" }
                     td id="estimate" {
                         @if let (Some(secs), Some(at)) = (e.remaining_secs, &e.finish_at) {
-                            "about " (crate::estimate::human(secs as f64)) ", done around " (at)
+                            "About " (crate::estimate::human(secs as f64)) ", done around " (when(at))
                             br;
                         }
                         small { (e.basis) }
@@ -644,14 +480,58 @@ fn detail_page(base: &str, session: &Session, d: &WebDetail, note: Markup) -> Ht
                 }
             }
             @if let Some(r) = &v.reason {
-                tr { th { "Reason" } td { (r) } }
+                tr { th scope="row" { "Reason" } td { (r) } }
             }
-            tr { th { "DAG" } td { (v.dag_id) } }
-            tr { th { "Range" } td { (v.start) " – " (v.end) } }
-            tr { th { "Description" } td { (v.description.as_deref().unwrap_or("")) } }
-            tr { th { "Max active runs" } td { (v.max_active_runs) } }
-            tr { th { "Params" } td { code { (params) } } }
-            tr { th { "Submitted" } td { (v.submitted_at) " by " (v.submitted_by) } }
+            tr {
+                th scope="row" { "DAG" }
+                td {
+                    (v.dag_id)
+                    @if let Some(ui) = airflow {
+                        " " a.ext id="airflow-dag" href=(ui.dag(&v.dag_id)) { "in Airflow" }
+                        " · " a.ext id="airflow-copy" href=(ui.dag(&v.id)) { "its copy" }
+                    }
+                }
+            }
+            tr { th scope="row" { "Dates" } td.nowrap { (when(&v.start)) " – " (when(&v.end)) } }
+            @if let Some(desc) = description {
+                tr { th scope="row" { "Description" } td { (desc) } }
+            }
+            @if !o.tasks.is_empty() {
+                tr {
+                    th scope="row" { "Tasks" }
+                    td {
+                        (o.task_ids.join(", "))
+                        @if o.include_upstream { ", with their upstream tasks" }
+                        @if o.include_downstream { ", with their downstream tasks" }
+                        br; small { "Patterns: " (o.tasks.join(", ")) }
+                    }
+                }
+            }
+            tr { th scope="row" { "Runs at a time" } td { (v.max_active_runs) } }
+            @if o.priority != 0 {
+                tr { th scope="row" { "Priority" } td { (o.priority) } }
+            }
+            @if !o.after.is_empty() {
+                tr {
+                    th scope="row" { "After" }
+                    td {
+                        @for (i, a) in o.after.iter().enumerate() {
+                            @if i > 0 { ", " }
+                            a href={ "backfills/" (url(a)) } { (a) }
+                        }
+                    }
+                }
+            }
+            @if let Some(at) = &v.scheduled_at {
+                tr { th scope="row" { "Starts at" } td { (when(at)) } }
+            }
+            @if let Some(at) = &v.delete_at {
+                tr { th scope="row" { "Deleted on" } td { (when(at)) } }
+            }
+            @if let Some(p) = &params {
+                tr { th scope="row" { "Params" } td { pre { code { (p) } } } }
+            }
+            tr { th scope="row" { "Submitted" } td { (when(&v.submitted_at)) " by " (v.submitted_by) } }
         }
         @if !b.allowed_actions.is_empty() {
             div.actions {
@@ -661,20 +541,41 @@ fn detail_page(base: &str, session: &Session, d: &WebDetail, note: Markup) -> Ht
             }
         }
         h3 { "Logical dates" }
+        div.scroll {
         table id="dates" {
             thead {
-                tr { th { "Logical date" } th { "State" } th { "Started" } th { "Ended" } }
+                tr {
+                    th scope="col" { "Logical date" } th scope="col" { "State" }
+                    th scope="col" { "Started" } th scope="col" { "Ended" }
+                    @if airflow.is_some() { th scope="col" { "In Airflow" } }
+                }
             }
             tbody {
                 @for s in &d.date_states {
-                    tr {
-                        td { (s.logical_date) }
+                    tr data-date=(s.logical_date) {
+                        td.nowrap { (when(&s.logical_date)) }
                         td { (badge(s.state)) }
-                        td { (s.start.as_deref().unwrap_or("")) }
-                        td { (s.end.as_deref().unwrap_or("")) }
+                        td.nowrap { @if let Some(t) = &s.start { (when(t)) } }
+                        td.nowrap { @if let Some(t) = &s.end { (when(t)) } }
+                        @if let Some(ui) = airflow {
+                            td {
+                                @if let Some(run) = &s.run_id {
+                                    a.ext.run href=(ui.run(&v.id, run)) { "Run" }
+                                    @for t in &s.failed_tasks {
+                                        " · "
+                                        a.ext.log href=(ui.task_log(&v.id, run, &s.logical_date, &t.task_id, t.map_index)) {
+                                            "Log of " (t.task_id)
+                                            @if t.map_index >= 0 { " [" (t.map_index) "]" }
+                                        }
+                                    }
+                                }
+                            }
+                        }
                     }
                 }
             }
+        }
+        }
         }
     };
     page(base, &v.id, Some(session), body)
@@ -729,7 +630,10 @@ async fn detail(
         return to_login(state.base());
     };
     match fetch_detail(&state, &session, &id).await {
-        Ok(d) => detail_page(state.base(), &session, &d, html! {}).into_response(),
+        Ok(d) => {
+            let ui = AirflowUi::new(&state.airflow_urls, d.airflow3);
+            detail_page(state.base(), &session, &d, html! {}, ui.as_ref()).into_response()
+        }
         Err(e) => (
             e.status,
             page(state.base(), "Backfill", Some(&session), error_box(&e)),
@@ -784,7 +688,10 @@ async fn act(
         Err(e) => error_box(e),
     };
     match fetch_detail(&state, &session, &id).await {
-        Ok(d) => detail_page(state.base(), &session, &d, note).into_response(),
+        Ok(d) => {
+            let ui = AirflowUi::new(&state.airflow_urls, d.airflow3);
+            detail_page(state.base(), &session, &d, note, ui.as_ref()).into_response()
+        }
         Err(e) => (
             e.status,
             page(
@@ -799,280 +706,4 @@ async fn act(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn percent_encodes() {
-        assert_eq!(url("a b/ü"), "a%20b%2F%C3%BC");
-        assert_eq!(url("<\"&'>"), "%3C%22%26%27%3E");
-    }
-
-    #[test]
-    fn create_form_to_body() {
-        let form: FormData = [
-            ("dag_id", "sales"),
-            ("start", "2024-01-01"),
-            ("end", "2024-01-02"),
-            ("max_active_runs", "2"),
-            ("params", "{\"x\": 1}"),
-            ("dry_run", "1"),
-            ("description", " "),
-            ("run_backwards", "1"),
-            ("reprocess", "failed"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
-        let body = form_body(&form).unwrap_or_else(|e| panic!("{e:?}"));
-        assert_eq!(body.get("dry_run"), Some(&Value::Bool(true)));
-        assert!(!body.contains_key("description"));
-        let t = v2_request(&body).unwrap_or_else(|e| panic!("{e:?}"));
-        assert_eq!(
-            t.get("max_active_runs").and_then(toml::Value::as_integer),
-            Some(2)
-        );
-        assert_eq!(
-            t.get("run_backwards").and_then(toml::Value::as_bool),
-            Some(true)
-        );
-        assert_eq!(
-            t.get("reprocess").and_then(toml::Value::as_str),
-            Some("failed")
-        );
-    }
-
-    /// A hostile value for one field: a script element, quotes and an ampersand, tagged so
-    /// each field's value can be found in the page.
-    fn hostile(tag: &str) -> String {
-        format!("<script>tag-{tag}\"&'</script>")
-    }
-
-    /// How `hostile(tag)` reads once escaped.
-    fn escaped(tag: &str) -> String {
-        format!("&lt;script&gt;tag-{tag}&quot;&amp;'&lt;/script&gt;")
-    }
-
-    /// `html` shows every tagged value escaped and none raw: no script element, no quote
-    /// after a tag (an attribute cannot be closed early), every `&` starts an entity.
-    fn assert_escaped(html: &str, tags: &[&str]) {
-        assert!(!html.contains("<script"), "{html}");
-        for tag in tags {
-            assert!(
-                html.contains(&escaped(tag)),
-                "{tag} not shown escaped:\n{html}"
-            );
-            assert!(
-                !html.contains(&format!("tag-{tag}\"")),
-                "{tag}: raw quote:\n{html}"
-            );
-        }
-        for (i, _) in html.match_indices('&') {
-            let rest = &html[i..];
-            assert!(
-                ["&amp;", "&lt;", "&gt;", "&quot;", "&#"]
-                    .iter()
-                    .any(|e| rest.starts_with(e)),
-                "a raw & at {i}:\n{html}"
-            );
-        }
-    }
-
-    fn session() -> Session {
-        Session {
-            username: hostile("username"),
-            csrf: hostile("csrf"),
-            expires: Instant::now(),
-        }
-    }
-
-    fn hostile_error(tag: &str) -> ApiError {
-        ApiError {
-            status: StatusCode::BAD_REQUEST,
-            detail: hostile(tag),
-            reason_code: Some(hostile(&format!("{tag}_code"))),
-        }
-    }
-
-    /// A backfill with a hostile value in every text field users or Airflow control.
-    fn backfill() -> WebBackfill {
-        let view = serde_json::from_value(serde_json::json!({
-            "id": hostile("id"),
-            "dag_id": hostile("dag_id"),
-            "state": "running",
-            "reason": hostile("reason"),
-            "start": hostile("start"),
-            "end": hostile("end"),
-            "description": hostile("description"),
-            "max_active_runs": 2,
-            "params": { hostile("param_key"): hostile("param_value") },
-            "submitted_by": hostile("submitted_by"),
-            "requester": hostile("requester"),
-            "on_behalf_of": hostile("on_behalf_of"),
-            "submitted_at": hostile("submitted_at"),
-            "updated_at": hostile("updated_at"),
-            "run_start": null,
-            "run_end": null,
-            "dates_total": 3,
-            "dates_succeeded": 1,
-            "dates_failed": 1,
-            "dates_running": 1,
-            "dates_queued": 0,
-            "dates_pending": 0,
-            "copy_path": hostile("copy_path"),
-            "host": hostile("host"),
-            "estimate": {
-                "remaining_secs": 90,
-                "finish_at": hostile("finish_at"),
-                "basis": hostile("basis"),
-            },
-        }))
-        .unwrap_or_else(|e| panic!("{e}"));
-        WebBackfill {
-            view,
-            allowed_actions: vec![Action::Cancel, Action::Reject],
-            waiting: Some(hostile("waiting")),
-            dates: Vec::new(),
-        }
-    }
-
-    #[test]
-    fn every_page_escapes_hostile_values() {
-        let base = hostile("base");
-        let s = session();
-
-        let Html(login) = login_page(&base, None, Some(&hostile_error("login_error")));
-        assert_escaped(&login, &["base", "login_error", "login_error_code"]);
-        let Html(off) = login_page(&base, Some(&hostile("why_off")), None);
-        assert_escaped(&off, &["base", "why_off"]);
-
-        let b = backfill();
-        let filter = ListFilter {
-            dag: hostile("filter_dag"),
-            state: hostile("filter_state"),
-            include_deleted: true,
-        };
-        let Html(list) = list_page(&base, &s, &filter, Ok(&[&b]));
-        assert_escaped(
-            &list,
-            &[
-                "base",
-                "username",
-                "csrf",
-                "filter_dag",
-                "id",
-                "dag_id",
-                "start",
-                "end",
-                "submitted_by",
-                "submitted_at",
-            ],
-        );
-        let Html(list_error) = list_page(&base, &s, &filter, Err(&hostile_error("list_error")));
-        assert_escaped(&list_error, &["list_error", "list_error_code"]);
-
-        let form: FormData = [
-            "dag_id",
-            "start",
-            "end",
-            "description",
-            "max_active_runs",
-            "params",
-        ]
-        .into_iter()
-        .map(|k| (k.to_owned(), hostile(&format!("form_{k}"))))
-        .chain([("reprocess".to_owned(), hostile("form_reprocess"))])
-        .collect();
-        let dags = Ok(vec![hostile("form_dag_id"), hostile("other_dag")]);
-        let note = preview_note(&[hostile("preview_date")]);
-        let Html(new) = new_page(&base, &s, &dags, &form, note);
-        assert_escaped(
-            &new,
-            &[
-                "base",
-                "csrf",
-                "form_dag_id",
-                "other_dag",
-                "form_start",
-                "form_end",
-                "form_description",
-                "form_max_active_runs",
-                "form_params",
-                "preview_date",
-            ],
-        );
-        let Html(new_error) = new_page(
-            &base,
-            &s,
-            &Err(hostile_error("dags_error")),
-            &form,
-            error_box(&hostile_error("create_error")),
-        );
-        assert_escaped(
-            &new_error,
-            &[
-                "dags_error",
-                "dags_error_code",
-                "create_error",
-                "create_error_code",
-            ],
-        );
-
-        let d = WebDetail {
-            backfill: b,
-            date_states: vec![crate::engine::web::DateState {
-                logical_date: hostile("logical_date"),
-                state: "running",
-                start: Some(hostile("run_started")),
-                end: Some(hostile("run_ended")),
-            }],
-        };
-        let Html(detail) = detail_page(&base, &s, &d, error_box(&hostile_error("act_error")));
-        assert_escaped(
-            &detail,
-            &[
-                "base",
-                "username",
-                "csrf",
-                "id",
-                "dag_id",
-                "reason",
-                "waiting",
-                "start",
-                "end",
-                "description",
-                "submitted_by",
-                "submitted_at",
-                "logical_date",
-                "run_started",
-                "run_ended",
-                "act_error",
-                "act_error_code",
-                "finish_at",
-                "basis",
-            ],
-        );
-        // Params are shown as JSON (whose quotes are backslash-escaped), escaped again.
-        assert!(detail.contains("&lt;script&gt;tag-param_value\\&quot;&amp;'&lt;/script&gt;"));
-        // The id in the action's URL is percent-encoded.
-        assert!(detail.contains(&format!("backfills/{}/cancel", url(&hostile("id")))));
-    }
-
-    #[test]
-    fn list_renders_the_rows_given() {
-        let mut b = backfill();
-        b.view.id = "sales_backfill_1".into();
-        let s = session();
-        let filter = ListFilter::default();
-        let Html(empty) = list_page("", &s, &filter, Ok(&[]));
-        assert!(empty.contains("No backfills."), "{empty}");
-        let Html(one) = list_page("", &s, &filter, Ok(&[&b]));
-        assert!(
-            one.contains(
-                "<tr data-id=\"sales_backfill_1\"><td><a href=\"backfills/sales_backfill_1\">"
-            ),
-            "{one}"
-        );
-        assert!(one.contains("class=\"bar\""), "{one}");
-    }
-}
+mod tests;

@@ -187,6 +187,44 @@ struct DagSql {
     fileloc: Option<String>,
 }
 
+/// One run of a DAG as the web UI links to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunLink {
+    /// The run's logical date.
+    pub logical_date: DateTime<Utc>,
+    /// `dag_run.run_id`.
+    pub run_id: String,
+    /// Its failed task instances.
+    pub failed_tasks: Vec<FailedTask>,
+}
+
+/// A failed task instance of a run.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FailedTask {
+    /// `task_instance.task_id`.
+    pub task_id: String,
+    /// `task_instance.map_index` (-1: not mapped).
+    pub map_index: i64,
+}
+
+#[derive(QueryableByName)]
+struct RunIdSql {
+    #[diesel(sql_type = Nullable<Text>)]
+    logical_date: Option<String>,
+    #[diesel(sql_type = Text)]
+    run_id: String,
+}
+
+#[derive(QueryableByName)]
+struct FailedTaskSql {
+    #[diesel(sql_type = Text)]
+    run_id: String,
+    #[diesel(sql_type = Text)]
+    task_id: String,
+    #[diesel(sql_type = BigInt)]
+    map_index: i64,
+}
+
 #[derive(QueryableByName)]
 struct RunSql {
     #[diesel(sql_type = Nullable<Text>)]
@@ -206,6 +244,23 @@ struct SpanSql {
     #[diesel(sql_type = Nullable<Text>)]
     end_date: Option<String>,
 }
+
+#[derive(QueryableByName)]
+struct DagRunSql {
+    #[diesel(sql_type = Text)]
+    dag_id: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    logical_date: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    state: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    start_date: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    end_date: Option<String>,
+}
+
+/// Most ids one `IN (...)` list binds.
+const IN_IDS: usize = 400;
 
 #[derive(QueryableByName)]
 struct OptTextRow {
@@ -345,6 +400,45 @@ impl<'a> Airflow<'a> {
         Ok(runs)
     }
 
+    /// The run id of each of `dag_id`'s runs by logical date, and its failed task instances
+    /// (`upstream_failed` ones too): what the web UI links into Airflow with.
+    pub fn run_links(&mut self, dag_id: &str) -> Result<Vec<RunLink>, DbError> {
+        let d = self.db.dialect();
+        let date_col = match self.schema.generation {
+            Generation::V2 => "execution_date",
+            Generation::V3 => "logical_date",
+        };
+        let sql = format!(
+            "SELECT {} AS logical_date, run_id FROM dag_run WHERE dag_id = ?",
+            d.ts_text(date_col)
+        );
+        let rows: Vec<RunIdSql> = self.db.load(&sql, &[Arg::Text(dag_id.to_owned())])?;
+        let sql = format!(
+            "SELECT run_id, task_id, {} AS map_index FROM task_instance \
+             WHERE dag_id = ? AND state IN ('failed', 'upstream_failed') ORDER BY task_id, map_index",
+            d.int("map_index")
+        );
+        let failed: Vec<FailedTaskSql> = self.db.load(&sql, &[Arg::Text(dag_id.to_owned())])?;
+        let mut links = Vec::with_capacity(rows.len());
+        for r in rows {
+            let Some(date) = r.logical_date else { continue };
+            let failed_tasks = failed
+                .iter()
+                .filter(|t| t.run_id == r.run_id)
+                .map(|t| FailedTask {
+                    task_id: t.task_id.clone(),
+                    map_index: t.map_index,
+                })
+                .collect();
+            links.push(RunLink {
+                logical_date: parse_ts(&date)?,
+                run_id: r.run_id,
+                failed_tasks,
+            });
+        }
+        Ok(links)
+    }
+
     /// Seconds each of the `limit` most recently finished successful runs of `dag_id` or of
     /// its backfills' copies took (start to end), newest first: the origin's side of a
     /// backfill's time estimate (a DAG that only ever runs in backfills has history too).
@@ -371,6 +465,70 @@ impl<'a> Airflow<'a> {
             if let (Some(start), Some(end)) = (r.start_date, r.end_date) {
                 let secs = (parse_ts(&end)? - parse_ts(&start)?).num_milliseconds() as f64 / 1000.0;
                 out.push(secs);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The `dag` rows of `dag_ids` (unknown ones left out); one statement per 400 ids.
+    pub fn dags_of(&mut self, dag_ids: &[&str]) -> Result<Vec<DagRow>, DbError> {
+        let d = self.db.dialect();
+        let active = match self.schema.generation {
+            Generation::V2 => d.bool_int("is_active"),
+            Generation::V3 => format!("1 - {}", d.bool_int("is_stale")),
+        };
+        let mut out = Vec::with_capacity(dag_ids.len());
+        for chunk in dag_ids.chunks(IN_IDS) {
+            let marks = vec!["?"; chunk.len()].join(", ");
+            let sql = format!(
+                "SELECT dag_id, {active} AS active, {} AS paused, fileloc FROM dag WHERE dag_id IN ({marks})",
+                d.bool_int("is_paused")
+            );
+            let args: Vec<Arg> = chunk.iter().map(|id| Arg::Text((*id).to_owned())).collect();
+            let rows: Vec<DagSql> = self.db.load(&sql, &args)?;
+            out.extend(rows.into_iter().map(|r| DagRow {
+                dag_id: r.dag_id,
+                is_active: r.active == 1,
+                is_paused: r.paused == 1,
+                fileloc: r.fileloc,
+            }));
+        }
+        Ok(out)
+    }
+
+    /// Every run of each of `dag_ids`, by DAG id; one statement per 400 ids.
+    pub fn runs_of(
+        &mut self,
+        dag_ids: &[&str],
+    ) -> Result<std::collections::HashMap<String, Vec<RunObservation>>, DbError> {
+        let d = self.db.dialect();
+        let date_col = match self.schema.generation {
+            Generation::V2 => "execution_date",
+            Generation::V3 => "logical_date",
+        };
+        let mut out: std::collections::HashMap<String, Vec<RunObservation>> =
+            std::collections::HashMap::new();
+        for chunk in dag_ids.chunks(IN_IDS) {
+            let marks = vec!["?"; chunk.len()].join(", ");
+            let sql = format!(
+                "SELECT dag_id, {} AS logical_date, state, {} AS start_date, {} AS end_date FROM dag_run WHERE dag_id IN ({marks})",
+                d.ts_text(date_col),
+                d.ts_text("start_date"),
+                d.ts_text("end_date")
+            );
+            let args: Vec<Arg> = chunk.iter().map(|id| Arg::Text((*id).to_owned())).collect();
+            let rows: Vec<DagRunSql> = self.db.load(&sql, &args)?;
+            let opt = |s: Option<String>| -> Result<Option<DateTime<Utc>>, DbError> {
+                s.as_deref().map(parse_ts).transpose()
+            };
+            for r in rows {
+                let Some(date) = r.logical_date else { continue };
+                out.entry(r.dag_id).or_default().push(RunObservation {
+                    logical_date: parse_ts(&date)?,
+                    state: RunState::parse(r.state.as_deref().unwrap_or("queued")),
+                    start_date: opt(r.start_date)?,
+                    end_date: opt(r.end_date)?,
+                });
             }
         }
         Ok(out)

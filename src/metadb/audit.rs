@@ -98,6 +98,52 @@ pub fn append(db: &mut MetaDb, host: &str, e: &AuditEntry) -> Result<(), DbError
     })
 }
 
+/// Append several records to the chain in one multi-row `INSERT` (ids increase in the given
+/// order), in its own transaction or a savepoint of the caller's; the head is locked once.
+pub fn append_many(db: &mut MetaDb, host: &str, entries: &[AuditEntry]) -> Result<(), DbError> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    db.transaction(|db| {
+        let mut prev = lock_head(db)?;
+        for chunk in entries.chunks(APPEND_CHUNK) {
+            let mut args = Vec::with_capacity(chunk.len() * 13);
+            for e in chunk {
+                let f = fields_of(host, e);
+                let hash = audit::record_hash(&prev, &f);
+                args.extend([
+                    Arg::Text(f.at),
+                    Arg::Text(f.host),
+                    Arg::OptInt(f.uid),
+                    Arg::OptText(f.unix_user),
+                    Arg::OptText(f.airflow_user),
+                    Arg::OptText(f.on_behalf_of),
+                    Arg::Text(f.action),
+                    Arg::OptText(f.target),
+                    Arg::Int(f.allowed),
+                    Arg::OptText(f.reason_code),
+                    Arg::OptText(f.reason),
+                    Arg::Text(std::mem::replace(&mut prev, hash.clone())),
+                    Arg::Text(hash),
+                ]);
+            }
+            let rows = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
+            db.execute(
+                &format!(
+                    "INSERT INTO backfilld_audit (at, host, uid, unix_user, airflow_user, on_behalf_of, \
+                     action, target, allowed, reason_code, reason, prev_hash, hash) VALUES {rows}"
+                ),
+                &args,
+            )?;
+        }
+        set_head(db, &prev)
+    })
+}
+
+/// Most records one `append_many` statement inserts (13 binds each, under every backend's
+/// bind limit).
+const APPEND_CHUNK: usize = 1000;
+
 #[derive(QueryableByName)]
 struct AuditSql {
     #[diesel(sql_type = BigInt)]

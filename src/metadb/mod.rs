@@ -16,6 +16,7 @@ pub mod lease;
 pub mod metrics;
 pub mod pass;
 pub mod seed;
+pub mod seedjob;
 pub mod steer;
 pub mod store;
 

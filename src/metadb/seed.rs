@@ -4,7 +4,7 @@
 use diesel::sql_types::{BigInt, Nullable, Text};
 use diesel::QueryableByName;
 
-use super::{parse_ts, DbError, MetaDb};
+use super::{parse_ts, Arg, DbError, IntRow, MetaDb};
 use crate::seed::{SeedRow, SEED_TABLE};
 
 #[derive(QueryableByName)]
@@ -65,19 +65,39 @@ impl<'a> SeedTable<'a> {
         Ok(!self.db.columns(SEED_TABLE)?.is_empty())
     }
 
-    /// Every row, oldest submission first. The state (a native enum on PostgreSQL and MySQL)
-    /// and the timestamps are read as text; a row whose timestamps do not parse is returned
-    /// as `Err((backfill_dag_id, dag_id, why))`.
+    /// How many rows the table has.
+    pub fn count(&mut self) -> Result<u64, DbError> {
+        let rows: Vec<IntRow> = self
+            .db
+            .load(&format!("SELECT COUNT(*) AS value FROM {SEED_TABLE}"), &[])?;
+        Ok(rows
+            .first()
+            .map(|r| u64::try_from(r.value).unwrap_or(0))
+            .unwrap_or(0))
+    }
+
+    /// Up to `limit` rows whose id (`backfill_dag_id`, the primary key) sorts after `after`,
+    /// in id order (a keyset page). The state (a native enum on PostgreSQL and MySQL) and the
+    /// timestamps are read as text; a row whose timestamps do not parse is returned as
+    /// `Err((backfill_dag_id, dag_id, why))`.
     #[allow(clippy::type_complexity)]
-    pub fn rows(&mut self) -> Result<Vec<Result<SeedRow, (String, String, String)>>, DbError> {
+    pub fn rows_after(
+        &mut self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Result<SeedRow, (String, String, String)>>, DbError> {
         let d = self.db.dialect();
+        let (filter, args) = match after {
+            Some(id) => ("WHERE backfill_dag_id > ?", vec![Arg::Text(id.to_owned())]),
+            None => ("", Vec::new()),
+        };
         let sql = format!(
             "SELECT backfill_dag_id, dag_id, {state} AS state, description, {start} AS start_date, \
              {end} AS end_date, {dates} AS logical_dates, {params} AS dag_params, \
              {mar} AS max_active_runs, {sched} AS scheduled_date, {del} AS delete_date, \
              relative_fileloc, {code} AS origin_code, {sub} AS submitted_at, submitted_by, \
              {upd} AS updated_at, {deleted} AS deleted, {rs} AS run_start_date, \
-             {re} AS run_end_date FROM {SEED_TABLE} ORDER BY submitted_at, backfill_dag_id",
+             {re} AS run_end_date FROM {SEED_TABLE} {filter} ORDER BY backfill_dag_id LIMIT {limit}",
             state = d.text("state"),
             start = d.ts_text("start_date"),
             end = d.ts_text("end_date"),
@@ -93,7 +113,7 @@ impl<'a> SeedTable<'a> {
             rs = d.ts_text("run_start_date"),
             re = d.ts_text("run_end_date"),
         );
-        let rows: Vec<SeedSql> = self.db.load(&sql, &[])?;
+        let rows: Vec<SeedSql> = self.db.load(&sql, &args)?;
         Ok(rows.into_iter().map(convert).collect())
     }
 }

@@ -16,7 +16,7 @@ use crate::request::{fmt_ts, ReasonCode};
 use crate::state::BackfillState;
 
 /// Schema version this build expects.
-pub const SCHEMA_VERSION: i64 = 16;
+pub const SCHEMA_VERSION: i64 = 18;
 
 fn migrations(d: Dialect) -> Vec<(i64, Vec<String>)> {
     let long = d.long_text();
@@ -234,8 +234,55 @@ fn migrations(d: Dialect) -> Vec<(i64, Vec<String>)> {
             )],
         ),
         (
-            // Keyset paging of lists (`paging`): newest first, read from the index alone.
+            // Notifications sent (`notification`): one mark per backfill and state it was
+            // told of; `updated_at` indexed for the leader's look for recent state changes.
             16,
+            vec![
+                "CREATE TABLE IF NOT EXISTS backfilld_notification (
+                backfill_id VARCHAR(250) NOT NULL,
+                state VARCHAR(32) NOT NULL,
+                sent_at VARCHAR(40) NOT NULL,
+                PRIMARY KEY (backfill_id, state))"
+                    .to_owned(),
+                "CREATE INDEX backfilld_backfill_updated ON backfilld_backfill (updated_at)"
+                    .to_owned(),
+            ],
+        ),
+        (
+            // The seed import as a job (`seedjob`): its progress and keyset cursor, and each
+            // batch's report fragment, written with the batch's imports.
+            17,
+            vec![
+                format!(
+                    "CREATE TABLE IF NOT EXISTS backfilld_import (
+                id {serial},
+                state VARCHAR(16) NOT NULL,
+                uid BIGINT NOT NULL,
+                host VARCHAR(255) NOT NULL,
+                started_at VARCHAR(40) NOT NULL,
+                updated_at VARCHAR(40) NOT NULL,
+                cursor_id VARCHAR(250),
+                total BIGINT NOT NULL,
+                rows_done BIGINT NOT NULL,
+                imported BIGINT NOT NULL,
+                skipped BIGINT NOT NULL,
+                refused BIGINT NOT NULL,
+                already BIGINT NOT NULL,
+                error {long})",
+                    serial = d.serial_pk()
+                ),
+                format!(
+                    "CREATE TABLE IF NOT EXISTS backfilld_import_batch (
+                import_id BIGINT NOT NULL,
+                seq BIGINT NOT NULL,
+                report {long} NOT NULL,
+                PRIMARY KEY (import_id, seq))"
+                ),
+            ],
+        ),
+        (
+            // Keyset paging of lists (`paging`): newest first, read from the index alone.
+            18,
             vec![
                 "CREATE INDEX backfilld_backfill_submitted ON backfilld_backfill (submitted_at, id)"
                     .to_owned(),
@@ -542,6 +589,8 @@ pub struct BackfillOptions {
     pub priority: i32,
     /// Who creates the copy's runs and in which order (also the `run_order` column).
     pub run_order: crate::steer::RunOrder,
+    /// The recipients the request named (`notification`); the config's are added when sent.
+    pub notify: Vec<String>,
 }
 
 impl BackfillRow {
@@ -1116,80 +1165,6 @@ impl<'a> Store<'a> {
         Ok(())
     }
 
-    /// The seed ids (`backfill_dag_id`s of the seed plugin) imported so far.
-    pub fn seed_ids(&mut self) -> Result<std::collections::HashSet<String>, DbError> {
-        let rows: Vec<TextRow> = self.db.load(
-            "SELECT seed_id AS value FROM backfilld_backfill WHERE seed_id IS NOT NULL",
-            &[],
-        )?;
-        Ok(rows.into_iter().map(|r| r.value).collect())
-    }
-
-    /// Insert a backfill imported from the seed plugin (`seed_id` = its id). With `copy`, the
-    /// seed's copy at `copy_path` (written at `copy_written_at`) is taken over as it is.
-    /// Returns false when the seed id was imported meanwhile (by another agent).
-    pub fn insert_imported(
-        &mut self,
-        i: &crate::seed::Import,
-        copy: Option<(&str, DateTime<Utc>)>,
-        origin_fileloc: &str,
-        host: &str,
-        now: DateTime<Utc>,
-    ) -> Result<bool, DbError> {
-        let dates: Vec<String> = i.logical_dates.iter().map(|d| fmt_ts(*d)).collect();
-        let dates = serde_json::to_string(&dates).map_err(|e| DbError::Data(e.to_string()))?;
-        let params = serde_json::to_string(&i.params).map_err(|e| DbError::Data(e.to_string()))?;
-        let p = i.progress;
-        let res = self.db.execute(
-            "INSERT INTO backfilld_backfill (id, dag_id, state, state_reason, description, start_date, \
-             end_date, logical_dates, params, max_active_runs, ignore_overlap, origin_fileloc, origin_code, \
-             copy_path, copy_written_at, submitted_by, submitted_uid, submitted_at, updated_at, deleted, \
-             deleted_at, run_start, run_end, dates_total, dates_succeeded, dates_failed, dates_running, \
-             dates_queued, host, request_key, scheduled_at, delete_after_days, reprocess, seed_id, \
-             import_note) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, \
-             ?, ?, ?, ?, ?, ?, 'import-seed', ?, ?, 'completed', ?, ?)",
-            &[
-                Arg::Text(i.id.clone()),
-                Arg::Text(i.dag_id.clone()),
-                Arg::Text(i.state.as_str().to_owned()),
-                Arg::OptText(i.reason.clone()),
-                Arg::OptText(i.description.clone()),
-                Arg::Text(stored_ts(i.start)),
-                Arg::Text(stored_ts(i.end)),
-                Arg::Text(dates),
-                Arg::Text(params),
-                Arg::Int(i64::from(i.max_active_runs)),
-                Arg::Text(origin_fileloc.to_owned()),
-                Arg::Text(i.origin_code.clone()),
-                Arg::OptText(copy.map(|(path, _)| path.to_owned())),
-                Arg::OptText(copy.map(|(_, at)| stored_ts(at))),
-                Arg::Text(i.submitted_by.clone()),
-                Arg::Int(i64::from(u32::MAX)),
-                Arg::Text(stored_ts(i.submitted_at)),
-                Arg::Text(stored_ts(now)),
-                Arg::Int(i64::from(i.deleted)),
-                Arg::OptText(i.deleted_at.map(stored_ts)),
-                Arg::OptText(i.run_start.map(stored_ts)),
-                Arg::OptText(i.run_end.map(stored_ts)),
-                Arg::Int(p.total.into()),
-                Arg::Int(p.succeeded.into()),
-                Arg::Int(p.failed.into()),
-                Arg::Int(p.running.into()),
-                Arg::Int(p.queued.into()),
-                Arg::Text(host.to_owned()),
-                Arg::OptText(i.scheduled_at.map(stored_ts)),
-                Arg::OptInt(i.delete_after_days.map(i64::from)),
-                Arg::Text(i.id.clone()),
-                Arg::Text(i.note.clone()),
-            ],
-        );
-        match res {
-            Ok(_) => Ok(true),
-            Err(e) if e.is_unique_violation() => Ok(false),
-            Err(e) => Err(e),
-        }
-    }
-
     /// Ids of unfinished backfills of `dag_id` whose range overlaps `start..=end`.
     pub fn overlapping(
         &mut self,
@@ -1256,6 +1231,41 @@ impl<'a> Store<'a> {
             }
         }
         Ok(out)
+    }
+
+    /// Backfills changed since `since` that are in a state with a notification
+    /// (`notification::Event::of`) and have no sent mark for that state: their ids.
+    pub fn unnotified(&mut self, since: DateTime<Utc>) -> Result<Vec<String>, DbError> {
+        let rows: Vec<TextRow> = self.db.load(
+            "SELECT b.id AS value FROM backfilld_backfill b \
+             WHERE b.updated_at >= ? \
+             AND b.state IN ('success', 'failed', 'cancelled', 'awaiting_approval') \
+             AND NOT EXISTS (SELECT 1 FROM backfilld_notification n \
+                             WHERE n.backfill_id = b.id AND n.state = b.state)",
+            &[Arg::Text(stored_ts(since))],
+        )?;
+        Ok(rows.into_iter().map(|r| r.value).collect())
+    }
+
+    /// Record that the notification of backfill `id` in `state` was sent (idempotent).
+    pub fn mark_notified(
+        &mut self,
+        id: &str,
+        state: BackfillState,
+        now: DateTime<Utc>,
+    ) -> Result<(), DbError> {
+        match self.db.execute(
+            "INSERT INTO backfilld_notification (backfill_id, state, sent_at) VALUES (?, ?, ?)",
+            &[
+                Arg::Text(id.to_owned()),
+                Arg::Text(state.as_str().to_owned()),
+                Arg::Text(stored_ts(now)),
+            ],
+        ) {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_unique_violation() => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// One slice of a list, newest first (`submitted_at` descending, then `id` descending):

@@ -443,7 +443,7 @@ fn approval_on_airflow3() {
 
 /// The store's approval statements on every engine's real server: the migration's columns, an
 /// awaiting backfill counted as unfinished (overlap, per-user limit), approve and reject only
-/// from `awaiting_approval`, a withdraw while awaiting.
+/// from `awaiting_approval`, a withdraw while awaiting; the notifications' sent marks.
 #[test]
 fn approval_rows_on_every_backend() {
     use backfilld::metadb::store::{self, NewBackfill, Store};
@@ -527,5 +527,21 @@ fn approval_rows_on_every_backend() {
         );
         assert_eq!(row(&mut s, "c").state, BackfillState::Cancelled, "{url}");
         assert_eq!(s.active_backfills_of("alice").ok(), Some(1), "{url}");
+        // Notifications (issue 21): the backfills in a notified state without a sent mark for
+        // that state, changed since the cutoff; marking is idempotent.
+        let unnotified = |s: &mut Store<'_>, since| {
+            let mut ids = s.unnotified(since).unwrap_or_else(|e| panic!("{url}: {e}"));
+            ids.sort();
+            ids
+        };
+        assert_eq!(unnotified(&mut s, day(1)), ["b", "c"], "{url}");
+        assert!(unnotified(&mut s, day(10)).is_empty(), "{url}");
+        for state in [BackfillState::Cancelled, BackfillState::Cancelled] {
+            s.mark_notified("b", state, day(9))
+                .unwrap_or_else(|e| panic!("{url}: {e}"));
+        }
+        s.mark_notified("c", BackfillState::AwaitingApproval, day(9))
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
+        assert_eq!(unnotified(&mut s, day(1)), ["c"], "{url}");
     }
 }

@@ -1,7 +1,10 @@
-//! Issue 8's browser acceptance: Debian's headless Chromium, driven through chromedriver's W3C
-//! WebDriver HTTP API, logs in to the web UI, creates a backfill through the form and watches
-//! it reach success on real Airflow 2.11 with SQLite and a scheduler, cancels another, and
-//! keeps a screenshot of the list page (`target/it/http_browser_list.png`).
+//! Issues 8 and 22's browser acceptance: Debian's headless Chromium, driven through
+//! chromedriver's W3C WebDriver HTTP API, logs in to the web UI, previews and creates a
+//! task-subset backfill through the form and watches its detail page reach success without a
+//! reload (live update) on real Airflow 2.11 with SQLite and a scheduler (only the chosen
+//! task ran), follows the links into Airflow, cancels another, and keeps screenshots of the
+//! pages at desktop (1280 px) and phone (400 px) widths under `target/it/http_browser/`, where
+//! no page may scroll sideways.
 //!
 //! Without `chromium` and `chromium-driver` the test skips, except when `CI=true`, where it
 //! fails.
@@ -165,23 +168,48 @@ impl Browser {
             json!([dag, start, end, params]),
         );
         self.click("#submit");
-        let url = wait_for("the detail page", Duration::from_secs(60), || {
+        // The detail page's URL ends in the new id (behind a proxy, `/backfills/new` itself
+        // may be under a `/backfills/` prefix).
+        let backfill = format!("{dag}_backfill_");
+        wait_for("the detail page", Duration::from_secs(60), || {
             let u = self.url();
-            u.contains("/backfills/").then_some(u)
-        });
-        url.rsplit('/').next().unwrap_or_default().to_owned()
+            let id = u.rsplit('/').next().unwrap_or_default().to_owned();
+            id.starts_with(&backfill).then_some(id)
+        })
     }
 
     /// The state badge of a backfill's detail page, freshly loaded.
     pub fn state_of(&self, app: &str, id: &str) -> String {
         self.goto(&format!("{app}/backfills/{id}"));
+        self.shown_state()
+    }
+
+    /// The state badge of the page shown now (no reload).
+    pub fn shown_state(&self) -> String {
         self.script(
-            "const s = document.querySelector('span.state'); return s ? s.textContent : '';",
+            "const s = document.querySelector('span.state'); return s ? s.dataset.state : '';",
             json!([]),
         )
         .as_str()
         .unwrap_or_default()
         .to_owned()
+    }
+
+    /// A script's answer as text.
+    pub fn text(&self, js: &str) -> String {
+        self.script(js, json!([]))
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// Resize the window (its outer size; the page is about as wide).
+    pub fn resize(&self, width: u32, height: u32) {
+        self.cmd(
+            "POST",
+            "/window/rect",
+            Some(&json!({"width": width, "height": height})),
+        );
     }
 
     pub fn screenshot(&self, to: &Path) {
@@ -248,14 +276,119 @@ fn web_ui_in_headless_chromium_on_airflow2_sqlite() {
         (b.url() == format!("{app}/")).then_some(())
     });
 
-    // Create through the form; the detail page shows it reach success.
-    let ok = b.create(&app, "sales", "2024-05-01", "2024-05-02", "");
+    // The create form: a task pattern shows its matches as one types; the preview lists the
+    // dates and the tasks before anything is created.
+    b.goto(&format!("{app}/new"));
+    b.script(
+        "document.getElementById('dag_id').value = 'sales';\
+         document.getElementById('start').value = '2024-05-01';\
+         document.getElementById('end').value = '2024-05-02';",
+        json!([]),
+    );
+    b.type_into("#tasks", "extr");
+    wait_for("the task matches", Duration::from_secs(20), || {
+        let m = b.text("return document.getElementById('task-matches').textContent;");
+        (m == "Matches: extract").then_some(())
+    });
+    b.click("#preview");
+    let preview = wait_for("the preview", Duration::from_secs(60), || {
+        let t = b.text(
+            "const p = document.getElementById('preview-dates'); return p ? p.innerText : '';",
+        );
+        (!t.is_empty()).then_some(t)
+    });
+    assert!(
+        preview.contains("2 dates, 2024-05-01 to 2024-05-02") && preview.contains("Tasks: extract"),
+        "{preview}"
+    );
+    assert_eq!(
+        b.text("return document.getElementById('tasks').value;"),
+        "extr",
+        "the preview keeps the form's values"
+    );
+    // The browser stops an end before the start; the server refuses one anyway, in a
+    // sentence, with the field marked.
+    let blocked = b.script(
+        "const e = document.getElementById('end'); e.value = '2024-04-01';\
+         e.dispatchEvent(new Event('input')); return e.checkValidity();",
+        json!([]),
+    );
+    assert_eq!(
+        blocked,
+        json!(false),
+        "the end before the start is not flagged"
+    );
+    b.script(
+        "document.getElementById('create').noValidate = true;",
+        json!([]),
+    );
+    b.click("#submit");
+    let refused = wait_for("the refusal", Duration::from_secs(60), || {
+        let t = b.text("const e = document.querySelector('p.error'); return e ? e.innerText : '';");
+        (!t.is_empty()).then_some(t)
+    });
+    assert!(
+        refused.starts_with("The end date is before the start date.") && !refused.contains("400"),
+        "{refused}"
+    );
+    assert_eq!(
+        b.text("return document.getElementById('end').getAttribute('aria-invalid');"),
+        "true"
+    );
+    // Created with the subset, the detail page turns to success by itself (no reload: a
+    // marker set on the loaded page survives).
+    b.script(
+        "const e = document.getElementById('end'); e.value = '2024-05-02';\
+         e.dispatchEvent(new Event('input'));",
+        json!([]),
+    );
+    b.click("#submit");
+    let ok = wait_for("the detail page", Duration::from_secs(60), || {
+        let u = b.url();
+        u.contains("/backfills/").then_some(u)
+    })
+    .rsplit('/')
+    .next()
+    .unwrap_or_default()
+    .to_owned();
     assert!(ok.starts_with("sales_backfill_"), "{ok}");
-    let state = wait_for(&format!("{ok} to finish"), BIG, || {
-        let s = b.state_of(&app, &ok);
+    b.script("window.backfilldMarker = 1;", json!([]));
+    let state = wait_for(&format!("{ok} to finish on the page"), BIG, || {
+        let s = b.shown_state();
         matches!(s.as_str(), "success" | "failed" | "cancelled").then_some(s)
     });
     assert_eq!(state, "success", "{}", daemon.log_text());
+    assert_eq!(
+        b.script("return window.backfilldMarker === 1;", json!([])),
+        json!(true),
+        "the page was reloaded"
+    );
+    let ran: Vec<String> = af
+        .query(&format!(
+            "SELECT DISTINCT task_id FROM task_instance WHERE dag_id = '{ok}' ORDER BY task_id"
+        ))
+        .into_iter()
+        .filter_map(|r| r.first().and_then(|v| v.as_str()).map(str::to_owned))
+        .collect();
+    assert_eq!(ran, ["extract"], "only the chosen task ran");
+    // Links into Airflow 2's UI: the DAG's grid and each date's run.
+    let dag_link =
+        b.text("const a = document.getElementById('airflow-dag'); return a ? a.href : '';");
+    assert!(dag_link.ends_with("/dags/sales/grid"), "{dag_link}");
+    let run_links = b.script(
+        "return Array.from(document.querySelectorAll('a.run')).map(a => a.href);",
+        json!([]),
+    );
+    assert!(
+        run_links.as_array().is_some_and(|l| l.len() == 2
+            && l.iter().all(|u| u
+                .as_str()
+                .is_some_and(|u| u.contains(&format!("/dags/{ok}/grid?dag_run_id="))))),
+        "{run_links}"
+    );
+    let shots = repo_dir().join("target/it/http_browser");
+    std::fs::create_dir_all(&shots).unwrap_or_else(|e| panic!("{e}"));
+    b.screenshot(&shots.join("detail-1280.png"));
 
     // Create another (slow) one and cancel it with its button.
     let slow = b.create(
@@ -283,19 +416,48 @@ fn web_ui_in_headless_chromium_on_airflow2_sqlite() {
         daemon.log_text()
     );
 
-    // The list page shows both; its screenshot is kept.
+    // The list page shows both; screenshots of the pages at desktop and phone widths are
+    // kept, and no page scrolls sideways on a phone.
     b.goto(&format!("{app}/"));
-    let text = b
-        .script("return document.body.innerText;", json!([]))
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let text = b.text("return document.body.innerText;");
     assert!(text.contains(&ok) && text.contains(&slow), "{text}");
-    let shot = repo_dir().join("target/it/http_browser_list.png");
-    b.screenshot(&shot);
-    assert!(
-        std::fs::metadata(&shot).is_ok_and(|m| m.len() > 1000),
-        "{}",
-        shot.display()
-    );
+    b.screenshot(&shots.join("list-1280.png"));
+    b.goto(&format!("{app}/new"));
+    b.screenshot(&shots.join("new-1280.png"));
+    b.resize(400, 900);
+    for (name, path) in [
+        ("list", "/".to_owned()),
+        ("detail", format!("/backfills/{ok}")),
+        ("new", "/new".to_owned()),
+    ] {
+        b.goto(&format!("{app}{path}"));
+        let inner = b.script("return window.innerWidth;", json!([]));
+        let wide = b.script("return document.documentElement.scrollWidth;", json!([]));
+        let culprits = b.script(
+            "return Array.from(document.querySelectorAll('body *'))\
+               .filter(e => e.getBoundingClientRect().right > 400 && !e.closest('.scroll'))\
+               .map(e => e.tagName + '#' + e.id + '.' + e.className).slice(0, 8);",
+            json!([]),
+        );
+        assert!(
+            wide.as_u64().is_some_and(|w| w <= 400),
+            "{name} at 400 px (inner {inner}) is {wide} px wide: {culprits}"
+        );
+        b.screenshot(&shots.join(format!("{name}-400.png")));
+    }
+    for name in [
+        "list-1280",
+        "detail-1280",
+        "new-1280",
+        "list-400",
+        "detail-400",
+        "new-400",
+    ] {
+        let shot = shots.join(format!("{name}.png"));
+        assert!(
+            std::fs::metadata(&shot).is_ok_and(|m| m.len() > 1000),
+            "{}",
+            shot.display()
+        );
+    }
 }

@@ -182,7 +182,12 @@ fn airflow2_sign_in_carries_over_to_backfilld_behind_nginx() {
     assert_eq!(b.url(), format!("{app}/"), "{}", page_text(&b));
     assert_eq!(who(&b), "bob", "{}", page_text(&b));
     let made = b.create(&app, "sales", "2024-05-01", "2024-05-02", "");
-    assert!(made.starts_with("sales_backfill_"), "{made}: {}", b.url());
+    assert!(
+        made.starts_with("sales_backfill_"),
+        "{made}: {}\n{}",
+        b.url(),
+        page_text(&b)
+    );
     assert!(
         b.url().starts_with(&format!("{app}/backfills/")),
         "{}",

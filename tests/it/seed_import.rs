@@ -7,7 +7,9 @@
 //! - `import-seed` is refused to a Viewer (audited), and while a seed system DAG is unpaused; `--dry-run` reports every
 //!   backfill (seed state → backfilld state, the recorded dates, the missing first date) and
 //!   changes nothing;
-//! - `import-seed` takes them over: states and dates (minus the first one, flagged) match,
+//! - `import-seed` takes them over, as a job in batches that a `kill -9` after the first batch
+//!   does not break (the restarted daemon resumes it, `--attach` follows it to exact counts,
+//!   nothing imported twice): states and dates (minus the first one, flagged) match,
 //!   no DAG copy is written or rewritten, the running one goes on to success under backfilld's
 //!   reconcile from the seed's copy, the imports are audited, and a second import imports
 //!   nothing.
@@ -272,7 +274,7 @@ fn import_seed_on_airflow2_postgres() {
 
     // 3. backfilld: an unpaused seed system DAG blocks the import; a dry run reports and
     // changes nothing.
-    let daemon = Daemon::start(&af, &[]);
+    let mut daemon = Daemon::start(&af, &[]);
     // A Viewer may not import (no can_operate on Backfills), audited like any refusal.
     unix_user("bfd_seedview");
     af.ensure_user("bfd_seedview", "Viewer");
@@ -331,7 +333,55 @@ fn import_seed_on_airflow2_postgres() {
         finished_runs(&af, &running) < 4,
         "the seed's backfill {running} finished before the import: nothing to take over"
     );
-    let report = import(&daemon, false);
+    // The import runs as a job in batches: stopped dead after its first batch (2 of the 4
+    // seed rows; a failpoint parks the engine, then kill -9, the client polling meanwhile),
+    // a restart resumes it, and the client attached again sees it finish with exact counts.
+    daemon.restart(&[
+        ("BACKFILLD_FAILPOINTS", "after_import_batch"),
+        ("BACKFILLD_IMPORT_BATCH", "2"),
+    ]);
+    let mut client = std::process::Command::new(env!("CARGO_BIN_EXE_backfillctl"))
+        .arg("--config")
+        .arg(&daemon.config)
+        .args(["import-seed", "--json"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("backfillctl: {e}"));
+    wait_for("the import's first batch", BIG, || {
+        daemon
+            .log_text()
+            .contains("failpoint reached")
+            .then_some(())
+    });
+    let _ = client.kill();
+    let _ = client.wait();
+    daemon.kill9();
+    let imported_rows = "SELECT COUNT(*) FROM backfilld_backfill WHERE seed_id IS NOT NULL";
+    assert_eq!(af.query_i64(imported_rows), 2, "the first batch committed");
+    assert_eq!(
+        af.query_i64("SELECT rows_done FROM backfilld_import WHERE state = 'running'"),
+        2
+    );
+    // Batches of 2 again: the rows end at a batch boundary, so the job ends on an empty batch.
+    daemon.restart(&[("BACKFILLD_IMPORT_BATCH", "2")]);
+    let report = daemon.ctl_json(&["import-seed", "--attach", "--json"]);
+    assert_eq!(report["job"]["state"], "finished", "{report:#}");
+    for (key, n) in [
+        ("total", 4),
+        ("done", 4),
+        ("imported", 4),
+        ("skipped", 0),
+        ("refused", 0),
+        ("already", 0),
+    ] {
+        assert_eq!(report["job"][key], n, "{key}: {report:#}");
+    }
+    assert_eq!(af.query_i64(imported_rows), 4);
+    assert_eq!(
+        af.query_i64("SELECT COUNT(DISTINCT seed_id) FROM backfilld_backfill"),
+        4
+    );
     assert_eq!(report["dry_run"], false);
     let done = by_seed_id(&report["imported"]);
     assert_eq!(done.len(), 4, "{report:#}");
@@ -423,6 +473,9 @@ fn import_seed_on_airflow2_postgres() {
          AND unix_user = 'bfd_seedview' AND reason_code = 'missing_backfill_permission'",
     );
     assert_eq!(viewer_denied, 1);
+    // The batches' audit records (one multi-row insert each) keep the hash chain intact.
+    let verified = daemon.ctl_json(&["audit", "verify", "--json"]);
+    assert_eq!(verified["broken"], Value::Null, "{verified:#}");
     let again = import(&daemon, false);
     assert_eq!(again["imported"], serde_json::json!([]), "{again:#}");
     assert_eq!(

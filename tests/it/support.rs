@@ -951,3 +951,170 @@ pub fn sample_backfill(start: u32, end: u32) -> backfilld::metadb::store::NewBac
         awaiting_approval: None,
     }
 }
+
+/// A request a [`WebhookSink`] received: its path, its JSON body, and the status it answered.
+#[derive(Debug, Clone)]
+pub struct Hook {
+    /// The request path.
+    pub path: String,
+    /// The body as JSON (`null` if it was not JSON).
+    pub body: serde_json::Value,
+    /// The status answered.
+    pub status: u16,
+}
+
+/// A tiny HTTP server in a test thread that records every POST; it answers 500 to the first
+/// `fail_first` requests, then 200.
+pub struct WebhookSink {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    hooks: std::sync::Arc<std::sync::Mutex<Vec<Hook>>>,
+}
+
+impl WebhookSink {
+    /// Listen and serve in a thread for the rest of the test.
+    pub fn start(fail_first: usize) -> WebhookSink {
+        use std::io::{BufRead, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        let port = listener
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let hooks = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Hook>::new()));
+        let seen = hooks.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut reader = std::io::BufReader::new(&mut stream);
+                let mut line = String::new();
+                if reader.read_line(&mut line).is_err() {
+                    continue;
+                }
+                let path = line
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or_default()
+                    .to_owned();
+                let mut length = 0usize;
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = h.split_once(':') {
+                        if k.eq_ignore_ascii_case("content-length") {
+                            length = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                }
+                let mut body = vec![0u8; length];
+                let _ = reader.read_exact(&mut body);
+                let mut all = seen.lock().unwrap_or_else(|e| e.into_inner());
+                let status = if all.len() < fail_first { 500 } else { 200 };
+                all.push(Hook {
+                    path,
+                    body: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+                    status,
+                });
+                drop(all);
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+            }
+        });
+        WebhookSink { port, hooks }
+    }
+
+    /// Everything received so far.
+    pub fn hooks(&self) -> Vec<Hook> {
+        self.hooks.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// A mail [`SmtpSink`] received: the envelope's recipients and the message text.
+#[derive(Debug, Clone)]
+pub struct Mail {
+    /// `RCPT TO` addresses.
+    pub to: Vec<String>,
+    /// The message (headers and body) as sent in `DATA`.
+    pub data: String,
+}
+
+/// A tiny SMTP server in a test thread (no TLS, no auth) that records every message.
+pub struct SmtpSink {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    mails: std::sync::Arc<std::sync::Mutex<Vec<Mail>>>,
+}
+
+impl SmtpSink {
+    /// Listen and serve in a thread for the rest of the test.
+    pub fn start() -> SmtpSink {
+        use std::io::{BufRead, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        let port = listener
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mails = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Mail>::new()));
+        let seen = mails.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut out) = stream else { continue };
+                let _ = out.set_read_timeout(Some(Duration::from_secs(10)));
+                let Ok(input) = out.try_clone() else { continue };
+                let mut reader = std::io::BufReader::new(input);
+                let _ = out.write_all(b"220 sink ESMTP\r\n");
+                let mut to = Vec::new();
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        break;
+                    }
+                    let verb = line.get(..4).unwrap_or_default().to_ascii_uppercase();
+                    let reply: &[u8] = match verb.as_str() {
+                        "EHLO" | "HELO" => b"250 sink\r\n",
+                        "RCPT" => {
+                            let addr = line.split(['<', '>']).nth(1).unwrap_or_default().to_owned();
+                            to.push(addr);
+                            b"250 OK\r\n"
+                        }
+                        "DATA" => {
+                            let _ = out.write_all(b"354 go on\r\n");
+                            let mut data = String::new();
+                            loop {
+                                let mut l = String::new();
+                                if reader.read_line(&mut l).unwrap_or(0) == 0
+                                    || l == ".\r\n"
+                                    || l == ".\n"
+                                {
+                                    break;
+                                }
+                                data.push_str(&l);
+                            }
+                            seen.lock().unwrap_or_else(|e| e.into_inner()).push(Mail {
+                                to: std::mem::take(&mut to),
+                                data,
+                            });
+                            b"250 queued\r\n"
+                        }
+                        "QUIT" => {
+                            let _ = out.write_all(b"221 bye\r\n");
+                            break;
+                        }
+                        _ => b"250 OK\r\n",
+                    };
+                    let _ = out.write_all(reply);
+                }
+            }
+        });
+        SmtpSink { port, mails }
+    }
+
+    /// Every message received so far.
+    pub fn mails(&self) -> Vec<Mail> {
+        self.mails.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
