@@ -1,0 +1,621 @@
+//! The typed rows of backfilld's tables (requests, backfills and their options) and the SQL
+//! rows they are read from.
+
+use super::*;
+
+/// What became of a request file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RequestRecord {
+    /// Durable identity of the file (see `spool`).
+    pub request_key: String,
+    /// The name the requester gave the file.
+    pub file_name: String,
+    /// The file owner's uid, from the kernel.
+    pub uid: u32,
+    /// The uid's user name, when it has one.
+    pub username: Option<String>,
+    /// The host whose spool received it.
+    pub host: String,
+    /// When it was ingested.
+    pub received_at: String,
+    /// `accepted` or `rejected`.
+    pub outcome: String,
+    /// The backfill it created.
+    pub backfill_id: Option<String>,
+    /// Why it was rejected (machine-readable).
+    pub reason_code: Option<ReasonCode>,
+    /// Why it was rejected (for people).
+    pub reason: Option<String>,
+    /// The Airflow user the request was decided for (after mapping and `on_behalf_of`).
+    #[serde(default)]
+    pub airflow_user: Option<String>,
+    /// The Airflow user a trusted submitter named in `on_behalf_of`.
+    #[serde(default)]
+    pub on_behalf_of: Option<String>,
+    /// What the file asked for (`create`, `cancel`, ...); `None` in records older than that.
+    #[serde(default)]
+    pub action: Option<String>,
+    /// A dry run: validated, nothing created.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// The logical dates a dry run would run.
+    #[serde(default)]
+    pub dates: Option<Vec<String>>,
+    /// Dates of the range not run because the origin DAG already ran them (`reprocess`).
+    #[serde(default)]
+    pub skipped_dates: Option<Vec<String>>,
+    /// Things the requester should know about an accepted request (e.g. sensors waiting on
+    /// other DAGs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warnings: Option<Vec<String>>,
+    /// A dry run's estimate of how long the backfill would take.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<crate::estimate::Estimate>,
+}
+
+#[derive(QueryableByName)]
+pub(super) struct RequestSql {
+    #[diesel(sql_type = Text)]
+    pub(super) request_key: String,
+    #[diesel(sql_type = Text)]
+    pub(super) file_name: String,
+    #[diesel(sql_type = BigInt)]
+    pub(super) uid: i64,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub(super) username: Option<String>,
+    #[diesel(sql_type = Text)]
+    pub(super) host: String,
+    #[diesel(sql_type = Text)]
+    pub(super) received_at: String,
+    #[diesel(sql_type = Text)]
+    pub(super) outcome: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub(super) backfill_id: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub(super) reason_code: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub(super) reason: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub(super) airflow_user: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub(super) on_behalf_of: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub(super) action: Option<String>,
+    #[diesel(sql_type = BigInt)]
+    pub(super) dry_run: i64,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub(super) dates: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub(super) skipped_dates: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub(super) warnings: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub(super) estimate: Option<String>,
+}
+
+impl From<RequestSql> for RequestRecord {
+    fn from(r: RequestSql) -> Self {
+        RequestRecord {
+            request_key: r.request_key,
+            file_name: r.file_name,
+            uid: u32::try_from(r.uid).unwrap_or(u32::MAX),
+            username: r.username,
+            host: r.host,
+            received_at: r.received_at,
+            outcome: r.outcome,
+            backfill_id: r.backfill_id,
+            reason_code: r
+                .reason_code
+                .and_then(|c| serde_json::from_value(serde_json::Value::String(c)).ok()),
+            reason: r.reason,
+            airflow_user: r.airflow_user,
+            on_behalf_of: r.on_behalf_of,
+            action: r.action,
+            dry_run: r.dry_run != 0,
+            dates: r.dates.and_then(|d| serde_json::from_str(&d).ok()),
+            skipped_dates: r.skipped_dates.and_then(|d| serde_json::from_str(&d).ok()),
+            warnings: r.warnings.and_then(|d| serde_json::from_str(&d).ok()),
+            estimate: r.estimate.and_then(|d| serde_json::from_str(&d).ok()),
+        }
+    }
+}
+
+pub(super) const REQUEST_COLS: &str =
+    "request_key, file_name, uid, username, host, received_at, outcome, backfill_id, reason_code, reason, \
+     airflow_user, on_behalf_of, action, dry_run, dates, skipped_dates, warnings, estimate";
+
+/// A backfill as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackfillRow {
+    /// The backfill id, which is also the copy's DAG id.
+    pub id: String,
+    /// The origin DAG.
+    pub dag_id: String,
+    /// Current state.
+    pub state: BackfillState,
+    /// Why it is in that state, when that needs saying.
+    pub state_reason: Option<String>,
+    /// The requester's description.
+    pub description: Option<String>,
+    /// First logical date.
+    pub start: DateTime<Utc>,
+    /// Last logical date.
+    pub end: DateTime<Utc>,
+    /// Every logical date the backfill runs.
+    pub logical_dates: Vec<DateTime<Utc>>,
+    /// Param overrides.
+    pub params: serde_json::Map<String, serde_json::Value>,
+    /// Concurrent runs.
+    pub max_active_runs: u32,
+    /// Whether overlap was allowed.
+    pub ignore_overlap: bool,
+    /// The origin DAG's file.
+    pub origin_fileloc: String,
+    /// Origin source snapshot taken at accept time.
+    pub origin_code: String,
+    /// Where the copy was written.
+    pub copy_path: Option<String>,
+    /// When the copy was written.
+    pub copy_written_at: Option<DateTime<Utc>>,
+    /// Airflow user name of the requester.
+    pub submitted_by: String,
+    /// The requester's uid.
+    pub submitted_uid: u32,
+    /// The unix user that owned the request file.
+    pub requester: Option<String>,
+    /// The Airflow user a trusted submitter acted for (then `submitted_by`).
+    pub on_behalf_of: Option<String>,
+    /// When it was accepted.
+    pub submitted_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+    /// First run start.
+    pub run_start: Option<DateTime<Utc>>,
+    /// Last run end.
+    pub run_end: Option<DateTime<Utc>>,
+    /// Date counts (pending is derived).
+    pub progress: Progress,
+    /// Host that accepted it.
+    pub host: String,
+    /// Whether it was deleted (kept for audit).
+    pub deleted: bool,
+    /// When it was deleted.
+    pub deleted_at: Option<DateTime<Utc>>,
+    /// Whether a user paused it (nothing automatic may unpause it).
+    pub user_paused: bool,
+    /// Airflow-side work of a life-cycle action still to carry out (see [`PendingOp`]).
+    pub pending_op: Option<PendingOp>,
+    /// The backfill this one retries.
+    pub retry_of: Option<String>,
+    /// The copy is written only from this instant on.
+    pub scheduled_at: Option<DateTime<Utc>>,
+    /// Days after it finished that it is deleted automatically.
+    pub delete_after_days: Option<u32>,
+    /// The `reprocess` mode it was created with (`None` in rows older than that).
+    pub reprocess: Option<String>,
+    /// Dates of its range not run because the origin DAG already ran them.
+    pub skipped_dates: Vec<DateTime<Utc>>,
+    /// Whether its copy was written to register paused (held by the throttle from the start).
+    pub copy_paused: bool,
+    /// Task subset, asset events, ordering.
+    pub options: BackfillOptions,
+    /// The seed plugin's `backfill_dag_id` it was imported from (`backfillctl import-seed`).
+    pub seed_id: Option<String>,
+    /// What the import found worth saying (the seed's state, the dates it did not record).
+    pub import_note: Option<String>,
+    /// The Airflow user who approved it (`[approval]`), when it waited for approval.
+    pub approved_by: Option<String>,
+    /// When it was approved.
+    pub approved_at: Option<DateTime<Utc>>,
+    /// The Airflow user who rejected it.
+    pub rejected_by: Option<String>,
+    /// When it was rejected.
+    pub rejected_at: Option<DateTime<Utc>>,
+}
+
+/// A backfill's options beyond its range, stored as JSON (`backfilld_backfill.options`; NULL in
+/// rows older than them reads as the defaults).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct BackfillOptions {
+    /// The `tasks` patterns (empty: every task runs).
+    pub tasks: Vec<String>,
+    /// The task ids the patterns selected when it was accepted (relatives not included).
+    pub task_ids: Vec<String>,
+    /// With `tasks`: upstream tasks of the selected ones run too.
+    pub include_upstream: bool,
+    /// With `tasks`: downstream tasks of the selected ones run too.
+    pub include_downstream: bool,
+    /// Whether the copy's tasks emit dataset/asset events.
+    pub emit_asset_events: bool,
+    /// Backfills that must succeed before the copy is written.
+    pub after: Vec<String>,
+    /// Warnings given when it was accepted.
+    pub warnings: Vec<String>,
+    /// Turn order under a short throttle budget (higher first; also the `priority` column).
+    pub priority: i32,
+    /// Who creates the copy's runs and in which order (also the `run_order` column).
+    pub run_order: crate::steer::RunOrder,
+    /// The recipients the request named (`notification`); the config's are added when sent.
+    pub notify: Vec<String>,
+}
+
+impl BackfillRow {
+    /// When it finished (its last run ended, or it was cancelled or failed), if it did.
+    pub fn finished_at(&self) -> Option<DateTime<Utc>> {
+        self.state
+            .is_terminal()
+            .then(|| self.run_end.unwrap_or(self.updated_at))
+    }
+
+    /// When it is due for automatic deletion, if ever.
+    pub fn delete_due(&self) -> Option<DateTime<Utc>> {
+        let days = self.delete_after_days?;
+        Some(self.finished_at()? + chrono::Duration::days(i64::from(days)))
+    }
+}
+
+/// Airflow-side work of an accepted life-cycle action, recorded with the decision and carried
+/// out (again, after a crash) until done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PendingOp {
+    /// Pause the copy, fail its unfinished runs (or remove a copy Airflow has not registered).
+    Cancel,
+    /// Pause the copy.
+    Pause,
+    /// Unpause the copy.
+    Resume,
+    /// Pause the copy, remove its file and Airflow's rows for its dag_id.
+    Delete,
+}
+
+impl PendingOp {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PendingOp::Cancel => "cancel",
+            PendingOp::Pause => "pause",
+            PendingOp::Resume => "resume",
+            PendingOp::Delete => "delete",
+        }
+    }
+
+    /// Parse a stored name.
+    pub fn parse(s: &str) -> Option<PendingOp> {
+        [
+            PendingOp::Cancel,
+            PendingOp::Pause,
+            PendingOp::Resume,
+            PendingOp::Delete,
+        ]
+        .into_iter()
+        .find(|p| p.as_str() == s)
+    }
+}
+
+#[derive(QueryableByName)]
+pub(super) struct BackfillSql {
+    #[diesel(sql_type = Text)]
+    pub(super) id: String,
+    #[diesel(sql_type = Text)]
+    pub(super) dag_id: String,
+    #[diesel(sql_type = Text)]
+    pub(super) state: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub(super) state_reason: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub(super) description: Option<String>,
+    #[diesel(sql_type = Text)]
+    pub(super) start_date: String,
+    #[diesel(sql_type = Text)]
+    pub(super) end_date: String,
+    #[diesel(sql_type = Text)]
+    pub(super) logical_dates: String,
+    #[diesel(sql_type = Text)]
+    pub(super) params: String,
+    #[diesel(sql_type = BigInt)]
+    pub(super) max_active_runs: i64,
+    #[diesel(sql_type = BigInt)]
+    pub(super) ignore_overlap: i64,
+    #[diesel(sql_type = Text)]
+    pub(super) origin_fileloc: String,
+    #[diesel(sql_type = Text)]
+    pub(super) origin_code: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub(super) copy_path: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub(super) copy_written_at: Option<String>,
+    #[diesel(sql_type = Text)]
+    pub(super) submitted_by: String,
+    #[diesel(sql_type = BigInt)]
+    pub(super) submitted_uid: i64,
+    #[diesel(sql_type = Text)]
+    pub(super) submitted_at: String,
+    #[diesel(sql_type = Text)]
+    pub(super) updated_at: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub(super) run_start: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub(super) run_end: Option<String>,
+    #[diesel(sql_type = BigInt)]
+    pub(super) dates_total: i64,
+    #[diesel(sql_type = BigInt)]
+    pub(super) dates_succeeded: i64,
+    #[diesel(sql_type = BigInt)]
+    pub(super) dates_failed: i64,
+    #[diesel(sql_type = BigInt)]
+    pub(super) dates_running: i64,
+    #[diesel(sql_type = BigInt)]
+    pub(super) dates_queued: i64,
+    #[diesel(sql_type = Text)]
+    pub(super) host: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub(super) requester: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub(super) on_behalf_of: Option<String>,
+    #[diesel(sql_type = BigInt)]
+    pub(super) deleted: i64,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub(super) deleted_at: Option<String>,
+    #[diesel(sql_type = BigInt)]
+    pub(super) user_paused: i64,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub(super) pending_op: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub(super) retry_of: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub(super) scheduled_at: Option<String>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pub(super) delete_after_days: Option<i64>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub(super) reprocess: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub(super) skipped_dates: Option<String>,
+    #[diesel(sql_type = BigInt)]
+    pub(super) copy_paused: i64,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub(super) options: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub(super) seed_id: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub(super) import_note: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub(super) approved_by: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub(super) approved_at: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub(super) rejected_by: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub(super) rejected_at: Option<String>,
+}
+
+#[derive(QueryableByName)]
+pub(super) struct LiveCopySql {
+    #[diesel(sql_type = Text)]
+    pub(super) id: String,
+    #[diesel(sql_type = Text)]
+    pub(super) copy_written_at: String,
+}
+
+#[derive(QueryableByName)]
+pub(super) struct RetentionSql {
+    #[diesel(sql_type = Text)]
+    pub(super) id: String,
+    #[diesel(sql_type = Text)]
+    pub(super) updated_at: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub(super) run_end: Option<String>,
+    #[diesel(sql_type = BigInt)]
+    pub(super) delete_after_days: i64,
+}
+
+pub(super) const BACKFILL_COLS: &str = "id, dag_id, state, state_reason, description, start_date, end_date, \
+    logical_dates, params, max_active_runs, ignore_overlap, origin_fileloc, origin_code, copy_path, \
+    copy_written_at, submitted_by, submitted_uid, submitted_at, updated_at, run_start, run_end, \
+    dates_total, dates_succeeded, dates_failed, dates_running, dates_queued, host, requester, \
+    on_behalf_of, deleted, deleted_at, user_paused, pending_op, retry_of, scheduled_at, \
+    delete_after_days, reprocess, skipped_dates, copy_paused, options, seed_id, import_note, \
+    approved_by, approved_at, rejected_by, rejected_at";
+
+/// The filters of a list that the DB applies (the caller's DAG permissions are applied on the
+/// rows read).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListQuery {
+    /// Include deleted backfills.
+    pub include_deleted: bool,
+    /// Only backfills of this origin DAG.
+    pub dag_id: Option<String>,
+    /// Only backfills in this state.
+    pub state: Option<BackfillState>,
+    /// Only backfills submitted at or after this instant.
+    pub since: Option<DateTime<Utc>>,
+}
+
+impl ListQuery {
+    /// The `WHERE` conditions (joined with `AND`) and their arguments.
+    pub(super) fn conditions(&self) -> (Vec<String>, Vec<Arg>) {
+        let (mut sql, mut args) = (Vec::new(), Vec::new());
+        if !self.include_deleted {
+            sql.push("deleted = 0".to_owned());
+        }
+        if let Some(d) = &self.dag_id {
+            sql.push("dag_id = ?".to_owned());
+            args.push(Arg::Text(d.clone()));
+        }
+        if let Some(s) = self.state {
+            sql.push("state = ?".to_owned());
+            args.push(Arg::Text(s.as_str().to_owned()));
+        }
+        if let Some(t) = self.since {
+            sql.push("submitted_at >= ?".to_owned());
+            args.push(Arg::Text(stored_ts(t)));
+        }
+        (sql, args)
+    }
+}
+
+pub(super) fn where_clause(conditions: &[String]) -> String {
+    if conditions.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conditions.join(" AND "))
+    }
+}
+
+#[derive(QueryableByName)]
+pub(super) struct DagCountSql {
+    #[diesel(sql_type = Text)]
+    pub(super) dag_id: String,
+    #[diesel(sql_type = BigInt)]
+    pub(super) n: i64,
+}
+
+/// A stored JSON list of timestamps (NULL: none).
+pub(super) fn dates_of(id: &str, json: Option<&str>) -> Result<Vec<DateTime<Utc>>, DbError> {
+    let Some(json) = json else {
+        return Ok(Vec::new());
+    };
+    let texts: Vec<String> = serde_json::from_str(json)
+        .map_err(|e| DbError::Data(format!("backfill {id}: skipped_dates: {e}")))?;
+    texts.iter().map(|d| parse_ts(d)).collect()
+}
+
+pub(super) fn count(n: i64) -> u32 {
+    u32::try_from(n).unwrap_or(0)
+}
+
+impl TryFrom<BackfillSql> for BackfillRow {
+    type Error = DbError;
+
+    fn try_from(r: BackfillSql) -> Result<Self, DbError> {
+        let opt = |s: Option<String>| s.as_deref().map(parse_ts).transpose();
+        let dates: Vec<String> = serde_json::from_str(&r.logical_dates)
+            .map_err(|e| DbError::Data(format!("backfill {}: logical_dates: {e}", r.id)))?;
+        let logical_dates = dates
+            .iter()
+            .map(|d| parse_ts(d))
+            .collect::<Result<Vec<_>, _>>()?;
+        let params = match serde_json::from_str(&r.params) {
+            Ok(serde_json::Value::Object(m)) => m,
+            _ => {
+                return Err(DbError::Data(format!(
+                    "backfill {}: params is not a JSON object",
+                    r.id
+                )))
+            }
+        };
+        let state = BackfillState::parse(&r.state).ok_or_else(|| {
+            DbError::Data(format!("backfill {}: unknown state {:?}", r.id, r.state))
+        })?;
+        let total = count(r.dates_total);
+        let (succeeded, failed, running, queued) = (
+            count(r.dates_succeeded),
+            count(r.dates_failed),
+            count(r.dates_running),
+            count(r.dates_queued),
+        );
+        Ok(BackfillRow {
+            state,
+            state_reason: r.state_reason,
+            description: r.description,
+            start: parse_ts(&r.start_date)?,
+            end: parse_ts(&r.end_date)?,
+            logical_dates,
+            params,
+            max_active_runs: count(r.max_active_runs),
+            ignore_overlap: r.ignore_overlap != 0,
+            origin_fileloc: r.origin_fileloc,
+            origin_code: r.origin_code,
+            copy_path: r.copy_path,
+            copy_written_at: opt(r.copy_written_at)?,
+            submitted_by: r.submitted_by,
+            submitted_uid: count(r.submitted_uid),
+            requester: r.requester,
+            on_behalf_of: r.on_behalf_of,
+            submitted_at: parse_ts(&r.submitted_at)?,
+            updated_at: parse_ts(&r.updated_at)?,
+            run_start: opt(r.run_start)?,
+            run_end: opt(r.run_end)?,
+            progress: Progress {
+                total,
+                succeeded,
+                failed,
+                running,
+                queued,
+                pending: total.saturating_sub(succeeded + failed + running + queued),
+            },
+            host: r.host,
+            deleted: r.deleted != 0,
+            deleted_at: opt(r.deleted_at)?,
+            user_paused: r.user_paused != 0,
+            pending_op: r.pending_op.as_deref().and_then(PendingOp::parse),
+            retry_of: r.retry_of,
+            scheduled_at: opt(r.scheduled_at)?,
+            delete_after_days: r.delete_after_days.map(count),
+            reprocess: r.reprocess,
+            skipped_dates: dates_of(&r.id, r.skipped_dates.as_deref())?,
+            copy_paused: r.copy_paused != 0,
+            options: match r.options.as_deref() {
+                None => BackfillOptions::default(),
+                Some(json) => serde_json::from_str(json)
+                    .map_err(|e| DbError::Data(format!("backfill {}: options: {e}", r.id)))?,
+            },
+            seed_id: r.seed_id,
+            import_note: r.import_note,
+            approved_by: r.approved_by,
+            approved_at: opt(r.approved_at)?,
+            rejected_by: r.rejected_by,
+            rejected_at: opt(r.rejected_at)?,
+            dag_id: r.dag_id,
+            id: r.id,
+        })
+    }
+}
+
+/// A backfill about to be accepted.
+#[derive(Debug, Clone)]
+pub struct NewBackfill {
+    /// The origin DAG.
+    pub dag_id: String,
+    /// Requested range.
+    pub start: DateTime<Utc>,
+    /// Requested range.
+    pub end: DateTime<Utc>,
+    /// Dates computed from the timetable.
+    pub logical_dates: Vec<DateTime<Utc>>,
+    /// Description.
+    pub description: Option<String>,
+    /// Param overrides.
+    pub params: serde_json::Map<String, serde_json::Value>,
+    /// Concurrent runs.
+    pub max_active_runs: u32,
+    /// Overlap allowed.
+    pub ignore_overlap: bool,
+    /// Origin file.
+    pub origin_fileloc: String,
+    /// Origin source snapshot.
+    pub origin_code: String,
+    /// Requester's Airflow user name.
+    pub submitted_by: String,
+    /// Requester's uid.
+    pub submitted_uid: u32,
+    /// The unix user that owned the request file.
+    pub requester: String,
+    /// The Airflow user named in `on_behalf_of` by a trusted submitter.
+    pub on_behalf_of: Option<String>,
+    /// The backfill this one retries.
+    pub retry_of: Option<String>,
+    /// Write the copy only from this instant on.
+    pub scheduled_at: Option<DateTime<Utc>>,
+    /// Days after it finished that it is deleted automatically.
+    pub delete_after_days: Option<u32>,
+    /// The `reprocess` mode.
+    pub reprocess: String,
+    /// Dates of the range skipped because the origin DAG already ran them.
+    pub skipped_dates: Vec<DateTime<Utc>>,
+    /// Task subset, asset events, ordering.
+    pub options: BackfillOptions,
+    /// Set when it waits for approval (`[approval] over_dates`): the reason shown meanwhile.
+    /// It is then stored as `awaiting_approval` instead of `submitted`.
+    pub awaiting_approval: Option<String>,
+}
