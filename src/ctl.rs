@@ -1051,32 +1051,4 @@ fn write_table_row(out: &mut impl Write, b: &BackfillView) -> std::io::Result<()
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn streamed_json_array_prints_as_the_whole_array() {
-        let cases = [
-            serde_json::json!([]),
-            serde_json::json!([{"a": 1}]),
-            serde_json::json!([
-                {"id": "x", "params": {}, "dates": [], "nested": {"k": [1, 2], "s": "two\nlines"}},
-                {"id": "y", "list": ["a", "b"], "empty": {}},
-                3
-            ]),
-        ];
-        for case in cases {
-            let mut array = JsonArray::default();
-            let mut out = Vec::new();
-            for item in case.as_array().into_iter().flatten() {
-                array.item(&mut out, item).unwrap_or_else(|e| panic!("{e}"));
-            }
-            array.finish(&mut out).unwrap_or_else(|e| panic!("{e}"));
-            let want = format!(
-                "{}\n",
-                serde_json::to_string_pretty(&case).unwrap_or_default()
-            );
-            assert_eq!(String::from_utf8_lossy(&out), want);
-        }
-    }
-}
+mod tests;
