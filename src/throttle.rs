@@ -221,12 +221,9 @@ pub fn decide(config: &ThrottleSection, candidates: &[Candidate], load: &Load) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
 
     fn at(minute: u32) -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2024, 1, 1, 0, minute, 0)
-            .single()
-            .unwrap_or_default()
+        crate::testutil::utc(2024, 1, 1, 0, minute)
     }
 
     fn cand(id: &str, dag: &str, waiting: u32, active: u32, pending: u32) -> Candidate {

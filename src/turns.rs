@@ -159,12 +159,9 @@ pub fn grant(budgets: Budgets, live: &Live, backfills: &[Steered], per_copy: u32
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
 
     fn at(minute: u32) -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2024, 1, 1, 0, minute, 0)
-            .single()
-            .unwrap_or_default()
+        crate::testutil::utc(2024, 1, 1, 0, minute)
     }
 
     fn b(id: &str, dag: &str, turn: u32, running: u32, pending: u32) -> Steered {
