@@ -664,7 +664,7 @@ fn estimate_line(e: &crate::estimate::Estimate) -> String {
 
 /// Print a decided request; exit code 0 when accepted, 1 when rejected.
 fn print_outcome(request: &RequestRecord, json: bool) -> anyhow::Result<i32> {
-    let accepted = request.outcome == "accepted";
+    let accepted = request.outcome.is_accepted();
     if json {
         println!("{}", serde_json::to_string_pretty(request)?);
     } else if request.dry_run && accepted {

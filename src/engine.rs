@@ -35,7 +35,7 @@ use crate::metadb::{DbError, MetaDb};
 use crate::ordering::{self, Gate};
 use crate::paging::{self, PageKey};
 use crate::reconcile::{self, Observation, RunState, RunSummary};
-use crate::request::{self, fmt_ts, Operation, Parsed, ReasonCode, Rejection, Request};
+use crate::request::{self, fmt_ts, Operation, Outcome, Parsed, ReasonCode, Rejection, Request};
 use crate::service::ServiceManager;
 use crate::spool::{self, ClaimedFile, Disposition, Spool};
 use crate::state::BackfillState;

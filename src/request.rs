@@ -140,6 +140,43 @@ impl From<crate::authz::Denial> for Rejection {
     }
 }
 
+/// What became of a request file: accepted (a backfill created, an action taken, or a dry
+/// run's dates reported) or rejected (with a [`Rejection`]). Stored and shown as
+/// `"accepted"` / `"rejected"`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Refused; the record says why.
+    #[default]
+    Rejected,
+    /// Taken.
+    Accepted,
+}
+
+impl Outcome {
+    /// The stored and shown name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Rejected => "rejected",
+            Outcome::Accepted => "accepted",
+        }
+    }
+
+    /// The outcome of a stored name; anything but `accepted` reads as rejected.
+    pub fn parse(text: &str) -> Outcome {
+        if text == "accepted" {
+            Outcome::Accepted
+        } else {
+            Outcome::Rejected
+        }
+    }
+
+    /// Whether the request was taken.
+    pub fn is_accepted(self) -> bool {
+        self == Outcome::Accepted
+    }
+}
+
 /// A rejected request: what went wrong, for scripts and for people.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error("{code:?}: {message}")]

@@ -15,7 +15,7 @@ impl Engine {
         if record.backfill_id.is_some() {
             failpoint::hang_if_armed(failpoint::AFTER_ACCEPT);
         }
-        let to = if record.outcome == "accepted" {
+        let to = if record.outcome.is_accepted() {
             Disposition::Accepted
         } else {
             Disposition::Rejected
@@ -109,7 +109,7 @@ impl Engine {
             username: username.clone(),
             host: self.host.clone(),
             received_at: store::stored_ts(Utc::now()),
-            outcome: "rejected".into(),
+            outcome: Outcome::Rejected,
             backfill_id: None,
             reason_code: None,
             reason: None,
@@ -130,7 +130,7 @@ impl Engine {
                 Store::new(&mut c.db).record_request(&record)?;
             }
             Ok(Accepted::DryRun(new)) => {
-                record.outcome = "accepted".into();
+                record.outcome = Outcome::Accepted;
                 record.dry_run = true;
                 // In the order they would run (newest first for `run_backwards`).
                 let in_order = new.options.run_order.arrange(&new.logical_dates);
@@ -182,7 +182,7 @@ impl Engine {
                                 ids.push(new_id);
                             }
                             let mut accepted = record.clone();
-                            accepted.outcome = "accepted".into();
+                            accepted.outcome = Outcome::Accepted;
                             accepted.backfill_id = ids.first().cloned();
                             if ids.len() > 1 {
                                 accepted.warnings = Some(vec![format!(
@@ -203,12 +203,12 @@ impl Engine {
                         )));
                     }
                     let mut accepted = record.clone();
-                    accepted.outcome = "accepted".into();
+                    accepted.outcome = Outcome::Accepted;
                     accepted.backfill_id = Some(id.clone());
                     s.record_request(&accepted)?;
                     Ok((Some(id.clone()), None))
                 })?;
-                record.outcome = "accepted".into();
+                record.outcome = Outcome::Accepted;
                 record.backfill_id = done.0;
                 if done.1.is_some() {
                     record.warnings = done.1;
@@ -230,7 +230,7 @@ impl Engine {
                     let id = free_id_from(&mut s, &new.dag_id, &mut cursor)?;
                     s.insert_backfill(&id, &new, &host, &file.key, Utc::now())?;
                     let mut accepted = record.clone();
-                    accepted.outcome = "accepted".into();
+                    accepted.outcome = Outcome::Accepted;
                     accepted.backfill_id = Some(id.clone());
                     s.record_request(&accepted)?;
                     Ok(Some(id))
@@ -238,7 +238,7 @@ impl Engine {
                 if let (Some(b), Some(cursor)) = (self.batch.as_mut(), cursor) {
                     b.ids.insert(new.dag_id.clone(), cursor);
                 }
-                record.outcome = "accepted".into();
+                record.outcome = Outcome::Accepted;
                 record.backfill_id = id;
             }
         }

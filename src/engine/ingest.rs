@@ -192,7 +192,7 @@ impl Engine {
         self.write_copies(&ids);
         let mut moves = Vec::with_capacity(decided.len());
         for (file, record) in &decided {
-            let to = if record.outcome == "accepted" {
+            let to = if record.outcome.is_accepted() {
                 Disposition::Accepted
             } else {
                 Disposition::Rejected

@@ -545,7 +545,7 @@ async fn decide(
     request: toml::Table,
 ) -> Result<(RequestRecord, Option<WebDetail>), ApiError> {
     let record = state.submit(user, request).await?;
-    if record.outcome != "accepted" {
+    if !record.outcome.is_accepted() {
         let code = record
             .reason_code
             .as_ref()

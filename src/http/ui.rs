@@ -677,7 +677,7 @@ async fn act(
     }
     let outcome = state.submit(&session.username, request).await;
     let note = match &outcome {
-        Ok(r) if r.outcome == "accepted" => {
+        Ok(r) if r.outcome.is_accepted() => {
             if let Some(new_id) = r.backfill_id.as_ref().filter(|n| **n != id) {
                 return Redirect::to(&format!("{}/backfills/{}", state.base(), url(new_id)))
                     .into_response();

@@ -89,7 +89,7 @@ impl<'a> Store<'a> {
                 Arg::OptText(r.username.clone()),
                 Arg::Text(r.host.clone()),
                 Arg::Text(r.received_at.clone()),
-                Arg::Text(r.outcome.clone()),
+                Arg::Text(r.outcome.as_str().to_owned()),
                 Arg::OptText(r.backfill_id.clone()),
                 Arg::OptText(code),
                 Arg::OptText(r.reason.clone()),

@@ -332,3 +332,17 @@ fn lengths_and_on_behalf_of() {
     let desc = format!("{head}description = \"{}\"\n", "d".repeat(2001));
     assert_eq!(rejected(&desc).0, ReasonCode::InvalidValue);
 }
+
+#[test]
+fn outcomes_are_stored_and_shown_by_name() {
+    for (o, name) in [
+        (Outcome::Accepted, "accepted"),
+        (Outcome::Rejected, "rejected"),
+    ] {
+        assert_eq!(o.as_str(), name);
+        assert_eq!(Outcome::parse(name), o);
+        assert_eq!(serde_json::to_value(o).ok(), Some(serde_json::json!(name)));
+    }
+    assert_eq!(Outcome::parse("pending"), Outcome::Rejected);
+    assert!(Outcome::Accepted.is_accepted() && !Outcome::Rejected.is_accepted());
+}

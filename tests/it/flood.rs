@@ -243,6 +243,7 @@ fn spool_flood(af: &Airflow, daemon: &Daemon) {
 fn request_retention_on_every_backend() {
     use backfilld::metadb::store::{self, RequestRecord, Store};
     use backfilld::metadb::MetaDb;
+    use backfilld::request::Outcome;
 
     let day = crate::support::jan;
     for url in crate::support::every_backend("request_retention") {
@@ -263,11 +264,10 @@ fn request_retention_on_every_backend() {
             host: "h".into(),
             received_at: store::stored_ts(day(at)),
             outcome: if backfill.is_some() {
-                "accepted"
+                Outcome::Accepted
             } else {
-                "rejected"
-            }
-            .into(),
+                Outcome::Rejected
+            },
             backfill_id: backfill.map(str::to_owned),
             ..RequestRecord::default()
         };

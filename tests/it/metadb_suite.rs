@@ -102,7 +102,7 @@ fn requests_and_copy_claims_on_every_backend() {
             uid: 1000,
             host: "h".into(),
             received_at: store::stored_ts(day(1)),
-            outcome: "rejected".into(),
+            outcome: backfilld::request::Outcome::Rejected,
             reason: Some("first".into()),
             ..RequestRecord::default()
         };

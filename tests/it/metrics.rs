@@ -324,7 +324,7 @@ fn metrics_figures_on_every_backend() {
                 username: Some("alice".into()),
                 host: "h".into(),
                 received_at: store::stored_ts(day(4)),
-                outcome: outcome.into(),
+                outcome: backfilld::request::Outcome::parse(outcome),
                 backfill_id: None,
                 reason_code: code,
                 reason: code.map(|_| "x".into()),

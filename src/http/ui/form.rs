@@ -444,7 +444,7 @@ pub(super) async fn create(
     let outcome = async {
         let request = v2_request(&form_body(&form)?)?;
         let record = state.submit(&session.username, request).await?;
-        if record.outcome != "accepted" {
+        if !record.outcome.is_accepted() {
             return Err(refusal(&record));
         }
         Ok(record)

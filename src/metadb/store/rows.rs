@@ -19,7 +19,7 @@ pub struct RequestRecord {
     /// When it was ingested.
     pub received_at: String,
     /// `accepted` or `rejected`.
-    pub outcome: String,
+    pub outcome: crate::request::Outcome,
     /// The backfill it created.
     pub backfill_id: Option<String>,
     /// Why it was rejected (machine-readable).
@@ -102,7 +102,7 @@ impl From<RequestSql> for RequestRecord {
             username: r.username,
             host: r.host,
             received_at: r.received_at,
-            outcome: r.outcome,
+            outcome: crate::request::Outcome::parse(&r.outcome),
             backfill_id: r.backfill_id,
             reason_code: r
                 .reason_code
