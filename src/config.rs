@@ -1038,6 +1038,19 @@ impl AirflowCfg {
             .map(|v| v.trim().to_owned())
             .filter(|v| !v.is_empty())
     }
+
+    /// A setting as Airflow reads it: `AIRFLOW__<SECTION>__<KEY>` from the environment when
+    /// set and not empty, else `[section] key` in `airflow.cfg`.
+    fn setting(&self, section: &str, key: &str) -> Option<String> {
+        std::env::var(format!(
+            "AIRFLOW__{}__{}",
+            section.to_ascii_uppercase(),
+            key.to_ascii_uppercase()
+        ))
+        .ok()
+        .filter(|v| !v.is_empty())
+        .or_else(|| self.get(section, key))
+    }
 }
 
 #[cfg(test)]

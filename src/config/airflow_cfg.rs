@@ -9,16 +9,7 @@ impl Config {
     /// `jwt_audience`, from the environment or `airflow.cfg`); `None` without a shared secret.
     pub fn resolve_api_tokens(&self) -> Result<Option<ApiTokenSettings>, ConfigError> {
         let cfg = AirflowCfg::read(&self.airflow.home)?;
-        let get = |section: &str, key: &str| {
-            std::env::var(format!(
-                "AIRFLOW__{}__{}",
-                section.to_ascii_uppercase(),
-                key.to_ascii_uppercase()
-            ))
-            .ok()
-            .filter(|v| !v.is_empty())
-            .or_else(|| cfg.get(section, key))
-        };
+        let get = |section: &str, key: &str| cfg.setting(section, key);
         let Some(secret) = get("api_auth", "jwt_secret") else {
             return Ok(None);
         };
@@ -40,16 +31,7 @@ impl Config {
     /// settings (`[webserver] secret_key`, `session_lifetime_minutes`, `session_backend`).
     pub fn resolve_airflow_web(&self) -> Result<AirflowWeb, ConfigError> {
         let cfg = AirflowCfg::read(&self.airflow.home)?;
-        let get = |section: &str, key: &str| {
-            std::env::var(format!(
-                "AIRFLOW__{}__{}",
-                section.to_ascii_uppercase(),
-                key.to_ascii_uppercase()
-            ))
-            .ok()
-            .filter(|v| !v.is_empty())
-            .or_else(|| cfg.get(section, key))
-        };
+        let get = |section: &str, key: &str| cfg.setting(section, key);
         let home = self.airflow.home.display().to_string();
         let path = PathBuf::from(
             get("fab", "config_file")
@@ -101,12 +83,8 @@ impl Config {
     /// The auth manager Airflow uses on this host, read as Airflow reads it
     /// (`AIRFLOW__CORE__AUTH_MANAGER`, then `[core] auth_manager` in `airflow.cfg`).
     pub fn resolve_auth_manager(&self) -> Result<AuthManager, ConfigError> {
-        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         let cfg = AirflowCfg::read(&self.airflow.home)?;
-        let get = |key: &str| {
-            env(&format!("AIRFLOW__CORE__{}", key.to_ascii_uppercase()))
-                .or_else(|| cfg.get("core", key))
-        };
+        let get = |key: &str| cfg.setting("core", key);
         Ok(classify_auth_manager(
             self.airflow
                 .auth_manager
@@ -124,12 +102,7 @@ impl Config {
     /// `airflow.cfg`, then Airflow's defaults).
     pub fn resolve_smtp(&self) -> Result<SmtpSettings, ConfigError> {
         let cfg = AirflowCfg::read(&self.airflow.home)?;
-        let get = |key: &str| {
-            std::env::var(format!("AIRFLOW__SMTP__{}", key.to_ascii_uppercase()))
-                .ok()
-                .filter(|v| !v.is_empty())
-                .or_else(|| cfg.get("smtp", key))
-        };
+        let get = |key: &str| cfg.setting("smtp", key);
         let flag = |key: &str, default: bool| -> Result<bool, ConfigError> {
             match get(key) {
                 None => Ok(default),
