@@ -171,7 +171,7 @@ pub struct Engine {
     passes_since_full: u32,
     turn_ended: HashMap<String, chrono::DateTime<Utc>>,
     last_pass: PassStats,
-    recent_reads: HashMap<(Option<u32>, Option<String>), Instant>,
+    recent_reads: HashMap<ReadKey, Instant>,
     /// A seed import job may be running: the loop runs its batches between other work.
     import_active: bool,
     /// After a lost connection, the next batch waits until then.
@@ -188,12 +188,15 @@ pub struct Engine {
     notifier: notify::Notifier,
 }
 
+/// Who read what: uid, Airflow user, target (the key of [`READ_AUDIT_WINDOW`]).
+type ReadKey = (Option<u32>, Option<String>, Option<String>);
+
 /// What a copy file looked like when this agent last wrote or checked it: a file whose size,
 /// modification time and inode are unchanged is not read again.
 type CopyFingerprint = (u64, i64, u64);
 
-/// An allowed read by the same uid of the same target within this window is traced but not
-/// written to `backfilld_audit` again (`backfillctl status --watch` polls every few seconds).
+/// An allowed read by the same requester of the same target within this window is traced but
+/// not written to `backfilld_audit` again (`Engine::audit_read`).
 const READ_AUDIT_WINDOW: Duration = Duration::from_secs(300);
 
 /// Longest wait between reconnect attempts: after an outage, requests wait at most this long.

@@ -141,6 +141,30 @@ impl Engine {
         Ok(Ok((ident, subject)))
     }
 
+    /// Record an allowed read, as a `backfilld_audit` row at most once per requester (uid and
+    /// Airflow user) and target within [`READ_AUDIT_WINDOW`]: `status --watch` and the web
+    /// UI's live pages ask every few seconds. Every read is still traced.
+    pub(super) fn audit_read(
+        &mut self,
+        ident: &Identity,
+        target: Option<&str>,
+    ) -> Result<(), DbError> {
+        let now = Instant::now();
+        self.recent_reads
+            .retain(|_, at| now.duration_since(*at) < READ_AUDIT_WINDOW);
+        let key = (
+            ident.uid,
+            ident.airflow_user.clone(),
+            target.map(str::to_owned),
+        );
+        if self.recent_reads.contains_key(&key) {
+            tracing::debug!(uid = ?ident.uid, airflow_user = ?ident.airflow_user, target = ?target, "repeated read, audit row skipped");
+            return Ok(());
+        }
+        self.recent_reads.insert(key, now);
+        self.audit(ident, Action::Read, target, None)
+    }
+
     /// Record an authorization decision: a structured event and a `backfilld_audit` row.
     pub(super) fn audit(
         &mut self,

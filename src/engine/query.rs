@@ -138,18 +138,7 @@ impl Engine {
                 report: s.verify_audit()?,
             },
         };
-        let now = Instant::now();
-        self.recent_reads
-            .retain(|_, at| now.duration_since(*at) < READ_AUDIT_WINDOW);
-        match self.recent_reads.entry((ident.uid, target.clone())) {
-            std::collections::hash_map::Entry::Occupied(_) => {
-                tracing::debug!(uid = ?ident.uid, target = ?target, "repeated read, audit row skipped");
-            }
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(now);
-                self.audit(&ident, Action::Read, target.as_deref(), None)?;
-            }
-        }
+        self.audit_read(&ident, target.as_deref())?;
         Ok(response)
     }
 }

@@ -19,7 +19,7 @@ use crate::metadb::airflow::{Airflow, FailedTask, Generation, RunLink};
 use crate::metadb::fab::{Fab, FabUser};
 use crate::metadb::store::{self, AuditEntry, BackfillRow, ListQuery, Store};
 use crate::metadb::DbError;
-use crate::paging::{self, PageKey};
+use crate::paging::PageKey;
 use crate::reconcile::{Progress, RunObservation, RunState};
 use crate::request::{fmt_ts, Rejection};
 use crate::state::BackfillState;
@@ -94,16 +94,6 @@ pub enum WebCommand {
         allowed: bool,
         /// Why not.
         reason: Option<String>,
-    },
-    /// Every backfill the user may read, in one answer (read page by page, but held whole:
-    /// prefer [`WebCommand::ListPage`]).
-    List {
-        /// The authenticated Airflow user.
-        username: String,
-        /// Include deleted backfills.
-        include_deleted: bool,
-        /// Newest first.
-        reply: Reply<Vec<WebBackfill>>,
     },
     /// One page of the backfills the user may read, newest first (see `paging`).
     ListPage {
@@ -377,14 +367,6 @@ impl Engine {
                     }
                 }
             }
-            WebCommand::List {
-                username,
-                include_deleted,
-                reply,
-            } => {
-                let answer = self.web_answer(|e| e.web_list(&username, include_deleted));
-                let _ = reply.send(answer);
-            }
             WebCommand::ListPage {
                 username,
                 page,
@@ -487,43 +469,6 @@ impl Engine {
         }
     }
 
-    fn web_list(
-        &mut self,
-        username: &str,
-        include_deleted: bool,
-    ) -> Result<Result<Vec<WebBackfill>, WebError>, DbError> {
-        let (ident, subject) = match self.web_reader(username, None)? {
-            Ok(v) => v,
-            Err(e) => return Ok(Err(e)),
-        };
-        let roles = self.config.approval.approver_roles.clone();
-        let c = self.conn.as_mut().ok_or_else(not_connected)?;
-        let query = ListQuery {
-            include_deleted,
-            ..ListQuery::default()
-        };
-        let mut list = Vec::new();
-        let mut cursor = None;
-        loop {
-            let page = listing::page(
-                &mut c.db,
-                &query,
-                cursor,
-                paging::MAX_LIMIT,
-                0,
-                |b| subject.can_read_dag(&b.dag_id),
-                |b| web_backfill(b, &subject, &roles),
-            )?;
-            list.extend(page.items);
-            match page.next {
-                Some(k) => cursor = Some(k),
-                None => break,
-            }
-        }
-        self.audit(&ident, Action::Read, None, None)?;
-        Ok(Ok(list))
-    }
-
     fn web_list_page(
         &mut self,
         username: &str,
@@ -563,7 +508,7 @@ impl Engine {
         } else {
             None
         };
-        self.audit(&ident, Action::Read, None, None)?;
+        self.audit_read(&ident, None)?;
         Ok(Ok(WebPage {
             backfills: page.items,
             next: page.next,
@@ -605,7 +550,7 @@ impl Engine {
             backfill,
             airflow3,
         };
-        self.audit(&ident, Action::Read, Some(id), None)?;
+        self.audit_read(&ident, Some(id))?;
         Ok(Ok(detail))
     }
 

@@ -45,6 +45,12 @@ use auth::{RateLimiter, Sessions};
 /// purpose; a changed password changes the stored hash and so misses the cache).
 const VERIFIED_FOR: Duration = Duration::from_secs(300);
 
+/// Password verifications running at once. Airflow's default hash (werkzeug's
+/// `scrypt:32768:8:1`) needs 32 MiB per verification, so concurrent logins would add 32 MiB
+/// each; one at a time keeps the daemon's memory at its settled size plus one verification
+/// however many logins arrive (repeated API calls hit the verified-login cache instead).
+const CONCURRENT_VERIFICATIONS: usize = 1;
+
 /// Shared state of every handler.
 pub struct AppState {
     engine: Sender<Command>,
@@ -61,6 +67,8 @@ pub struct AppState {
     csrf_key: [u8; 32],
     limiter: Mutex<RateLimiter>,
     verified: Mutex<HashMap<[u8; 32], Instant>>,
+    /// Permits of [`CONCURRENT_VERIFICATIONS`].
+    verifying: tokio::sync::Semaphore,
     sessions: Mutex<Sessions>,
     metrics: crate::metrics::Published,
     metrics_http: crate::config::MetricsHttp,
@@ -243,6 +251,7 @@ pub fn start(
         csrf_key,
         limiter: Mutex::new(RateLimiter::default()),
         verified: Mutex::new(HashMap::new()),
+        verifying: tokio::sync::Semaphore::new(CONCURRENT_VERIFICATIONS),
         sessions: Mutex::new(Sessions::default()),
         metrics,
         metrics_http: config.metrics.http,
@@ -460,14 +469,24 @@ impl AppState {
         }
     }
 
-    /// Verify off the async workers (hashing is slow on purpose), with a short-lived cache of
-    /// successes.
+    /// Verify off the async workers (hashing is slow on purpose), one at a time, with a
+    /// short-lived cache of successes (checked again once a waiting login gets its turn).
     async fn check_password(&self, user: &str, password: &str, stored: &str) -> Result<(), String> {
         let key = auth::login_key(user, password, stored);
         let now = Instant::now();
         if let Ok(mut cache) = self.verified.lock() {
             cache.retain(|_, until| *until > now);
             if cache.contains_key(&key) {
+                return Ok(());
+            }
+        }
+        let _permit = self
+            .verifying
+            .acquire()
+            .await
+            .map_err(|e| format!("verification failed: {e}"))?;
+        if let Ok(cache) = self.verified.lock() {
+            if cache.get(&key).is_some_and(|until| *until > now) {
                 return Ok(());
             }
         }

@@ -27,8 +27,10 @@ use super::auth::{csrf_ok, Session};
 use super::present::{self, Problem};
 use super::{ApiError, State};
 use crate::authz::Action;
-use crate::engine::web::{WebBackfill, WebCommand, WebDetail};
+use crate::engine::web::{PageRequest, WebBackfill, WebCommand, WebDetail, WebPage};
+use crate::metadb::store::ListQuery;
 use crate::metadb::store::RequestRecord;
+use crate::paging::PageKey;
 
 const COOKIE: &str = "backfilld_session";
 const STYLE: &str = include_str!("style.css");
@@ -313,6 +315,9 @@ const LIST_STATES: [&str; 8] = [
     "cancelled",
 ];
 
+/// Backfills in one page of the list.
+const LIST_PAGE_SIZE: usize = 100;
+
 /// The list page's filters, from its query string.
 #[derive(Debug, Default)]
 struct ListFilter {
@@ -322,21 +327,65 @@ struct ListFilter {
     state: String,
     /// Deleted backfills too.
     include_deleted: bool,
+    /// Start after this backfill (the cursor of the previous page's "Older" link).
+    after: String,
 }
 
 impl ListFilter {
     fn from_query(q: &FormData) -> ListFilter {
+        let text = |k: &str| q.get(k).map(|v| v.trim().to_owned()).unwrap_or_default();
         ListFilter {
-            dag: q.get("dag_id").cloned().unwrap_or_default(),
-            state: q.get("state").cloned().unwrap_or_default(),
+            dag: text("dag_id"),
+            state: text("state"),
             include_deleted: q.get("include_deleted").is_some_and(|v| v == "1"),
+            after: text("after"),
         }
     }
 
-    /// Whether a backfill passes the DAG and state filters (deleted ones are the engine's).
-    fn keeps(&self, b: &WebBackfill) -> bool {
-        (self.dag.is_empty() || b.view.dag_id == self.dag)
-            && (self.state.is_empty() || super::reason_name(&b.view.state) == self.state)
+    /// The page the engine reads: the filters applied by the DB, by keyset from `after`.
+    fn page_request(&self) -> Result<PageRequest, ApiError> {
+        let state = match self.state.as_str() {
+            "" => None,
+            s => Some(
+                serde_json::from_value(Value::String(s.to_owned()))
+                    .map_err(|_| ApiError::bad_request(format!("Unknown state {s:?}")))?,
+            ),
+        };
+        let cursor = match self.after.as_str() {
+            "" => None,
+            c => Some(PageKey::decode(c).map_err(|e| ApiError::bad_request(e.to_string()))?),
+        };
+        Ok(PageRequest {
+            query: ListQuery {
+                include_deleted: self.include_deleted,
+                dag_id: Some(self.dag.clone()).filter(|d| !d.is_empty()),
+                state,
+                since: None,
+            },
+            dates_within: None,
+            cursor,
+            skip: 0,
+            limit: LIST_PAGE_SIZE,
+            count: false,
+        })
+    }
+
+    /// The list's URL with these filters, starting after `after` (none: the newest page).
+    fn href(&self, after: Option<&str>) -> String {
+        let mut pairs = Vec::new();
+        if !self.dag.is_empty() {
+            pairs.push(format!("dag_id={}", url(&self.dag)));
+        }
+        if !self.state.is_empty() {
+            pairs.push(format!("state={}", url(&self.state)));
+        }
+        if self.include_deleted {
+            pairs.push("include_deleted=1".to_owned());
+        }
+        if let Some(a) = after {
+            pairs.push(format!("after={}", url(a)));
+        }
+        format!("./?{}", pairs.join("&"))
     }
 }
 
@@ -349,33 +398,29 @@ async fn list(
         return to_login(state.base());
     };
     let filter = ListFilter::from_query(&q);
-    let username = session.username.clone();
-    let include_deleted = filter.include_deleted;
-    let rows = state
-        .ask(|reply| WebCommand::List {
-            username,
-            include_deleted,
-            reply,
-        })
-        .await;
-    let rows = rows
-        .as_ref()
-        .map(|rows| rows.iter().filter(|b| filter.keeps(b)).collect::<Vec<_>>());
-    list_page(
-        state.base(),
-        &session,
-        &filter,
-        rows.as_deref().map_err(|e| *e),
-    )
-    .into_response()
+    let page = match filter.page_request() {
+        Ok(page) => {
+            let username = session.username.clone();
+            state
+                .ask(|reply| WebCommand::ListPage {
+                    username,
+                    page,
+                    reply,
+                })
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    list_page(state.base(), &session, &filter, page.as_ref()).into_response()
 }
 
-/// The list page: the filter form, then the rows given (or the error that stands for them).
+/// The list page: the filter form, then one page of rows (or the error that stands for
+/// them) with links to the older ones and back to the newest.
 fn list_page(
     base: &str,
     session: &Session,
     filter: &ListFilter,
-    rows: Result<&[&WebBackfill], &ApiError>,
+    shown: Result<&WebPage, &ApiError>,
 ) -> Html<String> {
     let body = html! {
         h2 { "Backfills" }
@@ -396,11 +441,23 @@ fn list_page(
             }
             button { "Filter" }
         }
-        @match rows {
+        @match shown {
             Err(e) => (error_box(e)),
-            Ok(rows) => {
+            Ok(shown) => {
+                @let rows: Vec<&WebBackfill> = shown.backfills.iter().collect();
                 div id="live" data-active=(u8::from(rows.iter().any(|b| is_active(b)))) {
-                    (backfills_table(rows))
+                    (backfills_table(&rows))
+                }
+                @if shown.next.is_some() || !filter.after.is_empty() {
+                    nav.pages {
+                        @if !filter.after.is_empty() {
+                            a href=(filter.href(None)) { "Newest" }
+                            " "
+                        }
+                        @if let Some(next) = &shown.next {
+                            a href=(filter.href(Some(&next.encode()))) rel="next" { "Older backfills" }
+                        }
+                    }
                 }
             }
         }

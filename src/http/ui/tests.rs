@@ -204,8 +204,10 @@ fn every_page_escapes_hostile_values() {
         dag: hostile("filter_dag"),
         state: hostile("filter_state"),
         include_deleted: true,
+        after: hostile("filter_after"),
     };
-    let Html(list) = list_page(&base, &s, &filter, Ok(&[&b]));
+    let shown = one_page(vec![b.clone()], true);
+    let Html(list) = list_page(&base, &s, &filter, Ok(&shown));
     assert_escaped(
         &list,
         &[
@@ -221,6 +223,7 @@ fn every_page_escapes_hostile_values() {
             "submitted_at",
         ],
     );
+    assert!(!list.contains("<script>tag-filter_after"), "{list}");
     let Html(list_error) = list_page(&base, &s, &filter, Err(&hostile_error("list_error")));
     assert_escaped(&list_error, &["list_error", "list_error_code"]);
 
@@ -359,15 +362,29 @@ fn every_page_escapes_hostile_values() {
     assert!(detail.contains(&format!("backfills/{}/cancel", url(&hostile("id")))));
 }
 
+/// A page of the list holding `rows`, with a next page when `more`.
+fn one_page(rows: Vec<WebBackfill>, more: bool) -> WebPage {
+    let next = more.then(|| crate::paging::PageKey {
+        submitted_at: chrono::DateTime::UNIX_EPOCH,
+        id: "older_one".into(),
+    });
+    WebPage {
+        backfills: rows,
+        next,
+        total: None,
+    }
+}
+
 #[test]
 fn list_renders_the_rows_given() {
     let mut b = backfill();
     b.view.id = "sales_backfill_1".into();
     let s = session();
     let filter = ListFilter::default();
-    let Html(empty) = list_page("", &s, &filter, Ok(&[]));
+    let Html(empty) = list_page("", &s, &filter, Ok(&one_page(vec![], false)));
     assert!(empty.contains("No backfills."), "{empty}");
-    let Html(one) = list_page("", &s, &filter, Ok(&[&b]));
+    assert!(!empty.contains("Older backfills"), "{empty}");
+    let Html(one) = list_page("", &s, &filter, Ok(&one_page(vec![b.clone()], false)));
     assert!(
         one.contains(
             "<tr data-id=\"sales_backfill_1\"><td><a href=\"backfills/sales_backfill_1\">"
@@ -377,8 +394,53 @@ fn list_renders_the_rows_given() {
     assert!(one.contains("class=\"bar\""), "{one}");
     assert!(one.contains("id=\"live\" data-active=\"1\""), "{one}");
     b.view.state = crate::state::BackfillState::Success;
-    let Html(done) = list_page("", &s, &filter, Ok(&[&b]));
+    let Html(done) = list_page("", &s, &filter, Ok(&one_page(vec![b], false)));
     assert!(done.contains("data-active=\"0\""), "{done}");
+}
+
+#[test]
+fn list_pages_link_to_older_backfills_keeping_the_filters() {
+    let s = session();
+    let filter = ListFilter {
+        dag: "sales daily".into(),
+        state: "running".into(),
+        include_deleted: false,
+        after: String::new(),
+    };
+    let Html(first) = list_page("", &s, &filter, Ok(&one_page(vec![backfill()], true)));
+    let cursor = crate::paging::PageKey {
+        submitted_at: chrono::DateTime::UNIX_EPOCH,
+        id: "older_one".into(),
+    }
+    .encode();
+    let older = format!("href=\"./?dag_id=sales%20daily&amp;state=running&amp;after={cursor}\"");
+    assert!(first.contains(&older), "{first}");
+    assert!(!first.contains(">Newest<"), "{first}");
+    let later = ListFilter {
+        after: cursor.clone(),
+        ..filter
+    };
+    let Html(last) = list_page("", &s, &later, Ok(&one_page(vec![backfill()], false)));
+    assert!(
+        last.contains("href=\"./?dag_id=sales%20daily&amp;state=running\">Newest<"),
+        "{last}"
+    );
+    assert!(!last.contains("Older backfills"), "{last}");
+    let Ok(request) = later.page_request() else {
+        panic!("a valid page request")
+    };
+    assert_eq!(request.query.dag_id.as_deref(), Some("sales daily"));
+    assert_eq!(
+        request.query.state,
+        Some(crate::state::BackfillState::Running)
+    );
+    assert_eq!(request.cursor.map(|k| k.id), Some("older_one".to_owned()));
+    assert_eq!(request.limit, LIST_PAGE_SIZE);
+    let bad = ListFilter {
+        state: "sleeping".into(),
+        ..ListFilter::default()
+    };
+    assert!(bad.page_request().is_err());
 }
 
 #[test]
