@@ -21,6 +21,7 @@ fn create_form_to_body() {
         ("scheduled_at", "2024-03-01 06:30"),
         ("emit_asset_events", "false"),
         ("delete_after_days", "7"),
+        ("notify", "mailto:a@example.com https://hooks.example.com/x"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -48,6 +49,10 @@ fn create_form_to_body() {
     };
     assert_eq!(strings("tasks"), Some(vec!["extract", "load", "report"]));
     assert_eq!(strings("after"), Some(vec!["a_backfill_1", "b_backfill_2"]));
+    assert_eq!(
+        strings("notify"),
+        Some(vec!["mailto:a@example.com", "https://hooks.example.com/x"])
+    );
     assert_eq!(t.get("priority").and_then(toml::Value::as_integer), Some(3));
     assert_eq!(
         t.get("delete_after_days").and_then(toml::Value::as_integer),
@@ -236,6 +241,7 @@ fn every_page_escapes_hostile_values() {
         "priority",
         "scheduled_at",
         "delete_after_days",
+        "notify",
     ]
     .into_iter()
     .map(|k| (k.to_owned(), hostile(&format!("form_{k}"))))
@@ -274,6 +280,7 @@ fn every_page_escapes_hostile_values() {
             "form_priority",
             "form_scheduled_at",
             "form_delete_after_days",
+            "form_notify",
             "preview_date",
             "preview_basis",
             "preview_task",
@@ -444,4 +451,33 @@ fn errors_are_sentences() {
         "{html}"
     );
     assert!(html.contains("data-reason=\"start_after_end\""), "{html}");
+}
+
+#[test]
+fn a_link_prefills_the_form() {
+    let query: FormData = [
+        ("dag_id", "sales"),
+        ("start", "2024-05-01"),
+        ("csrf", "x"),
+        ("dry_run", "1"),
+        ("end", ""),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let dags = Ok(vec!["other".to_owned(), "sales".to_owned()]);
+    let (form, note) = prefilled(query.clone(), &dags);
+    let mut keys: Vec<_> = form.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["dag_id", "start"]);
+    assert!(note.into_string().is_empty());
+    let Html(page) = new_page("", &session(), &dags, &form, html! {}, Invalid::default());
+    assert!(page.contains("<option value=\"sales\" selected>"), "{page}");
+    assert!(page.contains("value=\"2024-05-01\""), "{page}");
+    // A DAG the user may not backfill is said so, escaped.
+    let hostile_query: FormData = [("dag_id".to_owned(), hostile("link_dag"))].into();
+    let (_, note) = prefilled(hostile_query, &dags);
+    let note = note.into_string();
+    assert!(note.contains("id=\"unknown-dag\""), "{note}");
+    assert_escaped(&note, &["link_dag"]);
 }
