@@ -67,6 +67,7 @@ def add_dag_link(response):
         or response.status_code != 200
         or response.mimetype != "text/html"
         or response.direct_passthrough
+        or response.is_streamed
         or not (request.endpoint or "").startswith("Airflow.")
     ):
         return response

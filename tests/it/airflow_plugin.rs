@@ -5,7 +5,7 @@
 //! the "Backfills" entry and, on the DAG's page, the link (Airflow 2.11: a button; Airflow 3:
 //! a tab showing backfilld's form in the page); it leads to backfilld's create form for that
 //! DAG, prefilled, as that user with no second password; the backfill created there runs to
-//! success. `uninstall` removes the file.
+//! success. `uninstall` removes the file. On Airflow 2.11, 3.1 and 3.3.
 //!
 //! Needs `nginx`, `chromium` and `chromium-driver`; without them the test skips, except when
 //! `CI=true`, where it fails.
@@ -29,6 +29,13 @@ fn airflow2_plugin_links_to_a_prefilled_form_that_runs() {
 #[test]
 fn airflow3_plugin_links_to_a_prefilled_form_that_runs() {
     plugin_scenario(AirflowMajor::V3, "airflow_plugin_af3");
+}
+
+/// The same on the newest Airflow 3 (3.3: the same `external_views`, its UI encodes the DAG
+/// id into the tab's `href`).
+#[test]
+fn airflow33_plugin_links_to_a_prefilled_form_that_runs() {
+    plugin_scenario(AirflowMajor::V3Newest, "airflow_plugin_af33");
 }
 
 /// The value of `js` (a script returning a string) in the page or frame shown now.

@@ -294,7 +294,16 @@ pub(super) async fn new_form(
     Query(q): Query<FormData>,
 ) -> Response {
     let Some((_, session)) = session_of(&state, &headers).await else {
-        return to_login(state.base());
+        let query: Vec<String> = PREFILLED
+            .iter()
+            .filter_map(|k| Some(format!("{k}={}", url(q.get(*k)?))))
+            .collect();
+        let next = if query.is_empty() {
+            "new".to_owned()
+        } else {
+            format!("new?{}", query.join("&"))
+        };
+        return to_login_then(state.base(), &next);
     };
     let dags = dags_of(&state, &session).await;
     let (form, note) = prefilled(q, &dags);

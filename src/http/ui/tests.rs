@@ -199,9 +199,9 @@ fn every_page_escapes_hostile_values() {
     let base = hostile("base");
     let s = session();
 
-    let Html(login) = login_page(&base, None, Some(&hostile_error("login_error")));
+    let Html(login) = login_page(&base, None, Some(&hostile_error("login_error")), None);
     assert_escaped(&login, &["base", "login_error", "login_error_code"]);
-    let Html(off) = login_page(&base, Some(&hostile("why_off")), None);
+    let Html(off) = login_page(&base, Some(&hostile("why_off")), None, None);
     assert_escaped(&off, &["base", "why_off"]);
 
     let b = backfill();
@@ -480,4 +480,34 @@ fn a_link_prefills_the_form() {
     let note = note.into_string();
     assert!(note.contains("id=\"unknown-dag\""), "{note}");
     assert_escaped(&note, &["link_dag"]);
+}
+
+#[test]
+fn after_login_only_pages_of_the_ui() {
+    for ok in [
+        "new",
+        "new?dag_id=sales&start=2024-05-01",
+        "new?dag_id=a%2Fb",
+        "backfills/sales_backfill_20260101_120000",
+    ] {
+        assert_eq!(next_page(ok), Some(ok));
+    }
+    for bad in [
+        "",
+        "/new",
+        "//evil.example/new",
+        "https://evil.example/",
+        "new/../../x",
+        "new?x=<script>",
+        "backfills//evil.example",
+        "login",
+        "new?\\evil",
+    ] {
+        assert_eq!(next_page(bad), None, "{bad}");
+    }
+    let Html(login) = login_page("/b", None, None, Some("new?dag_id=sales"));
+    assert!(
+        login.contains("name=\"next\" value=\"new?dag_id=sales\""),
+        "{login}"
+    );
 }
