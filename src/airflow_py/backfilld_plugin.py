@@ -57,21 +57,35 @@ def form_url(dag_id: str) -> str:
 
 
 def add_dag_link(response):
-    """Airflow 2: the "Backfill this DAG" button in a DAG page's button group."""
+    """Airflow 2: the "Backfill this DAG" button in a DAG page's button group; any failure
+    leaves the page as it is."""
+    try:
+        return _with_dag_link(response)
+    except Exception:
+        log.exception("backfilld plugin: cannot add the DAG page's link")
+        return response
+
+
+def _with_dag_link(response):
+    import gzip
+
     from flask import request
     from markupsafe import escape
 
     dag_id = (request.view_args or {}).get("dag_id") or request.args.get("dag_id")
+    encoding = response.headers.get("Content-Encoding", "")
     if (
         not dag_id
         or response.status_code != 200
         or response.mimetype != "text/html"
         or response.direct_passthrough
         or response.is_streamed
+        or encoding not in ("", "gzip")
         or not (request.endpoint or "").startswith("Airflow.")
     ):
         return response
-    body = response.get_data(as_text=True)
+    data = response.get_data()
+    body = (gzip.decompress(data) if encoding else data).decode("utf-8")
     header = body.find("js-dataset-triggered")
     marker = '<div class="btn-group">'
     at = body.find(marker, header) if header >= 0 else -1
@@ -82,7 +96,8 @@ def add_dag_link(response):
         f'\n        <a id="{LINK_ID}" class="btn btn-default" href="{escape(form_url(dag_id))}"'
         f' title="Backfill this DAG with backfilld">{LINK_TEXT}</a>'
     )
-    response.set_data(body[:at] + link + body[at:])
+    data = (body[:at] + link + body[at:]).encode("utf-8")
+    response.set_data(gzip.compress(data) if encoding else data)
     return response
 
 
