@@ -222,12 +222,19 @@ pub fn start(
                     database: w.database_sessions,
                 })
             }
-            Err(why) => {
+            Err(why) if tokens.is_none() => {
                 tracing::warn!(reason = %why, "Airflow sessions are off: no secret key");
+                None
+            }
+            Err(why) => {
+                tracing::debug!(reason = %why, "Airflow 2 webserver sessions are off");
                 None
             }
         },
     };
+    if config.http.airflow_sessions && tokens.is_some() {
+        tracing::info!("Airflow 3 sign-in cookies (_token) are accepted");
+    }
     let mut csrf_key = [0u8; 32];
     getrandom::fill(&mut csrf_key)
         .map_err(|e| anyhow::anyhow!("no randomness for the CSRF key: {e}"))?;
