@@ -14,9 +14,9 @@ http(s) URL. Without it the plugin adds nothing and logs why.
   ``after_app_request`` hook to the HTML of the pages that extend ``airflow/dag.html``, next
   to the trigger, reparse and delete buttons. If that markup is not found the page is left
   as it is.
-- Airflow 3.1+: ``external_views``: a "Backfills" navigation entry, and a "Backfill" tab on
-  every DAG page (``destination = "dag"``), which shows backfilld's create form for the DAG
-  (``{DAG_ID}`` is filled in by Airflow's UI).
+- Airflow 3.1+: ``external_views``: a "Backfills" navigation entry, and a "Backfill this DAG"
+  tab on every DAG page (``destination = "dag"``), which shows backfilld's create form for the
+  DAG (``{DAG_ID}`` is filled in by Airflow's UI).
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ def airflow3_parts() -> dict:
         "external_views": [
             {"name": "Backfills", "href": f"{UI}/", "destination": "nav"},
             {
-                "name": "Backfill",
+                "name": LINK_TEXT,
                 "href": f"{UI}/new?dag_id={{DAG_ID}}",
                 "destination": "dag",
                 "url_route": "backfilld",
