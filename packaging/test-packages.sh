@@ -25,6 +25,8 @@ dpkg -P backfilld >/dev/null 2>&1 || true
 dpkg -i target/debian/backfilld-1.deb
 check "binaries installed" test -x /usr/bin/backfilld -a -x /usr/bin/backfillctl
 check "binary mode" [ "$(mode /usr/bin/backfilld)" = "755 root root" ]
+check "Airflow plugin shipped, not installed into Airflow" \
+    [ "$(mode /usr/share/backfilld/airflow/backfilld_plugin.py)" = "644 root root" ]
 check "config installed" test -f /etc/backfilld/backfilld.toml
 check "config is a conffile" grep -qx /etc/backfilld/backfilld.toml /var/lib/dpkg/info/backfilld.conffiles
 check "config readable by the daemon's group only" [ "$(mode /etc/backfilld/backfilld.toml)" = "640 root backfilld" ]

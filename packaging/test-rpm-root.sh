@@ -70,7 +70,8 @@ check "rpm -V: files as packaged" rpmr -V --nodeps --nogroup backfilld
 check "binary mode" [ "$(mode /usr/bin/backfilld)" = "755 0 0" ]
 check "backfillctl mode" [ "$(mode /usr/bin/backfillctl)" = "755 0 0" ]
 for f in /usr/lib/systemd/system/backfilld.service /usr/lib/sysusers.d/backfilld.conf \
-    /usr/lib/tmpfiles.d/backfilld.conf /usr/share/doc/backfilld/README.md; do
+    /usr/lib/tmpfiles.d/backfilld.conf /usr/share/doc/backfilld/README.md \
+    /usr/share/backfilld/airflow/backfilld_plugin.py; do
     check "$f" [ "$(mode "$f")" = "644 0 0" ]
 done
 check "the packaged binary runs" "$r/usr/bin/backfilld" --version

@@ -362,8 +362,9 @@ pub struct HttpSection {
     /// while Airflow itself checks passwords against its user table (FAB's `AUTH_DB` in
     /// `webserver_config.py`); false turns password logins off everywhere.
     pub password_logins: bool,
-    /// Accept the session cookie of a logged-in Airflow 2 webserver user (single sign-on),
-    /// for when backfilld is served on the same site as Airflow through a reverse proxy.
+    /// Accept Airflow's own sign-in cookie (single sign-on: an Airflow 2 webserver session, an
+    /// Airflow 3 api-server `_token`), for when backfilld is served on the same site as
+    /// Airflow through a reverse proxy.
     pub airflow_sessions: bool,
     /// The path prefix the reverse proxy serves backfilld under (e.g. `/backfills`), used in
     /// links, form actions, redirects and the cookie path; empty when served at the root.
@@ -949,6 +950,25 @@ impl Config {
             });
         }
         Ok(AirflowLocation { db, dags_folder })
+    }
+
+    /// Airflow's plugins folder as Airflow resolves it: `AIRFLOW__CORE__PLUGINS_FOLDER`, then
+    /// `[core] plugins_folder` in `airflow.cfg`, then `$AIRFLOW_HOME/plugins`.
+    pub fn resolve_plugins_folder(&self) -> Result<PathBuf, ConfigError> {
+        let cfg = AirflowCfg::read(&self.airflow.home)?;
+        let home = self.airflow.home.to_string_lossy().into_owned();
+        let folder = PathBuf::from(
+            cfg.setting("core", "plugins_folder")
+                .unwrap_or_else(|| format!("{home}/plugins"))
+                .replace("{AIRFLOW_HOME}", &home),
+        );
+        if !folder.is_absolute() {
+            return Err(ConfigError::Airflow {
+                what: "plugins_folder",
+                message: format!("{} is not an absolute path", folder.display()),
+            });
+        }
+        Ok(folder)
     }
 }
 

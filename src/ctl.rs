@@ -110,6 +110,14 @@ pub enum CtlCommand {
         #[arg(long)]
         json: bool,
     },
+    /// backfilld's Airflow plugin: links from Airflow's UI (a "Backfills" menu entry, a
+    /// "Backfill this DAG" link on every DAG page) to backfilld's web UI at `[backfilld]
+    /// ui_url` of airflow.cfg. Installed only by this command.
+    AirflowPlugin {
+        /// What to do with it.
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
     /// Show one backfill's state and progress; without an id, the agents on this metadata DB
     /// and which one holds which claim.
     Status {
@@ -121,6 +129,23 @@ pub enum CtlCommand {
         /// Follow until the backfill finishes.
         #[arg(long)]
         watch: bool,
+    },
+}
+
+/// `backfillctl airflow-plugin` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Write the plugin into Airflow's plugins folder (atomically; again is a no-op).
+    Install {
+        /// The folder (default: Airflow's `[core] plugins_folder`, as Airflow resolves it).
+        #[arg(long)]
+        plugins_folder: Option<PathBuf>,
+    },
+    /// Remove the plugin from Airflow's plugins folder.
+    Uninstall {
+        /// The folder (default: Airflow's `[core] plugins_folder`, as Airflow resolves it).
+        #[arg(long)]
+        plugins_folder: Option<PathBuf>,
     },
 }
 
@@ -290,6 +315,9 @@ struct OperateFile<'a> {
 
 /// Run `backfillctl`; returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
+    if let CtlCommand::AirflowPlugin { command } = &cli.command {
+        return airflow_plugin(&cli.config, command);
+    }
     let config = Config::load(&cli.config)?;
     let socket = config.socket_path();
     match cli.command {
@@ -336,6 +364,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             watch,
         } => status(&socket, &id, json, watch),
         CtlCommand::Status { id: None, json, .. } => cluster(&socket, json),
+        CtlCommand::AirflowPlugin { command } => airflow_plugin(&cli.config, &command),
         CtlCommand::Audit {
             command: AuditCommand::Verify { json },
         } => audit_verify(&socket, json),
@@ -501,6 +530,42 @@ fn parse_instant(flag: &str, s: &str) -> anyhow::Result<chrono::DateTime<chrono:
 }
 
 /// Write a life-cycle request file and wait for its decision.
+/// `airflow-plugin install|uninstall`: the folder named, else Airflow's (from the config's
+/// `[airflow] home`).
+fn airflow_plugin(config_path: &Path, command: &PluginCommand) -> anyhow::Result<i32> {
+    use crate::airflow_plugin::{install, uninstall, Installed};
+    let (PluginCommand::Install { plugins_folder } | PluginCommand::Uninstall { plugins_folder }) =
+        command;
+    let folder = match plugins_folder {
+        Some(f) => f.clone(),
+        None => Config::load(config_path)?.resolve_plugins_folder()?,
+    };
+    match command {
+        PluginCommand::Install { .. } => {
+            match install(&folder)? {
+                Installed::Written(p) => println!("installed {}", p.display()),
+                Installed::Unchanged(p) => println!("already installed: {}", p.display()),
+            }
+            println!(
+                "Airflow shows its links once [backfilld] ui_url is set in airflow.cfg \
+                 (e.g. ui_url = /backfills, backfilld's [http] base_path behind the same proxy) \
+                 and its webserver (2.x) or api-server (3.x) restarted"
+            );
+        }
+        PluginCommand::Uninstall { .. } => {
+            if uninstall(&folder)? {
+                println!(
+                    "removed {}",
+                    folder.join(crate::airflow_plugin::FILE_NAME).display()
+                );
+            } else {
+                println!("not installed in {}", folder.display());
+            }
+        }
+    }
+    Ok(0)
+}
+
 fn operate(config: &Config, socket: &Path, action: &str, args: OperateArgs) -> anyhow::Result<i32> {
     operate_with(config, socket, action, args, None)
 }

@@ -4,6 +4,7 @@
 //! `ARCHITECTURE.md` for the code map, the request flow and the invariants.
 #![deny(clippy::unwrap_used)]
 
+pub mod airflow_plugin;
 pub mod airflow_python;
 pub mod approval;
 pub mod audit;

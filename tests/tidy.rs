@@ -323,6 +323,7 @@ const IO_PATHS: &[&str] = &[
     "signal_hook",
     "sd_notify",
     "getrandom",
+    "crate::airflow_plugin",
     "crate::airflow_python",
     "crate::ctl",
     "crate::control",

@@ -265,3 +265,33 @@ fn missing_home_is_named() {
         .unwrap_or_default();
     assert!(e.contains("home"), "{e}");
 }
+
+#[test]
+fn plugins_folder_is_resolved_as_airflow_does() {
+    let home = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let text = format!("[airflow]\nhome = \"{}\"\n", home.path().display());
+    let c = Config::parse(Path::new("x"), &text).unwrap_or_else(|e| panic!("{e}"));
+    // The environment variable would win over both; this test leaves it unset.
+    if std::env::var_os("AIRFLOW__CORE__PLUGINS_FOLDER").is_some() {
+        return;
+    }
+    assert_eq!(
+        c.resolve_plugins_folder().ok(),
+        Some(home.path().join("plugins"))
+    );
+    std::fs::write(
+        home.path().join("airflow.cfg"),
+        "[core]\nplugins_folder = {AIRFLOW_HOME}/our-plugins\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        c.resolve_plugins_folder().ok(),
+        Some(home.path().join("our-plugins"))
+    );
+    std::fs::write(
+        home.path().join("airflow.cfg"),
+        "[core]\nplugins_folder = rel\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(c.resolve_plugins_folder().is_err());
+}

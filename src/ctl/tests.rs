@@ -27,3 +27,32 @@ fn streamed_json_array_prints_as_the_whole_array() {
         assert_eq!(String::from_utf8_lossy(&out), want);
     }
 }
+
+#[test]
+fn airflow_plugin_needs_no_config_with_a_folder() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let folder = dir.path().display().to_string();
+    for (verb, code) in [("install", 0), ("install", 0), ("uninstall", 0)] {
+        let cli = Cli::try_parse_from([
+            "backfillctl",
+            "--config",
+            "/nonexistent/backfilld.toml",
+            "airflow-plugin",
+            verb,
+            "--plugins-folder",
+            &folder,
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(run(cli).ok(), Some(code), "{verb}");
+    }
+    assert!(!dir.path().join(crate::airflow_plugin::FILE_NAME).exists());
+    let missing = Cli::try_parse_from([
+        "backfillctl",
+        "--config",
+        "/nonexistent/backfilld.toml",
+        "airflow-plugin",
+        "install",
+    ])
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(run(missing).is_err(), "no config, no folder named");
+}

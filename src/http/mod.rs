@@ -89,6 +89,10 @@ struct AirflowSessions {
 /// The name of the Airflow webserver's session cookie (Flask's `SESSION_COOKIE_NAME`).
 pub const AIRFLOW_SESSION_COOKIE: &str = "session";
 
+/// The name of Airflow 3's api-server token cookie (`COOKIE_NAME_JWT_TOKEN`), which its UI
+/// signs in with.
+pub const AIRFLOW_TOKEN_COOKIE: &str = "_token";
+
 /// An API error: an HTTP status and Airflow's problem document (`title`, `detail`, `status`,
 /// `type`), plus backfilld's `reason_code` when a rejection has one.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -226,12 +230,19 @@ pub fn start(
                     database: w.database_sessions,
                 })
             }
-            Err(why) => {
+            Err(why) if tokens.is_none() => {
                 tracing::warn!(reason = %why, "Airflow sessions are off: no secret key");
+                None
+            }
+            Err(why) => {
+                tracing::debug!(reason = %why, "Airflow 2 webserver sessions are off");
                 None
             }
         },
     };
+    if config.http.airflow_sessions && tokens.is_some() {
+        tracing::info!("Airflow 3 sign-in cookies (_token) are accepted");
+    }
     let mut csrf_key = [0u8; 32];
     getrandom::fill(&mut csrf_key)
         .map_err(|e| anyhow::anyhow!("no randomness for the CSRF key: {e}"))?;
@@ -546,12 +557,21 @@ impl AppState {
         }
     }
 
-    /// The user of the Airflow 2 webserver's session cookie, when `[http] airflow_sessions`
-    /// is on and the cookie is valid (signature, expiry, a logged-in active `ab_user`), with
-    /// the cookie's value; `None` otherwise.
+    /// The user of Airflow's own sign-in, when `[http] airflow_sessions` is on, with the
+    /// cookie's value: Airflow 3's api-server token cookie (`_token`, checked as a Bearer
+    /// token is), else the Airflow 2 webserver's session cookie when it is valid (signature,
+    /// expiry, a logged-in active `ab_user`); `None` otherwise.
     pub async fn airflow_session_user(&self, headers: &HeaderMap) -> Option<(String, String)> {
-        let sso = self.airflow_sessions.as_ref()?;
         let header = headers.get(axum::http::header::COOKIE)?.to_str().ok()?;
+        if self.http.airflow_sessions && self.tokens.is_some() {
+            if let Some(token) = airflow_session::cookie_value(header, AIRFLOW_TOKEN_COOKIE) {
+                match self.token_user(token).await {
+                    Ok(user) => return Some((user, token.to_owned())),
+                    Err(e) => tracing::debug!(error = %e.detail, "Airflow token cookie refused"),
+                }
+            }
+        }
+        let sso = self.airflow_sessions.as_ref()?;
         let cookie = airflow_session::cookie_value(header, AIRFLOW_SESSION_COOKIE)?;
         let data = if sso.database {
             let sid = airflow_session::open_sid(cookie, &sso.secret)

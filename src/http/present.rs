@@ -46,7 +46,7 @@ pub struct Problem {
 }
 
 /// The create form's fields an error can be about, as request keys (also their form names).
-const FIELDS: [&str; 14] = [
+const FIELDS: [&str; 15] = [
     "dag_id",
     "start",
     "end",
@@ -61,6 +61,7 @@ const FIELDS: [&str; 14] = [
     "after",
     "priority",
     "reprocess",
+    "notify",
 ];
 
 /// The headline of a reason code and the field it is about.

@@ -121,6 +121,21 @@ fn to_login(base: &str) -> Response {
     Redirect::to(&format!("{base}/login")).into_response()
 }
 
+/// To the login form, coming back to `next` (a page under `base`, see [`next_page`]) after.
+fn to_login_then(base: &str, next: &str) -> Response {
+    Redirect::to(&format!("{base}/login?next={}", url(next))).into_response()
+}
+
+/// A page to go to after logging in, relative to the UI's base: only the create form and a
+/// backfill's page (so a link cannot send the browser elsewhere), in URL characters only.
+fn next_page(next: &str) -> Option<&str> {
+    let known = next == "new" || next.starts_with("new?") || next.starts_with("backfills/");
+    let plain = next
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-_.~%?=&/".contains(&b));
+    (known && plain && !next.contains("..") && !next.contains("//")).then_some(next)
+}
+
 /// An error as the UI words it (see [`present::problem`]).
 fn problem_of(e: &ApiError) -> Problem {
     present::problem(e.reason_code.as_deref(), &e.detail)
@@ -154,12 +169,19 @@ async fn script() -> Response {
     ([(header::CONTENT_TYPE, "text/javascript")], SCRIPT).into_response()
 }
 
-async fn login_form(AxState(state): AxState<State>) -> Html<String> {
-    login_page(state.base(), state.password_logins_off(), None)
+async fn login_form(AxState(state): AxState<State>, Query(q): Query<FormData>) -> Html<String> {
+    let next = q.get("next").and_then(|n| next_page(n));
+    login_page(state.base(), state.password_logins_off(), None, next)
 }
 
-/// The login form, or why there is none (`password_off`: password logins are off).
-fn login_page(base: &str, password_off: Option<&str>, error: Option<&ApiError>) -> Html<String> {
+/// The login form, or why there is none (`password_off`: password logins are off); `next`:
+/// the page to go to after it.
+fn login_page(
+    base: &str,
+    password_off: Option<&str>,
+    error: Option<&ApiError>,
+    next: Option<&str>,
+) -> Html<String> {
     let body = match password_off {
         Some(why) => html! {
             h2 { "Log in" }
@@ -170,6 +192,7 @@ fn login_page(base: &str, password_off: Option<&str>, error: Option<&ApiError>) 
             h2 { "Log in with your Airflow account" }
             @if let Some(e) = error { (error_box(e)) }
             form method="post" action="login" class="card" {
+                @if let Some(n) = next { input type="hidden" name="next" value=(n); }
                 label { "User " input name="username" id="username" autocomplete="username" required; }
                 label {
                     "Password "
@@ -207,15 +230,21 @@ async fn login(
                 "{COOKIE}={token}; Path={base}/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
                 lasts.as_secs()
             );
+            let next = form.get("next").and_then(|n| next_page(n)).unwrap_or("");
             (
                 [(header::SET_COOKIE, cookie)],
-                Redirect::to(&format!("{base}/")),
+                Redirect::to(&format!("{base}/{next}")),
             )
                 .into_response()
         }
         Err(e) => (
             e.status,
-            login_page(state.base(), state.password_logins_off(), Some(&e)),
+            login_page(
+                state.base(),
+                state.password_logins_off(),
+                Some(&e),
+                form.get("next").and_then(|n| next_page(n)),
+            ),
         )
             .into_response(),
     }
@@ -684,7 +713,7 @@ async fn detail(
     Path(id): Path<String>,
 ) -> Response {
     let Some((_, session)) = session_of(&state, &headers).await else {
-        return to_login(state.base());
+        return to_login_then(state.base(), &format!("backfills/{}", url(&id)));
     };
     match fetch_detail(&state, &session, &id).await {
         Ok(d) => {

@@ -21,7 +21,13 @@ use crate::http_browser::{find_program, Browser};
 use crate::support::{free_port, wait_for, Airflow, AirflowMajor, Daemon, Proc};
 
 /// nginx in the foreground, one process, with its config and temp files in `dir`.
-fn start_nginx(nginx: &Path, dir: &Path, port: u16, backfilld: u16, airflow: u16) -> Proc {
+pub(crate) fn start_nginx(
+    nginx: &Path,
+    dir: &Path,
+    port: u16,
+    backfilld: u16,
+    airflow: u16,
+) -> Proc {
     std::fs::create_dir_all(dir.join("tmp")).unwrap_or_else(|e| panic!("{e}"));
     let d = dir.display();
     let conf = dir.join("nginx.conf");
@@ -52,7 +58,7 @@ fn start_nginx(nginx: &Path, dir: &Path, port: u16, backfilld: u16, airflow: u16
     proc
 }
 
-fn write_webserver_config(af: &Airflow, auth_type: &str) {
+pub(crate) fn write_webserver_config(af: &Airflow, auth_type: &str) {
     std::fs::write(
         af.home.join("webserver_config.py"),
         format!(
@@ -66,7 +72,7 @@ fn write_webserver_config(af: &Airflow, auth_type: &str) {
 }
 
 /// Airflow 2's webserver with one worker, answering `/health` through nginx at `front`.
-fn start_webserver(af: &Airflow, port: u16, front: &Client, run: u32) -> Proc {
+pub(crate) fn start_webserver(af: &Airflow, port: u16, front: &Client, run: u32) -> Proc {
     let mut cmd = af.command("airflow");
     cmd.args([
         "webserver",
@@ -88,14 +94,14 @@ fn start_webserver(af: &Airflow, port: u16, front: &Client, run: u32) -> Proc {
     proc
 }
 
-fn page_text(b: &Browser) -> String {
+pub(crate) fn page_text(b: &Browser) -> String {
     b.script("return document.body.innerText;", json!([]))
         .as_str()
         .unwrap_or_default()
         .to_owned()
 }
 
-fn who(b: &Browser) -> String {
+pub(crate) fn who(b: &Browser) -> String {
     b.script(
         "const w = document.querySelector('.who'); return w ? w.textContent : '';",
         json!([]),

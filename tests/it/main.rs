@@ -1,5 +1,6 @@
 //! The one integration-test binary: every end-to-end and real-Airflow test lives in a module here.
 
+mod airflow_plugin;
 mod approval;
 mod audit_chain;
 mod authz_matrix;

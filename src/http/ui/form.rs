@@ -173,6 +173,10 @@ pub(super) fn new_page(
                         }
                     }
                 }
+                (text("notify", "Tell when it finishes", Some("mailto:you@example.com or webhook URLs (slack:https://...), separated by commas or spaces"), html! {
+                    input name="notify" id="notify" value=(val("notify")) autocomplete="off"
+                        aria-invalid=[invalid.aria("notify")] aria-describedby=[invalid.described("notify", true)];
+                }))
                 (text("delete_after_days", "Delete automatically after (days)", Some("Days after it finishes; empty: keep it"), html! {
                     input name="delete_after_days" id="delete_after_days" type="number" min="0" max="3650" value=(val("delete_after_days"))
                         aria-invalid=[invalid.aria("delete_after_days")] aria-describedby=[invalid.described("delete_after_days", true)];
@@ -257,17 +261,58 @@ pub(super) async fn dags_of(state: &State, session: &Session) -> Result<Vec<Stri
         .await
 }
 
-pub(super) async fn new_form(AxState(state): AxState<State>, headers: HeaderMap) -> Response {
+/// The fields a link may prefill the create form with (`new?dag_id=sales`: the "Backfill
+/// this DAG" link of backfilld's Airflow plugin).
+pub(super) const PREFILLED: [&str; 4] = ["dag_id", "start", "end", "description"];
+
+/// The create form's values from a link's `query` (only the [`PREFILLED`] fields), and what
+/// to say above it: that the DAG named is not one of `dags`, those the user may backfill.
+pub(super) fn prefilled(
+    query: FormData,
+    dags: &Result<Vec<String>, ApiError>,
+) -> (FormData, Markup) {
+    let form: FormData = query
+        .into_iter()
+        .filter(|(k, v)| PREFILLED.contains(&k.as_str()) && !v.is_empty())
+        .collect();
+    let note = match (form.get("dag_id"), dags) {
+        (Some(d), Ok(dags)) if !dags.contains(d) => html! {
+            p.error role="alert" id="unknown-dag" {
+                "You cannot backfill the DAG " code { (d) } ": it does not exist, or you may not edit it."
+            }
+        },
+        _ => html! {},
+    };
+    (form, note)
+}
+
+/// `GET new`: the create form, prefilled from the query's [`PREFILLED`] fields; a DAG the
+/// user cannot backfill (or that does not exist) is said so above the form.
+pub(super) async fn new_form(
+    AxState(state): AxState<State>,
+    headers: HeaderMap,
+    Query(q): Query<FormData>,
+) -> Response {
     let Some((_, session)) = session_of(&state, &headers).await else {
-        return to_login(state.base());
+        let query: Vec<String> = PREFILLED
+            .iter()
+            .filter_map(|k| Some(format!("{k}={}", url(q.get(*k)?))))
+            .collect();
+        let next = if query.is_empty() {
+            "new".to_owned()
+        } else {
+            format!("new?{}", query.join("&"))
+        };
+        return to_login_then(state.base(), &next);
     };
     let dags = dags_of(&state, &session).await;
+    let (form, note) = prefilled(q, &dags);
     new_page(
         state.base(),
         &session,
         &dags,
-        &FormData::new(),
-        html! {},
+        &form,
+        note,
         Invalid::default(),
     )
     .into_response()
@@ -343,7 +388,7 @@ pub(super) fn form_body(form: &FormData) -> Result<Map<String, Value>, ApiError>
             .map_err(|e| ApiError::bad_request(format!("params must be a JSON object: {e}")))?;
         m.insert("params".into(), v);
     }
-    for key in ["tasks", "after"] {
+    for key in ["tasks", "after", "notify"] {
         if let Some(v) = filled(key) {
             m.insert(key.into(), Value::from(list_items(v)));
         }

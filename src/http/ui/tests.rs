@@ -21,6 +21,7 @@ fn create_form_to_body() {
         ("scheduled_at", "2024-03-01 06:30"),
         ("emit_asset_events", "false"),
         ("delete_after_days", "7"),
+        ("notify", "mailto:a@example.com https://hooks.example.com/x"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -48,6 +49,10 @@ fn create_form_to_body() {
     };
     assert_eq!(strings("tasks"), Some(vec!["extract", "load", "report"]));
     assert_eq!(strings("after"), Some(vec!["a_backfill_1", "b_backfill_2"]));
+    assert_eq!(
+        strings("notify"),
+        Some(vec!["mailto:a@example.com", "https://hooks.example.com/x"])
+    );
     assert_eq!(t.get("priority").and_then(toml::Value::as_integer), Some(3));
     assert_eq!(
         t.get("delete_after_days").and_then(toml::Value::as_integer),
@@ -194,9 +199,9 @@ fn every_page_escapes_hostile_values() {
     let base = hostile("base");
     let s = session();
 
-    let Html(login) = login_page(&base, None, Some(&hostile_error("login_error")));
+    let Html(login) = login_page(&base, None, Some(&hostile_error("login_error")), None);
     assert_escaped(&login, &["base", "login_error", "login_error_code"]);
-    let Html(off) = login_page(&base, Some(&hostile("why_off")), None);
+    let Html(off) = login_page(&base, Some(&hostile("why_off")), None, None);
     assert_escaped(&off, &["base", "why_off"]);
 
     let b = backfill();
@@ -239,6 +244,7 @@ fn every_page_escapes_hostile_values() {
         "priority",
         "scheduled_at",
         "delete_after_days",
+        "notify",
     ]
     .into_iter()
     .map(|k| (k.to_owned(), hostile(&format!("form_{k}"))))
@@ -277,6 +283,7 @@ fn every_page_escapes_hostile_values() {
             "form_priority",
             "form_scheduled_at",
             "form_delete_after_days",
+            "form_notify",
             "preview_date",
             "preview_basis",
             "preview_task",
@@ -506,4 +513,63 @@ fn errors_are_sentences() {
         "{html}"
     );
     assert!(html.contains("data-reason=\"start_after_end\""), "{html}");
+}
+
+#[test]
+fn a_link_prefills_the_form() {
+    let query: FormData = [
+        ("dag_id", "sales"),
+        ("start", "2024-05-01"),
+        ("csrf", "x"),
+        ("dry_run", "1"),
+        ("end", ""),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let dags = Ok(vec!["other".to_owned(), "sales".to_owned()]);
+    let (form, note) = prefilled(query.clone(), &dags);
+    let mut keys: Vec<_> = form.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["dag_id", "start"]);
+    assert!(note.into_string().is_empty());
+    let Html(page) = new_page("", &session(), &dags, &form, html! {}, Invalid::default());
+    assert!(page.contains("<option value=\"sales\" selected>"), "{page}");
+    assert!(page.contains("value=\"2024-05-01\""), "{page}");
+    // A DAG the user may not backfill is said so, escaped.
+    let hostile_query: FormData = [("dag_id".to_owned(), hostile("link_dag"))].into();
+    let (_, note) = prefilled(hostile_query, &dags);
+    let note = note.into_string();
+    assert!(note.contains("id=\"unknown-dag\""), "{note}");
+    assert_escaped(&note, &["link_dag"]);
+}
+
+#[test]
+fn after_login_only_pages_of_the_ui() {
+    for ok in [
+        "new",
+        "new?dag_id=sales&start=2024-05-01",
+        "new?dag_id=a%2Fb",
+        "backfills/sales_backfill_20260101_120000",
+    ] {
+        assert_eq!(next_page(ok), Some(ok));
+    }
+    for bad in [
+        "",
+        "/new",
+        "//evil.example/new",
+        "https://evil.example/",
+        "new/../../x",
+        "new?x=<script>",
+        "backfills//evil.example",
+        "login",
+        "new?\\evil",
+    ] {
+        assert_eq!(next_page(bad), None, "{bad}");
+    }
+    let Html(login) = login_page("/b", None, None, Some("new?dag_id=sales"));
+    assert!(
+        login.contains("name=\"next\" value=\"new?dag_id=sales\""),
+        "{login}"
+    );
 }
