@@ -14,6 +14,7 @@ pub mod airflow_links;
 pub mod airflow_session;
 pub mod api;
 pub mod auth;
+pub mod body;
 pub mod csrf;
 pub mod metrics;
 pub mod openapi;
