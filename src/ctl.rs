@@ -14,8 +14,9 @@ use clap::{Parser, Subcommand};
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::control::{self, BackfillView, ControlRequest, ControlResponse, ListFilter};
-use crate::metadb::store::RequestRecord;
+use crate::control::{
+    self, BackfillView, ControlRequest, ControlResponse, ListFilter, RequestView,
+};
 use crate::spool::INCOMING;
 use crate::state::BackfillState;
 
@@ -663,7 +664,7 @@ fn estimate_line(e: &crate::estimate::Estimate) -> String {
 }
 
 /// Print a decided request; exit code 0 when accepted, 1 when rejected.
-fn print_outcome(request: &RequestRecord, json: bool) -> anyhow::Result<i32> {
+fn print_outcome(request: &RequestView, json: bool) -> anyhow::Result<i32> {
     let accepted = request.outcome.is_accepted();
     if json {
         println!("{}", serde_json::to_string_pretty(request)?);

@@ -20,7 +20,9 @@ impl Engine {
         } else {
             Disposition::Rejected
         };
-        let receipt = serde_json::to_value(&record).map_err(|e| DbError::Data(e.to_string()))?;
+        // The receipt is what `backfillctl` is answered: the control protocol's view of the record.
+        let receipt = serde_json::to_value(crate::control::RequestView::from(record.clone()))
+            .map_err(|e| DbError::Data(e.to_string()))?;
         self.spool
             .finish(&file.claim_name, to, &receipt)
             .map_err(|e| DbError::Data(e.to_string()))?;

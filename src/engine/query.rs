@@ -45,7 +45,7 @@ impl Engine {
             let c = self.conn.as_mut().ok_or_else(not_connected)?;
             return Ok(match Store::new(&mut c.db).outcome(uid, file_name)? {
                 Some(r) => ControlResponse::Decided {
-                    request: Box::new(r),
+                    request: Box::new(r.into()),
                 },
                 None => ControlResponse::Pending,
             });
@@ -132,7 +132,11 @@ impl Engine {
                 host_id: self.host.clone(),
                 leader: self.leader_token.is_some(),
                 dags_folder_shared: self.config.cluster.dags_folder_shared,
-                claims: Leases::new(&mut c.db).all()?,
+                claims: Leases::new(&mut c.db)
+                    .all()?
+                    .into_iter()
+                    .map(Into::into)
+                    .collect(),
             },
             ControlRequest::AuditVerify => ControlResponse::AuditReport {
                 report: s.verify_audit()?,

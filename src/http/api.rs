@@ -15,9 +15,9 @@ use serde_json::{json, Map, Value};
 
 pub use super::body::{parse_date, seed_request, v2_request};
 use super::{ApiError, State};
+use crate::control::RequestView;
 use crate::engine::web::{PageRequest, WebBackfill, WebCommand, WebDetail, WebPage};
 use crate::metadb::store::ListQuery;
-use crate::metadb::store::RequestRecord;
 use crate::paging::{self, PageKey};
 use crate::state::BackfillState;
 
@@ -287,7 +287,7 @@ async fn decide(
     state: &State,
     user: &str,
     request: toml::Table,
-) -> Result<(RequestRecord, Option<WebDetail>), ApiError> {
+) -> Result<(RequestView, Option<WebDetail>), ApiError> {
     let record = state.submit(user, request).await?;
     if !record.outcome.is_accepted() {
         let code = record

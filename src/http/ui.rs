@@ -27,8 +27,8 @@ use super::auth::{csrf_ok, Session};
 use super::present::{self, Problem};
 use super::{ApiError, State};
 use crate::authz::Action;
+use crate::control::RequestView;
 use crate::engine::web::{WebBackfill, WebCommand, WebDetail};
-use crate::metadb::store::RequestRecord;
 
 const COOKIE: &str = "backfilld_session";
 const STYLE: &str = include_str!("style.css");

@@ -4,7 +4,7 @@
 use super::*;
 
 /// What became of a request file.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RequestRecord {
     /// Durable identity of the file (see `spool`).
     pub request_key: String,
@@ -27,29 +27,21 @@ pub struct RequestRecord {
     /// Why it was rejected (for people).
     pub reason: Option<String>,
     /// The Airflow user the request was decided for (after mapping and `on_behalf_of`).
-    #[serde(default)]
     pub airflow_user: Option<String>,
     /// The Airflow user a trusted submitter named in `on_behalf_of`.
-    #[serde(default)]
     pub on_behalf_of: Option<String>,
     /// What the file asked for (`create`, `cancel`, ...); `None` in records older than that.
-    #[serde(default)]
     pub action: Option<String>,
     /// A dry run: validated, nothing created.
-    #[serde(default)]
     pub dry_run: bool,
     /// The logical dates a dry run would run.
-    #[serde(default)]
     pub dates: Option<Vec<String>>,
     /// Dates of the range not run because the origin DAG already ran them (`reprocess`).
-    #[serde(default)]
     pub skipped_dates: Option<Vec<String>>,
     /// Things the requester should know about an accepted request (e.g. sensors waiting on
     /// other DAGs).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warnings: Option<Vec<String>>,
     /// A dry run's estimate of how long the backfill would take.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub estimate: Option<crate::estimate::Estimate>,
 }
 
