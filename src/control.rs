@@ -479,53 +479,10 @@ mod tests {
     use chrono::TimeZone;
 
     fn row(dag_id: &str, state: BackfillState, day: u32, deleted: bool) -> BackfillRow {
-        let t = Utc
-            .with_ymd_and_hms(2024, 1, day, 0, 0, 0)
-            .single()
-            .unwrap_or_default();
         BackfillRow {
             id: format!("{dag_id}_backfill_{day}"),
-            dag_id: dag_id.into(),
-            state,
-            state_reason: None,
-            description: None,
-            start: t,
-            end: t,
-            logical_dates: vec![t],
-            params: serde_json::Map::new(),
-            max_active_runs: 1,
-            ignore_overlap: false,
-            origin_fileloc: String::new(),
-            origin_code: String::new(),
-            copy_path: None,
-            copy_written_at: None,
-            submitted_by: "root".into(),
-            submitted_uid: 0,
-            requester: None,
-            on_behalf_of: None,
-            submitted_at: t,
-            updated_at: t,
-            run_start: None,
-            run_end: None,
-            progress: Default::default(),
-            host: "h".into(),
             deleted,
-            deleted_at: None,
-            user_paused: false,
-            pending_op: None,
-            retry_of: None,
-            scheduled_at: None,
-            delete_after_days: None,
-            reprocess: None,
-            skipped_dates: vec![],
-            copy_paused: false,
-            options: Default::default(),
-            seed_id: None,
-            import_note: None,
-            approved_by: None,
-            approved_at: None,
-            rejected_by: None,
-            rejected_at: None,
+            ..crate::testutil::backfill_row(dag_id, state, &[crate::testutil::day(day)])
         }
     }
 

@@ -55,16 +55,9 @@ impl Engine {
             ControlRequest::AuditVerify => Some("audit".to_owned()),
             _ => None,
         };
-        let subject = match self.subject(uid, None)? {
-            Ok((ident, subject)) => match authz::authorize(&subject, Action::Read, None) {
-                Ok(()) => Ok((ident, subject)),
-                Err(d) => Err((ident, Rejection::from(d))),
-            },
-            Err(refused) => Err(refused),
-        };
-        let (ident, subject) = match subject {
-            Ok(v) => v,
-            Err((ident, r)) => {
+        let (ident, subject) = match allowed(self.subject(uid, None)?, Action::Read) {
+            Ruling::Admit(v) => v,
+            Ruling::Refuse((ident, r)) => {
                 self.audit(&ident, Action::Read, target.as_deref(), Some(&r))?;
                 return Ok(ControlResponse::Error {
                     message: denied_message(&r),
