@@ -11,7 +11,10 @@ use serde::Deserialize;
 use crate::dburl::DbUrl;
 
 mod airflow_cfg;
+mod notifications;
+
 pub use airflow_cfg::*;
+pub use notifications::{NotificationsSection, SmtpSettings};
 
 /// Default location of the configuration file.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/backfilld/backfilld.toml";
@@ -108,95 +111,6 @@ pub struct Config {
     /// Who is told when a backfill finishes, is cancelled or waits for approval.
     #[serde(default)]
     pub notifications: NotificationsSection,
-}
-
-/// `[notifications]`: webhooks and email when a backfill succeeds, fails, is cancelled or
-/// waits for approval. Config recipients are told of every backfill; a request's own
-/// (`notify`) only of that one, and only within the allow-lists.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct NotificationsSection {
-    /// Send notifications at all (false: none, and requests naming recipients are refused).
-    pub enabled: bool,
-    /// The events sent.
-    pub events: Vec<crate::notification::Event>,
-    /// Webhooks told of every backfill (`https://...`, `http://...`, `slack:https://...`).
-    pub webhooks: Vec<String>,
-    /// Email addresses told of every backfill (`mailto:` optional).
-    pub emails: Vec<String>,
-    /// URL prefixes a request's webhooks must start with (each `http(s)://host/...`, ending
-    /// in `/`); empty: requests may name no webhook.
-    pub allowed_webhook_prefixes: Vec<String>,
-    /// Domains a request's email addresses must be in; empty: any domain.
-    pub allowed_email_domains: Vec<String>,
-    /// Seconds one webhook POST may take.
-    pub timeout_secs: u64,
-    /// Retries of a failed webhook POST or email, waiting `retry_backoff_secs`, then twice
-    /// as long each time.
-    pub retries: u32,
-    /// The first wait before a retry.
-    pub retry_backoff_secs: u64,
-    /// Events older than this (a backfill that finished before notifications were set up,
-    /// or during a long outage) are not sent.
-    #[serde(deserialize_with = "duration")]
-    pub max_age: std::time::Duration,
-}
-
-impl Default for NotificationsSection {
-    fn default() -> Self {
-        NotificationsSection {
-            enabled: true,
-            events: crate::notification::Event::ALL.to_vec(),
-            webhooks: Vec::new(),
-            emails: Vec::new(),
-            allowed_webhook_prefixes: Vec::new(),
-            allowed_email_domains: Vec::new(),
-            timeout_secs: 10,
-            retries: 3,
-            retry_backoff_secs: 2,
-            max_age: std::time::Duration::from_secs(86_400),
-        }
-    }
-}
-
-/// Airflow's SMTP settings (`[smtp]` in `airflow.cfg` or `AIRFLOW__SMTP__*`), with Airflow's
-/// defaults. The password never appears in `Debug`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct SmtpSettings {
-    /// `smtp_host`.
-    pub host: String,
-    /// `smtp_port`.
-    pub port: u16,
-    /// `smtp_starttls`: upgrade the connection (required when true).
-    pub starttls: bool,
-    /// `smtp_ssl`: TLS from the start.
-    pub ssl: bool,
-    /// `smtp_user`.
-    pub user: Option<String>,
-    /// `smtp_password`.
-    pub password: Option<String>,
-    /// `smtp_mail_from`.
-    pub mail_from: String,
-    /// `smtp_timeout` in seconds.
-    pub timeout_secs: u64,
-    /// `smtp_retry_limit`.
-    pub retry_limit: u32,
-}
-
-impl std::fmt::Debug for SmtpSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SmtpSettings")
-            .field("host", &self.host)
-            .field("port", &self.port)
-            .field("starttls", &self.starttls)
-            .field("ssl", &self.ssl)
-            .field("user", &self.user)
-            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
-            .field("mail_from", &self.mail_from)
-            .field("timeout_secs", &self.timeout_secs)
-            .field("retry_limit", &self.retry_limit)
-            .finish()
-    }
 }
 
 /// `[retention]`: how long what requests leave behind is kept. Durations in humantime's
@@ -891,7 +805,7 @@ impl Config {
                 "must start with / and hold only letters, digits, /, -, _ and .",
             ));
         }
-        check_notifications(&config.notifications).map_err(|(key, m)| bad(key, &m))?;
+        notifications::check(&config.notifications).map_err(|(key, m)| bad(key, &m))?;
         if config
             .http
             .public_url
@@ -918,160 +832,10 @@ impl Config {
     pub fn reconcile_interval(&self) -> Duration {
         Duration::from_secs(self.reconcile.interval_secs)
     }
-
-    /// Resolve the metadata DB URL and DAGs folder the way Airflow would on this host.
-    pub fn resolve_airflow(&self) -> Result<AirflowLocation, ConfigError> {
-        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        let cfg = AirflowCfg::read(&self.airflow.home)?;
-        let home = self.airflow.home.to_string_lossy().into_owned();
-        let conn = match &self.airflow.sql_alchemy_conn {
-            Some(c) => c.clone(),
-            None => airflow_sql_alchemy_conn(&cfg)?
-                .unwrap_or_else(|| format!("sqlite:///{home}/airflow.db")),
-        };
-        let conn = conn.replace("{AIRFLOW_HOME}", &home);
-        let db = DbUrl::parse(&conn).map_err(|e| ConfigError::Airflow {
-            what: "sql_alchemy_conn",
-            message: e.to_string(),
-        })?;
-        let dags_folder = match &self.airflow.dags_folder {
-            Some(d) => d.clone(),
-            None => PathBuf::from(
-                env("AIRFLOW__CORE__DAGS_FOLDER")
-                    .or_else(|| cfg.get("core", "dags_folder"))
-                    .unwrap_or_else(|| format!("{home}/dags"))
-                    .replace("{AIRFLOW_HOME}", &home),
-            ),
-        };
-        if !dags_folder.is_absolute() {
-            return Err(ConfigError::Airflow {
-                what: "dags_folder",
-                message: format!("{} is not an absolute path", dags_folder.display()),
-            });
-        }
-        Ok(AirflowLocation { db, dags_folder })
-    }
-
-    /// Airflow's plugins folder as Airflow resolves it: `AIRFLOW__CORE__PLUGINS_FOLDER`, then
-    /// `[core] plugins_folder` in `airflow.cfg`, then `$AIRFLOW_HOME/plugins`.
-    pub fn resolve_plugins_folder(&self) -> Result<PathBuf, ConfigError> {
-        let cfg = AirflowCfg::read(&self.airflow.home)?;
-        let home = self.airflow.home.to_string_lossy().into_owned();
-        let folder = PathBuf::from(
-            cfg.setting("core", "plugins_folder")
-                .unwrap_or_else(|| format!("{home}/plugins"))
-                .replace("{AIRFLOW_HOME}", &home),
-        );
-        if !folder.is_absolute() {
-            return Err(ConfigError::Airflow {
-                what: "plugins_folder",
-                message: format!("{} is not an absolute path", folder.display()),
-            });
-        }
-        Ok(folder)
-    }
-}
-
-/// The `[notifications]` keys' values: recipients parse, prefixes name a path.
-fn check_notifications(n: &NotificationsSection) -> Result<(), (&'static str, String)> {
-    use crate::notification::Recipient;
-    for w in &n.webhooks {
-        match Recipient::parse(w) {
-            Ok(Recipient::Webhook { .. }) => {}
-            Ok(Recipient::Email(_)) => {
-                return Err((
-                    "notifications.webhooks",
-                    format!("{w:?} is an address; list it in emails"),
-                ))
-            }
-            Err(e) => return Err(("notifications.webhooks", e)),
-        }
-    }
-    for e in &n.emails {
-        let spec = if e.starts_with("mailto:") {
-            e.clone()
-        } else {
-            format!("mailto:{e}")
-        };
-        Recipient::parse(&spec).map_err(|m| ("notifications.emails", m))?;
-    }
-    for p in &n.allowed_webhook_prefixes {
-        crate::notification::check_url(p)
-            .map_err(|m| ("notifications.allowed_webhook_prefixes", m))?;
-        let rest = p.split_once("://").map(|(_, r)| r).unwrap_or_default();
-        if !rest.contains('/') || !p.ends_with('/') {
-            return Err((
-                "notifications.allowed_webhook_prefixes",
-                format!(
-                    "{p:?} must name a host and a path ending in / (https://hooks.example.com/)"
-                ),
-            ));
-        }
-    }
-    if n.timeout_secs == 0 || n.timeout_secs > 300 {
-        return Err(("notifications.timeout_secs", "allowed 1..=300".into()));
-    }
-    if n.retries > 10 {
-        return Err(("notifications.retries", "allowed 0..=10".into()));
-    }
-    Ok(())
 }
 
 #[cfg(test)]
 mod conn_cmd_tests;
-
-/// Where this host's Airflow keeps its metadata DB and DAG files.
-#[derive(Debug, Clone)]
-pub struct AirflowLocation {
-    /// The metadata DB.
-    pub db: DbUrl,
-    /// The DAGs folder.
-    pub dags_folder: PathBuf,
-}
-
-/// The sections of `$AIRFLOW_HOME/airflow.cfg` that backfilld reads (absent file = empty).
-struct AirflowCfg(Option<ini::Ini>);
-
-impl AirflowCfg {
-    fn read(home: &Path) -> Result<AirflowCfg, ConfigError> {
-        let path = home.join("airflow.cfg");
-        if !path.exists() {
-            return Ok(AirflowCfg(None));
-        }
-        let opts = ini::ParseOption {
-            enabled_escape: false,
-            enabled_quote: false,
-            ..Default::default()
-        };
-        ini::Ini::load_from_file_opt(&path, opts)
-            .map(|i| AirflowCfg(Some(i)))
-            .map_err(|e| ConfigError::Airflow {
-                what: "airflow.cfg",
-                message: format!("{}: {e}", path.display()),
-            })
-    }
-
-    fn get(&self, section: &str, key: &str) -> Option<String> {
-        self.0
-            .as_ref()?
-            .get_from(Some(section), key)
-            .map(|v| v.trim().to_owned())
-            .filter(|v| !v.is_empty())
-    }
-
-    /// A setting as Airflow reads it: `AIRFLOW__<SECTION>__<KEY>` from the environment when
-    /// set and not empty, else `[section] key` in `airflow.cfg`.
-    fn setting(&self, section: &str, key: &str) -> Option<String> {
-        std::env::var(format!(
-            "AIRFLOW__{}__{}",
-            section.to_ascii_uppercase(),
-            key.to_ascii_uppercase()
-        ))
-        .ok()
-        .filter(|v| !v.is_empty())
-        .or_else(|| self.get(section, key))
-    }
-}
 
 #[cfg(test)]
 mod tests;

@@ -9,9 +9,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::estimate::Estimate;
 use crate::metadb::lease::ClaimInfo;
 use crate::metadb::store::{BackfillRow, ListQuery, RequestRecord};
-use crate::request::fmt_ts;
+use crate::request::{fmt_ts, Outcome, ReasonCode};
 use crate::state::BackfillState;
 
 /// Longest request line the daemon reads.
@@ -129,7 +130,7 @@ pub enum ControlResponse {
     /// Answer to `outcome` once the file was decided.
     Decided {
         /// The record (boxed: it is much larger than the other answers).
-        request: Box<RequestRecord>,
+        request: Box<RequestView>,
     },
     /// Answer to `outcome` while the file waits.
     Pending,
@@ -142,7 +143,7 @@ pub enum ControlResponse {
         /// Whether the agents share one DAGs folder.
         dags_folder_shared: bool,
         /// Every claim and its holder.
-        claims: Vec<ClaimInfo>,
+        claims: Vec<ClaimView>,
     },
     /// Answer to `audit_verify`.
     AuditReport {
@@ -273,6 +274,110 @@ pub struct BackfillView {
     pub estimate: Option<crate::estimate::Estimate>,
 }
 
+/// What became of a request file, as the control protocol sends it (`submit`, `outcome`):
+/// the wire form of the metadata DB's [`RequestRecord`], which may change without changing
+/// this.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestView {
+    /// Durable identity of the file (see `spool`).
+    pub request_key: String,
+    /// The name the requester gave the file.
+    pub file_name: String,
+    /// The file owner's uid, from the kernel.
+    pub uid: u32,
+    /// The uid's user name, when it has one.
+    pub username: Option<String>,
+    /// The host whose spool received it.
+    pub host: String,
+    /// When it was ingested.
+    pub received_at: String,
+    /// `accepted` or `rejected`.
+    pub outcome: Outcome,
+    /// The backfill it created.
+    pub backfill_id: Option<String>,
+    /// Why it was rejected (machine-readable).
+    pub reason_code: Option<ReasonCode>,
+    /// Why it was rejected (for people).
+    pub reason: Option<String>,
+    /// The Airflow user the request was decided for (after mapping and `on_behalf_of`).
+    #[serde(default)]
+    pub airflow_user: Option<String>,
+    /// The Airflow user a trusted submitter named in `on_behalf_of`.
+    #[serde(default)]
+    pub on_behalf_of: Option<String>,
+    /// What the file asked for (`create`, `cancel`, ...); `None` from daemons older than that.
+    #[serde(default)]
+    pub action: Option<String>,
+    /// A dry run: validated, nothing created.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// The logical dates a dry run would run.
+    #[serde(default)]
+    pub dates: Option<Vec<String>>,
+    /// Dates of the range not run because the origin DAG already ran them (`reprocess`).
+    #[serde(default)]
+    pub skipped_dates: Option<Vec<String>>,
+    /// Things the requester should know about an accepted request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warnings: Option<Vec<String>>,
+    /// A dry run's estimate of how long the backfill would take.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<Estimate>,
+}
+
+impl From<RequestRecord> for RequestView {
+    fn from(r: RequestRecord) -> Self {
+        RequestView {
+            request_key: r.request_key,
+            file_name: r.file_name,
+            uid: r.uid,
+            username: r.username,
+            host: r.host,
+            received_at: r.received_at,
+            outcome: r.outcome,
+            backfill_id: r.backfill_id,
+            reason_code: r.reason_code,
+            reason: r.reason,
+            airflow_user: r.airflow_user,
+            on_behalf_of: r.on_behalf_of,
+            action: r.action,
+            dry_run: r.dry_run,
+            dates: r.dates,
+            skipped_dates: r.skipped_dates,
+            warnings: r.warnings,
+            estimate: r.estimate,
+        }
+    }
+}
+
+/// One cluster claim and its holder, as `cluster` answers it: the wire form of the metadata
+/// DB's [`ClaimInfo`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimView {
+    /// The claim's name (e.g. `leader`).
+    pub name: String,
+    /// The agent (`[cluster] host_id`) holding it; empty when never taken.
+    pub holder: String,
+    /// Fencing token: grows by one with every change of holder.
+    pub token: i64,
+    /// Milliseconds until it expires, on the DB's clock (negative: expired).
+    pub expires_in_ms: i64,
+    /// When the current holder took it.
+    pub acquired_at: Option<String>,
+}
+
+impl From<ClaimInfo> for ClaimView {
+    fn from(c: ClaimInfo) -> Self {
+        ClaimView {
+            name: c.name,
+            holder: c.holder,
+            token: c.token,
+            expires_in_ms: c.expires_in_ms,
+            acquired_at: c.acquired_at,
+        }
+    }
+}
+
 fn opt_ts(t: Option<DateTime<Utc>>) -> Option<String> {
     t.map(fmt_ts)
 }
@@ -374,53 +479,10 @@ mod tests {
     use chrono::TimeZone;
 
     fn row(dag_id: &str, state: BackfillState, day: u32, deleted: bool) -> BackfillRow {
-        let t = Utc
-            .with_ymd_and_hms(2024, 1, day, 0, 0, 0)
-            .single()
-            .unwrap_or_default();
         BackfillRow {
             id: format!("{dag_id}_backfill_{day}"),
-            dag_id: dag_id.into(),
-            state,
-            state_reason: None,
-            description: None,
-            start: t,
-            end: t,
-            logical_dates: vec![t],
-            params: serde_json::Map::new(),
-            max_active_runs: 1,
-            ignore_overlap: false,
-            origin_fileloc: String::new(),
-            origin_code: String::new(),
-            copy_path: None,
-            copy_written_at: None,
-            submitted_by: "root".into(),
-            submitted_uid: 0,
-            requester: None,
-            on_behalf_of: None,
-            submitted_at: t,
-            updated_at: t,
-            run_start: None,
-            run_end: None,
-            progress: Default::default(),
-            host: "h".into(),
             deleted,
-            deleted_at: None,
-            user_paused: false,
-            pending_op: None,
-            retry_of: None,
-            scheduled_at: None,
-            delete_after_days: None,
-            reprocess: None,
-            skipped_dates: vec![],
-            copy_paused: false,
-            options: Default::default(),
-            seed_id: None,
-            import_note: None,
-            approved_by: None,
-            approved_at: None,
-            rejected_by: None,
-            rejected_at: None,
+            ..crate::testutil::backfill_row(dag_id, state, &[crate::testutil::day(day)])
         }
     }
 
@@ -477,5 +539,70 @@ mod tests {
         let text = serde_json::to_string(&new).unwrap_or_default();
         let back: Result<ControlRequest, _> = serde_json::from_str(&text);
         assert_eq!(back.ok(), Some(new), "{text}");
+    }
+    #[test]
+    fn wire_json_is_pinned() {
+        let record = RequestRecord {
+            request_key: "k1".into(),
+            file_name: "a.toml".into(),
+            uid: 1000,
+            username: Some("alice".into()),
+            host: "h1".into(),
+            received_at: "2024-01-01T00:00:00Z".into(),
+            outcome: Outcome::Rejected,
+            backfill_id: None,
+            reason_code: Some(ReasonCode::InvalidToml),
+            reason: Some("bad".into()),
+            airflow_user: Some("alice".into()),
+            on_behalf_of: None,
+            action: Some("create".into()),
+            dry_run: true,
+            dates: Some(vec!["2024-01-01T00:00:00Z".into()]),
+            skipped_dates: None,
+            warnings: Some(vec!["w".into()]),
+            estimate: None,
+        };
+        let decided = ControlResponse::Decided {
+            request: Box::new(record.into()),
+        };
+        assert_eq!(
+            serde_json::to_string(&decided).unwrap_or_default(),
+            concat!(
+                r#"{"kind":"decided","request":{"request_key":"k1","file_name":"a.toml","uid":1000,"#,
+                r#""username":"alice","host":"h1","received_at":"2024-01-01T00:00:00Z","#,
+                r#""outcome":"rejected","backfill_id":null,"reason_code":"invalid_toml","#,
+                r#""reason":"bad","airflow_user":"alice","on_behalf_of":null,"action":"create","#,
+                r#""dry_run":true,"dates":["2024-01-01T00:00:00Z"],"skipped_dates":null,"#,
+                r#""warnings":["w"]}}"#
+            )
+        );
+        let cluster = ControlResponse::Cluster {
+            host_id: "h1".into(),
+            leader: true,
+            dags_folder_shared: false,
+            claims: vec![ClaimInfo {
+                name: "leader".into(),
+                holder: "h1".into(),
+                token: 7,
+                expires_in_ms: -5,
+                acquired_at: None,
+            }
+            .into()],
+        };
+        assert_eq!(
+            serde_json::to_string(&cluster).unwrap_or_default(),
+            concat!(
+                r#"{"kind":"cluster","host_id":"h1","leader":true,"dags_folder_shared":false,"#,
+                r#""claims":[{"name":"leader","holder":"h1","token":7,"expires_in_ms":-5,"#,
+                r#""acquired_at":null}]}"#
+            )
+        );
+        // An answer from an older daemon (no action, dry_run, dates...) still parses.
+        let old = r#"{"kind":"decided","request":{"request_key":"k","file_name":"f","uid":0,"username":null,"host":"h","received_at":"t","outcome":"accepted","backfill_id":"b","reason_code":null,"reason":null}}"#;
+        let parsed: Result<ControlResponse, _> = serde_json::from_str(old);
+        assert!(
+            matches!(&parsed, Ok(ControlResponse::Decided { request }) if request.outcome.is_accepted() && !request.dry_run),
+            "{parsed:?}"
+        );
     }
 }

@@ -14,10 +14,16 @@ use clap::{Parser, Subcommand};
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::control::{self, BackfillView, ControlRequest, ControlResponse, ListFilter};
-use crate::metadb::store::RequestRecord;
+use crate::control::{
+    self, BackfillView, ControlRequest, ControlResponse, ListFilter, RequestView,
+};
 use crate::spool::INCOMING;
 use crate::state::BackfillState;
+use publish::*;
+use show::*;
+
+mod publish;
+mod show;
 
 /// Command line of `backfillctl`.
 #[derive(Debug, Parser)]
@@ -264,55 +270,6 @@ pub struct SubmitArgs {
     pub json: bool,
 }
 
-/// The request file `submit` writes.
-#[derive(Debug, Serialize)]
-struct RequestFile {
-    dag_id: String,
-    start: toml::value::Datetime,
-    end: toml::value::Datetime,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    description: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    max_active_runs: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    priority: Option<i64>,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    ignore_overlap: bool,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    dry_run: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    scheduled_at: Option<toml::value::Datetime>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    delete_after_days: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reprocess: Option<String>,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    run_backwards: bool,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    tasks: Vec<String>,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    include_upstream: bool,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    include_downstream: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    emit_asset_events: Option<bool>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    notify: Vec<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    after: Vec<String>,
-    #[serde(skip_serializing_if = "toml::Table::is_empty")]
-    params: toml::Table,
-}
-
-/// The request file of a life-cycle command.
-#[derive(Debug, Serialize)]
-struct OperateFile<'a> {
-    action: &'a str,
-    id: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<&'a str>,
-}
-
 /// Run `backfillctl`; returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     if let CtlCommand::AirflowPlugin { command } = &cli.command {
@@ -455,33 +412,6 @@ fn list(socket: &Path, filter: ListFilter, page_size: usize, json: bool) -> anyh
     Ok(())
 }
 
-/// A pretty-printed JSON array written one item at a time, byte for byte what
-/// `serde_json::to_string_pretty` prints for the whole array.
-#[derive(Debug, Default)]
-struct JsonArray {
-    items: usize,
-}
-
-impl JsonArray {
-    fn item(&mut self, out: &mut impl Write, value: &impl Serialize) -> anyhow::Result<()> {
-        out.write_all(if self.items == 0 { b"[\n" } else { b",\n" })?;
-        let text = serde_json::to_string_pretty(value)?;
-        for (i, line) in text.split('\n').enumerate() {
-            if i > 0 {
-                out.write_all(b"\n")?;
-            }
-            write!(out, "  {line}")?;
-        }
-        self.items += 1;
-        Ok(())
-    }
-
-    fn finish(self, out: &mut impl Write) -> anyhow::Result<()> {
-        out.write_all(if self.items == 0 { b"[]\n" } else { b"\n]\n" })?;
-        Ok(())
-    }
-}
-
 /// `backfillctl audit verify`: 0 when the chain is intact, 1 when broken.
 fn audit_verify(socket: &Path, json: bool) -> anyhow::Result<i32> {
     let report = match call(socket, ControlRequest::AuditVerify)? {
@@ -516,20 +446,6 @@ fn unexpected(r: ControlResponse) -> String {
     }
 }
 
-fn parse_when(flag: &str, s: &str) -> anyhow::Result<toml::value::Datetime> {
-    let dt: toml::value::Datetime = s
-        .parse()
-        .with_context(|| format!("--{flag} {s:?}: write 2024-01-31 or 2024-01-31T06:00:00Z"))?;
-    Ok(dt)
-}
-
-/// A `--since` value as an instant: a date is 00:00 UTC.
-fn parse_instant(flag: &str, s: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
-    crate::request::to_utc(flag, &parse_when(flag, s)?)
-        .map_err(|r| anyhow::anyhow!("--{flag} {s:?}: {}", r.message))
-}
-
-/// Write a life-cycle request file and wait for its decision.
 /// `airflow-plugin install|uninstall`: the folder named, else Airflow's (from the config's
 /// `[airflow] home`).
 fn airflow_plugin(config_path: &Path, command: &PluginCommand) -> anyhow::Result<i32> {
@@ -564,226 +480,6 @@ fn airflow_plugin(config_path: &Path, command: &PluginCommand) -> anyhow::Result
         }
     }
     Ok(0)
-}
-
-fn operate(config: &Config, socket: &Path, action: &str, args: OperateArgs) -> anyhow::Result<i32> {
-    operate_with(config, socket, action, args, None)
-}
-
-/// Write a life-cycle request file (with a `reason`, for reject) and wait for its decision.
-fn operate_with(
-    config: &Config,
-    socket: &Path,
-    action: &str,
-    args: OperateArgs,
-    reason: Option<&str>,
-) -> anyhow::Result<i32> {
-    let body = toml::to_string(&OperateFile {
-        action,
-        id: &args.id,
-        reason,
-    })
-    .context("encoding the request")?;
-    let name = publish_request(config, action, body.as_bytes())?;
-    wait_outcome(socket, &name, args.timeout, args.json)
-}
-
-/// Publish a request under a fresh `<user>-<tag>-<random>.toml`; returns the name.
-fn publish_request(config: &Config, tag: &str, body: &[u8]) -> anyhow::Result<String> {
-    let user =
-        crate::spool::user_name(nix::unistd::getuid().as_raw()).unwrap_or_else(|| "user".into());
-    let user: String = user
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-        .take(32)
-        .collect();
-    let name = format!(
-        "{}-{tag}-{}.toml",
-        if user.is_empty() { "user" } else { &user },
-        random_suffix()
-    );
-    let incoming = config.spool.dir.join(INCOMING);
-    publish(&incoming, &name, body)?;
-    Ok(name)
-}
-
-/// Poll the daemon for the outcome of `name` and print it.
-fn wait_outcome(socket: &Path, name: &str, timeout: u64, json: bool) -> anyhow::Result<i32> {
-    let deadline = Instant::now() + Duration::from_secs(timeout);
-    loop {
-        match call(
-            socket,
-            ControlRequest::Outcome {
-                file_name: name.to_owned(),
-            },
-        )? {
-            ControlResponse::Decided { request } => return print_outcome(&request, json),
-            ControlResponse::Pending => {}
-            other => bail!(unexpected(other)),
-        }
-        if Instant::now() > deadline {
-            eprintln!("{name} is in the spool but backfilld has not decided it yet; check later with `backfillctl outcome {name}`");
-            return Ok(2);
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
-fn submit(config: &Config, socket: &Path, args: SubmitArgs) -> anyhow::Result<i32> {
-    let mut params = toml::Table::new();
-    for p in &args.params {
-        let (k, v) = p
-            .split_once('=')
-            .with_context(|| format!("--param {p:?}: expected KEY=VALUE"))?;
-        let value = format!("v = {v}")
-            .parse::<toml::Table>()
-            .ok()
-            .and_then(|mut t| t.remove("v"))
-            .unwrap_or_else(|| toml::Value::String(v.to_owned()));
-        params.insert(k.to_owned(), value);
-    }
-    let file = RequestFile {
-        dag_id: args.dag_id,
-        start: parse_when("start", &args.start)?,
-        end: parse_when("end", &args.end)?,
-        description: args.description,
-        max_active_runs: args.max_active_runs,
-        priority: args.priority,
-        ignore_overlap: args.ignore_overlap,
-        dry_run: args.dry_run,
-        scheduled_at: args
-            .scheduled_at
-            .as_deref()
-            .map(|t| parse_when("at", t))
-            .transpose()?,
-        delete_after_days: args.delete_after_days,
-        reprocess: args.reprocess,
-        run_backwards: args.backwards,
-        tasks: args.tasks,
-        include_upstream: args.include_upstream,
-        include_downstream: args.include_downstream,
-        emit_asset_events: if args.emit_asset_events {
-            Some(true)
-        } else if args.no_asset_events {
-            Some(false)
-        } else {
-            None
-        },
-        after: args.after,
-        notify: args.notify,
-        params,
-    };
-    let body = toml::to_string(&file).context("encoding the request")?;
-    let name = publish_request(config, "submit", body.as_bytes())?;
-    if args.no_wait {
-        println!("{name}");
-        return Ok(0);
-    }
-    wait_outcome(socket, &name, args.timeout, args.json)
-}
-
-/// Write `dir/.name.tmp` exclusively, mode 0644, fsync, then rename it to `dir/name`.
-fn publish(dir: &Path, name: &str, body: &[u8]) -> anyhow::Result<()> {
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .open(&tmp)
-        .with_context(|| format!("creating {}", tmp.display()))?;
-    f.write_all(body)?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, dir.join(name))
-        .with_context(|| format!("publishing {name} into {}", dir.display()))?;
-    Ok(())
-}
-
-fn random_suffix() -> String {
-    let mut buf = [0u8; 8];
-    if std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut buf))
-        .is_err()
-    {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        buf = (nanos as u64 ^ u64::from(std::process::id())).to_le_bytes();
-    }
-    hex::encode(buf)
-}
-
-/// One line for a time estimate: "about 12m30s left, done around 2026-12-05T22:10:00Z
-/// (median of ...)", or why there is none.
-fn estimate_line(e: &crate::estimate::Estimate) -> String {
-    match (e.remaining_secs, &e.finish_at) {
-        (Some(secs), Some(at)) => format!(
-            "estimate: about {} left, done around {at} ({})",
-            crate::estimate::human(secs as f64),
-            e.basis
-        ),
-        _ => format!("estimate: {}", e.basis),
-    }
-}
-
-/// Print a decided request; exit code 0 when accepted, 1 when rejected.
-fn print_outcome(request: &RequestRecord, json: bool) -> anyhow::Result<i32> {
-    let accepted = request.outcome.is_accepted();
-    if json {
-        println!("{}", serde_json::to_string_pretty(request)?);
-    } else if request.dry_run && accepted {
-        let dates = request.dates.clone().unwrap_or_default();
-        let skipped = request.skipped_dates.clone().unwrap_or_default();
-        println!(
-            "dry run: {} logical dates would run, {} skipped (nothing created)",
-            dates.len(),
-            skipped.len()
-        );
-        for w in request.warnings.iter().flatten() {
-            eprintln!("warning: {w}");
-        }
-        if let Some(e) = &request.estimate {
-            println!("{}", estimate_line(e));
-        }
-        println!("{:>5}  {:<22}  WHAT", "#", "LOGICAL DATE");
-        let mut all: Vec<(&String, &str)> = dates
-            .iter()
-            .map(|d| (d, "run"))
-            .chain(
-                skipped
-                    .iter()
-                    .map(|d| (d, "skipped: the DAG already ran it")),
-            )
-            .collect();
-        all.sort();
-        for (i, (d, what)) in all.iter().enumerate() {
-            println!("{:>5}  {d:<22}  {what}", i + 1);
-        }
-    } else if let Some(id) = &request.backfill_id {
-        println!("{id}");
-        for w in request.warnings.iter().flatten() {
-            eprintln!("warning: {w}");
-        }
-        if let Some(skipped) = request.skipped_dates.as_ref().filter(|s| !s.is_empty()) {
-            eprintln!(
-                "skipped {} dates the DAG already ran: {}",
-                skipped.len(),
-                skipped.join(", ")
-            );
-        }
-    } else {
-        let code = request
-            .reason_code
-            .and_then(|c| serde_json::to_value(c).ok())
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default();
-        eprintln!(
-            "rejected ({code}): {}",
-            request.reason.clone().unwrap_or_default()
-        );
-    }
-    Ok(if accepted { 0 } else { 1 })
 }
 
 fn status(socket: &Path, id: &str, json: bool, watch: bool) -> anyhow::Result<i32> {
@@ -877,105 +573,6 @@ fn cluster(socket: &Path, json: bool) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-fn print_status(b: &BackfillView) {
-    println!("{}  ({} {} .. {})", b.id, b.dag_id, b.start, b.end);
-    println!(
-        "state: {}{}",
-        b.state,
-        b.reason
-            .as_ref()
-            .map(|r| format!(" ({r})"))
-            .unwrap_or_default()
-    );
-    let done = b.dates_succeeded + b.dates_failed;
-    let width = 40usize;
-    let filled = if b.dates_total == 0 {
-        0
-    } else {
-        (done as usize * width) / b.dates_total as usize
-    };
-    println!(
-        "[{}{}] {done}/{} dates",
-        "=".repeat(filled),
-        " ".repeat(width - filled.min(width)),
-        b.dates_total
-    );
-    println!(
-        "succeeded {}  failed {}  running {}  queued {}  pending {}",
-        b.dates_succeeded, b.dates_failed, b.dates_running, b.dates_queued, b.dates_pending
-    );
-    println!("submitted by {} at {}", b.submitted_by, b.submitted_at);
-    if let Some(e) = &b.estimate {
-        println!("{}", estimate_line(e));
-    }
-    let notes = [
-        ("deleted", b.deleted.then(|| "yes".to_owned())),
-        ("paused by a user", b.user_paused.then(|| "yes".to_owned())),
-        ("retry of", b.retry_of.clone()),
-        (
-            "approved by",
-            b.approved_by
-                .as_ref()
-                .map(|by| format!("{by} at {}", b.approved_at.clone().unwrap_or_default())),
-        ),
-        (
-            "rejected by",
-            b.rejected_by
-                .as_ref()
-                .map(|by| format!("{by} at {}", b.rejected_at.clone().unwrap_or_default())),
-        ),
-        ("scheduled at", b.scheduled_at.clone()),
-        ("deleted automatically at", b.delete_at.clone()),
-        (
-            "skipped (the DAG already ran them)",
-            (!b.skipped_dates.is_empty()).then(|| b.skipped_dates.join(", ")),
-        ),
-        (
-            "tasks",
-            (!b.options.tasks.is_empty()).then(|| {
-                let mut relatives = Vec::new();
-                if b.options.include_upstream {
-                    relatives.push("upstream");
-                }
-                if b.options.include_downstream {
-                    relatives.push("downstream");
-                }
-                format!(
-                    "{} (selected: {}{})",
-                    b.options.tasks.join(", "),
-                    b.options.task_ids.join(", "),
-                    if relatives.is_empty() {
-                        String::new()
-                    } else {
-                        format!("; with their {}", relatives.join(" and "))
-                    }
-                )
-            }),
-        ),
-        (
-            "asset events",
-            Some(if b.options.emit_asset_events {
-                "emitted".to_owned()
-            } else {
-                "suppressed".to_owned()
-            }),
-        ),
-        (
-            "after",
-            (!b.options.after.is_empty()).then(|| b.options.after.join(", ")),
-        ),
-        ("imported", b.import_note.clone()),
-    ];
-    for (what, value) in notes {
-        if let Some(v) = value {
-            println!("{what}: {v}");
-        }
-    }
-    for w in &b.options.warnings {
-        println!("warning: {w}");
-    }
-}
-
 /// Follow an import job with a progress bar until it ends, then print its report (with
 /// `json`, the report with the job's final progress under `job`). 0 when it finished.
 fn follow_import(
@@ -1047,72 +644,6 @@ fn follow_import(
     } else {
         1
     })
-}
-
-fn print_seed_report(r: &crate::seed::SeedReport) {
-    let verb = if r.dry_run {
-        "would import"
-    } else {
-        "imported"
-    };
-    if !r.active_system_dags.is_empty() {
-        println!(
-            "warning: the seed plugin's system DAGs {} are active and unpaused; pause them before importing",
-            r.active_system_dags.join(", ")
-        );
-    }
-    println!(
-        "{:<48} {:<24} {:<20} {:<10} DATES",
-        "SEED ID", "DAG", "SEED STATE", "STATE"
-    );
-    for i in r.imported.iter().chain(&r.skipped) {
-        let state = i.state.map_or("-", |s| s.as_str());
-        let dates = match (i.dates.first(), i.dates.last()) {
-            (Some(a), Some(b)) => format!("{} ({a} .. {b})", i.dates.len()),
-            _ => "0".to_owned(),
-        };
-        println!(
-            "{:<48} {:<24} {:<20} {:<10} {dates}",
-            i.seed_id, i.dag_id, i.seed_state, state
-        );
-        if let Some(why) = &i.skipped {
-            println!("    not imported: {why}");
-        } else if let Some(note) = &i.note {
-            println!("    {note}");
-        }
-    }
-    println!(
-        "{verb} {}, not imported {}, imported before {}",
-        r.imported.len(),
-        r.skipped.len(),
-        r.already_imported.len()
-    );
-}
-
-fn write_table_header(out: &mut impl Write) -> std::io::Result<()> {
-    writeln!(
-        out,
-        "{:<48} {:<24} {:<10} {:>9}  RANGE",
-        "ID", "DAG", "STATE", "DONE"
-    )
-}
-
-fn write_table_row(out: &mut impl Write, b: &BackfillView) -> std::io::Result<()> {
-    writeln!(
-        out,
-        "{:<48} {:<24} {:<10} {:>4}/{:<4}  {} .. {}",
-        b.id,
-        b.dag_id,
-        if b.deleted {
-            "deleted"
-        } else {
-            b.state.as_str()
-        },
-        b.dates_succeeded + b.dates_failed,
-        b.dates_total,
-        b.start,
-        b.end
-    )
 }
 
 #[cfg(test)]

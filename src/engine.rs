@@ -17,13 +17,12 @@ use std::collections::HashMap;
 
 use chrono::Utc;
 
-use crate::approval;
 use crate::authz::{self, Action, SimpleRole, Subject};
-use crate::config::{AirflowLocation, AuthManager, Config, ThrottleSection};
+use crate::config::{AirflowLocation, AuthManager, Config};
 use crate::control::{BackfillView, ControlRequest, ControlResponse};
 use crate::dagcopy::{self, CopyOptions, CopySpec, TaskSubset};
 use crate::failpoint;
-use crate::lifecycle::{self, Effect, Facts, Reprocess};
+use crate::lifecycle::{self, Effect, Facts};
 use crate::metadb::airflow::{Airflow, AirflowSchema, Generation};
 use crate::metadb::fab::Fab;
 use crate::metadb::lease::{ClaimInfo, Leases, LEADER};
@@ -34,24 +33,25 @@ use crate::metadb::store::{
 use crate::metadb::{DbError, MetaDb};
 use crate::ordering::{self, Gate};
 use crate::paging::{self, PageKey};
-use crate::reconcile::{self, Observation, RunState, RunSummary};
+use crate::reconcile::{self, Observation, RunSummary};
 use crate::request::{self, fmt_ts, Operation, Outcome, Parsed, ReasonCode, Rejection, Request};
 use crate::service::ServiceManager;
 use crate::spool::{self, ClaimedFile, Disposition, Spool};
 use crate::state::BackfillState;
-use crate::steer::{self, RunOrder};
-use crate::taskset;
 use crate::throttle;
 use checks::*;
 use copies::*;
+use decide::{skipped_of, warnings_of, Overlapping, Reprocessed};
 use eta::estimate_of;
 use identity::*;
+use ruling::{admit, refuse, Checked, Ruling};
 
 mod abuse;
 mod admission;
 mod checks;
 mod copies;
 mod dates;
+mod decide;
 mod effects;
 mod eta;
 mod identity;
@@ -65,6 +65,7 @@ mod pass_cache;
 mod passes;
 mod plan;
 mod query;
+mod ruling;
 mod seed;
 mod steering;
 pub mod web;
@@ -124,14 +125,14 @@ struct Identity {
 
 /// A caller resolved to an Airflow user with its permissions, or refused (with the identity as
 /// far as it was resolved).
-type Resolved = Result<(Identity, Subject), (Identity, Rejection)>;
+type Resolved = Checked<(Identity, Subject), (Identity, Rejection)>;
 
 /// The outcome of validating a file, with who it was decided for.
 struct Verdict {
     ident: Identity,
     action: Action,
     target: Option<String>,
-    result: Result<Accepted, Rejection>,
+    result: Ruling<Accepted>,
 }
 
 /// What an accepted file does.

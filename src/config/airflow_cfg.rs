@@ -5,6 +5,39 @@
 use super::*;
 
 impl Config {
+    /// Resolve the metadata DB URL and DAGs folder the way Airflow would on this host.
+    pub fn resolve_airflow(&self) -> Result<AirflowLocation, ConfigError> {
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let cfg = AirflowCfg::read(&self.airflow.home)?;
+        let home = self.airflow.home.to_string_lossy().into_owned();
+        let conn = match &self.airflow.sql_alchemy_conn {
+            Some(c) => c.clone(),
+            None => airflow_sql_alchemy_conn(&cfg)?
+                .unwrap_or_else(|| format!("sqlite:///{home}/airflow.db")),
+        };
+        let conn = conn.replace("{AIRFLOW_HOME}", &home);
+        let db = DbUrl::parse(&conn).map_err(|e| ConfigError::Airflow {
+            what: "sql_alchemy_conn",
+            message: e.to_string(),
+        })?;
+        let dags_folder = match &self.airflow.dags_folder {
+            Some(d) => d.clone(),
+            None => PathBuf::from(
+                env("AIRFLOW__CORE__DAGS_FOLDER")
+                    .or_else(|| cfg.get("core", "dags_folder"))
+                    .unwrap_or_else(|| format!("{home}/dags"))
+                    .replace("{AIRFLOW_HOME}", &home),
+            ),
+        };
+        if !dags_folder.is_absolute() {
+            return Err(ConfigError::Airflow {
+                what: "dags_folder",
+                message: format!("{} is not an absolute path", dags_folder.display()),
+            });
+        }
+        Ok(AirflowLocation { db, dags_folder })
+    }
+
     /// How Airflow 3's api-server signs its tokens (`[api_auth] jwt_secret`, `jwt_algorithm`,
     /// `jwt_audience`, from the environment or `airflow.cfg`); `None` without a shared secret.
     pub fn resolve_api_tokens(&self) -> Result<Option<ApiTokenSettings>, ConfigError> {
@@ -23,6 +56,25 @@ impl Config {
             algorithm,
             audience,
         }))
+    }
+
+    /// Airflow's plugins folder as Airflow resolves it: `AIRFLOW__CORE__PLUGINS_FOLDER`, then
+    /// `[core] plugins_folder` in `airflow.cfg`, then `$AIRFLOW_HOME/plugins`.
+    pub fn resolve_plugins_folder(&self) -> Result<PathBuf, ConfigError> {
+        let cfg = AirflowCfg::read(&self.airflow.home)?;
+        let home = self.airflow.home.to_string_lossy().into_owned();
+        let folder = PathBuf::from(
+            cfg.setting("core", "plugins_folder")
+                .unwrap_or_else(|| format!("{home}/plugins"))
+                .replace("{AIRFLOW_HOME}", &home),
+        );
+        if !folder.is_absolute() {
+            return Err(ConfigError::Airflow {
+                what: "plugins_folder",
+                message: format!("{} is not an absolute path", folder.display()),
+            });
+        }
+        Ok(folder)
     }
 
     /// What backfilld reads of Airflow's web sign-in: `webserver_config.py` (`[fab]
@@ -261,4 +313,57 @@ pub(super) fn run_conn_cmd(cmd: &str, origin: &str) -> Result<String, ConfigErro
         return Err(fail("it printed nothing".into()));
     }
     Ok(url)
+}
+
+/// Where this host's Airflow keeps its metadata DB and DAG files.
+#[derive(Debug, Clone)]
+pub struct AirflowLocation {
+    /// The metadata DB.
+    pub db: DbUrl,
+    /// The DAGs folder.
+    pub dags_folder: PathBuf,
+}
+
+/// The sections of `$AIRFLOW_HOME/airflow.cfg` that backfilld reads (absent file = empty).
+pub(super) struct AirflowCfg(Option<ini::Ini>);
+
+impl AirflowCfg {
+    pub(super) fn read(home: &Path) -> Result<AirflowCfg, ConfigError> {
+        let path = home.join("airflow.cfg");
+        if !path.exists() {
+            return Ok(AirflowCfg(None));
+        }
+        let opts = ini::ParseOption {
+            enabled_escape: false,
+            enabled_quote: false,
+            ..Default::default()
+        };
+        ini::Ini::load_from_file_opt(&path, opts)
+            .map(|i| AirflowCfg(Some(i)))
+            .map_err(|e| ConfigError::Airflow {
+                what: "airflow.cfg",
+                message: format!("{}: {e}", path.display()),
+            })
+    }
+
+    fn get(&self, section: &str, key: &str) -> Option<String> {
+        self.0
+            .as_ref()?
+            .get_from(Some(section), key)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    }
+
+    /// A setting as Airflow reads it: `AIRFLOW__<SECTION>__<KEY>` from the environment when
+    /// set and not empty, else `[section] key` in `airflow.cfg`.
+    fn setting(&self, section: &str, key: &str) -> Option<String> {
+        std::env::var(format!(
+            "AIRFLOW__{}__{}",
+            section.to_ascii_uppercase(),
+            key.to_ascii_uppercase()
+        ))
+        .ok()
+        .filter(|v| !v.is_empty())
+        .or_else(|| self.get(section, key))
+    }
 }

@@ -20,7 +20,9 @@ impl Engine {
         } else {
             Disposition::Rejected
         };
-        let receipt = serde_json::to_value(&record).map_err(|e| DbError::Data(e.to_string()))?;
+        // The receipt is what `backfillctl` is answered: the control protocol's view of the record.
+        let receipt = serde_json::to_value(crate::control::RequestView::from(record.clone()))
+            .map_err(|e| DbError::Data(e.to_string()))?;
         self.spool
             .finish(&file.claim_name, to, &receipt)
             .map_err(|e| DbError::Data(e.to_string()))?;
@@ -88,7 +90,7 @@ impl Engine {
                 },
                 action: Action::Create,
                 target: None,
-                result: Err(rejection.clone()),
+                result: Ruling::Refuse(rejection.clone()),
             },
             Ok(content) => self.validate(content.uid, &content.bytes)?,
         };
@@ -99,7 +101,7 @@ impl Engine {
             result: verdict,
         } = verdict;
         let target = target.unwrap_or_else(|| format!("file:{}", file.file_name));
-        self.audit(&ident, action, Some(&target), verdict.as_ref().err())?;
+        self.audit(&ident, action, Some(&target), verdict.refusal())?;
         let uid = ident.uid;
         let username = ident.unix_user.clone();
         let mut record = RequestRecord {
@@ -124,12 +126,12 @@ impl Engine {
         };
         let c = self.conn.as_mut().ok_or_else(not_connected)?;
         match verdict {
-            Err(rejection) => {
+            Ruling::Refuse(rejection) => {
                 record.reason_code = Some(rejection.code);
                 record.reason = Some(rejection.message);
                 Store::new(&mut c.db).record_request(&record)?;
             }
-            Ok(Accepted::DryRun(new)) => {
+            Ruling::Admit(Accepted::DryRun(new)) => {
                 record.outcome = Outcome::Accepted;
                 record.dry_run = true;
                 // In the order they would run (newest first for `run_backwards`).
@@ -141,7 +143,7 @@ impl Engine {
                 let c = self.conn.as_mut().ok_or_else(not_connected)?;
                 Store::new(&mut c.db).record_request(&record)?;
             }
-            Ok(Accepted::Operate {
+            Ruling::Admit(Accepted::Operate {
                 id,
                 effect,
                 retry,
@@ -214,7 +216,7 @@ impl Engine {
                     record.warnings = done.1;
                 }
             }
-            Ok(Accepted::Create(new)) => {
+            Ruling::Admit(Accepted::Create(new)) => {
                 record.skipped_dates = skipped_of(&new);
                 record.warnings = warnings_of(&new);
                 let host = self.host.clone();
@@ -245,7 +247,8 @@ impl Engine {
         Ok(record)
     }
 
-    /// Every check of a request. `Ok(Err(_))` is a rejection; `Err(_)` a DB problem.
+    /// Every check of a request: a verdict (with who it was decided for), or `Err(_)` for a DB
+    /// problem.
     pub(super) fn validate(&mut self, uid: u32, bytes: &[u8]) -> Result<Verdict, DbError> {
         let parsed = request::parse_any(bytes, self.config.limits.max_active_runs);
         let on_behalf_of = parsed
@@ -261,13 +264,13 @@ impl Engine {
             Parsed::Operate(op) => op.id.clone(),
         };
         let (ident, subject) = match self.subject(uid, on_behalf_of.as_deref())? {
-            Ok(v) => v,
-            Err((ident, rejection)) => {
+            Ruling::Admit(v) => v,
+            Ruling::Refuse((ident, rejection)) => {
                 return Ok(Verdict {
                     ident,
                     action,
                     target: parsed.ok().map(|p| target_of(&p)),
-                    result: Err(rejection),
+                    result: Ruling::Refuse(rejection),
                 })
             }
         };
@@ -278,30 +281,13 @@ impl Engine {
                     ident,
                     action,
                     target: None,
-                    result: Err(r),
+                    result: Ruling::Refuse(r),
                 })
             }
         };
         let target = Some(target_of(&parsed));
         let result = match parsed {
-            Parsed::Create(req) => {
-                match authz::authorize(&subject, Action::Create, Some(&req.dag_id)) {
-                    Err(denial) => Err(denial.into()),
-                    Ok(()) => {
-                        let dry_run = req.dry_run;
-                        match self.check_dag(req, &ident)? {
-                            Ok(new) => self.check_after(&subject, &new.options.after)?.map(|()| {
-                                if dry_run {
-                                    Accepted::DryRun(Box::new(new))
-                                } else {
-                                    Accepted::Create(Box::new(new))
-                                }
-                            }),
-                            Err(r) => Err(r),
-                        }
-                    }
-                }
-            }
+            Parsed::Create(req) => self.check_create(&subject, &ident, req)?,
             Parsed::Operate(op) => self.check_operation(&subject, &ident, op)?,
         };
         Ok(Verdict {
@@ -310,5 +296,24 @@ impl Engine {
             target,
             result,
         })
+    }
+
+    /// The checks of a create request (or dry run): permission to create on its DAG, the DAG
+    /// and its dates ([`Engine::check_dag`]), then its prerequisites.
+    fn check_create(
+        &mut self,
+        subject: &Subject,
+        ident: &Identity,
+        req: Request,
+    ) -> Checked<Accepted> {
+        admit!(authz::authorize(subject, Action::Create, Some(&req.dag_id)));
+        let dry_run = req.dry_run;
+        let new = admit!(self.check_dag(req, ident)?);
+        admit!(self.check_after(subject, &new.options.after)?);
+        Ok(Ruling::Admit(if dry_run {
+            Accepted::DryRun(Box::new(new))
+        } else {
+            Accepted::Create(Box::new(new))
+        }))
     }
 }

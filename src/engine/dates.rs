@@ -5,6 +5,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
+use super::ruling::Ruling;
 use super::Engine;
 use crate::airflow_python::AirflowPythonError;
 use crate::authz::{self, Action};
@@ -87,7 +88,8 @@ impl Engine {
             else {
                 continue;
             };
-            let Ok(Ok((_, subject))) = self.subject(content.uid, req.on_behalf_of.as_deref())
+            let Ok(Ruling::Admit((_, subject))) =
+                self.subject(content.uid, req.on_behalf_of.as_deref())
             else {
                 continue;
             };

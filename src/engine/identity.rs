@@ -4,19 +4,15 @@
 use super::*;
 
 impl Engine {
-    /// Resolve who `uid` acts as and load that Airflow user's permissions. `Ok(Err(_))` is a
-    /// refusal (with the identity as far as it was resolved); `Err(_)` a DB problem.
-    pub(super) fn subject(
-        &mut self,
-        uid: u32,
-        on_behalf_of: Option<&str>,
-    ) -> Result<Resolved, DbError> {
+    /// Resolve who `uid` acts as and load that Airflow user's permissions. A refusal carries
+    /// the identity as far as it was resolved; `Err(_)` is a DB problem.
+    pub(super) fn subject(&mut self, uid: u32, on_behalf_of: Option<&str>) -> Resolved {
         let mut ident = Identity {
             uid: Some(uid),
             ..Identity::default()
         };
         let Some(unix) = self.user_name(uid) else {
-            return Ok(Err((
+            return Ok(Ruling::Refuse((
                 ident,
                 Rejection::new(
                     ReasonCode::UnknownUser,
@@ -28,7 +24,7 @@ impl Engine {
         let airflow_user = match on_behalf_of {
             Some(other) if !self.config.identity.is_trusted(uid) => {
                 ident.on_behalf_of = Some(other.to_owned());
-                return Ok(Err((
+                return Ok(Ruling::Refuse((
                     ident,
                     Rejection::new(
                         ReasonCode::OnBehalfNotAllowed,
@@ -43,7 +39,7 @@ impl Engine {
             None => match self.config.identity.airflow_user(&unix) {
                 Some(a) => a,
                 None => {
-                    return Ok(Err((
+                    return Ok(Ruling::Refuse((
                         ident,
                         Rejection::new(
                             ReasonCode::UnmappedUser,
@@ -57,12 +53,12 @@ impl Engine {
     }
 
     /// Load the permissions of Airflow user `airflow_user` (a spool requester's mapped user,
-    /// or a user the HTTP layer authenticated). `Ok(Err(_))` is a refusal.
+    /// or a user the HTTP layer authenticated).
     pub(super) fn airflow_subject(
         &mut self,
         mut ident: Identity,
         airflow_user: String,
-    ) -> Result<Resolved, DbError> {
+    ) -> Resolved {
         ident.airflow_user = Some(airflow_user.clone());
         let permitted = self.config.authz.permitted_roles.clone();
         let resource = self.config.authz.resource.clone();
@@ -70,7 +66,7 @@ impl Engine {
         let allow_all_admins = self.config.authz.allow_simple_all_admins;
         let c = self.conn.as_mut().ok_or_else(not_connected)?;
         let no_user = |ident: Identity| {
-            Ok(Err((
+            Ok(Ruling::Refuse((
                 ident,
                 Rejection::new(
                     ReasonCode::NoAirflowUser,
@@ -80,7 +76,7 @@ impl Engine {
         };
         let subject = match &c.auth {
             AuthSource::Unavailable(why) => {
-                return Ok(Err((
+                return Ok(Ruling::Refuse((
                     ident,
                     Rejection::new(ReasonCode::AuthUnavailable, why.clone()),
                 )))
@@ -110,7 +106,7 @@ impl Engine {
                 subject
             }
             AuthSource::Simple { all_admins: true, .. } if !allow_all_admins => {
-                return Ok(Err((
+                return Ok(Ruling::Refuse((
                     ident,
                     Rejection::new(
                         ReasonCode::AuthUnavailable,
@@ -138,7 +134,7 @@ impl Engine {
                 }
             }
         };
-        Ok(Ok((ident, subject)))
+        Ok(Ruling::Admit((ident, subject)))
     }
 
     /// Record an allowed read, as a `backfilld_audit` row at most once per requester (uid and
@@ -230,4 +226,19 @@ pub(super) fn emit_audit(e: &AuditEntry) {
         reason = ?e.reason,
         "authorization decision"
     );
+}
+
+/// A resolved caller, also allowed `action` on backfilld's resource (no DAG named yet); a
+/// denial becomes a refusal with the caller's identity.
+pub(super) fn allowed(
+    resolved: Ruling<(Identity, Subject), (Identity, Rejection)>,
+    action: Action,
+) -> Ruling<(Identity, Subject), (Identity, Rejection)> {
+    match resolved {
+        Ruling::Admit((ident, subject)) => match authz::authorize(&subject, action, None) {
+            Ok(()) => Ruling::Admit((ident, subject)),
+            Err(d) => Ruling::Refuse((ident, d.into())),
+        },
+        refused => refused,
+    }
 }

@@ -197,7 +197,7 @@ impl Engine {
             } else {
                 Disposition::Rejected
             };
-            match serde_json::to_value(record) {
+            match serde_json::to_value(crate::control::RequestView::from(record.clone())) {
                 Ok(receipt) => moves.push((file.claim_name.clone(), to, receipt)),
                 Err(e) => {
                     tracing::warn!(claim = %file.claim_name, error = %e, "request waits: cannot decide it now")

@@ -45,7 +45,7 @@ impl Engine {
             let c = self.conn.as_mut().ok_or_else(not_connected)?;
             return Ok(match Store::new(&mut c.db).outcome(uid, file_name)? {
                 Some(r) => ControlResponse::Decided {
-                    request: Box::new(r),
+                    request: Box::new(r.into()),
                 },
                 None => ControlResponse::Pending,
             });
@@ -55,16 +55,9 @@ impl Engine {
             ControlRequest::AuditVerify => Some("audit".to_owned()),
             _ => None,
         };
-        let subject = match self.subject(uid, None)? {
-            Ok((ident, subject)) => match authz::authorize(&subject, Action::Read, None) {
-                Ok(()) => Ok((ident, subject)),
-                Err(d) => Err((ident, Rejection::from(d))),
-            },
-            Err(refused) => Err(refused),
-        };
-        let (ident, subject) = match subject {
-            Ok(v) => v,
-            Err((ident, r)) => {
+        let (ident, subject) = match allowed(self.subject(uid, None)?, Action::Read) {
+            Ruling::Admit(v) => v,
+            Ruling::Refuse((ident, r)) => {
                 self.audit(&ident, Action::Read, target.as_deref(), Some(&r))?;
                 return Ok(ControlResponse::Error {
                     message: denied_message(&r),
@@ -132,7 +125,11 @@ impl Engine {
                 host_id: self.host.clone(),
                 leader: self.leader_token.is_some(),
                 dags_folder_shared: self.config.cluster.dags_folder_shared,
-                claims: Leases::new(&mut c.db).all()?,
+                claims: Leases::new(&mut c.db)
+                    .all()?
+                    .into_iter()
+                    .map(Into::into)
+                    .collect(),
             },
             ControlRequest::AuditVerify => ControlResponse::AuditReport {
                 report: s.verify_audit()?,

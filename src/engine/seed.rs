@@ -11,7 +11,9 @@ use std::path::Path;
 
 use chrono::{DateTime, Utc};
 
-use super::{emit_audit, not_connected, Engine, Identity};
+use super::identity::allowed;
+use super::ruling::Ruling;
+use super::{emit_audit, not_connected, Engine, Identity, Resolved};
 use crate::authz::{self, Action, Subject};
 use crate::control::ControlResponse;
 use crate::dagcopy;
@@ -53,8 +55,8 @@ impl Engine {
             SEED_TABLE.to_owned()
         };
         let (ident, subject) = match self.import_subject(uid)? {
-            Ok(v) => v,
-            Err((ident, r)) => {
+            Ruling::Admit(v) => v,
+            Ruling::Refuse((ident, r)) => {
                 self.audit(&ident, Action::Import, Some(&target), Some(&r))?;
                 return Ok(refused(&r));
             }
@@ -118,7 +120,7 @@ impl Engine {
         job: Option<i64>,
         report: bool,
     ) -> Result<ControlResponse, DbError> {
-        if let Err((ident, r)) = self.import_subject(uid)? {
+        if let Ruling::Refuse((ident, r)) = self.import_subject(uid)? {
             self.audit(&ident, Action::Import, Some(SEED_TABLE), Some(&r))?;
             return Ok(refused(&r));
         }
@@ -142,18 +144,8 @@ impl Engine {
     }
 
     /// The caller resolved and allowed to import at all.
-    #[allow(clippy::type_complexity)]
-    fn import_subject(
-        &mut self,
-        uid: u32,
-    ) -> Result<Result<(Identity, Subject), (Identity, Rejection)>, DbError> {
-        Ok(match self.subject(uid, None)? {
-            Ok((ident, subject)) => match authz::authorize(&subject, Action::Import, None) {
-                Ok(()) => Ok((ident, subject)),
-                Err(d) => Err((ident, Rejection::from(d))),
-            },
-            Err(refused) => Err(refused),
-        })
+    fn import_subject(&mut self, uid: u32) -> Resolved {
+        Ok(allowed(self.subject(uid, None)?, Action::Import))
     }
 
     /// The dry run's report: every batch planned, nothing written.
@@ -221,8 +213,8 @@ impl Engine {
     /// Plan and write the job's next batch in one transaction.
     fn import_batch(&mut self, job: &ImportJob) -> Result<(), DbError> {
         let (ident, subject) = match self.import_subject(job.uid)? {
-            Ok(v) => v,
-            Err((_, r)) => {
+            Ruling::Admit(v) => v,
+            Ruling::Refuse((_, r)) => {
                 let c = self.conn.as_mut().ok_or_else(not_connected)?;
                 ImportJobs::new(&mut c.db).fail(
                     job.id,

@@ -8,7 +8,9 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio::sync::oneshot;
 
+use super::identity::allowed;
 use super::listing;
+use super::ruling::{admit, refuse, Checked, Ruling};
 use super::{emit_audit, not_connected, AuthSource, Engine, Identity};
 use crate::approval;
 use crate::authz::{self, Action, Subject};
@@ -18,7 +20,6 @@ use crate::lifecycle::{self, Facts};
 use crate::metadb::airflow::{Airflow, FailedTask, Generation, RunLink};
 use crate::metadb::fab::{Fab, FabUser};
 use crate::metadb::store::{self, AuditEntry, BackfillRow, ListQuery, Store};
-use crate::metadb::DbError;
 use crate::paging::PageKey;
 use crate::reconcile::{Progress, RunObservation, RunState};
 use crate::request::{fmt_ts, Rejection};
@@ -306,7 +307,7 @@ impl Engine {
             WebCommand::UserById { id, reply } => {
                 let answer = self.web_answer(|e| {
                     let c = e.conn.as_mut().ok_or_else(not_connected)?;
-                    Ok(Ok(match c.auth {
+                    Ok(Ruling::Admit(match c.auth {
                         AuthSource::Fab => Fab::new(&mut c.db).user_by_id(id)?,
                         _ => None,
                     }))
@@ -316,7 +317,7 @@ impl Engine {
             WebCommand::WebserverSession { sid, reply } => {
                 let answer = self.web_answer(|e| {
                     let c = e.conn.as_mut().ok_or_else(not_connected)?;
-                    Ok(Ok(match c.auth {
+                    Ok(Ruling::Admit(match c.auth {
                         AuthSource::Fab => {
                             Fab::new(&mut c.db).webserver_session(&sid, Utc::now().naive_utc())?
                         }
@@ -328,7 +329,9 @@ impl Engine {
             WebCommand::TokenRevoked { jti, reply } => {
                 let answer = self.web_answer(|e| {
                     let c = e.conn.as_mut().ok_or_else(not_connected)?;
-                    Ok(Ok(Airflow::new(&mut c.db, &c.schema).token_revoked(&jti)?))
+                    Ok(Ruling::Admit(
+                        Airflow::new(&mut c.db, &c.schema).token_revoked(&jti)?,
+                    ))
                 });
                 let _ = reply.send(answer);
             }
@@ -406,7 +409,7 @@ impl Engine {
     /// Connect if needed, run `f`, and turn DB trouble into [`WebError::Unavailable`].
     fn web_answer<T>(
         &mut self,
-        f: impl FnOnce(&mut Engine) -> Result<Result<T, WebError>, DbError>,
+        f: impl FnOnce(&mut Engine) -> Checked<T, WebError>,
     ) -> Result<T, WebError> {
         if let Err(e) = self.ensure_connected() {
             return Err(WebError::Unavailable(format!(
@@ -414,7 +417,7 @@ impl Engine {
             )));
         }
         match f(self) {
-            Ok(answer) => answer,
+            Ok(answer) => answer.into_result(),
             Err(e) => {
                 self.lost(&e);
                 Err(WebError::Unavailable(format!("metadata DB error: {e}")))
@@ -422,24 +425,21 @@ impl Engine {
         }
     }
 
-    fn credentials(
-        &mut self,
-        username: &str,
-    ) -> Result<Result<Option<Credentials>, WebError>, DbError> {
+    fn credentials(&mut self, username: &str) -> Checked<Option<Credentials>, WebError> {
         let c = self.conn.as_mut().ok_or_else(not_connected)?;
         match &c.auth {
             AuthSource::Fab => {
                 let found = Fab::new(&mut c.db).credentials(username)?;
-                Ok(Ok(found.map(|(user, hash)| Credentials {
+                Ok(Ruling::Admit(found.map(|(user, hash)| Credentials {
                     username: user.username,
                     active: user.active,
                     password_hash: hash,
                 })))
             }
-            AuthSource::Simple { .. } => Ok(Err(WebError::Unavailable(
+            AuthSource::Simple { .. } => Ok(Ruling::Refuse(WebError::Unavailable(
                 "Airflow uses the SimpleAuthManager, whose passwords backfilld cannot check; log in with a token from Airflow's api-server".into(),
             ))),
-            AuthSource::Unavailable(why) => Ok(Err(WebError::Unavailable(why.clone()))),
+            AuthSource::Unavailable(why) => Ok(Ruling::Refuse(WebError::Unavailable(why.clone()))),
         }
     }
 
@@ -448,23 +448,19 @@ impl Engine {
         &mut self,
         username: &str,
         target: Option<&str>,
-    ) -> Result<Result<(Identity, Subject), WebError>, DbError> {
+    ) -> Checked<(Identity, Subject), WebError> {
         let ident = Identity {
             unix_user: Some("http".into()),
             ..Identity::default()
         };
-        let resolved = match self.airflow_subject(ident, username.to_owned())? {
-            Ok((ident, subject)) => match authz::authorize(&subject, Action::Read, None) {
-                Ok(()) => Ok((ident, subject)),
-                Err(d) => Err((ident, Rejection::from(d))),
-            },
-            Err(refused) => Err(refused),
-        };
-        match resolved {
-            Ok(v) => Ok(Ok(v)),
-            Err((ident, r)) => {
+        match allowed(
+            self.airflow_subject(ident, username.to_owned())?,
+            Action::Read,
+        ) {
+            Ruling::Admit(v) => Ok(Ruling::Admit(v)),
+            Ruling::Refuse((ident, r)) => {
                 self.audit(&ident, Action::Read, target, Some(&r))?;
-                Ok(Err(WebError::Denied(r)))
+                Ok(Ruling::Refuse(WebError::Denied(r)))
             }
         }
     }
@@ -473,11 +469,8 @@ impl Engine {
         &mut self,
         username: &str,
         request: &PageRequest,
-    ) -> Result<Result<WebPage, WebError>, DbError> {
-        let (ident, subject) = match self.web_reader(username, None)? {
-            Ok(v) => v,
-            Err(e) => return Ok(Err(e)),
-        };
+    ) -> Checked<WebPage, WebError> {
+        let (ident, subject) = admit!(self.web_reader(username, None)?);
         let roles = self.config.approval.approver_roles.clone();
         let c = self.conn.as_mut().ok_or_else(not_connected)?;
         let within = request.dates_within;
@@ -509,32 +502,25 @@ impl Engine {
             None
         };
         self.audit_read(&ident, None)?;
-        Ok(Ok(WebPage {
+        Ok(Ruling::Admit(WebPage {
             backfills: page.items,
             next: page.next,
             total,
         }))
     }
 
-    fn web_get(
-        &mut self,
-        username: &str,
-        id: &str,
-    ) -> Result<Result<WebDetail, WebError>, DbError> {
-        let (ident, subject) = match self.web_reader(username, Some(id))? {
-            Ok(v) => v,
-            Err(e) => return Ok(Err(e)),
-        };
+    fn web_get(&mut self, username: &str, id: &str) -> Checked<WebDetail, WebError> {
+        let (ident, subject) = admit!(self.web_reader(username, Some(id))?);
         let c = self.conn.as_mut().ok_or_else(not_connected)?;
         let Some(row) = Store::new(&mut c.db).backfill_any(id)? else {
-            return Ok(Err(WebError::NotFound(format!(
+            refuse!(WebError::NotFound(format!(
                 "The backfill with backfill_dag_id: `{id}` was not found"
-            ))));
+            )));
         };
         if let Err(d) = authz::authorize(&subject, Action::Read, Some(&row.dag_id)) {
             let r = Rejection::from(d);
             self.audit(&ident, Action::Read, Some(id), Some(&r))?;
-            return Ok(Err(WebError::Denied(r)));
+            refuse!(WebError::Denied(r));
         }
         let (runs, links) = if row.copy_written_at.is_some() {
             let mut af = Airflow::new(&mut c.db, &c.schema);
@@ -551,22 +537,15 @@ impl Engine {
             airflow3,
         };
         self.audit_read(&ident, Some(id))?;
-        Ok(Ok(detail))
+        Ok(Ruling::Admit(detail))
     }
 
-    fn web_tasks(
-        &mut self,
-        username: &str,
-        dag_id: &str,
-    ) -> Result<Result<Vec<String>, WebError>, DbError> {
-        let (ident, subject) = match self.web_reader(username, None)? {
-            Ok(v) => v,
-            Err(e) => return Ok(Err(e)),
-        };
+    fn web_tasks(&mut self, username: &str, dag_id: &str) -> Checked<Vec<String>, WebError> {
+        let (ident, subject) = admit!(self.web_reader(username, None)?);
         if let Err(d) = authz::authorize(&subject, Action::Read, Some(dag_id)) {
             let r = Rejection::from(d);
             self.audit(&ident, Action::Read, Some(dag_id), Some(&r))?;
-            return Ok(Err(WebError::Denied(r)));
+            refuse!(WebError::Denied(r));
         }
         let c = self.conn.as_mut().ok_or_else(not_connected)?;
         let dag = Airflow::new(&mut c.db, &c.schema).serialized_dag(dag_id)?;
@@ -578,23 +557,21 @@ impl Engine {
             .map(|t| t.task_id)
             .collect();
         ids.sort();
-        Ok(Ok(ids))
+        Ok(Ruling::Admit(ids))
     }
 
-    fn web_dags(&mut self, username: &str) -> Result<Result<Vec<String>, WebError>, DbError> {
-        let (_, subject) = match self.web_reader(username, None)? {
-            Ok(v) => v,
-            Err(e) => return Ok(Err(e)),
-        };
+    fn web_dags(&mut self, username: &str) -> Checked<Vec<String>, WebError> {
+        let (_, subject) = admit!(self.web_reader(username, None)?);
         let c = self.conn.as_mut().ok_or_else(not_connected)?;
         let copies = format!("/{}/", dagcopy::COPY_SUBDIR);
         let dags = Airflow::new(&mut c.db, &c.schema).active_dags()?;
-        Ok(Ok(dags
-            .into_iter()
-            .filter(|d| !d.fileloc.as_deref().is_some_and(|f| f.contains(&copies)))
-            .filter(|d| authz::authorize(&subject, Action::Create, Some(&d.dag_id)).is_ok())
-            .map(|d| d.dag_id)
-            .collect()))
+        Ok(Ruling::Admit(
+            dags.into_iter()
+                .filter(|d| !d.fileloc.as_deref().is_some_and(|f| f.contains(&copies)))
+                .filter(|d| authz::authorize(&subject, Action::Create, Some(&d.dag_id)).is_ok())
+                .map(|d| d.dag_id)
+                .collect(),
+        ))
     }
 }
 

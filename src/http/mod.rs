@@ -14,6 +14,7 @@ pub mod airflow_links;
 pub mod airflow_session;
 pub mod api;
 pub mod auth;
+pub mod body;
 pub mod csrf;
 pub mod metrics;
 pub mod openapi;
@@ -34,10 +35,10 @@ use axum::http::{HeaderMap, StatusCode};
 use tokio::sync::oneshot;
 
 use crate::config::{ApiTokenSettings, Config, HttpSection};
+use crate::control::RequestView;
 use crate::control::{ControlRequest, ControlResponse};
 use crate::engine::web::{Credentials, WebCommand, WebError};
 use crate::engine::Command;
-use crate::metadb::store::RequestRecord;
 use crate::spool::INCOMING;
 use auth::{RateLimiter, Sessions};
 
@@ -628,7 +629,7 @@ impl AppState {
         &self,
         user: &str,
         mut request: toml::Table,
-    ) -> Result<RequestRecord, ApiError> {
+    ) -> Result<RequestView, ApiError> {
         request.insert("on_behalf_of".into(), toml::Value::String(user.to_owned()));
         let body = toml::to_string(&request)
             .map_err(|e| ApiError::bad_request(format!("cannot encode the request: {e}")))?;

@@ -27,9 +27,9 @@ use super::auth::{csrf_ok, Session};
 use super::present::{self, Problem};
 use super::{ApiError, State};
 use crate::authz::Action;
+use crate::control::RequestView;
 use crate::engine::web::{PageRequest, WebBackfill, WebCommand, WebDetail, WebPage};
 use crate::metadb::store::ListQuery;
-use crate::metadb::store::RequestRecord;
 use crate::paging::PageKey;
 
 const COOKIE: &str = "backfilld_session";

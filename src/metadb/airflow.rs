@@ -225,18 +225,7 @@ struct FailedTaskSql {
     map_index: i64,
 }
 
-#[derive(QueryableByName)]
-struct RunSql {
-    #[diesel(sql_type = Nullable<Text>)]
-    logical_date: Option<String>,
-    #[diesel(sql_type = Nullable<Text>)]
-    state: Option<String>,
-    #[diesel(sql_type = Nullable<Text>)]
-    start_date: Option<String>,
-    #[diesel(sql_type = Nullable<Text>)]
-    end_date: Option<String>,
-}
-
+/// A run's start and end, as text; also the tail of [`DagRunSql`].
 #[derive(QueryableByName)]
 struct SpanSql {
     #[diesel(sql_type = Nullable<Text>)]
@@ -245,6 +234,7 @@ struct SpanSql {
     end_date: Option<String>,
 }
 
+/// A `dag_run` row: its DAG, logical date, state and span.
 #[derive(QueryableByName)]
 struct DagRunSql {
     #[diesel(sql_type = Text)]
@@ -253,10 +243,8 @@ struct DagRunSql {
     logical_date: Option<String>,
     #[diesel(sql_type = Nullable<Text>)]
     state: Option<String>,
-    #[diesel(sql_type = Nullable<Text>)]
-    start_date: Option<String>,
-    #[diesel(sql_type = Nullable<Text>)]
-    end_date: Option<String>,
+    #[diesel(embed)]
+    span: SpanSql,
 }
 
 /// Most ids one `IN (...)` list binds.
@@ -280,24 +268,17 @@ impl<'a> Airflow<'a> {
         Airflow { db, schema }
     }
 
+    /// `dag_run`'s logical date column: `execution_date` on Airflow 2.
+    fn date_col(&self) -> &'static str {
+        match self.schema.generation {
+            Generation::V2 => "execution_date",
+            Generation::V3 => "logical_date",
+        }
+    }
+
     /// The `dag` row of `dag_id`.
     pub fn dag(&mut self, dag_id: &str) -> Result<Option<DagRow>, DbError> {
-        let d = self.db.dialect();
-        let active = match self.schema.generation {
-            Generation::V2 => d.bool_int("is_active"),
-            Generation::V3 => format!("1 - {}", d.bool_int("is_stale")),
-        };
-        let sql = format!(
-            "SELECT dag_id, {active} AS active, {} AS paused, fileloc FROM dag WHERE dag_id = ?",
-            d.bool_int("is_paused")
-        );
-        let rows: Vec<DagSql> = self.db.load(&sql, &[Arg::Text(dag_id.to_owned())])?;
-        Ok(rows.into_iter().next().map(|r| DagRow {
-            dag_id: r.dag_id,
-            is_active: r.active == 1,
-            is_paused: r.paused == 1,
-            fileloc: r.fileloc,
-        }))
+        Ok(self.dags_of(&[dag_id])?.into_iter().next())
     }
 
     /// Every active DAG Airflow knows, by id (for the web UI's DAG picker).
@@ -372,42 +353,14 @@ impl<'a> Airflow<'a> {
 
     /// Every run of `dag_id`.
     pub fn runs(&mut self, dag_id: &str) -> Result<Vec<RunObservation>, DbError> {
-        let d = self.db.dialect();
-        let date_col = match self.schema.generation {
-            Generation::V2 => "execution_date",
-            Generation::V3 => "logical_date",
-        };
-        let sql = format!(
-            "SELECT {} AS logical_date, state, {} AS start_date, {} AS end_date FROM dag_run WHERE dag_id = ?",
-            d.ts_text(date_col),
-            d.ts_text("start_date"),
-            d.ts_text("end_date")
-        );
-        let rows: Vec<RunSql> = self.db.load(&sql, &[Arg::Text(dag_id.to_owned())])?;
-        let opt = |s: Option<String>| -> Result<Option<DateTime<Utc>>, DbError> {
-            s.as_deref().map(parse_ts).transpose()
-        };
-        let mut runs = Vec::with_capacity(rows.len());
-        for r in rows {
-            let Some(date) = r.logical_date else { continue };
-            runs.push(RunObservation {
-                logical_date: parse_ts(&date)?,
-                state: RunState::parse(r.state.as_deref().unwrap_or("queued")),
-                start_date: opt(r.start_date)?,
-                end_date: opt(r.end_date)?,
-            });
-        }
-        Ok(runs)
+        Ok(self.runs_of(&[dag_id])?.remove(dag_id).unwrap_or_default())
     }
 
     /// The run id of each of `dag_id`'s runs by logical date, and its failed task instances
     /// (`upstream_failed` ones too): what the web UI links into Airflow with.
     pub fn run_links(&mut self, dag_id: &str) -> Result<Vec<RunLink>, DbError> {
         let d = self.db.dialect();
-        let date_col = match self.schema.generation {
-            Generation::V2 => "execution_date",
-            Generation::V3 => "logical_date",
-        };
+        let date_col = self.date_col();
         let sql = format!(
             "SELECT {} AS logical_date, run_id FROM dag_run WHERE dag_id = ?",
             d.ts_text(date_col)
@@ -502,10 +455,7 @@ impl<'a> Airflow<'a> {
         dag_ids: &[&str],
     ) -> Result<std::collections::HashMap<String, Vec<RunObservation>>, DbError> {
         let d = self.db.dialect();
-        let date_col = match self.schema.generation {
-            Generation::V2 => "execution_date",
-            Generation::V3 => "logical_date",
-        };
+        let date_col = self.date_col();
         let mut out: std::collections::HashMap<String, Vec<RunObservation>> =
             std::collections::HashMap::new();
         for chunk in dag_ids.chunks(IN_IDS) {
@@ -526,8 +476,8 @@ impl<'a> Airflow<'a> {
                 out.entry(r.dag_id).or_default().push(RunObservation {
                     logical_date: parse_ts(&date)?,
                     state: RunState::parse(r.state.as_deref().unwrap_or("queued")),
-                    start_date: opt(r.start_date)?,
-                    end_date: opt(r.end_date)?,
+                    start_date: opt(r.span.start_date)?,
+                    end_date: opt(r.span.end_date)?,
                 });
             }
         }

@@ -19,7 +19,7 @@ use super::{Arg, DbError, MetaDb};
 pub const LEADER: &str = "leader";
 
 /// One claim as stored.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimInfo {
     /// The claim's name (e.g. [`LEADER`]).
     pub name: String,

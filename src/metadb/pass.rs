@@ -16,7 +16,7 @@ use diesel::sql_types::{BigInt, Nullable, Text};
 use diesel::QueryableByName;
 
 use super::airflow::{AirflowSchema, Generation, ImportErrorSql};
-use super::store::{stored_ts, PendingOp};
+use super::store::{stored_ts, Live, LiveSql, PendingOp};
 use super::{parse_ts, Arg, DbError, MetaDb};
 use crate::ordering::Prerequisite;
 use crate::reconcile::{Decision, Progress, RunState, RunSummary};
@@ -77,44 +77,10 @@ pub struct PassRow {
 
 #[derive(QueryableByName)]
 struct PassSql {
-    #[diesel(sql_type = Text)]
-    id: String,
-    #[diesel(sql_type = Text)]
-    dag_id: String,
-    #[diesel(sql_type = Text)]
-    state: String,
-    #[diesel(sql_type = Nullable<Text>)]
-    state_reason: Option<String>,
-    #[diesel(sql_type = Nullable<Text>)]
-    copy_path: Option<String>,
-    #[diesel(sql_type = Nullable<Text>)]
-    copy_written_at: Option<String>,
-    #[diesel(sql_type = Text)]
-    submitted_at: String,
-    #[diesel(sql_type = Nullable<Text>)]
-    scheduled_at: Option<String>,
-    #[diesel(sql_type = Nullable<Text>)]
-    run_start: Option<String>,
-    #[diesel(sql_type = Nullable<Text>)]
-    run_end: Option<String>,
-    #[diesel(sql_type = BigInt)]
-    dates_total: i64,
-    #[diesel(sql_type = BigInt)]
-    dates_succeeded: i64,
-    #[diesel(sql_type = BigInt)]
-    dates_failed: i64,
-    #[diesel(sql_type = BigInt)]
-    dates_running: i64,
-    #[diesel(sql_type = BigInt)]
-    dates_queued: i64,
-    #[diesel(sql_type = BigInt)]
-    user_paused: i64,
+    #[diesel(embed)]
+    live: LiveSql,
     #[diesel(sql_type = BigInt)]
     throttled: i64,
-    #[diesel(sql_type = Nullable<Text>)]
-    pending_op: Option<String>,
-    #[diesel(sql_type = BigInt)]
-    max_active_runs: i64,
     #[diesel(sql_type = BigInt)]
     priority: i64,
     #[diesel(sql_type = Nullable<Text>)]
@@ -147,41 +113,25 @@ impl TryFrom<PassSql> for PassRow {
     type Error = DbError;
 
     fn try_from(r: PassSql) -> Result<Self, DbError> {
-        let state = BackfillState::parse(&r.state).ok_or_else(|| {
-            DbError::Data(format!("backfill {}: unknown state {:?}", r.id, r.state))
-        })?;
-        let total = count(r.dates_total);
-        let (succeeded, failed, running, queued) = (
-            count(r.dates_succeeded),
-            count(r.dates_failed),
-            count(r.dates_running),
-            count(r.dates_queued),
-        );
+        let live = Live::try_from(r.live)?;
         Ok(PassRow {
-            state,
-            state_reason: r.state_reason,
-            copy_path: r.copy_path,
-            copy_written_at: opt_ts(r.copy_written_at)?,
-            submitted_at: parse_ts(&r.submitted_at)?,
-            scheduled_at: opt_ts(r.scheduled_at)?,
-            run_start: opt_ts(r.run_start)?,
-            run_end: opt_ts(r.run_end)?,
-            progress: Progress {
-                total,
-                succeeded,
-                failed,
-                running,
-                queued,
-                pending: total.saturating_sub(succeeded + failed + running + queued),
-            },
-            user_paused: r.user_paused != 0,
+            id: live.id,
+            dag_id: live.dag_id,
+            state: live.state,
+            state_reason: live.state_reason,
+            copy_path: live.copy_path,
+            copy_written_at: live.copy_written_at,
+            submitted_at: live.submitted_at,
+            scheduled_at: live.scheduled_at,
+            run_start: live.run_start,
+            run_end: live.run_end,
+            progress: live.progress,
+            user_paused: live.user_paused,
             throttled: r.throttled != 0,
-            pending_op: PendingOp::parse(r.pending_op.as_deref().unwrap_or_default()),
-            max_active_runs: count(r.max_active_runs),
+            pending_op: live.pending_op,
+            max_active_runs: live.max_active_runs,
             priority: i32::try_from(r.priority).unwrap_or(0),
             steered: r.run_order.is_some(),
-            dag_id: r.dag_id,
-            id: r.id,
         })
     }
 }

@@ -220,23 +220,6 @@ fn airflow3_loads_subset_and_asset_safe_copies() -> TestResult {
 // End to end on Airflow 2.11
 // ----------------------------------------------------------------------------------------------
 
-fn submit(daemon: &Daemon, args: &[&str]) -> Value {
-    let out = daemon.ctl(&[&["submit", "--json"], args].concat());
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{e}: {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
-}
-
-fn accepted(daemon: &Daemon, args: &[&str]) -> String {
-    let out = submit(daemon, args);
-    assert_eq!(out["outcome"], "accepted", "{out}\n{}", daemon.log_text());
-    out["backfill_id"].as_str().unwrap_or_default().to_owned()
-}
-
 /// Task instances of `dag_id` by task id: (task_id, count).
 fn task_counts(af: &Airflow, dag_id: &str) -> Vec<(String, i64)> {
     let c = af.sql();
@@ -262,52 +245,29 @@ fn task_subset_on_airflow2_sqlite() {
 
     // A pattern matching nothing is refused, naming the DAG's tasks; so is one the daemon
     // cannot evaluate like RE2.
-    let out = submit(
-        &daemon,
-        &[
-            "--dag",
-            "etl_chain",
-            "--start",
-            "2024-03-01",
-            "--end",
-            "2024-03-01",
-            "--task",
-            "^nope$",
-        ],
+    let out = daemon.submit(
+        "etl_chain",
+        "2024-03-01",
+        "2024-03-01",
+        &["--task", "^nope$"],
     );
     assert_eq!(out["reason_code"], "no_matching_task", "{out}");
     let reason = out["reason"].as_str().unwrap_or_default();
     assert!(reason.contains("extract, load, transform"), "{reason}");
-    let out = submit(
-        &daemon,
-        &[
-            "--dag",
-            "etl_chain",
-            "--start",
-            "2024-03-01",
-            "--end",
-            "2024-03-01",
-            "--task",
-            "(?=x)",
-        ],
+    let out = daemon.submit(
+        "etl_chain",
+        "2024-03-01",
+        "2024-03-01",
+        &["--task", "(?=x)"],
     );
     assert_eq!(out["reason_code"], "invalid_value", "{out}");
 
     // Only `transform`, for every date.
-    let only = accepted(
-        &daemon,
-        &[
-            "--dag",
-            "etl_chain",
-            "--start",
-            "2024-03-01",
-            "--end",
-            "2024-03-02",
-            "--task",
-            "^transform$",
-            "--max-active-runs",
-            "2",
-        ],
+    let only = daemon.submit_accepted(
+        "etl_chain",
+        "2024-03-01",
+        "2024-03-02",
+        &["--task", "^transform$", "--max-active-runs", "2"],
     );
     // `transform` and its upstream `extract`, from a request file.
     daemon.drop_request(
@@ -385,18 +345,11 @@ fn asset_events(major: AirflowMajor, name: &str) {
     };
 
     // By default the copy emits no dataset event: the consumer never runs.
-    let out = submit(
-        &daemon,
-        &[
-            "--dag",
-            "asset_producer",
-            "--start",
-            "2024-03-01",
-            "--end",
-            "2024-03-03",
-            "--max-active-runs",
-            "3",
-        ],
+    let out = daemon.submit(
+        "asset_producer",
+        "2024-03-01",
+        "2024-03-03",
+        &["--max-active-runs", "3"],
     );
     assert_eq!(out["outcome"], "accepted", "{out}");
     let warnings = out["warnings"].to_string();
@@ -416,19 +369,11 @@ fn asset_events(major: AirflowMajor, name: &str) {
     assert_eq!(consumer_runs(), 0, "the consumer ran from a backfill");
 
     // Opted in: three events, and the consumer runs.
-    let loud = accepted(
-        &daemon,
-        &[
-            "--dag",
-            "asset_producer",
-            "--start",
-            "2024-04-01",
-            "--end",
-            "2024-04-03",
-            "--max-active-runs",
-            "3",
-            "--emit-asset-events",
-        ],
+    let loud = daemon.submit_accepted(
+        "asset_producer",
+        "2024-04-01",
+        "2024-04-03",
+        &["--max-active-runs", "3", "--emit-asset-events"],
     );
     let done = daemon.wait_finished(&loud, BIG);
     assert_eq!(done["state"], "success", "{done}");
@@ -453,18 +398,11 @@ fn ordering_on_airflow2_sqlite() {
     };
 
     // An unknown prerequisite is refused, named.
-    let out = submit(
-        &daemon,
-        &[
-            "--dag",
-            "sales",
-            "--start",
-            "2024-03-01",
-            "--end",
-            "2024-03-02",
-            "--after",
-            "nope_backfill_1",
-        ],
+    let out = daemon.submit(
+        "sales",
+        "2024-03-01",
+        "2024-03-02",
+        &["--after", "nope_backfill_1"],
     );
     assert_eq!(out["reason_code"], "unknown_prerequisite", "{out}");
     assert!(out["reason"]
@@ -473,32 +411,13 @@ fn ordering_on_airflow2_sqlite() {
         .contains("nope_backfill_1"));
 
     // B after A: B's copy appears only once A succeeded; B runs after A ended.
-    let a = accepted(
-        &daemon,
-        &[
-            "--dag",
-            "lifecycle_demo",
-            "--start",
-            "2024-03-01",
-            "--end",
-            "2024-03-02",
-            "--param",
-            "sleep=6",
-        ],
+    let a = daemon.submit_accepted(
+        "lifecycle_demo",
+        "2024-03-01",
+        "2024-03-02",
+        &["--param", "sleep=6"],
     );
-    let b = accepted(
-        &daemon,
-        &[
-            "--dag",
-            "sales",
-            "--start",
-            "2024-03-01",
-            "--end",
-            "2024-03-02",
-            "--after",
-            &a,
-        ],
-    );
+    let b = daemon.submit_accepted("sales", "2024-03-01", "2024-03-02", &["--after", &a]);
     let mut saw_waiting = false;
     loop {
         let b_copy = copy(&b).exists();
@@ -538,30 +457,8 @@ fn ordering_on_airflow2_sqlite() {
     );
 
     // D after a failing C fails with C's reason and never gets a copy.
-    let c = accepted(
-        &daemon,
-        &[
-            "--dag",
-            "sales",
-            "--start",
-            "2023-06-01",
-            "--end",
-            "2023-06-01",
-        ],
-    );
-    let d = accepted(
-        &daemon,
-        &[
-            "--dag",
-            "sales",
-            "--start",
-            "2024-05-01",
-            "--end",
-            "2024-05-01",
-            "--after",
-            &c,
-        ],
-    );
+    let c = daemon.submit_accepted("sales", "2023-06-01", "2023-06-01", &[]);
+    let d = daemon.submit_accepted("sales", "2024-05-01", "2024-05-01", &["--after", &c]);
     let done_c = daemon.wait_finished(&c, BIG);
     assert_eq!(done_c["state"], "failed", "{done_c}");
     let done_d = daemon.wait_finished(&d, BIG);
@@ -574,19 +471,7 @@ fn ordering_on_airflow2_sqlite() {
     assert!(!copy(&d).exists());
     assert!(af.run_dates(&d).is_empty());
     // Naming a prerequisite that already failed is refused.
-    let out = submit(
-        &daemon,
-        &[
-            "--dag",
-            "sales",
-            "--start",
-            "2024-06-01",
-            "--end",
-            "2024-06-01",
-            "--after",
-            &c,
-        ],
-    );
+    let out = daemon.submit("sales", "2024-06-01", "2024-06-01", &["--after", &c]);
     assert_eq!(out["reason_code"], "prerequisite_failed", "{out}");
 }
 
@@ -616,19 +501,11 @@ fn subset_copy_registers_on_airflow3_sqlite() {
     af.reserialize();
     af.wait_parsed("etl_chain", BIG);
     let daemon = Daemon::start(&af, &[]);
-    let id = accepted(
-        &daemon,
-        &[
-            "--dag",
-            "etl_chain",
-            "--start",
-            "2024-03-01",
-            "--end",
-            "2024-03-02",
-            "--task",
-            "^transform$",
-            "--include-downstream",
-        ],
+    let id = daemon.submit_accepted(
+        "etl_chain",
+        "2024-03-01",
+        "2024-03-02",
+        &["--task", "^transform$", "--include-downstream"],
     );
     let copy = af
         .dags_folder()

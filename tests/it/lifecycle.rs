@@ -9,20 +9,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{wait_for, Airflow, AirflowMajor, Daemon};
+use crate::support::{stdout_json, wait_for, Airflow, AirflowMajor, Daemon};
 
 const BIG: Duration = Duration::from_secs(420);
 const DAG: &str = "lifecycle_demo";
-
-fn stdout_json(out: &std::process::Output) -> Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{e}: stdout {} stderr {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
-}
 
 /// `backfillctl <action> ID --json`: the decided request record and the exit code.
 fn operate(d: &Daemon, action: &str, id: &str) -> (Value, Option<i32>) {
@@ -30,12 +20,33 @@ fn operate(d: &Daemon, action: &str, id: &str) -> (Value, Option<i32>) {
     (stdout_json(&out), out.status.code())
 }
 
-fn submit(d: &Daemon, args: &[&str]) -> String {
-    let mut all = vec!["submit", "--json", "--dag", DAG];
-    all.extend_from_slice(args);
-    let v = d.ctl_json(&all);
-    assert_eq!(v["outcome"], "accepted", "{v}");
-    v["backfill_id"].as_str().unwrap_or_default().to_owned()
+/// A backfill cancelled by root while running, after its first date succeeded: failed, and
+/// the counts are those after the cancel (one success, the rest failed, nothing in flight).
+fn assert_cancelled_after_one_success(s: &Value) {
+    assert_eq!(s["state"], "failed", "{s}");
+    assert_eq!(s["reason"], "cancelled by root", "{s}");
+    assert_eq!(
+        (
+            &s["dates_succeeded"],
+            &s["dates_running"],
+            &s["dates_queued"]
+        ),
+        (&Value::from(1), &Value::from(0), &Value::from(0)),
+        "the counts are those after the cancel: {s}"
+    );
+    assert!(s["dates_failed"].as_u64().is_some_and(|n| n >= 1), "{s}");
+}
+
+/// `backfillctl <action> ID` refused by the state machine (exit code 1), its reason
+/// containing `needle`.
+fn assert_refused(d: &Daemon, action: &str, id: &str, needle: &str) {
+    let (v, code) = operate(d, action, id);
+    assert_eq!(code, Some(1), "{v}");
+    assert_eq!(v["reason_code"], "illegal_transition", "{v}");
+    assert!(
+        v["reason"].as_str().is_some_and(|r| r.contains(needle)),
+        "{v}"
+    );
 }
 
 fn status(d: &Daemon, id: &str) -> Value {
@@ -136,7 +147,7 @@ fn lifecycle_on_airflow2_sqlite() {
     let copies = af.dags_folder().join("backfill_user_dags");
     let _ = std::fs::remove_dir_all(&copies);
     std::fs::write(&copies, "not a directory").unwrap_or_else(|e| panic!("{e}"));
-    let early = submit(&d, &["--start", "2024-04-01", "--end", "2024-04-02"]);
+    let early = d.submit_accepted(DAG, "2024-04-01", "2024-04-02", &[]);
     assert_eq!(status(&d, &early)["state"], "submitted");
     let (v, code) = operate(&d, "cancel", &early);
     assert_eq!(code, Some(0), "{v}");
@@ -158,29 +169,11 @@ fn lifecycle_on_airflow2_sqlite() {
     );
     assert!(runs(&af, &early).is_empty());
     // Cancelling it again is refused by the state machine, with the reason.
-    let (v, code) = operate(&d, "cancel", &early);
-    assert_eq!(code, Some(1), "{v}");
-    assert_eq!(v["reason_code"], "illegal_transition", "{v}");
-    assert!(
-        v["reason"]
-            .as_str()
-            .is_some_and(|r| r.contains("cannot cancel a cancelled backfill")),
-        "{v}"
-    );
+    assert_refused(&d, "cancel", &early, "cannot cancel a cancelled backfill");
 
     // 2. Cancel while running: three slow dates; once the first succeeded and the second is
     //    running, cancel. Delete is refused while it runs.
-    let running = submit(
-        &d,
-        &[
-            "--start",
-            "2024-05-01",
-            "--end",
-            "2024-05-03",
-            "--param",
-            "sleep=15",
-        ],
-    );
+    let running = d.submit_accepted(DAG, "2024-05-01", "2024-05-03", &["--param", "sleep=15"]);
     wait_for("a finished date and a running task", BIG, || {
         let s = status(&d, &running);
         let busy = task_instances(&af, &running)
@@ -188,15 +181,7 @@ fn lifecycle_on_airflow2_sqlite() {
             .any(|t| t.2 == "running");
         (s["dates_succeeded"] == 1 && busy).then_some(())
     });
-    let (v, code) = operate(&d, "delete", &running);
-    assert_eq!(code, Some(1), "{v}");
-    assert_eq!(v["reason_code"], "illegal_transition", "{v}");
-    assert!(
-        v["reason"]
-            .as_str()
-            .is_some_and(|r| r.contains("cannot delete a running backfill")),
-        "{v}"
-    );
+    assert_refused(&d, "delete", &running, "cannot delete a running backfill");
     let (v, code) = operate(&d, "cancel", &running);
     assert_eq!(code, Some(0), "{v}");
     let cancelled_at = Instant::now();
@@ -213,18 +198,7 @@ fn lifecycle_on_airflow2_sqlite() {
     });
     assert!(cancelled_at.elapsed() <= Duration::from_secs(3));
     let s = status(&d, &running);
-    assert_eq!(s["state"], "failed", "{s}");
-    assert_eq!(s["reason"], "cancelled by root", "{s}");
-    assert_eq!(
-        (
-            &s["dates_succeeded"],
-            &s["dates_running"],
-            &s["dates_queued"]
-        ),
-        (&Value::from(1), &Value::from(0), &Value::from(0)),
-        "the counts are those after the cancel: {s}"
-    );
-    assert!(s["dates_failed"].as_u64().is_some_and(|n| n >= 1), "{s}");
+    assert_cancelled_after_one_success(&s);
     // The finished date keeps its success; the others stay failed (the running task was
     // killed, not allowed to finish) and nothing new starts.
     std::thread::sleep(Duration::from_secs(20));
@@ -252,17 +226,7 @@ fn lifecycle_on_airflow2_sqlite() {
 
     // 3. Pause (by a hand-dropped request file) while a task runs: it finishes, no new task
     //    instance starts; resume (backfillctl) and it completes.
-    let paused = submit(
-        &d,
-        &[
-            "--start",
-            "2024-06-01",
-            "--end",
-            "2024-06-02",
-            "--param",
-            "sleep=6",
-        ],
-    );
+    let paused = d.submit_accepted(DAG, "2024-06-01", "2024-06-02", &["--param", "sleep=6"]);
     wait_for("a running task", BIG, || {
         task_instances(&af, &paused)
             .iter()
@@ -381,17 +345,7 @@ fn lifecycle_on_airflow2_sqlite() {
         std::fs::write(fail_dir.join(day), "").unwrap_or_else(|e| panic!("{e}"));
     }
     let fail_param = format!("fail_dir=\"{}\"", fail_dir.display());
-    let partial = submit(
-        &d,
-        &[
-            "--start",
-            "2024-07-01",
-            "--end",
-            "2024-07-03",
-            "--param",
-            &fail_param,
-        ],
-    );
+    let partial = d.submit_accepted(DAG, "2024-07-01", "2024-07-03", &["--param", &fail_param]);
     let done = d.wait_finished(&partial, BIG);
     assert_eq!(done["state"], "failed", "{done}");
     assert_eq!(done["dates_failed"], 2, "{done}");
@@ -526,30 +480,13 @@ fn lifecycle_on_airflow2_sqlite() {
             .format("%Y-%m-%dT%H:%M:%SZ")
             .to_string()
     };
-    let later = submit(
-        &d,
-        &[
-            "--start",
-            "2024-08-01",
-            "--end",
-            "2024-08-01",
-            "--at",
-            &at(15),
-        ],
-    );
+    let later = d.submit_accepted(DAG, "2024-08-01", "2024-08-01", &["--at", &at(15)]);
     let soon_at = at(8);
-    let soon = submit(
-        &d,
-        &[
-            "--start",
-            "2024-08-02",
-            "--end",
-            "2024-08-02",
-            "--at",
-            &soon_at,
-            "--delete-after-days",
-            "0",
-        ],
+    let soon = d.submit_accepted(
+        DAG,
+        "2024-08-02",
+        "2024-08-02",
+        &["--at", &soon_at, "--delete-after-days", "0"],
     );
     let s = status(&d, &soon);
     assert_eq!(s["scheduled_at"], soon_at.as_str(), "{s}");
@@ -721,24 +658,15 @@ fn lifecycle_on_airflow2_sqlite() {
 /// `max_active_runs = 1`; checked against the order in which Airflow created and started them.
 fn run_backwards_scenario(af: &Airflow, d: &Daemon) {
     let day = |d: &str| format!("2024-10-{d}T00:00:00Z");
-    let args = [
-        "--start",
-        "2024-10-01",
-        "--end",
-        "2024-10-04",
-        "--backwards",
-    ];
-    let mut dry_args = vec!["submit", "--json", "--dag", DAG, "--dry-run"];
-    dry_args.extend_from_slice(&args);
-    let dry = d.ctl_json(&dry_args);
+    let (start, end) = ("2024-10-01", "2024-10-04");
+    let dry = d.submit(DAG, start, end, &["--backwards", "--dry-run"]);
+    assert_eq!(dry["outcome"], "accepted", "{dry}");
     assert_eq!(
         dry["dates"],
         serde_json::json!([day("04"), day("03"), day("02"), day("01")]),
         "a dry run lists the dates in the order they would run: {dry}"
     );
-    let mut create = args.to_vec();
-    create.extend_from_slice(&["--max-active-runs", "1"]);
-    let id = submit(d, &create);
+    let id = d.submit_accepted(DAG, start, end, &["--backwards", "--max-active-runs", "1"]);
     let done = d.wait_finished(&id, BIG);
     assert_eq!(done["state"], "success", "{done}");
     assert_eq!(done["run_order"], "newest_first", "{done}");
@@ -798,17 +726,7 @@ fn lifecycle_scenario(af: &mut Airflow) {
     af.start_scheduler();
     af.wait_parsed(DAG, BIG);
     let d = Daemon::start(af, &[]);
-    let id = submit(
-        &d,
-        &[
-            "--start",
-            "2024-05-01",
-            "--end",
-            "2024-05-03",
-            "--param",
-            "sleep=12",
-        ],
-    );
+    let id = d.submit_accepted(DAG, "2024-05-01", "2024-05-03", &["--param", "sleep=12"]);
     let ti_states = |af: &Airflow| -> Vec<String> {
         af.query(&format!(
             "SELECT COALESCE(state, '') FROM task_instance WHERE dag_id = '{id}'"
@@ -857,18 +775,7 @@ fn lifecycle_scenario(af: &mut Airflow) {
         (!busy && !runs_busy).then_some(())
     });
     let s = status(&d, &id);
-    assert_eq!(s["state"], "failed", "{s}");
-    assert_eq!(s["reason"], "cancelled by root", "{s}");
-    assert_eq!(
-        (
-            &s["dates_succeeded"],
-            &s["dates_running"],
-            &s["dates_queued"]
-        ),
-        (&Value::from(1), &Value::from(0), &Value::from(0)),
-        "the counts are those after the cancel: {s}"
-    );
-    assert!(s["dates_failed"].as_u64().is_some_and(|n| n >= 1), "{s}");
+    assert_cancelled_after_one_success(&s);
     std::thread::sleep(Duration::from_secs(10));
     let r = run_states(af);
     assert_eq!(r.first().map(String::as_str), Some("success"), "{r:?}");

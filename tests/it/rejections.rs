@@ -3,27 +3,9 @@
 //! rejection carries its machine-readable code and a message naming the problem, and the
 //! file is kept in `rejected/` with a receipt.
 
-use std::process::Output;
-
 use serde_json::Value;
 
-use crate::support::{Airflow, AirflowMajor, Daemon};
-
-fn json(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{e}: stdout {} stderr {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
-}
-
-fn submit(d: &Daemon, args: &[&str]) -> Value {
-    let mut all = vec!["submit", "--json"];
-    all.extend_from_slice(args);
-    json(&d.ctl(&all))
-}
+use crate::support::{stdout_json, Airflow, AirflowMajor, Daemon};
 
 fn assert_rejected(v: &Value, code: &str, needle: &str) {
     assert_eq!(v["outcome"], "rejected", "{v}");
@@ -40,7 +22,7 @@ fn drop_and_decide(d: &Daemon, name: &str, body: &str) -> Value {
     d.drop_request(name, body);
     crate::support::wait_for("a decision", std::time::Duration::from_secs(30), || {
         let out = d.ctl(&["outcome", name, "--json"]);
-        let v = json(&out);
+        let v = stdout_json(&out);
         (v["outcome"] != "pending").then_some(v)
     })
 }
@@ -51,58 +33,21 @@ fn every_validation_rule_rejects_with_its_reason() {
     af.reserialize();
     let d = Daemon::start(&af, &[]);
 
-    let v = submit(
-        &d,
-        &[
-            "--dag",
-            "no_such_dag",
-            "--start",
-            "2024-01-01",
-            "--end",
-            "2024-01-02",
-        ],
-    );
+    let v = d.submit("no_such_dag", "2024-01-01", "2024-01-02", &[]);
     assert_rejected(&v, "unknown_dag", "no DAG with id \"no_such_dag\"");
 
-    let v = submit(
-        &d,
-        &[
-            "--dag",
-            "sales",
-            "--start",
-            "2024-01-05",
-            "--end",
-            "2024-01-01",
-        ],
-    );
+    let v = d.submit("sales", "2024-01-05", "2024-01-01", &[]);
     assert_rejected(&v, "start_after_end", "is after end");
 
-    let v = submit(
-        &d,
-        &[
-            "--dag",
-            "sales",
-            "--start",
-            "2024-01-01",
-            "--end",
-            "2024-01-02",
-            "--max-active-runs",
-            "11",
-        ],
+    let v = d.submit(
+        "sales",
+        "2024-01-01",
+        "2024-01-02",
+        &["--max-active-runs", "11"],
     );
     assert_rejected(&v, "max_active_runs_out_of_bounds", "allowed 1..=10");
 
-    let v = submit(
-        &d,
-        &[
-            "--dag",
-            "manual_only",
-            "--start",
-            "2024-01-01",
-            "--end",
-            "2024-01-02",
-        ],
-    );
+    let v = d.submit("manual_only", "2024-01-01", "2024-01-02", &[]);
     assert_eq!(v["reason_code"], "unsupported_schedule", "{v}");
     assert!(
         v["reason"]
@@ -113,17 +58,7 @@ fn every_validation_rule_rejects_with_its_reason() {
     );
 
     // @weekly ticks on Sundays: Monday..Tuesday holds none.
-    let v = submit(
-        &d,
-        &[
-            "--dag",
-            "weekly_report",
-            "--start",
-            "2024-01-01",
-            "--end",
-            "2024-01-02",
-        ],
-    );
+    let v = d.submit("weekly_report", "2024-01-01", "2024-01-02", &[]);
     assert_rejected(
         &v,
         "no_logical_dates",
@@ -146,59 +81,18 @@ fn every_validation_rule_rejects_with_its_reason() {
 
     // Overlap: the first is accepted, an overlapping second is rejected naming the first,
     // and accepted with ignore_overlap.
-    let first = submit(
-        &d,
-        &[
-            "--dag",
-            "sales",
-            "--start",
-            "2024-02-01",
-            "--end",
-            "2024-02-10",
-        ],
-    );
+    let first = d.submit("sales", "2024-02-01", "2024-02-10", &[]);
     assert_eq!(first["outcome"], "accepted", "{first}");
     let first_id = first["backfill_id"].as_str().unwrap_or_default().to_owned();
-    let v = submit(
-        &d,
-        &[
-            "--dag",
-            "sales",
-            "--start",
-            "2024-02-10",
-            "--end",
-            "2024-02-12",
-        ],
-    );
+    let v = d.submit("sales", "2024-02-10", "2024-02-12", &[]);
     assert_rejected(&v, "overlap", &first_id);
-    let v = submit(
-        &d,
-        &[
-            "--dag",
-            "sales",
-            "--start",
-            "2024-02-10",
-            "--end",
-            "2024-02-12",
-            "--ignore-overlap",
-        ],
-    );
+    let v = d.submit("sales", "2024-02-10", "2024-02-12", &["--ignore-overlap"]);
     assert_eq!(v["outcome"], "accepted", "{v}");
     assert_ne!(
         v["backfill_id"], first["backfill_id"],
         "ids are unique within one second"
     );
-    let v = submit(
-        &d,
-        &[
-            "--dag",
-            "sales",
-            "--start",
-            "2024-02-11",
-            "--end",
-            "2024-02-12",
-        ],
-    );
+    let v = d.submit("sales", "2024-02-11", "2024-02-12", &[]);
     assert_eq!(v["outcome"], "rejected", "{v}");
 
     // A DAG Airflow deactivated (its file disappeared) cannot be backfilled.
@@ -208,17 +102,7 @@ fn every_validation_rule_rejects_with_its_reason() {
             [],
         )
         .unwrap_or_else(|e| panic!("{e}"));
-    let v = submit(
-        &d,
-        &[
-            "--dag",
-            "weekly_report",
-            "--start",
-            "2024-01-01",
-            "--end",
-            "2024-01-31",
-        ],
-    );
+    let v = d.submit("weekly_report", "2024-01-01", "2024-01-31", &[]);
     assert_rejected(&v, "dag_deleted", "no longer active");
 
     // Every rejected file is kept, with a receipt naming its reason.

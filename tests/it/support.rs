@@ -854,6 +854,27 @@ impl Daemon {
             .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
     }
 
+    /// `backfillctl submit --json --dag DAG --start START --end END EXTRA...`: the decided
+    /// request, accepted or not, parsed.
+    pub fn submit(&self, dag: &str, start: &str, end: &str, extra: &[&str]) -> serde_json::Value {
+        let args = [
+            &[
+                "submit", "--json", "--dag", dag, "--start", start, "--end", end,
+            ],
+            extra,
+        ]
+        .concat();
+        stdout_json(&self.ctl(&args))
+    }
+
+    /// [`Daemon::submit`] that must be accepted (else panics with the daemon's log): the new
+    /// backfill's id.
+    pub fn submit_accepted(&self, dag: &str, start: &str, end: &str, extra: &[&str]) -> String {
+        let v = self.submit(dag, start, end, extra);
+        assert_eq!(v["outcome"], "accepted", "{v}\n{}", self.log_text());
+        v["backfill_id"].as_str().unwrap_or_default().to_owned()
+    }
+
     /// Drop a request file the way a user would: write elsewhere, rename into `incoming/`.
     pub fn drop_request(&self, name: &str, body: &str) {
         let tmp = self.spool.join("incoming").join(format!(".{name}.part"));
@@ -873,6 +894,17 @@ impl Daemon {
             .then_some(s)
         })
     }
+}
+
+/// A command's standard output parsed as JSON; panics with its stdout and stderr otherwise.
+pub fn stdout_json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: stdout {} stderr {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
 }
 
 /// One empty database on each engine's real server, for store-level tests that run the same

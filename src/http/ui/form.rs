@@ -425,7 +425,7 @@ pub(super) fn form_body(form: &FormData) -> Result<Map<String, Value>, ApiError>
 }
 
 /// A refused request's outcome as the error the page shows (its reason code and reason).
-pub(super) fn refusal(record: &RequestRecord) -> ApiError {
+pub(super) fn refusal(record: &RequestView) -> ApiError {
     let code = record
         .reason_code
         .as_ref()

@@ -180,8 +180,8 @@ impl Pass<'_> {
             for r in rows {
                 let version = (
                     r.updated_at.clone(),
-                    r.pending_op.clone(),
-                    r.copy_written_at.clone(),
+                    r.live.pending_op.clone(),
+                    r.live.copy_written_at.clone(),
                 );
                 out.push((PassRow::try_from(r)?, version));
             }

@@ -4,7 +4,7 @@
 use super::*;
 
 /// What became of a request file.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RequestRecord {
     /// Durable identity of the file (see `spool`).
     pub request_key: String,
@@ -27,29 +27,21 @@ pub struct RequestRecord {
     /// Why it was rejected (for people).
     pub reason: Option<String>,
     /// The Airflow user the request was decided for (after mapping and `on_behalf_of`).
-    #[serde(default)]
     pub airflow_user: Option<String>,
     /// The Airflow user a trusted submitter named in `on_behalf_of`.
-    #[serde(default)]
     pub on_behalf_of: Option<String>,
     /// What the file asked for (`create`, `cancel`, ...); `None` in records older than that.
-    #[serde(default)]
     pub action: Option<String>,
     /// A dry run: validated, nothing created.
-    #[serde(default)]
     pub dry_run: bool,
     /// The logical dates a dry run would run.
-    #[serde(default)]
     pub dates: Option<Vec<String>>,
     /// Dates of the range not run because the origin DAG already ran them (`reprocess`).
-    #[serde(default)]
     pub skipped_dates: Option<Vec<String>>,
     /// Things the requester should know about an accepted request (e.g. sensors waiting on
     /// other DAGs).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warnings: Option<Vec<String>>,
     /// A dry run's estimate of how long the backfill would take.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub estimate: Option<crate::estimate::Estimate>,
 }
 
@@ -293,16 +285,111 @@ impl PendingOp {
     }
 }
 
+/// The columns of a `backfilld_backfill` row that every read of one takes — the full
+/// [`BackfillRow`] and a reconcile pass's light `PassRow` — as stored.
+#[derive(QueryableByName)]
+pub(crate) struct LiveSql {
+    #[diesel(sql_type = Text)]
+    pub(crate) id: String,
+    #[diesel(sql_type = Text)]
+    pub(crate) dag_id: String,
+    #[diesel(sql_type = Text)]
+    pub(crate) state: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub(crate) state_reason: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub(crate) copy_path: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub(crate) copy_written_at: Option<String>,
+    #[diesel(sql_type = Text)]
+    pub(crate) submitted_at: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub(crate) run_start: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub(crate) run_end: Option<String>,
+    #[diesel(sql_type = BigInt)]
+    pub(crate) dates_total: i64,
+    #[diesel(sql_type = BigInt)]
+    pub(crate) dates_succeeded: i64,
+    #[diesel(sql_type = BigInt)]
+    pub(crate) dates_failed: i64,
+    #[diesel(sql_type = BigInt)]
+    pub(crate) dates_running: i64,
+    #[diesel(sql_type = BigInt)]
+    pub(crate) dates_queued: i64,
+    #[diesel(sql_type = BigInt)]
+    pub(crate) user_paused: i64,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub(crate) pending_op: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub(crate) scheduled_at: Option<String>,
+    #[diesel(sql_type = BigInt)]
+    pub(crate) max_active_runs: i64,
+}
+
+/// [`LiveSql`] read: the fields the full row and the pass's row share, converted once.
+pub(crate) struct Live {
+    pub(crate) id: String,
+    pub(crate) dag_id: String,
+    pub(crate) state: BackfillState,
+    pub(crate) state_reason: Option<String>,
+    pub(crate) copy_path: Option<String>,
+    pub(crate) copy_written_at: Option<DateTime<Utc>>,
+    pub(crate) submitted_at: DateTime<Utc>,
+    pub(crate) scheduled_at: Option<DateTime<Utc>>,
+    pub(crate) run_start: Option<DateTime<Utc>>,
+    pub(crate) run_end: Option<DateTime<Utc>>,
+    pub(crate) progress: Progress,
+    pub(crate) user_paused: bool,
+    pub(crate) pending_op: Option<PendingOp>,
+    pub(crate) max_active_runs: u32,
+}
+
+impl TryFrom<LiveSql> for Live {
+    type Error = DbError;
+
+    fn try_from(r: LiveSql) -> Result<Self, DbError> {
+        let opt = |s: Option<String>| s.as_deref().map(parse_ts).transpose();
+        let state = BackfillState::parse(&r.state).ok_or_else(|| {
+            DbError::Data(format!("backfill {}: unknown state {:?}", r.id, r.state))
+        })?;
+        let total = count(r.dates_total);
+        let (succeeded, failed, running, queued) = (
+            count(r.dates_succeeded),
+            count(r.dates_failed),
+            count(r.dates_running),
+            count(r.dates_queued),
+        );
+        Ok(Live {
+            state,
+            state_reason: r.state_reason,
+            copy_path: r.copy_path,
+            copy_written_at: opt(r.copy_written_at)?,
+            submitted_at: parse_ts(&r.submitted_at)?,
+            scheduled_at: opt(r.scheduled_at)?,
+            run_start: opt(r.run_start)?,
+            run_end: opt(r.run_end)?,
+            progress: Progress {
+                total,
+                succeeded,
+                failed,
+                running,
+                queued,
+                pending: total.saturating_sub(succeeded + failed + running + queued),
+            },
+            user_paused: r.user_paused != 0,
+            pending_op: r.pending_op.as_deref().and_then(PendingOp::parse),
+            max_active_runs: count(r.max_active_runs),
+            dag_id: r.dag_id,
+            id: r.id,
+        })
+    }
+}
+
 #[derive(QueryableByName)]
 pub(super) struct BackfillSql {
-    #[diesel(sql_type = Text)]
-    pub(super) id: String,
-    #[diesel(sql_type = Text)]
-    pub(super) dag_id: String,
-    #[diesel(sql_type = Text)]
-    pub(super) state: String,
-    #[diesel(sql_type = Nullable<Text>)]
-    pub(super) state_reason: Option<String>,
+    #[diesel(embed)]
+    pub(super) live: LiveSql,
     #[diesel(sql_type = Nullable<Text>)]
     pub(super) description: Option<String>,
     #[diesel(sql_type = Text)]
@@ -314,39 +401,17 @@ pub(super) struct BackfillSql {
     #[diesel(sql_type = Text)]
     pub(super) params: String,
     #[diesel(sql_type = BigInt)]
-    pub(super) max_active_runs: i64,
-    #[diesel(sql_type = BigInt)]
     pub(super) ignore_overlap: i64,
     #[diesel(sql_type = Text)]
     pub(super) origin_fileloc: String,
     #[diesel(sql_type = Text)]
     pub(super) origin_code: String,
-    #[diesel(sql_type = Nullable<Text>)]
-    pub(super) copy_path: Option<String>,
-    #[diesel(sql_type = Nullable<Text>)]
-    pub(super) copy_written_at: Option<String>,
     #[diesel(sql_type = Text)]
     pub(super) submitted_by: String,
     #[diesel(sql_type = BigInt)]
     pub(super) submitted_uid: i64,
     #[diesel(sql_type = Text)]
-    pub(super) submitted_at: String,
-    #[diesel(sql_type = Text)]
     pub(super) updated_at: String,
-    #[diesel(sql_type = Nullable<Text>)]
-    pub(super) run_start: Option<String>,
-    #[diesel(sql_type = Nullable<Text>)]
-    pub(super) run_end: Option<String>,
-    #[diesel(sql_type = BigInt)]
-    pub(super) dates_total: i64,
-    #[diesel(sql_type = BigInt)]
-    pub(super) dates_succeeded: i64,
-    #[diesel(sql_type = BigInt)]
-    pub(super) dates_failed: i64,
-    #[diesel(sql_type = BigInt)]
-    pub(super) dates_running: i64,
-    #[diesel(sql_type = BigInt)]
-    pub(super) dates_queued: i64,
     #[diesel(sql_type = Text)]
     pub(super) host: String,
     #[diesel(sql_type = Nullable<Text>)]
@@ -357,14 +422,8 @@ pub(super) struct BackfillSql {
     pub(super) deleted: i64,
     #[diesel(sql_type = Nullable<Text>)]
     pub(super) deleted_at: Option<String>,
-    #[diesel(sql_type = BigInt)]
-    pub(super) user_paused: i64,
-    #[diesel(sql_type = Nullable<Text>)]
-    pub(super) pending_op: Option<String>,
     #[diesel(sql_type = Nullable<Text>)]
     pub(super) retry_of: Option<String>,
-    #[diesel(sql_type = Nullable<Text>)]
-    pub(super) scheduled_at: Option<String>,
     #[diesel(sql_type = Nullable<BigInt>)]
     pub(super) delete_after_days: Option<i64>,
     #[diesel(sql_type = Nullable<Text>)]
@@ -489,8 +548,10 @@ impl TryFrom<BackfillSql> for BackfillRow {
 
     fn try_from(r: BackfillSql) -> Result<Self, DbError> {
         let opt = |s: Option<String>| s.as_deref().map(parse_ts).transpose();
+        let live = Live::try_from(r.live)?;
+        let id = live.id;
         let dates: Vec<String> = serde_json::from_str(&r.logical_dates)
-            .map_err(|e| DbError::Data(format!("backfill {}: logical_dates: {e}", r.id)))?;
+            .map_err(|e| DbError::Data(format!("backfill {id}: logical_dates: {e}")))?;
         let logical_dates = dates
             .iter()
             .map(|d| parse_ts(d))
@@ -499,75 +560,59 @@ impl TryFrom<BackfillSql> for BackfillRow {
             Ok(serde_json::Value::Object(m)) => m,
             _ => {
                 return Err(DbError::Data(format!(
-                    "backfill {}: params is not a JSON object",
-                    r.id
+                    "backfill {id}: params is not a JSON object"
                 )))
             }
         };
-        let state = BackfillState::parse(&r.state).ok_or_else(|| {
-            DbError::Data(format!("backfill {}: unknown state {:?}", r.id, r.state))
-        })?;
-        let total = count(r.dates_total);
-        let (succeeded, failed, running, queued) = (
-            count(r.dates_succeeded),
-            count(r.dates_failed),
-            count(r.dates_running),
-            count(r.dates_queued),
-        );
+        let skipped_dates = dates_of(&id, r.skipped_dates.as_deref())?;
+        let options = match r.options.as_deref() {
+            None => BackfillOptions::default(),
+            Some(json) => serde_json::from_str(json)
+                .map_err(|e| DbError::Data(format!("backfill {id}: options: {e}")))?,
+        };
         Ok(BackfillRow {
-            state,
-            state_reason: r.state_reason,
+            id,
+            dag_id: live.dag_id,
+            state: live.state,
+            state_reason: live.state_reason,
             description: r.description,
             start: parse_ts(&r.start_date)?,
             end: parse_ts(&r.end_date)?,
             logical_dates,
             params,
-            max_active_runs: count(r.max_active_runs),
+            max_active_runs: live.max_active_runs,
             ignore_overlap: r.ignore_overlap != 0,
             origin_fileloc: r.origin_fileloc,
             origin_code: r.origin_code,
-            copy_path: r.copy_path,
-            copy_written_at: opt(r.copy_written_at)?,
+            copy_path: live.copy_path,
+            copy_written_at: live.copy_written_at,
             submitted_by: r.submitted_by,
             submitted_uid: count(r.submitted_uid),
             requester: r.requester,
             on_behalf_of: r.on_behalf_of,
-            submitted_at: parse_ts(&r.submitted_at)?,
+            submitted_at: live.submitted_at,
             updated_at: parse_ts(&r.updated_at)?,
-            run_start: opt(r.run_start)?,
-            run_end: opt(r.run_end)?,
-            progress: Progress {
-                total,
-                succeeded,
-                failed,
-                running,
-                queued,
-                pending: total.saturating_sub(succeeded + failed + running + queued),
-            },
+            run_start: live.run_start,
+            run_end: live.run_end,
+            progress: live.progress,
             host: r.host,
             deleted: r.deleted != 0,
             deleted_at: opt(r.deleted_at)?,
-            user_paused: r.user_paused != 0,
-            pending_op: r.pending_op.as_deref().and_then(PendingOp::parse),
+            user_paused: live.user_paused,
+            pending_op: live.pending_op,
             retry_of: r.retry_of,
-            scheduled_at: opt(r.scheduled_at)?,
+            scheduled_at: live.scheduled_at,
             delete_after_days: r.delete_after_days.map(count),
             reprocess: r.reprocess,
-            skipped_dates: dates_of(&r.id, r.skipped_dates.as_deref())?,
+            skipped_dates,
             copy_paused: r.copy_paused != 0,
-            options: match r.options.as_deref() {
-                None => BackfillOptions::default(),
-                Some(json) => serde_json::from_str(json)
-                    .map_err(|e| DbError::Data(format!("backfill {}: options: {e}", r.id)))?,
-            },
+            options,
             seed_id: r.seed_id,
             import_note: r.import_note,
             approved_by: r.approved_by,
             approved_at: opt(r.approved_at)?,
             rejected_by: r.rejected_by,
             rejected_at: opt(r.rejected_at)?,
-            dag_id: r.dag_id,
-            id: r.id,
         })
     }
 }
