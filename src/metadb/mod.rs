@@ -11,6 +11,7 @@
 
 pub mod airflow;
 pub mod audit;
+pub mod copycheck;
 pub mod fab;
 pub mod lease;
 pub mod metrics;

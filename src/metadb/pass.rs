@@ -23,7 +23,9 @@ use crate::reconcile::{Decision, Progress, RunState, RunSummary};
 use crate::state::BackfillState;
 
 mod delta;
+mod kept;
 pub use delta::{ActiveRun, RowVersion, RunDetail};
+pub use kept::{KeptDelta, KeptMark};
 
 /// The `WHERE` condition on `backfilld_backfill b` selecting the backfills a pass looks at:
 /// not deleted, not finished, and not awaiting approval (such a backfill has no copy and

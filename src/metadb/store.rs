@@ -21,7 +21,7 @@ pub use migrations::*;
 pub use rows::*;
 
 /// Schema version this build expects.
-pub const SCHEMA_VERSION: i64 = 18;
+pub const SCHEMA_VERSION: i64 = 19;
 
 /// Most ids one `IN (...)` list binds (under every backend's bind limit).
 const IN_CHUNK: usize = 400;
@@ -604,15 +604,23 @@ impl<'a> Store<'a> {
     }
 
     /// Every backfill whose copy must be on disk (written, neither deleted nor removed on
-    /// purpose): its id and when its copy was first written. Copies taken over from the seed
-    /// plugin are its files, not renderings of backfilld's overlay: they are left as they are.
-    pub fn live_copies(&mut self) -> Result<Vec<(String, DateTime<Utc>)>, DbError> {
+    /// purpose): its id, when its copy was first written, and whether the copy is backfilld's
+    /// rendering (copies taken over from the seed plugin are its files, left as they are, but
+    /// still not to be removed). One statement.
+    pub fn live_copies(&mut self) -> Result<Vec<(String, DateTime<Utc>, bool)>, DbError> {
+        let ours = self
+            .db
+            .dialect()
+            .int("CASE WHEN seed_id IS NULL THEN 1 ELSE 0 END");
         let rows: Vec<LiveCopySql> = self.db.load(
-            "SELECT id, copy_written_at FROM backfilld_backfill WHERE deleted = 0 AND copy_written_at IS NOT NULL AND seed_id IS NULL ORDER BY id",
+            &format!(
+                "SELECT id, copy_written_at, {ours} AS ours FROM backfilld_backfill \
+                 WHERE deleted = 0 AND copy_written_at IS NOT NULL ORDER BY id"
+            ),
             &[],
         )?;
         rows.into_iter()
-            .map(|r| Ok((r.id, parse_ts(&r.copy_written_at)?)))
+            .map(|r| Ok((r.id, parse_ts(&r.copy_written_at)?, r.ours != 0)))
             .collect()
     }
 
