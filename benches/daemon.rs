@@ -583,6 +583,14 @@ fn seed_all(a: &Args) {
 
 fn main() {
     let a = args();
+    // Per-statement timings on stderr when asked for (e.g.
+    // `BACKFILLD_LOG=backfilld::metadb::sql=trace`).
+    if let Ok(filter) = std::env::var("BACKFILLD_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     println!("backfilld benchmarks on {}", machine());
     if a.only_reconcile {
         return reconcile_all(&a);

@@ -18,7 +18,7 @@
 //! What this cannot see — a finished run deleted, or set to another finished state, or cleared
 //! and finished again, with no pass seeing it queued or running (between two passes, or while
 //! no leader ran) — the rolling recount heals: each pass counts again one in
-//! `FULL_PASS_EVERY` backfills, so every copy is counted again within that many passes.
+//! `RECOUNT_EVERY` backfills, so every copy is counted again within that many passes.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -394,16 +394,18 @@ impl PassCache {
             }
         }
         let changed = updates.len();
+        // The rolling recount: the next `n / every` rows (rounded up) in pass order, wrapping
+        // around, counted again after the updates above are applied.
+        let mut rolled: Vec<String> = Vec::new();
         let n = self.rows.len();
         if let Some(every) = roll_every.filter(|e| *e > 0 && n > 0) {
-            // The next `n / every` rows (rounded up) in pass order, wrapping around.
             let take = n.div_ceil(every);
             let start = self.roll % n;
             self.roll = (start + take) % n;
             let ids: Vec<&String> = self.rows.keys().map(|(_, id)| id).collect();
             for i in 0..take {
                 if let Some(id) = ids.get((start + i) % n) {
-                    updates.insert((*id).clone(), Update::Recount);
+                    rolled.push((*id).clone());
                 }
             }
         }
@@ -436,6 +438,11 @@ impl PassCache {
                     remove_one(summary, *was);
                 }
                 summary.add(d.state, 1, d.start, d.end);
+            }
+        }
+        for id in rolled {
+            if !recount.contains(&id) {
+                recount.push(id);
             }
         }
         let counted = pass.run_summaries(Some(&recount))?;

@@ -134,7 +134,7 @@ impl Engine {
             let mut pass = Pass::new(&mut c.db, &c.schema);
             match kept {
                 Some(mut k) if !full_due => {
-                    let n = k.refresh(&mut pass, FULL_PASS_EVERY)?;
+                    let n = k.refresh(&mut pass, RECOUNT_EVERY)?;
                     (k, n, false)
                 }
                 Some(old) => {

@@ -292,15 +292,17 @@ impl<'a> Store<'a> {
     }
 
     /// Backfills changed since `since` that are in a state with a notification
-    /// (`notification::Event::of`) and have no sent mark for that state: their ids.
+    /// (`notification::Event::of`), did not finish their runs before `since` (the notice
+    /// would be too old: e.g. imported seed backfills), and have no sent mark for that state:
+    /// their ids.
     pub fn unnotified(&mut self, since: DateTime<Utc>) -> Result<Vec<String>, DbError> {
         let rows: Vec<TextRow> = self.db.load(
             "SELECT b.id AS value FROM backfilld_backfill b \
-             WHERE b.updated_at >= ? \
+             WHERE b.updated_at >= ? AND (b.run_end IS NULL OR b.run_end >= ?) \
              AND b.state IN ('success', 'failed', 'cancelled', 'awaiting_approval') \
              AND NOT EXISTS (SELECT 1 FROM backfilld_notification n \
                              WHERE n.backfill_id = b.id AND n.state = b.state)",
-            &[Arg::Text(stored_ts(since))],
+            &[Arg::Text(stored_ts(since)), Arg::Text(stored_ts(since))],
         )?;
         Ok(rows.into_iter().map(|r| r.value).collect())
     }

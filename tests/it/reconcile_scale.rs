@@ -90,14 +90,19 @@ fn check(af: &Airflow) {
     // Statements do not grow with backfills (nor with files in the copy folder). The first
     // pass of the first engine may send more: it takes the leader claim afresh and writes the
     // copies that are missing.
-    for (s, l) in small.iter().zip(large.iter()) {
+    // Backfill 0 finishes in the second round's third pass, which costs statements that do
+    // not depend on the number of backfills: from then on every pass reads its row for the
+    // notifications (the figures include them; no channel sends it here), and the next pass
+    // drops its kept counts in one fenced transaction (BEGIN, fence, DELETE, COMMIT).
+    let extra = [0, 0, 1, 5];
+    for (i, (s, l)) in small.iter().zip(large.iter()).enumerate() {
         assert!(
-            l.queries <= s.queries,
+            l.queries <= s.queries + extra[i.min(3)],
             "10 backfills: {s:?}\n200 backfills: {l:?}"
         );
     }
     assert_eq!(
-        (small[1].queries, small[2].queries, small[3].queries),
+        (small[1].queries, small[2].queries + 1, small[3].queries + 5),
         (large[1].queries, large[2].queries, large[3].queries),
         "10 backfills: {small:?}\n200 backfills: {large:?}"
     );
@@ -114,12 +119,16 @@ fn check(af: &Airflow) {
     // The full pass: its reads in one snapshot (BEGIN, highest run id, queued/running runs,
     // backfills, run counts, COMMIT), the copies' `dag` rows, import errors, origin runs, pool
     // slots and use; then the writes in one transaction opened by the leader's fencing check
-    // (BEGIN, fence, batched UPDATE, COMMIT). Around it, every pass: the leader claim, the
-    // copy folder's convergence (live copies; the foreign files, 300, in one statement; the
-    // rows of copies to restore together), pending life-cycle work and automatic deletion.
-    assert!(small[0].queries <= 25, "{small:?}");
-    // A quiet incremental pass reads no more than a full one.
-    assert!(small[1].queries <= 16, "{small:?}");
+    // (BEGIN, fence, batched UPDATE, the kept cache written afresh: three DELETEs, one INSERT
+    // per table, COMMIT). Around it, every pass: the leader claim, the copy folder's
+    // convergence (the fingerprints verified before, once per engine; live copies; the
+    // foreign files, 300, in one statement; the rows of copies to restore together, and the
+    // new fingerprints in one transaction), pending life-cycle work, automatic deletion,
+    // steering and notifications.
+    assert!(small[0].queries <= 41, "{small:?}");
+    // A quiet incremental pass reads less than a full one (the rolling recount's slice is one
+    // statement of it).
+    assert!(small[1].queries <= 19, "{small:?}");
     // What the passes wrote. Backfill 0 moved on twice: all four dates done. The other
     // backfills k % 10 == 0 moved on once; the rest are as generated.
     let count = |db: &mut MetaDb, filter: &str| -> i64 {
