@@ -24,6 +24,7 @@ use crate::dagcopy::{self, CopyOptions, CopySpec, TaskSubset};
 use crate::failpoint;
 use crate::lifecycle::{self, Effect, Facts};
 use crate::metadb::airflow::{Airflow, AirflowSchema, Generation};
+use crate::metadb::copycheck::CopyChecks;
 use crate::metadb::fab::Fab;
 use crate::metadb::lease::{ClaimInfo, Leases, LEADER};
 use crate::metadb::pass::Pass;
@@ -169,7 +170,6 @@ pub struct Engine {
     stop: Arc<AtomicBool>,
     unfinished_by_state: BTreeMap<BackfillState, usize>,
     watermark: Option<chrono::DateTime<Utc>>,
-    passes_since_full: u32,
     turn_ended: HashMap<String, chrono::DateTime<Utc>>,
     last_pass: PassStats,
     recent_reads: HashMap<ReadKey, Instant>,
@@ -179,6 +179,10 @@ pub struct Engine {
     import_retry_at: Option<Instant>,
     leader_token: Option<i64>,
     verified_copies: HashMap<String, CopyFingerprint>,
+    /// `verified_copies` as last saved in the DB (`metadb::copycheck`).
+    verified_saved: HashMap<String, CopyFingerprint>,
+    /// Whether the saved fingerprints were read (once, at the first convergence).
+    verified_loaded: bool,
     passes: u64,
     last_pass_at: Option<(chrono::DateTime<Utc>, f64)>,
     metrics: crate::metrics::Published,
@@ -225,10 +229,14 @@ pub struct PassStats {
     pub millis: u64,
 }
 
-/// Every this many passes, a full pass reads every backfill and counts every copy's runs again
-/// (heals anything an incremental pass cannot see, such as a deleted finished run; the other
-/// reasons for a full pass are in `engine::pass_cache`).
-const FULL_PASS_EVERY: u32 = 60;
+/// Every backfill's runs are counted again once every this many passes (30 min at the
+/// default interval), a slice of them each pass (heals anything an incremental pass cannot
+/// see, such as a deleted finished run; a full pass is made only when no cache is kept, see
+/// `engine::pass_cache`). A slice of 1/60 cost 80 ms a pass at 10,000 backfills on SQLite.
+const RECOUNT_EVERY: usize = 360;
+/// A leader starting from the kept pass cache counts the backfills it does not cover one by
+/// one (400 a statement); above this many it counts every run at once instead.
+const KEPT_MAX_NEW: usize = 2000;
 /// In a shared DAGs folder, how long after a copy's write was claimed a missing file is left
 /// to the claiming agent before the leader restores it.
 const COPY_WRITE_GRACE_SECS: i64 = 10;
@@ -254,6 +262,8 @@ impl Engine {
             import_retry_at: None,
             leader_token: None,
             verified_copies: HashMap::new(),
+            verified_saved: HashMap::new(),
+            verified_loaded: false,
             conn: None,
             next_connect: Instant::now(),
             backoff: Duration::from_millis(500),
@@ -262,7 +272,6 @@ impl Engine {
             stop: Arc::new(AtomicBool::new(false)),
             unfinished_by_state: BTreeMap::new(),
             watermark: None,
-            passes_since_full: 0,
             turn_ended: HashMap::new(),
             last_pass: PassStats::default(),
             passes: 0,

@@ -130,10 +130,20 @@ pub fn generate(
 /// Move on one backfill in every `every` of `0..total`: its running run succeeds and its
 /// queued run starts (`updated_at` now). Returns how many runs changed.
 pub fn advance(db: &mut MetaDb, total: usize, every: usize) -> Result<usize, DbError> {
+    advance_named(db, "gen", total, every)
+}
+
+/// [`advance`] for the backfills `<prefix>_<k>_backfill` (`seed` for [`seed_table`]'s).
+pub fn advance_named(
+    db: &mut MetaDb,
+    prefix: &str,
+    total: usize,
+    every: usize,
+) -> Result<usize, DbError> {
     let d = db.dialect();
     let now = d.ts_value(Utc::now());
     let picked = format!(
-        "SELECT 'gen_' || k || '_backfill' FROM gen_nums WHERE k < {total} AND k % {} = 0",
+        "SELECT '{prefix}_' || k || '_backfill' FROM gen_nums WHERE k < {total} AND k % {} = 0",
         every.max(1)
     );
     let ts = d.ts_param();
@@ -156,10 +166,12 @@ pub fn advance(db: &mut MetaDb, total: usize, every: usize) -> Result<usize, DbE
 
 /// The seed plugin's `custom_backfill` table (its SQLAlchemy model's columns; on PostgreSQL
 /// the state a native enum as the plugin makes it) with `count` backfills of `runs` daily
-/// dates each, generated inside the database: `seed_<k>_backfill` of the DAG `origin`, 8 in
-/// 10 `SUCCESS`, 1 `FAILED`, 1 cancelled before its copy (`SUBMITTED`, deleted); every
-/// copy but the cancelled ones has its `dag` row and `runs` runs (the seed's copy files are
-/// not written: finished backfills import without them). Used by the bench, not by the tests
+/// dates each, generated inside the database: `seed_<k>_backfill` of the DAG `origin`,
+/// `running` in 10 `RUNNING` (all runs `success` but the last two: one `running`, one
+/// `queued`; the caller writes their copy files, which an import of a running backfill needs),
+/// the others of the first 8 in 10 `SUCCESS`, 1 `FAILED`, 1 cancelled before its copy
+/// (`SUBMITTED`, deleted); every copy but the cancelled ones has its `dag` row and `runs`
+/// runs (finished backfills import without copy files). Used by the bench, not by the tests
 /// that share this file.
 #[allow(dead_code)]
 pub fn seed_table(
@@ -168,6 +180,7 @@ pub fn seed_table(
     origin: &str,
     count: usize,
     runs: usize,
+    running: usize,
 ) -> Result<(), DbError> {
     let pg = is_pg(db)?;
     let d = db.dialect();
@@ -213,10 +226,10 @@ pub fn seed_table(
          logical_dates, dag_params, max_active_runs, scheduled_date, delete_date, relative_fileloc, \
          origin_code, submitted_at, submitted_by, updated_at, deleted, run_start_date, run_end_date) \
          SELECT 'seed_' || k || '_backfill', '{origin}', \
-         (CASE WHEN k % 10 < 8 THEN 'SUCCESS' WHEN k % 10 = 8 THEN 'FAILED' ELSE 'SUBMITTED' END){cast}, \
+         (CASE WHEN k % 10 < {running} THEN 'RUNNING' WHEN k % 10 < 8 THEN 'SUCCESS' WHEN k % 10 = 8 THEN 'FAILED' ELSE 'SUBMITTED' END){cast}, \
          'generated', {start}, {end}, '{dates}', '{{}}', 2, {start}, {delete}, '{origin}.py', \
          '# generated', {start}, 'root', {end}, CASE WHEN k % 10 = 9 THEN {t} ELSE {f} END, \
-         CASE WHEN k % 10 < 9 THEN {start} END, CASE WHEN k % 10 < 9 THEN {end} END \
+         CASE WHEN k % 10 < 9 THEN {start} END, CASE WHEN k % 10 < 9 AND k % 10 >= {running} THEN {end} END \
          FROM gen_nums WHERE k < {count}",
         start = at(0),
         end = at(runs.max(1) as i64 - 1),
@@ -238,9 +251,13 @@ pub fn seed_table(
         "INSERT INTO dag_run (dag_id, execution_date, run_id, run_type, state, queued_at, start_date, \
          end_date, updated_at, external_trigger, clear_number) \
          SELECT 'seed_' || b.k || '_backfill', {exec}, 'scheduled__' || r.k, 'scheduled', \
-         CASE WHEN b.k % 10 = 8 THEN 'failed' ELSE 'success' END, {s}, {s}, {s}, {s}, {f}, 0 \
+         CASE WHEN b.k % 10 = 8 THEN 'failed' WHEN b.k % 10 >= {running} OR r.k < {last} - 1 \
+         THEN 'success' WHEN r.k = {last} - 1 THEN 'running' ELSE 'queued' END, {s}, \
+         CASE WHEN b.k % 10 >= {running} OR r.k < {last} THEN {s} END, \
+         CASE WHEN b.k % 10 >= {running} OR r.k < {last} - 1 THEN {s} END, {s}, {f}, 0 \
          FROM gen_nums b CROSS JOIN gen_nums r WHERE b.k < {count} AND b.k % 10 < 9 AND r.k < {runs}",
         s = at(0),
+        last = runs as i64 - 1,
     ))?;
     db.batch("ANALYZE")
 }

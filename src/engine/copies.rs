@@ -15,12 +15,34 @@ impl Engine {
     }
 
     pub(super) fn try_converge_copies(&mut self) -> Result<(), DbError> {
+        let result = self.converge_folder();
+        // What was verified is saved even when a later step failed.
+        let saved = self.save_verified();
+        result.and(saved)
+    }
+
+    fn converge_folder(&mut self) -> Result<(), DbError> {
         let dir = self.copy_dir();
         let shared = self.config.cluster.dags_folder_shared;
         let c = self.conn.as_mut().ok_or_else(not_connected)?;
-        let live = Store::new(&mut c.db).live_copies()?;
-        let wanted: std::collections::HashSet<&str> =
-            live.iter().map(|(id, _)| id.as_str()).collect();
+        if !self.verified_loaded {
+            // What this agent verified before it started: files unchanged since are not read.
+            let kept = CopyChecks::new(&mut c.db, &self.host).load()?;
+            for (id, f) in &kept {
+                self.verified_copies.entry(id.clone()).or_insert(*f);
+            }
+            self.verified_saved = kept;
+            self.verified_loaded = true;
+        }
+        let all = Store::new(&mut c.db).live_copies()?;
+        let known: std::collections::HashSet<&str> =
+            all.iter().map(|(id, _, _)| id.as_str()).collect();
+        let live: Vec<(&str, chrono::DateTime<Utc>)> = all
+            .iter()
+            .filter(|(_, _, ours)| *ours)
+            .map(|(id, at, _)| (id.as_str(), *at))
+            .collect();
+        let wanted: std::collections::HashSet<&str> = live.iter().map(|(id, _)| *id).collect();
         self.verified_copies
             .retain(|id, _| wanted.contains(id.as_str()));
         let now = Utc::now();
@@ -30,7 +52,7 @@ impl Engine {
             .iter()
             .filter(|(id, written_at)| {
                 let before = fingerprint(&dir.join(dagcopy::file_name(id)));
-                if before.is_some() && self.verified_copies.get(id) == before.as_ref() {
+                if before.is_some() && self.verified_copies.get(*id) == before.as_ref() {
                     return false;
                 }
                 // In a shared folder the agent that claimed a copy this recent is writing it.
@@ -38,7 +60,7 @@ impl Engine {
                     && before.is_none()
                     && now - *written_at < chrono::Duration::seconds(COPY_WRITE_GRACE_SECS))
             })
-            .map(|(id, _)| id.as_str())
+            .map(|(id, _)| *id)
             .collect();
         // A chunk of rows at a time (one statement each, as one `backfills_any` call would
         // send): at start every copy may need checking, and the rows carry the origin source.
@@ -55,7 +77,9 @@ impl Engine {
             .filter_map(|entry| {
                 let file = entry.file_name();
                 let id = file.to_str()?.strip_suffix(".py")?;
-                (!wanted.contains(id)).then(|| id.to_owned())
+                // Files of live backfills (the seed's copies of imported ones included) stay;
+                // the others are looked up together.
+                (!known.contains(id)).then(|| id.to_owned())
             })
             .collect();
         if unexpected.is_empty() {
@@ -77,6 +101,35 @@ impl Engine {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Save what changed in `verified_copies` since it was last saved (`metadb::copycheck`).
+    fn save_verified(&mut self) -> Result<(), DbError> {
+        if !self.verified_loaded {
+            return Ok(());
+        }
+        let put: Vec<(String, CopyFingerprint)> = self
+            .verified_copies
+            .iter()
+            .filter(|(id, f)| self.verified_saved.get(*id) != Some(*f))
+            .map(|(id, f)| (id.clone(), *f))
+            .collect();
+        let gone: Vec<String> = self
+            .verified_saved
+            .keys()
+            .filter(|id| !self.verified_copies.contains_key(*id))
+            .cloned()
+            .collect();
+        if put.is_empty() && gone.is_empty() {
+            return Ok(());
+        }
+        let c = self.conn.as_mut().ok_or_else(not_connected)?;
+        CopyChecks::new(&mut c.db, &self.host).save(&put, &gone)?;
+        for id in &gone {
+            self.verified_saved.remove(id);
+        }
+        self.verified_saved.extend(put);
         Ok(())
     }
 

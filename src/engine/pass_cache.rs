@@ -1,26 +1,30 @@
-//! What the leader keeps between reconcile passes, so a pass between two full passes reads
-//! only what changed (issue 6): every unfinished backfill's row with its version stamp, every
-//! copy's run counts, and the copies' queued and running runs, all as of the last pass's
-//! snapshot of the database.
+//! What the leader keeps between reconcile passes, so a pass reads only what changed (issue 6,
+//! issue 20): every unfinished backfill's row with its version stamp, every copy's run
+//! counts, and the copies' queued and running runs, all as of the last pass's snapshot of the
+//! database. The counts, the queued/running runs and the `dag_run.id` watermarks are also kept
+//! in the DB (`metadb::pass::kept`, written in the pass's fenced transaction, only what
+//! changed), so a leader that starts — a restarted daemon, another agent taking the lead, a
+//! lost connection — reads every unfinished row once and then only the change signals.
 //!
 //! The rule (see ARCHITECTURE.md, "Reconcile"): a pass is full — every row read, every copy's
-//! runs counted — when nothing is kept: at start, after the metadata DB connection was lost
-//! (the cache lives with the connection), after a pass failed, when the leader claim was
-//! taken with a new token (another agent may have led meanwhile), after a seed import, and
-//! every `FULL_PASS_EVERY` passes. Between full passes a pass reads the version stamps and
-//! only the rows whose stamp changed, then compares the copies' queued and running runs with
-//! the kept ones and looks up by `id` the runs that started, finished or are new, updating the
-//! kept counts with them. A copy's runs are counted again in full when its row is new, or a run
-//! went back from running to queued, came back from a finished state (cleared), or vanished
-//! (deleted while active). What this cannot see — a finished run deleted, or set to another
-//! finished state, with no run of its copy queued or running in between — the next full pass
-//! heals.
+//! runs counted — only when nothing usable is kept: no kept cache in the DB, a kept watermark
+//! above the highest `dag_run.id` (the metadata DB was reset), more than `KEPT_MAX_NEW`
+//! backfills the kept counts do not cover, or a seed import just ran. Otherwise a pass reads
+//! the version stamps and only the rows whose stamp changed (a starting leader: every row),
+//! then compares the copies' queued and running runs with the kept ones and looks up by `id`
+//! the runs that started, finished or are new, updating the kept counts with them. A copy's
+//! runs are counted again in full when its row is new, or a run went back from running to
+//! queued, came back from a finished state (cleared), or vanished (deleted while active).
+//! What this cannot see — a finished run deleted, or set to another finished state, or cleared
+//! and finished again, with no pass seeing it queued or running (between two passes, or while
+//! no leader ran) — the rolling recount heals: each pass counts again one in
+//! `RECOUNT_EVERY` backfills, so every copy is counted again within that many passes.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 
-use crate::metadb::pass::{ActiveRun, Pass, PassRow, RowVersion};
+use crate::metadb::pass::{ActiveRun, KeptDelta, KeptMark, Pass, PassRow, RowVersion};
 use crate::metadb::DbError;
 use crate::reconcile::{RunState, RunSummary};
 
@@ -44,6 +48,31 @@ pub(super) struct PassCache {
     run_seen: i64,
     /// The runs above `run_floor` the last pass saw (already in the counts).
     known: HashSet<i64>,
+    /// What the DB's kept copy of this cache holds (`metadb::pass::kept`); `None` when it is
+    /// not known to match (the next save replaces it whole).
+    saved: Option<Saved>,
+    /// Where the rolling recount goes on (a position in pass order).
+    roll: usize,
+}
+
+/// The kept cache as last written.
+#[derive(Debug)]
+struct Saved {
+    /// Run counts by backfill (every backfill covered, zeros included).
+    runs: HashMap<String, RunSummary>,
+    /// Queued/running runs by backfill.
+    active: HashMap<String, Vec<ActiveRun>>,
+    /// The watermarks.
+    mark: KeptMark,
+}
+
+/// What a save writes, and the copies whose queued/running runs it brings up to date.
+#[derive(Debug, Default)]
+pub(super) struct Unsaved {
+    /// The statements' content.
+    pub(super) delta: KeptDelta,
+    /// Copies whose kept queued/running runs change.
+    touched: Vec<String>,
 }
 
 /// How a copy's kept run counts are brought up to date.
@@ -69,6 +98,8 @@ impl PassCache {
                 run_floor: top,
                 run_seen: top,
                 known: HashSet::new(),
+                saved: None,
+                roll: 0,
             };
             for (row, v) in pass.rows_of(None)? {
                 cache.insert(row, v);
@@ -80,18 +111,184 @@ impl PassCache {
         })
     }
 
+    /// The cache as the last leader's pass kept it in the DB, brought up to date with what
+    /// changed since, in one snapshot: every unfinished row read, the kept counts and
+    /// queued/running runs, then the same change signals as [`PassCache::refresh`]; backfills
+    /// the kept counts do not cover are counted. `None` when nothing is kept, the kept
+    /// watermark is above the highest `dag_run.id` (a reset metadata DB), or more than
+    /// `max_new` backfills are not covered (a full count is cheaper). Returns the cache and
+    /// how many backfills had their run counts updated.
+    pub(super) fn load(
+        pass: &mut Pass<'_>,
+        token: i64,
+        max_new: usize,
+    ) -> Result<Option<(PassCache, usize)>, DbError> {
+        pass.snapshot(|pass| {
+            let Some(mark) = pass.kept_mark()? else {
+                return Ok(None);
+            };
+            if pass.top_run_id()? < mark.run_seen {
+                return Ok(None);
+            }
+            let runs = pass.kept_counts()?;
+            let active = pass.kept_active()?;
+            let mut cache = PassCache {
+                token,
+                rows: BTreeMap::new(),
+                versions: HashMap::new(),
+                runs: runs.clone(),
+                active: active.clone(),
+                run_floor: mark.run_floor,
+                run_seen: mark.run_seen,
+                known: mark.known.iter().copied().collect(),
+                saved: Some(Saved { runs, active, mark }),
+                roll: 0,
+            };
+            for (row, v) in pass.rows_of(None)? {
+                cache.insert(row, v);
+            }
+            let mut new: Vec<String> = cache
+                .versions
+                .keys()
+                .filter(|id| !cache.runs.contains_key(*id))
+                .cloned()
+                .collect();
+            if new.len() > max_new {
+                return Ok(None);
+            }
+            new.sort_unstable();
+            let dropped = cache.runs.keys().any(|id| !cache.versions.contains_key(id));
+            let updates = new.into_iter().map(|id| (id, Update::Recount)).collect();
+            let n = cache.refresh_runs(pass, updates, dropped, None)?;
+            Ok(Some((cache, n)))
+        })
+    }
+
+    /// Take over what `old` (a cache of the same leader token) knows of the kept cache, so
+    /// the next save writes only what differs.
+    pub(super) fn adopt_saved(&mut self, old: PassCache) {
+        if old.token == self.token {
+            self.saved = old.saved;
+        }
+    }
+
+    /// What differs from the kept cache: the statements that bring it up to date.
+    pub(super) fn unsaved(&self) -> Unsaved {
+        let Some(saved) = &self.saved else {
+            let mut u = Unsaved {
+                delta: KeptDelta {
+                    reset: true,
+                    mark: Some(self.mark()),
+                    ..KeptDelta::default()
+                },
+                touched: self.active.keys().cloned().collect(),
+            };
+            for id in self.versions.keys() {
+                u.delta.counts.push((id.clone(), self.runs_of(id)));
+            }
+            for (copy, runs) in &self.active {
+                u.delta
+                    .active
+                    .extend(runs.iter().map(|r| (r.id, copy.clone(), r.running)));
+            }
+            return u;
+        };
+        let mut u = Unsaved::default();
+        for id in self.versions.keys() {
+            let now = self.runs_of(id);
+            if saved.runs.get(id) != Some(&now) {
+                u.delta.counts.push((id.clone(), now));
+            }
+        }
+        u.delta.counts_gone = saved
+            .runs
+            .keys()
+            .filter(|id| !self.versions.contains_key(*id))
+            .cloned()
+            .collect();
+        let none = Vec::new();
+        let copies: BTreeSet<&String> = self.active.keys().chain(saved.active.keys()).collect();
+        for copy in copies {
+            let old = saved.active.get(copy).unwrap_or(&none);
+            let new = self.active.get(copy).unwrap_or(&none);
+            if old == new {
+                continue;
+            }
+            u.touched.push(copy.clone());
+            for (id, _, is) in diff(old, new) {
+                match is {
+                    Some(running) => u.delta.active.push((id, copy.clone(), running)),
+                    None => u.delta.active_gone.push(id),
+                }
+            }
+        }
+        let mark = self.mark();
+        if mark != saved.mark {
+            u.delta.mark = Some(mark);
+        }
+        u
+    }
+
+    /// Record that `u` was written (its transaction committed).
+    pub(super) fn saved(&mut self, u: Unsaved) {
+        let Unsaved { delta, touched } = u;
+        let saved = self.saved.get_or_insert_with(|| Saved {
+            runs: HashMap::new(),
+            active: HashMap::new(),
+            mark: KeptMark {
+                run_floor: 0,
+                run_seen: 0,
+                known: Vec::new(),
+            },
+        });
+        if delta.reset {
+            saved.runs.clear();
+            saved.active.clear();
+        }
+        for id in &delta.counts_gone {
+            saved.runs.remove(id);
+        }
+        saved.runs.extend(delta.counts);
+        for copy in touched {
+            match self.active.get(&copy) {
+                Some(runs) => saved.active.insert(copy, runs.clone()),
+                None => saved.active.remove(&copy),
+            };
+        }
+        if let Some(mark) = delta.mark {
+            saved.mark = mark;
+        }
+    }
+
+    fn mark(&self) -> KeptMark {
+        let mut known: Vec<i64> = self.known.iter().copied().collect();
+        known.sort_unstable();
+        KeptMark {
+            run_floor: self.run_floor,
+            run_seen: self.run_seen,
+            known,
+        }
+    }
+
     /// Whether this cache may serve a pass of the leader holding `token`.
     pub(super) fn serves(&self, token: i64) -> bool {
         self.token == token
     }
 
-    /// Bring the cache up to date with what changed since the last pass, in one snapshot.
-    /// Returns how many backfills had their run counts updated.
-    pub(super) fn refresh(&mut self, pass: &mut Pass<'_>) -> Result<usize, DbError> {
-        pass.snapshot(|pass| self.refresh_in(pass))
+    /// Bring the cache up to date with what changed since the last pass, in one snapshot,
+    /// and count again the runs of one in `roll_every` backfills (a different slice each
+    /// pass, so every copy is counted again every `roll_every` passes: this heals what the
+    /// change signals cannot see). Returns how many backfills had their run counts updated
+    /// for a change (the rolling recount's are not counted).
+    pub(super) fn refresh(
+        &mut self,
+        pass: &mut Pass<'_>,
+        roll_every: usize,
+    ) -> Result<usize, DbError> {
+        pass.snapshot(|pass| self.refresh_in(pass, roll_every))
     }
 
-    fn refresh_in(&mut self, pass: &mut Pass<'_>) -> Result<usize, DbError> {
+    fn refresh_in(&mut self, pass: &mut Pass<'_>, roll_every: usize) -> Result<usize, DbError> {
         // Rows: drop those no longer unfinished, read again those whose stamp changed.
         let versions = pass.versions()?;
         let gone: Vec<String> = self
@@ -109,7 +306,7 @@ impl PassCache {
             .map(|(id, _)| id)
             .collect();
         stale.sort_unstable();
-        let mut updates: BTreeMap<String, Update> = stale
+        let updates: BTreeMap<String, Update> = stale
             .iter()
             .filter(|id| !self.versions.contains_key(*id))
             .map(|id| (id.clone(), Update::Recount))
@@ -121,6 +318,19 @@ impl PassCache {
             self.insert(row, v);
         }
         let dropped = !gone.is_empty() || stale.iter().any(|id| !self.versions.contains_key(id));
+        self.refresh_runs(pass, updates, dropped, Some(roll_every))
+    }
+
+    /// The runs part of a refresh: `updates` holds the backfills already known to need
+    /// counting again; `dropped` says rows left the cache. With `roll_every`, one slice of
+    /// the backfills is counted again too.
+    fn refresh_runs(
+        &mut self,
+        pass: &mut Pass<'_>,
+        mut updates: BTreeMap<String, Update>,
+        dropped: bool,
+        roll_every: Option<usize>,
+    ) -> Result<usize, DbError> {
         // Runs: those new since the last snapshot (above the floor, not seen then), and the
         // changes of the copies' queued/running runs.
         let added = pass.runs_added(self.run_floor)?;
@@ -183,6 +393,22 @@ impl PassCache {
                 runs.push((id, None));
             }
         }
+        let changed = updates.len();
+        // The rolling recount: the next `n / every` rows (rounded up) in pass order, wrapping
+        // around, counted again after the updates above are applied.
+        let mut rolled: Vec<String> = Vec::new();
+        let n = self.rows.len();
+        if let Some(every) = roll_every.filter(|e| *e > 0 && n > 0) {
+            let take = n.div_ceil(every);
+            let start = self.roll % n;
+            self.roll = (start + take) % n;
+            let ids: Vec<&String> = self.rows.keys().map(|(_, id)| id).collect();
+            for i in 0..take {
+                if let Some(id) = ids.get((start + i) % n) {
+                    rolled.push((*id).clone());
+                }
+            }
+        }
         let looked_up: Vec<i64> = updates
             .values()
             .filter_map(|u| match u {
@@ -214,6 +440,11 @@ impl PassCache {
                 summary.add(d.state, 1, d.start, d.end);
             }
         }
+        for id in rolled {
+            if !recount.contains(&id) {
+                recount.push(id);
+            }
+        }
         let counted = pass.run_summaries(Some(&recount))?;
         for id in &recount {
             match counted.get(id) {
@@ -228,7 +459,7 @@ impl PassCache {
         if dropped {
             self.prune();
         }
-        Ok(updates.len())
+        Ok(changed)
     }
 
     fn insert(&mut self, row: PassRow, version: RowVersion) {

@@ -18,7 +18,7 @@ impl Engine {
             return;
         }
         // A pass's figures cover everything it does: copy convergence, life-cycle work,
-        // automatic deletion and the reconcile pass proper.
+        // automatic deletion, the reconcile pass proper, steering and notifications.
         let started = Instant::now();
         let before = self.conn.as_ref().map_or(0, |c| c.db.query_count());
         let shared = self.config.cluster.dags_folder_shared;
@@ -61,50 +61,50 @@ impl Engine {
                 return;
             }
         }
-        match self.reconcile_pass() {
-            Ok(mut stats) => {
-                stats.queries = self
-                    .conn
-                    .as_ref()
-                    .map_or(0, |c| c.db.query_count().saturating_sub(before));
-                stats.millis = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-                if stats.changed + stats.paused + stats.unpaused > 0 {
-                    tracing::info!(
-                        backfills = stats.backfills,
-                        recomputed = stats.recomputed,
-                        changed = stats.changed,
-                        paused = stats.paused,
-                        unpaused = stats.unpaused,
-                        queries = stats.queries,
-                        full = stats.full,
-                        elapsed_ms = stats.millis,
-                        "reconcile pass"
-                    );
-                } else {
-                    tracing::debug!(
-                        backfills = stats.backfills,
-                        recomputed = stats.recomputed,
-                        queries = stats.queries,
-                        full = stats.full,
-                        elapsed_ms = stats.millis,
-                        "reconcile pass"
-                    );
-                }
-                self.last_pass = stats;
-                self.passes += 1;
-                self.last_pass_at = Some((Utc::now(), started.elapsed().as_secs_f64()));
-            }
+        let mut stats = match self.reconcile_pass() {
+            Ok(stats) => stats,
             Err(e) => {
                 tracing::warn!(error = %e, "reconcile pass failed; retrying next pass");
                 self.lost(&e);
                 return;
             }
-        }
+        };
         if let Err(e) = self.steer_copies() {
             tracing::warn!(error = %e, "cannot name the next run of steered copies; retrying next pass");
             self.lost(&e);
         }
         self.notify();
+        // The figures include the steering and notification reads that follow the pass.
+        stats.queries = self
+            .conn
+            .as_ref()
+            .map_or(0, |c| c.db.query_count().saturating_sub(before));
+        stats.millis = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        if stats.changed + stats.paused + stats.unpaused > 0 {
+            tracing::info!(
+                backfills = stats.backfills,
+                recomputed = stats.recomputed,
+                changed = stats.changed,
+                paused = stats.paused,
+                unpaused = stats.unpaused,
+                queries = stats.queries,
+                full = stats.full,
+                elapsed_ms = stats.millis,
+                "reconcile pass"
+            );
+        } else {
+            tracing::debug!(
+                backfills = stats.backfills,
+                recomputed = stats.recomputed,
+                queries = stats.queries,
+                full = stats.full,
+                elapsed_ms = stats.millis,
+                "reconcile pass"
+            );
+        }
+        self.last_pass = stats;
+        self.passes += 1;
+        self.last_pass_at = Some((Utc::now(), started.elapsed().as_secs_f64()));
     }
 
     /// Figures of the last reconcile pass (queries issued, backfills, changes).
@@ -124,22 +124,31 @@ impl Engine {
         let host = self.host.clone();
         let token = self.leader_token.ok_or(DbError::NotHolder(LEADER))?;
         let ttl_ms = self.lease_ttl_ms();
-        let full_due = self.watermark.is_none() || self.passes_since_full >= FULL_PASS_EVERY;
+        // A seed import (the watermark cleared) asks for a full count.
+        let full_due = self.watermark.is_none();
         // The cache is out of the connection for the pass: a pass that fails leaves none, and
-        // the next pass is full.
-        let (cache, recounted, full) = {
+        // the next pass starts from the kept cache in the DB (`metadb::pass::kept`).
+        let (mut cache, recounted, full) = {
             let c = self.conn.as_mut().ok_or_else(not_connected)?;
-            let kept = c.pass_cache.take().filter(|k| !full_due && k.serves(token));
+            let kept = c.pass_cache.take().filter(|k| k.serves(token));
             let mut pass = Pass::new(&mut c.db, &c.schema);
             match kept {
-                Some(mut k) => {
-                    let n = k.refresh(&mut pass)?;
+                Some(mut k) if !full_due => {
+                    let n = k.refresh(&mut pass, RECOUNT_EVERY)?;
                     (k, n, false)
                 }
-                None => {
-                    let (k, n) = pass_cache::PassCache::full(&mut pass, token)?;
+                Some(old) => {
+                    let (mut k, n) = pass_cache::PassCache::full(&mut pass, token)?;
+                    k.adopt_saved(old);
                     (k, n, true)
                 }
+                None => match pass_cache::PassCache::load(&mut pass, token, KEPT_MAX_NEW)? {
+                    Some((k, n)) => (k, n, false),
+                    None => {
+                        let (k, n) = pass_cache::PassCache::full(&mut pass, token)?;
+                        (k, n, true)
+                    }
+                },
             }
         };
         let rows = cache.rows();
@@ -237,7 +246,12 @@ impl Engine {
             changed: changes.len(),
             ..PassStats::default()
         };
-        if !(to_pause.is_empty() && to_unpause.is_empty() && changes.is_empty()) {
+        let unsaved = cache.unsaved();
+        if !(to_pause.is_empty()
+            && to_unpause.is_empty()
+            && changes.is_empty()
+            && unsaved.delta.is_empty())
+        {
             let (paused, unpaused) = c.db.transaction(|db| {
                 if !Leases::new(db).fence(LEADER, &host, token, ttl_ms)? {
                     return Err(DbError::NotHolder(LEADER));
@@ -254,8 +268,12 @@ impl Engine {
                     pass.set_copies_paused(&to_unpause, false)?
                 };
                 pass.apply(&changes, now)?;
+                if !unsaved.delta.is_empty() {
+                    pass.keep(&unsaved.delta, now)?;
+                }
                 Ok::<_, DbError>((paused, unpaused))
             })?;
+            cache.saved(unsaved);
             stats.paused = paused;
             stats.unpaused = unpaused;
         }
@@ -263,7 +281,6 @@ impl Engine {
             c.pass_cache = Some(cache);
         }
         self.watermark = Some(now);
-        self.passes_since_full = if full { 0 } else { self.passes_since_full + 1 };
         Ok(stats)
     }
 

@@ -120,9 +120,20 @@ impl Engine {
             per_dag: self.config.throttle.max_running_per_dag,
         };
         let c = self.conn.as_mut().ok_or_else(not_connected)?;
+        let copies = Steering::new(&mut c.db, &c.schema).copies()?;
+        if copies.is_empty() && self.steer.last_named.is_empty() {
+            // Nothing steered and no turn to remember: the live runs of every copy (a join
+            // of every queued/running run with backfilld's rows, the costliest read of a pass
+            // at 10,000 backfills) are not needed. Nothing watches them either.
+            let st = &mut self.steer;
+            st.plans.clear();
+            st.waiting.clear();
+            st.watch = false;
+            st.live_seen = None;
+            return Ok(0);
+        }
         let all_live = Steering::new(&mut c.db, &c.schema).live()?;
         self.steer.live_seen = Some(signature(&all_live));
-        let copies = Steering::new(&mut c.db, &c.schema).copies()?;
         let ids: HashSet<&str> = copies.iter().map(|copy| copy.id.as_str()).collect();
         let st = &mut self.steer;
         st.plans.retain(|id, _| ids.contains(id.as_str()));

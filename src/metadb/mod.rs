@@ -11,6 +11,7 @@
 
 pub mod airflow;
 pub mod audit;
+pub mod copycheck;
 pub mod fab;
 pub mod lease;
 pub mod metrics;
@@ -386,6 +387,7 @@ impl MetaDb {
         T: QueryableByName<Sqlite> + QueryableByName<Pg> + QueryableByName<Mysql> + 'static,
     {
         self.queries += 1;
+        let _timed = Timed::new(sql);
         Ok(match &mut self.conn {
             Conn::Sqlite(c) => {
                 bind_all(diesel::sql_query(sql).into_boxed::<Sqlite>(), args).load(c)?
@@ -402,6 +404,7 @@ impl MetaDb {
     /// Run a statement; returns the number of rows it touched.
     pub fn execute(&mut self, sql: &str, args: &[Arg]) -> Result<usize, DbError> {
         self.queries += 1;
+        let _timed = Timed::new(sql);
         Ok(match &mut self.conn {
             Conn::Sqlite(c) => {
                 bind_all(diesel::sql_query(sql).into_boxed::<Sqlite>(), args).execute(c)?
@@ -418,6 +421,7 @@ impl MetaDb {
     /// Run statements without binds (DDL).
     pub fn batch(&mut self, sql: &str) -> Result<(), DbError> {
         self.queries += 1;
+        let _timed = Timed::new(sql);
         match &mut self.conn {
             Conn::Sqlite(c) => c.batch_execute(sql)?,
             Conn::Postgres(c) => c.batch_execute(sql)?,
@@ -597,6 +601,32 @@ pub struct TextRow {
     /// The value.
     #[diesel(sql_type = Text)]
     pub value: String,
+}
+
+/// Traces a statement's wall time when it ends (target `backfilld::metadb::sql`, level
+/// `trace`: off unless asked for, e.g. `BACKFILLD_LOG=backfilld::metadb::sql=trace`).
+struct Timed<'a> {
+    sql: &'a str,
+    started: Option<std::time::Instant>,
+}
+
+impl<'a> Timed<'a> {
+    fn new(sql: &'a str) -> Timed<'a> {
+        let on = tracing::enabled!(target: "backfilld::metadb::sql", tracing::Level::TRACE);
+        Timed {
+            sql,
+            started: on.then(std::time::Instant::now),
+        }
+    }
+}
+
+impl Drop for Timed<'_> {
+    fn drop(&mut self) {
+        if let Some(t) = self.started {
+            let sql: String = self.sql.chars().take(160).collect();
+            tracing::trace!(target: "backfilld::metadb::sql", us = t.elapsed().as_micros() as u64, sql = %sql, "statement");
+        }
+    }
 }
 
 /// A single integer column named `value`.

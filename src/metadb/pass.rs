@@ -18,12 +18,15 @@ use diesel::QueryableByName;
 use super::airflow::{AirflowSchema, Generation, ImportErrorSql};
 use super::store::{stored_ts, Live, LiveSql, PendingOp};
 use super::{parse_ts, Arg, DbError, MetaDb};
+use crate::dburl::Backend;
 use crate::ordering::Prerequisite;
 use crate::reconcile::{Decision, Progress, RunState, RunSummary};
 use crate::state::BackfillState;
 
 mod delta;
+mod kept;
 pub use delta::{ActiveRun, RowVersion, RunDetail};
+pub use kept::{KeptDelta, KeptMark};
 
 /// The `WHERE` condition on `backfilld_backfill b` selecting the backfills a pass looks at:
 /// not deleted, not finished, and not awaiting approval (such a backfill has no copy and
@@ -473,26 +476,68 @@ impl<'a> Pass<'a> {
                 }),
                 ("throttled", |c| Arg::Int(i64::from(c.throttled))),
             ];
-            let mut sets = Vec::new();
+            let d = self.db.dialect();
             let mut args = Vec::new();
-            for (col, value) in cols {
-                let mut case = format!("{col} = CASE id");
-                for c in chunk {
-                    case.push_str(" WHEN ? THEN ?");
-                    args.push(Arg::Text(c.id.clone()));
-                    args.push(value(c));
+            if matches!(d.0, Backend::Mysql) {
+                // MySQL has no `UPDATE ... FROM`: one `CASE` per column.
+                let mut sets = Vec::new();
+                for (col, value) in cols {
+                    let mut case = format!("{col} = CASE id");
+                    for c in chunk {
+                        case.push_str(" WHEN ? THEN ?");
+                        args.push(Arg::Text(c.id.clone()));
+                        args.push(value(c));
+                    }
+                    case.push_str(" END");
+                    sets.push(case);
                 }
-                case.push_str(" END");
-                sets.push(case);
+                let marks = vec!["?"; chunk.len()].join(", ");
+                args.push(Arg::Text(now.clone()));
+                args.extend(chunk.iter().map(|c| Arg::Text(c.id.clone())));
+                self.db.execute(
+                    &format!(
+                        "UPDATE backfilld_backfill SET {}, updated_at = ? WHERE id IN ({marks}) \
+                         AND state NOT IN ('success', 'failed', 'cancelled', 'awaiting_approval')",
+                        sets.join(", ")
+                    ),
+                    &args,
+                )?;
+                continue;
             }
-            let marks = vec!["?"; chunk.len()].join(", ");
+            // One row of values per backfill, joined by id: linear in the rows (a `CASE` per
+            // column is quadratic, 0.5 s for 400 rows on SQLite).
             args.push(Arg::Text(now.clone()));
-            args.extend(chunk.iter().map(|c| Arg::Text(c.id.clone())));
+            let mut rows = Vec::with_capacity(chunk.len());
+            for c in chunk {
+                rows.push(format!("({})", vec!["?"; cols.len() + 1].join(", ")));
+                args.push(Arg::Text(c.id.clone()));
+                args.extend(cols.iter().map(|(_, value)| value(c)));
+            }
+            // SQLite names the columns of `VALUES` column1, column2, ...; PostgreSQL takes
+            // the names after the alias.
+            let (alias, name): (String, Box<dyn Fn(usize) -> String>) = match d.0 {
+                Backend::Postgres => (
+                    format!(
+                        "v(id, {})",
+                        cols.iter().map(|(c, _)| *c).collect::<Vec<_>>().join(", ")
+                    ),
+                    Box::new(|i| format!("v.{}", if i == 0 { "id" } else { cols[i - 1].0 })),
+                ),
+                _ => ("v".to_owned(), Box::new(|i| format!("v.column{}", i + 1))),
+            };
+            let sets: Vec<String> = cols
+                .iter()
+                .enumerate()
+                .map(|(i, (col, _))| format!("{col} = {}", name(i + 1)))
+                .collect();
             self.db.execute(
                 &format!(
-                    "UPDATE backfilld_backfill SET {}, updated_at = ? WHERE id IN ({marks}) \
-                     AND state NOT IN ('success', 'failed', 'cancelled', 'awaiting_approval')",
-                    sets.join(", ")
+                    "UPDATE backfilld_backfill SET {}, updated_at = ? FROM (VALUES {}) AS {alias} \
+                     WHERE backfilld_backfill.id = {} \
+                     AND backfilld_backfill.state NOT IN ('success', 'failed', 'cancelled', 'awaiting_approval')",
+                    sets.join(", "),
+                    rows.join(", "),
+                    name(0)
                 ),
                 &args,
             )?;

@@ -21,7 +21,7 @@ pub use migrations::*;
 pub use rows::*;
 
 /// Schema version this build expects.
-pub const SCHEMA_VERSION: i64 = 18;
+pub const SCHEMA_VERSION: i64 = 19;
 
 /// Most ids one `IN (...)` list binds (under every backend's bind limit).
 const IN_CHUNK: usize = 400;
@@ -292,15 +292,17 @@ impl<'a> Store<'a> {
     }
 
     /// Backfills changed since `since` that are in a state with a notification
-    /// (`notification::Event::of`) and have no sent mark for that state: their ids.
+    /// (`notification::Event::of`), did not finish their runs before `since` (the notice
+    /// would be too old: e.g. imported seed backfills), and have no sent mark for that state:
+    /// their ids.
     pub fn unnotified(&mut self, since: DateTime<Utc>) -> Result<Vec<String>, DbError> {
         let rows: Vec<TextRow> = self.db.load(
             "SELECT b.id AS value FROM backfilld_backfill b \
-             WHERE b.updated_at >= ? \
+             WHERE b.updated_at >= ? AND (b.run_end IS NULL OR b.run_end >= ?) \
              AND b.state IN ('success', 'failed', 'cancelled', 'awaiting_approval') \
              AND NOT EXISTS (SELECT 1 FROM backfilld_notification n \
                              WHERE n.backfill_id = b.id AND n.state = b.state)",
-            &[Arg::Text(stored_ts(since))],
+            &[Arg::Text(stored_ts(since)), Arg::Text(stored_ts(since))],
         )?;
         Ok(rows.into_iter().map(|r| r.value).collect())
     }
@@ -604,15 +606,23 @@ impl<'a> Store<'a> {
     }
 
     /// Every backfill whose copy must be on disk (written, neither deleted nor removed on
-    /// purpose): its id and when its copy was first written. Copies taken over from the seed
-    /// plugin are its files, not renderings of backfilld's overlay: they are left as they are.
-    pub fn live_copies(&mut self) -> Result<Vec<(String, DateTime<Utc>)>, DbError> {
+    /// purpose): its id, when its copy was first written, and whether the copy is backfilld's
+    /// rendering (copies taken over from the seed plugin are its files, left as they are, but
+    /// still not to be removed). One statement.
+    pub fn live_copies(&mut self) -> Result<Vec<(String, DateTime<Utc>, bool)>, DbError> {
+        let ours = self
+            .db
+            .dialect()
+            .int("CASE WHEN seed_id IS NULL THEN 1 ELSE 0 END");
         let rows: Vec<LiveCopySql> = self.db.load(
-            "SELECT id, copy_written_at FROM backfilld_backfill WHERE deleted = 0 AND copy_written_at IS NOT NULL AND seed_id IS NULL ORDER BY id",
+            &format!(
+                "SELECT id, copy_written_at, {ours} AS ours FROM backfilld_backfill \
+                 WHERE deleted = 0 AND copy_written_at IS NOT NULL ORDER BY id"
+            ),
             &[],
         )?;
         rows.into_iter()
-            .map(|r| Ok((r.id, parse_ts(&r.copy_written_at)?)))
+            .map(|r| Ok((r.id, parse_ts(&r.copy_written_at)?, r.ours != 0)))
             .collect()
     }
 

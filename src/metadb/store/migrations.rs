@@ -273,6 +273,55 @@ pub(super) fn migrations(d: Dialect) -> Vec<(i64, Vec<String>)> {
                     .to_owned(),
             ],
         ),
+        (
+            // The leader's pass cache kept in the DB (`metadb::pass::kept`), so a freshly
+            // started leader's first pass reads only what changed; and the version stamps of
+            // an incremental pass read from an index alone.
+            19,
+            vec![
+                format!(
+                    "CREATE TABLE IF NOT EXISTS backfilld_pass_mark (
+                id BIGINT NOT NULL PRIMARY KEY,
+                run_floor BIGINT NOT NULL,
+                run_seen BIGINT NOT NULL,
+                known {long} NOT NULL,
+                saved_at VARCHAR(40) NOT NULL)"
+                ),
+                "CREATE TABLE IF NOT EXISTS backfilld_pass_runs (
+                backfill_id VARCHAR(250) NOT NULL PRIMARY KEY,
+                queued BIGINT NOT NULL,
+                running BIGINT NOT NULL,
+                succeeded BIGINT NOT NULL,
+                failed BIGINT NOT NULL,
+                first_start VARCHAR(40),
+                last_end VARCHAR(40))"
+                    .to_owned(),
+                "CREATE TABLE IF NOT EXISTS backfilld_pass_active (
+                run_id BIGINT NOT NULL PRIMARY KEY,
+                backfill_id VARCHAR(250) NOT NULL,
+                running BIGINT NOT NULL)"
+                    .to_owned(),
+                // What each agent last verified of its copy files (`metadb::copycheck`).
+                "CREATE TABLE IF NOT EXISTS backfilld_copy_check (
+                host VARCHAR(255) NOT NULL,
+                backfill_id VARCHAR(250) NOT NULL,
+                size BIGINT NOT NULL,
+                mtime_ns BIGINT NOT NULL,
+                inode BIGINT NOT NULL,
+                PRIMARY KEY (host, backfill_id))"
+                    .to_owned(),
+                // Every pass reads these without the wide rows: the version stamps and the
+                // live copies from this index alone, the pending life-cycle actions and the
+                // backfills due for automatic deletion by their own index.
+                "CREATE INDEX backfilld_backfill_version ON backfilld_backfill \
+                 (deleted, state, id, updated_at, pending_op, copy_written_at, seed_id)"
+                    .to_owned(),
+                "CREATE INDEX backfilld_backfill_pending ON backfilld_backfill (pending_op)"
+                    .to_owned(),
+                "CREATE INDEX backfilld_backfill_delete_after ON backfilld_backfill (delete_after_days)"
+                    .to_owned(),
+            ],
+        ),
     ]
 }
 

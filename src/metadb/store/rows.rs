@@ -454,6 +454,8 @@ pub(super) struct LiveCopySql {
     pub(super) id: String,
     #[diesel(sql_type = Text)]
     pub(super) copy_written_at: String,
+    #[diesel(sql_type = BigInt)]
+    pub(super) ours: i64,
 }
 
 #[derive(QueryableByName)]
