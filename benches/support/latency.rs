@@ -397,8 +397,10 @@ fn start_side(
             (t, Some(child))
         }
         Side::Rest => {
-            // On SQLite the api-server may answer 500 ("database is locked"): asked again, up
-            // to 5 times, timed from the attempt that was accepted.
+            // On SQLite the api-server may answer 500 ("database is locked"), sometimes after
+            // it created the backfill: asked again, up to 5 times, timed from the attempt that
+            // was accepted, or from the first when a later one finds it created (409).
+            let first = Instant::now();
             for attempt in 1..=5 {
                 let t = Instant::now();
                 let r = ureq::post(format!("http://127.0.0.1:{}/api/v2/backfills", h.api_port))
@@ -414,6 +416,7 @@ fn start_side(
                     }));
                 match r {
                     Ok(_) => return (t, None),
+                    Err(ureq::Error::StatusCode(409)) if attempt > 1 => return (first, None),
                     Err(e) => {
                         eprintln!(
                             "latency: POST /api/v2/backfills for {day} (attempt {attempt}): {e}"

@@ -222,10 +222,11 @@ impl<'a> Steering<'a> {
     pub fn runs(&mut self) -> Result<SteerRuns, DbError> {
         let d = self.db.dialect();
         let sql = format!(
-            "SELECT r.id AS id, r.dag_id AS dag_id, {} AS logical_date, r.state AS state, \
+            "SELECT {} AS id, r.dag_id AS dag_id, {} AS logical_date, r.state AS state, \
              r.run_id AS run_id, r.run_type AS run_type FROM dag_run r \
              JOIN backfilld_backfill b ON b.id = r.dag_id JOIN dag g ON g.dag_id = b.id WHERE {} \
              ORDER BY r.id",
+            d.int("r.id"),
             d.ts_text(&format!("r.{}", self.date_column())),
             self.due()
         );
