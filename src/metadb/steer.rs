@@ -157,7 +157,8 @@ impl<'a> Steering<'a> {
 
     /// Include catchup copies in [`Steering::copies`] and [`Steering::runs`] (backfilld then
     /// creates their runs ahead of the scheduler once they have a template run; only while no
-    /// run budget is set, as budgets hold catchup copies by pausing them whole).
+    /// run budget is set, as budgets hold catchup copies by pausing them whole), those the last
+    /// reconcile pass counted dates without a run for.
     pub fn with_catchup(mut self, catchup: bool) -> Steering<'a> {
         self.catchup = catchup;
         self
@@ -167,8 +168,11 @@ impl<'a> Steering<'a> {
     /// steered backfills (and catchup ones with [`Steering::with_catchup`]) with a
     /// registered, unpaused copy that nothing holds.
     fn due(&self) -> String {
+        // A catchup copy only while the last pass saw dates without a run: a pass at scale
+        // does not read the runs of every copy whose dates all have one.
         let order = if self.catchup {
-            ""
+            "(b.run_order IS NOT NULL OR b.dates_succeeded + b.dates_failed + b.dates_running \
+             + b.dates_queued < b.dates_total) AND "
         } else {
             "b.run_order IS NOT NULL AND "
         };
