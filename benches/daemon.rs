@@ -28,13 +28,24 @@
 //!   imported by `import-seed`, then backfilld's passes on the same DB: the first pass after the
 //!   import, a cold pass (a fresh engine), a steady pass (nothing new) and an incremental one
 //!   (1% moved on), with statements and peak RSS.
+//! - latency (`--only-latency`): 24 hourly dates of one DAG backfilled in turn by backfilld and
+//!   by Airflow's own backfill in the same Airflow home with a real scheduler (Airflow 2.11:
+//!   `airflow dags backfill`; Airflow 3: the native backfill through REST and
+//!   `airflow backfill create`): time to the first successful run and to all dates, per side
+//!   (`--latency-trials N`, default 3, after `--latency-warmup N` rounds not counted, default
+//!   1; `--latency-venvs af2,af3`, the venvs to measure;
+//!   `--latency-before PATH`: another build's `backfilld` as one more side, e.g. the previous
+//!   commit's, so before and after are measured in one run).
 //!
 //! Run: `cargo bench --bench daemon -- [--requests N] [--idle-secs S] [--no-first-run]
 //! [--backfills N] [--runs M] [--tis K] [--no-pg] [--no-sqlite] [--keep-pg] [--only-reconcile]
 //! [--no-reconcile] [--singles N] [--only-seed] [--seed-backfills N] [--seed-runs M]
-//! [--only-list] [--no-list] [--only-seed-side-by-side]` (defaults 1000, 60, with first run, 10000, 100, 5, with
+//! [--only-list] [--no-list] [--only-seed-side-by-side] [--only-latency] [--latency-trials N]
+//! [--latency-warmup N] [--latency-venvs af2,af3] [--latency-before PATH]` (defaults 1000, 60, with first run, 10000, 100, 5, with
 //! reconcile, 20, 100000, 3, with list). Needs the venvs of `scripts/airflow-venvs.sh`.
 
+#[path = "support/latency.rs"]
+mod latency;
 #[path = "support/metagen.rs"]
 mod metagen;
 
@@ -63,6 +74,8 @@ struct Args {
     only_list: bool,
     list: bool,
     only_side_by_side: bool,
+    only_latency: bool,
+    latency: latency::LatencyArgs,
 }
 
 fn args() -> Args {
@@ -85,6 +98,13 @@ fn args() -> Args {
         only_list: false,
         list: true,
         only_side_by_side: false,
+        only_latency: false,
+        latency: latency::LatencyArgs {
+            trials: 3,
+            warmup: 1,
+            venvs: vec!["af2".to_owned(), "af3".to_owned()],
+            before: None,
+        },
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -117,6 +137,25 @@ fn args() -> Args {
             "--singles" => a.singles = it.next().and_then(|v| v.parse().ok()).unwrap_or(a.singles),
             "--only-seed" => a.only_seed = true,
             "--only-seed-side-by-side" => a.only_side_by_side = true,
+            "--only-latency" => a.only_latency = true,
+            "--latency-trials" => {
+                a.latency.trials = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(a.latency.trials)
+            }
+            "--latency-warmup" => {
+                a.latency.warmup = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(a.latency.warmup)
+            }
+            "--latency-before" => a.latency.before = it.next().map(PathBuf::from),
+            "--latency-venvs" => {
+                if let Some(v) = it.next() {
+                    a.latency.venvs = v.split(',').map(str::to_owned).collect();
+                }
+            }
             "--seed-backfills" => {
                 a.seed_backfills = it
                     .next()
@@ -141,13 +180,18 @@ fn die(msg: String) -> ! {
 }
 
 fn venv() -> PathBuf {
+    venv_named("af2")
+}
+
+/// The venv `name` of `scripts/airflow-venvs.sh` (`af2`, `af3`, `af33`).
+fn venv_named(name: &str) -> PathBuf {
     let base = std::env::var_os("BACKFILLD_VENV_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
                 .join(".cache/backfilld/venvs")
         });
-    let v = base.join("af2");
+    let v = base.join(name);
     if !v.join("bin/airflow").exists() {
         die(format!(
             "{} is missing: run scripts/airflow-venvs.sh",
@@ -205,6 +249,14 @@ impl Airflow {
             "Admin",
         ]);
         af
+    }
+
+    /// An Airflow home another bench set up (only its DB is used here).
+    fn existing(home: &Path, venv: &Path) -> Airflow {
+        Airflow {
+            home: home.to_owned(),
+            venv: venv.to_owned(),
+        }
     }
 
     fn command(&self, program: &str) -> Command {
@@ -268,6 +320,11 @@ fn start_daemon(af: &Airflow) -> Daemon {
 
 /// The daemon with `extra` appended to its config file.
 fn start_daemon_with(af: &Airflow, extra: &str) -> Daemon {
+    start_daemon_bin(af, extra, Path::new(env!("CARGO_BIN_EXE_backfilld")))
+}
+
+/// [`start_daemon_with`] running the daemon binary `bin` (another build's, for "before").
+fn start_daemon_bin(af: &Airflow, extra: &str, bin: &Path) -> Daemon {
     let dir = af.home.join("backfilld");
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| die(e.to_string()));
     let spool = dir.join("spool");
@@ -282,7 +339,7 @@ fn start_daemon_with(af: &Airflow, extra: &str) -> Daemon {
     )
     .unwrap_or_else(|e| die(e.to_string()));
     let log = std::fs::File::create(dir.join("daemon.log")).unwrap_or_else(|e| die(e.to_string()));
-    let child = Command::new(env!("CARGO_BIN_EXE_backfilld"))
+    let child = Command::new(bin)
         .arg("--config")
         .arg(&config)
         .env("BACKFILLD_LOG", "warn")
@@ -335,6 +392,14 @@ fn status_kib(pid: u32, key: &str) -> u64 {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
+}
+
+/// A free TCP port on the loopback.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| die(e.to_string()))
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -603,6 +668,9 @@ fn main() {
     }
     if a.only_side_by_side {
         return side_by_side_all(&a);
+    }
+    if a.only_latency {
+        return latency::bench(&a.latency);
     }
 
     // Idle and ingest share one Airflow without a scheduler (nothing parses the copies).

@@ -579,6 +579,10 @@ pub struct ReconcileSection {
     /// Days after a backfill finishes that it is deleted, when its request sets no
     /// `delete_after_days`; unset keeps finished backfills until deleted by hand.
     pub delete_after_days: Option<u32>,
+    /// Create a copy's next runs as queued `dag_run` rows once the scheduler made its first
+    /// (as fast as Airflow's own backfill), instead of one run per scheduler loop or steering
+    /// round. Off by default until it is proven on every Airflow release and backend.
+    pub create_runs: bool,
 }
 
 impl Default for ReconcileSection {
@@ -587,6 +591,7 @@ impl Default for ReconcileSection {
             interval_secs: 5,
             register_timeout_secs: 600,
             delete_after_days: None,
+            create_runs: false,
         }
     }
 }

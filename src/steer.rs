@@ -17,6 +17,17 @@
 //! To keep the order, a new date is named only when none of the copy's runs is queued (every
 //! run named before has started) and fewer than `max_active_runs` are running: the scheduler
 //! starts queued runs oldest first, so two queued at once would start in date order.
+//!
+//! Naming gives a copy at most one new run per scheduler loop (Airflow's `_create_dag_runs`
+//! creates one run per DAG per loop), and a catchup copy is no faster. Once the scheduler created
+//! one run of a copy itself (its *template*: a `scheduled` run whose run id is Airflow's for its
+//! date), the leader creates the copy's next runs directly, all that fit at once
+//! ([`step`]: [`Step::Create`]): queued `dag_run` rows cloned from the template with their own
+//! date, run id and data interval (`metadb::steer`), which the scheduler starts as it starts any
+//! queued run — at most `max_active_runs` running — and gives their task instances when it
+//! first schedules them (`verify_integrity`), as for a run whose DAG changed. Only as many are
+//! created as the copy has room for (`max_active_runs` less its live runs) and the budgets give,
+//! so the runs come as fast as Airflow's own backfill makes them and are paced the same way.
 
 use std::collections::HashSet;
 
@@ -117,6 +128,72 @@ pub fn next_date(
     order.iter().find(|d| !runs.dates.contains(d)).copied()
 }
 
+/// What a copy's runs need now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Nothing: no room, nothing granted, or the scheduler creates the next run itself.
+    Wait,
+    /// Name this date in the copy's `dag` row; the scheduler creates the run.
+    Name(DateTime<Utc>),
+    /// Create the runs of these dates (queued), cloned from the copy's template run.
+    Create(Vec<DateTime<Utc>>),
+}
+
+/// The next step for a copy given `granted` runs by the budgets' turns: with a template run
+/// (`can_create`), the first dates of `order` without a run (never `named`, the date the
+/// copy's `dag` row names and the scheduler is about to create), as many as its room
+/// (`max_active_runs` less its queued, running and named runs) and the grant allow; without
+/// one, a steered copy names its next date ([`next_date`]) and a catchup copy waits for the
+/// scheduler to create its first run.
+pub fn step(
+    kind: RunOrder,
+    order: &[DateTime<Utc>],
+    runs: &CopyRuns,
+    named: Option<DateTime<Utc>>,
+    max_active_runs: u32,
+    granted: u32,
+    can_create: bool,
+) -> Step {
+    if granted == 0 {
+        return Step::Wait;
+    }
+    if !can_create {
+        if !kind.is_steered() || named.is_some() {
+            return Step::Wait;
+        }
+        return next_date(order, runs, max_active_runs).map_or(Step::Wait, Step::Name);
+    }
+    let live = runs
+        .queued
+        .saturating_add(runs.running)
+        .saturating_add(u32::from(named.is_some()));
+    let room = max_active_runs.max(1).saturating_sub(live).min(granted);
+    let dates: Vec<DateTime<Utc>> = order
+        .iter()
+        .filter(|d| !runs.dates.contains(d) && Some(**d) != named)
+        .take(room as usize)
+        .copied()
+        .collect();
+    if dates.is_empty() {
+        Step::Wait
+    } else {
+        Step::Create(dates)
+    }
+}
+
+/// The run id Airflow gives a run of `run_type` (`scheduled`, ...) at `logical_date`:
+/// `<run_type>__<date>`, the date as Python's `isoformat()` of an aware UTC datetime
+/// (`2024-01-02T05:00:00+00:00`; microseconds only when not zero), as both majors'
+/// `DagRun.generate_run_id` write it.
+pub fn run_id(run_type: &str, logical_date: DateTime<Utc>) -> String {
+    let fmt = if logical_date.timestamp_subsec_micros() == 0 {
+        "%Y-%m-%dT%H:%M:%S+00:00"
+    } else {
+        "%Y-%m-%dT%H:%M:%S%.6f+00:00"
+    };
+    format!("{run_type}__{}", logical_date.format(fmt))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,6 +262,206 @@ mod tests {
         assert_eq!(next_date(&order, &runs(&[3], 0, 1), 2), Some(day(2)));
         assert_eq!(next_date(&order, &runs(&[3, 2], 0, 0), 1), Some(day(1)));
         assert_eq!(next_date(&order, &runs(&[1, 2, 3], 0, 0), 1), None);
+    }
+
+    fn hour(h: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2024, 1, 2, h, 0, 0)
+            .single()
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn steps() {
+        use RunOrder::{Catchup, NewestFirst, OldestFirst};
+        let all = [day(1), day(2), day(3), day(4), day(5)];
+        let back = NewestFirst.arrange(&all);
+        // (kind, order, runs (dates, queued, running), named, max_active_runs, granted,
+        // can_create) -> step
+        type Case<'a> = (
+            RunOrder,
+            &'a [DateTime<Utc>],
+            CopyRuns,
+            Option<u32>,
+            u32,
+            u32,
+            bool,
+            Step,
+        );
+        let cases: Vec<Case> = vec![
+            // Nothing granted: nothing, whatever the room.
+            (
+                OldestFirst,
+                &all,
+                runs(&[1], 0, 0),
+                None,
+                5,
+                0,
+                true,
+                Step::Wait,
+            ),
+            // A template: every date that fits the room, oldest first, at once.
+            (
+                OldestFirst,
+                &all,
+                runs(&[1], 1, 0),
+                None,
+                3,
+                5,
+                true,
+                Step::Create(vec![day(2), day(3)]),
+            ),
+            // ... as many as granted when the grant is smaller.
+            (
+                OldestFirst,
+                &all,
+                runs(&[1], 0, 0),
+                None,
+                5,
+                1,
+                true,
+                Step::Create(vec![day(2)]),
+            ),
+            // The named date counts as live and is never created by backfilld.
+            (
+                OldestFirst,
+                &all,
+                runs(&[1], 0, 1),
+                Some(2),
+                3,
+                5,
+                true,
+                Step::Create(vec![day(3)]),
+            ),
+            // No room: queued and running fill max_active_runs.
+            (
+                OldestFirst,
+                &all,
+                runs(&[1, 2], 1, 1),
+                None,
+                2,
+                5,
+                true,
+                Step::Wait,
+            ),
+            // Every date has a run (a foreign run on another date changes nothing).
+            (
+                OldestFirst,
+                &all,
+                runs(&[1, 2, 3, 4, 5, 9], 0, 0),
+                None,
+                3,
+                5,
+                true,
+                Step::Wait,
+            ),
+            // Newest first, in order.
+            (
+                NewestFirst,
+                &back,
+                runs(&[5], 0, 1),
+                None,
+                3,
+                5,
+                true,
+                Step::Create(vec![day(4), day(3)]),
+            ),
+            // A catchup copy creates ahead of the scheduler once it has a template, skipping
+            // the date the scheduler names next.
+            (
+                Catchup,
+                &all,
+                runs(&[1], 0, 1),
+                Some(2),
+                10,
+                10,
+                true,
+                Step::Create(vec![day(3), day(4), day(5)]),
+            ),
+            // Without a template a catchup copy waits for the scheduler.
+            (
+                Catchup,
+                &all,
+                runs(&[], 0, 0),
+                None,
+                10,
+                10,
+                false,
+                Step::Wait,
+            ),
+            // Without a template a steered copy names one date, only when nothing is queued or
+            // named.
+            (
+                OldestFirst,
+                &all,
+                runs(&[], 0, 0),
+                None,
+                10,
+                10,
+                false,
+                Step::Name(day(1)),
+            ),
+            (
+                OldestFirst,
+                &all,
+                runs(&[1], 1, 0),
+                None,
+                10,
+                10,
+                false,
+                Step::Wait,
+            ),
+            (
+                OldestFirst,
+                &all,
+                runs(&[], 0, 0),
+                Some(1),
+                10,
+                10,
+                false,
+                Step::Wait,
+            ),
+            (
+                NewestFirst,
+                &back,
+                runs(&[5], 0, 1),
+                None,
+                2,
+                1,
+                false,
+                Step::Name(day(4)),
+            ),
+            // max_active_runs 0 reads as 1.
+            (
+                OldestFirst,
+                &all,
+                runs(&[], 0, 0),
+                None,
+                0,
+                5,
+                true,
+                Step::Create(vec![day(1)]),
+            ),
+        ];
+        for (i, (kind, order, r, named, mar, granted, can, want)) in cases.into_iter().enumerate() {
+            assert_eq!(
+                step(kind, order, &r, named.map(day), mar, granted, can),
+                want,
+                "case {i}"
+            );
+        }
+    }
+
+    #[test]
+    fn run_ids() {
+        assert_eq!(
+            run_id("scheduled", hour(5)),
+            "scheduled__2024-01-02T05:00:00+00:00"
+        );
+        let odd = hour(0) + chrono::Duration::microseconds(1500);
+        assert_eq!(
+            run_id("scheduled", odd),
+            "scheduled__2024-01-02T00:00:00.001500+00:00"
+        );
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //! 2. a backfill never gets more than its `max_active_runs` live runs, nor more runs than it
 //!    has dates without a run, nor more than `per_copy` at once (steering names one date per
 //!    copy at a time), and nothing while a run of its copy is queued (the order rule of
-//!    [`crate::steer`]);
+//!    [`crate::steer`]) — unless backfilld creates its runs itself (`batch`: a template run
+//!    exists), when it may take every slot its room allows at once;
 //! 3. free slots are handed out in turns: higher `priority` first; among equals, one run per
 //!    backfill per round, the one whose last run was named longest ago first, so backfills
 //!    alternate instead of one finishing before another starts;
@@ -40,6 +41,9 @@ pub struct Steered {
     pub priority: i32,
     /// When its last run was named (or it was submitted): longest ago first among equals.
     pub last_turn: DateTime<Utc>,
+    /// Whether backfilld creates its runs itself (see [`crate::steer::step`]): it may then
+    /// take several runs at once, queued runs or not.
+    pub batch: bool,
 }
 
 /// The run budgets (`[throttle]`).
@@ -72,15 +76,16 @@ pub struct Grant {
 
 /// How many runs `b` could take now, before budgets.
 fn room(b: &Steered, per_copy: u32) -> u32 {
-    if b.queued > 0 {
+    if b.queued > 0 && !b.batch {
         return 0;
     }
     let live = b.queued.saturating_add(b.running);
-    b.max_active_runs
-        .max(1)
-        .saturating_sub(live)
-        .min(b.pending)
-        .min(per_copy)
+    let room = b.max_active_runs.max(1).saturating_sub(live).min(b.pending);
+    if b.batch {
+        room
+    } else {
+        room.min(per_copy)
+    }
 }
 
 /// Decide every steered backfill; grants come back in `backfills`' order. `live` counts every
@@ -174,6 +179,7 @@ mod tests {
             max_active_runs: 3,
             priority: 0,
             last_turn: at(turn),
+            batch: false,
         }
     }
 
@@ -224,6 +230,12 @@ mod tests {
         queued.queued = 1;
         let mut urgent = b("c", "sales", 9, 0, 5);
         urgent.priority = 5;
+        let batch = Steered {
+            queued: 1,
+            max_active_runs: 5,
+            batch: true,
+            ..b("a", "sales", 0, 0, 5)
+        };
         let mut narrow = b("a", "sales", 0, 1, 5);
         narrow.max_active_runs = 1;
         let cases: Vec<Case> = vec![
@@ -288,6 +300,26 @@ mod tests {
                 }],
                 vec![],
                 10,
+                vec![give(2)],
+            ),
+            (
+                "runs created by backfilld: a queued run does not hold the copy, several runs \
+                 at once in turns within the budget",
+                budgets(Some(4), None),
+                vec![batch.clone(), b("b", "orders", 5, 0, 3)],
+                vec![],
+                1,
+                vec![give(2), give(1)],
+            ),
+            (
+                "runs created by backfilld without a budget: the room, at most the dates left",
+                budgets(None, None),
+                vec![Steered {
+                    pending: 2,
+                    ..batch.clone()
+                }],
+                vec![],
+                1,
                 vec![give(2)],
             ),
             (

@@ -1,8 +1,10 @@
-//! Naming the next run of steered copies (see [`crate::steer`]): after each reconcile pass,
-//! and between passes as soon as a copy's live runs changed, the leader gives the steered
-//! copies that have room the runs the run budgets allow ([`crate::turns`]) and sets the
-//! `dag.next_dagrun` of each to the next date of its order; Airflow's scheduler creates that
-//! run.
+//! Naming or creating the next runs of steered copies (see [`crate::steer`]): after each
+//! reconcile pass, and between passes as soon as a copy's live runs changed, the leader gives
+//! the steered copies that have room the runs the run budgets allow ([`crate::turns`]) and
+//! either sets the `dag.next_dagrun` of each to the next date of its order (Airflow's
+//! scheduler creates that run) or, once the scheduler created one run of the copy, creates
+//! the granted runs itself, queued (`metadb::steer`'s `create_runs`). Without a run budget,
+//! catchup copies get their runs created ahead of the scheduler the same way.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -13,11 +15,11 @@ use super::{not_connected, Engine};
 use crate::airflow_python::AirflowPython;
 use crate::metadb::airflow::Airflow;
 use crate::metadb::lease::{Leases, LEADER};
-use crate::metadb::steer::{LiveRuns, Steering};
+use crate::metadb::steer::{LiveRuns, RunTemplate, Steering};
 use crate::metadb::store::Store;
 use crate::metadb::DbError;
 use crate::schedule::{RunInfo, ScheduleError, Timetable};
-use crate::steer::{self, CopyRuns};
+use crate::steer::{self, CopyRuns, Step};
 use crate::turns;
 
 /// How often, between passes, the leader checks whether a steered copy's live runs changed
@@ -30,6 +32,9 @@ pub(super) const LIVE_CHECK: Duration = Duration::from_millis(500);
 pub(super) struct SteerPlan {
     order: Vec<DateTime<Utc>>,
     runs: PlanRuns,
+    /// Whether backfilld may create the copy's runs itself: not for a DAG with deadlines
+    /// (Airflow 3.1+ creates a run's `deadline` rows with the run; a clone would have none).
+    can_create: bool,
 }
 
 /// How a steered copy's runs are found: from its timetable computed natively, or, for a
@@ -119,8 +124,14 @@ impl Engine {
             global: self.config.throttle.max_running_backfill_runs,
             per_dag: self.config.throttle.max_running_per_dag,
         };
+        // With `[reconcile] create_runs`, runs are created ahead of the scheduler; catchup
+        // copies get that only while no run budget holds them.
+        let create_runs = self.config.reconcile.create_runs;
+        let catchup = create_runs && budgets.global.is_none() && budgets.per_dag.is_none();
         let c = self.conn.as_mut().ok_or_else(not_connected)?;
-        let copies = Steering::new(&mut c.db, &c.schema).copies()?;
+        let copies = Steering::new(&mut c.db, &c.schema)
+            .with_catchup(catchup)
+            .copies()?;
         if copies.is_empty() && self.steer.last_named.is_empty() {
             // Nothing steered and no turn to remember: the live runs of every copy (a join
             // of every queued/running run with backfilld's rows, the costliest read of a pass
@@ -145,7 +156,10 @@ impl Engine {
         if copies.is_empty() {
             return Ok(0);
         }
-        let runs = Steering::new(&mut c.db, &c.schema).runs()?;
+        let steer_runs = Steering::new(&mut c.db, &c.schema)
+            .with_catchup(catchup)
+            .runs()?;
+        let (runs, templates) = (&steer_runs.runs, &steer_runs.templates);
         let none = CopyRuns::default();
         for copy in &copies {
             if st.plans.contains_key(&copy.id) {
@@ -193,7 +207,7 @@ impl Engine {
             *e = e.saturating_add(n);
         };
         let mut steered: Vec<turns::Steered> = Vec::with_capacity(ready.len());
-        for (copy, _, copy_runs, named, pending) in &ready {
+        for (copy, plan, copy_runs, named, pending) in &ready {
             let queued = copy_runs.queued + u32::from(named.is_some());
             add(&copy.dag_id, queued + copy_runs.running);
             steered.push(turns::Steered {
@@ -209,6 +223,7 @@ impl Engine {
                     .get(&copy.id)
                     .copied()
                     .unwrap_or(copy.submitted_at),
+                batch: create_runs && templates.contains_key(&copy.id) && plan.can_create,
             });
         }
         let counted: HashSet<&str> = ready.iter().map(|(copy, ..)| copy.id.as_str()).collect();
@@ -219,28 +234,46 @@ impl Engine {
         }
         let grants = turns::grant(budgets, &live, &steered, 1);
         let mut due: Vec<(String, RunInfo)> = Vec::new();
-        for ((copy, plan, copy_runs, _, pending), grant) in ready.iter().zip(grants) {
+        let mut create: Vec<(String, RunTemplate, Vec<RunInfo>)> = Vec::new();
+        for ((copy, plan, copy_runs, named, pending), grant) in ready.iter().zip(grants) {
             st.watch |= *pending > 0;
             if let Some(why) = grant.waiting {
                 st.waiting.insert(copy.id.clone(), why);
             }
-            if grant.runs == 0 {
-                continue;
-            }
-            let Some(date) = steer::next_date(&plan.order, copy_runs, copy.max_active_runs) else {
-                continue;
-            };
-            match plan.runs.run_info(date) {
-                Ok(info) => due.push((copy.id.clone(), info)),
+            let template = templates.get(&copy.id);
+            let step = steer::step(
+                copy.order,
+                &plan.order,
+                copy_runs,
+                *named,
+                copy.max_active_runs,
+                grant.runs,
+                create_runs && template.is_some() && plan.can_create,
+            );
+            let info = |date| match plan.runs.run_info(date) {
+                Ok(info) => Some(info),
                 Err(e) => {
-                    tracing::warn!(backfill = %copy.id, error = %e, "cannot compute the next run of a steered copy");
+                    tracing::warn!(backfill = %copy.id, error = %e, "cannot compute a run of a steered copy");
+                    None
                 }
+            };
+            match (step, template) {
+                (Step::Wait, _) => {}
+                (Step::Name(date), _) => due.extend(info(date).map(|i| (copy.id.clone(), i))),
+                (Step::Create(dates), Some(t)) => {
+                    let infos: Vec<RunInfo> = dates.into_iter().filter_map(info).collect();
+                    if !infos.is_empty() {
+                        create.push((copy.id.clone(), t.clone(), infos));
+                    }
+                }
+                (Step::Create(_), None) => {}
             }
         }
-        if due.is_empty() {
+        if due.is_empty() && create.is_empty() {
             return Ok(0);
         }
         let schema = &c.schema;
+        let now = Utc::now();
         let named = c.db.transaction(|db| {
             if !Leases::new(db).fence(LEADER, &host, token, ttl_ms)? {
                 return Err(DbError::NotHolder(LEADER));
@@ -249,10 +282,22 @@ impl Engine {
                 Steering::new(db, schema).name_next_run(id, info)?;
                 tracing::info!(backfill = %id, logical_date = %info.logical_date, "named the next run of a steered copy");
             }
-            Ok(due.len())
+            let mut n = due.len();
+            for (id, template, infos) in &create {
+                let made = Steering::new(db, schema)
+                    .with_catchup(catchup)
+                    .create_runs(id, template, infos, now)?;
+                if let Some(first) = infos.first() {
+                    tracing::info!(backfill = %id, runs = made, first = %first.logical_date, "created runs of a copy");
+                }
+                n += made;
+            }
+            Ok(n)
         })?;
-        let now = Utc::now();
         for (id, _) in &due {
+            st.last_named.insert(id.clone(), now);
+        }
+        for (id, ..) in &create {
             st.last_named.insert(id.clone(), now);
         }
         Ok(named)
@@ -295,8 +340,12 @@ fn load_plan(
         }
         Err(e) => return Ok(Err(e.to_string())),
     };
+    let can_create = serialized
+        .get("deadline")
+        .is_none_or(|d| d.is_null() || d.as_array().is_some_and(Vec::is_empty));
     Ok(Ok(SteerPlan {
         order: row.options.run_order.arrange(&row.logical_dates),
         runs,
+        can_create,
     }))
 }

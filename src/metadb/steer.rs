@@ -7,6 +7,24 @@
 //! running) runs of every copy, which the run budgets count, are one more statement over
 //! Airflow's partial indexes of queued and running runs; it is also the cheap check between
 //! passes that tells the leader a slot may have freed.
+//!
+//! Creating a copy's runs ([`Steering::create_runs`], see `crate::steer::step`): each new run is
+//! an `INSERT ... SELECT` of the copy's *template* run (one the scheduler created for the copy
+//! itself through Airflow's `create_dagrun`), every column copied as the scheduler wrote it
+//! (run type, log template, conf, the creating job, on 3.x the DAG version it was created
+//! with, its bundle version and trigger) except those of the new date and of a new run:
+//! `run_id` (Airflow's `<run_type>__<date>`), the logical date, the data interval and
+//! `run_after` (as the scheduler names them), state `queued`, `queued_at`/`updated_at` now,
+//! no start, end or scheduling decision, `clear_number` 0, `span_status` `not_started`, no
+//! `scheduled_by_job_id`, and on 2.x no `dag_hash`. The task instances are the scheduler's to
+//! create: a 2.x run whose `dag_hash` is not the serialized DAG's, and a 3.x run with no task
+//! instance of the latest DAG version, get `verify_integrity` (every task instance) the first
+//! time the scheduler schedules them, before anything reads their task instances. The insert
+//! is skipped when the copy already has a run of that date or run id, or the date is the one
+//! the copy's `dag` row names next (the scheduler's), or the backfill stopped being due (its
+//! row is re-checked in the same statement); the copy's `dag` row is locked first (the
+//! scheduler locks it, skipping locked rows, before it creates runs), so the scheduler and
+//! backfilld never create the same date.
 
 use std::collections::HashMap;
 
@@ -15,11 +33,10 @@ use diesel::sql_types::{BigInt, Nullable, Text};
 use diesel::QueryableByName;
 
 use super::airflow::{AirflowSchema, Generation};
-use super::pass::DagRunSql;
 use super::{parse_ts, Arg, DbError, MetaDb};
 use crate::reconcile::RunState;
 use crate::schedule::RunInfo;
-use crate::steer::{CopyRuns, RunOrder};
+use crate::steer::{self, CopyRuns, RunOrder};
 
 /// A steered backfill whose copy Airflow registered and nothing holds: not paused (by its
 /// user, the throttle or a life-cycle action), not finished.
@@ -27,7 +44,7 @@ use crate::steer::{CopyRuns, RunOrder};
 pub struct SteeredCopy {
     /// The backfill id (the copy's `dag_id`).
     pub id: String,
-    /// Its run order (never [`RunOrder::Catchup`]).
+    /// Its run order ([`RunOrder::Catchup`] only with [`Steering::with_catchup`]).
     pub order: RunOrder,
     /// The copy's `max_active_runs`.
     pub max_active_runs: u32,
@@ -74,6 +91,41 @@ struct SteeredSql {
     submitted_at: String,
 }
 
+/// A run of a copy that the scheduler created itself, new runs are cloned from (see
+/// [`Steering::create_runs`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunTemplate {
+    /// Its `dag_run.id`.
+    pub id: i64,
+    /// Its `run_type`.
+    pub run_type: String,
+}
+
+/// The runs of the copies [`Steering::copies`] returns.
+#[derive(Debug, Clone, Default)]
+pub struct SteerRuns {
+    /// Their runs, by copy.
+    pub runs: HashMap<String, CopyRuns>,
+    /// A template run by copy, for the copies that have one.
+    pub templates: HashMap<String, RunTemplate>,
+}
+
+#[derive(QueryableByName)]
+struct CopyRunSql {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+    #[diesel(sql_type = Text)]
+    dag_id: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    logical_date: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    state: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    run_id: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    run_type: Option<String>,
+}
+
 #[derive(QueryableByName)]
 struct LiveSql {
     #[diesel(sql_type = Text)]
@@ -90,23 +142,53 @@ struct LiveSql {
 pub struct Steering<'a> {
     db: &'a mut MetaDb,
     schema: &'a AirflowSchema,
+    catchup: bool,
 }
 
 impl<'a> Steering<'a> {
     /// Wrap a connection to a detected Airflow schema.
     pub fn new(db: &'a mut MetaDb, schema: &'a AirflowSchema) -> Steering<'a> {
-        Steering { db, schema }
+        Steering {
+            db,
+            schema,
+            catchup: false,
+        }
+    }
+
+    /// Include catchup copies in [`Steering::copies`] and [`Steering::runs`] (backfilld then
+    /// creates their runs ahead of the scheduler once they have a template run; only while no
+    /// run budget is set, as budgets hold catchup copies by pausing them whole), those the last
+    /// reconcile pass counted dates without a run for.
+    pub fn with_catchup(mut self, catchup: bool) -> Steering<'a> {
+        self.catchup = catchup;
+        self
     }
 
     /// The condition on `backfilld_backfill b` joined with the copy's `dag g` selecting
-    /// steered backfills with a registered, unpaused copy that nothing holds.
+    /// steered backfills (and catchup ones with [`Steering::with_catchup`]) with a
+    /// registered, unpaused copy that nothing holds.
     fn due(&self) -> String {
+        // A catchup copy only while the last pass saw dates without a run: a pass at scale
+        // does not read the runs of every copy whose dates all have one.
+        let order = if self.catchup {
+            "(b.run_order IS NOT NULL OR b.dates_succeeded + b.dates_failed + b.dates_running \
+             + b.dates_queued < b.dates_total) AND "
+        } else {
+            "b.run_order IS NOT NULL AND "
+        };
         format!(
-            "b.run_order IS NOT NULL AND b.deleted = 0 \
+            "{order}b.deleted = 0 \
              AND b.state IN ('submitted', 'queued', 'running') \
              AND b.user_paused = 0 AND b.pending_op IS NULL AND g.is_paused = {}",
             self.db.dialect().bool_lit(false)
         )
+    }
+
+    fn date_column(&self) -> &'static str {
+        match self.schema.generation {
+            Generation::V2 => "execution_date",
+            Generation::V3 => "logical_date",
+        }
     }
 
     /// Every steered copy that may get a run now: one statement.
@@ -138,30 +220,41 @@ impl<'a> Steering<'a> {
         Ok(out)
     }
 
-    /// The runs of every copy [`Steering::copies`] returns, by copy: one statement.
-    pub fn runs(&mut self) -> Result<HashMap<String, CopyRuns>, DbError> {
+    /// The runs of every copy [`Steering::copies`] returns, by copy, and each copy's template
+    /// run: one statement. A template is the copy's first `scheduled` run whose run id is the
+    /// one Airflow gives its date ([`steer::run_id`]), i.e. one the scheduler created.
+    pub fn runs(&mut self) -> Result<SteerRuns, DbError> {
         let d = self.db.dialect();
-        let date = match self.schema.generation {
-            Generation::V2 => "r.execution_date",
-            Generation::V3 => "r.logical_date",
-        };
         let sql = format!(
-            "SELECT r.dag_id AS dag_id, {} AS logical_date, r.state AS state FROM dag_run r \
-             JOIN backfilld_backfill b ON b.id = r.dag_id JOIN dag g ON g.dag_id = b.id WHERE {}",
-            d.ts_text(date),
+            "SELECT {} AS id, r.dag_id AS dag_id, {} AS logical_date, r.state AS state, \
+             r.run_id AS run_id, r.run_type AS run_type FROM dag_run r \
+             JOIN backfilld_backfill b ON b.id = r.dag_id JOIN dag g ON g.dag_id = b.id WHERE {} \
+             ORDER BY r.id",
+            d.int("r.id"),
+            d.ts_text(&format!("r.{}", self.date_column())),
             self.due()
         );
-        let rows: Vec<DagRunSql> = self.db.load(&sql, &[])?;
-        let mut out: HashMap<String, CopyRuns> = HashMap::new();
+        let rows: Vec<CopyRunSql> = self.db.load(&sql, &[])?;
+        let mut out = SteerRuns::default();
         for r in rows {
-            let runs = out.entry(r.dag_id).or_default();
+            let runs = out.runs.entry(r.dag_id.clone()).or_default();
             match RunState::parse(r.state.as_deref().unwrap_or("queued")) {
                 RunState::Queued => runs.queued += 1,
                 RunState::Running => runs.running += 1,
                 RunState::Success | RunState::Failed => {}
             }
-            if let Some(date) = r.logical_date {
-                runs.dates.insert(parse_ts(&date)?);
+            let Some(date) = r.logical_date.as_deref().map(parse_ts).transpose()? else {
+                continue;
+            };
+            runs.dates.insert(date);
+            if let (Some(run_id), Some(run_type)) = (r.run_id, r.run_type) {
+                if run_type == "scheduled"
+                    && run_id == steer::run_id(&run_type, date)
+                    && !out.templates.contains_key(&r.dag_id)
+                {
+                    out.templates
+                        .insert(r.dag_id, RunTemplate { id: r.id, run_type });
+                }
             }
         }
         Ok(out)
@@ -209,5 +302,119 @@ impl<'a> Steering<'a> {
             ],
         )?;
         Ok(n > 0)
+    }
+
+    /// Create the runs of `runs` for the copy `copy_id`, queued, each cloned from `template`
+    /// (see the module doc); returns how many were created. One statement to list
+    /// `dag_run`'s columns, one to lock the copy's `dag` row, one insert per run. Call in the
+    /// leader's fenced transaction.
+    pub fn create_runs(
+        &mut self,
+        copy_id: &str,
+        template: &RunTemplate,
+        runs: &[RunInfo],
+        now: DateTime<Utc>,
+    ) -> Result<usize, DbError> {
+        if runs.is_empty() {
+            return Ok(0);
+        }
+        let d = self.db.dialect();
+        let ts = d.ts_param();
+        let columns = self.db.columns("dag_run")?;
+        if let Some(bad) = columns.iter().find(|c| {
+            c.is_empty()
+                || !c
+                    .chars()
+                    .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_')
+        }) {
+            return Err(DbError::Data(format!("unexpected dag_run column {bad:?}")));
+        }
+        let id_expr = self.db.new_id_expr("dag_run")?;
+        let date_col = self.date_column();
+        // Lock the copy's `dag` row: the scheduler creates a DAG's runs holding it.
+        self.db.execute(
+            "UPDATE dag SET next_dagrun = next_dagrun WHERE dag_id = ?",
+            &[Arg::Text(copy_id.to_owned())],
+        )?;
+        let mut created = 0;
+        for run in runs {
+            let run_id = steer::run_id(&template.run_type, run.logical_date);
+            let mut cols = Vec::with_capacity(columns.len());
+            let mut exprs = Vec::with_capacity(columns.len());
+            let mut args = Vec::new();
+            for c in &columns {
+                let expr = match c.as_str() {
+                    "id" => match &id_expr {
+                        Some(e) => e.clone(),
+                        None => continue,
+                    },
+                    "run_id" => {
+                        args.push(Arg::Text(run_id.clone()));
+                        "?".to_owned()
+                    }
+                    c if c == date_col => {
+                        args.push(Arg::Text(d.ts_value(run.logical_date)));
+                        ts.to_owned()
+                    }
+                    "data_interval_start" => {
+                        args.push(Arg::Text(d.ts_value(run.interval_start)));
+                        ts.to_owned()
+                    }
+                    "data_interval_end" => {
+                        args.push(Arg::Text(d.ts_value(run.interval_end)));
+                        ts.to_owned()
+                    }
+                    "run_after" => {
+                        args.push(Arg::Text(d.ts_value(run.run_after)));
+                        ts.to_owned()
+                    }
+                    "queued_at" | "updated_at" => {
+                        args.push(Arg::Text(d.ts_value(now)));
+                        ts.to_owned()
+                    }
+                    "state" => "'queued'".to_owned(),
+                    "span_status" => "'not_started'".to_owned(),
+                    "clear_number" => "0".to_owned(),
+                    "start_date"
+                    | "end_date"
+                    | "last_scheduling_decision"
+                    | "dag_hash"
+                    | "scheduled_by_job_id" => "NULL".to_owned(),
+                    other => format!("t.{other}"),
+                };
+                cols.push(c.as_str());
+                exprs.push(expr);
+            }
+            let sql = format!(
+                "INSERT INTO dag_run ({}) SELECT {} FROM dag_run t \
+                 WHERE t.id = ? AND t.dag_id = ? \
+                 AND NOT EXISTS (SELECT 1 FROM dag_run x WHERE x.dag_id = ? \
+                 AND ({} = {} OR x.run_id = ?)) \
+                 AND NOT EXISTS (SELECT 1 FROM dag n WHERE n.dag_id = ? \
+                 AND n.next_dagrun_create_after IS NOT NULL AND {} = {}) \
+                 AND EXISTS (SELECT 1 FROM backfilld_backfill b JOIN dag g ON g.dag_id = b.id \
+                 WHERE b.id = ? AND {})",
+                cols.join(", "),
+                exprs.join(", "),
+                d.ts_order(&format!("x.{date_col}")),
+                d.ts_order(ts),
+                d.ts_order("n.next_dagrun"),
+                d.ts_order(ts),
+                self.due()
+            );
+            let date = d.ts_value(run.logical_date);
+            args.extend([
+                Arg::Int(template.id),
+                Arg::Text(copy_id.to_owned()),
+                Arg::Text(copy_id.to_owned()),
+                Arg::Text(date.clone()),
+                Arg::Text(run_id),
+                Arg::Text(copy_id.to_owned()),
+                Arg::Text(date),
+                Arg::Text(copy_id.to_owned()),
+            ]);
+            created += self.db.execute(&sql, &args)?;
+        }
+        Ok(created)
     }
 }
