@@ -232,22 +232,7 @@ impl Airflow {
         af.cli(&["db", "migrate"]);
         af.cli(&["dags", "reserialize"]);
         af.cli(&["sync-perm"]);
-        af.cli(&[
-            "users",
-            "create",
-            "-u",
-            "root",
-            "-p",
-            "pw",
-            "-f",
-            "r",
-            "-l",
-            "r",
-            "-e",
-            "root@bench.invalid",
-            "-r",
-            "Admin",
-        ]);
+        af.cli(&ROOT_ADMIN);
         af
     }
 
@@ -633,18 +618,40 @@ fn seed_bench(a: &Args, pg: Option<&str>) {
     );
 }
 
-fn seed_all(a: &Args) {
+/// Run `bench` on SQLite, then on PostgreSQL in a database of its own (dropped after unless
+/// `--keep-pg`), as the flags ask.
+fn on_each_backend(a: &Args, name: &str, bench: fn(&Args, Option<&str>)) {
     if a.sqlite {
-        seed_bench(a, None);
+        bench(a, None);
     }
     if a.pg {
         let url = pg_database();
-        seed_bench(a, Some(&url));
-        if !a.keep_pg {
+        bench(a, Some(&url));
+        if a.keep_pg {
+            println!("{name} (PostgreSQL): database kept: {url}");
+        } else {
             drop_pg_database(&url);
         }
     }
 }
+
+/// `airflow users create` arguments of the benches' Admin user `root` (password `pw`).
+const ROOT_ADMIN: [&str; 14] = [
+    "users",
+    "create",
+    "-u",
+    "root",
+    "-p",
+    "pw",
+    "-f",
+    "r",
+    "-l",
+    "r",
+    "-e",
+    "root@bench.invalid",
+    "-r",
+    "Admin",
+];
 
 fn main() {
     let a = args();
@@ -658,16 +665,16 @@ fn main() {
     }
     println!("backfilld benchmarks on {}", machine());
     if a.only_reconcile {
-        return reconcile_all(&a);
+        return on_each_backend(&a, "reconcile", reconcile_bench);
     }
     if a.only_list {
         return list_bench(&a);
     }
     if a.only_seed {
-        return seed_all(&a);
+        return on_each_backend(&a, "seed import", seed_bench);
     }
     if a.only_side_by_side {
-        return side_by_side_all(&a);
+        return on_each_backend(&a, "side by side", side_by_side);
     }
     if a.only_latency {
         return latency::bench(&a.latency);
@@ -833,7 +840,7 @@ fn main() {
         let _ = scheduler.wait();
     }
     if a.reconcile {
-        reconcile_all(&a);
+        on_each_backend(&a, "reconcile", reconcile_bench);
     }
     if a.list {
         list_bench(&a);
@@ -1033,21 +1040,6 @@ fn list_bench(a: &Args) {
     drop(daemon);
 }
 
-fn reconcile_all(a: &Args) {
-    if a.sqlite {
-        reconcile_bench(a, None);
-    }
-    if a.pg {
-        let url = pg_database();
-        reconcile_bench(a, Some(&url));
-        if a.keep_pg {
-            println!("reconcile (PostgreSQL): database kept: {url}");
-        } else {
-            drop_pg_database(&url);
-        }
-    }
-}
-
 /// The seed plugin as installed by `scripts/airflow-venvs.sh` (`pip install --target`).
 fn seed_plugin_dir() -> PathBuf {
     let base = std::env::var_os("BACKFILLD_VENV_DIR")
@@ -1225,20 +1217,5 @@ fn side_by_side(a: &Args, pg: Option<&str>) {
             e.last_pass(),
             status_kib(std::process::id(), "VmHWM:"),
         );
-    }
-}
-
-fn side_by_side_all(a: &Args) {
-    if a.sqlite {
-        side_by_side(a, None);
-    }
-    if a.pg {
-        let url = pg_database();
-        side_by_side(a, Some(&url));
-        if a.keep_pg {
-            println!("side by side (PostgreSQL): database kept: {url}");
-        } else {
-            drop_pg_database(&url);
-        }
     }
 }

@@ -152,22 +152,7 @@ impl Home {
         if !v3 {
             h.cli(&["sync-perm"]);
         }
-        h.cli(&[
-            "users",
-            "create",
-            "-u",
-            "root",
-            "-p",
-            "pw",
-            "-f",
-            "r",
-            "-l",
-            "r",
-            "-e",
-            "root@bench.invalid",
-            "-r",
-            "Admin",
-        ]);
+        h.cli(&super::ROOT_ADMIN);
         h
     }
 
