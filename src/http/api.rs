@@ -186,6 +186,26 @@ fn count_param(field: &str, text: Option<&str>) -> Result<Option<usize>, ApiErro
     }
 }
 
+/// A list's `state` filter (empty: any), or a 400.
+pub(super) fn state_param(text: Option<&str>) -> Result<Option<BackfillState>, ApiError> {
+    match text {
+        Some(s) if !s.is_empty() => serde_json::from_value(Value::String(s.to_owned()))
+            .map(Some)
+            .map_err(|_| ApiError::bad_request(format!("unknown state {s:?}"))),
+        _ => Ok(None),
+    }
+}
+
+/// A list's `cursor` (the previous page's `next`; empty: the first page), or a 400.
+pub(super) fn cursor_param(text: Option<&str>) -> Result<Option<PageKey>, ApiError> {
+    match text.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(c) => PageKey::decode(c)
+            .map(Some)
+            .map_err(|e| ApiError::bad_request(e.to_string())),
+    }
+}
+
 /// The page size of a list request, or a 400 naming the limits.
 fn limit_param(text: Option<&str>, default: usize) -> Result<usize, ApiError> {
     paging::page_size(count_param("limit", text)?, default, paging::MAX_LIMIT)
@@ -391,17 +411,8 @@ async fn v2_list(
     Query(f): Query<V2Filter>,
 ) -> Result<Response, ApiError> {
     let user = user(&state, &headers, client).await?;
-    let wanted: Option<BackfillState> = match &f.state {
-        Some(s) if !s.is_empty() => Some(
-            serde_json::from_value(Value::String(s.clone()))
-                .map_err(|_| ApiError::bad_request(format!("unknown state {s:?}")))?,
-        ),
-        _ => None,
-    };
-    let cursor = match f.cursor.as_deref().map(str::trim) {
-        None | Some("") => None,
-        Some(c) => Some(PageKey::decode(c).map_err(|e| ApiError::bad_request(e.to_string()))?),
-    };
+    let wanted = state_param(f.state.as_deref())?;
+    let cursor = cursor_param(f.cursor.as_deref())?;
     let page = PageRequest {
         query: ListQuery {
             include_deleted: f.include_deleted.unwrap_or(false),

@@ -22,7 +22,7 @@ use maud::{html, Markup, DOCTYPE};
 use serde_json::{Map, Value};
 
 use super::airflow_links::{encode as url, AirflowUi};
-use super::api::{action_request, v2_request};
+use super::api::{action_request, cursor_param, state_param, v2_request};
 use super::auth::{csrf_ok, Session};
 use super::present::{self, Problem};
 use super::{ApiError, State};
@@ -30,7 +30,6 @@ use crate::authz::Action;
 use crate::control::RequestView;
 use crate::engine::web::{PageRequest, WebBackfill, WebCommand, WebDetail, WebPage};
 use crate::metadb::store::ListQuery;
-use crate::paging::PageKey;
 
 const COOKIE: &str = "backfilld_session";
 const STYLE: &str = include_str!("style.css");
@@ -373,17 +372,8 @@ impl ListFilter {
 
     /// The page the engine reads: the filters applied by the DB, by keyset from `after`.
     fn page_request(&self) -> Result<PageRequest, ApiError> {
-        let state = match self.state.as_str() {
-            "" => None,
-            s => Some(
-                serde_json::from_value(Value::String(s.to_owned()))
-                    .map_err(|_| ApiError::bad_request(format!("Unknown state {s:?}")))?,
-            ),
-        };
-        let cursor = match self.after.as_str() {
-            "" => None,
-            c => Some(PageKey::decode(c).map_err(|e| ApiError::bad_request(e.to_string()))?),
-        };
+        let state = state_param(Some(&self.state))?;
+        let cursor = cursor_param(Some(&self.after))?;
         Ok(PageRequest {
             query: ListQuery {
                 include_deleted: self.include_deleted,
