@@ -15,8 +15,10 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::http_api::Client;
-use crate::http_browser::{find_program, Browser};
-use crate::http_sso::{page_text, start_nginx, start_webserver, who, write_webserver_config};
+use crate::http_browser::Browser;
+use crate::http_sso::{
+    page_text, proxy_browser_tools, start_nginx, start_webserver, who, write_webserver_config,
+};
 use crate::support::{free_port, wait_for, Airflow, AirflowMajor, Daemon};
 
 const BIG: Duration = Duration::from_secs(240);
@@ -47,15 +49,7 @@ fn text(b: &Browser, js: &str) -> String {
 }
 
 fn plugin_scenario(major: AirflowMajor, name: &str) {
-    let chromium = find_program(&["chromium", "chromium-browser"]);
-    let chromedriver = find_program(&["chromedriver", "/usr/lib/chromium/chromedriver"]);
-    let nginx = find_program(&["nginx", "/usr/sbin/nginx"]);
-    let (Some(chromium), Some(chromedriver), Some(nginx)) = (chromium, chromedriver, nginx) else {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true but nginx, chromium or chromium-driver is not installed"
-        );
-        eprintln!("skipped: nginx, chromium or chromium-driver is not installed");
+    let Some((chromium, chromedriver, nginx)) = proxy_browser_tools() else {
         return;
     };
     let mut af = Airflow::sqlite(major, name);

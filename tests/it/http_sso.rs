@@ -101,6 +101,26 @@ pub(crate) fn page_text(b: &Browser) -> String {
         .to_owned()
 }
 
+/// Chromium, chromedriver and nginx, for the tests behind a proxy in a browser; `None` (the
+/// test skips) when one is missing, which fails under `CI=true`.
+pub(crate) fn proxy_browser_tools() -> Option<(PathBuf, PathBuf, PathBuf)> {
+    let chromium = find_program(&["chromium", "chromium-browser"]);
+    let chromedriver = find_program(&["chromedriver", "/usr/lib/chromium/chromedriver"]);
+    let nginx = find_program(&["nginx", "/usr/sbin/nginx"]);
+    let found = chromium
+        .zip(chromedriver)
+        .zip(nginx)
+        .map(|((c, d), n)| (c, d, n));
+    if found.is_none() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but nginx, chromium or chromium-driver is not installed"
+        );
+        eprintln!("skipped: nginx, chromium or chromium-driver is not installed");
+    }
+    found
+}
+
 pub(crate) fn who(b: &Browser) -> String {
     b.script(
         "const w = document.querySelector('.who'); return w ? w.textContent : '';",
@@ -118,15 +138,7 @@ fn session_cookie(b: &Browser) -> String {
 
 #[test]
 fn airflow2_sign_in_carries_over_to_backfilld_behind_nginx() {
-    let chromium = find_program(&["chromium", "chromium-browser"]);
-    let chromedriver = find_program(&["chromedriver", "/usr/lib/chromium/chromedriver"]);
-    let nginx = find_program(&["nginx", "/usr/sbin/nginx"]);
-    let (Some(chromium), Some(chromedriver), Some(nginx)) = (chromium, chromedriver, nginx) else {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true but nginx, chromium or chromium-driver is not installed"
-        );
-        eprintln!("skipped: nginx, chromium or chromium-driver is not installed");
+    let Some((chromium, chromedriver, nginx)) = proxy_browser_tools() else {
         return;
     };
     let af = Airflow::sqlite(AirflowMajor::V2, "http_sso_af2");
