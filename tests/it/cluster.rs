@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{wait_for, Airflow, AirflowMajor, Daemon};
+use crate::support::{wait_for, Airflow, AirflowMajor, Daemon, WebhookSink};
 
 const AGENTS: [&str; 3] = ["agent-a", "agent-b", "agent-c"];
 const REQUESTS: usize = 300;
@@ -295,7 +295,14 @@ fn leader_killed_mid_backfill_postgres() {
     af.wait_parsed("lifecycle_demo", Duration::from_secs(420));
     af.cli_ok(&["sync-perm"]);
     af.ensure_user("root", "Admin");
-    let shared = "dags_folder_shared = true\nlease_secs = 8\n";
+    // Issue 21: both agents notify the same webhook; only the leader sends, once per event,
+    // across the failover.
+    let hooks = WebhookSink::start(0);
+    let hp = hooks.port;
+    let shared = format!(
+        "dags_folder_shared = true\nlease_secs = 8\n\n[notifications]\nwebhooks = [\"http://127.0.0.1:{hp}/ops\"]\nallowed_webhook_prefixes = [\"http://127.0.0.1:{hp}/\"]\n"
+    );
+    let shared = shared.as_str();
     let mut a = Daemon::start_agent(&af, "agent-a", "", shared);
     wait_for("agent-a to lead", Duration::from_secs(30), || {
         let c = a.ctl_json(&["status", "--json"]);
@@ -356,4 +363,18 @@ fn leader_killed_mid_backfill_postgres() {
         1,
         "one write of the copy in the shared folder"
     );
+    let told = || -> Vec<String> {
+        hooks
+            .hooks()
+            .iter()
+            .filter(|h| h.path == "/ops" && h.body["backfill_id"] == id.as_str())
+            .map(|h| h.body["event"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    wait_for("the success notification", Duration::from_secs(60), || {
+        told().iter().any(|e| e == "success").then_some(())
+    });
+    // A few passes more on the surviving agent: nothing is sent again.
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(told(), ["success"], "{:#?}", hooks.hooks());
 }
