@@ -10,8 +10,9 @@
 //! and are checked by [`answer`]. The process runs as the daemon's user, in its own process
 //! group, and is killed when it exceeds [`HELPER_TIMEOUT`] or writes more than
 //! [`MAX_ANSWER_BYTES`]. Answers are cached per serialized timetable and range for
-//! [`CACHE_TTL`], so a DAG version costs one Python start per range; built-in timetables never
-//! get here.
+//! [`CACHE_TTL`], so a DAG version costs one Python start per range; a failure or refusal is
+//! cached for [`FAILURE_TTL`], so a broken plugin or interpreter costs one Python start a
+//! minute, not one per pass or request; built-in timetables never get here.
 
 pub mod answer;
 
@@ -39,6 +40,10 @@ pub const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
 
 /// How long a computed answer is reused (a plugin's code may change without the DAG changing).
 pub const CACHE_TTL: Duration = Duration::from_secs(3600);
+
+/// How long a failure or refusal is given again without running the helper (a fixed plugin is
+/// picked up within this time; a helper that times out is not started again at every pass).
+pub const FAILURE_TTL: Duration = Duration::from_secs(60);
 
 /// Most answers kept; the cache is emptied when it is full.
 const MAX_CACHED: usize = 256;
@@ -76,12 +81,15 @@ pub enum AirflowPythonError {
 /// What a cached answer is for: the serialized timetable (as JSON text) and the range asked.
 type CacheKey = (String, DateTime<Utc>, DateTime<Utc>, usize);
 
+/// A cached answer: the runs (`None`: more than the limit), or why there are none.
+type Cached = Result<Option<Vec<RunInfo>>, AirflowPythonError>;
+
 /// Airflow's Python on this host, and the answers it gave.
 #[derive(Debug)]
 pub struct AirflowPython {
     configured: Option<PathBuf>,
     home: PathBuf,
-    cache: HashMap<CacheKey, (Instant, Option<Vec<RunInfo>>)>,
+    cache: HashMap<CacheKey, (Instant, Cached)>,
 }
 
 impl AirflowPython {
@@ -107,8 +115,13 @@ impl AirflowPython {
     ) -> Result<Vec<RunInfo>, AirflowPythonError> {
         let key = (timetable.to_string(), start, end, limit);
         if let Some((at, cached)) = self.cache.get(&key) {
-            if at.elapsed() < CACHE_TTL {
-                return cached.clone().ok_or(AirflowPythonError::TooMany { limit });
+            let ttl = if cached.is_ok() {
+                CACHE_TTL
+            } else {
+                FAILURE_TTL
+            };
+            if at.elapsed() < ttl {
+                return unpack(cached.clone(), limit);
             }
         }
         let python = find_python(
@@ -116,29 +129,46 @@ impl AirflowPython {
             std::env::var_os("PATH").as_deref(),
         )
         .map_err(AirflowPythonError::NoPython)?;
-        let failed = |reason: String| AirflowPythonError::Failed {
-            python: python.display().to_string(),
-            reason,
-        };
-        let request = json!({
-            "timetable": timetable,
-            "start": start.to_rfc3339_opts(SecondsFormat::Micros, false),
-            "end": end.to_rfc3339_opts(SecondsFormat::Micros, false),
-            "limit": limit,
-        });
-        let stdout = run_helper(&python, &self.home, request.to_string().as_bytes())
-            .map_err(|reason| failed(format!("{reason}; {ENABLE_HINT}")))?;
-        let runs = match answer::parse(&stdout, start, end, limit) {
-            Ok(Answer::Runs(runs)) => Some(runs),
-            Ok(Answer::TooMany) => None,
-            Ok(Answer::Refused(reason)) => return Err(AirflowPythonError::Refused(reason)),
-            Err(e) => return Err(failed(e.to_string())),
-        };
+        let answer = ask(&python, &self.home, timetable, start, end, limit);
         if self.cache.len() >= MAX_CACHED {
             self.cache.clear();
         }
-        self.cache.insert(key, (Instant::now(), runs.clone()));
-        runs.ok_or(AirflowPythonError::TooMany { limit })
+        self.cache.insert(key, (Instant::now(), answer.clone()));
+        unpack(answer, limit)
+    }
+}
+
+/// The runs of a cached or fresh answer.
+fn unpack(answer: Cached, limit: usize) -> Result<Vec<RunInfo>, AirflowPythonError> {
+    answer?.ok_or(AirflowPythonError::TooMany { limit })
+}
+
+/// Runs the helper with `python` once and reads its answer.
+fn ask(
+    python: &Path,
+    home: &Path,
+    timetable: &Value,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    limit: usize,
+) -> Cached {
+    let failed = |reason: String| AirflowPythonError::Failed {
+        python: python.display().to_string(),
+        reason,
+    };
+    let request = json!({
+        "timetable": timetable,
+        "start": start.to_rfc3339_opts(SecondsFormat::Micros, false),
+        "end": end.to_rfc3339_opts(SecondsFormat::Micros, false),
+        "limit": limit,
+    });
+    let stdout = run_helper(python, home, request.to_string().as_bytes())
+        .map_err(|reason| failed(format!("{reason}; {ENABLE_HINT}")))?;
+    match answer::parse(&stdout, start, end, limit) {
+        Ok(Answer::Runs(runs)) => Ok(Some(runs)),
+        Ok(Answer::TooMany) => Ok(None),
+        Ok(Answer::Refused(reason)) => Err(AirflowPythonError::Refused(reason)),
+        Err(e) => Err(failed(e.to_string())),
     }
 }
 
@@ -333,5 +363,35 @@ mod tests {
     fn refusal_says_how_to_enable() {
         let e = AirflowPythonError::NoPython("no airflow".into());
         assert!(e.to_string().contains("[airflow] python = "));
+    }
+
+    #[test]
+    fn a_failure_is_given_again_without_a_second_python_start(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir()?;
+        let starts = dir.path().join("starts");
+        let python = dir.path().join("python3");
+        std::fs::write(
+            &python,
+            format!("#!/bin/sh\necho start >> '{}'\nexit 3\n", starts.display()),
+        )?;
+        std::fs::set_permissions(&python, std::fs::Permissions::from_mode(0o755))?;
+        let mut af = AirflowPython::new(Some(python), dir.path().to_path_buf());
+        let timetable = json!({"__type": "plugin.Custom", "__var": {}});
+        let start = DateTime::<Utc>::UNIX_EPOCH;
+        for _ in 0..3 {
+            let answer = af.runs(&timetable, start, start, 10);
+            assert!(
+                matches!(answer, Err(AirflowPythonError::Failed { .. })),
+                "{answer:?}"
+            );
+        }
+        let count = std::fs::read_to_string(&starts)?.lines().count();
+        assert_eq!(
+            count, 1,
+            "one Python start for three asks within FAILURE_TTL"
+        );
+        Ok(())
     }
 }
