@@ -21,6 +21,38 @@ struct PrivatePg {
     port: u16,
 }
 
+/// The directory of PostgreSQL's server programs (`initdb`, `pg_ctl`), found as
+/// `scripts/test-dbs.sh` finds it: Debian's newest `/usr/lib/postgresql/<major>/bin`, else the
+/// `PATH` (Fedora and RHEL install them in `/usr/bin`).
+fn server_bin() -> PathBuf {
+    let has_programs = |b: &PathBuf| b.join("initdb").is_file() && b.join("pg_ctl").is_file();
+    let debian = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let major: u32 = e.file_name().to_str()?.parse().ok()?;
+            Some((major, e.path().join("bin")))
+        })
+        .filter(|(_, b)| has_programs(b))
+        .max_by_key(|(major, _)| *major)
+        .map(|(_, b)| b);
+    debian
+        .or_else(|| {
+            std::env::var_os("PATH")
+                .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+                .unwrap_or_default()
+                .into_iter()
+                .find(has_programs)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "PostgreSQL server programs (initdb, pg_ctl) not found in \
+                 /usr/lib/postgresql/*/bin or on PATH: scripts/setup-host.sh test installs them"
+            )
+        })
+}
+
 impl PrivatePg {
     fn data(&self) -> PathBuf {
         self.dir.path().join("data")
@@ -35,12 +67,7 @@ impl PrivatePg {
     }
 
     fn init() -> PrivatePg {
-        let bin = std::fs::read_dir("/usr/lib/postgresql")
-            .unwrap_or_else(|e| panic!("PostgreSQL server binaries are required: {e}"))
-            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
-            .filter(|b| b.join("initdb").exists() && b.join("pg_ctl").exists())
-            .max()
-            .unwrap_or_else(|| panic!("no /usr/lib/postgresql/*/bin/initdb"));
+        let bin = server_bin();
         let dir = tempfile::Builder::new()
             .prefix("backfilld-pg-")
             .tempdir_in("/tmp")
