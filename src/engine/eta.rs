@@ -3,7 +3,7 @@
 
 use chrono::Utc;
 
-use super::{not_connected, Engine};
+use super::Engine;
 use crate::config::Config;
 use crate::estimate::{self, Estimate, Progress};
 use crate::metadb::airflow::{Airflow, AirflowSchema};
@@ -56,7 +56,7 @@ impl Engine {
         &mut self,
         new: &NewBackfill,
     ) -> Result<Option<Estimate>, DbError> {
-        let c = self.conn.as_mut().ok_or_else(not_connected)?;
+        let c = self.conn.get()?;
         let durations = Airflow::new(&mut c.db, &c.schema)
             .recent_success_durations(&new.dag_id, estimate::ORIGIN_RUNS)?;
         let progress = Progress {

@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use chrono::Utc;
 
-use super::{fingerprint, not_connected, render_copy, Engine, IdCursor};
+use super::{fingerprint, render_copy, Engine, IdCursor};
 use crate::authz::Subject;
 use crate::dagcopy;
 use crate::failpoint;
@@ -243,7 +243,7 @@ impl Engine {
             let result = match outcome {
                 Ok(record) => self.db_commit().map(|()| record),
                 Err(e) => {
-                    if let Some(c) = self.conn.as_mut() {
+                    if let Some(c) = self.conn.current() {
                         let _ = c.db.rollback();
                     }
                     Err(e)
@@ -274,11 +274,11 @@ impl Engine {
     }
 
     fn db_begin(&mut self) -> Result<(), DbError> {
-        self.conn.as_mut().ok_or_else(not_connected)?.db.begin()
+        self.conn.get()?.db.begin()
     }
 
     fn db_commit(&mut self) -> Result<(), DbError> {
-        self.conn.as_mut().ok_or_else(not_connected)?.db.commit()
+        self.conn.get()?.db.commit()
     }
 
     /// The unix user name of `uid` (once per batch).
@@ -298,7 +298,7 @@ impl Engine {
         if let Some(f) = self.batch.as_ref().and_then(|b| b.dags.get(dag_id)) {
             return Ok(f.clone());
         }
-        let c = self.conn.as_mut().ok_or_else(not_connected)?;
+        let c = self.conn.get()?;
         let mut af = Airflow::new(&mut c.db, &c.schema);
         let dag = af.dag(dag_id)?;
         let (serialized, source_code) = match &dag {
@@ -341,7 +341,7 @@ impl Engine {
         let paused = self.config.throttle.has_budget();
         let now = Utc::now();
         let mut gated = Vec::new();
-        let c = self.conn.as_mut().ok_or_else(not_connected)?;
+        let c = self.conn.get()?;
         let claimed: Vec<(BackfillRow, bool)> = c.db.transaction(|db| {
             let mut s = Store::new(db);
             let mut claimed = Vec::new();
@@ -397,13 +397,13 @@ impl Engine {
                     if *claimed_now {
                         // Give the claim back: until a copy is on disk the backfill can still
                         // be withdrawn.
-                        let c = self.conn.as_mut().ok_or_else(not_connected)?;
+                        let c = self.conn.get()?;
                         Store::new(&mut c.db).unclaim_copy(&row.id, now)?;
                     }
                 }
             }
         }
-        let c = self.conn.as_mut().ok_or_else(not_connected)?;
+        let c = self.conn.get()?;
         let super::Connected { db, schema, .. } = c;
         let requested = db.transaction(|db| {
             let mut af = Airflow::new(db, schema);

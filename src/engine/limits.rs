@@ -1,7 +1,7 @@
 //! The engine's side of the `[limits]` guard rails that need the DB (the refusals themselves
 //! are written by the pure `guard` module).
 
-use super::{not_connected, Checked, Engine, Identity, Ruling};
+use super::{Checked, Engine, Identity, Ruling};
 use crate::guard;
 use crate::metadb::store::Store;
 
@@ -12,7 +12,7 @@ impl Engine {
     pub(super) fn under_active_limit(&mut self, ident: &Identity) -> Checked<()> {
         let limit = self.config.limits.max_active_backfills_per_user;
         let user = ident.airflow_user.clone().unwrap_or_default();
-        let c = self.conn.as_mut().ok_or_else(not_connected)?;
+        let c = self.conn.get()?;
         let active = Store::new(&mut c.db).active_backfills_of(&user)?;
         Ok(match guard::active_backfills(&user, active, limit) {
             Some(refusal) => Ruling::Refuse(refusal),
