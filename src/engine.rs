@@ -43,10 +43,10 @@ use crate::throttle;
 use checks::*;
 use connection::{AuthSource, Connected};
 use copies::*;
-use decide::{skipped_of, warnings_of, Overlapping, Reprocessed};
+use decide::{skipped_of, warnings_of, Identity, Overlapping, Reprocessed};
 use eta::estimate_of;
 use identity::*;
-use ruling::{admit, refuse, Checked, Ruling};
+use ruling::{admit, refuse, Ruling};
 
 mod abuse;
 mod admission;
@@ -95,14 +95,9 @@ pub enum Command {
     Stop,
 }
 
-/// Who a request or query is from, as far as it was resolved.
-#[derive(Debug, Clone, Default)]
-struct Identity {
-    uid: Option<u32>,
-    unix_user: Option<String>,
-    airflow_user: Option<String>,
-    on_behalf_of: Option<String>,
-}
+/// A check that may need the DB: a DB problem (`Err`: the request waits and is decided
+/// again), or a decision ([`Ruling`]).
+type Checked<T, R = Rejection> = Result<Ruling<T, R>, DbError>;
 
 /// A caller resolved to an Airflow user with its permissions, or refused (with the identity as
 /// far as it was resolved).

@@ -22,11 +22,12 @@ use std::sync::Arc;
 
 use chrono::Utc;
 
+use super::decide::DagFacts;
 use super::{fingerprint, render_copy, Engine, IdCursor};
 use crate::authz::Subject;
 use crate::dagcopy;
 use crate::failpoint;
-use crate::metadb::airflow::{Airflow, DagRow};
+use crate::metadb::airflow::Airflow;
 use crate::metadb::store::{BackfillRow, RequestRecord, Store};
 use crate::metadb::DbError;
 use crate::request::{self, Parsed};
@@ -48,14 +49,6 @@ pub(super) struct BatchCache {
     pub(super) dags: HashMap<String, Arc<DagFacts>>,
     /// Where the search for a free backfill id goes on, by origin DAG.
     pub(super) ids: HashMap<String, IdCursor>,
-}
-
-/// What Airflow knows of a DAG, read in the order the checks need it: the `dag` row; for an
-/// active DAG its serialized form; with a file and a serialized form, its source.
-pub(super) struct DagFacts {
-    pub(super) dag: Option<DagRow>,
-    pub(super) serialized: Option<serde_json::Value>,
-    pub(super) source_code: Option<String>,
 }
 
 impl Engine {

@@ -10,8 +10,8 @@ use tokio::sync::oneshot;
 
 use super::identity::allowed;
 use super::listing;
-use super::ruling::{admit, refuse, Checked, Ruling};
-use super::{emit_audit, AuthSource, Engine, Identity};
+use super::ruling::{admit, refuse, Ruling};
+use super::{emit_audit, AuthSource, Checked, Engine, Identity};
 use crate::approval;
 use crate::authz::{self, Action, Subject};
 use crate::control::BackfillView;
