@@ -139,8 +139,8 @@ impl Engine {
                 record.dates = Some(in_order.iter().map(|d| fmt_ts(*d)).collect());
                 record.skipped_dates = skipped_of(&new);
                 record.warnings = warnings_of(&new);
-                record.estimate = self.dry_run_estimate(&new)?;
                 let c = self.conn.get()?;
+                record.estimate = eta::dry_run_estimate(c, &self.config, &new)?;
                 Store::new(&mut c.db).record_request(&record)?;
             }
             Ruling::Admit(Accepted::Operate {

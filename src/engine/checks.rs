@@ -84,7 +84,11 @@ impl Engine {
         row: &BackfillRow,
         ident: &Identity,
     ) -> Checked<Vec<NewBackfill>> {
-        admit!(self.under_active_limit(ident)?);
+        admit!(limits::under_active_limit(
+            self.conn.get()?,
+            &self.config.limits,
+            ident
+        )?);
         let c = self.conn.get()?;
         let mut af = Airflow::new(&mut c.db, &c.schema);
         let runs = af.runs(&row.id)?;
@@ -151,7 +155,11 @@ impl Engine {
                 contiguous: true,
             }
         };
-        admit!(self.under_active_limit(ident)?);
+        admit!(limits::under_active_limit(
+            self.conn.get()?,
+            &self.config.limits,
+            ident
+        )?);
         if !req.ignore_overlap {
             let c = self.conn.get()?;
             let overlapping = Store::new(&mut c.db).overlapping(&req.dag_id, req.start, req.end)?;
