@@ -245,46 +245,62 @@ impl Airflow {
     }
 
     fn command(&self, program: &str) -> Command {
-        let mut c = Command::new(self.venv.join("bin").join(program));
-        c.env("AIRFLOW_HOME", &self.home)
-            .env("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
-            .env("AIRFLOW__CORE__EXECUTOR", "SequentialExecutor")
-            .env("PYTHONWARNINGS", "ignore")
-            .env(
-                "PATH",
-                format!(
-                    "{}:{}",
-                    self.venv.join("bin").display(),
-                    std::env::var("PATH").unwrap_or_default()
-                ),
-            );
+        let mut c = airflow_command(&self.home, &self.venv, program);
+        c.env("AIRFLOW__CORE__EXECUTOR", "SequentialExecutor");
         c
     }
 
     fn cli(&self, args: &[&str]) {
-        let out = self
-            .command("airflow")
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| die(e.to_string()));
-        if !out.status.success() {
-            die(format!(
-                "airflow {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
+        run_airflow(self.command("airflow"), args);
     }
 
     fn db(&self) -> rusqlite::Connection {
-        let c = rusqlite::Connection::open(self.home.join("airflow.db"))
-            .unwrap_or_else(|e| die(e.to_string()));
-        let _ = c.busy_timeout(Duration::from_secs(10));
-        c
+        airflow_db(&self.home)
     }
 
     fn count(&self, sql: &str) -> i64 {
         self.db().query_row(sql, [], |r| r.get(0)).unwrap_or(-1)
     }
+}
+
+/// `program` of the venv `venv` for AIRFLOW_HOME `home`: the venv's `bin` first on PATH, no
+/// example DAGs, Python's warnings off (the executor is the caller's).
+fn airflow_command(home: &Path, venv: &Path, program: &str) -> Command {
+    let mut c = Command::new(venv.join("bin").join(program));
+    c.env("AIRFLOW_HOME", home)
+        .env("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+        .env("PYTHONWARNINGS", "ignore")
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                venv.join("bin").display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        );
+    c
+}
+
+/// Run `airflow args` (`cmd`, an `airflow` command); die with its stderr when it fails.
+fn run_airflow(mut cmd: Command, args: &[&str]) {
+    let out = cmd
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| die(e.to_string()));
+    if !out.status.success() {
+        die(format!(
+            "airflow {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+}
+
+/// The SQLite metadata DB of AIRFLOW_HOME `home`, waiting up to 10 s on a lock.
+fn airflow_db(home: &Path) -> rusqlite::Connection {
+    let c =
+        rusqlite::Connection::open(home.join("airflow.db")).unwrap_or_else(|e| die(e.to_string()));
+    let _ = c.busy_timeout(Duration::from_secs(10));
+    c
 }
 
 struct Daemon {

@@ -41,15 +41,17 @@ use crate::spool::{self, ClaimedFile, Disposition, Spool};
 use crate::state::BackfillState;
 use crate::throttle;
 use checks::*;
+use connection::{AuthSource, Connected};
 use copies::*;
-use decide::{skipped_of, warnings_of, Overlapping, Reprocessed};
+use decide::{skipped_of, warnings_of, Identity, Overlapping, Reprocessed};
 use eta::estimate_of;
 use identity::*;
-use ruling::{admit, refuse, Checked, Ruling};
+use ruling::{admit, refuse, Ruling};
 
 mod abuse;
 mod admission;
 mod checks;
+mod connection;
 mod copies;
 mod dates;
 mod decide;
@@ -93,36 +95,9 @@ pub enum Command {
     Stop,
 }
 
-struct Connected {
-    db: MetaDb,
-    schema: AirflowSchema,
-    auth: AuthSource,
-    /// What the last reconcile pass read (dropped with the connection: full pass after).
-    pass_cache: Option<pass_cache::PassCache>,
-}
-
-/// Where users, roles and permissions come from, decided at connect time.
-#[derive(Debug, Clone)]
-enum AuthSource {
-    /// FAB's `ab_*` tables.
-    Fab,
-    /// Airflow 3's SimpleAuthManager users and roles.
-    Simple {
-        users: Vec<(String, SimpleRole)>,
-        all_admins: bool,
-    },
-    /// Nobody can be authorised; the reason says why.
-    Unavailable(String),
-}
-
-/// Who a request or query is from, as far as it was resolved.
-#[derive(Debug, Clone, Default)]
-struct Identity {
-    uid: Option<u32>,
-    unix_user: Option<String>,
-    airflow_user: Option<String>,
-    on_behalf_of: Option<String>,
-}
+/// A check that may need the DB: a DB problem (`Err`: the request waits and is decided
+/// again), or a decision ([`Ruling`]).
+type Checked<T, R = Rejection> = Result<Ruling<T, R>, DbError>;
 
 /// A caller resolved to an Airflow user with its permissions, or refused (with the identity as
 /// far as it was resolved).
@@ -162,10 +137,8 @@ pub struct Engine {
     airflow: AirflowLocation,
     spool: Spool,
     host: String,
-    conn: Option<Connected>,
-    next_connect: Instant,
-    backoff: Duration,
-    outage_reported: bool,
+    /// The metadata-DB connection (`engine::connection`).
+    conn: connection::Link,
     service: ServiceManager,
     stop: Arc<AtomicBool>,
     unfinished_by_state: BTreeMap<BackfillState, usize>,
@@ -203,9 +176,6 @@ type CopyFingerprint = (u64, i64, u64);
 /// An allowed read by the same requester of the same target within this window is traced but
 /// not written to `backfilld_audit` again (`Engine::audit_read`).
 const READ_AUDIT_WINDOW: Duration = Duration::from_secs(300);
-
-/// Longest wait between reconnect attempts: after an outage, requests wait at most this long.
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 /// Figures of one reconcile pass.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -264,10 +234,7 @@ impl Engine {
             verified_copies: HashMap::new(),
             verified_saved: HashMap::new(),
             verified_loaded: false,
-            conn: None,
-            next_connect: Instant::now(),
-            backoff: Duration::from_millis(500),
-            outage_reported: false,
+            conn: connection::Link::new(),
             service: ServiceManager::from_env(),
             stop: Arc::new(AtomicBool::new(false)),
             unfinished_by_state: BTreeMap::new(),
@@ -298,12 +265,12 @@ impl Engine {
     /// Ready once the DB is reachable (schema detected, migrations done); keep STATUS= current
     /// and ping the watchdog. Called once per loop iteration, so a hung loop stops the pings.
     fn tick_service(&mut self) {
-        if self.conn.is_some() {
+        if self.conn.is_up() {
             self.service.ready();
         }
         let waiting = self.spool.incoming().map(|v| v.len()).unwrap_or(0)
             + self.spool.claimed().map(|v| v.len()).unwrap_or(0);
-        let status = if self.conn.is_some() {
+        let status = if self.conn.is_up() {
             let count = |s: BackfillState| self.unfinished_by_state.get(&s).copied().unwrap_or(0);
             let role = if self.leader_token.is_some() {
                 "leader"
@@ -323,98 +290,6 @@ impl Engine {
         };
         self.service.status(&status);
         self.service.watchdog();
-    }
-
-    /// Make sure a connection is up (connect, detect the schema, migrate), with backoff.
-    pub fn ensure_connected(&mut self) -> Result<(), DbError> {
-        if self.conn.is_some() {
-            return Ok(());
-        }
-        if Instant::now() < self.next_connect {
-            return Err(DbError::Connect {
-                url: self.airflow.db.to_string(),
-                message: "waiting to reconnect".into(),
-            });
-        }
-        let attempt = (|| {
-            let mut db = MetaDb::connect(&self.airflow.db)?;
-            let schema = AirflowSchema::detect(&mut db)?;
-            let version = store::migrate(&mut db)?;
-            let auth = self.auth_source(&mut db, &schema)?;
-            Ok::<_, DbError>((db, schema, version, auth))
-        })();
-        match attempt {
-            Ok((db, schema, version, auth)) => {
-                tracing::info!(db = %self.airflow.db, generation = ?schema.generation, revision = %schema.revision, backfilld_schema = version, auth = ?auth_name(&auth), "connected to the metadata DB");
-                self.conn = Some(Connected {
-                    db,
-                    schema,
-                    auth,
-                    pass_cache: None,
-                });
-                self.backoff = Duration::from_millis(500);
-                self.outage_reported = false;
-                Ok(())
-            }
-            Err(e) => {
-                if !self.outage_reported || self.backoff >= MAX_BACKOFF {
-                    tracing::error!(error = %e, retry_in_ms = self.backoff.as_millis() as u64, "metadata DB unavailable; requests wait in the spool");
-                    self.outage_reported = true;
-                }
-                self.next_connect = Instant::now() + self.backoff;
-                self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
-                Err(e)
-            }
-        }
-    }
-
-    /// Detect the auth manager and, with FAB, register the `Backfills` permissions.
-    fn auth_source(&self, db: &mut MetaDb, schema: &AirflowSchema) -> Result<AuthSource, DbError> {
-        let setting = match self.config.resolve_auth_manager() {
-            Ok(s) => s.for_generation(schema.generation == Generation::V3, None),
-            Err(e) => return Ok(AuthSource::Unavailable(e.to_string())),
-        };
-        Ok(match setting {
-            AuthManager::Fab | AuthManager::Default => {
-                let mut fab = Fab::new(db);
-                if !fab.present()? {
-                    return Ok(AuthSource::Unavailable(
-                        "Airflow uses the FAB auth manager but the metadata DB has no ab_* tables (run `airflow db migrate` / `airflow fab-db migrate`)".into(),
-                    ));
-                }
-                match fab.register_backfills(
-                    &self.config.authz.permitted_roles,
-                    &self.config.authz.resource,
-                ) {
-                    Ok(reg) => {
-                        tracing::info!(inserted = reg.inserted, granted = ?reg.granted, "registered the Backfills permissions in Airflow");
-                        if !reg.missing_roles.is_empty() {
-                            tracing::warn!(roles = ?reg.missing_roles, "permitted roles missing in Airflow (run `airflow sync-perm` or create them); restart backfilld to grant them");
-                        }
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot register the Backfills permissions in Airflow")
-                    }
-                }
-                AuthSource::Fab
-            }
-            AuthManager::Simple { users, all_admins } => match authz::parse_simple_users(&users) {
-                Ok(users) => AuthSource::Simple { users, all_admins },
-                Err(e) => AuthSource::Unavailable(format!(
-                    "cannot read Airflow's simple_auth_manager_users: {e}"
-                )),
-            },
-            AuthManager::Other(class) => AuthSource::Unavailable(format!(
-                "Airflow uses the auth manager {class}, which backfilld cannot mirror"
-            )),
-        })
-    }
-
-    fn lost(&mut self, e: &DbError) {
-        if e.is_connection_lost() {
-            tracing::warn!(error = %e, "lost the metadata DB connection; will reconnect");
-            self.conn = None;
-        }
     }
 
     /// Run commands until `Stop` or the channel closes; between commands, rescan and reconcile
@@ -500,12 +375,5 @@ impl Engine {
                 next_rescan = next_rescan.min(Instant::now() + self.paced_rescan(rescan_every));
             }
         }
-    }
-}
-
-fn not_connected() -> DbError {
-    DbError::Connect {
-        url: String::new(),
-        message: "not connected".into(),
     }
 }

@@ -30,6 +30,7 @@ pub mod paging;
 pub mod ratelimit;
 pub mod reconcile;
 pub mod request;
+pub mod rows;
 pub mod runtypes;
 pub mod schedule;
 pub mod seed;

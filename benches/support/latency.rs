@@ -157,25 +157,14 @@ impl Home {
     }
 
     fn command(&self, program: &str) -> Command {
-        let mut c = Command::new(self.venv.join("bin").join(program));
-        c.env("AIRFLOW_HOME", &self.home)
-            .env_remove("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN")
-            .env("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+        let mut c = super::airflow_command(&self.home, &self.venv, program);
+        c.env_remove("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN")
             .env("AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION", "True")
             .env("AIRFLOW__SCHEDULER__PARSING_PROCESSES", "1")
             .env("AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES", "1")
             .env(
                 "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT",
                 self.log_port.to_string(),
-            )
-            .env("PYTHONWARNINGS", "ignore")
-            .env(
-                "PATH",
-                format!(
-                    "{}:{}",
-                    self.venv.join("bin").display(),
-                    std::env::var("PATH").unwrap_or_default()
-                ),
             );
         if self.v3 {
             let port = self.api_port.to_string();
@@ -204,17 +193,7 @@ impl Home {
     }
 
     fn cli(&self, args: &[&str]) {
-        let out = self
-            .command("airflow")
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| die(e.to_string()));
-        if !out.status.success() {
-            die(format!(
-                "airflow {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
+        super::run_airflow(self.command("airflow"), args);
     }
 
     fn spawn(&self, name: &str, args: &[&str]) -> Child {
@@ -252,10 +231,7 @@ impl Home {
     }
 
     fn db(&self) -> rusqlite::Connection {
-        let c = rusqlite::Connection::open(self.home.join("airflow.db"))
-            .unwrap_or_else(|e| die(e.to_string()));
-        let _ = c.busy_timeout(Duration::from_secs(10));
-        c
+        super::airflow_db(&self.home)
     }
 
     fn date_column(&self) -> &'static str {

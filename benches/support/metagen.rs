@@ -1,6 +1,7 @@
 //! Realistic metadata for reconcile benchmarks and the query-count check, generated inside the
 //! database (set-based `INSERT ... SELECT`, no row-by-row round trips) into an Airflow 2
-//! metadata DB that Airflow itself migrated, on SQLite or PostgreSQL.
+//! metadata DB that Airflow itself migrated, on SQLite, PostgreSQL or MariaDB (the seed
+//! plugin's table on SQLite and PostgreSQL only).
 //!
 //! Backfill `k` is `gen_<k>_backfill` (origin `gen_origin_<k % 50>`): a `backfilld_backfill`
 //! row in state `queued` with stale counts, a `dag` row for its copy, `runs` daily runs from
@@ -19,12 +20,59 @@ fn day0() -> DateTime<Utc> {
         .unwrap_or_default()
 }
 
+/// The few SQL spellings the generator needs that differ by backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Spelling(Backend);
+
+impl Spelling {
+    fn of(db: &MetaDb) -> Spelling {
+        Spelling(db.dialect().0)
+    }
+
+    /// The string concatenation of `parts` (MySQL's `||` is OR).
+    fn cat(self, parts: &[&str]) -> String {
+        match self.0 {
+            Backend::Mysql => format!("CONCAT({})", parts.join(", ")),
+            Backend::Sqlite | Backend::Postgres => parts.join(" || "),
+        }
+    }
+
+    /// The timestamp `n` (an SQL expression) days after 2000-01-01, as stored in `dag_run`.
+    fn day(self, n: &str) -> String {
+        match self.0 {
+            Backend::Postgres => {
+                format!("(TIMESTAMPTZ '2000-01-01 00:00:00+00' + {n} * INTERVAL '1 day')")
+            }
+            Backend::Mysql => format!("(TIMESTAMP('2000-01-01 00:00:00') + INTERVAL {n} DAY)"),
+            Backend::Sqlite => {
+                format!("strftime('%Y-%m-%d %H:%M:%S.000000', '2000-01-01', '+' || {n} || ' days')")
+            }
+        }
+    }
+
+    /// A timestamp long past (2020-01-01), as stored in `dag_run`.
+    fn old(self) -> &'static str {
+        match self.0 {
+            Backend::Postgres => "TIMESTAMPTZ '2020-01-01 00:00:00+00'",
+            Backend::Sqlite | Backend::Mysql => "'2020-01-01 00:00:00.000000'",
+        }
+    }
+
+    /// Refresh the planner's statistics of the generated tables.
+    fn analyze(self) -> &'static str {
+        match self.0 {
+            Backend::Mysql => "ANALYZE TABLE backfilld_backfill, dag, dag_run, task_instance",
+            Backend::Sqlite | Backend::Postgres => "ANALYZE",
+        }
+    }
+}
+
 fn is_pg(db: &MetaDb) -> Result<bool, DbError> {
     match db.dialect().0 {
         Backend::Sqlite => Ok(false),
         Backend::Postgres => Ok(true),
         Backend::Mysql => Err(DbError::Schema(
-            "the generator supports SQLite and PostgreSQL".into(),
+            "the seed table is generated on SQLite and PostgreSQL".into(),
         )),
     }
 }
@@ -48,7 +96,7 @@ pub fn generate(
     runs: usize,
     tis: usize,
 ) -> Result<(), DbError> {
-    let pg = is_pg(db)?;
+    let sp = Spelling::of(db);
     let d = db.dialect();
     numbers(db, (first + count).max(runs).max(tis))?;
     let stored = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
@@ -68,10 +116,14 @@ pub fn generate(
              copy_path, copy_written_at, submitted_by, submitted_uid, submitted_at, updated_at, \
              deleted, dates_total, dates_succeeded, dates_failed, dates_running, dates_queued, host, \
              request_key, requester) \
-             SELECT 'gen_' || k || '_backfill', 'gen_origin_' || (k % 50), 'queued', NULL, ?, ?, ?, \
-             '{{}}', 2, 0, '/dags/origin.py', ?, ? || '/backfill_user_dags/gen_' || k || '_backfill.py', \
-             ?, 'root', 0, ?, ?, 0, {runs}, 0, 0, 0, 0, 'bench', 'gen' || k, 'root' \
-             FROM gen_nums WHERE k >= {lo} AND k < {hi}"
+             SELECT {id}, {origin}, 'queued', NULL, ?, ?, ?, \
+             '{{}}', 2, 0, '/dags/origin.py', ?, {path}, \
+             ?, 'root', 0, ?, ?, 0, {runs}, 0, 0, 0, 0, 'bench', {key}, 'root' \
+             FROM gen_nums WHERE k >= {lo} AND k < {hi}",
+            id = sp.cat(&["'gen_'", "k", "'_backfill'"]),
+            origin = sp.cat(&["'gen_origin_'", "(k % 50)"]),
+            path = sp.cat(&["?", "'/backfill_user_dags/gen_'", "k", "'_backfill.py'"]),
+            key = sp.cat(&["'gen'", "k"]),
         ),
         &[
             Arg::Text(stored(day0())),
@@ -89,42 +141,42 @@ pub fn generate(
         "INSERT INTO dag (dag_id, is_paused, is_subdag, is_active, fileloc, max_active_tasks, \
          max_active_runs, max_consecutive_failed_dag_runs, has_task_concurrency_limits, \
          has_import_errors) \
-         SELECT 'gen_' || k || '_backfill', {f}, {f}, {t}, '{dags_folder}/backfill_user_dags/gen_' || k || '_backfill.py', \
-         16, 2, 0, {f}, {f} FROM gen_nums WHERE k >= {lo} AND k < {hi}"
+         SELECT {id}, {f}, {f}, {t}, {path}, \
+         16, 2, 0, {f}, {f} FROM gen_nums WHERE k >= {lo} AND k < {hi}",
+        id = sp.cat(&["'gen_'", "k", "'_backfill'"]),
+        path = sp.cat(&[
+            &format!("'{dags_folder}/backfill_user_dags/gen_'"),
+            "k",
+            "'_backfill.py'"
+        ]),
     ))?;
-    let date = |n: &str| {
-        if pg {
-            format!("(TIMESTAMPTZ '2000-01-01 00:00:00+00' + {n} * INTERVAL '1 day')")
-        } else {
-            format!("strftime('%Y-%m-%d %H:%M:%S.000000', '2000-01-01', '+' || {n} || ' days')")
-        }
-    };
-    let old = if pg {
-        "TIMESTAMPTZ '2020-01-01 00:00:00+00'"
-    } else {
-        "'2020-01-01 00:00:00.000000'"
-    };
+    let old = sp.old();
     let last = runs as i64 - 1;
     db.batch(&format!(
         "INSERT INTO dag_run (dag_id, execution_date, run_id, run_type, state, queued_at, start_date, \
          end_date, updated_at, external_trigger, clear_number) \
-         SELECT 'gen_' || b.k || '_backfill', {exec}, 'scheduled__' || r.k, 'scheduled', \
+         SELECT {id}, {exec}, {run_id}, 'scheduled', \
          CASE WHEN r.k < {last} - 1 THEN 'success' WHEN r.k = {last} - 1 THEN 'running' ELSE 'queued' END, \
          {old}, CASE WHEN r.k < {last} THEN {old} END, CASE WHEN r.k < {last} - 1 THEN {old} END, \
          {old}, {f}, 0 \
          FROM gen_nums b CROSS JOIN gen_nums r WHERE b.k >= {lo} AND b.k < {hi} AND r.k < {runs}",
-        exec = date("r.k"),
+        id = sp.cat(&["'gen_'", "b.k", "'_backfill'"]),
+        exec = sp.day("r.k"),
+        run_id = sp.cat(&["'scheduled__'", "r.k"]),
     ))?;
     db.batch(&format!(
         "INSERT INTO task_instance (task_id, dag_id, run_id, map_index, state, pool, pool_slots, \
          try_number, max_tries, priority_weight, queue) \
-         SELECT 't' || t.k, 'gen_' || b.k || '_backfill', 'scheduled__' || r.k, -1, \
+         SELECT {task}, {id}, {run_id}, -1, \
          CASE WHEN r.k < {last} - 1 THEN 'success' WHEN r.k = {last} - 1 AND t.k = 0 THEN 'running' END, \
          'default_pool', 1, 1, 0, 1, 'default' \
          FROM gen_nums b CROSS JOIN gen_nums r CROSS JOIN gen_nums t \
-         WHERE b.k >= {lo} AND b.k < {hi} AND r.k < {runs} AND t.k < {tis}"
+         WHERE b.k >= {lo} AND b.k < {hi} AND r.k < {runs} AND t.k < {tis}",
+        task = sp.cat(&["'t'", "t.k"]),
+        id = sp.cat(&["'gen_'", "b.k", "'_backfill'"]),
+        run_id = sp.cat(&["'scheduled__'", "r.k"]),
     ))?;
-    db.batch("ANALYZE")
+    db.batch(sp.analyze())
 }
 
 /// Move on one backfill in every `every` of `0..total`: its running run succeeds and its
@@ -143,7 +195,8 @@ pub fn advance_named(
     let d = db.dialect();
     let now = d.ts_value(Utc::now());
     let picked = format!(
-        "SELECT '{prefix}_' || k || '_backfill' FROM gen_nums WHERE k < {total} AND k % {} = 0",
+        "SELECT {} FROM gen_nums WHERE k < {total} AND k % {} = 0",
+        Spelling::of(db).cat(&[&format!("'{prefix}_'"), "k", "'_backfill'"]),
         every.max(1)
     );
     let ts = d.ts_param();

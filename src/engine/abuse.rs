@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
-use super::{not_connected, Engine};
+use super::Engine;
 use crate::config::{LimitsSection, RetentionSection};
 use crate::metadb::store::AuditEntry;
 use crate::metadb::store::{self, Store};
@@ -155,7 +155,7 @@ impl Engine {
                     self.write_denial_summary(entry, suppressed)?;
                 }
                 let host = self.host.clone();
-                let c = self.conn.as_mut().ok_or_else(not_connected)?;
+                let c = self.conn.get()?;
                 Store::new(&mut c.db).audit(&host, entry)
             }
         }
@@ -177,7 +177,7 @@ impl Engine {
             ..like.clone()
         };
         let host = self.host.clone();
-        let c = self.conn.as_mut().ok_or_else(not_connected)?;
+        let c = self.conn.get()?;
         Store::new(&mut c.db).audit(&host, &summary)
     }
 
@@ -222,7 +222,7 @@ impl Engine {
         let Some(cutoff) = keep(self.config.retention.request_records) else {
             return;
         };
-        let Some(c) = self.conn.as_mut() else {
+        let Some(c) = self.conn.current() else {
             return;
         };
         match Store::new(&mut c.db).prune_requests(cutoff) {

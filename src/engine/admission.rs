@@ -43,7 +43,7 @@ impl Engine {
         pending: &mut HashMap<u32, usize>,
     ) -> Result<RequestRecord, DbError> {
         let recorded = {
-            let c = self.conn.as_mut().ok_or_else(not_connected)?;
+            let c = self.conn.get()?;
             Store::new(&mut c.db).request(&file.key)?
         };
         let record = match recorded {
@@ -124,7 +124,7 @@ impl Engine {
             warnings: None,
             estimate: None,
         };
-        let c = self.conn.as_mut().ok_or_else(not_connected)?;
+        let c = self.conn.get()?;
         match verdict {
             Ruling::Refuse(rejection) => {
                 record.reason_code = Some(rejection.code);
@@ -139,8 +139,8 @@ impl Engine {
                 record.dates = Some(in_order.iter().map(|d| fmt_ts(*d)).collect());
                 record.skipped_dates = skipped_of(&new);
                 record.warnings = warnings_of(&new);
-                record.estimate = self.dry_run_estimate(&new)?;
-                let c = self.conn.as_mut().ok_or_else(not_connected)?;
+                let c = self.conn.get()?;
+                record.estimate = eta::dry_run_estimate(c, &self.config, &new)?;
                 Store::new(&mut c.db).record_request(&record)?;
             }
             Ruling::Admit(Accepted::Operate {

@@ -18,7 +18,7 @@ impl Engine {
             r.message = format!("after needs permission to read backfills: {}", r.message);
             refuse!(r);
         }
-        let c = self.conn.as_mut().ok_or_else(not_connected)?;
+        let c = self.conn.get()?;
         let mut s = Store::new(&mut c.db);
         for id in after {
             let row = s
@@ -55,7 +55,7 @@ impl Engine {
         // Decide on fresh facts: the stored state may lag Airflow by up to one reconcile
         // interval (a copy that just started running may still read `submitted`).
         self.reconcile();
-        let c = self.conn.as_mut().ok_or_else(not_connected)?;
+        let c = self.conn.get()?;
         let Some(row) = Store::new(&mut c.db).backfill_any(&op.id)? else {
             refuse!(Rejection::new(
                 ReasonCode::UnknownBackfill,
@@ -84,8 +84,12 @@ impl Engine {
         row: &BackfillRow,
         ident: &Identity,
     ) -> Checked<Vec<NewBackfill>> {
-        admit!(self.under_active_limit(ident)?);
-        let c = self.conn.as_mut().ok_or_else(not_connected)?;
+        admit!(limits::under_active_limit(
+            self.conn.get()?,
+            &self.config.limits,
+            ident
+        )?);
+        let c = self.conn.get()?;
         let mut af = Airflow::new(&mut c.db, &c.schema);
         let runs = af.runs(&row.id)?;
         let segments = admit!(decide::retry_segments(row, &runs));
@@ -141,7 +145,7 @@ impl Engine {
         let dates = admit!(self.range_dates(&mut req, origin.serialized, limit));
         admit!(decide::some_dates(&req, &dates));
         let dates = if decide::needs_origin_runs(req.reprocess) {
-            let c = self.conn.as_mut().ok_or_else(not_connected)?;
+            let c = self.conn.get()?;
             let origin_runs = Airflow::new(&mut c.db, &c.schema).runs(&req.dag_id)?;
             admit!(decide::reprocess(&mut req, dates, &origin_runs))
         } else {
@@ -151,9 +155,13 @@ impl Engine {
                 contiguous: true,
             }
         };
-        admit!(self.under_active_limit(ident)?);
+        admit!(limits::under_active_limit(
+            self.conn.get()?,
+            &self.config.limits,
+            ident
+        )?);
         if !req.ignore_overlap {
-            let c = self.conn.as_mut().ok_or_else(not_connected)?;
+            let c = self.conn.get()?;
             let overlapping = Store::new(&mut c.db).overlapping(&req.dag_id, req.start, req.end)?;
             admit!(decide::no_overlap(
                 &req.dag_id,

@@ -24,7 +24,7 @@ impl Engine {
     fn converge_folder(&mut self) -> Result<(), DbError> {
         let dir = self.copy_dir();
         let shared = self.config.cluster.dags_folder_shared;
-        let c = self.conn.as_mut().ok_or_else(not_connected)?;
+        let c = self.conn.get()?;
         if !self.verified_loaded {
             // What this agent verified before it started: files unchanged since are not read.
             let kept = CopyChecks::new(&mut c.db, &self.host).load()?;
@@ -65,7 +65,7 @@ impl Engine {
         // A chunk of rows at a time (one statement each, as one `backfills_any` call would
         // send): at start every copy may need checking, and the rows carry the origin source.
         for chunk in to_check.chunks(COPY_CHECK_CHUNK) {
-            let c = self.conn.as_mut().ok_or_else(not_connected)?;
+            let c = self.conn.get()?;
             let rows = Store::new(&mut c.db).backfills_any(chunk)?;
             self.check_copies(&dir, shared, &rows)?;
         }
@@ -86,7 +86,7 @@ impl Engine {
             return Ok(());
         }
         let names: Vec<&str> = unexpected.iter().map(String::as_str).collect();
-        let c = self.conn.as_mut().ok_or_else(not_connected)?;
+        let c = self.conn.get()?;
         let gone = Store::new(&mut c.db).gone_copies(&names)?;
         for id in &gone {
             if shared {
@@ -124,7 +124,7 @@ impl Engine {
         if put.is_empty() && gone.is_empty() {
             return Ok(());
         }
-        let c = self.conn.as_mut().ok_or_else(not_connected)?;
+        let c = self.conn.get()?;
         CopyChecks::new(&mut c.db, &self.host).save(&put, &gone)?;
         for id in &gone {
             self.verified_saved.remove(id);
@@ -185,7 +185,7 @@ impl Engine {
         let path_text = path.to_string_lossy().into_owned();
         let paused = self.config.throttle.has_budget();
         let now = Utc::now();
-        let c = self.conn.as_mut().ok_or_else(not_connected)?;
+        let c = self.conn.get()?;
         let Some(row) = Store::new(&mut c.db).backfill(id)? else {
             return Ok(None);
         };
@@ -225,14 +225,14 @@ impl Engine {
             tracing::error!(backfill = %row.id, error = %e, "cannot write the DAG copy; retrying next pass");
             // Give the claim back: until a copy is on disk the backfill can still be withdrawn
             // (a crash right here leaves the claim; convergence then writes the file).
-            let c = self.conn.as_mut().ok_or_else(not_connected)?;
+            let c = self.conn.get()?;
             Store::new(&mut c.db).unclaim_copy(&row.id, now)?;
             return Ok(None);
         }
         if let Some(f) = fingerprint(&path) {
             self.verified_copies.insert(row.id.clone(), f);
         }
-        let c = self.conn.as_mut().ok_or_else(not_connected)?;
+        let c = self.conn.get()?;
         let fast = Airflow::new(&mut c.db, &c.schema).request_parse(&path_text)?;
         tracing::info!(backfill = %row.id, path = %path_text, parse_requested = fast, paused, "DAG copy written");
         Ok(Some(now))

@@ -5,19 +5,33 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use super::ingest::DagFacts;
 use super::ruling::Ruling;
-use super::Identity;
 use crate::approval;
 use crate::authz::{self, Action, Subject};
 use crate::config::{Config, ThrottleSection};
 use crate::lifecycle::{self, Effect, Facts, Reprocess};
-use crate::metadb::store::BackfillOptions;
-use crate::metadb::store::{BackfillRow, NewBackfill};
 use crate::reconcile::{RunObservation, RunState};
 use crate::request::{self, fmt_ts, ReasonCode, Rejection, Request};
+use crate::rows::{BackfillOptions, BackfillRow, DagRow, NewBackfill};
 use crate::steer::{self, RunOrder};
 use crate::{taskset, throttle};
+
+/// Who a request or query is from, as far as it was resolved.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Identity {
+    pub(super) uid: Option<u32>,
+    pub(super) unix_user: Option<String>,
+    pub(super) airflow_user: Option<String>,
+    pub(super) on_behalf_of: Option<String>,
+}
+
+/// What Airflow knows of a DAG, read in the order the checks need it: the `dag` row; for an
+/// active DAG its serialized form; with a file and a serialized form, its source.
+pub(super) struct DagFacts {
+    pub(super) dag: Option<DagRow>,
+    pub(super) serialized: Option<Value>,
+    pub(super) source_code: Option<String>,
+}
 
 /// The origin DAG a create request can be backfilled from: its file, serialized form and source.
 #[derive(Debug, Clone, Copy)]

@@ -8,10 +8,10 @@ impl Engine {
     /// would (the state machine still decides; audited with no requester: the daemon).
     pub(super) fn auto_delete(&mut self) -> Result<(), DbError> {
         let now = Utc::now();
-        let c = self.conn.as_mut().ok_or_else(not_connected)?;
+        let c = self.conn.get()?;
         let due = Store::new(&mut c.db).due_for_deletion(now)?;
         for id in due {
-            let c = self.conn.as_mut().ok_or_else(not_connected)?;
+            let c = self.conn.get()?;
             let Some(row) = Store::new(&mut c.db).backfill_any(&id)? else {
                 continue;
             };
@@ -24,7 +24,7 @@ impl Engine {
             if lifecycle::plan(Action::Delete, facts) != Ok(Effect::DeleteCopy) {
                 continue;
             }
-            let c = self.conn.as_mut().ok_or_else(not_connected)?;
+            let c = self.conn.get()?;
             if !Store::new(&mut c.db).mark_deleted(&row.id, now)? {
                 continue;
             }
@@ -38,7 +38,7 @@ impl Engine {
     pub(super) fn carry_out_id(&mut self, id: &str) {
         let row = match self
             .conn
-            .as_mut()
+            .current()
             .map(|c| Store::new(&mut c.db).backfill_any(id))
         {
             Some(Ok(Some(row))) => row,
@@ -64,7 +64,7 @@ impl Engine {
         let dir = self.copy_dir();
         let name = dagcopy::file_name(&row.id);
         let now = Utc::now();
-        let c = self.conn.as_mut().ok_or_else(not_connected)?;
+        let c = self.conn.get()?;
         let mut af = Airflow::new(&mut c.db, &c.schema);
         let done = match op {
             PendingOp::Pause => af.set_paused(&row.id, true)? || row.state.is_terminal(),

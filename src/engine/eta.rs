@@ -3,7 +3,7 @@
 
 use chrono::Utc;
 
-use super::{not_connected, Engine};
+use super::Connected;
 use crate::config::Config;
 use crate::estimate::{self, Estimate, Progress};
 use crate::metadb::airflow::{Airflow, AirflowSchema};
@@ -50,28 +50,27 @@ pub(super) fn estimate_of(
     ))
 }
 
-impl Engine {
-    /// The estimate a dry run reports for the backfill it would create.
-    pub(super) fn dry_run_estimate(
-        &mut self,
-        new: &NewBackfill,
-    ) -> Result<Option<Estimate>, DbError> {
-        let c = self.conn.as_mut().ok_or_else(not_connected)?;
-        let durations = Airflow::new(&mut c.db, &c.schema)
-            .recent_success_durations(&new.dag_id, estimate::ORIGIN_RUNS)?;
-        let progress = Progress {
-            finished: 0,
-            left: u32::try_from(new.logical_dates.len()).unwrap_or(u32::MAX),
-            first_start: None,
-        };
-        Ok(estimate::estimate(
-            &new.dag_id,
-            &durations,
-            progress,
-            parallel(new.max_active_runs, &self.config),
-            Utc::now(),
-        ))
-    }
+/// The estimate a dry run reports for the backfill it would create (the origin's durations
+/// read over the connection `c`).
+pub(super) fn dry_run_estimate(
+    c: &mut Connected,
+    config: &Config,
+    new: &NewBackfill,
+) -> Result<Option<Estimate>, DbError> {
+    let durations = Airflow::new(&mut c.db, &c.schema)
+        .recent_success_durations(&new.dag_id, estimate::ORIGIN_RUNS)?;
+    let progress = Progress {
+        finished: 0,
+        left: u32::try_from(new.logical_dates.len()).unwrap_or(u32::MAX),
+        first_start: None,
+    };
+    Ok(estimate::estimate(
+        &new.dag_id,
+        &durations,
+        progress,
+        parallel(new.max_active_runs, config),
+        Utc::now(),
+    ))
 }
 
 #[cfg(test)]

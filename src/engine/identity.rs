@@ -64,7 +64,7 @@ impl Engine {
         let resource = self.config.authz.resource.clone();
         let resource = resource.as_str();
         let allow_all_admins = self.config.authz.allow_simple_all_admins;
-        let c = self.conn.as_mut().ok_or_else(not_connected)?;
+        let c = self.conn.get()?;
         let no_user = |ident: Identity| {
             Ok(Ruling::Refuse((
                 ident,
@@ -186,7 +186,7 @@ impl Engine {
             return self.audit_denial_row(&entry);
         }
         let host = self.host.clone();
-        let c = self.conn.as_mut().ok_or_else(not_connected)?;
+        let c = self.conn.get()?;
         Store::new(&mut c.db).audit(&host, &entry)
     }
 }

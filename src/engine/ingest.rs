@@ -22,11 +22,12 @@ use std::sync::Arc;
 
 use chrono::Utc;
 
-use super::{fingerprint, not_connected, render_copy, Engine, IdCursor};
+use super::decide::DagFacts;
+use super::{fingerprint, render_copy, Engine, IdCursor};
 use crate::authz::Subject;
 use crate::dagcopy;
 use crate::failpoint;
-use crate::metadb::airflow::{Airflow, DagRow};
+use crate::metadb::airflow::Airflow;
 use crate::metadb::store::{BackfillRow, RequestRecord, Store};
 use crate::metadb::DbError;
 use crate::request::{self, Parsed};
@@ -48,14 +49,6 @@ pub(super) struct BatchCache {
     pub(super) dags: HashMap<String, Arc<DagFacts>>,
     /// Where the search for a free backfill id goes on, by origin DAG.
     pub(super) ids: HashMap<String, IdCursor>,
-}
-
-/// What Airflow knows of a DAG, read in the order the checks need it: the `dag` row; for an
-/// active DAG its serialized form; with a file and a serialized form, its source.
-pub(super) struct DagFacts {
-    pub(super) dag: Option<DagRow>,
-    pub(super) serialized: Option<serde_json::Value>,
-    pub(super) source_code: Option<String>,
 }
 
 impl Engine {
@@ -243,7 +236,7 @@ impl Engine {
             let result = match outcome {
                 Ok(record) => self.db_commit().map(|()| record),
                 Err(e) => {
-                    if let Some(c) = self.conn.as_mut() {
+                    if let Some(c) = self.conn.current() {
                         let _ = c.db.rollback();
                     }
                     Err(e)
@@ -274,11 +267,11 @@ impl Engine {
     }
 
     fn db_begin(&mut self) -> Result<(), DbError> {
-        self.conn.as_mut().ok_or_else(not_connected)?.db.begin()
+        self.conn.get()?.db.begin()
     }
 
     fn db_commit(&mut self) -> Result<(), DbError> {
-        self.conn.as_mut().ok_or_else(not_connected)?.db.commit()
+        self.conn.get()?.db.commit()
     }
 
     /// The unix user name of `uid` (once per batch).
@@ -298,7 +291,7 @@ impl Engine {
         if let Some(f) = self.batch.as_ref().and_then(|b| b.dags.get(dag_id)) {
             return Ok(f.clone());
         }
-        let c = self.conn.as_mut().ok_or_else(not_connected)?;
+        let c = self.conn.get()?;
         let mut af = Airflow::new(&mut c.db, &c.schema);
         let dag = af.dag(dag_id)?;
         let (serialized, source_code) = match &dag {
@@ -341,7 +334,7 @@ impl Engine {
         let paused = self.config.throttle.has_budget();
         let now = Utc::now();
         let mut gated = Vec::new();
-        let c = self.conn.as_mut().ok_or_else(not_connected)?;
+        let c = self.conn.get()?;
         let claimed: Vec<(BackfillRow, bool)> = c.db.transaction(|db| {
             let mut s = Store::new(db);
             let mut claimed = Vec::new();
@@ -397,13 +390,13 @@ impl Engine {
                     if *claimed_now {
                         // Give the claim back: until a copy is on disk the backfill can still
                         // be withdrawn.
-                        let c = self.conn.as_mut().ok_or_else(not_connected)?;
+                        let c = self.conn.get()?;
                         Store::new(&mut c.db).unclaim_copy(&row.id, now)?;
                     }
                 }
             }
         }
-        let c = self.conn.as_mut().ok_or_else(not_connected)?;
+        let c = self.conn.get()?;
         let super::Connected { db, schema, .. } = c;
         let requested = db.transaction(|db| {
             let mut af = Airflow::new(db, schema);

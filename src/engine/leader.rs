@@ -13,7 +13,7 @@ impl Engine {
         let host = self.host.clone();
         let ttl_ms = self.lease_ttl_ms();
         let now = store::stored_ts(Utc::now());
-        let Some(c) = self.conn.as_mut() else {
+        let Some(c) = self.conn.current() else {
             return false;
         };
         match Leases::new(&mut c.db).acquire(LEADER, &host, ttl_ms, &now, self.leader_token) {
@@ -45,7 +45,7 @@ impl Engine {
         let token = self.leader_token.ok_or(DbError::NotHolder(LEADER))?;
         let host = self.host.clone();
         let ttl_ms = self.lease_ttl_ms();
-        let c = self.conn.as_mut().ok_or_else(not_connected)?;
+        let c = self.conn.get()?;
         if Leases::new(&mut c.db).fence(LEADER, &host, token, ttl_ms)? {
             Ok(())
         } else {
@@ -61,7 +61,7 @@ impl Engine {
             return;
         };
         let host = self.host.clone();
-        if let Some(c) = self.conn.as_mut() {
+        if let Some(c) = self.conn.current() {
             match Leases::new(&mut c.db).release(LEADER, &host, token) {
                 Ok(()) => tracing::info!(host = %host, "released the leader claim"),
                 Err(e) => {
@@ -73,7 +73,7 @@ impl Engine {
 
     /// The claims and their holders (`backfillctl status` without an id).
     pub fn claims(&mut self) -> Result<Vec<ClaimInfo>, DbError> {
-        let c = self.conn.as_mut().ok_or_else(not_connected)?;
+        let c = self.conn.get()?;
         Leases::new(&mut c.db).all()
     }
 }

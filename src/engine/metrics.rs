@@ -12,7 +12,7 @@ impl Engine {
         if !self.config.metrics_wanted() {
             return;
         }
-        let db = match self.conn.as_mut() {
+        let db = match self.conn.current() {
             Some(c) => match metadb::metrics::figures(&mut c.db) {
                 Ok(f) => Some(f),
                 Err(e) => {

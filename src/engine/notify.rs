@@ -113,7 +113,7 @@ impl Engine {
         if !self.config.notifications.enabled {
             return;
         }
-        let Some(c) = self.conn.as_mut() else {
+        let Some(c) = self.conn.current() else {
             return;
         };
         let now = Utc::now();

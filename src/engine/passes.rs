@@ -20,7 +20,7 @@ impl Engine {
         // A pass's figures cover everything it does: copy convergence, life-cycle work,
         // automatic deletion, the reconcile pass proper, steering and notifications.
         let started = Instant::now();
-        let before = self.conn.as_ref().map_or(0, |c| c.db.query_count());
+        let before = self.conn.query_count();
         let shared = self.config.cluster.dags_folder_shared;
         if !shared {
             self.converge_copies();
@@ -33,7 +33,7 @@ impl Engine {
         }
         match self
             .conn
-            .as_mut()
+            .current()
             .map(|c| Store::new(&mut c.db).pending_ops())
         {
             Some(Ok(rows)) => {
@@ -41,7 +41,7 @@ impl Engine {
                     if let Err(e) = self.carry_out(&row) {
                         tracing::warn!(backfill = %row.id, error = %e, "life-cycle action not carried out yet; retrying next pass");
                         self.lost(&e);
-                        if self.conn.is_none() {
+                        if !self.conn.is_up() {
                             return;
                         }
                     }
@@ -57,7 +57,7 @@ impl Engine {
         if let Err(e) = self.auto_delete() {
             tracing::warn!(error = %e, "automatic deletion failed; retrying next pass");
             self.lost(&e);
-            if self.conn.is_none() {
+            if !self.conn.is_up() {
                 return;
             }
         }
@@ -75,10 +75,7 @@ impl Engine {
         }
         self.notify();
         // The figures include the steering and notification reads that follow the pass.
-        stats.queries = self
-            .conn
-            .as_ref()
-            .map_or(0, |c| c.db.query_count().saturating_sub(before));
+        stats.queries = self.conn.query_count().saturating_sub(before);
         stats.millis = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         if stats.changed + stats.paused + stats.unpaused > 0 {
             tracing::info!(
@@ -129,7 +126,7 @@ impl Engine {
         // The cache is out of the connection for the pass: a pass that fails leaves none, and
         // the next pass starts from the kept cache in the DB (`metadb::pass::kept`).
         let (mut cache, recounted, full) = {
-            let c = self.conn.as_mut().ok_or_else(not_connected)?;
+            let c = self.conn.get()?;
             let kept = c.pass_cache.take().filter(|k| k.serves(token));
             let mut pass = Pass::new(&mut c.db, &c.schema);
             match kept {
@@ -157,7 +154,7 @@ impl Engine {
             .iter()
             .any(|r| r.state == BackfillState::Submitted && r.copy_written_at.is_none())
         {
-            let c = self.conn.as_mut().ok_or_else(not_connected)?;
+            let c = self.conn.get()?;
             Pass::new(&mut c.db, &c.schema)
                 .prerequisites(None)?
                 .into_iter()
@@ -176,7 +173,7 @@ impl Engine {
         let timeout = chrono::Duration::seconds(
             i64::try_from(self.config.reconcile.register_timeout_secs).unwrap_or(i64::MAX / 1000),
         );
-        let c = self.conn.as_mut().ok_or_else(not_connected)?;
+        let c = self.conn.get()?;
         let mut pass = Pass::new(&mut c.db, &c.schema);
         let dags = pass.copy_dags()?;
         let errors = pass.copy_import_errors(dagcopy::COPY_SUBDIR)?;
@@ -277,7 +274,7 @@ impl Engine {
             stats.paused = paused;
             stats.unpaused = unpaused;
         }
-        if let Some(c) = self.conn.as_mut() {
+        if let Some(c) = self.conn.current() {
             c.pass_cache = Some(cache);
         }
         self.watermark = Some(now);

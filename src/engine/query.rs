@@ -42,7 +42,7 @@ impl Engine {
         self.ensure_connected()?;
         if let ControlRequest::Outcome { file_name } = &request {
             // A caller only ever sees the outcome of files it owned: no further check.
-            let c = self.conn.as_mut().ok_or_else(not_connected)?;
+            let c = self.conn.get()?;
             return Ok(match Store::new(&mut c.db).outcome(uid, file_name)? {
                 Some(r) => ControlResponse::Decided {
                     request: Box::new(r.into()),
@@ -64,7 +64,7 @@ impl Engine {
                 });
             }
         };
-        let c = self.conn.as_mut().ok_or_else(not_connected)?;
+        let c = self.conn.get()?;
         let mut s = Store::new(&mut c.db);
         let response = match request {
             ControlRequest::Status { id } => match s.backfill_any(&id)? {

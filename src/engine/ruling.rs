@@ -1,9 +1,9 @@
 //! Typed refusals: what a check decided, apart from whether it could ask the DB. A check
-//! that queries returns [`Checked`] — `Err` is a DB problem (the request waits and is decided
-//! again), `Ok(Ruling::Refuse(_))` a refusal recorded as the request's outcome, and
-//! `Ok(Ruling::Admit(_))` the value the next step goes on with.
+//! that queries returns the engine's `Checked` (`Result<Ruling<T>, DbError>`) — `Err` is a DB
+//! problem (the request waits and is decided again), `Ok(Ruling::Refuse(_))` a refusal
+//! recorded as the request's outcome, and `Ok(Ruling::Admit(_))` the value the next step goes
+//! on with. Pure: it names no DB type, so the pure decisions (`engine::decide`) use it.
 
-use super::DbError;
 use crate::request::Rejection;
 
 /// What a check decided: go on with a value, or refuse (by default with a [`Rejection`]).
@@ -15,9 +15,6 @@ pub enum Ruling<T, R = Rejection> {
     /// The check refused; why.
     Refuse(R),
 }
-
-/// A check that may need the DB: a DB problem, or a decision.
-pub type Checked<T, R = Rejection> = Result<Ruling<T, R>, DbError>;
 
 impl<T, R> Ruling<T, R> {
     /// The admitted value transformed; a refusal kept.
@@ -55,7 +52,8 @@ impl<T, R> From<Result<T, R>> for Ruling<T, R> {
 }
 
 /// The admitted value of a [`Ruling`] (or of a `Result<_, refusal>`, through `From`); on a
-/// refusal, return it from the enclosing [`Checked`] function (converted with `Into`).
+/// refusal, return it from the enclosing `Result<Ruling<_>, _>` function (converted with
+/// `Into`).
 macro_rules! admit {
     ($decision:expr) => {
         match $crate::engine::ruling::Ruling::from($decision) {
@@ -68,7 +66,7 @@ macro_rules! admit {
 }
 pub(crate) use admit;
 
-/// Refuse from the enclosing [`Checked`] function.
+/// Refuse from the enclosing `Result<Ruling<_>, _>` function.
 macro_rules! refuse {
     ($refusal:expr) => {
         return Ok($crate::engine::ruling::Ruling::Refuse($refusal.into()))
@@ -81,7 +79,7 @@ mod tests {
     use super::*;
     use crate::request::ReasonCode;
 
-    fn checked(n: i32) -> Checked<i32> {
+    fn checked(n: i32) -> Result<Ruling<i32>, String> {
         let half = admit!(if n % 2 == 0 {
             Ok(n / 2)
         } else {

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 
 use super::identity::allowed;
 use super::ruling::Ruling;
-use super::{emit_audit, not_connected, Engine, Identity, Resolved};
+use super::{emit_audit, Engine, Identity, Resolved};
 use crate::authz::{self, Action, Subject};
 use crate::control::ControlResponse;
 use crate::dagcopy;
@@ -61,7 +61,7 @@ impl Engine {
                 return Ok(refused(&r));
             }
         };
-        let c = self.conn.as_mut().ok_or_else(not_connected)?;
+        let c = self.conn.get()?;
         if !SeedTable::new(&mut c.db).present()? {
             return Ok(ControlResponse::Error {
                 message: format!(
@@ -96,7 +96,7 @@ impl Engine {
             });
         }
         let host = self.host.clone();
-        let c = self.conn.as_mut().ok_or_else(not_connected)?;
+        let c = self.conn.get()?;
         let mut jobs = ImportJobs::new(&mut c.db);
         let newest = jobs.newest()?;
         let job = match seedjob::start(newest.as_ref()) {
@@ -124,7 +124,7 @@ impl Engine {
             self.audit(&ident, Action::Import, Some(SEED_TABLE), Some(&r))?;
             return Ok(refused(&r));
         }
-        let c = self.conn.as_mut().ok_or_else(not_connected)?;
+        let c = self.conn.get()?;
         let mut jobs = ImportJobs::new(&mut c.db);
         let found = match job {
             Some(id) => jobs.get(id)?,
@@ -157,7 +157,7 @@ impl Engine {
         let mut cursor: Option<String> = None;
         let batch = import_batch_size();
         loop {
-            let c = self.conn.as_mut().ok_or_else(not_connected)?;
+            let c = self.conn.get()?;
             let rows = SeedTable::new(&mut c.db).rows_after(cursor.as_deref(), batch)?;
             let n = rows.len();
             cursor = last_id(&rows).or(cursor);
@@ -193,8 +193,7 @@ impl Engine {
     }
 
     fn try_import_step(&mut self) -> Result<bool, DbError> {
-        self.ensure_connected()?;
-        let c = self.conn.as_mut().ok_or_else(not_connected)?;
+        let c = self.connected()?;
         let Some(job) = ImportJobs::new(&mut c.db).running()? else {
             return Ok(false);
         };
@@ -203,7 +202,7 @@ impl Engine {
             Err(e) if e.is_connection_lost() => Err(e),
             Err(e) => {
                 tracing::error!(job = job.id, error = %e, "seed import job failed");
-                let c = self.conn.as_mut().ok_or_else(not_connected)?;
+                let c = self.conn.get()?;
                 ImportJobs::new(&mut c.db).fail(job.id, &e.to_string(), Utc::now())?;
                 Ok(true)
             }
@@ -215,7 +214,7 @@ impl Engine {
         let (ident, subject) = match self.import_subject(job.uid)? {
             Ruling::Admit(v) => v,
             Ruling::Refuse((_, r)) => {
-                let c = self.conn.as_mut().ok_or_else(not_connected)?;
+                let c = self.conn.get()?;
                 ImportJobs::new(&mut c.db).fail(
                     job.id,
                     &format!(
@@ -228,7 +227,7 @@ impl Engine {
             }
         };
         let batch = import_batch_size();
-        let c = self.conn.as_mut().ok_or_else(not_connected)?;
+        let c = self.conn.get()?;
         let rows = SeedTable::new(&mut c.db).rows_after(job.cursor.as_deref(), batch)?;
         let n = rows.len();
         let last = last_id(&rows);
@@ -242,7 +241,7 @@ impl Engine {
             &store::stored_ts(now),
         );
         let host = self.host.clone();
-        let c = self.conn.as_mut().ok_or_else(not_connected)?;
+        let c = self.conn.get()?;
         let committed = ImportJobs::new(&mut c.db).commit_batch(&BatchWrite {
             before: job,
             after: &after,
@@ -309,7 +308,7 @@ impl Engine {
                 }),
             }
         }
-        let c = self.conn.as_mut().ok_or_else(not_connected)?;
+        let c = self.conn.get()?;
         let ids: Vec<&str> = candidates
             .iter()
             .map(|r| r.backfill_dag_id.as_str())
@@ -338,7 +337,7 @@ impl Engine {
         }
         let dir = self.copy_dir();
         let dags_folder = self.airflow.dags_folder.clone();
-        let c = self.conn.as_mut().ok_or_else(not_connected)?;
+        let c = self.conn.get()?;
         let mut af = Airflow::new(&mut c.db, &c.schema);
         let names: Vec<&str> = todo
             .iter()

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::{not_connected, Engine};
+use super::Engine;
 use crate::airflow_python::AirflowPython;
 use crate::metadb::airflow::Airflow;
 use crate::metadb::lease::{Leases, LEADER};
@@ -92,7 +92,7 @@ impl Engine {
         if self.leader_token.is_none() || !self.steer.watch {
             return;
         }
-        let Some(c) = self.conn.as_mut() else {
+        let Some(c) = self.conn.current() else {
             return;
         };
         let live = match Steering::new(&mut c.db, &c.schema).live() {
@@ -128,7 +128,7 @@ impl Engine {
         // copies get that only while no run budget holds them.
         let create_runs = self.config.reconcile.create_runs;
         let catchup = create_runs && budgets.global.is_none() && budgets.per_dag.is_none();
-        let c = self.conn.as_mut().ok_or_else(not_connected)?;
+        let c = self.conn.get()?;
         let copies = Steering::new(&mut c.db, &c.schema)
             .with_catchup(catchup)
             .copies()?;

@@ -10,8 +10,8 @@ use tokio::sync::oneshot;
 
 use super::identity::allowed;
 use super::listing;
-use super::ruling::{admit, refuse, Checked, Ruling};
-use super::{emit_audit, not_connected, AuthSource, Engine, Identity};
+use super::ruling::{admit, refuse, Ruling};
+use super::{emit_audit, AuthSource, Checked, Engine, Identity};
 use crate::approval;
 use crate::authz::{self, Action, Subject};
 use crate::control::BackfillView;
@@ -306,7 +306,7 @@ impl Engine {
             }
             WebCommand::UserById { id, reply } => {
                 let answer = self.web_answer(|e| {
-                    let c = e.conn.as_mut().ok_or_else(not_connected)?;
+                    let c = e.conn.get()?;
                     Ok(Ruling::Admit(match c.auth {
                         AuthSource::Fab => Fab::new(&mut c.db).user_by_id(id)?,
                         _ => None,
@@ -316,7 +316,7 @@ impl Engine {
             }
             WebCommand::WebserverSession { sid, reply } => {
                 let answer = self.web_answer(|e| {
-                    let c = e.conn.as_mut().ok_or_else(not_connected)?;
+                    let c = e.conn.get()?;
                     Ok(Ruling::Admit(match c.auth {
                         AuthSource::Fab => {
                             Fab::new(&mut c.db).webserver_session(&sid, Utc::now().naive_utc())?
@@ -328,7 +328,7 @@ impl Engine {
             }
             WebCommand::TokenRevoked { jti, reply } => {
                 let answer = self.web_answer(|e| {
-                    let c = e.conn.as_mut().ok_or_else(not_connected)?;
+                    let c = e.conn.get()?;
                     Ok(Ruling::Admit(
                         Airflow::new(&mut c.db, &c.schema).token_revoked(&jti)?,
                     ))
@@ -357,7 +357,7 @@ impl Engine {
                 if self.ensure_connected().is_ok() {
                     let written = if entry.allowed {
                         let host = self.host.clone();
-                        match self.conn.as_mut() {
+                        match self.conn.current() {
                             Some(c) => Store::new(&mut c.db).audit(&host, &entry),
                             None => Ok(()),
                         }
@@ -426,7 +426,7 @@ impl Engine {
     }
 
     fn credentials(&mut self, username: &str) -> Checked<Option<Credentials>, WebError> {
-        let c = self.conn.as_mut().ok_or_else(not_connected)?;
+        let c = self.conn.get()?;
         match &c.auth {
             AuthSource::Fab => {
                 let found = Fab::new(&mut c.db).credentials(username)?;
@@ -472,7 +472,7 @@ impl Engine {
     ) -> Checked<WebPage, WebError> {
         let (ident, subject) = admit!(self.web_reader(username, None)?);
         let roles = self.config.approval.approver_roles.clone();
-        let c = self.conn.as_mut().ok_or_else(not_connected)?;
+        let c = self.conn.get()?;
         let within = request.dates_within;
         let page = listing::page(
             &mut c.db,
@@ -511,7 +511,7 @@ impl Engine {
 
     fn web_get(&mut self, username: &str, id: &str) -> Checked<WebDetail, WebError> {
         let (ident, subject) = admit!(self.web_reader(username, Some(id))?);
-        let c = self.conn.as_mut().ok_or_else(not_connected)?;
+        let c = self.conn.get()?;
         let Some(row) = Store::new(&mut c.db).backfill_any(id)? else {
             refuse!(WebError::NotFound(format!(
                 "The backfill with backfill_dag_id: `{id}` was not found"
@@ -547,7 +547,7 @@ impl Engine {
             self.audit(&ident, Action::Read, Some(dag_id), Some(&r))?;
             refuse!(WebError::Denied(r));
         }
-        let c = self.conn.as_mut().ok_or_else(not_connected)?;
+        let c = self.conn.get()?;
         let dag = Airflow::new(&mut c.db, &c.schema).serialized_dag(dag_id)?;
         let mut ids: Vec<String> = dag
             .as_ref()
@@ -562,7 +562,7 @@ impl Engine {
 
     fn web_dags(&mut self, username: &str) -> Checked<Vec<String>, WebError> {
         let (_, subject) = admit!(self.web_reader(username, None)?);
-        let c = self.conn.as_mut().ok_or_else(not_connected)?;
+        let c = self.conn.get()?;
         let copies = format!("/{}/", dagcopy::COPY_SUBDIR);
         let dags = Airflow::new(&mut c.db, &c.schema).active_dags()?;
         Ok(Ruling::Admit(

@@ -162,18 +162,7 @@ fn required_columns(g: Generation) -> &'static [(&'static str, &'static [&'stati
     }
 }
 
-/// A row of Airflow's `dag` table.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DagRow {
-    /// The DAG id.
-    pub dag_id: String,
-    /// Whether Airflow still finds the DAG in its files.
-    pub is_active: bool,
-    /// Whether the DAG is paused.
-    pub is_paused: bool,
-    /// The file it was parsed from.
-    pub fileloc: Option<String>,
-}
+pub use crate::rows::DagRow;
 
 #[derive(QueryableByName)]
 struct DagSql {

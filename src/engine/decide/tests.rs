@@ -6,7 +6,6 @@ use serde_json::json;
 
 use super::*;
 use crate::authz::{CAN_EDIT, CAN_OPERATE, CAN_READ, RESOURCE_BACKFILLS, RESOURCE_DAGS};
-use crate::metadb::airflow::DagRow;
 use crate::state::BackfillState as S;
 use crate::testutil::{backfill_row, day};
 
