@@ -18,6 +18,8 @@ pub(super) struct Connected {
     pub(super) auth: AuthSource,
     /// What the last reconcile pass read (dropped with the connection: full pass after).
     pub(super) pass_cache: Option<pass_cache::PassCache>,
+    /// Origin DAGs' recent run durations for estimates (`eta`).
+    pub(super) durations: eta::RecentDurations,
 }
 
 /// Where users, roles and permissions come from, decided at connect time.
@@ -146,6 +148,7 @@ impl Engine {
                 schema,
                 auth,
                 pass_cache: None,
+                durations: eta::RecentDurations::default(),
             };
             Ok((c, version))
         })

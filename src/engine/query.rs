@@ -71,7 +71,7 @@ impl Engine {
                 Some(b) => match authz::authorize(&subject, Action::Read, Some(&b.dag_id)) {
                     Ok(()) => {
                         let mut view = BackfillView::from(&b);
-                        view.estimate = estimate_of(&mut c.db, &c.schema, &b, &self.config)?;
+                        view.estimate = estimate_of(c, &b, &self.config)?;
                         ControlResponse::Backfill {
                             backfill: Box::new(view),
                         }

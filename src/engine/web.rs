@@ -530,7 +530,7 @@ impl Engine {
         };
         let airflow3 = c.schema.generation == Generation::V3;
         let mut backfill = web_backfill(&row, &subject, &self.config.approval.approver_roles);
-        backfill.view.estimate = super::estimate_of(&mut c.db, &c.schema, &row, &self.config)?;
+        backfill.view.estimate = super::estimate_of(c, &row, &self.config)?;
         let detail = WebDetail {
             date_states: date_states(&row.logical_dates, &runs, &links),
             backfill,
