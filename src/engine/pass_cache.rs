@@ -10,10 +10,8 @@
 //! runs counted — only when nothing usable is kept: no kept cache in the DB, a kept watermark
 //! above the highest `dag_run.id` (the metadata DB was reset), more than `KEPT_MAX_NEW`
 //! backfills the kept counts do not cover, or a seed import just ran. Otherwise a pass reads
-//! the version stamps and only the rows whose stamp changed (a starting leader: every row;
-//! while the kept cache in the DB holds what this one holds, the DB compares the stamps, the
-//! copies' `dag` flags and their queued/running runs with the kept ones and sends only what
-//! differs), then compares the copies' queued and running runs with the kept ones and looks up by `id`
+//! the version stamps and only the rows whose stamp changed (a starting leader: every row),
+//! then compares the copies' queued and running runs with the kept ones and looks up by `id`
 //! the runs that started, finished or are new, updating the kept counts with them. A copy's
 //! runs are counted again in full when its row is new, or a run went back from running to
 //! queued, came back from a finished state (cleared), or vanished (deleted while active).
@@ -26,7 +24,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 
-use crate::metadb::pass::{ActiveRun, KeptDelta, KeptMark, KeptRuns, Pass, PassRow, RowVersion};
+use crate::metadb::pass::{ActiveRun, KeptDelta, KeptMark, Pass, PassRow, RowVersion};
 use crate::metadb::DbError;
 use crate::reconcile::{RunState, RunSummary};
 
@@ -43,8 +41,6 @@ pub(super) struct PassCache {
     runs: HashMap<String, RunSummary>,
     /// Each copy's queued and running runs, in `id` order.
     active: HashMap<String, Vec<ActiveRun>>,
-    /// Each copy's `dag.is_paused` (copies without a `dag` row are absent).
-    dags: HashMap<String, bool>,
     /// New runs are looked for above this `dag_run.id`: the highest id seen one pass before
     /// the last, so a run whose insert committed after a higher id was read is still seen.
     run_floor: i64,
@@ -57,17 +53,13 @@ pub(super) struct PassCache {
     saved: Option<Saved>,
     /// Where the rolling recount goes on (a position in pass order).
     roll: usize,
-    /// Whether the kept cache in the DB holds exactly what this cache holds (its last save
-    /// wrote everything that differed): then the DB compares the rows' version stamps with
-    /// the kept ones (`Pass::versions_changed`) instead of every stamp being read.
-    synced: bool,
 }
 
 /// The kept cache as last written.
 #[derive(Debug)]
 struct Saved {
-    /// Run counts and version stamps by backfill (every backfill covered, zeros included).
-    runs: HashMap<String, KeptRuns>,
+    /// Run counts by backfill (every backfill covered, zeros included).
+    runs: HashMap<String, RunSummary>,
     /// Queued/running runs by backfill.
     active: HashMap<String, Vec<ActiveRun>>,
     /// The watermarks.
@@ -103,13 +95,11 @@ impl PassCache {
                 versions: HashMap::new(),
                 runs: HashMap::new(),
                 active: pass.active_runs()?,
-                dags: pass.copy_dags()?,
                 run_floor: top,
                 run_seen: top,
                 known: HashSet::new(),
                 saved: None,
                 roll: 0,
-                synced: false,
             };
             for (row, v) in pass.rows_of(None)? {
                 cache.insert(row, v);
@@ -146,24 +136,17 @@ impl PassCache {
                 token,
                 rows: BTreeMap::new(),
                 versions: HashMap::new(),
-                runs: runs
-                    .iter()
-                    .map(|(id, (s, _, _))| (id.clone(), *s))
-                    .collect(),
+                runs: runs.clone(),
                 active: active.clone(),
-                dags: pass.copy_dags()?,
                 run_floor: mark.run_floor,
                 run_seen: mark.run_seen,
                 known: mark.known.iter().copied().collect(),
                 saved: Some(Saved { runs, active, mark }),
                 roll: 0,
-                synced: false,
             };
             for (row, v) in pass.rows_of(None)? {
                 cache.insert(row, v);
             }
-            let rows = &cache.versions;
-            cache.dags.retain(|id, _| rows.contains_key(id));
             let mut new: Vec<String> = cache
                 .versions
                 .keys()
@@ -176,7 +159,7 @@ impl PassCache {
             new.sort_unstable();
             let dropped = cache.runs.keys().any(|id| !cache.versions.contains_key(id));
             let updates = new.into_iter().map(|id| (id, Update::Recount)).collect();
-            let n = cache.refresh_runs(pass, updates, dropped, None, false)?;
+            let n = cache.refresh_runs(pass, updates, dropped, None)?;
             Ok(Some((cache, n)))
         })
     }
@@ -200,13 +183,8 @@ impl PassCache {
                 },
                 touched: self.active.keys().cloned().collect(),
             };
-            for (id, (version, _)) in &self.versions {
-                u.delta.counts.push((
-                    id.clone(),
-                    self.runs_of(id),
-                    version.clone(),
-                    self.dags.get(id).copied(),
-                ));
+            for id in self.versions.keys() {
+                u.delta.counts.push((id.clone(), self.runs_of(id)));
             }
             for (copy, runs) in &self.active {
                 u.delta
@@ -216,15 +194,10 @@ impl PassCache {
             return u;
         };
         let mut u = Unsaved::default();
-        for (id, (version, _)) in &self.versions {
+        for id in self.versions.keys() {
             let now = self.runs_of(id);
-            let dag = self.dags.get(id).copied();
-            let same = saved
-                .runs
-                .get(id)
-                .is_some_and(|(s, v, p)| *s == now && v.as_ref() == Some(version) && *p == dag);
-            if !same {
-                u.delta.counts.push((id.clone(), now, version.clone(), dag));
+            if saved.runs.get(id) != Some(&now) {
+                u.delta.counts.push((id.clone(), now));
             }
         }
         u.delta.counts_gone = saved
@@ -275,12 +248,7 @@ impl PassCache {
         for id in &delta.counts_gone {
             saved.runs.remove(id);
         }
-        saved.runs.extend(
-            delta
-                .counts
-                .into_iter()
-                .map(|(id, s, v, p)| (id, (s, Some(v), p))),
-        );
+        saved.runs.extend(delta.counts);
         for copy in touched {
             match self.active.get(&copy) {
                 Some(runs) => saved.active.insert(copy, runs.clone()),
@@ -290,13 +258,6 @@ impl PassCache {
         if let Some(mark) = delta.mark {
             saved.mark = mark;
         }
-        self.synced = true;
-    }
-
-    /// Record that the kept cache already holds what this cache holds (a pass with nothing
-    /// to save).
-    pub(super) fn nothing_to_save(&mut self) {
-        self.synced = self.saved.is_some();
     }
 
     fn mark(&self) -> KeptMark {
@@ -328,31 +289,14 @@ impl PassCache {
     }
 
     fn refresh_in(&mut self, pass: &mut Pass<'_>, roll_every: usize) -> Result<usize, DbError> {
-        // Rows: drop those no longer unfinished, read again those whose stamp changed. With
-        // the kept cache in step, the DB compares the stamps and names only those.
-        let synced = std::mem::take(&mut self.synced);
-        let (versions, gone): (HashMap<String, RowVersion>, Vec<String>) = if synced {
-            let mut versions = HashMap::new();
-            let mut gone = Vec::new();
-            for (id, v) in pass.versions_changed()? {
-                match v {
-                    Some(v) => {
-                        versions.insert(id, v);
-                    }
-                    None => gone.push(id),
-                }
-            }
-            (versions, gone)
-        } else {
-            let versions = pass.versions()?;
-            let gone = self
-                .versions
-                .keys()
-                .filter(|id| !versions.contains_key(*id))
-                .cloned()
-                .collect();
-            (versions, gone)
-        };
+        // Rows: drop those no longer unfinished, read again those whose stamp changed.
+        let versions = pass.versions()?;
+        let gone: Vec<String> = self
+            .versions
+            .keys()
+            .filter(|id| !versions.contains_key(*id))
+            .cloned()
+            .collect();
         for id in &gone {
             self.remove(id);
         }
@@ -374,37 +318,18 @@ impl PassCache {
             self.insert(row, v);
         }
         let dropped = !gone.is_empty() || stale.iter().any(|id| !self.versions.contains_key(id));
-        // The copies' `dag` flags: with the kept cache in step, only those that differ from
-        // the kept ones, and those of backfills new to the cache.
-        if synced {
-            for (id, paused) in pass.dags_changed()? {
-                match paused {
-                    Some(p) => self.dags.insert(id, p),
-                    None => self.dags.remove(&id),
-                };
-            }
-            let new: Vec<String> = updates.keys().cloned().collect();
-            self.dags.extend(pass.copy_dags_of(&new)?);
-        } else {
-            self.dags = pass.copy_dags()?;
-            let rows = &self.versions;
-            self.dags.retain(|id, _| rows.contains_key(id));
-        }
-        self.refresh_runs(pass, updates, dropped, Some(roll_every), synced)
+        self.refresh_runs(pass, updates, dropped, Some(roll_every))
     }
 
     /// The runs part of a refresh: `updates` holds the backfills already known to need
-    /// counting again (the backfills new to the cache among them); `dropped` says rows left
-    /// the cache. With `roll_every`, one slice of the backfills is counted again too. With
-    /// `synced` (the kept cache held what this one held), the DB compares the queued and
-    /// running runs with the kept ones and only the changes are read.
+    /// counting again; `dropped` says rows left the cache. With `roll_every`, one slice of
+    /// the backfills is counted again too.
     fn refresh_runs(
         &mut self,
         pass: &mut Pass<'_>,
         mut updates: BTreeMap<String, Update>,
         dropped: bool,
         roll_every: Option<usize>,
-        synced: bool,
     ) -> Result<usize, DbError> {
         // Runs: those new since the last snapshot (above the floor, not seen then), and the
         // changes of the copies' queued/running runs.
@@ -415,16 +340,7 @@ impl PassCache {
             .filter(|(id, _)| !self.known.contains(*id))
             .map(|(id, dag)| (*id, dag.as_str()))
             .collect();
-        let mut active = if synced {
-            let new: Vec<String> = updates
-                .iter()
-                .filter(|(_, u)| matches!(u, Update::Recount))
-                .map(|(id, _)| id.clone())
-                .collect();
-            self.active_now(pass, &new)?
-        } else {
-            pass.active_runs()?
-        };
+        let mut active = pass.active_runs()?;
         active.retain(|id, _| self.versions.contains_key(id));
         let mut touched: BTreeSet<&str> = BTreeSet::new();
         touched.extend(
@@ -546,36 +462,6 @@ impl PassCache {
         Ok(changed)
     }
 
-    /// The copies' queued and running runs now: the kept ones with the changes the DB found
-    /// (`Pass::active_changed`), and those of `new` (backfills the kept cache does not cover
-    /// yet) read by id.
-    fn active_now(
-        &self,
-        pass: &mut Pass<'_>,
-        new: &[String],
-    ) -> Result<HashMap<String, Vec<ActiveRun>>, DbError> {
-        let mut active = self.active.clone();
-        for (copy, id, is) in pass.active_changed()? {
-            let runs = active.entry(copy).or_default();
-            let at = runs.binary_search_by_key(&id, |r| r.id);
-            match (is, at) {
-                (Some(running), Ok(i)) => {
-                    if let Some(r) = runs.get_mut(i) {
-                        r.running = running;
-                    }
-                }
-                (Some(running), Err(i)) => runs.insert(i, ActiveRun { id, running }),
-                (None, Ok(i)) => {
-                    runs.remove(i);
-                }
-                (None, Err(_)) => {}
-            }
-        }
-        active.retain(|_, runs| !runs.is_empty());
-        active.extend(pass.active_runs_of(new)?);
-        Ok(active)
-    }
-
     fn insert(&mut self, row: PassRow, version: RowVersion) {
         self.versions
             .insert(row.id.clone(), (version, row.submitted_at));
@@ -593,18 +479,11 @@ impl PassCache {
         let rows = &self.versions;
         self.runs.retain(|id, _| rows.contains_key(id));
         self.active.retain(|id, _| rows.contains_key(id));
-        self.dags.retain(|id, _| rows.contains_key(id));
     }
 
     /// The unfinished backfills, oldest first.
     pub(super) fn rows(&self) -> Vec<&PassRow> {
         self.rows.values().collect()
-    }
-
-    /// Each unfinished backfill's copy's `dag.is_paused` (copies Airflow has not registered
-    /// are absent).
-    pub(super) fn dags(&self) -> &HashMap<String, bool> {
-        &self.dags
     }
 
     /// Whether `id` is an unfinished backfill.

@@ -222,7 +222,8 @@ impl Engine {
         );
         let c = self.conn.as_mut().ok_or_else(not_connected)?;
         let mut pass = Pass::new(&mut c.db, &c.schema);
-        let dags = cache.dags();
+        let dags = pass.copy_dags()?;
+        phases.done("copy_dags");
         let errors = pass.copy_import_errors(dagcopy::COPY_SUBDIR)?;
         let throttling = throttle.has_budget() || throttle.yield_to_scheduled;
         let mut load = throttle::Load::default();
@@ -256,7 +257,7 @@ impl Engine {
         let decided = plan::plan(&plan::Facts {
             rows: &rows,
             runs_of: &runs_of,
-            dags,
+            dags: &dags,
             import_errors: &errors,
             gates: &gates,
             written: &written,
@@ -323,8 +324,6 @@ impl Engine {
             cache.saved(unsaved);
             stats.paused = paused;
             stats.unpaused = unpaused;
-        } else {
-            cache.nothing_to_save();
         }
         phases.done("write");
         phases.trace("reconcile_pass");

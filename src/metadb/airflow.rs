@@ -738,8 +738,8 @@ impl Airflow<'_> {
         Ok(n)
     }
 
-    /// Running task instances of each of the DAGs `dag_ids` (those with none are absent), one
-    /// statement per 400.
+    /// Running task instances of each of the DAGs `dag_ids` (Airflow refuses to delete a DAG
+    /// while one runs; those with none are absent), one statement per 400.
     pub fn running_tasks_of(&mut self, dag_ids: &[&str]) -> Result<HashMap<String, i64>, DbError> {
         let mut out = HashMap::new();
         for chunk in dag_ids.chunks(IN_IDS) {
@@ -815,25 +815,10 @@ impl Airflow<'_> {
         })
     }
 
-    /// How many task instances of `dag_id` are running (Airflow refuses to delete a DAG then).
-    pub fn running_tasks(&mut self, dag_id: &str) -> Result<i64, DbError> {
-        let rows: Vec<IntRow> = self.db.load(
-            "SELECT COUNT(*) AS value FROM task_instance WHERE dag_id = ? AND state = 'running'",
-            &[Arg::Text(dag_id.to_owned())],
-        )?;
-        Ok(rows.first().map(|r| r.value).unwrap_or(0))
-    }
-
-    /// Remove every row Airflow holds for `dag_id`, the way `airflow dags delete` does (its
-    /// `log` rows are kept, as Airflow keeps them), in one transaction. Tables this Airflow
-    /// does not have are skipped. Returns how many rows went.
-    pub fn delete_dag_rows(&mut self, dag_id: &str) -> Result<usize, DbError> {
-        let deletes = self.dag_row_deletes()?;
-        self.delete_dag_rows_of(&deletes, &[dag_id])
-    }
-
-    /// The statements of [`Airflow::delete_dag_rows`] for this Airflow's tables, each with
-    /// `IN ({ids})` where the DAG ids go: one statement per table looked at.
+    /// The statements that remove every row Airflow holds for some DAGs, the way `airflow dags
+    /// delete` does (its `log` rows are kept, as Airflow keeps them), for this Airflow's tables
+    /// (those it does not have are skipped), each with `IN ({ids})` where the DAG ids go: one
+    /// statement per table looked at.
     pub fn dag_row_deletes(&mut self) -> Result<Vec<String>, DbError> {
         let mut children = Vec::new();
         for (table, col, parent) in CHILD_TABLES {

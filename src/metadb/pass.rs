@@ -26,7 +26,7 @@ use crate::state::BackfillState;
 mod delta;
 mod kept;
 pub use delta::{ActiveRun, RowVersion, RunDetail};
-pub use kept::{KeptDelta, KeptMark, KeptRuns};
+pub use kept::{KeptDelta, KeptMark};
 
 /// The `WHERE` condition on `backfilld_backfill b` selecting the backfills a pass looks at:
 /// not deleted, not finished, and not awaiting approval (such a backfill has no copy and

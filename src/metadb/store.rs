@@ -21,7 +21,7 @@ pub use migrations::*;
 pub use rows::*;
 
 /// Schema version this build expects.
-pub const SCHEMA_VERSION: i64 = 20;
+pub const SCHEMA_VERSION: i64 = 19;
 
 /// Most ids one `IN (...)` list binds (under every backend's bind limit).
 const IN_CHUNK: usize = 400;

@@ -2,17 +2,12 @@
 //! index of Airflow's schema (or on backfilld's own small table), so a pass between full passes
 //! reads only what changed:
 //!
-//! - [`Pass::versions_changed`]: the unfinished backfills whose version stamp (`updated_at`,
-//!   `pending_op`, `copy_written_at`: every write to a backfill row changes one of them)
-//!   differs from the one kept with their run counts, compared by the DB, and the kept ones no
-//!   longer unfinished ([`Pass::versions`]: every stamp, when the kept cache may differ from
-//!   the caller's); only those are read again ([`Pass::rows_of`]).
-//! - [`Pass::dags_changed`]: the kept copies whose `dag.is_paused` (or `dag` row's presence)
-//!   differs from the kept flag.
+//! - [`Pass::versions`]: every unfinished backfill's id with a version stamp (`updated_at`,
+//!   `pending_op`, `copy_written_at`: every write to a backfill row changes one of them);
+//!   only backfills whose stamp differs from the kept one are read again ([`Pass::rows_of`]).
 //! - [`Pass::runs_added`]: copies with a `dag_run` whose `id` is above a watermark (the primary
 //!   key: new runs).
-//! - [`Pass::active_changed`]: how the queued and running runs of the kept copies differ from
-//!   the kept ones, compared by the DB ([`Pass::active_runs`]: all of them; Airflow's partial
+//! - [`Pass::active_runs`]: the queued and running runs of the copies (Airflow's partial
 //!   indexes `idx_dag_run_queued_dags` / `idx_dag_run_running_dags` on `state, dag_id`, plain
 //!   indexes on MySQL): a run that starts, finishes, is cleared or deleted while active
 //!   changes this set.
@@ -48,26 +43,6 @@ struct VersionSql {
     pending_op: Option<String>,
     #[diesel(sql_type = Nullable<Text>)]
     copy_written_at: Option<String>,
-}
-
-#[derive(QueryableByName)]
-struct ChangedSql {
-    #[diesel(sql_type = Text)]
-    id: String,
-    #[diesel(sql_type = Nullable<Text>)]
-    updated_at: Option<String>,
-    #[diesel(sql_type = Nullable<Text>)]
-    pending_op: Option<String>,
-    #[diesel(sql_type = Nullable<Text>)]
-    copy_written_at: Option<String>,
-}
-
-#[derive(QueryableByName)]
-struct DagFlagSql {
-    #[diesel(sql_type = Text)]
-    dag_id: String,
-    #[diesel(sql_type = BigInt)]
-    paused: i64,
 }
 
 #[derive(QueryableByName)]
@@ -182,79 +157,6 @@ impl Pass<'_> {
             .collect())
     }
 
-    /// The unfinished backfills whose version stamp differs from the one kept with their
-    /// run counts (`backfilld_pass_runs`, written with each pass), or that have none kept,
-    /// with their stamp; and the kept backfills no longer unfinished (`None`). One statement:
-    /// the comparison is the DB's, so a pass where nothing changed transfers no row. Only
-    /// valid while the kept cache holds exactly what the caller's cache holds.
-    pub fn versions_changed(&mut self) -> Result<Vec<(String, Option<RowVersion>)>, DbError> {
-        let rows: Vec<ChangedSql> = self.db.load(
-            &format!(
-                "SELECT b.id AS id, b.updated_at AS updated_at, b.pending_op AS pending_op, \
-                 b.copy_written_at AS copy_written_at FROM backfilld_backfill b \
-                 LEFT JOIN backfilld_pass_runs k ON k.backfill_id = b.id \
-                 WHERE {UNFINISHED} AND (k.v_updated IS NULL OR k.v_updated <> b.updated_at \
-                 OR COALESCE(k.v_pending, '') <> COALESCE(b.pending_op, '') \
-                 OR COALESCE(k.v_copy, '') <> COALESCE(b.copy_written_at, '')) \
-                 UNION ALL SELECT k.backfill_id AS id, NULL AS updated_at, NULL AS pending_op, \
-                 NULL AS copy_written_at FROM backfilld_pass_runs k WHERE NOT EXISTS \
-                 (SELECT 1 FROM backfilld_backfill b WHERE b.id = k.backfill_id AND {UNFINISHED})"
-            ),
-            &[],
-        )?;
-        Ok(rows
-            .into_iter()
-            .map(|r| {
-                let version = r.updated_at.map(|u| (u, r.pending_op, r.copy_written_at));
-                (r.id, version)
-            })
-            .collect())
-    }
-
-    /// The kept backfills' copies whose `dag.is_paused` differs from the flag kept with
-    /// their run counts (`v_dag`), with the flag now (`None`: the `dag` row is gone). One
-    /// statement (the DB compares); only valid while the kept cache holds exactly what the
-    /// caller's cache holds. Copies of backfills not kept: [`Pass::copy_dags_of`].
-    pub fn dags_changed(&mut self) -> Result<Vec<(String, Option<bool>)>, DbError> {
-        let d = self.db.dialect();
-        let paused = d.bool_int("d.is_paused");
-        let rows: Vec<DagFlagSql> = self.db.load(
-            &format!(
-                "SELECT k.backfill_id AS dag_id, {paused} AS paused FROM backfilld_pass_runs k \
-                 JOIN dag d ON d.dag_id = k.backfill_id \
-                 WHERE k.v_dag IS NULL OR k.v_dag <> {paused} \
-                 UNION ALL SELECT k.backfill_id AS dag_id, -1 AS paused FROM backfilld_pass_runs k \
-                 WHERE k.v_dag IS NOT NULL AND NOT EXISTS \
-                 (SELECT 1 FROM dag d WHERE d.dag_id = k.backfill_id)"
-            ),
-            &[],
-        )?;
-        Ok(rows
-            .into_iter()
-            .map(|r| (r.dag_id, (r.paused >= 0).then_some(r.paused == 1)))
-            .collect())
-    }
-
-    /// `is_paused` of the copies `ids` that have a `dag` row: one statement per
-    /// [`WRITE_CHUNK`] copies, none for none.
-    pub fn copy_dags_of(&mut self, ids: &[String]) -> Result<HashMap<String, bool>, DbError> {
-        let d = self.db.dialect();
-        let mut out = HashMap::new();
-        for chunk in ids.chunks(WRITE_CHUNK) {
-            let marks = vec!["?"; chunk.len()].join(", ");
-            let args: Vec<Arg> = chunk.iter().map(|id| Arg::Text(id.clone())).collect();
-            let rows: Vec<DagFlagSql> = self.db.load(
-                &format!(
-                    "SELECT d.dag_id AS dag_id, {} AS paused FROM dag d WHERE d.dag_id IN ({marks})",
-                    d.bool_int("d.is_paused")
-                ),
-                &args,
-            )?;
-            out.extend(rows.into_iter().map(|r| (r.dag_id, r.paused == 1)));
-        }
-        Ok(out)
-    }
-
     /// Every unfinished backfill, oldest first, without its heavy columns, with its version
     /// stamp; with `only`, those of `ids` alone (one statement per [`WRITE_CHUNK`] ids, none
     /// for an empty list).
@@ -349,70 +251,6 @@ impl Pass<'_> {
                     },
                 );
             }
-        }
-        Ok(out)
-    }
-
-    /// What changed in the queued and running runs of the kept backfills' copies since the
-    /// kept cache's pass, the DB comparing them with `backfilld_pass_active`: each run queued
-    /// or running now and not kept so (`Some(running)`), and each kept run no longer queued or
-    /// running, or gone (`None`): (copy, `dag_run.id`, change). One statement, over the same
-    /// partial indexes as [`Pass::active_runs`]; a pass where no run started or ended
-    /// transfers no row. Only valid while the kept cache holds exactly what the caller's
-    /// cache holds; copies of backfills not kept are not looked at ([`Pass::active_runs_of`]).
-    pub fn active_changed(&mut self) -> Result<Vec<(String, i64, Option<bool>)>, DbError> {
-        let d = self.db.dialect();
-        let rows: Vec<ActiveSql> = self.db.load(
-            &format!(
-                "SELECT r.dag_id AS dag_id, {} AS id, r.state AS state FROM dag_run r \
-                 JOIN backfilld_pass_runs k ON k.backfill_id = r.dag_id \
-                 WHERE (r.state = 'queued' OR r.state = 'running') AND NOT EXISTS \
-                 (SELECT 1 FROM backfilld_pass_active a WHERE a.run_id = r.id \
-                 AND a.running = CASE WHEN r.state = 'running' THEN 1 ELSE 0 END) \
-                 UNION ALL SELECT a.backfill_id AS dag_id, a.run_id AS id, NULL AS state \
-                 FROM backfilld_pass_active a WHERE NOT EXISTS (SELECT 1 FROM dag_run r \
-                 WHERE r.id = a.run_id AND (r.state = 'queued' OR r.state = 'running'))",
-                d.int("r.id")
-            ),
-            &[],
-        )?;
-        Ok(rows
-            .into_iter()
-            .map(|r| {
-                let is = r.state.map(|s| s == "running");
-                (r.dag_id, r.id, is)
-            })
-            .collect())
-    }
-
-    /// The queued and running runs of the copies `ids`, by copy, in `id` order: one statement
-    /// per [`WRITE_CHUNK`] copies, none for none.
-    pub fn active_runs_of(
-        &mut self,
-        ids: &[String],
-    ) -> Result<HashMap<String, Vec<ActiveRun>>, DbError> {
-        let d = self.db.dialect();
-        let mut out: HashMap<String, Vec<ActiveRun>> = HashMap::new();
-        for chunk in ids.chunks(WRITE_CHUNK) {
-            let marks = vec!["?"; chunk.len()].join(", ");
-            let args: Vec<Arg> = chunk.iter().map(|id| Arg::Text(id.clone())).collect();
-            let rows: Vec<ActiveSql> = self.db.load(
-                &format!(
-                    "SELECT r.dag_id AS dag_id, {} AS id, r.state AS state FROM dag_run r \
-                     WHERE (r.state = 'queued' OR r.state = 'running') AND r.dag_id IN ({marks})",
-                    d.int("r.id")
-                ),
-                &args,
-            )?;
-            for r in rows {
-                out.entry(r.dag_id).or_default().push(ActiveRun {
-                    id: r.id,
-                    running: r.state.as_deref() == Some("running"),
-                });
-            }
-        }
-        for runs in out.values_mut() {
-            runs.sort_unstable();
         }
         Ok(out)
     }

@@ -2,10 +2,7 @@
 //! pass reads only what changed since the last pass of any leader (`engine::pass_cache`):
 //!
 //! - `backfilld_pass_runs`: every cached backfill's run counts (a row with zeros for a copy
-//!   without counted runs: the rows name the backfills the counts cover) and its row's version
-//!   stamp and its copy's `dag.is_paused` as the cache holds them (`v_updated`, `v_pending`,
-//!   `v_copy`, `v_dag`: what `Pass::versions_changed` and `Pass::dags_changed` compare the
-//!   live rows with);
+//!   without counted runs: the rows name the backfills the counts cover);
 //! - `backfilld_pass_active`: the cached copies' queued and running runs, by `dag_run.id`;
 //! - `backfilld_pass_mark`: one row, the `dag_run.id` watermarks and the runs above the lower
 //!   one already counted.
@@ -19,7 +16,7 @@ use chrono::{DateTime, Utc};
 use diesel::sql_types::{BigInt, Nullable, Text};
 use diesel::QueryableByName;
 
-use super::{opt_ts, ActiveRun, Pass, RowVersion};
+use super::{opt_ts, ActiveRun, Pass};
 use crate::metadb::store::stored_ts;
 use crate::metadb::{Arg, DbError};
 use crate::reconcile::RunSummary;
@@ -44,9 +41,8 @@ pub struct KeptMark {
 pub struct KeptDelta {
     /// Replace everything kept (nothing saved is known to be valid).
     pub reset: bool,
-    /// Backfills whose counts, version stamp or copy's paused flag (`None`: no `dag` row) are
-    /// new or changed.
-    pub counts: Vec<(String, RunSummary, RowVersion, Option<bool>)>,
+    /// Backfills whose counts are new or changed.
+    pub counts: Vec<(String, RunSummary)>,
     /// Backfills no longer cached.
     pub counts_gone: Vec<String>,
     /// Queued/running runs new or changed: (`dag_run.id`, backfill, running).
@@ -95,19 +91,7 @@ struct CountsSql {
     first_start: Option<String>,
     #[diesel(sql_type = Nullable<Text>)]
     last_end: Option<String>,
-    #[diesel(sql_type = Nullable<Text>)]
-    v_updated: Option<String>,
-    #[diesel(sql_type = Nullable<Text>)]
-    v_pending: Option<String>,
-    #[diesel(sql_type = Nullable<Text>)]
-    v_copy: Option<String>,
-    #[diesel(sql_type = Nullable<BigInt>)]
-    v_dag: Option<i64>,
 }
-
-/// A kept backfill: its run counts, the version stamp its row had (none when kept by an
-/// older build) and its copy's paused flag (none: no `dag` row).
-pub type KeptRuns = (RunSummary, Option<RowVersion>, Option<bool>);
 
 #[derive(QueryableByName)]
 struct KeptActiveSql {
@@ -149,26 +133,26 @@ impl Pass<'_> {
         }))
     }
 
-    /// The kept run counts and version stamps, by backfill (every backfill the counts
-    /// cover). One statement.
-    pub fn kept_counts(&mut self) -> Result<HashMap<String, KeptRuns>, DbError> {
+    /// The kept run counts, by backfill (every backfill the counts cover). One statement.
+    pub fn kept_counts(&mut self) -> Result<HashMap<String, RunSummary>, DbError> {
         let rows: Vec<CountsSql> = self.db.load(
-            "SELECT backfill_id, queued, running, succeeded, failed, first_start, last_end, \
-             v_updated, v_pending, v_copy, v_dag FROM backfilld_pass_runs",
+            "SELECT backfill_id, queued, running, succeeded, failed, first_start, last_end \
+             FROM backfilld_pass_runs",
             &[],
         )?;
         let mut out = HashMap::with_capacity(rows.len());
         for r in rows {
-            let summary = RunSummary {
-                queued: count(r.queued),
-                running: count(r.running),
-                succeeded: count(r.succeeded),
-                failed: count(r.failed),
-                first_start: opt_ts(r.first_start)?,
-                last_end: opt_ts(r.last_end)?,
-            };
-            let version = r.v_updated.map(|u| (u, r.v_pending, r.v_copy));
-            out.insert(r.backfill_id, (summary, version, r.v_dag.map(|p| p != 0)));
+            out.insert(
+                r.backfill_id,
+                RunSummary {
+                    queued: count(r.queued),
+                    running: count(r.running),
+                    succeeded: count(r.succeeded),
+                    failed: count(r.failed),
+                    first_start: opt_ts(r.first_start)?,
+                    last_end: opt_ts(r.last_end)?,
+                },
+            );
         }
         Ok(out)
     }
@@ -214,11 +198,11 @@ impl Pass<'_> {
         }
         for chunk in delta.counts.chunks(KEEP_CHUNK) {
             if !delta.reset {
-                let ids: Vec<&str> = chunk.iter().map(|(id, _, _, _)| id.as_str()).collect();
+                let ids: Vec<&str> = chunk.iter().map(|(id, _)| id.as_str()).collect();
                 self.delete_in("backfilld_pass_runs", "backfill_id", &ids)?;
             }
-            let mut args = Vec::with_capacity(chunk.len() * 11);
-            for (id, s, (updated, pending, copy), dag) in chunk {
+            let mut args = Vec::with_capacity(chunk.len() * 7);
+            for (id, s) in chunk {
                 args.extend([
                     Arg::Text(id.clone()),
                     Arg::Int(s.queued.into()),
@@ -227,17 +211,13 @@ impl Pass<'_> {
                     Arg::Int(s.failed.into()),
                     Arg::OptText(s.first_start.map(stored_ts)),
                     Arg::OptText(s.last_end.map(stored_ts)),
-                    Arg::Text(updated.clone()),
-                    Arg::OptText(pending.clone()),
-                    Arg::OptText(copy.clone()),
-                    Arg::OptInt(dag.map(i64::from)),
                 ]);
             }
             self.db.execute(
                 &format!(
                     "INSERT INTO backfilld_pass_runs (backfill_id, queued, running, succeeded, \
-                     failed, first_start, last_end, v_updated, v_pending, v_copy, v_dag) VALUES {}",
-                    vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ")
+                     failed, first_start, last_end) VALUES {}",
+                    vec!["(?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ")
                 ),
                 &args,
             )?;

@@ -322,20 +322,6 @@ pub(super) fn migrations(d: Dialect) -> Vec<(i64, Vec<String>)> {
                     .to_owned(),
             ],
         ),
-        (
-            // Each kept backfill's version stamp and its copy's paused flag as the kept cache
-            // last read them, so a pass asks the DB for the rows and `dag` flags that differ
-            // instead of reading every one (`metadb::pass::delta`: `Pass::versions_changed`,
-            // `Pass::dags_changed`).
-            20,
-            vec![
-                "ALTER TABLE backfilld_pass_runs ADD COLUMN v_updated VARCHAR(40)".to_owned(),
-                "ALTER TABLE backfilld_pass_runs ADD COLUMN v_pending VARCHAR(32)".to_owned(),
-                "ALTER TABLE backfilld_pass_runs ADD COLUMN v_copy VARCHAR(40)".to_owned(),
-                // The copy's `dag.is_paused` as the cache holds it (NULL: no `dag` row).
-                "ALTER TABLE backfilld_pass_runs ADD COLUMN v_dag BIGINT".to_owned(),
-            ],
-        ),
     ]
 }
 
