@@ -721,5 +721,62 @@ pub fn remove(dir: &Path, name: &str) -> Result<(), DagCopyError> {
     Ok(())
 }
 
+/// Remove the copies `names` from `dir` as [`remove`] removes one, with one fsync of `dir`
+/// for all of them (not one each: a deletion of thousands of copies at once). Returns the
+/// names that could not be removed, with why; the others are gone, durably.
+pub fn remove_many(dir: &Path, names: &[String]) -> Vec<(String, DagCopyError)> {
+    let mut failed = Vec::new();
+    let mut removed: Vec<&str> = Vec::with_capacity(names.len());
+    let mut dir_exists = None;
+    for name in names {
+        let path = match target_path(dir, name) {
+            Ok(path) => path,
+            Err(e) => {
+                failed.push((name.clone(), e));
+                continue;
+            }
+        };
+        match fs::remove_file(&path) {
+            Ok(()) => removed.push(name),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                // Also after NotFound: an earlier removal may have crashed before its fsync.
+                if *dir_exists.get_or_insert_with(|| dir.is_dir()) {
+                    removed.push(name);
+                }
+            }
+            Err(error) => failed.push((
+                name.clone(),
+                DagCopyError::Io {
+                    op: "remove",
+                    path,
+                    source: error,
+                },
+            )),
+        }
+    }
+    if removed.is_empty() {
+        return failed;
+    }
+    if let Err(e) = sync_dir(dir) {
+        let why = match e {
+            DagCopyError::Io { source, .. } => source,
+            other => io::Error::other(other.to_string()),
+        };
+        failed.extend(removed.iter().map(|name| {
+            (
+                (*name).to_owned(),
+                DagCopyError::Io {
+                    op: "fsync directory",
+                    path: dir.to_path_buf(),
+                    source: io::Error::new(why.kind(), why.to_string()),
+                },
+            )
+        }));
+        return failed;
+    }
+    remove_stale_bytecode_of(dir, &removed);
+    failed
+}
+
 #[cfg(test)]
 mod tests;

@@ -265,6 +265,23 @@ fn remove_is_idempotent() -> TestResult {
 }
 
 #[test]
+fn remove_many_removes_each_and_names_the_ones_it_cannot() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    write_atomically(dir.path(), "a.py", b"x", CopyAccess::default())?;
+    write_atomically(dir.path(), "b.py", b"x", CopyAccess::default())?;
+    let names = ["a.py", "b.py", "gone.py", "../up.py"].map(str::to_owned);
+    let failed = remove_many(dir.path(), &names);
+    assert_eq!(
+        failed.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+        ["../up.py"]
+    );
+    assert!(!dir.path().join("a.py").exists() && !dir.path().join("b.py").exists());
+    assert!(remove_many(dir.path(), &names[..3]).is_empty());
+    assert!(remove_many(&dir.path().join("missing"), &names[..1]).is_empty());
+    Ok(())
+}
+
+#[test]
 fn io_errors_name_the_path() -> TestResult {
     let dir = tempfile::tempdir()?;
     let blocker = dir.path().join("file");

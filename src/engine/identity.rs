@@ -169,18 +169,7 @@ impl Engine {
         target: Option<&str>,
         denial: Option<&Rejection>,
     ) -> Result<(), DbError> {
-        let entry = AuditEntry {
-            at: store::stored_ts(Utc::now()),
-            uid: ident.uid,
-            unix_user: ident.unix_user.clone(),
-            airflow_user: ident.airflow_user.clone(),
-            on_behalf_of: ident.on_behalf_of.clone(),
-            action: action.as_str().to_owned(),
-            target: target.map(str::to_owned),
-            allowed: denial.is_none(),
-            reason_code: denial.map(|d| d.code),
-            reason: denial.map(|d| d.message.clone()),
-        };
+        let entry = audit_entry(ident, action, target, denial);
         emit_audit(&entry);
         if !entry.allowed {
             return self.audit_denial_row(&entry);
@@ -204,6 +193,27 @@ pub(super) fn auth_name(a: &AuthSource) -> String {
         AuthSource::Fab => "fab".into(),
         AuthSource::Simple { all_admins, .. } => format!("simple (all_admins={all_admins})"),
         AuthSource::Unavailable(why) => format!("unavailable: {why}"),
+    }
+}
+
+/// The audit record of `action` by `ident` on `target`, now (`denial`: why it was refused).
+pub(super) fn audit_entry(
+    ident: &Identity,
+    action: Action,
+    target: Option<&str>,
+    denial: Option<&Rejection>,
+) -> AuditEntry {
+    AuditEntry {
+        at: store::stored_ts(Utc::now()),
+        uid: ident.uid,
+        unix_user: ident.unix_user.clone(),
+        airflow_user: ident.airflow_user.clone(),
+        on_behalf_of: ident.on_behalf_of.clone(),
+        action: action.as_str().to_owned(),
+        target: target.map(str::to_owned),
+        allowed: denial.is_none(),
+        reason_code: denial.map(|d| d.code),
+        reason: denial.map(|d| d.message.clone()),
     }
 }
 

@@ -4,6 +4,46 @@
 
 use super::*;
 
+/// Wall time of a pass's phases, traced at its end (target `backfilld::engine::phase`, level
+/// `trace`: off unless asked for, e.g. `BACKFILLD_LOG=backfilld::engine::phase=trace`).
+pub(super) struct Phases {
+    on: bool,
+    last: Instant,
+    took: Vec<(&'static str, u128)>,
+}
+
+impl Phases {
+    pub(super) fn new() -> Phases {
+        Phases {
+            on: tracing::enabled!(target: "backfilld::engine::phase", tracing::Level::TRACE),
+            last: Instant::now(),
+            took: Vec::new(),
+        }
+    }
+
+    /// The phase `name` ended now.
+    pub(super) fn done(&mut self, name: &'static str) {
+        if self.on {
+            let now = Instant::now();
+            self.took
+                .push((name, now.duration_since(self.last).as_micros()));
+            self.last = now;
+        }
+    }
+
+    /// Trace the phases of `what`.
+    pub(super) fn trace(&self, what: &str) {
+        if self.on {
+            let list: Vec<String> = self
+                .took
+                .iter()
+                .map(|(n, us)| format!("{n}={us}us"))
+                .collect();
+            tracing::trace!(target: "backfilld::engine::phase", phases = %list.join(" "), "{what}");
+        }
+    }
+}
+
 impl Engine {
     /// Carry out the pending Airflow-side work of life-cycle actions, then reconcile every
     /// unfinished backfill; then publish the metrics (`[metrics]`).
@@ -22,6 +62,7 @@ impl Engine {
         let started = Instant::now();
         let before = self.conn.query_count();
         let shared = self.config.cluster.dags_folder_shared;
+        let mut phases = Phases::new();
         if !shared {
             self.converge_copies();
         }
@@ -31,20 +72,15 @@ impl Engine {
         if shared {
             self.converge_copies();
         }
+        phases.done("converge+lead");
         match self
             .conn
             .current()
             .map(|c| Store::new(&mut c.db).pending_ops())
         {
             Some(Ok(rows)) => {
-                for row in rows {
-                    if let Err(e) = self.carry_out(&row) {
-                        tracing::warn!(backfill = %row.id, error = %e, "life-cycle action not carried out yet; retrying next pass");
-                        self.lost(&e);
-                        if !self.conn.is_up() {
-                            return;
-                        }
-                    }
+                if !self.carry_out_all(&rows) {
+                    return;
                 }
             }
             Some(Err(e)) => {
@@ -61,6 +97,7 @@ impl Engine {
                 return;
             }
         }
+        phases.done("auto_delete");
         let mut stats = match self.reconcile_pass() {
             Ok(stats) => stats,
             Err(e) => {
@@ -69,11 +106,15 @@ impl Engine {
                 return;
             }
         };
+        phases.done("reconcile_pass");
         if let Err(e) = self.steer_copies() {
             tracing::warn!(error = %e, "cannot name the next run of steered copies; retrying next pass");
             self.lost(&e);
         }
+        phases.done("steer");
         self.notify();
+        phases.done("notify");
+        phases.trace("reconcile_all");
         // The figures include the steering and notification reads that follow the pass.
         stats.queries = self.conn.query_count().saturating_sub(before);
         stats.millis = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -123,6 +164,7 @@ impl Engine {
         let ttl_ms = self.lease_ttl_ms();
         // A seed import (the watermark cleared) asks for a full count.
         let full_due = self.watermark.is_none();
+        let mut phases = Phases::new();
         // The cache is out of the connection for the pass: a pass that fails leaves none, and
         // the next pass starts from the kept cache in the DB (`metadb::pass::kept`).
         let (mut cache, recounted, full) = {
@@ -148,6 +190,7 @@ impl Engine {
                 },
             }
         };
+        phases.done("refresh");
         let rows = cache.rows();
         // Ordering (`after`): one statement for every backfill still without a copy.
         let gates: HashMap<String, Gate> = if rows
@@ -169,6 +212,7 @@ impl Engine {
                 written.insert(id, at);
             }
         }
+        phases.done("gates+copies");
         let throttle = self.config.throttle.clone();
         let timeout = chrono::Duration::seconds(
             i64::try_from(self.config.reconcile.register_timeout_secs).unwrap_or(i64::MAX / 1000),
@@ -176,6 +220,7 @@ impl Engine {
         let c = self.conn.get()?;
         let mut pass = Pass::new(&mut c.db, &c.schema);
         let dags = pass.copy_dags()?;
+        phases.done("copy_dags");
         let errors = pass.copy_import_errors(dagcopy::COPY_SUBDIR)?;
         let throttling = throttle.has_budget() || throttle.yield_to_scheduled;
         let mut load = throttle::Load::default();
@@ -202,6 +247,7 @@ impl Engine {
                 }
             }
         }
+        phases.done("errors+throttle");
         let runs_of = |id: &str| cache.runs_of(id);
         let steer = &self.steer;
         let steer_waiting = |id: &str| steer.waiting(id).map(str::to_owned);
@@ -220,6 +266,7 @@ impl Engine {
             register_timeout: timeout,
             now,
         });
+        phases.done("plan");
         for (id, why) in &decided.failed_prerequisites {
             tracing::info!(backfill = %id, reason = %why, "a prerequisite did not succeed");
         }
@@ -244,6 +291,7 @@ impl Engine {
             ..PassStats::default()
         };
         let unsaved = cache.unsaved();
+        phases.done("unsaved");
         if !(to_pause.is_empty()
             && to_unpause.is_empty()
             && changes.is_empty()
@@ -274,6 +322,8 @@ impl Engine {
             stats.paused = paused;
             stats.unpaused = unpaused;
         }
+        phases.done("write");
+        phases.trace("reconcile_pass");
         if let Some(c) = self.conn.current() {
             c.pass_cache = Some(cache);
         }

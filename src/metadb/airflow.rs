@@ -3,6 +3,8 @@
 //!
 //! backfilld never alters the schema of these tables.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use diesel::sql_types::{BigInt, Nullable, Text};
 use diesel::QueryableByName;
@@ -706,6 +708,44 @@ const CHILD_TABLES: &[(&str, &str, &str)] = &[
 /// The reviewed writes backfilld makes to Airflow's tables for the life cycle of a copy. Each
 /// touches only rows of the copy's own `dag_id`.
 impl Airflow<'_> {
+    /// Pause or unpause the DAGs `dag_ids`, one statement per 400. Returns how many have a
+    /// row.
+    pub fn set_paused_many(&mut self, dag_ids: &[&str], paused: bool) -> Result<usize, DbError> {
+        let d = self.db.dialect();
+        let mut n = 0;
+        for chunk in dag_ids.chunks(IN_IDS) {
+            let marks = vec!["?"; chunk.len()].join(", ");
+            let args: Vec<Arg> = chunk.iter().map(|id| Arg::Text((*id).to_owned())).collect();
+            n += self.db.execute(
+                &format!(
+                    "UPDATE dag SET is_paused = {} WHERE dag_id IN ({marks})",
+                    d.bool_lit(paused)
+                ),
+                &args,
+            )?;
+        }
+        Ok(n)
+    }
+
+    /// Running task instances of each of the DAGs `dag_ids` (Airflow refuses to delete a DAG
+    /// while one runs; those with none are absent), one statement per 400.
+    pub fn running_tasks_of(&mut self, dag_ids: &[&str]) -> Result<HashMap<String, i64>, DbError> {
+        let mut out = HashMap::new();
+        for chunk in dag_ids.chunks(IN_IDS) {
+            let marks = vec!["?"; chunk.len()].join(", ");
+            let args: Vec<Arg> = chunk.iter().map(|id| Arg::Text((*id).to_owned())).collect();
+            let rows: Vec<DagCountSql> = self.db.load(
+                &format!(
+                    "SELECT dag_id, COUNT(*) AS n FROM task_instance WHERE dag_id IN ({marks}) \
+                     AND state = 'running' GROUP BY dag_id"
+                ),
+                &args,
+            )?;
+            out.extend(rows.into_iter().map(|r| (r.dag_id, r.n)));
+        }
+        Ok(out)
+    }
+
     /// Pause or unpause a DAG (`dag.is_paused`), as the UI toggle does. Returns whether the
     /// DAG has a row.
     pub fn set_paused(&mut self, dag_id: &str, paused: bool) -> Result<bool, DbError> {
@@ -764,23 +804,16 @@ impl Airflow<'_> {
         })
     }
 
-    /// How many task instances of `dag_id` are running (Airflow refuses to delete a DAG then).
-    pub fn running_tasks(&mut self, dag_id: &str) -> Result<i64, DbError> {
-        let rows: Vec<IntRow> = self.db.load(
-            "SELECT COUNT(*) AS value FROM task_instance WHERE dag_id = ? AND state = 'running'",
-            &[Arg::Text(dag_id.to_owned())],
-        )?;
-        Ok(rows.first().map(|r| r.value).unwrap_or(0))
-    }
-
-    /// Remove every row Airflow holds for `dag_id`, the way `airflow dags delete` does (its
-    /// `log` rows are kept, as Airflow keeps them), in one transaction. Tables this Airflow
-    /// does not have are skipped. Returns how many rows went.
-    pub fn delete_dag_rows(&mut self, dag_id: &str) -> Result<usize, DbError> {
+    /// The statements that remove every row Airflow holds for some DAGs, the way `airflow dags
+    /// delete` does (its `log` rows are kept, as Airflow keeps them), for this Airflow's tables
+    /// (those it does not have are skipped), each with `IN ({ids})` where the DAG ids go: one
+    /// statement per table looked at.
+    pub fn dag_row_deletes(&mut self) -> Result<Vec<String>, DbError> {
         let mut children = Vec::new();
         for (table, col, parent) in CHILD_TABLES {
             let cols = self.db.columns(table)?;
             if cols.iter().any(|c| c.eq_ignore_ascii_case(col)) {
+                let parent = parent.replace("dag_id = ?", "dag_id IN ({ids})");
                 children.push(format!("DELETE FROM {table} WHERE {col} IN ({parent})"));
             }
         }
@@ -788,17 +821,43 @@ impl Airflow<'_> {
         for table in dag_id_tables(self.schema.generation) {
             let cols = self.db.columns(table)?;
             if cols.iter().any(|c| c.eq_ignore_ascii_case("dag_id")) {
-                tables.push(format!("DELETE FROM {table} WHERE dag_id = ?"));
+                tables.push(format!("DELETE FROM {table} WHERE dag_id IN ({{ids}})"));
             }
         }
-        self.db.transaction(|db| {
-            let mut n = 0;
-            for sql in children.iter().chain(tables.iter()) {
-                n += db.execute(sql, &[Arg::Text(dag_id.to_owned())])?;
-            }
-            Ok(n)
-        })
+        children.extend(tables);
+        Ok(children)
     }
+
+    /// Remove every row Airflow holds for the DAGs `dag_ids` with `deletes`
+    /// ([`Airflow::dag_row_deletes`]): one transaction per 400 DAGs, each statement once for
+    /// all of them. Returns how many rows went.
+    pub fn delete_dag_rows_of(
+        &mut self,
+        deletes: &[String],
+        dag_ids: &[&str],
+    ) -> Result<usize, DbError> {
+        let mut n = 0;
+        for chunk in dag_ids.chunks(IN_IDS) {
+            let marks = vec!["?"; chunk.len()].join(", ");
+            let args: Vec<Arg> = chunk.iter().map(|id| Arg::Text((*id).to_owned())).collect();
+            n += self.db.transaction(|db| {
+                let mut n = 0;
+                for sql in deletes {
+                    n += db.execute(&sql.replace("{ids}", &marks), &args)?;
+                }
+                Ok::<_, DbError>(n)
+            })?;
+        }
+        Ok(n)
+    }
+}
+
+#[derive(QueryableByName)]
+struct DagCountSql {
+    #[diesel(sql_type = Text)]
+    dag_id: String,
+    #[diesel(sql_type = BigInt)]
+    n: i64,
 }
 
 /// A row of Airflow's `import_error`: the file as Airflow stores its name, and the message

@@ -524,6 +524,49 @@ impl<'a> Store<'a> {
         Ok(n > 0)
     }
 
+    /// Mark the backfills `ids` deleted, as [`Store::mark_deleted`] does one: one statement per
+    /// [`IN_CHUNK`] ids, and one more for a chunk some of whose rows were already deleted (to
+    /// read back which were marked now). Returns the ids marked now.
+    pub fn mark_deleted_many(
+        &mut self,
+        ids: &[&str],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<String>, DbError> {
+        let at = stored_ts(now);
+        let mut out = Vec::new();
+        for chunk in ids.chunks(IN_CHUNK) {
+            let marks = vec!["?"; chunk.len()].join(", ");
+            let mut args = vec![Arg::Text(at.clone()), Arg::Text(at.clone())];
+            args.extend(chunk.iter().map(|id| Arg::Text((*id).to_owned())));
+            let n = self.db.execute(
+                &format!(
+                    "UPDATE backfilld_backfill SET deleted = 1, deleted_at = ?, pending_op = 'delete', \
+                     updated_at = ? WHERE id IN ({marks}) AND deleted = 0"
+                ),
+                &args,
+            )?;
+            if n == 0 {
+                continue;
+            }
+            if n == chunk.len() {
+                out.extend(chunk.iter().map(|id| (*id).to_owned()));
+                continue;
+            }
+            // Those marked by this statement carry its time (one marked before has an older one).
+            let mut args = vec![Arg::Text(at.clone())];
+            args.extend(chunk.iter().map(|id| Arg::Text((*id).to_owned())));
+            let rows: Vec<TextRow> = self.db.load(
+                &format!(
+                    "SELECT id AS value FROM backfilld_backfill WHERE deleted = 1 AND deleted_at = ? \
+                     AND id IN ({marks})"
+                ),
+                &args,
+            )?;
+            out.extend(rows.into_iter().map(|r| r.value));
+        }
+        Ok(out)
+    }
+
     /// Store the date counts of a decision without touching the state (for a backfill that
     /// just ended by a cancel, whose runs changed after its state became final).
     pub fn set_progress(
@@ -554,6 +597,23 @@ impl<'a> Store<'a> {
             "UPDATE backfilld_backfill SET pending_op = NULL WHERE id = ? AND pending_op = ?",
             &[Arg::Text(id.to_owned()), Arg::Text(op.as_str().to_owned())],
         )?;
+        Ok(())
+    }
+
+    /// The Airflow-side work `op` is done for each of `ids`: one statement per [`IN_CHUNK`].
+    pub fn clear_pending_ops(&mut self, ids: &[&str], op: PendingOp) -> Result<(), DbError> {
+        for chunk in ids.chunks(IN_CHUNK) {
+            let marks = vec!["?"; chunk.len()].join(", ");
+            let mut args = vec![Arg::Text(op.as_str().to_owned())];
+            args.extend(chunk.iter().map(|id| Arg::Text((*id).to_owned())));
+            self.db.execute(
+                &format!(
+                    "UPDATE backfilld_backfill SET pending_op = NULL WHERE pending_op = ? \
+                     AND id IN ({marks})"
+                ),
+                &args,
+            )?;
+        }
         Ok(())
     }
 
@@ -678,6 +738,12 @@ impl Store<'_> {
     /// caller's: see `metadb::audit`).
     pub fn audit(&mut self, host: &str, e: &AuditEntry) -> Result<(), DbError> {
         super::audit::append(self.db, host, e)
+    }
+
+    /// Append several audit records to the hash chain in order, in one multi-row `INSERT`
+    /// per chunk (see `metadb::audit::append_many`).
+    pub fn audit_many(&mut self, host: &str, entries: &[AuditEntry]) -> Result<(), DbError> {
+        super::audit::append_many(self.db, host, entries)
     }
 
     /// Verify the audit log's hash chain; the report names the first broken link.

@@ -334,7 +334,9 @@ fn incremental_agrees_with_full(af: &Airflow) {
     );
     e.reconcile();
     let second = e.last_pass();
-    // 4: its new run runs and succeeds between two passes.
+    // 4: its new run runs and succeeds between two passes. 2: its copy paused by a user in
+    // Airflow. 3: its copy's `dag` row deleted (the fresh passes below check the
+    // incremental ones saw them).
     change_runs(
         &mut db,
         4,
@@ -342,8 +344,22 @@ fn incremental_agrees_with_full(af: &Airflow) {
         "state = 'queued'",
         t2,
     );
+    let paused = format!(
+        "UPDATE dag SET is_paused = {} WHERE dag_id = 'gen_2_backfill'",
+        db.dialect().bool_lit(true)
+    );
+    for sql in [
+        paused.as_str(),
+        "DELETE FROM dag WHERE dag_id = 'gen_3_backfill'",
+    ] {
+        let n = db
+            .execute(sql, &[])
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        assert_eq!(n, 1, "{sql}");
+    }
     e.reconcile();
     let third = e.last_pass();
+    assert!(third.changed >= 2, "{third:?}");
     for p in [first, second, third] {
         assert!(
             !p.full && p.recomputed > 0,
