@@ -29,8 +29,9 @@
 //!   import, a cold pass (a fresh engine), a steady pass (nothing new) and an incremental one
 //!   (1% moved on), with statements and peak RSS.
 //! - latency (`--only-latency`): 24 hourly dates of one DAG backfilled in turn by backfilld and
-//!   by Airflow's own backfill in the same Airflow home with a real scheduler (Airflow 2.11:
-//!   `airflow dags backfill`; Airflow 3: the native backfill through REST and
+//!   by Airflow's own backfill in the same Airflow home with a real scheduler (Airflow 2.11 on
+//!   SQLite: `airflow dags backfill`; Airflow 3 on a fresh PostgreSQL database as above: the
+//!   native backfill through REST and
 //!   `airflow backfill create`): time to the first successful run and to all dates, per side
 //!   (`--latency-trials N`, default 3, after `--latency-warmup N` rounds not counted, default
 //!   1; `--latency-venvs af2,af3`, the venvs to measure;
