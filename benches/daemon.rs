@@ -29,8 +29,9 @@
 //!   import, a cold pass (a fresh engine), a steady pass (nothing new) and an incremental one
 //!   (1% moved on), with statements and peak RSS.
 //! - latency (`--only-latency`): 24 hourly dates of one DAG backfilled in turn by backfilld and
-//!   by Airflow's own backfill in the same Airflow home with a real scheduler (Airflow 2.11:
-//!   `airflow dags backfill`; Airflow 3: the native backfill through REST and
+//!   by Airflow's own backfill in the same Airflow home with a real scheduler (Airflow 2.11 on
+//!   SQLite: `airflow dags backfill`; Airflow 3 on a fresh PostgreSQL database as above: the
+//!   native backfill through REST and
 //!   `airflow backfill create`): time to the first successful run and to all dates, per side
 //!   (`--latency-trials N`, default 3, after `--latency-warmup N` rounds not counted, default
 //!   1; `--latency-venvs af2,af3`, the venvs to measure;
@@ -205,6 +206,8 @@ fn venv_named(name: &str) -> PathBuf {
 struct Airflow {
     home: PathBuf,
     venv: PathBuf,
+    /// The PostgreSQL database's URL when the home is on one (SQLite otherwise).
+    pg: Option<String>,
 }
 
 impl Airflow {
@@ -228,7 +231,11 @@ impl Airflow {
         }
         let sales = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("dags/sales.py");
         std::fs::copy(sales, home.join("dags/sales.py")).unwrap_or_else(|e| die(e.to_string()));
-        let af = Airflow { home, venv: venv() };
+        let af = Airflow {
+            home,
+            venv: venv(),
+            pg: pg.map(str::to_owned),
+        };
         af.cli(&["db", "migrate"]);
         af.cli(&["dags", "reserialize"]);
         af.cli(&["sync-perm"]);
@@ -236,11 +243,13 @@ impl Airflow {
         af
     }
 
-    /// An Airflow home another bench set up (only its DB is used here).
-    fn existing(home: &Path, venv: &Path) -> Airflow {
+    /// An Airflow home another bench set up (only its DB is used here), on the PostgreSQL
+    /// database `pg` when given.
+    fn existing(home: &Path, venv: &Path, pg: Option<&str>) -> Airflow {
         Airflow {
             home: home.to_owned(),
             venv: venv.to_owned(),
+            pg: pg.map(str::to_owned),
         }
     }
 
@@ -258,8 +267,13 @@ impl Airflow {
         airflow_db(&self.home)
     }
 
+    /// The first column of `sql`'s first row, an integer, on PostgreSQL (-1 on
+    /// an error).
     fn count(&self, sql: &str) -> i64 {
-        self.db().query_row(sql, [], |r| r.get(0)).unwrap_or(-1)
+        match &self.pg {
+            Some(url) => pg_count(url, sql),
+            None => self.db().query_row(sql, [], |r| r.get(0)).unwrap_or(-1),
+        }
     }
 }
 
@@ -433,8 +447,28 @@ fn machine() -> String {
     format!("{cores} cores, {cpu}")
 }
 
-/// A fresh PostgreSQL database of this run on the local server; returns its URL.
-fn pg_database() -> String {
+/// One integer of a query on the PostgreSQL database `url` (-1 on an error).
+fn pg_count(url: &str, sql: &str) -> i64 {
+    #[derive(diesel::QueryableByName)]
+    struct Value {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        value: i64,
+    }
+    let Ok(parsed) = backfilld::dburl::DbUrl::parse(url) else {
+        return -1;
+    };
+    let Ok(mut db) = backfilld::metadb::MetaDb::connect(&parsed) else {
+        return -1;
+    };
+    let sql = format!("SELECT CAST(({sql}) AS BIGINT) AS value");
+    db.load::<Value>(&sql, &[])
+        .ok()
+        .and_then(|rows| rows.first().map(|r| r.value))
+        .unwrap_or(-1)
+}
+
+/// A fresh PostgreSQL database `bfd_bench_<what>_<pid>` on the local server; returns its URL.
+fn pg_database(what: &str) -> String {
     use diesel::connection::SimpleConnection;
     use diesel::Connection;
     let server = std::env::var("BACKFILLD_TEST_PG_URL")
@@ -442,7 +476,7 @@ fn pg_database() -> String {
         .filter(|v| !v.is_empty())
         .map(|v| v.trim_end_matches('/').to_owned())
         .unwrap_or_else(|| "postgresql://postgres@127.0.0.1:5432".to_owned());
-    let name = format!("bfd_bench_reconcile_{}", std::process::id());
+    let name = format!("bfd_bench_{what}_{}", std::process::id());
     let mut c =
         diesel::PgConnection::establish(&format!("{server}/postgres")).unwrap_or_else(|e| {
             die(format!(
@@ -641,7 +675,7 @@ fn on_each_backend(a: &Args, name: &str, bench: fn(&Args, Option<&str>)) {
         bench(a, None);
     }
     if a.pg {
-        let url = pg_database();
+        let url = pg_database("reconcile");
         bench(a, Some(&url));
         if a.keep_pg {
             println!("{name} (PostgreSQL): database kept: {url}");

@@ -581,7 +581,7 @@ pub struct ReconcileSection {
     pub delete_after_days: Option<u32>,
     /// Create a copy's next runs as queued `dag_run` rows once the scheduler made its first
     /// (as fast as Airflow's own backfill), instead of one run per scheduler loop or steering
-    /// round. Off by default until it is proven on every Airflow release and backend.
+    /// round. On by default; set `false` for one run per scheduler loop.
     pub create_runs: bool,
 }
 
@@ -591,7 +591,7 @@ impl Default for ReconcileSection {
             interval_secs: 5,
             register_timeout_secs: 600,
             delete_after_days: None,
-            create_runs: false,
+            create_runs: true,
         }
     }
 }

@@ -5,11 +5,16 @@
 //! trial uses; the sides alternate trial by trial. Per side it prints the time from the request
 //! (the file's rename into the spool; the command's start; the POST) to the first successful
 //! run and to the last run finished, min/median/max over the trials, and whether each trial
-//! ran exactly its 24 dates.
+//! ran exactly its 24 dates. Airflow 2.11's home is on SQLite (SequentialExecutor, as
+//! `airflow dags backfill` runs), Airflow 3's on a fresh PostgreSQL database of the run
+//! (LocalExecutor; on SQLite its native backfill fails with "database is locked").
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use backfilld::metadb::{Arg, MetaDb};
+use diesel::sql_types::BigInt;
 
 use super::{die, drop_file, free_port, percentile, start_daemon_bin, Daemon};
 
@@ -99,6 +104,8 @@ struct Home {
     api_port: u16,
     log_port: u16,
     procs: Vec<Child>,
+    /// The PostgreSQL database of an Airflow 3 home (dropped with it).
+    pg: Option<String>,
 }
 
 impl Drop for Home {
@@ -106,7 +113,36 @@ impl Drop for Home {
         for p in &mut self.procs {
             kill_group(p);
         }
+        if let Some(url) = &self.pg {
+            super::drop_pg_database(url);
+        }
     }
+}
+
+/// Three integers of a query.
+#[derive(diesel::QueryableByName)]
+struct Counts {
+    #[diesel(sql_type = BigInt)]
+    a: i64,
+    #[diesel(sql_type = BigInt)]
+    b: i64,
+    #[diesel(sql_type = BigInt)]
+    c: i64,
+}
+
+/// One integer of a query.
+#[derive(diesel::QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+/// `sql`'s one integer `n` (-1 on an error).
+fn count(db: &mut MetaDb, sql: &str, args: &[Arg]) -> i64 {
+    db.load::<Count>(sql, args)
+        .ok()
+        .and_then(|rows| rows.first().map(|r| r.n))
+        .unwrap_or(-1)
 }
 
 /// Stop a component and the processes it started (its own process group).
@@ -131,11 +167,16 @@ impl Home {
         std::fs::create_dir_all(home.join("dags")).unwrap_or_else(|e| die(e.to_string()));
         std::fs::write(home.join("dags/latency_hourly.py"), DAG)
             .unwrap_or_else(|e| die(e.to_string()));
-        if v3 {
-            // In airflow.cfg, so backfilld reads the same auth manager (root's FAB user).
+        let pg = v3.then(|| super::pg_database(&format!("latency_{venv_name}")));
+        if let Some(url) = &pg {
+            // In airflow.cfg, so backfilld reads the same database and auth manager (root's
+            // FAB user).
             std::fs::write(
                 home.join("airflow.cfg"),
-                "[core]\nauth_manager = airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager\n",
+                format!(
+                    "[core]\nauth_manager = airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager\n\
+                     [database]\nsql_alchemy_conn = {url}\n"
+                ),
             )
             .unwrap_or_else(|e| die(e.to_string()));
         }
@@ -146,6 +187,7 @@ impl Home {
             api_port: free_port(),
             log_port: free_port(),
             procs: Vec::new(),
+            pg,
         };
         h.cli(&["db", "migrate"]);
         h.cli(&["dags", "reserialize"]);
@@ -230,8 +272,16 @@ impl Home {
         self.procs.push(s);
     }
 
-    fn db(&self) -> rusqlite::Connection {
-        super::airflow_db(&self.home)
+    /// A connection to the home's database.
+    fn db(&self) -> MetaDb {
+        let url = match &self.pg {
+            Some(url) => url.clone(),
+            None => format!("sqlite:///{}", self.home.join("airflow.db").display()),
+        };
+        backfilld::dburl::DbUrl::parse(&url)
+            .map_err(|e| e.to_string())
+            .and_then(|u| MetaDb::connect(&u).map_err(|e| e.to_string()))
+            .unwrap_or_else(|e| die(e))
     }
 
     fn date_column(&self) -> &'static str {
@@ -243,41 +293,55 @@ impl Home {
     }
 
     /// Runs of `dag_like` (a `LIKE` pattern) on `day`: (all, success, failed).
-    fn runs(&self, db: &rusqlite::Connection, dag_like: &str, day: &str) -> (i64, i64, i64) {
+    fn runs(&self, db: &mut MetaDb, dag_like: &str, day: &str) -> (i64, i64, i64) {
         let col = self.date_column();
-        db.query_row(
-            &format!(
-                "SELECT COUNT(*), COALESCE(SUM(state = 'success'), 0), COALESCE(SUM(state = 'failed'), 0) \
-                 FROM dag_run WHERE dag_id LIKE ?1 AND {col} >= ?2 AND {col} < ?3"
-            ),
-            rusqlite::params![dag_like, format!("{day} 00:00:00"), format!("{day} 99")],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        let d = db.dialect();
+        let ts = d.ts_param();
+        let Ok(start) = chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d") else {
+            return (0, 0, 0);
+        };
+        let start = start.and_time(chrono::NaiveTime::MIN).and_utc();
+        let end = start + chrono::Duration::days(1);
+        let sql = format!(
+            "SELECT {} AS a, {} AS b, {} AS c FROM dag_run \
+             WHERE dag_id LIKE ? AND {col} >= {ts} AND {col} < {ts}",
+            d.int("COUNT(*)"),
+            d.int("COALESCE(SUM(CASE WHEN state = 'success' THEN 1 ELSE 0 END), 0)"),
+            d.int("COALESCE(SUM(CASE WHEN state = 'failed' THEN 1 ELSE 0 END), 0)"),
+        );
+        db.load::<Counts>(
+            &sql,
+            &[
+                Arg::Text(dag_like.to_owned()),
+                Arg::Text(d.ts_value(start)),
+                Arg::Text(d.ts_value(end)),
+            ],
         )
+        .ok()
+        .and_then(|rows| rows.first().map(|r| (r.a, r.b, r.c)))
         .unwrap_or((0, 0, 0))
     }
 
     /// Live (queued or running) runs of any DAG.
-    fn live(&self, db: &rusqlite::Connection) -> i64 {
-        db.query_row(
-            "SELECT COUNT(*) FROM dag_run WHERE state IN ('queued', 'running')",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap_or(-1)
+    fn live(&self, db: &mut MetaDb) -> i64 {
+        let sql = format!(
+            "SELECT {} AS n FROM dag_run WHERE state IN ('queued', 'running')",
+            db.dialect().int("COUNT(*)")
+        );
+        count(db, &sql, &[])
     }
 
     /// Airflow 3's backfills not marked completed yet (it refuses a second one for the DAG
     /// until the scheduler marked the first).
-    fn open_backfills(&self, db: &rusqlite::Connection) -> i64 {
+    fn open_backfills(&self, db: &mut MetaDb) -> i64 {
         if !self.v3 {
             return 0;
         }
-        db.query_row(
-            "SELECT COUNT(*) FROM backfill WHERE completed_at IS NULL",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap_or(-1)
+        let sql = format!(
+            "SELECT {} AS n FROM backfill WHERE completed_at IS NULL",
+            db.dialect().int("COUNT(*)")
+        );
+        count(db, &sql, &[])
     }
 
     /// An access token of root from the api-server (FAB's `/auth/token`).
@@ -403,24 +467,19 @@ fn trial(h: &Home, a: &LatencyArgs, side: Side, day: &str, token: &str) -> Trial
         Side::Before => a.before.clone(),
         Side::Cli | Side::Rest => None,
     };
-    // This build creates the copy's runs itself (`[reconcile] create_runs`, off by default);
-    // a build from before the key would refuse it.
-    let extra = match side {
-        Side::Backfilld => "[reconcile]\ncreate_runs = true\n",
-        _ => "",
-    };
     let daemon = bin.map(|bin| {
-        let d = start_daemon_bin(&super::Airflow::existing(&h.home, &h.venv), extra, &bin);
+        let af = super::Airflow::existing(&h.home, &h.venv, h.pg.as_deref());
+        let d = start_daemon_bin(&af, "", &bin);
         std::thread::sleep(Duration::from_secs(3));
         d
     });
     let daemon = daemon.as_ref();
-    let db = h.db();
+    let mut db = h.db();
     let (t0, mut child) = start_side(h, daemon, side, day, token);
     let deadline = t0 + Duration::from_secs(600);
     let mut first = None;
     let all = loop {
-        let (n, ok, bad) = h.runs(&db, &like, day);
+        let (n, ok, bad) = h.runs(&mut db, &like, day);
         if ok > 0 && first.is_none() {
             first = Some(t0.elapsed().as_secs_f64());
         }
@@ -444,10 +503,10 @@ fn trial(h: &Home, a: &LatencyArgs, side: Side, day: &str, token: &str) -> Trial
     super::wait(
         "the trial's runs to settle",
         Duration::from_secs(600),
-        || (h.live(&db) == 0 && h.open_backfills(&db) == 0).then_some(()),
+        || (h.live(&mut db) == 0 && h.open_backfills(&mut db) == 0).then_some(()),
     );
     std::thread::sleep(Duration::from_secs(2));
-    let (runs, _, failed) = h.runs(&db, &like, day);
+    let (runs, _, failed) = h.runs(&mut db, &like, day);
     Trial {
         first,
         all,
@@ -483,15 +542,13 @@ fn one(a: &LatencyArgs, venv_name: &str) {
             .unwrap_or_default();
         out.lines().last().unwrap_or("?").to_owned()
     };
-    let db = h.db();
+    let mut db = h.db();
+    let parsed = format!(
+        "SELECT {} AS n FROM serialized_dag WHERE dag_id = ?",
+        db.dialect().int("COUNT(*)")
+    );
     super::wait("the DAG to be parsed", Duration::from_secs(300), || {
-        db.query_row(
-            "SELECT COUNT(*) FROM serialized_dag WHERE dag_id = ?1",
-            [DAG_ID],
-            |r| r.get::<_, i64>(0),
-        )
-        .ok()
-        .filter(|n| *n > 0)
+        (count(&mut db, &parsed, &[Arg::Text(DAG_ID.to_owned())]) > 0).then_some(())
     });
     let token = if h.v3 { h.token() } else { String::new() };
     let mut sides: Vec<Side> = if h.v3 {
@@ -503,7 +560,7 @@ fn one(a: &LatencyArgs, venv_name: &str) {
         sides.insert(1, Side::Before);
     }
     let setup = if h.v3 {
-        "SQLite, LocalExecutor"
+        "PostgreSQL, LocalExecutor"
     } else {
         "SQLite, SequentialExecutor"
     };

@@ -34,6 +34,9 @@ pub struct AirflowSchema {
     /// Whether `revoked_token (jti)` exists (Airflow 3.2+: the api-server refuses a token
     /// whose `jti` is listed there, i.e. one its user signed out of).
     pub has_revoked_tokens: bool,
+    /// Whether `dag_run.partition_key` exists (Airflow 3.2+: a run of a partitioned
+    /// timetable names its partition).
+    pub has_run_partitions: bool,
 }
 
 impl AirflowSchema {
@@ -90,11 +93,13 @@ impl AirflowSchema {
             .columns("revoked_token")?
             .iter()
             .any(|c| c.eq_ignore_ascii_case("jti"));
+        let has_run_partitions = has("partition_key");
         Ok(AirflowSchema {
             generation,
             revision,
             has_parse_requests,
             has_revoked_tokens,
+            has_run_partitions,
         })
     }
 }

@@ -247,6 +247,16 @@ impl Dialect {
         }
     }
 
+    /// A JSON literal for a JSON column (PostgreSQL's `JSONB` takes no text in an
+    /// `INSERT ... SELECT`; MySQL converts text, MariaDB's JSON is text). `json` must hold no
+    /// single quote or `?`.
+    pub fn json_lit(self, json: &str) -> String {
+        match self.0 {
+            Backend::Postgres => format!("CAST('{json}' AS JSONB)"),
+            Backend::Sqlite | Backend::Mysql => format!("'{json}'"),
+        }
+    }
+
     /// Column type for unbounded text (MySQL's TEXT stops at 64 KiB).
     pub fn long_text(self) -> &'static str {
         match self.0 {

@@ -11,12 +11,16 @@
 //! Creating a copy's runs ([`Steering::create_runs`], see `crate::steer::step`): each new run is
 //! an `INSERT ... SELECT` of the copy's *template* run (one the scheduler created for the copy
 //! itself through Airflow's `create_dagrun`), every column copied as the scheduler wrote it
-//! (run type, log template, conf, the creating job, on 3.x the DAG version it was created
-//! with, its bundle version and trigger) except those of the new date and of a new run:
-//! `run_id` (Airflow's `<run_type>__<date>`), the logical date, the data interval and
-//! `run_after` (as the scheduler names them), state `queued`, `queued_at`/`updated_at` now,
-//! no start, end or scheduling decision, `clear_number` 0, `span_status` `not_started`, no
-//! `scheduled_by_job_id`, and on 2.x no `dag_hash`. The task instances are the scheduler's to
+//! (run type, log template, conf, the creating job, external trigger on 2.x, trigger and
+//! triggering user on 3.x) except those of the new date and of a new run: `run_id` (Airflow's
+//! `<run_type>__<date>`), the logical date, the data interval and `run_after` (as the
+//! scheduler names them), state `queued`, `queued_at`/`updated_at` now, no start, end or
+//! scheduling decision, `clear_number` 0, `span_status` `not_started`, no
+//! `scheduled_by_job_id`, on 2.x no `dag_hash`, and on 3.x what `_create_orm_dagrun` reads
+//! at creation: the DAG's latest version (`created_dag_version_id`), the `dag` row's bundle
+//! version (none if the template has none) and a `context_carrier` of its own (empty on
+//! 3.0-3.1; on 3.2+ a fresh unsampled trace context, as Airflow makes with tracing off); on
+//! 3.2+ no partition (a copy whose scheduler runs name one gets no template). The task instances are the scheduler's to
 //! create: a 2.x run whose `dag_hash` is not the serialized DAG's, and a 3.x run with no task
 //! instance of the latest DAG version, get `verify_integrity` (every task instance) the first
 //! time the scheduler schedules them, before anything reads their task instances. The insert
@@ -37,6 +41,24 @@ use super::{parse_ts, Arg, DbError, MetaDb};
 use crate::reconcile::RunState;
 use crate::schedule::RunInfo;
 use crate::steer::{self, CopyRuns, RunOrder};
+
+/// An empty dict as Airflow 3's `ExtendedJSON` stores it (`BaseSerialization.serialize({})`):
+/// a new run's `context_carrier` on Airflow 3.0-3.1.
+const EMPTY_CARRIER: &str = r#"{"__var": {}, "__type": "dict"}"#;
+
+/// A new run's `context_carrier` on Airflow 3.2+ (the releases with `dag_run.partition_key`),
+/// which gives every run its own W3C trace context at creation (`new_dagrun_trace_carrier`):
+/// a random trace and span id, not sampled (what Airflow writes with OpenTelemetry off; with
+/// it on, Airflow's sampler would decide).
+fn fresh_carrier() -> Result<String, DbError> {
+    let mut ids = [0u8; 24];
+    getrandom::fill(&mut ids).map_err(|e| DbError::Data(format!("no random trace id: {e}")))?;
+    let hex: String = ids.iter().map(|b| format!("{b:02x}")).collect();
+    let (trace, span) = hex.split_at(32);
+    Ok(format!(
+        r#"{{"__var": {{"traceparent": "00-{trace}-{span}-00"}}, "__type": "dict"}}"#
+    ))
+}
 
 /// A steered backfill whose copy Airflow registered and nothing holds: not paused (by its
 /// user, the throttle or a life-cycle action), not finished.
@@ -222,12 +244,20 @@ impl<'a> Steering<'a> {
 
     /// The runs of every copy [`Steering::copies`] returns, by copy, and each copy's template
     /// run: one statement. A template is the copy's first `scheduled` run whose run id is the
-    /// one Airflow gives its date ([`steer::run_id`]), i.e. one the scheduler created.
+    /// one Airflow gives its date ([`steer::run_id`]), i.e. one the scheduler created, and
+    /// that names no partition (a partitioned timetable's runs each name their own, which
+    /// backfilld does not compute: such a copy gets its runs from the scheduler).
     pub fn runs(&mut self) -> Result<SteerRuns, DbError> {
         let d = self.db.dialect();
+        // A partitioned run reads as run type `partitioned`, never a template.
+        let run_type = if self.schema.has_run_partitions {
+            "CASE WHEN r.partition_key IS NULL THEN r.run_type ELSE 'partitioned' END"
+        } else {
+            "r.run_type"
+        };
         let sql = format!(
             "SELECT {} AS id, r.dag_id AS dag_id, {} AS logical_date, r.state AS state, \
-             r.run_id AS run_id, r.run_type AS run_type FROM dag_run r \
+             r.run_id AS run_id, {run_type} AS run_type FROM dag_run r \
              JOIN backfilld_backfill b ON b.id = r.dag_id JOIN dag g ON g.dag_id = b.id WHERE {} \
              ORDER BY r.id",
             d.int("r.id"),
@@ -339,6 +369,11 @@ impl<'a> Steering<'a> {
         let mut created = 0;
         for run in runs {
             let run_id = steer::run_id(&template.run_type, run.logical_date);
+            let carrier = if self.schema.has_run_partitions {
+                fresh_carrier()?
+            } else {
+                EMPTY_CARRIER.to_owned()
+            };
             let mut cols = Vec::with_capacity(columns.len());
             let mut exprs = Vec::with_capacity(columns.len());
             let mut args = Vec::new();
@@ -375,7 +410,21 @@ impl<'a> Steering<'a> {
                     "state" => "'queued'".to_owned(),
                     "span_status" => "'not_started'".to_owned(),
                     "clear_number" => "0".to_owned(),
+                    // Airflow 3 gives a new run the DAG's latest version (by `created_at`,
+                    // `DagVersion.get_latest_version`), the bundle version its `dag` row
+                    // holds (none when the template has none: versioning disabled or an
+                    // unversioned bundle) and a trace carrier of its own.
+                    "created_dag_version_id" => "COALESCE((SELECT v.id FROM dag_version v \
+                         WHERE v.dag_id = t.dag_id ORDER BY v.created_at DESC LIMIT 1), \
+                         t.created_dag_version_id)"
+                        .to_owned(),
+                    "bundle_version" => "CASE WHEN t.bundle_version IS NULL THEN NULL ELSE \
+                         (SELECT g.bundle_version FROM dag g WHERE g.dag_id = t.dag_id) END"
+                        .to_owned(),
+                    "context_carrier" => d.json_lit(&carrier),
                     "start_date"
+                    | "partition_key"
+                    | "partition_date"
                     | "end_date"
                     | "last_scheduling_decision"
                     | "dag_hash"

@@ -111,6 +111,8 @@ pub fn core_scenario(af: &mut Airflow) -> Duration {
     // Airflow's own view: the copy registered under the backfill id and ran exactly the dates;
     // the origin never ran; the override reached the task; no import error.
     assert_eq!(af.run_dates(&ok_id), vec!["2024-03-01", "2024-03-02"]);
+    // Runs backfilld created (`[reconcile] create_runs`) are alike the scheduler's.
+    assert_eq!(af.assert_runs_alike(&ok_id), 2);
     assert_eq!(af.run_dates(&failing), vec!["2023-06-01"]);
     assert!(
         af.run_dates("sales").is_empty(),

@@ -59,9 +59,11 @@ fn paris_backfill_across_dst(major: AirflowMajor, name: &str) {
     af.wait_parsed("paris_nightly", BIG);
     let daemon = Daemon::start(&af, &[]);
     // Local bounds: 02:15 Paris on Mar 30 is 01:15 UTC (read as UTC it would miss that night).
+    // Three at once: the scheduler creates the first run, backfilld the others (`[reconcile]
+    // create_runs`) with their data intervals across the change.
     daemon.drop_request(
         "paris.toml",
-        "dag_id = \"paris_nightly\"\nstart = 2024-03-30T02:15:00\nend = 2024-04-01T02:45:00\n",
+        "dag_id = \"paris_nightly\"\nstart = 2024-03-30T02:15:00\nend = 2024-04-01T02:45:00\nmax_active_runs = 3\n",
     );
     let id = crate::support::wait_for(
         "the request to be accepted",
@@ -83,6 +85,45 @@ fn paris_backfill_across_dst(major: AirflowMajor, name: &str) {
         vec!["2024-03-30 01:30", "2024-03-31 01:30", "2024-04-01 00:30"]
     );
     assert!(run_instants(&af, major, "paris_nightly").is_empty());
+    assert_eq!(af.assert_runs_alike(&id), 3);
+    // Data intervals as Airflow's timetable gives them: a cron data interval up to the next
+    // night on 2.x (23 h across the change), none on 3.x (CronTriggerTimetable).
+    let intervals: Vec<(String, String)> = af
+        .query(&format!(
+            "SELECT data_interval_start, data_interval_end FROM dag_run WHERE dag_id = '{id}' \
+             ORDER BY data_interval_start"
+        ))
+        .iter()
+        .map(|r| {
+            let t = |i: usize| -> String {
+                r.get(i)
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default()
+                    .chars()
+                    .take(16)
+                    .collect()
+            };
+            (t(0), t(1))
+        })
+        .collect();
+    let expected: &[(&str, &str)] = if major.is_v3() {
+        &[
+            ("2024-03-30 01:30", "2024-03-30 01:30"),
+            ("2024-03-31 01:30", "2024-03-31 01:30"),
+            ("2024-04-01 00:30", "2024-04-01 00:30"),
+        ]
+    } else {
+        &[
+            ("2024-03-30 01:30", "2024-03-31 01:30"),
+            ("2024-03-31 01:30", "2024-04-01 00:30"),
+            ("2024-04-01 00:30", "2024-04-02 00:30"),
+        ]
+    };
+    let expected: Vec<(String, String)> = expected
+        .iter()
+        .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+        .collect();
+    assert_eq!(intervals, expected, "{}", daemon.log_text());
 }
 
 #[test]

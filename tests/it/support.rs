@@ -615,6 +615,61 @@ impl Airflow {
             .unwrap_or_else(|| panic!("{sql}: no integer in {rows:?}"))
     }
 
+    /// The runs of `dag_id` are alike as Airflow's `create_dagrun` makes them, whoever created
+    /// them (the scheduler its first, backfilld the others with `[reconcile] create_runs`):
+    /// the same run type, creating job, trigger (2.x `external_trigger`, 3.x `triggered_by`),
+    /// log template and conf, on 3.x the same DAG version, bundle version and no backfill;
+    /// each with the run id Airflow gives its date (`<run_type>__<logical date>+00:00`), a data
+    /// interval, and task instances. Returns how many runs there are.
+    pub fn assert_runs_alike(&self, dag_id: &str) -> usize {
+        let col = self.date_column();
+        let (trigger, v3_cols) = if self.major.is_v3() {
+            (
+                "triggered_by",
+                ", created_dag_version_id, bundle_version, backfill_id",
+            )
+        } else {
+            ("external_trigger", "")
+        };
+        let id = dag_id.replace('\'', "''");
+        let rows = self.query(&format!(
+            "SELECT run_id, {col}, data_interval_start, data_interval_end, \
+             (SELECT COUNT(*) FROM task_instance ti WHERE ti.dag_id = r.dag_id AND ti.run_id = r.run_id), \
+             run_type, creating_job_id, {trigger}, log_template_id, conf{v3_cols} \
+             FROM dag_run r WHERE dag_id = '{id}' ORDER BY id"
+        ));
+        let Some(first) = rows.first() else {
+            return 0;
+        };
+        // Timestamps as `YYYY-MM-DDTHH:MM:SS` whatever the backend returns.
+        let ts = |v: &serde_json::Value| -> String {
+            v.as_str()
+                .unwrap_or_default()
+                .chars()
+                .take(19)
+                .collect::<String>()
+                .replace(' ', "T")
+        };
+        for r in &rows {
+            assert_eq!(r[5..], first[5..], "runs of {dag_id} differ: {rows:?}");
+            let run_type = r[5].as_str().unwrap_or_default();
+            assert_eq!(
+                r[0].as_str().unwrap_or_default(),
+                format!("{run_type}__{}+00:00", ts(&r[1])),
+                "run id of {dag_id}: {r:?}"
+            );
+            assert!(
+                !ts(&r[2]).is_empty() && ts(&r[2]) <= ts(&r[3]),
+                "data interval of {dag_id}: {r:?}"
+            );
+            assert!(
+                r[4].as_i64().unwrap_or(0) > 0,
+                "no task instances in {dag_id}: {r:?}"
+            );
+        }
+        rows.len()
+    }
+
     /// Logical dates (`YYYY-MM-DD`) of the runs of `dag_id`, sorted, on any backend and major.
     pub fn run_dates(&self, dag_id: &str) -> Vec<String> {
         self.run_dates_by(dag_id, self.date_column())
