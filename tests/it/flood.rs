@@ -224,12 +224,23 @@ fn spool_flood(af: &Airflow, daemon: &Daemon) {
             (decided > 30 && kept < decided - 20).then_some(())
         },
     );
-    // Nothing lost: every file is decided or still waits.
-    let decided = q(&format!(
-        "SELECT COUNT(*) FROM backfilld_request WHERE uid = {flooder}"
-    ));
-    let active = count_files(&daemon.spool.join("active"), Some(flooder)) as i64;
-    let waiting = count_files(&incoming, Some(flooder)) as i64;
+    // Nothing lost: every file is decided or still waits. The three counts are read one after
+    // the other while the daemon goes on deciding (one file every 2 s), so a file moving
+    // between two reads is seen in neither or both: read them again until they agree.
+    let mut counts = (0, 0, 0);
+    for _ in 0..40 {
+        let decided = q(&format!(
+            "SELECT COUNT(*) FROM backfilld_request WHERE uid = {flooder}"
+        ));
+        let active = count_files(&daemon.spool.join("active"), Some(flooder)) as i64;
+        let waiting = count_files(&incoming, Some(flooder)) as i64;
+        counts = (decided, active, waiting);
+        if decided + active + waiting == FLOOD_FILES as i64 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let (decided, active, waiting) = counts;
     assert_eq!(
         decided + active + waiting,
         FLOOD_FILES as i64,
