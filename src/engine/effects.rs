@@ -32,26 +32,35 @@ impl Engine {
         if eligible.is_empty() {
             return Ok(());
         }
-        let marked = Store::new(&mut c.db).mark_deleted_many(&eligible, now)?;
+        let marked: std::collections::HashSet<String> = Store::new(&mut c.db)
+            .mark_deleted_many(&eligible, now)?
+            .into_iter()
+            .collect();
         if marked.is_empty() {
             return Ok(());
         }
-        let days: HashMap<&str, Option<u32>> = rows
-            .iter()
-            .map(|row| (row.id.as_str(), row.delete_after_days))
+        // The rows as `mark_deleted_many` left them, without reading them again.
+        let rows: Vec<BackfillRow> = rows
+            .into_iter()
+            .filter(|row| marked.contains(&row.id))
+            .map(|mut row| {
+                row.deleted = true;
+                row.deleted_at = Some(now);
+                row.pending_op = Some(PendingOp::Delete);
+                row.updated_at = now;
+                row
+            })
             .collect();
-        let mut entries = Vec::with_capacity(marked.len());
-        for id in &marked {
-            tracing::info!(backfill = %id, delete_after_days = ?days.get(id.as_str()).copied().flatten(), "deleting a finished backfill automatically");
-            let entry = audit_entry(&Identity::default(), Action::Delete, Some(id), None);
+        let mut entries = Vec::with_capacity(rows.len());
+        for row in &rows {
+            tracing::info!(backfill = %row.id, delete_after_days = ?row.delete_after_days, "deleting a finished backfill automatically");
+            let entry = audit_entry(&Identity::default(), Action::Delete, Some(&row.id), None);
             emit_audit(&entry);
             entries.push(entry);
         }
         let host = self.host.clone();
         let c = self.conn.get()?;
         Store::new(&mut c.db).audit_many(&host, &entries)?;
-        let ids: Vec<&str> = marked.iter().map(String::as_str).collect();
-        let rows = Store::new(&mut c.db).backfills_any(&ids)?;
         self.carry_out_all(&rows);
         Ok(())
     }
