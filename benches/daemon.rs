@@ -29,20 +29,21 @@
 //!   import, a cold pass (a fresh engine), a steady pass (nothing new) and an incremental one
 //!   (1% moved on), with statements and peak RSS.
 //! - latency (`--only-latency`): 24 hourly dates of one DAG backfilled in turn by backfilld and
-//!   by Airflow's own backfill in the same Airflow home with a real scheduler (Airflow 2.11 on
-//!   SQLite: `airflow dags backfill`; Airflow 3 on a fresh PostgreSQL database as above: the
-//!   native backfill through REST and
+//!   by Airflow's own backfill in the same Airflow home with a real scheduler, each home on a
+//!   fresh PostgreSQL database as above with the LocalExecutor (Airflow 2.11:
+//!   `airflow dags backfill`; Airflow 3: the native backfill through REST and
 //!   `airflow backfill create`): time to the first successful run and to all dates, per side
 //!   (`--latency-trials N`, default 3, after `--latency-warmup N` rounds not counted, default
 //!   1; `--latency-venvs af2,af3`, the venvs to measure;
 //!   `--latency-before PATH`: another build's `backfilld` as one more side, e.g. the previous
-//!   commit's, so before and after are measured in one run).
+//!   commit's, so before and after are measured in one run; `--latency-af2-sqlite`: Airflow
+//!   2.11 on SQLite with the SequentialExecutor instead).
 //!
 //! Run: `cargo bench --bench daemon -- [--requests N] [--idle-secs S] [--no-first-run]
 //! [--backfills N] [--runs M] [--tis K] [--no-pg] [--no-sqlite] [--keep-pg] [--only-reconcile]
 //! [--no-reconcile] [--singles N] [--only-seed] [--seed-backfills N] [--seed-runs M]
 //! [--only-list] [--no-list] [--only-seed-side-by-side] [--only-latency] [--latency-trials N]
-//! [--latency-warmup N] [--latency-venvs af2,af3] [--latency-before PATH]` (defaults 1000, 60, with first run, 10000, 100, 5, with
+//! [--latency-warmup N] [--latency-venvs af2,af3] [--latency-before PATH] [--latency-af2-sqlite]` (defaults 1000, 60, with first run, 10000, 100, 5, with
 //! reconcile, 20, 100000, 3, with list). Needs the venvs of `scripts/airflow-venvs.sh`.
 
 #[path = "support/latency.rs"]
@@ -105,6 +106,7 @@ fn args() -> Args {
             warmup: 1,
             venvs: vec!["af2".to_owned(), "af3".to_owned()],
             before: None,
+            af2_sqlite: false,
         },
     };
     let mut it = std::env::args().skip(1);
@@ -152,6 +154,7 @@ fn args() -> Args {
                     .unwrap_or(a.latency.warmup)
             }
             "--latency-before" => a.latency.before = it.next().map(PathBuf::from),
+            "--latency-af2-sqlite" => a.latency.af2_sqlite = true,
             "--latency-venvs" => {
                 if let Some(v) = it.next() {
                     a.latency.venvs = v.split(',').map(str::to_owned).collect();

@@ -304,16 +304,18 @@ impl Engine {
             self.tick_service();
             let now = Instant::now();
             if now >= next_rescan {
-                self.scan();
+                if self.scan() > 0 {
+                    self.steer.requests_decided();
+                }
                 next_rescan = now + self.paced_rescan(rescan_every);
             }
             if now >= next_reconcile {
                 self.reconcile();
                 next_reconcile = Instant::now() + reconcile_every;
-                next_live_check = Instant::now() + steering::LIVE_CHECK;
-            } else if self.steer.watch && now >= next_live_check {
+                next_live_check = Instant::now() + self.steer.check_period();
+            } else if self.steer.watching() && now >= next_live_check {
                 self.steer_on_change();
-                next_live_check = Instant::now() + steering::LIVE_CHECK;
+                next_live_check = Instant::now() + self.steer.check_period();
             }
             let importing = self.import_active && self.import_retry_at.is_none_or(|t| now >= t);
             if importing {
@@ -326,7 +328,7 @@ impl Engine {
                 let mut next = next_rescan
                     .min(next_reconcile)
                     .min(self.import_retry_at.unwrap_or(next_reconcile));
-                if self.steer.watch {
+                if self.steer.watching() {
                     next = next.min(next_live_check);
                 }
                 next.saturating_duration_since(Instant::now())
@@ -371,7 +373,9 @@ impl Engine {
                 }
             }
             if scan {
-                self.scan();
+                if self.scan() > 0 {
+                    self.steer.requests_decided();
+                }
                 next_rescan = next_rescan.min(Instant::now() + self.paced_rescan(rescan_every));
             }
         }

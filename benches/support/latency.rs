@@ -5,9 +5,11 @@
 //! trial uses; the sides alternate trial by trial. Per side it prints the time from the request
 //! (the file's rename into the spool; the command's start; the POST) to the first successful
 //! run and to the last run finished, min/median/max over the trials, and whether each trial
-//! ran exactly its 24 dates. Airflow 2.11's home is on SQLite (SequentialExecutor, as
-//! `airflow dags backfill` runs), Airflow 3's on a fresh PostgreSQL database of the run
-//! (LocalExecutor; on SQLite its native backfill fails with "database is locked").
+//! ran exactly its 24 dates. Every home is on a fresh PostgreSQL database of the run with the
+//! LocalExecutor (the production set-up; on SQLite Airflow 3's native backfill fails with
+//! "database is locked", and Airflow 2 allows only the SequentialExecutor), the same executor,
+//! `[core] parallelism` and `max_active_tasks_per_dag` for the scheduler and for Airflow's own
+//! backfill. `--latency-af2-sqlite` keeps Airflow 2.11 on SQLite with the SequentialExecutor.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -62,6 +64,9 @@ pub struct LatencyArgs {
     pub venvs: Vec<String>,
     /// Another build's `backfilld`, measured as one more side ("before").
     pub before: Option<PathBuf>,
+    /// Airflow 2's home on SQLite with the SequentialExecutor instead of PostgreSQL with the
+    /// LocalExecutor.
+    pub af2_sqlite: bool,
 }
 
 /// Who backfills in a trial.
@@ -104,7 +109,7 @@ struct Home {
     api_port: u16,
     log_port: u16,
     procs: Vec<Child>,
-    /// The PostgreSQL database of an Airflow 3 home (dropped with it).
+    /// The PostgreSQL database of the home (dropped with it); `None` on SQLite.
     pg: Option<String>,
 }
 
@@ -157,7 +162,7 @@ fn kill_group(p: &mut Child) {
 }
 
 impl Home {
-    fn new(venv_name: &str) -> Home {
+    fn new(venv_name: &str, sqlite: bool) -> Home {
         let venv = super::venv_named(venv_name);
         let v3 = venv_name != "af2";
         let home = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -167,16 +172,18 @@ impl Home {
         std::fs::create_dir_all(home.join("dags")).unwrap_or_else(|e| die(e.to_string()));
         std::fs::write(home.join("dags/latency_hourly.py"), DAG)
             .unwrap_or_else(|e| die(e.to_string()));
-        let pg = v3.then(|| super::pg_database(&format!("latency_{venv_name}")));
+        let pg = (v3 || !sqlite).then(|| super::pg_database(&format!("latency_{venv_name}")));
         if let Some(url) = &pg {
-            // In airflow.cfg, so backfilld reads the same database and auth manager (root's
-            // FAB user).
+            // In airflow.cfg, so backfilld reads the same database (and on 3.x the same auth
+            // manager: root's FAB user).
+            let core = if v3 {
+                "[core]\nauth_manager = airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager\n"
+            } else {
+                ""
+            };
             std::fs::write(
                 home.join("airflow.cfg"),
-                format!(
-                    "[core]\nauth_manager = airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager\n\
-                     [database]\nsql_alchemy_conn = {url}\n"
-                ),
+                format!("{core}[database]\nsql_alchemy_conn = {url}\n"),
             )
             .unwrap_or_else(|e| die(e.to_string()));
         }
@@ -207,31 +214,43 @@ impl Home {
             .env(
                 "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT",
                 self.log_port.to_string(),
-            );
+            )
+            // Airflow's defaults, set so both sides plainly run with the same ones.
+            .env("AIRFLOW__CORE__PARALLELISM", "32")
+            .env("AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG", "16");
+        // Every command of the home (scheduler, `airflow dags backfill`, the native backfill's
+        // scheduler) runs the same executor.
+        c.env("AIRFLOW__CORE__EXECUTOR", self.executor());
         if self.v3 {
             let port = self.api_port.to_string();
-            c.env("AIRFLOW__CORE__EXECUTOR", "LocalExecutor")
-                .env(
-                    "AIRFLOW__CORE__AUTH_MANAGER",
-                    "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager",
-                )
-                .env("AIRFLOW__API__HOST", "127.0.0.1")
-                .env("AIRFLOW__API__PORT", &port)
-                .env("AIRFLOW__API__WORKERS", "1")
-                .env("AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT", "30")
-                .env(
-                    "AIRFLOW__CORE__EXECUTION_API_SERVER_URL",
-                    format!("http://127.0.0.1:{port}/execution/"),
-                )
-                .env(
-                    "AIRFLOW__API_AUTH__JWT_SECRET",
-                    "backfilld-bench-jwt-secret",
-                )
-                .env("AIRFLOW__API__SECRET_KEY", "backfilld-bench-secret-key");
-        } else {
-            c.env("AIRFLOW__CORE__EXECUTOR", "SequentialExecutor");
+            c.env(
+                "AIRFLOW__CORE__AUTH_MANAGER",
+                "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager",
+            )
+            .env("AIRFLOW__API__HOST", "127.0.0.1")
+            .env("AIRFLOW__API__PORT", &port)
+            .env("AIRFLOW__API__WORKERS", "1")
+            .env("AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT", "30")
+            .env(
+                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL",
+                format!("http://127.0.0.1:{port}/execution/"),
+            )
+            .env(
+                "AIRFLOW__API_AUTH__JWT_SECRET",
+                "backfilld-bench-jwt-secret",
+            )
+            .env("AIRFLOW__API__SECRET_KEY", "backfilld-bench-secret-key");
         }
         c
+    }
+
+    /// The executor: Airflow 2 on SQLite allows only the SequentialExecutor.
+    fn executor(&self) -> &'static str {
+        if self.pg.is_some() {
+            "LocalExecutor"
+        } else {
+            "SequentialExecutor"
+        }
     }
 
     fn cli(&self, args: &[&str]) {
@@ -531,7 +550,7 @@ fn summary(xs: &[f64]) -> String {
 
 /// The latency benchmark on one venv.
 fn one(a: &LatencyArgs, venv_name: &str) {
-    let mut h = Home::new(venv_name);
+    let mut h = Home::new(venv_name, a.af2_sqlite);
     h.start();
     let version = {
         let out = h
@@ -559,7 +578,7 @@ fn one(a: &LatencyArgs, venv_name: &str) {
     if a.before.is_some() {
         sides.insert(1, Side::Before);
     }
-    let setup = if h.v3 {
+    let setup = if h.pg.is_some() {
         "PostgreSQL, LocalExecutor"
     } else {
         "SQLite, SequentialExecutor"

@@ -7,7 +7,7 @@
 //! catchup copies get their runs created ahead of the scheduler the same way.
 
 use std::collections::{HashMap, HashSet};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
@@ -22,10 +22,14 @@ use crate::schedule::{RunInfo, ScheduleError, Timetable};
 use crate::steer::{self, CopyRuns, Step};
 use crate::turns;
 
-/// How often, between passes, the leader checks whether a steered copy's live runs changed
-/// (one statement over Airflow's indexes of queued and running runs), while steered copies
-/// have dates left.
-pub(super) const LIVE_CHECK: Duration = Duration::from_millis(500);
+/// How long after its backfill was submitted a copy Airflow has not serialized yet keeps the
+/// live check going (its first run, made by the scheduler once the copy is parsed, is then
+/// seen within a check period instead of at the next pass).
+const NEW_COPY_WATCH_SECS: i64 = 60;
+/// How long after a scan decided requests the live check runs even with nothing steered yet
+/// (a new copy has no `dag` row until Airflow parsed it), unless a steering step names or
+/// creates a run first.
+const NEW_REQUEST_WATCH: Duration = Duration::from_secs(30);
 
 /// What the engine keeps of a steered backfill between passes: its dates in run order and
 /// its copy's timetable (read once, from the copy's serialized DAG).
@@ -67,11 +71,36 @@ pub(super) struct SteerState {
     waiting: HashMap<String, String>,
     /// Every copy's live runs at the last step (a change means a slot may have freed).
     live_seen: Option<Vec<(String, LiveRuns)>>,
-    /// Whether some steered copy has dates left to name (the live check is worth running).
+    /// Whether some steered copy has dates left to name, or a new copy is waiting for Airflow
+    /// to parse it (the live check is worth running).
     pub(super) watch: bool,
+    /// What the last live check cost, the steering step it led to included (or, after a
+    /// pass, the pass's read of the live runs): paces the live check
+    /// ([`steer::live_check_period`]).
+    live_cost: Duration,
+    /// Until when the live check runs for requests just decided (their copies' first runs),
+    /// or until a steering step names or creates a run.
+    new_until: Option<Instant>,
 }
 
 impl SteerState {
+    /// How long to wait before the next live check.
+    pub(super) fn check_period(&self) -> Duration {
+        steer::live_check_period(self.live_cost)
+    }
+
+    /// A scan decided requests (new backfills among them, perhaps): check the live runs for
+    /// a while, so a new copy's first run (the scheduler's, once Airflow parsed the copy) is
+    /// seen within a check period rather than at the next pass, and its next runs created.
+    pub(super) fn requests_decided(&mut self) {
+        self.new_until = Some(Instant::now() + NEW_REQUEST_WATCH);
+    }
+
+    /// Whether the live check is worth running now.
+    pub(super) fn watching(&self) -> bool {
+        self.watch || self.new_until.is_some_and(|t| Instant::now() < t)
+    }
+
     /// Why `id` waits for a turn, if it does.
     pub(super) fn waiting(&self, id: &str) -> Option<&str> {
         self.waiting.get(id).map(String::as_str)
@@ -89,13 +118,16 @@ impl Engine {
     /// Between passes: when a copy's live runs changed since the last steering step, steer
     /// again (a slot may have freed, or a named run started). Leader only.
     pub(super) fn steer_on_change(&mut self) {
-        if self.leader_token.is_none() || !self.steer.watch {
+        if self.leader_token.is_none() || !self.steer.watching() {
             return;
         }
         let Some(c) = self.conn.current() else {
             return;
         };
-        let live = match Steering::new(&mut c.db, &c.schema).live() {
+        let started = Instant::now();
+        let read = Steering::new(&mut c.db, &c.schema).live();
+        self.steer.live_cost = started.elapsed();
+        let live = match read {
             Ok(live) => live,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the live runs of the copies");
@@ -110,6 +142,8 @@ impl Engine {
             tracing::warn!(error = %e, "cannot name the next run of steered copies; retrying");
             self.lost(&e);
         }
+        // The whole check paces the next: the read and the step it led to.
+        self.steer.live_cost = started.elapsed();
     }
 
     /// Name the next run of every steered copy the run budgets give a run now; returns how
@@ -143,7 +177,9 @@ impl Engine {
             st.live_seen = None;
             return Ok(0);
         }
+        let started = Instant::now();
         let all_live = Steering::new(&mut c.db, &c.schema).live()?;
+        self.steer.live_cost = started.elapsed();
         self.steer.live_seen = Some(signature(&all_live));
         let ids: HashSet<&str> = copies.iter().map(|copy| copy.id.as_str()).collect();
         let st = &mut self.steer;
@@ -177,6 +213,11 @@ impl Engine {
                 }
                 Err(why) => {
                     tracing::debug!(backfill = %copy.id, reason = %why, "steered copy not ready");
+                    // A new copy Airflow has not parsed yet: keep checking, its first run
+                    // comes soon.
+                    if (Utc::now() - copy.submitted_at).num_seconds() < NEW_COPY_WATCH_SECS {
+                        st.watch = true;
+                    }
                 }
             }
         }
@@ -299,6 +340,9 @@ impl Engine {
         }
         for (id, ..) in &create {
             st.last_named.insert(id.clone(), now);
+        }
+        if named > 0 {
+            st.new_until = None;
         }
         Ok(named)
     }
