@@ -21,7 +21,7 @@ pub use migrations::*;
 pub use rows::*;
 
 /// Schema version this build expects.
-pub const SCHEMA_VERSION: i64 = 19;
+pub const SCHEMA_VERSION: i64 = 20;
 
 /// Most ids one `IN (...)` list binds (under every backend's bind limit).
 const IN_CHUNK: usize = 400;
@@ -326,6 +326,42 @@ impl<'a> Store<'a> {
             Err(e) if e.is_unique_violation() => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    /// Record that there is nothing to send for each backfill in `ids` in `state` (no
+    /// recipient, the event not wanted, or too old when first seen), so later passes do not
+    /// read its row again for notifications: a sent mark written for them all, one statement
+    /// per [`IN_CHUNK`] ids, only where the backfill is still in `state` and has no mark.
+    pub fn mark_nothing_to_send(
+        &mut self,
+        ids: &[&str],
+        state: BackfillState,
+        now: DateTime<Utc>,
+    ) -> Result<(), DbError> {
+        for chunk in ids.chunks(IN_CHUNK) {
+            let marks = vec!["?"; chunk.len()].join(", ");
+            let mut args = vec![
+                Arg::Text(stored_ts(now)),
+                Arg::Text(state.as_str().to_owned()),
+            ];
+            args.extend(chunk.iter().map(|id| Arg::Text((*id).to_owned())));
+            match self.db.execute(
+                &format!(
+                    "INSERT INTO backfilld_notification (backfill_id, state, sent_at) \
+                     SELECT b.id, b.state, ? FROM backfilld_backfill b \
+                     WHERE b.state = ? AND b.id IN ({marks}) \
+                     AND NOT EXISTS (SELECT 1 FROM backfilld_notification n \
+                                     WHERE n.backfill_id = b.id AND n.state = b.state)"
+                ),
+                &args,
+            ) {
+                Ok(_) => {}
+                // A mark written meanwhile: the next pass marks the rest.
+                Err(e) if e.is_unique_violation() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// One slice of a list, newest first (`submitted_at` descending, then `id` descending):
