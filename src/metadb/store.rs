@@ -434,8 +434,23 @@ impl<'a> Store<'a> {
 
     /// Every backfill with Airflow-side work of a life-cycle action outstanding.
     pub fn pending_ops(&mut self) -> Result<Vec<BackfillRow>, DbError> {
+        // Without the origin source, which no action's Airflow-side work needs (a pass reads
+        // these rows while thousands of imported deletions settle). The actions named, not
+        // `IS NOT NULL`: SQLite then searches the `pending_op` index instead of walking the
+        // whole table in `id` order (30-70 ms a pass at 10,000 backfills with none pending).
+        let cols = BACKFILL_COLS.replacen("origin_code", "'' AS origin_code", 1);
+        let ops = [
+            PendingOp::Cancel,
+            PendingOp::Pause,
+            PendingOp::Resume,
+            PendingOp::Delete,
+        ]
+        .map(|op| format!("'{}'", op.as_str()))
+        .join(", ");
         let rows: Vec<BackfillSql> = self.db.load(
-            &format!("SELECT {BACKFILL_COLS} FROM backfilld_backfill WHERE pending_op IS NOT NULL ORDER BY id"),
+            &format!(
+                "SELECT {cols} FROM backfilld_backfill WHERE pending_op IN ({ops}) ORDER BY id"
+            ),
             &[],
         )?;
         rows.into_iter().map(TryInto::try_into).collect()
