@@ -69,6 +69,9 @@ pub(super) struct SteerState {
     live_seen: Option<Vec<(String, LiveRuns)>>,
     /// Whether some steered copy has dates left to name (the live check is worth running).
     pub(super) watch: bool,
+    /// The last pass found no backfill steering could take (`plan::maybe_steered`): the
+    /// step after it need not read the copies.
+    pub(super) none_after_pass: bool,
 }
 
 impl SteerState {
@@ -129,9 +132,13 @@ impl Engine {
         let create_runs = self.config.reconcile.create_runs;
         let catchup = create_runs && budgets.global.is_none() && budgets.per_dag.is_none();
         let c = self.conn.get()?;
-        let copies = Steering::new(&mut c.db, &c.schema)
-            .with_catchup(catchup)
-            .copies()?;
+        let copies = if std::mem::take(&mut self.steer.none_after_pass) {
+            Vec::new()
+        } else {
+            Steering::new(&mut c.db, &c.schema)
+                .with_catchup(catchup)
+                .copies()?
+        };
         if copies.is_empty() && self.steer.last_named.is_empty() {
             // Nothing steered and no turn to remember: the live runs of every copy (a join
             // of every queued/running run with backfilld's rows, the costliest read of a pass
