@@ -326,6 +326,9 @@ impl Engine {
             cache.saved(unsaved);
             stats.paused = paused;
             stats.unpaused = unpaused;
+        } else {
+            // Nothing differs from the kept copy: the next diff starts from here.
+            cache.saved(unsaved);
         }
         phases.done("write");
         phases.trace("reconcile_pass");
