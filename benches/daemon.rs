@@ -27,7 +27,10 @@
 //!   seed's own pass (`update_backfill_states(None)`, the plugin from PyPI) timed, the table
 //!   imported by `import-seed`, then backfilld's passes on the same DB: the first pass after the
 //!   import, a cold pass (a fresh engine), a steady pass (nothing new) and an incremental one
-//!   (1% moved on), with statements and peak RSS.
+//!   (1% moved on), with statements and peak RSS; `--no-seed-pass` leaves the seed's own
+//!   pass out (it takes minutes; the ratios are then not printed), `--settled` adds a steady
+//!   and an incremental pass once the imported deletions settled (`DELETE_SETTLE_SECS`, 30 s
+//!   after the first pass).
 //! - latency (`--only-latency`): 24 hourly dates of one DAG backfilled in turn by backfilld and
 //!   by Airflow's own backfill in the same Airflow home with a real scheduler, each home on a
 //!   fresh PostgreSQL database as above with the LocalExecutor (Airflow 2.11:
@@ -42,8 +45,9 @@
 //! Run: `cargo bench --bench daemon -- [--requests N] [--idle-secs S] [--no-first-run]
 //! [--backfills N] [--runs M] [--tis K] [--no-pg] [--no-sqlite] [--keep-pg] [--only-reconcile]
 //! [--no-reconcile] [--singles N] [--only-seed] [--seed-backfills N] [--seed-runs M]
-//! [--only-list] [--no-list] [--only-seed-side-by-side] [--only-latency] [--latency-trials N]
-//! [--latency-warmup N] [--latency-venvs af2,af3] [--latency-before PATH] [--latency-af2-sqlite]` (defaults 1000, 60, with first run, 10000, 100, 5, with
+//! [--only-list] [--no-list] [--only-seed-side-by-side] [--no-seed-pass] [--settled] [--only-latency]
+//! [--latency-trials N] [--latency-warmup N] [--latency-venvs af2,af3] [--latency-before PATH]
+//! [--latency-af2-sqlite]` (defaults 1000, 60, with first run, 10000, 100, 5, with
 //! reconcile, 20, 100000, 3, with list). Needs the venvs of `scripts/airflow-venvs.sh`.
 
 #[path = "support/latency.rs"]
@@ -76,6 +80,8 @@ struct Args {
     only_list: bool,
     list: bool,
     only_side_by_side: bool,
+    seed_pass: bool,
+    settled: bool,
     only_latency: bool,
     latency: latency::LatencyArgs,
 }
@@ -100,6 +106,8 @@ fn args() -> Args {
         only_list: false,
         list: true,
         only_side_by_side: false,
+        seed_pass: true,
+        settled: false,
         only_latency: false,
         latency: latency::LatencyArgs {
             trials: 3,
@@ -140,6 +148,8 @@ fn args() -> Args {
             "--singles" => a.singles = it.next().and_then(|v| v.parse().ok()).unwrap_or(a.singles),
             "--only-seed" => a.only_seed = true,
             "--only-seed-side-by-side" => a.only_side_by_side = true,
+            "--no-seed-pass" => a.seed_pass = false,
+            "--settled" => a.settled = true,
             "--only-latency" => a.only_latency = true,
             "--latency-trials" => {
                 a.latency.trials = it
@@ -1132,6 +1142,36 @@ print("RESULT:" + json.dumps({"secs": secs, "statements": n[0],
     "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
 "#;
 
+/// The seed's own pass on `af`'s DB, with its own code: its time in seconds.
+fn seed_pass(af: &Airflow, backend: &str) -> f64 {
+    let out = af
+        .command("python")
+        .env("PYTHONPATH", seed_plugin_dir())
+        .arg("-c")
+        .arg(SEED_PASS_PY)
+        .output()
+        .unwrap_or_else(|e| die(e.to_string()));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("RESULT:"))
+        .unwrap_or_else(|| {
+            die(format!(
+                "the seed's pass printed no result:\n{stdout}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        });
+    let seed: serde_json::Value =
+        serde_json::from_str(line).unwrap_or_else(|e| die(format!("{e}: {line}")));
+    let seed_secs = seed["secs"].as_f64().unwrap_or(f64::NAN);
+    println!(
+        "side by side ({backend}): seed pass (update_backfill_states(None)): {:.2} s, {} statements, peak RSS {} KiB",
+        seed_secs, seed["statements"], seed["maxrss_kib"]
+    );
+    seed_secs
+}
+
 /// Reset this process's peak RSS (`VmHWM`) to its current RSS.
 fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
@@ -1180,32 +1220,12 @@ fn side_by_side(a: &Args, pg: Option<&str>) {
         a.backfills / 10 * 9 * a.runs,
         t.elapsed().as_secs_f64()
     );
-    // The seed's pass, with its own code.
-    let out = af
-        .command("python")
-        .env("PYTHONPATH", seed_plugin_dir())
-        .arg("-c")
-        .arg(SEED_PASS_PY)
-        .output()
-        .unwrap_or_else(|e| die(e.to_string()));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout
-        .lines()
-        .rev()
-        .find_map(|l| l.strip_prefix("RESULT:"))
-        .unwrap_or_else(|| {
-            die(format!(
-                "the seed's pass printed no result:\n{stdout}\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            ))
-        });
-    let seed: serde_json::Value =
-        serde_json::from_str(line).unwrap_or_else(|e| die(format!("{e}: {line}")));
-    let seed_secs = seed["secs"].as_f64().unwrap_or(f64::NAN);
-    println!(
-        "side by side ({backend}): seed pass (update_backfill_states(None)): {:.2} s, {} statements, peak RSS {} KiB",
-        seed_secs, seed["statements"], seed["maxrss_kib"]
-    );
+    // The seed's pass, with its own code (unless left out: it takes minutes).
+    let seed_secs = if a.seed_pass {
+        seed_pass(&af, backend)
+    } else {
+        f64::NAN
+    };
     // The import, as a job.
     let mut e = engine(&af);
     reset_peak_rss();
@@ -1238,6 +1258,7 @@ fn side_by_side(a: &Args, pg: Option<&str>) {
         );
     };
     reset_peak_rss();
+    let first = Instant::now();
     e.reconcile();
     show(
         "first pass after the import (every row written, counted in full)",
@@ -1270,5 +1291,41 @@ fn side_by_side(a: &Args, pg: Option<&str>) {
             e.last_pass(),
             status_kib(std::process::id(), "VmHWM:"),
         );
+    }
+    if a.settled {
+        // Once the imported deletions settled (30 s after they were marked), nothing is left
+        // to carry out: the passes of a daemon at rest.
+        let wait = Duration::from_secs(32).saturating_sub(first.elapsed());
+        std::thread::sleep(wait);
+        let mut e = engine(&af);
+        e.reconcile();
+        show(
+            "cold pass 3 (a fresh engine, deletions settled)",
+            e.last_pass(),
+            status_kib(std::process::id(), "VmHWM:"),
+        );
+        for round in 0..2 {
+            reset_peak_rss();
+            e.reconcile();
+            show(
+                &format!("steady pass {} (deletions settled)", round + 1),
+                e.last_pass(),
+                status_kib(std::process::id(), "VmHWM:"),
+            );
+        }
+        for round in 0..2 {
+            let moved = metagen::advance_slice(&mut db, "seed", a.backfills, 100, round + 1)
+                .unwrap_or_else(|e| die(e.to_string()));
+            reset_peak_rss();
+            e.reconcile();
+            show(
+                &format!(
+                    "incremental pass {} after 1% moved on ({moved} runs changed, deletions settled)",
+                    round + 1
+                ),
+                e.last_pass(),
+                status_kib(std::process::id(), "VmHWM:"),
+            );
+        }
     }
 }

@@ -164,6 +164,9 @@ pub struct Engine {
     batch: Option<ingest::BatchCache>,
     guards: abuse::Guards,
     notifier: notify::Notifier,
+    /// Deleted backfills whose Airflow-side removal this engine carried out once and whose
+    /// deletion has not settled yet (`Engine::carry_out_deletes`).
+    deletes_carried: std::collections::HashSet<String>,
 }
 
 /// Who read what: uid, Airflow user, target (the key of [`READ_AUDIT_WINDOW`]).
@@ -249,6 +252,7 @@ impl Engine {
             batch: None,
             guards,
             notifier: notify::Notifier::new(),
+            deletes_carried: std::collections::HashSet::new(),
         }
     }
 

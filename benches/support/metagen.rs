@@ -192,10 +192,21 @@ pub fn advance_named(
     total: usize,
     every: usize,
 ) -> Result<usize, DbError> {
+    advance_slice(db, prefix, total, every, 0)
+}
+
+/// [`advance_named`] for the backfills with `k % every == offset` (another 1% each offset).
+pub fn advance_slice(
+    db: &mut MetaDb,
+    prefix: &str,
+    total: usize,
+    every: usize,
+    offset: usize,
+) -> Result<usize, DbError> {
     let d = db.dialect();
     let now = d.ts_value(Utc::now());
     let picked = format!(
-        "SELECT {} FROM gen_nums WHERE k < {total} AND k % {} = 0",
+        "SELECT {} FROM gen_nums WHERE k < {total} AND k % {} = {offset}",
         Spelling::of(db).cat(&[&format!("'{prefix}_'"), "k", "'_backfill'"]),
         every.max(1)
     );

@@ -99,10 +99,36 @@ impl Engine {
     /// (per 400). The action is done for a backfill once its deletion settled
     /// (`DELETE_SETTLE_SECS`: a parse in flight may register the copy again) and a removal
     /// over the settled ones found nothing left.
+    ///
+    /// While a deletion settles, a pass after the one that carried it out looks only at
+    /// whether Airflow registered the copy again (its `dag` row, one statement per 400): a
+    /// parse in flight writes that row with the rest, and a copy that came back is removed
+    /// again at once; the settled sweep removes everything once more before the action is
+    /// done.
     fn carry_out_deletes(&mut self, rows: &[&BackfillRow]) -> Result<(), DbError> {
-        self.fence()?;
         let dir = self.copy_dir();
         let now = Utc::now();
+        let settle = chrono::Duration::seconds(DELETE_SETTLE_SECS);
+        let settled_at = |row: &BackfillRow| row.deleted_at.is_none_or(|t| now - t > settle);
+        let carried = &self.deletes_carried;
+        let (again, mut due): (Vec<&BackfillRow>, Vec<&BackfillRow>) = rows
+            .iter()
+            .partition(|row| carried.contains(&row.id) && !settled_at(row));
+        if !again.is_empty() {
+            let c = self.conn.get()?;
+            let ids: Vec<&str> = again.iter().map(|row| row.id.as_str()).collect();
+            let back: std::collections::HashSet<String> = Airflow::new(&mut c.db, &c.schema)
+                .dags_of(&ids)?
+                .into_iter()
+                .map(|d| d.dag_id)
+                .collect();
+            due.extend(again.into_iter().filter(|row| back.contains(&row.id)));
+        }
+        if due.is_empty() {
+            return Ok(());
+        }
+        let rows = due;
+        self.fence()?;
         let c = self.conn.get()?;
         let mut af = Airflow::new(&mut c.db, &c.schema);
         let ids: Vec<&str> = rows.iter().map(|row| row.id.as_str()).collect();
@@ -122,12 +148,11 @@ impl Engine {
             .collect();
         let ids: Vec<&str> = gone.iter().map(|row| row.id.as_str()).collect();
         let running = af.running_tasks_of(&ids)?;
-        let settle = chrono::Duration::seconds(DELETE_SETTLE_SECS);
         let (mut settled, mut fresh) = (Vec::new(), Vec::new());
         for row in gone {
             if running.get(&row.id).is_some_and(|n| *n > 0) {
                 tracing::info!(backfill = %row.id, "delete waits for the copy's running tasks to finish");
-            } else if row.deleted_at.is_none_or(|t| now - t > settle) {
+            } else if settled_at(row) {
                 settled.push(row.id.as_str());
             } else {
                 fresh.push(row.id.as_str());
@@ -156,7 +181,10 @@ impl Engine {
             }
         }
         Store::new(&mut c.db).clear_pending_ops(&settled, PendingOp::Delete)?;
+        self.deletes_carried
+            .extend(fresh.iter().map(|id| (*id).to_owned()));
         for id in &settled {
+            self.deletes_carried.remove(*id);
             tracing::info!(backfill = %id, action = PendingOp::Delete.as_str(), "life-cycle action carried out");
         }
         Ok(())

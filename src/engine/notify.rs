@@ -7,7 +7,7 @@
 //! the next pass writes its sent mark. A crash between sending and marking sends it again
 //! (at most twice); a crash before sending leaves it unmarked, so the next leader sends it.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TrySendError};
 use std::time::Duration;
 
@@ -179,6 +179,22 @@ impl Engine {
             &self.config.notifications,
             now,
         );
+        // What is not due now never will be in this state (too old, or no recipient or
+        // event wanted when first seen): marked, so the next passes do not read it again.
+        let due_keys: HashSet<Key> = due.iter().map(Delivery::key).collect();
+        let mut nothing: BTreeMap<BackfillState, Vec<&str>> = BTreeMap::new();
+        for f in &facts {
+            let key = (f.id.clone(), f.state);
+            if !due_keys.contains(&key) && !notifier.in_flight.contains(&key) {
+                nothing.entry(f.state).or_default().push(f.id.as_str());
+            }
+        }
+        for (state, ids) in &nothing {
+            if let Err(e) = store.mark_nothing_to_send(ids, *state, now) {
+                tracing::warn!(error = %e, "cannot mark backfills with nothing to send; reading them again next pass");
+                break;
+            }
+        }
         for d in due {
             let job = render(&self.config, &d);
             let queue = match notifier.queue.clone() {

@@ -53,6 +53,11 @@ pub(super) struct PassCache {
     saved: Option<Saved>,
     /// Where the rolling recount goes on (a position in pass order).
     roll: usize,
+    /// Backfills whose row, run counts or queued/running runs may differ from `saved` (the
+    /// kept cache's diff looks at these alone), unless `all_dirty`.
+    dirty: HashSet<String>,
+    /// Every backfill may differ from `saved` (a cache just built or adopted).
+    all_dirty: bool,
 }
 
 /// The kept cache as last written.
@@ -100,6 +105,8 @@ impl PassCache {
                 known: HashSet::new(),
                 saved: None,
                 roll: 0,
+                dirty: HashSet::new(),
+                all_dirty: true,
             };
             for (row, v) in pass.rows_of(None)? {
                 cache.insert(row, v);
@@ -143,6 +150,8 @@ impl PassCache {
                 known: mark.known.iter().copied().collect(),
                 saved: Some(Saved { runs, active, mark }),
                 roll: 0,
+                dirty: HashSet::new(),
+                all_dirty: true,
             };
             for (row, v) in pass.rows_of(None)? {
                 cache.insert(row, v);
@@ -169,6 +178,7 @@ impl PassCache {
     pub(super) fn adopt_saved(&mut self, old: PassCache) {
         if old.token == self.token {
             self.saved = old.saved;
+            self.all_dirty = true;
         }
     }
 
@@ -193,22 +203,54 @@ impl PassCache {
             }
             return u;
         };
+        let u = if self.all_dirty {
+            self.unsaved_of(
+                saved,
+                self.versions
+                    .keys()
+                    .chain(saved.runs.keys())
+                    .chain(self.active.keys())
+                    .chain(saved.active.keys()),
+            )
+        } else {
+            self.unsaved_of(saved, self.dirty.iter())
+        };
+        #[cfg(debug_assertions)]
+        if !self.all_dirty {
+            // The dirty set must cover every difference: the full comparison agrees.
+            let all = self.unsaved_of(
+                saved,
+                self.versions
+                    .keys()
+                    .chain(saved.runs.keys())
+                    .chain(self.active.keys())
+                    .chain(saved.active.keys()),
+            );
+            debug_assert_eq!(
+                sorted(&u),
+                sorted(&all),
+                "the kept cache's diff missed a change"
+            );
+        }
+        u
+    }
+
+    /// What differs from `saved` among the backfills `ids` (repeats allowed).
+    fn unsaved_of<'s>(&self, saved: &Saved, ids: impl Iterator<Item = &'s String>) -> Unsaved {
+        let ids: BTreeSet<&String> = ids.collect();
         let mut u = Unsaved::default();
-        for id in self.versions.keys() {
-            let now = self.runs_of(id);
-            if saved.runs.get(id) != Some(&now) {
-                u.delta.counts.push((id.clone(), now));
+        for id in &ids {
+            if self.versions.contains_key(*id) {
+                let now = self.runs_of(id);
+                if saved.runs.get(*id) != Some(&now) {
+                    u.delta.counts.push(((*id).clone(), now));
+                }
+            } else if saved.runs.contains_key(*id) {
+                u.delta.counts_gone.push((*id).clone());
             }
         }
-        u.delta.counts_gone = saved
-            .runs
-            .keys()
-            .filter(|id| !self.versions.contains_key(*id))
-            .cloned()
-            .collect();
         let none = Vec::new();
-        let copies: BTreeSet<&String> = self.active.keys().chain(saved.active.keys()).collect();
-        for copy in copies {
+        for copy in ids {
             let old = saved.active.get(copy).unwrap_or(&none);
             let new = self.active.get(copy).unwrap_or(&none);
             if old == new {
@@ -231,6 +273,8 @@ impl PassCache {
 
     /// Record that `u` was written (its transaction committed).
     pub(super) fn saved(&mut self, u: Unsaved) {
+        self.dirty.clear();
+        self.all_dirty = false;
         let Unsaved { delta, touched } = u;
         let saved = self.saved.get_or_insert_with(|| Saved {
             runs: HashMap::new(),
@@ -394,6 +438,7 @@ impl PassCache {
             }
         }
         let changed = updates.len();
+        self.dirty.extend(updates.keys().cloned());
         // The rolling recount: the next `n / every` rows (rounded up) in pass order, wrapping
         // around, counted again after the updates above are applied.
         let mut rolled: Vec<String> = Vec::new();
@@ -445,6 +490,7 @@ impl PassCache {
                 recount.push(id);
             }
         }
+        self.dirty.extend(recount.iter().cloned());
         let counted = pass.run_summaries(Some(&recount))?;
         for id in &recount {
             match counted.get(id) {
@@ -452,6 +498,18 @@ impl PassCache {
                 None => self.runs.remove(id),
             };
         }
+        self.dirty.extend(
+            active
+                .iter()
+                .filter(|(id, runs)| self.active.get(*id) != Some(*runs))
+                .map(|(id, _)| id.clone()),
+        );
+        self.dirty.extend(
+            self.active
+                .keys()
+                .filter(|id| !active.contains_key(*id))
+                .cloned(),
+        );
         self.active = active;
         self.run_floor = self.run_seen;
         self.run_seen = top;
@@ -463,12 +521,14 @@ impl PassCache {
     }
 
     fn insert(&mut self, row: PassRow, version: RowVersion) {
+        self.dirty.insert(row.id.clone());
         self.versions
             .insert(row.id.clone(), (version, row.submitted_at));
         self.rows.insert((row.submitted_at, row.id.clone()), row);
     }
 
     fn remove(&mut self, id: &str) {
+        self.dirty.insert(id.to_owned());
         if let Some((_, at)) = self.versions.remove(id) {
             self.rows.remove(&(at, id.to_owned()));
         }
@@ -495,6 +555,19 @@ impl PassCache {
     pub(super) fn runs_of(&self, id: &str) -> RunSummary {
         self.runs.get(id).copied().unwrap_or_default()
     }
+}
+
+/// `u`'s content in a comparable order (a debug check of the dirty set).
+#[cfg(debug_assertions)]
+fn sorted(u: &Unsaved) -> String {
+    let mut d = u.delta.clone();
+    d.counts.sort_by(|a, b| a.0.cmp(&b.0));
+    d.counts_gone.sort();
+    d.active.sort();
+    d.active_gone.sort_unstable();
+    let mut t = u.touched.clone();
+    t.sort();
+    format!("{:?} {:?}", d, t)
 }
 
 fn state(running: bool) -> RunState {

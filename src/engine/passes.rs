@@ -266,6 +266,11 @@ impl Engine {
             register_timeout: timeout,
             now,
         });
+        // Steering after this pass reads its copies only when some row may be one.
+        let catchup = self.config.reconcile.create_runs
+            && throttle.max_running_backfill_runs.is_none()
+            && throttle.max_running_per_dag.is_none();
+        self.steer.none_after_pass = !plan::maybe_steered(&rows, &decided.changes, catchup);
         phases.done("plan");
         for (id, why) in &decided.failed_prerequisites {
             tracing::info!(backfill = %id, reason = %why, "a prerequisite did not succeed");
@@ -321,6 +326,9 @@ impl Engine {
             cache.saved(unsaved);
             stats.paused = paused;
             stats.unpaused = unpaused;
+        } else {
+            // Nothing differs from the kept copy: the next diff starts from here.
+            cache.saved(unsaved);
         }
         phases.done("write");
         phases.trace("reconcile_pass");

@@ -12,7 +12,7 @@ use crate::config::ThrottleSection;
 use crate::metadb::airflow::is_path_suffix;
 use crate::metadb::pass::{Change, PassRow};
 use crate::ordering::Gate;
-use crate::reconcile::{self, Observation, RunSummary};
+use crate::reconcile::{self, Observation, Progress, RunSummary};
 use crate::state::BackfillState;
 use crate::throttle::{self, Verdict};
 
@@ -239,10 +239,31 @@ pub(super) fn plan(f: &Facts<'_>) -> Plan {
     out
 }
 
+/// Whether steering may have a copy to name runs for after this pass: some row in a state
+/// steering takes (`submitted`, `queued`, `running`), not paused by its user, no life-cycle
+/// action pending, and steered or (with `catchup`) with dates still without a run as the
+/// pass leaves them (`changes` give the progress it writes). A superset of
+/// `metadb::steer`'s condition, which also needs the copy registered and unpaused: when this
+/// is false, steering's read of the copies would find none.
+pub(super) fn maybe_steered(rows: &[&PassRow], changes: &[Change], catchup: bool) -> bool {
+    let written: HashMap<&str, &Progress> = changes
+        .iter()
+        .map(|c| (c.id.as_str(), &c.decision.progress))
+        .collect();
+    rows.iter().any(|r| {
+        let takes = matches!(
+            r.state,
+            BackfillState::Submitted | BackfillState::Queued | BackfillState::Running
+        ) && !r.user_paused
+            && r.pending_op.is_none();
+        let p = written.get(r.id.as_str()).copied().unwrap_or(&r.progress);
+        takes && (r.steered || (catchup && p.succeeded + p.failed + p.running + p.queued < p.total))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reconcile::Progress;
     use crate::testutil::utc;
 
     const NOW: (i32, u32, u32) = (2026, 1, 10);
@@ -274,6 +295,60 @@ mod tests {
             max_active_runs: 1,
             priority: 0,
             steered: false,
+        }
+    }
+
+    #[test]
+    fn maybe_steered_sees_steered_and_catchup_copies_with_dates_left() {
+        let full = |id: &str| {
+            let mut r = row(id, BackfillState::Running, 3);
+            r.progress.succeeded = 2;
+            r.progress.running = 1;
+            r.progress.pending = 0;
+            r
+        };
+        let steered = PassRow {
+            steered: true,
+            ..full("s")
+        };
+        let paused = PassRow {
+            user_paused: true,
+            ..row("p", BackfillState::Running, 3)
+        };
+        let pending = PassRow {
+            pending_op: Some(crate::rows::PendingOp::Pause),
+            ..row("o", BackfillState::Queued, 3)
+        };
+        let dates_left = row("d", BackfillState::Submitted, 3);
+        let dates_full = full("f");
+        let wrote_left = Change {
+            id: "f".to_owned(),
+            decision: reconcile::Decision {
+                state: BackfillState::Running,
+                reason: None,
+                progress: Progress {
+                    total: 3,
+                    succeeded: 1,
+                    pending: 2,
+                    ..Progress::default()
+                },
+                run_start: None,
+                run_end: None,
+            },
+            throttled: false,
+        };
+        // (rows, changes, catchup, expected)
+        let table: Vec<(Vec<&PassRow>, Vec<Change>, bool, bool)> = vec![
+            (vec![], vec![], true, false),
+            (vec![&steered], vec![], false, true),
+            (vec![&paused, &pending], vec![], true, false),
+            (vec![&dates_left], vec![], true, true),
+            (vec![&dates_left], vec![], false, false),
+            (vec![&dates_full], vec![], true, false),
+            (vec![&dates_full], vec![wrote_left], true, true),
+        ];
+        for (i, (rows, changes, catchup, want)) in table.into_iter().enumerate() {
+            assert_eq!(maybe_steered(&rows, &changes, catchup), want, "case {i}");
         }
     }
 

@@ -81,6 +81,9 @@ pub(super) struct SteerState {
     /// Until when the live check runs for requests just decided (their copies' first runs),
     /// or until a steering step names or creates a run.
     new_until: Option<Instant>,
+    /// The last pass found no backfill steering could take (`plan::maybe_steered`): the
+    /// step after it need not read the copies.
+    pub(super) none_after_pass: bool,
 }
 
 impl SteerState {
@@ -163,9 +166,13 @@ impl Engine {
         let create_runs = self.config.reconcile.create_runs;
         let catchup = create_runs && budgets.global.is_none() && budgets.per_dag.is_none();
         let c = self.conn.get()?;
-        let copies = Steering::new(&mut c.db, &c.schema)
-            .with_catchup(catchup)
-            .copies()?;
+        let copies = if std::mem::take(&mut self.steer.none_after_pass) {
+            Vec::new()
+        } else {
+            Steering::new(&mut c.db, &c.schema)
+                .with_catchup(catchup)
+                .copies()?
+        };
         if copies.is_empty() && self.steer.last_named.is_empty() {
             // Nothing steered and no turn to remember: the live runs of every copy (a join
             // of every queued/running run with backfilld's rows, the costliest read of a pass

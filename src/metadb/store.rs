@@ -21,7 +21,7 @@ pub use migrations::*;
 pub use rows::*;
 
 /// Schema version this build expects.
-pub const SCHEMA_VERSION: i64 = 19;
+pub const SCHEMA_VERSION: i64 = 20;
 
 /// Most ids one `IN (...)` list binds (under every backend's bind limit).
 const IN_CHUNK: usize = 400;
@@ -328,6 +328,42 @@ impl<'a> Store<'a> {
         }
     }
 
+    /// Record that there is nothing to send for each backfill in `ids` in `state` (no
+    /// recipient, the event not wanted, or too old when first seen), so later passes do not
+    /// read its row again for notifications: a sent mark written for them all, one statement
+    /// per [`IN_CHUNK`] ids, only where the backfill is still in `state` and has no mark.
+    pub fn mark_nothing_to_send(
+        &mut self,
+        ids: &[&str],
+        state: BackfillState,
+        now: DateTime<Utc>,
+    ) -> Result<(), DbError> {
+        for chunk in ids.chunks(IN_CHUNK) {
+            let marks = vec!["?"; chunk.len()].join(", ");
+            let mut args = vec![
+                Arg::Text(stored_ts(now)),
+                Arg::Text(state.as_str().to_owned()),
+            ];
+            args.extend(chunk.iter().map(|id| Arg::Text((*id).to_owned())));
+            match self.db.execute(
+                &format!(
+                    "INSERT INTO backfilld_notification (backfill_id, state, sent_at) \
+                     SELECT b.id, b.state, ? FROM backfilld_backfill b \
+                     WHERE b.state = ? AND b.id IN ({marks}) \
+                     AND NOT EXISTS (SELECT 1 FROM backfilld_notification n \
+                                     WHERE n.backfill_id = b.id AND n.state = b.state)"
+                ),
+                &args,
+            ) {
+                Ok(_) => {}
+                // A mark written meanwhile: the next pass marks the rest.
+                Err(e) if e.is_unique_violation() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
     /// One slice of a list, newest first (`submitted_at` descending, then `id` descending):
     /// at most `limit` backfills matching `query`, strictly after `after` when given. Read by
     /// keyset from the `(submitted_at, id)` index, so a page never reads the rows before it.
@@ -398,8 +434,23 @@ impl<'a> Store<'a> {
 
     /// Every backfill with Airflow-side work of a life-cycle action outstanding.
     pub fn pending_ops(&mut self) -> Result<Vec<BackfillRow>, DbError> {
+        // Without the origin source, which no action's Airflow-side work needs (a pass reads
+        // these rows while thousands of imported deletions settle). The actions named, not
+        // `IS NOT NULL`: SQLite then searches the `pending_op` index instead of walking the
+        // whole table in `id` order (30-70 ms a pass at 10,000 backfills with none pending).
+        let cols = BACKFILL_COLS.replacen("origin_code", "'' AS origin_code", 1);
+        let ops = [
+            PendingOp::Cancel,
+            PendingOp::Pause,
+            PendingOp::Resume,
+            PendingOp::Delete,
+        ]
+        .map(|op| format!("'{}'", op.as_str()))
+        .join(", ");
         let rows: Vec<BackfillSql> = self.db.load(
-            &format!("SELECT {BACKFILL_COLS} FROM backfilld_backfill WHERE pending_op IS NOT NULL ORDER BY id"),
+            &format!(
+                "SELECT {cols} FROM backfilld_backfill WHERE pending_op IN ({ops}) ORDER BY id"
+            ),
             &[],
         )?;
         rows.into_iter().map(TryInto::try_into).collect()

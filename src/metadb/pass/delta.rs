@@ -215,7 +215,11 @@ impl Pass<'_> {
 
     /// The runs `ids` of unfinished backfills' copies (runs that are gone, or whose backfill
     /// finished, are absent), with whether each is in its backfill's range: one statement
-    /// per [`WRITE_CHUNK`] ids (primary keys), none for an empty list.
+    /// per [`WRITE_CHUNK`] ids (primary keys), none for an empty list. Written as a
+    /// `CROSS JOIN` so SQLite looks the runs up by primary key first (with `JOIN … ON` it
+    /// walked every unfinished backfill's runs by `dag_id`: 100-490 ms for 200 runs at
+    /// 10,000 backfills × 100 runs, against 1 ms); PostgreSQL and MySQL plan it as the
+    /// inner join it is.
     pub fn run_details(&mut self, ids: &[i64]) -> Result<HashMap<i64, RunDetail>, DbError> {
         let d = self.db.dialect();
         let date = format!("r.{}", self.date_col());
@@ -226,7 +230,8 @@ impl Pass<'_> {
             let sql = format!(
                 "SELECT r.dag_id AS dag_id, {} AS id, r.state AS state, {} AS start_date, \
                  {} AS end_date, {} AS counted FROM dag_run r \
-                 JOIN backfilld_backfill b ON b.id = r.dag_id WHERE {UNFINISHED} AND r.id IN ({marks})",
+                 CROSS JOIN backfilld_backfill b WHERE b.id = r.dag_id AND {UNFINISHED} \
+                 AND r.id IN ({marks})",
                 d.int("r.id"),
                 d.ts_text("r.start_date"),
                 d.ts_text("r.end_date"),

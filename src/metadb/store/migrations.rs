@@ -322,6 +322,17 @@ pub(super) fn migrations(d: Dialect) -> Vec<(i64, Vec<String>)> {
                     .to_owned(),
             ],
         ),
+        (
+            20,
+            vec![
+                // The notifications' read (`Store::unnotified`) from this index alone: the
+                // backfills of a notified state changed within `max_age`, without walking
+                // every recently updated row (running backfills are updated as they progress).
+                "CREATE INDEX backfilld_backfill_notice ON backfilld_backfill \
+                 (state, updated_at, run_end, id)"
+                    .to_owned(),
+            ],
+        ),
     ]
 }
 
