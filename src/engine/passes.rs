@@ -276,6 +276,7 @@ impl Engine {
         let plan::Plan {
             to_pause,
             to_unpause,
+            releasable,
             changes,
             unfinished_by_state,
             turn_ended,
@@ -323,6 +324,7 @@ impl Engine {
             stats.unpaused = unpaused;
         }
         phases.done("write");
+        self.steer.releasable = Some(releasable);
         phases.trace("reconcile_pass");
         if let Some(c) = self.conn.current() {
             c.pass_cache = Some(cache);

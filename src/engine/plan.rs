@@ -71,6 +71,9 @@ pub(super) struct Plan {
     pub(super) to_pause: Vec<String>,
     /// Copies the throttle releases.
     pub(super) to_unpause: Vec<String>,
+    /// Steered copies paused by the throttle that nothing holds ([`Verdict::Turn`]): the
+    /// steering step may unpause them when it grants them a run.
+    pub(super) releasable: HashSet<String>,
     /// Rows whose stored outcome changes.
     pub(super) changes: Vec<Change>,
     /// Unfinished backfills by state after the pass.
@@ -173,6 +176,13 @@ pub(super) fn plan(f: &Facts<'_>) -> Plan {
                 false
             }
             Some(Verdict::Untouched) => false,
+            // Left as it is: the steering unpauses the copy with the run it grants.
+            Some(Verdict::Turn) => {
+                if row.throttled && airflow_paused == Some(true) {
+                    out.releasable.insert(row.id.clone());
+                }
+                row.throttled
+            }
             None => row.throttled,
         };
         // A copy the throttle holds or releases now is not paused in the user's sense.
@@ -593,6 +603,37 @@ mod tests {
             BackfillState::Paused,
             "not paused in the user's sense"
         );
+    }
+
+    #[test]
+    fn a_steered_copy_waits_paused_for_the_steering_unless_its_runs_are_in_flight() {
+        // Registered paused under a budget, nothing holds it: left paused for the steering,
+        // not paused in the user's sense.
+        let mut s = row("s", BackfillState::Queued, 3);
+        s.steered = true;
+        s.throttled = true;
+        s.max_active_runs = 2;
+        let mut w = World::new(vec![s]);
+        w.throttle.max_running_backfill_runs = Some(2);
+        w.throttle.yield_to_scheduled = false;
+        w.dags.insert("s".into(), true);
+        let p = w.plan();
+        assert!(p.to_pause.is_empty() && p.to_unpause.is_empty(), "{p:?}");
+        assert!(p.releasable.contains("s"), "{p:?}");
+        assert!(change_of(&p, "s")
+            .is_none_or(|c| c.throttled && c.decision.state != BackfillState::Paused));
+        // A run in flight on the paused copy (created as the throttle paused it): unpaused
+        // by the pass, its run is counted already.
+        w.runs.insert("s".into(), summary(1, 0, 0, 0));
+        let p = w.plan();
+        assert_eq!(p.to_unpause, vec!["s".to_owned()], "{p:?}");
+        assert!(p.releasable.is_empty());
+        // Its user paused it in Airflow (not the throttle): neither the pass nor the steering
+        // touches it.
+        w.rows[0].throttled = false;
+        w.runs.clear();
+        let p = w.plan();
+        assert!(p.to_unpause.is_empty() && p.releasable.is_empty(), "{p:?}");
     }
 
     #[test]

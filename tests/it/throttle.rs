@@ -20,6 +20,10 @@ use crate::support::{wait_for, Airflow, AirflowMajor, Daemon};
 
 const BIG: Duration = Duration::from_secs(600);
 
+/// Queued + running runs of every copy of `lifecycle_demo`.
+const ACTIVE: &str = "SELECT COUNT(*) AS value FROM dag_run \
+    WHERE dag_id LIKE 'lifecycle_demo_backfill_%' AND state IN ('queued', 'running')";
+
 fn count(db: &mut MetaDb, sql: &str) -> i64 {
     let rows: Vec<IntRow> = db.load(sql, &[]).unwrap_or_else(|e| panic!("{sql}: {e}"));
     rows.first().map_or(-1, |r| r.value)
@@ -86,87 +90,12 @@ fn throttle_scenario(major: AirflowMajor, name: &str) {
         v["backfill_id"].as_str().unwrap_or_default().to_owned()
     })
     .collect();
-    let active =
-        "SELECT COUNT(*) AS value FROM dag_run WHERE dag_id LIKE 'lifecycle_demo_backfill_%' \
-                  AND state IN ('queued', 'running')";
-    let mut peak = 0;
-    let mut samples = 0;
-    let mut reasons: Vec<String> = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(240);
-    let mut next_status = Instant::now();
-    loop {
-        // The live runs are sampled every 100 ms; the statuses every second.
-        peak = peak.max(count(&mut db, active));
-        samples += 1;
-        if Instant::now() < next_status {
-            std::thread::sleep(Duration::from_millis(100));
-            continue;
-        }
-        next_status = Instant::now() + Duration::from_secs(1);
-        let states: Vec<serde_json::Value> = ids.iter().map(|id| status(&daemon, id)).collect();
-        for s in &states {
-            if let Some(r) = s["reason"].as_str() {
-                if !reasons.iter().any(|x| x == r) {
-                    reasons.push(r.to_owned());
-                }
-            }
-        }
-        if states
-            .iter()
-            .all(|s| matches!(s["state"].as_str(), Some("success" | "failed")))
-        {
-            for s in &states {
-                assert_eq!(s["state"], "success", "{s}\n{}", daemon.log_text());
-                assert_eq!(
-                    s["run_order"], "oldest_first",
-                    "steered under a budget: {s}"
-                );
-                assert_eq!(s["dates_succeeded"], 3, "{s}");
-            }
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "backfills did not finish: {states:?}\n{}",
-            daemon.log_text()
-        );
-    }
-    eprintln!(
-        "throttle: 3 backfills x 3 dates, budget 2: all done in {:.1} s; peak {peak} live runs in {samples} samples",
-        started.elapsed().as_secs_f64()
-    );
-    assert!(peak <= 2, "{peak} backfill runs queued or running at once");
-    assert!(peak >= 1);
-    assert!(
-        reasons
-            .iter()
-            .any(|r| r == "waiting for a turn: 2/2 backfill runs in use"),
-        "the waiting backfill said why: {reasons:?}"
-    );
-    assert!(
-        !reasons.iter().any(|r| r.contains(" 0/")),
-        "held while the budget was free: {reasons:?}"
-    );
-    // Turns alternate: every backfill's first run started before any backfill's last run
-    // ended (none waited until another had run all its dates).
+    watch_budget(&daemon, &mut db, &ids, "3 backfills x 3 dates", started);
     let copies = ids
         .iter()
         .map(|id| format!("'{id}'"))
         .collect::<Vec<_>>()
         .join(", ");
-    let alternate = count(
-        &mut db,
-        &format!(
-            "SELECT CAST(CASE WHEN (SELECT MAX(f) FROM (SELECT MIN(start_date) AS f FROM dag_run \
-             WHERE dag_id IN ({copies}) GROUP BY dag_id) x) < (SELECT MIN(l) FROM (SELECT \
-             MAX(end_date) AS l FROM dag_run WHERE dag_id IN ({copies}) GROUP BY dag_id) y) \
-             THEN 1 ELSE 0 END AS BIGINT) AS value"
-        ),
-    );
-    assert_eq!(
-        alternate, 1,
-        "a backfill waited until another finished all its dates"
-    );
     // How fast a freed slot gets its next run: from the end of the last run that ended before
     // a run was created to that run's creation (`queued_at`), over the runs created once the
     // budget was full.
@@ -182,6 +111,40 @@ fn throttle_scenario(major: AirflowMajor, name: &str) {
         "throttle: a freed slot got its next run after {} ms on average, {} ms at most",
         count(&mut db, &gaps("AVG")),
         count(&mut db, &gaps("MAX"))
+    );
+
+    // 1b. The same where Airflow plans a date by itself (issue 20, the steered-copy gap):
+    //     three backfills of the daily DAG whose ranges end in the latest complete interval
+    //     (yesterday). With `catchup=False` Airflow plans that date for each copy at
+    //     registration; a copy unpaused without a turn would get it at once, over the budget.
+    //     Copies stay paused until the steering gives them a run, and that date goes first.
+    let yesterday = chrono::Utc::now().date_naive() - chrono::Days::new(1);
+    let first = yesterday - chrono::Days::new(2);
+    let (first, last) = (first.to_string(), yesterday.to_string());
+    let started = Instant::now();
+    let latest: Vec<String> = (0..3)
+        .map(|_| {
+            submit(
+                &daemon,
+                "lifecycle_demo",
+                &first,
+                &last,
+                &[
+                    "--max-active-runs",
+                    "3",
+                    "--param",
+                    "sleep=3",
+                    "--ignore-overlap",
+                ],
+            )
+        })
+        .collect();
+    watch_budget(
+        &daemon,
+        &mut db,
+        &latest,
+        "3 backfills x 3 dates ending yesterday",
+        started,
     );
 
     // 2. Yield: a run of `sales` of its own is queued (the DAG is paused, so it waits): a
@@ -274,7 +237,7 @@ fn throttle_scenario(major: AirflowMajor, name: &str) {
     );
     let long = submit(&daemon, "lifecycle_demo", "2024-08-10", "2024-08-12", &slow);
     wait_for("both to run", BIG, || {
-        (count(&mut db, active) == 2).then_some(())
+        (count(&mut db, ACTIVE) == 2).then_some(())
     });
     let plain = submit(&daemon, "lifecycle_demo", "2024-09-01", "2024-09-01", &slow);
     let urgent = submit(
@@ -319,4 +282,92 @@ fn throttle_scenario(major: AirflowMajor, name: &str) {
         ),
     );
     assert_eq!(started_before, 1, "the urgent backfill ran first");
+}
+
+/// Wait until the backfills `ids` (of `lifecycle_demo`, 3 dates each, under
+/// `max_running_backfill_runs = 2`) all succeeded, sampling the queued + running runs of every
+/// copy of the DAG every 100 ms and the statuses every second: never more than 2 at once, the
+/// waiting ones said why (never while the budget was free), and turns alternated.
+fn watch_budget(daemon: &Daemon, db: &mut MetaDb, ids: &[String], what: &str, started: Instant) {
+    let mut peak = 0;
+    let mut samples = 0;
+    let mut reasons: Vec<String> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let mut next_status = Instant::now();
+    loop {
+        // The live runs are sampled every 100 ms; the statuses every second.
+        peak = peak.max(count(db, ACTIVE));
+        samples += 1;
+        if Instant::now() < next_status {
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        }
+        next_status = Instant::now() + Duration::from_secs(1);
+        let states: Vec<serde_json::Value> = ids.iter().map(|id| status(daemon, id)).collect();
+        for s in &states {
+            if let Some(r) = s["reason"].as_str() {
+                if !reasons.iter().any(|x| x == r) {
+                    reasons.push(r.to_owned());
+                }
+            }
+        }
+        if states
+            .iter()
+            .all(|s| matches!(s["state"].as_str(), Some("success" | "failed")))
+        {
+            for s in &states {
+                assert_eq!(s["state"], "success", "{s}\n{}", daemon.log_text());
+                assert_eq!(
+                    s["run_order"], "oldest_first",
+                    "steered under a budget: {s}"
+                );
+                assert_eq!(s["dates_succeeded"], 3, "{s}");
+            }
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "backfills did not finish: {states:?}\n{}",
+            daemon.log_text()
+        );
+    }
+    eprintln!(
+        "throttle: {what}, budget 2: all done in {:.1} s; peak {peak} live runs in {samples} samples",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        peak <= 2,
+        "{what}: {peak} backfill runs queued or running at once"
+    );
+    assert!(peak >= 1);
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r == "waiting for a turn: 2/2 backfill runs in use"),
+        "the waiting backfill said why: {reasons:?}"
+    );
+    assert!(
+        !reasons.iter().any(|r| r.contains(" 0/")),
+        "held while the budget was free: {reasons:?}"
+    );
+    // Turns alternate: every backfill's first run started before any backfill's last run
+    // ended (none waited until another had run all its dates).
+    let copies = ids
+        .iter()
+        .map(|id| format!("'{id}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let alternate = count(
+        db,
+        &format!(
+            "SELECT CAST(CASE WHEN (SELECT MAX(f) FROM (SELECT MIN(start_date) AS f FROM dag_run \
+             WHERE dag_id IN ({copies}) GROUP BY dag_id) x) < (SELECT MIN(l) FROM (SELECT \
+             MAX(end_date) AS l FROM dag_run WHERE dag_id IN ({copies}) GROUP BY dag_id) y) \
+             THEN 1 ELSE 0 END AS BIGINT) AS value"
+        ),
+    );
+    assert_eq!(
+        alternate, 1,
+        "a backfill waited until another finished all its dates"
+    );
 }
