@@ -156,7 +156,15 @@ pub(super) fn plan(f: &Facts<'_>) -> Plan {
                 .get(row.id.as_str())
                 .and_then(|&i| verdicts.get(i))
         } else {
-            f.dags.get(&row.id).map(|_| &Verdict::Untouched)
+            // Throttling turned off: a copy the throttle paused (waiting for a turn when the
+            // budget was removed) is released, never one its user paused.
+            f.dags.get(&row.id).map(|_| {
+                if row.throttled && !row.user_paused && row.pending_op.is_none() {
+                    &Verdict::Go
+                } else {
+                    &Verdict::Untouched
+                }
+            })
         }
         .map(|v| match v {
             Verdict::Go if pausing && row.throttled && airflow_paused == Some(true) => &deferred,
@@ -634,6 +642,23 @@ mod tests {
         w.runs.clear();
         let p = w.plan();
         assert!(p.to_unpause.is_empty() && p.releasable.is_empty(), "{p:?}");
+    }
+
+    #[test]
+    fn copies_paused_by_a_removed_throttle_are_released() {
+        let mut s = row("s", BackfillState::Queued, 3);
+        s.steered = true;
+        s.throttled = true;
+        let mut u = row("u", BackfillState::Paused, 3);
+        u.user_paused = true;
+        u.throttled = true;
+        let mut w = World::new(vec![s, u]);
+        w.throttle.yield_to_scheduled = false;
+        w.dags.insert("s".into(), true);
+        w.dags.insert("u".into(), true);
+        let p = w.plan();
+        assert_eq!(p.to_unpause, vec!["s".to_owned()], "{p:?}");
+        assert!(change_of(&p, "s").is_some_and(|c| !c.throttled));
     }
 
     #[test]
