@@ -6,6 +6,10 @@
 //!   first run starts before any backfill's last run ends); the ones that wait say why, never
 //!   while the budget is free; all three succeed; prints how fast a freed slot got its next
 //!   run;
+//! - the same with three ranges ending at the newest due date (2.11: yesterday; 3.x: today
+//!   00:00), the date Airflow plans by itself for a `catchup=False` copy (issue 20): still
+//!   never more than 2, and that date is each copy's first run (a copy stays paused until its
+//!   turn);
 //! - a backfill of a DAG with a run of its own queued holds ("yielding to scheduled run of
 //!   sales ...") until that run finished;
 //! - a backfill its user paused stays paused through throttling passes;
@@ -114,13 +118,20 @@ fn throttle_scenario(major: AirflowMajor, name: &str) {
     );
 
     // 1b. The same where Airflow plans a date by itself (issue 20, the steered-copy gap):
-    //     three backfills of the daily DAG whose ranges end in the latest complete interval
-    //     (yesterday). With `catchup=False` Airflow plans that date for each copy at
-    //     registration; a copy unpaused without a turn would get it at once, over the budget.
-    //     Copies stay paused until the steering gives them a run, and that date goes first.
-    let yesterday = chrono::Utc::now().date_naive() - chrono::Days::new(1);
-    let first = yesterday - chrono::Days::new(2);
-    let (first, last) = (first.to_string(), yesterday.to_string());
+    //     three backfills of the daily DAG whose ranges end at the newest date already due:
+    //     on 2.11 the latest complete interval (yesterday, `CronDataIntervalTimetable`), on
+    //     3.x the latest trigger (today 00:00: `@daily` is a `CronTriggerTimetable` there).
+    //     With `catchup=False` Airflow plans that date for each copy at registration; a copy
+    //     unpaused without a turn would get it at once, over the budget. Copies stay paused
+    //     until the steering gives them a run, and that date goes first.
+    let today = chrono::Utc::now().date_naive();
+    let newest = if major.is_v3() {
+        today
+    } else {
+        today - chrono::Days::new(1)
+    };
+    let first = newest - chrono::Days::new(2);
+    let (first, last) = (first.to_string(), newest.to_string());
     let started = Instant::now();
     let latest: Vec<String> = (0..3)
         .map(|_| {
@@ -143,9 +154,30 @@ fn throttle_scenario(major: AirflowMajor, name: &str) {
         &daemon,
         &mut db,
         &latest,
-        "3 backfills x 3 dates ending yesterday",
+        "3 backfills x 3 dates ending at the newest due date",
         started,
     );
+    // Each copy's first run is the date Airflow planned by itself (the newest), given as
+    // its first turn.
+    let column = if major.is_v3() {
+        "logical_date"
+    } else {
+        "execution_date"
+    };
+    let copies = latest
+        .iter()
+        .map(|id| format!("'{id}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let newest_first = count(
+        &mut db,
+        &format!(
+            "SELECT COUNT(*) AS value FROM dag_run r WHERE r.dag_id IN ({copies}) \
+             AND r.id = (SELECT MIN(f.id) FROM dag_run f WHERE f.dag_id = r.dag_id) \
+             AND CAST(r.{column} AT TIME ZONE 'UTC' AS DATE) = DATE '{last}'"
+        ),
+    );
+    assert_eq!(newest_first, 3, "each copy's first run is {last}");
 
     // 2. Yield: a run of `sales` of its own is queued (the DAG is paused, so it waits): a
     //    backfill of `sales` holds until that run finished.
