@@ -15,8 +15,9 @@
 //! creates a run twice.
 //!
 //! The newest date is the one Airflow plans by itself: with `catchup=False` it names the
-//! timetable's latest complete interval in the copy's `dag` row when that is inside the range
-//! and newer than the copy's runs (at registration, at every parse, and after creating a run).
+//! newest date already due (a data-interval timetable's latest complete interval, a trigger
+//! timetable's latest trigger) in the copy's `dag` row when that is inside the range and newer
+//! than the copy's runs (at registration, at every parse, and after creating a run).
 //! Under a run budget a copy therefore registers paused and stays paused until the budgets give
 //! it a run ([`release`]): that date then takes its first run, so Airflow's own plan is one
 //! the budgets gave, and after it Airflow plans nothing inside the range.
@@ -192,8 +193,8 @@ pub fn step(
 /// paused under a run budget, and the throttle pauses it while idle for a hold): `None` keeps
 /// it paused; `Some(step)` unpauses it and takes `step` in the same transaction. `named` is
 /// the date its `dag` row names that has no run (with `catchup=False`, the date Airflow plans
-/// by itself, at registration and at every parse: the timetable's latest complete interval
-/// when it is inside the copy's range and newer than its runs). Unpausing makes the scheduler
+/// by itself, at registration and at every parse: the newest date already due when it is
+/// inside the copy's range and newer than its runs). Unpausing makes the scheduler
 /// create that run, so it takes the first granted run, before the order's dates; the rest of
 /// the grant goes to [`step`] as for an unpaused copy. Once that date has a run, Airflow plans
 /// nothing inside the range again (its next date is after the copy's newest run, beyond the
