@@ -14,6 +14,14 @@
 //! harmless (the scheduler skips creating it and clears the field), so a stale decision never
 //! creates a run twice.
 //!
+//! The newest date is the one Airflow plans by itself: with `catchup=False` it names the
+//! newest date already due (a data-interval timetable's latest complete interval, a trigger
+//! timetable's latest trigger) in the copy's `dag` row when that is inside the range and newer
+//! than the copy's runs (at registration, at every parse, and after creating a run).
+//! Under a run budget a copy therefore registers paused and stays paused until the budgets give
+//! it a run ([`release`]): that date then takes its first run, so Airflow's own plan is one
+//! the budgets gave, and after it Airflow plans nothing inside the range.
+//!
 //! To keep the order, a new date is named only when none of the copy's runs is queued (every
 //! run named before has started) and fewer than `max_active_runs` are running: the scheduler
 //! starts queued runs oldest first, so two queued at once would start in date order.
@@ -198,6 +206,33 @@ pub const LIVE_CHECK_MAX: Duration = Duration::from_secs(1);
 pub fn live_check_period(cost: Duration) -> Duration {
     cost.saturating_mul(10)
         .clamp(LIVE_CHECK_MIN, LIVE_CHECK_MAX)
+}
+
+/// The step of a copy paused until the budgets give it a run (a steered copy registers
+/// paused under a run budget, and the throttle pauses it while idle for a hold): `None` keeps
+/// it paused; `Some(step)` unpauses it and takes `step` in the same transaction. `named` is
+/// the date its `dag` row names that has no run (with `catchup=False`, the date Airflow plans
+/// by itself, at registration and at every parse: the newest date already due when it is
+/// inside the copy's range and newer than its runs). Unpausing makes the scheduler
+/// create that run, so it takes the first granted run, before the order's dates; the rest of
+/// the grant goes to [`step`] as for an unpaused copy. Once that date has a run, Airflow plans
+/// nothing inside the range again (its next date is after the copy's newest run, beyond the
+/// range), so no run is ever created that the budgets did not give.
+pub fn release(
+    kind: RunOrder,
+    order: &[DateTime<Utc>],
+    runs: &CopyRuns,
+    named: Option<DateTime<Utc>>,
+    max_active_runs: u32,
+    granted: u32,
+    can_create: bool,
+) -> Option<Step> {
+    if granted == 0 {
+        return None;
+    }
+    let rest = granted.saturating_sub(u32::from(named.is_some()));
+    let next = step(kind, order, runs, named, max_active_runs, rest, can_create);
+    (named.is_some() || next != Step::Wait).then_some(next)
 }
 
 /// The run id Airflow gives a run of `run_type` (`scheduled`, ...) at `logical_date`:
@@ -482,6 +517,127 @@ mod tests {
         for (i, (kind, order, r, named, mar, granted, can, want)) in cases.into_iter().enumerate() {
             assert_eq!(
                 step(kind, order, &r, named.map(day), mar, granted, can),
+                want,
+                "case {i}"
+            );
+        }
+    }
+
+    /// A copy paused until the budgets give it a run: the date Airflow planned by itself (the
+    /// newest, when the range ends in the latest complete interval) takes the first granted
+    /// run, whatever the order; nothing granted keeps it paused.
+    #[test]
+    fn releases() {
+        use RunOrder::{NewestFirst, OldestFirst};
+        let all = [day(1), day(2), day(3), day(4), day(5)];
+        let back = NewestFirst.arrange(&all);
+        // (kind, order, runs (dates, queued, running), named, max_active_runs, granted,
+        // can_create) -> None (stays paused) or the step taken with the unpause
+        type Case<'a> = (
+            RunOrder,
+            &'a [DateTime<Utc>],
+            CopyRuns,
+            Option<u32>,
+            u32,
+            u32,
+            bool,
+            Option<Step>,
+        );
+        let cases: Vec<Case> = vec![
+            // Nothing granted: stays paused, even with a date Airflow planned.
+            (
+                OldestFirst,
+                &all,
+                runs(&[], 0, 0),
+                Some(5),
+                2,
+                0,
+                false,
+                None,
+            ),
+            (OldestFirst, &all, runs(&[], 0, 0), None, 2, 0, false, None),
+            // One run granted, Airflow planned the newest date: unpausing creates it; the
+            // oldest waits for the next grant.
+            (
+                OldestFirst,
+                &all,
+                runs(&[], 0, 0),
+                Some(5),
+                2,
+                1,
+                false,
+                Some(Step::Wait),
+            ),
+            // Two granted without a template: the planned date, then one named at a time.
+            (
+                OldestFirst,
+                &all,
+                runs(&[], 0, 0),
+                Some(5),
+                2,
+                2,
+                false,
+                Some(Step::Wait),
+            ),
+            // Nothing planned by Airflow (the range ends before its latest complete interval):
+            // the order's first date, named with the unpause.
+            (
+                OldestFirst,
+                &all,
+                runs(&[], 0, 0),
+                None,
+                2,
+                1,
+                false,
+                Some(Step::Name(day(1))),
+            ),
+            (
+                NewestFirst,
+                &back,
+                runs(&[], 0, 0),
+                None,
+                2,
+                1,
+                false,
+                Some(Step::Name(day(5))),
+            ),
+            // A template (held before, for a yield): the runs granted, created with the
+            // unpause; a planned date takes one of them.
+            (
+                OldestFirst,
+                &all,
+                runs(&[5, 1], 0, 0),
+                None,
+                3,
+                2,
+                true,
+                Some(Step::Create(vec![day(2), day(3)])),
+            ),
+            (
+                OldestFirst,
+                &all,
+                runs(&[1], 0, 0),
+                Some(5),
+                3,
+                2,
+                true,
+                Some(Step::Create(vec![day(2)])),
+            ),
+            // Every date has a run: nothing to unpause for.
+            (
+                OldestFirst,
+                &all,
+                runs(&[1, 2, 3, 4, 5], 0, 0),
+                None,
+                3,
+                2,
+                true,
+                None,
+            ),
+        ];
+        for (i, (kind, order, r, named, mar, granted, can, want)) in cases.into_iter().enumerate() {
+            assert_eq!(
+                release(kind, order, &r, named.map(day), mar, granted, can),
                 want,
                 "case {i}"
             );

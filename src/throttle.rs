@@ -25,7 +25,12 @@
 //! its runs, and the budgets hold per run in the steering step ([`crate::turns`]). Here a
 //! steered backfill only goes through rules 1–3 (a hold pauses its idle copy); its live runs
 //! count toward the budgets of the catchup copies (written before the budget was set), which
-//! keep the pause/unpause rules above.
+//! keep the pause/unpause rules above. An idle steered copy nothing holds gets
+//! [`Verdict::Turn`], not [`Verdict::Go`]: the throttle leaves its pause as it is, and the
+//! steering step unpauses it in the transaction that gives it a run (a steered copy registers
+//! paused and stays so until then, so Airflow's scheduler never creates a run of it on its own
+//! while the budget is full). A steered copy with runs in flight that the throttle paused gets
+//! `Go`: its runs are counted already, and a paused DAG's runs would never finish.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -74,6 +79,10 @@ pub enum Verdict {
     Untouched,
     /// May run: unpause its copy if throttling paused it.
     Go,
+    /// A steered backfill nothing holds, idle: may run when the run budgets give it a turn.
+    /// Its copy stays as it is (paused by the throttle until then); the steering step
+    /// unpauses it with the run it grants ([`crate::steer::release`]).
+    Turn,
     /// Must wait: pause its copy; the reason is shown in its status.
     Hold(String),
 }
@@ -181,7 +190,11 @@ pub fn decide(config: &ThrottleSection, candidates: &[Candidate], load: &Load) -
             used = used.saturating_add(c.active);
             used_per_dag.insert(&c.dag_id, dag_used.saturating_add(c.active));
             if verdicts[i].is_none() {
-                verdicts[i] = Some(Verdict::Go);
+                verdicts[i] = Some(if c.active > 0 {
+                    Verdict::Go
+                } else {
+                    Verdict::Turn
+                });
             }
             continue;
         }
@@ -376,11 +389,35 @@ mod tests {
                 vec![go(), go(), hold("throttled: budget of sales 3/2")],
             ),
             (
-                "steered backfills go (steering holds the budget); their live runs count for catchup copies",
+                "steered backfills: one with runs goes, an idle one waits for its turn from the \
+                 steering (which holds the budget); their live runs count for catchup copies",
                 budget(Some(2), None),
-                vec![steered_busy, steered_idle, cand("c", "sales", 2, 0, 5)],
+                vec![
+                    steered_busy.clone(),
+                    steered_idle.clone(),
+                    cand("c", "sales", 2, 0, 5),
+                ],
                 Load::default(),
-                vec![go(), go(), hold("throttled: global budget 2/2")],
+                vec![go(), Verdict::Turn, hold("throttled: global budget 2/2")],
+            ),
+            (
+                "a steered idle backfill still yields to a scheduled run; one its user paused \
+                 is left alone",
+                budget(Some(2), None),
+                vec![
+                    steered_idle.clone(),
+                    Candidate {
+                        hands_off: true,
+                        ..steered_idle
+                    },
+                    steered_busy,
+                ],
+                scheduled.clone(),
+                vec![
+                    hold("yielding to scheduled run of sales 2024-06-01"),
+                    Verdict::Untouched,
+                    go(),
+                ],
             ),
             (
                 "a budget of 0 holds everything",

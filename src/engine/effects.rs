@@ -225,6 +225,20 @@ impl Engine {
         let mut af = Airflow::new(&mut c.db, &c.schema);
         let done = match op {
             PendingOp::Pause => af.set_paused(&row.id, true)? || row.state.is_terminal(),
+            // Under a run budget a steered copy is the steering's to unpause, with the run it
+            // gives it (Airflow would otherwise create the date it plans by itself at once,
+            // whatever the budget): it stays paused, handed back to the throttle, which
+            // unpauses it at once if runs are in flight.
+            PendingOp::Resume
+                if self.config.throttle.has_budget() && row.options.run_order.is_steered() =>
+            {
+                let registered = af.set_paused(&row.id, true)?;
+                if registered {
+                    crate::metadb::steer::Steering::new(&mut c.db, &c.schema)
+                        .hand_back(&row.id, now)?;
+                }
+                registered || row.state.is_terminal()
+            }
             PendingOp::Resume => af.set_paused(&row.id, false)? || row.state.is_terminal(),
             PendingOp::Cancel => {
                 let registered = af.set_paused(&row.id, true)?;

@@ -19,6 +19,8 @@ impl Engine {
         match Leases::new(&mut c.db).acquire(LEADER, &host, ttl_ms, &now, self.leader_token) {
             Ok(Some(token)) => {
                 if self.leader_token != Some(token) {
+                    // Copies are unpaused by steering only after this claim's first pass.
+                    self.steer.releasable = None;
                     tracing::info!(host = %host, token, "holding the leader claim: reconciling, throttling and carrying out life-cycle actions");
                 }
                 self.leader_token = Some(token);

@@ -281,6 +281,7 @@ impl Engine {
         let plan::Plan {
             to_pause,
             to_unpause,
+            releasable,
             changes,
             unfinished_by_state,
             turn_ended,
@@ -331,6 +332,7 @@ impl Engine {
             cache.saved(unsaved);
         }
         phases.done("write");
+        self.steer.releasable = Some(releasable);
         phases.trace("reconcile_pass");
         if let Some(c) = self.conn.current() {
             c.pass_cache = Some(cache);

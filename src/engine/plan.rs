@@ -71,6 +71,9 @@ pub(super) struct Plan {
     pub(super) to_pause: Vec<String>,
     /// Copies the throttle releases.
     pub(super) to_unpause: Vec<String>,
+    /// Steered copies paused by the throttle that nothing holds ([`Verdict::Turn`]): the
+    /// steering step may unpause them when it grants them a run.
+    pub(super) releasable: HashSet<String>,
     /// Rows whose stored outcome changes.
     pub(super) changes: Vec<Change>,
     /// Unfinished backfills by state after the pass.
@@ -153,7 +156,15 @@ pub(super) fn plan(f: &Facts<'_>) -> Plan {
                 .get(row.id.as_str())
                 .and_then(|&i| verdicts.get(i))
         } else {
-            f.dags.get(&row.id).map(|_| &Verdict::Untouched)
+            // Throttling turned off: a copy the throttle paused (waiting for a turn when the
+            // budget was removed) is released, never one its user paused.
+            f.dags.get(&row.id).map(|_| {
+                if row.throttled && !row.user_paused && row.pending_op.is_none() {
+                    &Verdict::Go
+                } else {
+                    &Verdict::Untouched
+                }
+            })
         }
         .map(|v| match v {
             Verdict::Go if pausing && row.throttled && airflow_paused == Some(true) => &deferred,
@@ -173,6 +184,13 @@ pub(super) fn plan(f: &Facts<'_>) -> Plan {
                 false
             }
             Some(Verdict::Untouched) => false,
+            // Left as it is: the steering unpauses the copy with the run it grants.
+            Some(Verdict::Turn) => {
+                if row.throttled && airflow_paused == Some(true) {
+                    out.releasable.insert(row.id.clone());
+                }
+                row.throttled
+            }
             None => row.throttled,
         };
         // A copy the throttle holds or releases now is not paused in the user's sense.
@@ -668,6 +686,54 @@ mod tests {
             BackfillState::Paused,
             "not paused in the user's sense"
         );
+    }
+
+    #[test]
+    fn a_steered_copy_waits_paused_for_the_steering_unless_its_runs_are_in_flight() {
+        // Registered paused under a budget, nothing holds it: left paused for the steering,
+        // not paused in the user's sense.
+        let mut s = row("s", BackfillState::Queued, 3);
+        s.steered = true;
+        s.throttled = true;
+        s.max_active_runs = 2;
+        let mut w = World::new(vec![s]);
+        w.throttle.max_running_backfill_runs = Some(2);
+        w.throttle.yield_to_scheduled = false;
+        w.dags.insert("s".into(), true);
+        let p = w.plan();
+        assert!(p.to_pause.is_empty() && p.to_unpause.is_empty(), "{p:?}");
+        assert!(p.releasable.contains("s"), "{p:?}");
+        assert!(change_of(&p, "s")
+            .is_none_or(|c| c.throttled && c.decision.state != BackfillState::Paused));
+        // A run in flight on the paused copy (created as the throttle paused it): unpaused
+        // by the pass, its run is counted already.
+        w.runs.insert("s".into(), summary(1, 0, 0, 0));
+        let p = w.plan();
+        assert_eq!(p.to_unpause, vec!["s".to_owned()], "{p:?}");
+        assert!(p.releasable.is_empty());
+        // Its user paused it in Airflow (not the throttle): neither the pass nor the steering
+        // touches it.
+        w.rows[0].throttled = false;
+        w.runs.clear();
+        let p = w.plan();
+        assert!(p.to_unpause.is_empty() && p.releasable.is_empty(), "{p:?}");
+    }
+
+    #[test]
+    fn copies_paused_by_a_removed_throttle_are_released() {
+        let mut s = row("s", BackfillState::Queued, 3);
+        s.steered = true;
+        s.throttled = true;
+        let mut u = row("u", BackfillState::Paused, 3);
+        u.user_paused = true;
+        u.throttled = true;
+        let mut w = World::new(vec![s, u]);
+        w.throttle.yield_to_scheduled = false;
+        w.dags.insert("s".into(), true);
+        w.dags.insert("u".into(), true);
+        let p = w.plan();
+        assert_eq!(p.to_unpause, vec!["s".to_owned()], "{p:?}");
+        assert!(change_of(&p, "s").is_some_and(|c| !c.throttled));
     }
 
     #[test]

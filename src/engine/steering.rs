@@ -5,6 +5,12 @@
 //! scheduler creates that run) or, once the scheduler created one run of the copy, creates
 //! the granted runs itself, queued (`metadb::steer`'s `create_runs`). Without a run budget,
 //! catchup copies get their runs created ahead of the scheduler the same way.
+//!
+//! A steered copy the throttle paused (registered paused under a run budget, or held idle)
+//! and that nothing holds now (the last pass's [`crate::throttle::Verdict::Turn`]) is unpaused
+//! here, in the same fenced transaction as the run it is given ([`crate::steer::release`]):
+//! the scheduler never sees it unpaused without a granted run, and the date Airflow planned
+//! for it by itself is that run.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -84,6 +90,10 @@ pub(super) struct SteerState {
     /// The last pass found no backfill steering could take (`plan::maybe_steered`): the
     /// step after it need not read the copies.
     pub(super) none_after_pass: bool,
+    /// The paused steered copies the last pass left to the steering to unpause
+    /// ([`crate::throttle::Verdict::Turn`]); `None` before this leader's first pass (no
+    /// paused copy is unpaused then).
+    pub(super) releasable: Option<HashSet<String>>,
 }
 
 impl SteerState {
@@ -166,12 +176,18 @@ impl Engine {
         let create_runs = self.config.reconcile.create_runs;
         let catchup = create_runs && budgets.global.is_none() && budgets.per_dag.is_none();
         let c = self.conn.get()?;
-        let copies = if std::mem::take(&mut self.steer.none_after_pass) {
+        let releasable = self.steer.releasable.as_ref();
+        // A paused copy only when the last pass left it to the steering (a hold keeps it).
+        let copies: Vec<_> = if std::mem::take(&mut self.steer.none_after_pass) {
             Vec::new()
         } else {
             Steering::new(&mut c.db, &c.schema)
                 .with_catchup(catchup)
+                .with_paused(true)
                 .copies()?
+                .into_iter()
+                .filter(|copy| !copy.paused || releasable.is_some_and(|r| r.contains(&copy.id)))
+                .collect()
         };
         if copies.is_empty() && self.steer.last_named.is_empty() {
             // Nothing steered and no turn to remember: the live runs of every copy (a join
@@ -201,6 +217,7 @@ impl Engine {
         }
         let steer_runs = Steering::new(&mut c.db, &c.schema)
             .with_catchup(catchup)
+            .with_paused(true)
             .runs()?;
         let (runs, templates) = (&steer_runs.runs, &steer_runs.templates);
         let none = CopyRuns::default();
@@ -235,14 +252,16 @@ impl Engine {
             };
             let copy_runs = runs.get(&copy.id).unwrap_or(&none);
             // A run named and not created yet counts as queued: the scheduler creates it at
-            // its next loop.
+            // its next loop. On a paused copy it is the date Airflow planned by itself, which
+            // the scheduler creates only once the copy is unpaused: not live, still pending.
             let named = copy
                 .next_dagrun
                 .filter(|d| copy.next_dagrun_due && !copy_runs.dates.contains(d));
+            let counted = named.filter(|_| !copy.paused);
             let pending = plan
                 .order
                 .iter()
-                .filter(|d| !copy_runs.dates.contains(d) && Some(**d) != named)
+                .filter(|d| !copy_runs.dates.contains(d) && Some(**d) != counted)
                 .count();
             ready.push((copy, plan, copy_runs, named, pending));
         }
@@ -256,7 +275,7 @@ impl Engine {
         };
         let mut steered: Vec<turns::Steered> = Vec::with_capacity(ready.len());
         for (copy, plan, copy_runs, named, pending) in &ready {
-            let queued = copy_runs.queued + u32::from(named.is_some());
+            let queued = copy_runs.queued + u32::from(named.is_some() && !copy.paused);
             add(&copy.dag_id, queued + copy_runs.running);
             steered.push(turns::Steered {
                 id: copy.id.clone(),
@@ -282,6 +301,7 @@ impl Engine {
         }
         let grants = turns::grant(budgets, &live, &steered, 1);
         let mut due: Vec<(String, RunInfo)> = Vec::new();
+        let mut release: HashSet<String> = HashSet::new();
         let mut create: Vec<(String, RunTemplate, Vec<RunInfo>)> = Vec::new();
         for ((copy, plan, copy_runs, named, pending), grant) in ready.iter().zip(grants) {
             st.watch |= *pending > 0;
@@ -289,15 +309,32 @@ impl Engine {
                 st.waiting.insert(copy.id.clone(), why);
             }
             let template = templates.get(&copy.id);
-            let step = steer::step(
-                copy.order,
-                &plan.order,
-                copy_runs,
-                *named,
-                copy.max_active_runs,
-                grant.runs,
-                create_runs && template.is_some() && plan.can_create,
-            );
+            let can_create = create_runs && template.is_some() && plan.can_create;
+            let step = if copy.paused {
+                let released = steer::release(
+                    copy.order,
+                    &plan.order,
+                    copy_runs,
+                    *named,
+                    copy.max_active_runs,
+                    grant.runs,
+                    can_create,
+                );
+                if released.is_some() {
+                    release.insert(copy.id.clone());
+                }
+                released.unwrap_or(Step::Wait)
+            } else {
+                steer::step(
+                    copy.order,
+                    &plan.order,
+                    copy_runs,
+                    *named,
+                    copy.max_active_runs,
+                    grant.runs,
+                    can_create,
+                )
+            };
             let info = |date| match plan.runs.run_info(date) {
                 Ok(info) => Some(info),
                 Err(e) => {
@@ -317,7 +354,7 @@ impl Engine {
                 (Step::Create(_), None) => {}
             }
         }
-        if due.is_empty() && create.is_empty() {
+        if due.is_empty() && create.is_empty() && release.is_empty() {
             return Ok(0);
         }
         let schema = &c.schema;
@@ -326,12 +363,27 @@ impl Engine {
             if !Leases::new(db).fence(LEADER, &host, token, ttl_ms)? {
                 return Err(DbError::NotHolder(LEADER));
             }
+            // Unpaused first: the runs of a copy that could not be (its user paused it since
+            // the read) are neither named nor created.
+            let mut kept = HashSet::new();
+            for id in &release {
+                if Steering::new(db, schema).release(id, now)? {
+                    tracing::info!(backfill = %id, "unpaused a steered copy for the run it was given");
+                } else {
+                    kept.insert(id.as_str());
+                }
+            }
+            let due: Vec<&(String, RunInfo)> =
+                due.iter().filter(|(id, _)| !kept.contains(id.as_str())).collect();
             for (id, info) in &due {
                 Steering::new(db, schema).name_next_run(id, info)?;
                 tracing::info!(backfill = %id, logical_date = %info.logical_date, "named the next run of a steered copy");
             }
             let mut n = due.len();
             for (id, template, infos) in &create {
+                if kept.contains(id.as_str()) {
+                    continue;
+                }
                 let made = Steering::new(db, schema)
                     .with_catchup(catchup)
                     .create_runs(id, template, infos, now)?;
@@ -350,6 +402,9 @@ impl Engine {
         }
         if named > 0 {
             st.new_until = None;
+        }
+        for id in &release {
+            st.last_named.insert(id.clone(), now);
         }
         Ok(named)
     }

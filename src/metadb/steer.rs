@@ -1,5 +1,6 @@
 //! The statements behind steered copies (see `crate::steer`): which steered copies may get a
-//! run now, what runs they have, and naming a copy's next run in its `dag` row.
+//! run now, what runs they have, unpausing a copy the throttle paused with the run it is given
+//! ([`Steering::release`]), and naming a copy's next run in its `dag` row.
 //!
 //! A pass reads both sets in one statement each, whatever the number of backfills (a join of
 //! `backfilld_backfill` with Airflow's `dag` and `dag_run`); naming a run is one `UPDATE` of
@@ -61,7 +62,8 @@ fn fresh_carrier() -> Result<String, DbError> {
 }
 
 /// A steered backfill whose copy Airflow registered and nothing holds: not paused (by its
-/// user, the throttle or a life-cycle action), not finished.
+/// user, the throttle or a life-cycle action), not finished; with [`Steering::with_paused`]
+/// also one the throttle paused (`throttled`), which the steering unpauses with its next run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SteeredCopy {
     /// The backfill id (the copy's `dag_id`).
@@ -80,6 +82,8 @@ pub struct SteeredCopy {
     pub priority: i32,
     /// When the backfill was accepted.
     pub submitted_at: DateTime<Utc>,
+    /// Whether its copy is paused (by the throttle: only with [`Steering::with_paused`]).
+    pub paused: bool,
 }
 
 /// The live runs of one copy: its origin DAG, queued and running runs.
@@ -111,6 +115,8 @@ struct SteeredSql {
     priority: i64,
     #[diesel(sql_type = Text)]
     submitted_at: String,
+    #[diesel(sql_type = BigInt)]
+    paused: i64,
 }
 
 /// A run of a copy that the scheduler created itself, new runs are cloned from (see
@@ -165,6 +171,7 @@ pub struct Steering<'a> {
     db: &'a mut MetaDb,
     schema: &'a AirflowSchema,
     catchup: bool,
+    paused: bool,
 }
 
 impl<'a> Steering<'a> {
@@ -174,7 +181,17 @@ impl<'a> Steering<'a> {
             db,
             schema,
             catchup: false,
+            paused: false,
         }
+    }
+
+    /// Include in [`Steering::copies`] and [`Steering::runs`] the steered copies the throttle
+    /// paused (`backfilld_backfill.throttled`): registered paused under a run budget, or
+    /// held idle for `yield_to_scheduled` or the pool share; the steering unpauses them when
+    /// it gives them a run ([`Steering::release`]).
+    pub fn with_paused(mut self, paused: bool) -> Steering<'a> {
+        self.paused = paused;
+        self
     }
 
     /// Include catchup copies in [`Steering::copies`] and [`Steering::runs`] (backfilld then
@@ -198,11 +215,19 @@ impl<'a> Steering<'a> {
         } else {
             "b.run_order IS NOT NULL AND "
         };
+        let d = self.db.dialect();
+        let unpaused = if self.paused {
+            format!(
+                "(g.is_paused = {} OR (b.run_order IS NOT NULL AND b.throttled = 1))",
+                d.bool_lit(false)
+            )
+        } else {
+            format!("g.is_paused = {}", d.bool_lit(false))
+        };
         format!(
             "{order}b.deleted = 0 \
              AND b.state IN ('submitted', 'queued', 'running') \
-             AND b.user_paused = 0 AND b.pending_op IS NULL AND g.is_paused = {}",
-            self.db.dialect().bool_lit(false)
+             AND b.user_paused = 0 AND b.pending_op IS NULL AND {unpaused}"
         )
     }
 
@@ -219,10 +244,14 @@ impl<'a> Steering<'a> {
         let sql = format!(
             "SELECT b.id AS id, b.run_order AS run_order, b.max_active_runs AS max_active_runs, \
              {} AS next_dagrun, {} AS next_dagrun_due, b.dag_id AS dag_id, b.priority AS priority, \
-             b.submitted_at AS submitted_at FROM backfilld_backfill b JOIN dag g ON g.dag_id = b.id \
-             WHERE {}",
+             b.submitted_at AS submitted_at, {} AS paused FROM backfilld_backfill b \
+             JOIN dag g ON g.dag_id = b.id WHERE {}",
             d.ts_text("g.next_dagrun"),
             d.int("CASE WHEN g.next_dagrun_create_after IS NULL THEN 0 ELSE 1 END"),
+            d.int(&format!(
+                "CASE WHEN g.is_paused = {} THEN 0 ELSE 1 END",
+                d.bool_lit(false)
+            )),
             self.due()
         );
         let rows: Vec<SteeredSql> = self.db.load(&sql, &[])?;
@@ -236,6 +265,7 @@ impl<'a> Steering<'a> {
                 dag_id: r.dag_id,
                 priority: i32::try_from(r.priority).unwrap_or(0),
                 submitted_at: parse_ts(&r.submitted_at)?,
+                paused: r.paused != 0,
                 id: r.id,
             });
         }
@@ -309,6 +339,54 @@ impl<'a> Steering<'a> {
             }
         }
         Ok(out)
+    }
+
+    /// Unpause the copy `copy_id` the throttle paused, to give it a run now (call in the
+    /// leader's fenced transaction, before naming or creating that run): only while its
+    /// backfill is still marked `throttled`, not paused by its user, with no life-cycle action
+    /// in flight and not finished (re-checked in the statement), so a user's pause made since
+    /// the steering read is never overridden. Clears `throttled` (the copy is no longer the
+    /// throttle's pause) and moves the row's version stamp (`updated_at`), so the next pass
+    /// reads it again. Returns whether the copy was unpaused.
+    pub fn release(&mut self, copy_id: &str, now: DateTime<Utc>) -> Result<bool, DbError> {
+        let d = self.db.dialect();
+        let held = "SELECT 1 FROM backfilld_backfill b WHERE b.id = ? AND b.throttled = 1 \
+                    AND b.user_paused = 0 AND b.pending_op IS NULL AND b.deleted = 0 \
+                    AND b.state IN ('submitted', 'queued', 'running')";
+        let n = self.db.execute(
+            &format!(
+                "UPDATE dag SET is_paused = {} WHERE dag_id = ? AND is_paused = {} \
+                 AND EXISTS ({held})",
+                d.bool_lit(false),
+                d.bool_lit(true)
+            ),
+            &[Arg::Text(copy_id.to_owned()), Arg::Text(copy_id.to_owned())],
+        )?;
+        if n == 0 {
+            return Ok(false);
+        }
+        self.db.execute(
+            "UPDATE backfilld_backfill SET throttled = 0, updated_at = ? WHERE id = ?",
+            &[
+                Arg::Text(super::store::stored_ts(now)),
+                Arg::Text(copy_id.to_owned()),
+            ],
+        )?;
+        Ok(true)
+    }
+
+    /// Hand the paused copy `copy_id` of a resumed steered backfill back to the throttle
+    /// (`throttled`, and a new version stamp so the next pass reads the row again): the
+    /// steering unpauses it with its next run, or the pass at once if it has runs in flight.
+    pub fn hand_back(&mut self, copy_id: &str, now: DateTime<Utc>) -> Result<(), DbError> {
+        self.db.execute(
+            "UPDATE backfilld_backfill SET throttled = 1, updated_at = ? WHERE id = ?",
+            &[
+                Arg::Text(super::store::stored_ts(now)),
+                Arg::Text(copy_id.to_owned()),
+            ],
+        )?;
+        Ok(())
     }
 
     /// Name `run` as the copy's next run (`dag.next_dagrun`, its data interval and

@@ -6,6 +6,10 @@
 //!   first run starts before any backfill's last run ends); the ones that wait say why, never
 //!   while the budget is free; all three succeed; prints how fast a freed slot got its next
 //!   run;
+//! - the same with three ranges ending at the newest due date (2.11: yesterday; 3.x: today
+//!   00:00), the date Airflow plans by itself for a `catchup=False` copy (issue 20): still
+//!   never more than 2, and that date is each copy's first run (a copy stays paused until its
+//!   turn);
 //! - a backfill of a DAG with a run of its own queued holds ("yielding to scheduled run of
 //!   sales ...") until that run finished;
 //! - a backfill its user paused stays paused through throttling passes;
@@ -19,6 +23,10 @@ use backfilld::metadb::{IntRow, MetaDb};
 use crate::support::{wait_for, Airflow, AirflowMajor, Daemon};
 
 const BIG: Duration = Duration::from_secs(600);
+
+/// Queued + running runs of every copy of `lifecycle_demo`.
+const ACTIVE: &str = "SELECT COUNT(*) AS value FROM dag_run \
+    WHERE dag_id LIKE 'lifecycle_demo_backfill_%' AND state IN ('queued', 'running')";
 
 fn count(db: &mut MetaDb, sql: &str) -> i64 {
     let rows: Vec<IntRow> = db.load(sql, &[]).unwrap_or_else(|e| panic!("{sql}: {e}"));
@@ -86,87 +94,12 @@ fn throttle_scenario(major: AirflowMajor, name: &str) {
         v["backfill_id"].as_str().unwrap_or_default().to_owned()
     })
     .collect();
-    let active =
-        "SELECT COUNT(*) AS value FROM dag_run WHERE dag_id LIKE 'lifecycle_demo_backfill_%' \
-                  AND state IN ('queued', 'running')";
-    let mut peak = 0;
-    let mut samples = 0;
-    let mut reasons: Vec<String> = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(240);
-    let mut next_status = Instant::now();
-    loop {
-        // The live runs are sampled every 100 ms; the statuses every second.
-        peak = peak.max(count(&mut db, active));
-        samples += 1;
-        if Instant::now() < next_status {
-            std::thread::sleep(Duration::from_millis(100));
-            continue;
-        }
-        next_status = Instant::now() + Duration::from_secs(1);
-        let states: Vec<serde_json::Value> = ids.iter().map(|id| status(&daemon, id)).collect();
-        for s in &states {
-            if let Some(r) = s["reason"].as_str() {
-                if !reasons.iter().any(|x| x == r) {
-                    reasons.push(r.to_owned());
-                }
-            }
-        }
-        if states
-            .iter()
-            .all(|s| matches!(s["state"].as_str(), Some("success" | "failed")))
-        {
-            for s in &states {
-                assert_eq!(s["state"], "success", "{s}\n{}", daemon.log_text());
-                assert_eq!(
-                    s["run_order"], "oldest_first",
-                    "steered under a budget: {s}"
-                );
-                assert_eq!(s["dates_succeeded"], 3, "{s}");
-            }
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "backfills did not finish: {states:?}\n{}",
-            daemon.log_text()
-        );
-    }
-    eprintln!(
-        "throttle: 3 backfills x 3 dates, budget 2: all done in {:.1} s; peak {peak} live runs in {samples} samples",
-        started.elapsed().as_secs_f64()
-    );
-    assert!(peak <= 2, "{peak} backfill runs queued or running at once");
-    assert!(peak >= 1);
-    assert!(
-        reasons
-            .iter()
-            .any(|r| r == "waiting for a turn: 2/2 backfill runs in use"),
-        "the waiting backfill said why: {reasons:?}"
-    );
-    assert!(
-        !reasons.iter().any(|r| r.contains(" 0/")),
-        "held while the budget was free: {reasons:?}"
-    );
-    // Turns alternate: every backfill's first run started before any backfill's last run
-    // ended (none waited until another had run all its dates).
+    watch_budget(&daemon, &mut db, &ids, "3 backfills x 3 dates", started);
     let copies = ids
         .iter()
         .map(|id| format!("'{id}'"))
         .collect::<Vec<_>>()
         .join(", ");
-    let alternate = count(
-        &mut db,
-        &format!(
-            "SELECT CAST(CASE WHEN (SELECT MAX(f) FROM (SELECT MIN(start_date) AS f FROM dag_run \
-             WHERE dag_id IN ({copies}) GROUP BY dag_id) x) < (SELECT MIN(l) FROM (SELECT \
-             MAX(end_date) AS l FROM dag_run WHERE dag_id IN ({copies}) GROUP BY dag_id) y) \
-             THEN 1 ELSE 0 END AS BIGINT) AS value"
-        ),
-    );
-    assert_eq!(
-        alternate, 1,
-        "a backfill waited until another finished all its dates"
-    );
     // How fast a freed slot gets its next run: from the end of the last run that ended before
     // a run was created to that run's creation (`queued_at`), over the runs created once the
     // budget was full.
@@ -183,6 +116,68 @@ fn throttle_scenario(major: AirflowMajor, name: &str) {
         count(&mut db, &gaps("AVG")),
         count(&mut db, &gaps("MAX"))
     );
+
+    // 1b. The same where Airflow plans a date by itself (issue 20, the steered-copy gap):
+    //     three backfills of the daily DAG whose ranges end at the newest date already due:
+    //     on 2.11 the latest complete interval (yesterday, `CronDataIntervalTimetable`), on
+    //     3.x the latest trigger (today 00:00: `@daily` is a `CronTriggerTimetable` there).
+    //     With `catchup=False` Airflow plans that date for each copy at registration; a copy
+    //     unpaused without a turn would get it at once, over the budget. Copies stay paused
+    //     until the steering gives them a run, and that date goes first.
+    let today = chrono::Utc::now().date_naive();
+    let newest = if major.is_v3() {
+        today
+    } else {
+        today - chrono::Days::new(1)
+    };
+    let first = newest - chrono::Days::new(2);
+    let (first, last) = (first.to_string(), newest.to_string());
+    let started = Instant::now();
+    let latest: Vec<String> = (0..3)
+        .map(|_| {
+            submit(
+                &daemon,
+                "lifecycle_demo",
+                &first,
+                &last,
+                &[
+                    "--max-active-runs",
+                    "3",
+                    "--param",
+                    "sleep=3",
+                    "--ignore-overlap",
+                ],
+            )
+        })
+        .collect();
+    watch_budget(
+        &daemon,
+        &mut db,
+        &latest,
+        "3 backfills x 3 dates ending at the newest due date",
+        started,
+    );
+    // Each copy's first run is the date Airflow planned by itself (the newest), given as
+    // its first turn.
+    let column = if major.is_v3() {
+        "logical_date"
+    } else {
+        "execution_date"
+    };
+    let copies = latest
+        .iter()
+        .map(|id| format!("'{id}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let newest_first = count(
+        &mut db,
+        &format!(
+            "SELECT COUNT(*) AS value FROM dag_run r WHERE r.dag_id IN ({copies}) \
+             AND r.id = (SELECT MIN(f.id) FROM dag_run f WHERE f.dag_id = r.dag_id) \
+             AND CAST(r.{column} AT TIME ZONE 'UTC' AS DATE) = DATE '{last}'"
+        ),
+    );
+    assert_eq!(newest_first, 3, "each copy's first run is {last}");
 
     // 2. Yield: a run of `sales` of its own is queued (the DAG is paused, so it waits): a
     //    backfill of `sales` holds until that run finished.
@@ -274,7 +269,7 @@ fn throttle_scenario(major: AirflowMajor, name: &str) {
     );
     let long = submit(&daemon, "lifecycle_demo", "2024-08-10", "2024-08-12", &slow);
     wait_for("both to run", BIG, || {
-        (count(&mut db, active) == 2).then_some(())
+        (count(&mut db, ACTIVE) == 2).then_some(())
     });
     let plain = submit(&daemon, "lifecycle_demo", "2024-09-01", "2024-09-01", &slow);
     let urgent = submit(
@@ -319,4 +314,92 @@ fn throttle_scenario(major: AirflowMajor, name: &str) {
         ),
     );
     assert_eq!(started_before, 1, "the urgent backfill ran first");
+}
+
+/// Wait until the backfills `ids` (of `lifecycle_demo`, 3 dates each, under
+/// `max_running_backfill_runs = 2`) all succeeded, sampling the queued + running runs of every
+/// copy of the DAG every 100 ms and the statuses every second: never more than 2 at once, the
+/// waiting ones said why (never while the budget was free), and turns alternated.
+fn watch_budget(daemon: &Daemon, db: &mut MetaDb, ids: &[String], what: &str, started: Instant) {
+    let mut peak = 0;
+    let mut samples = 0;
+    let mut reasons: Vec<String> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let mut next_status = Instant::now();
+    loop {
+        // The live runs are sampled every 100 ms; the statuses every second.
+        peak = peak.max(count(db, ACTIVE));
+        samples += 1;
+        if Instant::now() < next_status {
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        }
+        next_status = Instant::now() + Duration::from_secs(1);
+        let states: Vec<serde_json::Value> = ids.iter().map(|id| status(daemon, id)).collect();
+        for s in &states {
+            if let Some(r) = s["reason"].as_str() {
+                if !reasons.iter().any(|x| x == r) {
+                    reasons.push(r.to_owned());
+                }
+            }
+        }
+        if states
+            .iter()
+            .all(|s| matches!(s["state"].as_str(), Some("success" | "failed")))
+        {
+            for s in &states {
+                assert_eq!(s["state"], "success", "{s}\n{}", daemon.log_text());
+                assert_eq!(
+                    s["run_order"], "oldest_first",
+                    "steered under a budget: {s}"
+                );
+                assert_eq!(s["dates_succeeded"], 3, "{s}");
+            }
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "backfills did not finish: {states:?}\n{}",
+            daemon.log_text()
+        );
+    }
+    eprintln!(
+        "throttle: {what}, budget 2: all done in {:.1} s; peak {peak} live runs in {samples} samples",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        peak <= 2,
+        "{what}: {peak} backfill runs queued or running at once"
+    );
+    assert!(peak >= 1);
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r == "waiting for a turn: 2/2 backfill runs in use"),
+        "the waiting backfill said why: {reasons:?}"
+    );
+    assert!(
+        !reasons.iter().any(|r| r.contains(" 0/")),
+        "held while the budget was free: {reasons:?}"
+    );
+    // Turns alternate: every backfill's first run started before any backfill's last run
+    // ended (none waited until another had run all its dates).
+    let copies = ids
+        .iter()
+        .map(|id| format!("'{id}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let alternate = count(
+        db,
+        &format!(
+            "SELECT CAST(CASE WHEN (SELECT MAX(f) FROM (SELECT MIN(start_date) AS f FROM dag_run \
+             WHERE dag_id IN ({copies}) GROUP BY dag_id) x) < (SELECT MIN(l) FROM (SELECT \
+             MAX(end_date) AS l FROM dag_run WHERE dag_id IN ({copies}) GROUP BY dag_id) y) \
+             THEN 1 ELSE 0 END AS BIGINT) AS value"
+        ),
+    );
+    assert_eq!(
+        alternate, 1,
+        "a backfill waited until another finished all its dates"
+    );
 }
