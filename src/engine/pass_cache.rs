@@ -204,28 +204,14 @@ impl PassCache {
             return u;
         };
         let u = if self.all_dirty {
-            self.unsaved_of(
-                saved,
-                self.versions
-                    .keys()
-                    .chain(saved.runs.keys())
-                    .chain(self.active.keys())
-                    .chain(saved.active.keys()),
-            )
+            self.unsaved_of(saved, self.every_id(saved))
         } else {
             self.unsaved_of(saved, self.dirty.iter())
         };
         #[cfg(debug_assertions)]
         if !self.all_dirty {
             // The dirty set must cover every difference: the full comparison agrees.
-            let all = self.unsaved_of(
-                saved,
-                self.versions
-                    .keys()
-                    .chain(saved.runs.keys())
-                    .chain(self.active.keys())
-                    .chain(saved.active.keys()),
-            );
+            let all = self.unsaved_of(saved, self.every_id(saved));
             debug_assert_eq!(
                 sorted(&u),
                 sorted(&all),
@@ -233,6 +219,15 @@ impl PassCache {
             );
         }
         u
+    }
+
+    /// Every backfill id kept here or in `saved` (repeats included).
+    fn every_id<'s>(&'s self, saved: &'s Saved) -> impl Iterator<Item = &'s String> {
+        self.versions
+            .keys()
+            .chain(saved.runs.keys())
+            .chain(self.active.keys())
+            .chain(saved.active.keys())
     }
 
     /// What differs from `saved` among the backfills `ids` (repeats allowed).
