@@ -30,12 +30,15 @@
 //! creates one run per DAG per loop), and a catchup copy is no faster. Once the scheduler created
 //! one run of a copy itself (its *template*: a `scheduled` run whose run id is Airflow's for its
 //! date), the leader creates the copy's next runs directly, all that fit at once
-//! ([`step`]: [`Step::Create`]): queued `dag_run` rows cloned from the template with their own
+//! ([`decide`]: [`Step::Create`]): queued `dag_run` rows cloned from the template with their own
 //! date, run id and data interval (`metadb::steer`), which the scheduler starts as it starts any
 //! queued run — at most `max_active_runs` running — and gives their task instances when it
 //! first schedules them (`verify_integrity`), as for a run whose DAG changed. Only as many are
-//! created as the copy has room for (`max_active_runs` less its live runs) and the budgets give,
-//! so the runs come as fast as Airflow's own backfill makes them and are paced the same way.
+//! created as the copy has room for (`max_active_runs` less its live runs, plus as many again
+//! queued ahead while no run budget is set and the order is oldest first: [`queue_ahead`]) and
+//! the budgets give, so the runs come as fast as Airflow's own backfill makes them (it queues
+//! every run at once) and are paced the same way: the next run is already queued when a slot
+//! frees, and the scheduler starts it at its next loop without waiting for backfilld.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -148,38 +151,114 @@ pub enum Step {
     Create(Vec<DateTime<Utc>>),
 }
 
-/// The next step for a copy given `granted` runs by the budgets' turns: with a template run
-/// (`can_create`), the first dates of `order` without a run (never `named`, the date the
-/// copy's `dag` row names and the scheduler is about to create), as many as its room
-/// (`max_active_runs` less its queued, running and named runs) and the grant allow; without
-/// one, a steered copy names its next date ([`next_date`]) and a catchup copy waits for the
-/// scheduler to create its first run.
-pub fn step(
-    kind: RunOrder,
-    order: &[DateTime<Utc>],
-    runs: &CopyRuns,
-    named: Option<DateTime<Utc>>,
-    max_active_runs: u32,
-    granted: u32,
-    can_create: bool,
-) -> Step {
+/// A steered copy as the steering sees it now: what [`decide`] decides from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CopyNow<'a> {
+    /// Who creates its runs, and in which order.
+    pub kind: RunOrder,
+    /// Its dates, in the order they are to run.
+    pub order: &'a [DateTime<Utc>],
+    /// Its runs.
+    pub runs: &'a CopyRuns,
+    /// The date its `dag` row names that has no run yet (the scheduler's next run; on a
+    /// paused copy, the date Airflow planned by itself).
+    pub named: Option<DateTime<Utc>>,
+    /// Its `max_active_runs`.
+    pub max_active_runs: u32,
+    /// Runs it may keep queued beyond `max_active_runs` (see [`queue_ahead`]).
+    pub ahead: u32,
+    /// Whether backfilld may create its runs (it has a template run).
+    pub can_create: bool,
+    /// Whether it is paused until the budgets give it a run (see [`decide`]).
+    pub paused: bool,
+}
+
+/// What the steering does to a copy now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// Its runs' step.
+    pub step: Step,
+    /// Unpause it, in the same transaction as the step (a copy the throttle paused until its
+    /// first turn, given a run).
+    pub unpause: bool,
+}
+
+/// How many runs a copy may keep queued beyond its `max_active_runs` when backfilld creates
+/// its runs: as many again while no run budget is set and its order is oldest first, so the
+/// scheduler finds the next run queued as soon as a slot frees (it starts queued runs oldest
+/// first, at most `max_active_runs` running, as it does for Airflow's own backfill, which
+/// queues every run at once); none under a run budget (the budgets count queued runs) or
+/// newest first (two queued runs would start in date order).
+pub fn queue_ahead(kind: RunOrder, budgeted: bool, max_active_runs: u32) -> u32 {
+    if budgeted || kind == RunOrder::NewestFirst {
+        0
+    } else {
+        max_active_runs.max(1)
+    }
+}
+
+/// What to do with `copy` given `granted` runs by the budgets' turns. An unpaused copy takes
+/// [`step`]'s step. A paused one stays paused with nothing granted; given runs, it is
+/// unpaused with the rest of the grant's step when its `dag` row names a date Airflow planned
+/// by itself (with `catchup=False`, at registration and at every parse: the newest date
+/// already due when it is inside the copy's range and newer than its runs), or when that step
+/// does something. Unpausing makes the scheduler create the named date, so it takes the first
+/// granted run, before the order's dates; once that date has a run, Airflow plans nothing
+/// inside the range again (its next date is after the copy's newest run, beyond the range),
+/// so no run is ever created that the budgets did not give.
+pub fn decide(copy: &CopyNow<'_>, granted: u32) -> Decision {
+    if !copy.paused {
+        return Decision {
+            step: step(copy, granted),
+            unpause: false,
+        };
+    }
+    if granted == 0 {
+        return Decision {
+            step: Step::Wait,
+            unpause: false,
+        };
+    }
+    let rest = granted.saturating_sub(u32::from(copy.named.is_some()));
+    let next = step(copy, rest);
+    let unpause = copy.named.is_some() || next != Step::Wait;
+    Decision {
+        step: if unpause { next } else { Step::Wait },
+        unpause,
+    }
+}
+
+/// The step of an unpaused copy given `granted` runs: with a template run (`can_create`), the
+/// first dates of its order without a run (never `named`, the date the copy's `dag` row names
+/// and the scheduler is about to create), as many as its room (`max_active_runs` and `ahead`
+/// less its queued, running and named runs) and the grant allow; without one, a steered copy
+/// names its next date ([`next_date`]) and a catchup copy waits for the scheduler to create
+/// its first run.
+fn step(copy: &CopyNow<'_>, granted: u32) -> Step {
     if granted == 0 {
         return Step::Wait;
     }
-    if !can_create {
-        if !kind.is_steered() || named.is_some() {
+    let runs = copy.runs;
+    if !copy.can_create {
+        if !copy.kind.is_steered() || copy.named.is_some() {
             return Step::Wait;
         }
-        return next_date(order, runs, max_active_runs).map_or(Step::Wait, Step::Name);
+        return next_date(copy.order, runs, copy.max_active_runs).map_or(Step::Wait, Step::Name);
     }
     let live = runs
         .queued
         .saturating_add(runs.running)
-        .saturating_add(u32::from(named.is_some()));
-    let room = max_active_runs.max(1).saturating_sub(live).min(granted);
-    let dates: Vec<DateTime<Utc>> = order
+        .saturating_add(u32::from(copy.named.is_some()));
+    let room = copy
+        .max_active_runs
+        .max(1)
+        .saturating_add(copy.ahead)
+        .saturating_sub(live)
+        .min(granted);
+    let dates: Vec<DateTime<Utc>> = copy
+        .order
         .iter()
-        .filter(|d| !runs.dates.contains(d) && Some(**d) != named)
+        .filter(|d| !runs.dates.contains(d) && Some(**d) != copy.named)
         .take(room as usize)
         .copied()
         .collect();
@@ -206,33 +285,6 @@ pub const LIVE_CHECK_MAX: Duration = Duration::from_secs(1);
 pub fn live_check_period(cost: Duration) -> Duration {
     cost.saturating_mul(10)
         .clamp(LIVE_CHECK_MIN, LIVE_CHECK_MAX)
-}
-
-/// The step of a copy paused until the budgets give it a run (a steered copy registers
-/// paused under a run budget, and the throttle pauses it while idle for a hold): `None` keeps
-/// it paused; `Some(step)` unpauses it and takes `step` in the same transaction. `named` is
-/// the date its `dag` row names that has no run (with `catchup=False`, the date Airflow plans
-/// by itself, at registration and at every parse: the newest date already due when it is
-/// inside the copy's range and newer than its runs). Unpausing makes the scheduler
-/// create that run, so it takes the first granted run, before the order's dates; the rest of
-/// the grant goes to [`step`] as for an unpaused copy. Once that date has a run, Airflow plans
-/// nothing inside the range again (its next date is after the copy's newest run, beyond the
-/// range), so no run is ever created that the budgets did not give.
-pub fn release(
-    kind: RunOrder,
-    order: &[DateTime<Utc>],
-    runs: &CopyRuns,
-    named: Option<DateTime<Utc>>,
-    max_active_runs: u32,
-    granted: u32,
-    can_create: bool,
-) -> Option<Step> {
-    if granted == 0 {
-        return None;
-    }
-    let rest = granted.saturating_sub(u32::from(named.is_some()));
-    let next = step(kind, order, runs, named, max_active_runs, rest, can_create);
-    (named.is_some() || next != Step::Wait).then_some(next)
 }
 
 /// The run id Airflow gives a run of `run_type` (`scheduled`, ...) at `logical_date`:
@@ -340,6 +392,62 @@ mod tests {
         Utc.with_ymd_and_hms(2024, 1, 2, h, 0, 0)
             .single()
             .unwrap_or_default()
+    }
+
+    /// [`decide`] for an unpaused copy that may keep `ahead` runs queued beyond its room.
+    #[allow(clippy::too_many_arguments)]
+    fn stepped(
+        kind: RunOrder,
+        order: &[DateTime<Utc>],
+        runs: &CopyRuns,
+        named: Option<DateTime<Utc>>,
+        max_active_runs: u32,
+        ahead: u32,
+        granted: u32,
+        can_create: bool,
+    ) -> Step {
+        let copy = CopyNow {
+            kind,
+            order,
+            runs,
+            named,
+            max_active_runs,
+            ahead,
+            can_create,
+            paused: false,
+        };
+        let d = decide(&copy, granted);
+        assert!(!d.unpause, "an unpaused copy is never unpaused again");
+        d.step
+    }
+
+    /// [`decide`] for a paused copy: `None` when it stays paused (and does nothing).
+    fn released(
+        kind: RunOrder,
+        order: &[DateTime<Utc>],
+        runs: &CopyRuns,
+        named: Option<DateTime<Utc>>,
+        max_active_runs: u32,
+        granted: u32,
+        can_create: bool,
+    ) -> Option<Step> {
+        let copy = CopyNow {
+            kind,
+            order,
+            runs,
+            named,
+            max_active_runs,
+            ahead: 0,
+            can_create,
+            paused: true,
+        };
+        let d = decide(&copy, granted);
+        if d.unpause {
+            Some(d.step)
+        } else {
+            assert_eq!(d.step, Step::Wait, "a copy left paused does nothing");
+            None
+        }
     }
 
     #[test]
@@ -516,7 +624,7 @@ mod tests {
         ];
         for (i, (kind, order, r, named, mar, granted, can, want)) in cases.into_iter().enumerate() {
             assert_eq!(
-                step(kind, order, &r, named.map(day), mar, granted, can),
+                stepped(kind, order, &r, named.map(day), mar, 0, granted, can),
                 want,
                 "case {i}"
             );
@@ -637,11 +745,81 @@ mod tests {
         ];
         for (i, (kind, order, r, named, mar, granted, can, want)) in cases.into_iter().enumerate() {
             assert_eq!(
-                release(kind, order, &r, named.map(day), mar, granted, can),
+                released(kind, order, &r, named.map(day), mar, granted, can),
                 want,
                 "case {i}"
             );
         }
+    }
+
+    /// Runs queued ahead: a copy whose runs backfilld creates may keep `ahead` more queued
+    /// than `max_active_runs`, oldest first, only without a run budget.
+    #[test]
+    fn queues_ahead() {
+        use RunOrder::{Catchup, NewestFirst, OldestFirst};
+        assert_eq!(queue_ahead(Catchup, false, 10), 10);
+        assert_eq!(queue_ahead(OldestFirst, false, 3), 3);
+        assert_eq!(queue_ahead(OldestFirst, false, 0), 1);
+        assert_eq!(queue_ahead(NewestFirst, false, 10), 0);
+        assert_eq!(queue_ahead(Catchup, true, 10), 0);
+        assert_eq!(queue_ahead(OldestFirst, true, 10), 0);
+        let all = [day(1), day(2), day(3), day(4), day(5), day(6), day(7)];
+        // 2 running, 2 allowed and 2 ahead: two more queued at once.
+        assert_eq!(
+            stepped(
+                Catchup,
+                &all,
+                &runs(&[1, 2], 0, 2),
+                None,
+                2,
+                2,
+                u32::MAX,
+                true
+            ),
+            Step::Create(vec![day(3), day(4)])
+        );
+        // The queue full: nothing more until a run ends.
+        assert_eq!(
+            stepped(
+                Catchup,
+                &all,
+                &runs(&[1, 2, 3, 4], 2, 2),
+                None,
+                2,
+                2,
+                u32::MAX,
+                true
+            ),
+            Step::Wait
+        );
+        // The named date counts as queued.
+        assert_eq!(
+            stepped(
+                Catchup,
+                &all,
+                &runs(&[1, 2], 0, 2),
+                Some(day(3)),
+                2,
+                2,
+                u32::MAX,
+                true
+            ),
+            Step::Create(vec![day(4)])
+        );
+        // Without a template nothing is queued ahead (the scheduler creates the runs).
+        assert_eq!(
+            stepped(
+                OldestFirst,
+                &all,
+                &runs(&[1, 2], 0, 2),
+                None,
+                2,
+                2,
+                u32::MAX,
+                false
+            ),
+            Step::Wait
+        );
     }
 
     #[test]

@@ -81,7 +81,7 @@ pub enum Verdict {
     Go,
     /// A steered backfill nothing holds, idle: may run when the run budgets give it a turn.
     /// Its copy stays as it is (paused by the throttle until then); the steering step
-    /// unpauses it with the run it grants ([`crate::steer::release`]).
+    /// unpauses it with the run it grants ([`crate::steer::decide`]).
     Turn,
     /// Must wait: pause its copy; the reason is shown in its status.
     Hold(String),

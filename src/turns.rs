@@ -41,9 +41,12 @@ pub struct Steered {
     pub priority: i32,
     /// When its last run was named (or it was submitted): longest ago first among equals.
     pub last_turn: DateTime<Utc>,
-    /// Whether backfilld creates its runs itself (see [`crate::steer::step`]): it may then
+    /// Whether backfilld creates its runs itself (see [`crate::steer::decide`]): it may then
     /// take several runs at once, queued runs or not.
     pub batch: bool,
+    /// Runs it may keep queued beyond `max_active_runs` ([`crate::steer::queue_ahead`]; 0
+    /// under a run budget).
+    pub ahead: u32,
 }
 
 /// The run budgets (`[throttle]`).
@@ -80,7 +83,12 @@ fn room(b: &Steered, per_copy: u32) -> u32 {
         return 0;
     }
     let live = b.queued.saturating_add(b.running);
-    let room = b.max_active_runs.max(1).saturating_sub(live).min(b.pending);
+    let room = b
+        .max_active_runs
+        .max(1)
+        .saturating_add(if b.batch { b.ahead } else { 0 })
+        .saturating_sub(live)
+        .min(b.pending);
     if b.batch {
         room
     } else {
@@ -180,6 +188,7 @@ mod tests {
             priority: 0,
             last_turn: at(turn),
             batch: false,
+            ahead: 0,
         }
     }
 
@@ -321,6 +330,30 @@ mod tests {
                 vec![],
                 1,
                 vec![give(2)],
+            ),
+            (
+                "runs created by backfilld queued ahead: max_active_runs plus the queue ahead, \
+                 less its live runs",
+                budgets(None, None),
+                vec![Steered {
+                    ahead: 5,
+                    pending: 20,
+                    ..batch.clone()
+                }],
+                vec![],
+                1,
+                vec![give(9)],
+            ),
+            (
+                "queue ahead of a copy that is not batched: no more than one, as before",
+                budgets(None, None),
+                vec![Steered {
+                    ahead: 3,
+                    ..b("a", "sales", 0, 1, 5)
+                }],
+                vec![],
+                1,
+                vec![give(1)],
             ),
             (
                 "a queued run: nothing more now, the slot goes to another backfill",

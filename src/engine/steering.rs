@@ -8,7 +8,7 @@
 //!
 //! A steered copy the throttle paused (registered paused under a run budget, or held idle)
 //! and that nothing holds now (the last pass's [`crate::throttle::Verdict::Turn`]) is unpaused
-//! here, in the same fenced transaction as the run it is given ([`crate::steer::release`]):
+//! here, in the same fenced transaction as the run it is given ([`crate::steer::decide`]):
 //! the scheduler never sees it unpaused without a granted run, and the date Airflow planned
 //! for it by itself is that run.
 
@@ -174,7 +174,8 @@ impl Engine {
         // With `[reconcile] create_runs`, runs are created ahead of the scheduler; catchup
         // copies get that only while no run budget holds them.
         let create_runs = self.config.reconcile.create_runs;
-        let catchup = create_runs && budgets.global.is_none() && budgets.per_dag.is_none();
+        let budgeted = budgets.global.is_some() || budgets.per_dag.is_some();
+        let catchup = create_runs && !budgeted;
         let c = self.conn.get()?;
         let releasable = self.steer.releasable.as_ref();
         // A paused copy only when the last pass left it to the steering (a hold keeps it).
@@ -291,6 +292,7 @@ impl Engine {
                     .copied()
                     .unwrap_or(copy.submitted_at),
                 batch: create_runs && templates.contains_key(&copy.id) && plan.can_create,
+                ahead: steer::queue_ahead(copy.order, budgeted, copy.max_active_runs),
             });
         }
         let counted: HashSet<&str> = ready.iter().map(|(copy, ..)| copy.id.as_str()).collect();
@@ -310,31 +312,23 @@ impl Engine {
             }
             let template = templates.get(&copy.id);
             let can_create = create_runs && template.is_some() && plan.can_create;
-            let step = if copy.paused {
-                let released = steer::release(
-                    copy.order,
-                    &plan.order,
-                    copy_runs,
-                    *named,
-                    copy.max_active_runs,
-                    grant.runs,
+            let decision = steer::decide(
+                &steer::CopyNow {
+                    kind: copy.order,
+                    order: &plan.order,
+                    runs: copy_runs,
+                    named: *named,
+                    max_active_runs: copy.max_active_runs,
+                    ahead: steer::queue_ahead(copy.order, budgeted, copy.max_active_runs),
                     can_create,
-                );
-                if released.is_some() {
-                    release.insert(copy.id.clone());
-                }
-                released.unwrap_or(Step::Wait)
-            } else {
-                steer::step(
-                    copy.order,
-                    &plan.order,
-                    copy_runs,
-                    *named,
-                    copy.max_active_runs,
-                    grant.runs,
-                    can_create,
-                )
-            };
+                    paused: copy.paused,
+                },
+                grant.runs,
+            );
+            if decision.unpause {
+                release.insert(copy.id.clone());
+            }
+            let step = decision.step;
             let info = |date| match plan.runs.run_info(date) {
                 Ok(info) => Some(info),
                 Err(e) => {

@@ -9,7 +9,7 @@
 //! Airflow's partial indexes of queued and running runs; it is also the cheap check between
 //! passes that tells the leader a slot may have freed.
 //!
-//! Creating a copy's runs ([`Steering::create_runs`], see `crate::steer::step`): each new run is
+//! Creating a copy's runs ([`Steering::create_runs`], see `crate::steer::decide`): each new run is
 //! an `INSERT ... SELECT` of the copy's *template* run (one the scheduler created for the copy
 //! itself through Airflow's `create_dagrun`), every column copied as the scheduler wrote it
 //! (run type, log template, conf, the creating job, external trigger on 2.x, trigger and
