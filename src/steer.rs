@@ -22,6 +22,10 @@
 //! it a run ([`release`]): that date then takes its first run, so Airflow's own plan is one
 //! the budgets gave, and after it Airflow plans nothing inside the range.
 //!
+//! Only a date whose run is due is named or created ([`newest_due`]: its `run_after`, when
+//! the scheduler would create it, has passed): a range reaching into dates still in their
+//! interval gets those runs as they come due, as a catchup copy does.
+//!
 //! To keep the order, a new date is named only when none of the copy's runs is queued (every
 //! run named before has started) and fewer than `max_active_runs` are running: the scheduler
 //! starts queued runs oldest first, so two queued at once would start in date order.
@@ -127,17 +131,21 @@ pub struct CopyRuns {
     pub running: u32,
 }
 
-/// The next date to name for a steered copy, if one is due: the first of `order` without a
-/// run, when no run is queued and fewer than `max_active_runs` run.
+/// The next date to name for a steered copy: the first of `order` without a run that
+/// `is_due`, when no run is queued and fewer than `max_active_runs` run.
 pub fn next_date(
     order: &[DateTime<Utc>],
     runs: &CopyRuns,
     max_active_runs: u32,
+    is_due: impl Fn(DateTime<Utc>) -> bool,
 ) -> Option<DateTime<Utc>> {
     if runs.queued > 0 || runs.running >= max_active_runs.max(1) {
         return None;
     }
-    order.iter().find(|d| !runs.dates.contains(d)).copied()
+    order
+        .iter()
+        .find(|d| !runs.dates.contains(d) && is_due(**d))
+        .copied()
 }
 
 /// What a copy's runs need now.
@@ -167,10 +175,20 @@ pub struct CopyNow<'a> {
     pub max_active_runs: u32,
     /// Runs it may keep queued beyond `max_active_runs` (see [`queue_ahead`]).
     pub ahead: u32,
+    /// The newest date of its order that is due ([`newest_due`]): a later date is neither
+    /// named nor created (`None`: none is due).
+    pub due_until: Option<DateTime<Utc>>,
     /// Whether backfilld may create its runs (it has a template run).
     pub can_create: bool,
     /// Whether it is paused until the budgets give it a run (see [`decide`]).
     pub paused: bool,
+}
+
+impl CopyNow<'_> {
+    /// Whether `date` is due ([`CopyNow::due_until`]).
+    fn is_due(&self, date: DateTime<Utc>) -> bool {
+        self.due_until.is_some_and(|u| date <= u)
+    }
 }
 
 /// What the steering does to a copy now.
@@ -181,6 +199,26 @@ pub struct Decision {
     /// Unpause it, in the same transaction as the step (a copy the throttle paused until its
     /// first turn, given a run).
     pub unpause: bool,
+}
+
+/// The newest date of `order` (one of [`RunOrder::arrange`]'s: ascending or descending) whose
+/// run is due at `now`: its `run_after` (when the scheduler would create it,
+/// `dag.next_dagrun_create_after`; `None` when it cannot be computed) is not after `now`. A
+/// run is due after its logical date and runs come due in date order, so every older date is
+/// due too; only the dates from the newest back to the first due one are looked at. Creating a
+/// run before it is due would run its tasks over an interval that has not ended (Airflow's
+/// own catchup waits for it).
+pub fn newest_due(
+    order: &[DateTime<Utc>],
+    now: DateTime<Utc>,
+    run_after: impl Fn(DateTime<Utc>) -> Option<DateTime<Utc>>,
+) -> Option<DateTime<Utc>> {
+    let due = |d: &&DateTime<Utc>| **d <= now && run_after(**d).is_some_and(|r| r <= now);
+    if order.first() <= order.last() {
+        order.iter().rev().find(due).copied()
+    } else {
+        order.iter().find(due).copied()
+    }
 }
 
 /// How many runs a copy may keep queued beyond its `max_active_runs` when backfilld creates
@@ -243,7 +281,8 @@ fn step(copy: &CopyNow<'_>, granted: u32) -> Step {
         if !copy.kind.is_steered() || copy.named.is_some() {
             return Step::Wait;
         }
-        return next_date(copy.order, runs, copy.max_active_runs).map_or(Step::Wait, Step::Name);
+        return next_date(copy.order, runs, copy.max_active_runs, |d| copy.is_due(d))
+            .map_or(Step::Wait, Step::Name);
     }
     let live = runs
         .queued
@@ -258,7 +297,7 @@ fn step(copy: &CopyNow<'_>, granted: u32) -> Step {
     let dates: Vec<DateTime<Utc>> = copy
         .order
         .iter()
-        .filter(|d| !runs.dates.contains(d) && Some(**d) != copy.named)
+        .filter(|d| !runs.dates.contains(d) && Some(**d) != copy.named && copy.is_due(**d))
         .take(room as usize)
         .copied()
         .collect();
@@ -377,15 +416,24 @@ mod tests {
     #[test]
     fn newest_first_one_at_a_time() {
         let order = RunOrder::NewestFirst.arrange(&[day(1), day(2), day(3)]);
-        assert_eq!(next_date(&order, &runs(&[], 0, 0), 1), Some(day(3)));
+        assert_eq!(
+            next_date(&order, &runs(&[], 0, 0), 1, all_due),
+            Some(day(3))
+        );
         // Named but not started yet: wait, whatever the room.
-        assert_eq!(next_date(&order, &runs(&[3], 1, 0), 5), None);
+        assert_eq!(next_date(&order, &runs(&[3], 1, 0), 5, all_due), None);
         // Running at the limit: wait.
-        assert_eq!(next_date(&order, &runs(&[3], 0, 1), 1), None);
+        assert_eq!(next_date(&order, &runs(&[3], 0, 1), 1, all_due), None);
         // Room for one more.
-        assert_eq!(next_date(&order, &runs(&[3], 0, 1), 2), Some(day(2)));
-        assert_eq!(next_date(&order, &runs(&[3, 2], 0, 0), 1), Some(day(1)));
-        assert_eq!(next_date(&order, &runs(&[1, 2, 3], 0, 0), 1), None);
+        assert_eq!(
+            next_date(&order, &runs(&[3], 0, 1), 2, all_due),
+            Some(day(2))
+        );
+        assert_eq!(
+            next_date(&order, &runs(&[3, 2], 0, 0), 1, all_due),
+            Some(day(1))
+        );
+        assert_eq!(next_date(&order, &runs(&[1, 2, 3], 0, 0), 1, all_due), None);
     }
 
     fn hour(h: u32) -> DateTime<Utc> {
@@ -393,6 +441,13 @@ mod tests {
             .single()
             .unwrap_or_default()
     }
+
+    fn all_due(_: DateTime<Utc>) -> bool {
+        true
+    }
+
+    /// A date after every date of the tables: every date is due.
+    const FAR: DateTime<Utc> = DateTime::<Utc>::MAX_UTC;
 
     /// [`decide`] for an unpaused copy that may keep `ahead` runs queued beyond its room.
     #[allow(clippy::too_many_arguments)]
@@ -413,6 +468,7 @@ mod tests {
             named,
             max_active_runs,
             ahead,
+            due_until: Some(FAR),
             can_create,
             paused: false,
         };
@@ -438,6 +494,7 @@ mod tests {
             named,
             max_active_runs,
             ahead: 0,
+            due_until: Some(FAR),
             can_create,
             paused: true,
         };
@@ -822,6 +879,47 @@ mod tests {
         );
     }
 
+    /// Only due dates are named or created, and the newest due one is found from either end.
+    #[test]
+    fn only_due_dates() {
+        let all = [day(1), day(2), day(3), day(4), day(5)];
+        let back = RunOrder::NewestFirst.arrange(&all);
+        // Daily data intervals: a date's run is due at the next day.
+        let run_after = |d: DateTime<Utc>| Some(d + chrono::Duration::days(1));
+        assert_eq!(newest_due(&all, day(4), run_after), Some(day(3)));
+        assert_eq!(newest_due(&back, day(4), run_after), Some(day(3)));
+        assert_eq!(newest_due(&all, day(9), run_after), Some(day(5)));
+        assert_eq!(newest_due(&all, day(1), run_after), None);
+        assert_eq!(newest_due(&[], day(9), run_after), None);
+        // A date whose run cannot be computed is not due; an older one still is.
+        let gap = |d: DateTime<Utc>| (d != day(5)).then(|| d + chrono::Duration::days(1));
+        assert_eq!(newest_due(&all, day(9), gap), Some(day(4)));
+        let r = runs(&[1], 0, 1);
+        let copy = |order, due_until, can_create| CopyNow {
+            kind: RunOrder::OldestFirst,
+            order,
+            runs: &r,
+            named: None,
+            max_active_runs: 10,
+            ahead: 0,
+            due_until,
+            can_create,
+            paused: false,
+        };
+        assert_eq!(
+            decide(&copy(&all, Some(day(3)), true), 10).step,
+            Step::Create(vec![day(2), day(3)])
+        );
+        assert_eq!(decide(&copy(&all, None, true), 10).step, Step::Wait);
+        // Newest first, the newest date not due: the newest due one is named.
+        let back_copy = CopyNow {
+            kind: RunOrder::NewestFirst,
+            runs: &CopyRuns::default(),
+            ..copy(&back, Some(day(4)), false)
+        };
+        assert_eq!(decide(&back_copy, 1).step, Step::Name(day(4)));
+    }
+
     #[test]
     fn run_ids() {
         assert_eq!(
@@ -839,10 +937,19 @@ mod tests {
     fn gaps_and_foreign_runs() {
         // Oldest first with a gap (2 skipped): 1, 3, 4.
         let order = RunOrder::OldestFirst.arrange(&[day(1), day(3), day(4)]);
-        assert_eq!(next_date(&order, &runs(&[1], 0, 0), 1), Some(day(3)));
+        assert_eq!(
+            next_date(&order, &runs(&[1], 0, 0), 1, all_due),
+            Some(day(3))
+        );
         // A run the copy got for another date (a manual trigger) changes nothing.
-        assert_eq!(next_date(&order, &runs(&[1, 2], 0, 0), 1), Some(day(3)));
+        assert_eq!(
+            next_date(&order, &runs(&[1, 2], 0, 0), 1, all_due),
+            Some(day(3))
+        );
         // max_active_runs 0 reads as 1.
-        assert_eq!(next_date(&order, &runs(&[], 0, 0), 0), Some(day(1)));
+        assert_eq!(
+            next_date(&order, &runs(&[], 0, 0), 0, all_due),
+            Some(day(1))
+        );
     }
 }

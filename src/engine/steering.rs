@@ -246,12 +246,18 @@ impl Engine {
                 }
             }
         }
+        let now = Utc::now();
         let mut ready = Vec::new();
         for copy in &copies {
             let Some(plan) = st.plans.get(&copy.id) else {
                 continue;
             };
             let copy_runs = runs.get(&copy.id).unwrap_or(&none);
+            // Only dates whose run is due now (as the scheduler would create it) count and
+            // may be named or created: a date still in its interval waits.
+            let due_until = steer::newest_due(&plan.order, now, |d| {
+                plan.runs.run_info(d).ok().map(|i| i.run_after)
+            });
             // A run named and not created yet counts as queued: the scheduler creates it at
             // its next loop. On a paused copy it is the date Airflow planned by itself, which
             // the scheduler creates only once the copy is unpaused: not live, still pending.
@@ -262,9 +268,13 @@ impl Engine {
             let pending = plan
                 .order
                 .iter()
-                .filter(|d| !copy_runs.dates.contains(d) && Some(**d) != counted)
+                .filter(|d| {
+                    !copy_runs.dates.contains(d)
+                        && Some(**d) != counted
+                        && due_until.is_some_and(|u| **d <= u)
+                })
                 .count();
-            ready.push((copy, plan, copy_runs, named, pending));
+            ready.push((copy, plan, copy_runs, named, pending, due_until));
         }
         // The budgets count every copy's live runs: the steered ones as just read, the others
         // from the live check.
@@ -275,7 +285,7 @@ impl Engine {
             *e = e.saturating_add(n);
         };
         let mut steered: Vec<turns::Steered> = Vec::with_capacity(ready.len());
-        for (copy, plan, copy_runs, named, pending) in &ready {
+        for (copy, plan, copy_runs, named, pending, _) in &ready {
             let queued = copy_runs.queued + u32::from(named.is_some() && !copy.paused);
             add(&copy.dag_id, queued + copy_runs.running);
             steered.push(turns::Steered {
@@ -305,7 +315,8 @@ impl Engine {
         let mut due: Vec<(String, RunInfo)> = Vec::new();
         let mut release: HashSet<String> = HashSet::new();
         let mut create: Vec<(String, RunTemplate, Vec<RunInfo>)> = Vec::new();
-        for ((copy, plan, copy_runs, named, pending), grant) in ready.iter().zip(grants) {
+        for ((copy, plan, copy_runs, named, pending, due_until), grant) in ready.iter().zip(grants)
+        {
             st.watch |= *pending > 0;
             if let Some(why) = grant.waiting {
                 st.waiting.insert(copy.id.clone(), why);
@@ -320,6 +331,7 @@ impl Engine {
                     named: *named,
                     max_active_runs: copy.max_active_runs,
                     ahead: steer::queue_ahead(copy.order, budgeted, copy.max_active_runs),
+                    due_until: *due_until,
                     can_create,
                     paused: copy.paused,
                 },
@@ -352,7 +364,6 @@ impl Engine {
             return Ok(0);
         }
         let schema = &c.schema;
-        let now = Utc::now();
         let named = c.db.transaction(|db| {
             if !Leases::new(db).fence(LEADER, &host, token, ttl_ms)? {
                 return Err(DbError::NotHolder(LEADER));
