@@ -1,5 +1,5 @@
-//! Issue 6's throttling acceptance on real Airflow 2.11 and 3.1 with PostgreSQL and the LocalExecutor
-//! (runs in parallel), `[throttle] max_running_backfill_runs = 2`:
+//! Issue 6's throttling acceptance on real Airflow 2.11, 3.1 and the newest 3.x (3.3) with
+//! PostgreSQL and the LocalExecutor (runs in parallel), `[throttle] max_running_backfill_runs = 2`:
 //! - three backfills at once, each asking `max_active_runs = 3` (above the budget): each is
 //!   narrowed to 2 with a warning and steered (backfilld names every run); queued + running
 //!   backfill runs, sampled every 100 ms, never exceed 2; turns alternate (every backfill's
@@ -61,6 +61,12 @@ fn throttle_on_airflow2_postgres() {
 #[test]
 fn throttle_on_airflow3_postgres() {
     throttle_scenario(AirflowMajor::V3, "throttle_af3");
+}
+
+/// On the newest Airflow 3 release (PostgreSQL: 3.3.2's scheduler fails on MariaDB).
+#[test]
+fn throttle_on_airflow33_postgres() {
+    throttle_scenario(AirflowMajor::V3Newest, "throttle_af33");
 }
 
 fn throttle_scenario(major: AirflowMajor, name: &str) {
