@@ -1,5 +1,5 @@
-//! Issue 6's throttling acceptance on real Airflow 2.11 and 3.1 with PostgreSQL and the LocalExecutor
-//! (runs in parallel), `[throttle] max_running_backfill_runs = 2`:
+//! Issue 6's throttling acceptance on real Airflow 2.11, 3.1 and the newest 3.x (3.3) with
+//! PostgreSQL and the LocalExecutor (runs in parallel), `[throttle] max_running_backfill_runs = 2`:
 //! - three backfills at once, each asking `max_active_runs = 3` (above the budget): each is
 //!   narrowed to 2 with a warning and steered (backfilld names every run); queued + running
 //!   backfill runs, sampled every 100 ms, never exceed 2; turns alternate (every backfill's
@@ -13,16 +13,26 @@
 //! - a backfill of a DAG with a run of its own queued holds ("yielding to scheduled run of
 //!   sales ...") until that run finished;
 //! - a backfill its user paused stays paused through throttling passes;
-//! - among waiting backfills, a higher `priority` gets the next free slot first.
+//! - among waiting backfills, a higher `priority` gets the next free slot first;
+//! - a steered backfill its user paused before it ever had a turn, resumed while the budget is
+//!   full, waits for a turn (handed back to the throttle), then runs and finishes within the
+//!   budget;
+//! - the budget removed (`[throttle]` dropped from the config, SIGHUP): a copy the throttle
+//!   paused is released and finishes while the runs it waited for still hold the old budget;
+//!   a copy its user paused stays paused until resumed.
 
 use std::time::{Duration, Instant};
 
 use backfilld::dburl::DbUrl;
 use backfilld::metadb::{IntRow, MetaDb};
+use nix::sys::signal::Signal;
 
 use crate::support::{wait_for, Airflow, AirflowMajor, Daemon};
 
 const BIG: Duration = Duration::from_secs(600);
+
+/// The run budget, appended to the daemon's config (section 5 removes it).
+const BUDGET: &str = "\n[throttle]\nmax_running_backfill_runs = 2\n";
 
 /// Queued + running runs of every copy of `lifecycle_demo`.
 const ACTIVE: &str = "SELECT COUNT(*) AS value FROM dag_run \
@@ -63,12 +73,19 @@ fn throttle_on_airflow3_postgres() {
     throttle_scenario(AirflowMajor::V3, "throttle_af3");
 }
 
+/// On the newest Airflow 3 release (PostgreSQL: 3.3.2's scheduler fails on MariaDB).
+#[test]
+fn throttle_on_airflow33_postgres() {
+    throttle_scenario(AirflowMajor::V3Newest, "throttle_af33");
+}
+
 fn throttle_scenario(major: AirflowMajor, name: &str) {
+    let whole = Instant::now();
     let mut af = Airflow::postgres(major, name);
     af.start_scheduler();
     af.wait_parsed("lifecycle_demo", BIG);
     af.wait_parsed("sales", BIG);
-    let daemon = Daemon::start_with(&af, &[], "\n[throttle]\nmax_running_backfill_runs = 2\n");
+    let mut daemon = Daemon::start_with(&af, &[], BUDGET);
     let url = DbUrl::parse(&af.conn_url()).unwrap_or_else(|e| panic!("{e}"));
     let mut db = MetaDb::connect(&url).unwrap_or_else(|e| panic!("{e}"));
 
@@ -314,6 +331,169 @@ fn throttle_scenario(major: AirflowMajor, name: &str) {
         ),
     );
     assert_eq!(started_before, 1, "the urgent backfill ran first");
+
+    resume_and_release(&mut daemon, &mut db);
+    eprintln!(
+        "throttle: {name}: the whole scenario took {:.0} s",
+        whole.elapsed().as_secs_f64()
+    );
+}
+
+/// Whether the copy `id` is paused in Airflow (1), unpaused (0) or unregistered (-1).
+fn copy_paused(db: &mut MetaDb, id: &str) -> i64 {
+    count(
+        db,
+        &format!(
+            "SELECT CAST(CASE WHEN is_paused THEN 1 ELSE 0 END AS BIGINT) AS value FROM dag \
+             WHERE dag_id = '{id}'"
+        ),
+    )
+}
+
+/// The runs of the copy `id`.
+fn runs_of(db: &mut MetaDb, id: &str) -> i64 {
+    count(
+        db,
+        &format!("SELECT COUNT(*) AS value FROM dag_run WHERE dag_id = '{id}'"),
+    )
+}
+
+/// Run `backfillctl ACTION id`; it must succeed.
+fn act(daemon: &Daemon, action: &str, id: &str) {
+    let out = daemon.ctl(&[action, id, "--json"]);
+    assert!(
+        out.status.success(),
+        "{action} {id}: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// Wait until the backfill `id`'s status reason says it waits for a turn of a full budget.
+fn wait_turn(daemon: &Daemon, id: &str) {
+    wait_for(&format!("{id} held by the full budget"), BIG, || {
+        let s = status(daemon, id);
+        (s["state"] != "paused"
+            && s["reason"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("waiting for a turn: 2/2")))
+        .then_some(())
+    });
+}
+
+/// A backfill holding both slots of the budget with runs that would last 5 minutes (cancelled
+/// once it has served): returns its id once both its runs are live.
+fn blocker(daemon: &Daemon, db: &mut MetaDb, start: &str, end: &str) -> String {
+    let id = submit(
+        daemon,
+        "lifecycle_demo",
+        start,
+        end,
+        &["--max-active-runs", "2", "--param", "sleep=300"],
+    );
+    wait_for("the blocker to take both slots", BIG, || {
+        (count(db, ACTIVE) == 2 && runs_of(db, &id) == 2).then_some(())
+    });
+    id
+}
+
+/// Section 5, resume and release, on the scenario's budget, cheaply: the budget is kept full
+/// by a blocker whose long runs are cancelled once it has served; the other backfills run one
+/// or two short dates.
+///
+/// First, a steered backfill its user paused before it ever had a turn (its copy still paused
+/// by the throttle), resumed while the budget is full: handed back to the throttle, it waits
+/// for a turn without a run, then, the slots freed, runs and finishes, never more than 2 runs
+/// live.
+///
+/// Then the budget is removed (the `[throttle]` section dropped, SIGHUP): a copy the throttle
+/// paused is released at once (it finishes while the blocker still holds the 2 slots of the
+/// old budget); one its user paused before its turn stays paused until resumed.
+fn resume_and_release(daemon: &mut Daemon, db: &mut MetaDb) {
+    let quick = ["--max-active-runs", "1", "--param", "sleep=1"];
+    let started = Instant::now();
+    let block = blocker(daemon, db, "2024-10-01", "2024-10-02");
+    let resumed = submit(daemon, "lifecycle_demo", "2024-10-10", "2024-10-11", &quick);
+    let kept = submit(daemon, "lifecycle_demo", "2024-10-20", "2024-10-20", &quick);
+    for id in [&resumed, &kept] {
+        wait_turn(daemon, id);
+        act(daemon, "pause", id);
+    }
+    for id in [&resumed, &kept] {
+        wait_for("the pause", Duration::from_secs(60), || {
+            (status(daemon, id)["state"] == "paused").then_some(())
+        });
+    }
+    act(daemon, "resume", &resumed);
+    wait_turn(daemon, &resumed);
+    // Handed back while the budget is full: still paused in Airflow, no run, over a few passes.
+    for _ in 0..6 {
+        std::thread::sleep(Duration::from_secs(1));
+        assert_eq!(copy_paused(db, &resumed), 1, "resumed over a full budget");
+        assert_eq!(runs_of(db, &resumed), 0, "a run over a full budget");
+    }
+    act(daemon, "cancel", &block);
+    let mut peak = 0;
+    let done = wait_for("the resumed backfill to finish", BIG, || {
+        peak = peak.max(count(db, ACTIVE));
+        let s = status(daemon, &resumed);
+        matches!(s["state"].as_str(), Some("success" | "failed")).then_some(s)
+    });
+    assert_eq!(done["state"], "success", "{done}\n{}", daemon.log_text());
+    assert_eq!(done["dates_succeeded"], 2, "{done}");
+    assert_eq!(runs_of(db, &resumed), 2, "runs of the resumed backfill");
+    assert!(peak <= 2, "{peak} backfill runs live after the resume");
+    eprintln!(
+        "throttle: resumed a backfill paused before its turn: done in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    // Throttling turned off while a copy waits for its turn.
+    let started = Instant::now();
+    let block = blocker(daemon, db, "2024-11-01", "2024-11-02");
+    let waiting = submit(daemon, "lifecycle_demo", "2024-11-10", "2024-11-11", &quick);
+    wait_turn(daemon, &waiting);
+    assert_eq!(copy_paused(db, &waiting), 1, "a waiting copy is paused");
+    let config = std::fs::read_to_string(&daemon.config).unwrap_or_else(|e| panic!("{e}"));
+    assert!(config.contains(BUDGET), "{config}");
+    std::fs::write(&daemon.config, config.replace(BUDGET, "\n")).unwrap_or_else(|e| panic!("{e}"));
+    let reloads = daemon.log_text().matches("configuration reloaded").count();
+    daemon.proc().signal(Signal::SIGHUP);
+    wait_for("the reload", Duration::from_secs(30), || {
+        (daemon.log_text().matches("configuration reloaded").count() > reloads).then_some(())
+    });
+    let done = daemon.wait_finished(&waiting, BIG);
+    assert_eq!(done["state"], "success", "{done}\n{}", daemon.log_text());
+    assert_eq!(runs_of(db, &waiting), 2, "runs of the released backfill");
+    assert_eq!(
+        status(daemon, &block)["state"],
+        "running",
+        "the blocker finished first: the release proves nothing"
+    );
+    // The user's pause holds through the passes after the budget went.
+    for _ in 0..4 {
+        std::thread::sleep(Duration::from_secs(1));
+        assert_eq!(
+            copy_paused(db, &kept),
+            1,
+            "the release unpaused a user's pause"
+        );
+        assert_eq!(status(daemon, &kept)["state"], "paused");
+        assert_eq!(runs_of(db, &kept), 0);
+    }
+    act(daemon, "resume", &kept);
+    let done = daemon.wait_finished(&kept, BIG);
+    assert_eq!(done["state"], "success", "{done}\n{}", daemon.log_text());
+    assert_eq!(
+        runs_of(db, &kept),
+        1,
+        "runs of the backfill paused by its user"
+    );
+    act(daemon, "cancel", &block);
+    daemon.wait_finished(&block, BIG);
+    eprintln!(
+        "throttle: budget removed, throttle-paused copy released: done in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
 }
 
 /// Wait until the backfills `ids` (of `lifecycle_demo`, 3 dates each, under
