@@ -706,6 +706,23 @@ fn newest_date_skipped_scenario(af: &Airflow, d: &Daemon) {
         origin.contains(&(day(0), "success".to_owned())),
         "{origin:?}"
     );
+    // Reaching two dates past it, not due yet, the skipped date would be planned by Airflow
+    // (it is the newest due date): the outcome warns.
+    let ahead = (newest + chrono::Days::new(2)).to_string();
+    let dry = d.submit(
+        DAG,
+        &day(2),
+        &ahead,
+        &["--reprocess", "failed", "--dry-run"],
+    );
+    assert_eq!(dry["outcome"], "accepted", "{dry}");
+    let warned = format!("reprocess skips {}T00:00:00Z, but a later date", day(0));
+    assert!(
+        dry["warnings"].as_array().is_some_and(|w| w
+            .iter()
+            .any(|m| m.as_str().is_some_and(|m| m.starts_with(&warned)))),
+        "{dry}"
+    );
     let out = d.submit(
         DAG,
         &day(2),
@@ -723,6 +740,10 @@ fn newest_date_skipped_scenario(af: &Airflow, d: &Daemon) {
         out["skipped_dates"],
         serde_json::json!([format!("{}T00:00:00Z", day(0))]),
         "{out}"
+    );
+    assert!(
+        out["warnings"].is_null(),
+        "ending at the skipped date: {out}"
     );
     let id = out["backfill_id"].as_str().unwrap_or_default().to_owned();
     let done = d.wait_finished(&id, BIG);
