@@ -4,7 +4,8 @@
 //! `dag_code.source_code`), a newline, and a fixed Python overlay ([`render`]). When Airflow
 //! parses the copy, the overlay finds the origin DAG object (module globals and
 //! `DagContext.autoregistered_dags`, Airflow 2 and 3), renames it in place to the backfill id,
-//! gives it and every task the backfill's start/end dates, `catchup=True`, `max_active_runs`,
+//! gives it and every task the backfill's start/end dates (a steered copy's: its first and
+//! newest logical date, [`copy_bounds`]), `catchup=True` (false when steered), `max_active_runs`,
 //! `is_paused_upon_creation` (false unless the throttle holds new copies), merges the param overrides into the DAG's and every task's
 //! params, tags it `backfill`, reduces a dataset/asset-or-time schedule (`DatasetOrTimeSchedule`,
 //! `AssetOrTimeSchedule`) to its time part (so events never add runs to the copy), and removes
@@ -352,6 +353,35 @@ pub struct CopyOptions {
     /// backfilld names the copy's runs (see `steer`): the copy gets `catchup=False`, so the
     /// scheduler creates no run of the range by itself.
     pub steered: bool,
+}
+
+/// The `start_date` and `end_date` a copy gets, given its backfill's range `start..=end`,
+/// the logical dates backfilld runs (`dates`, in any order) and whether it names them
+/// (`steered`).
+///
+/// A catchup copy keeps the range: Airflow's catchup runs every date of the timetable in it.
+/// A steered copy (`catchup=False`) gets its oldest and newest logical date as exact
+/// instants. With `catchup=False` Airflow still plans one date by itself, at registration and
+/// every parse (the newest date already due, or the one after the copy's newest run, never
+/// before `start_date`), and refuses it when it is after `end_date`: on 2.11 and 3.x every
+/// timetable compares `end_date` with the logical date (a data-interval timetable's interval
+/// start, a trigger timetable's trigger time, an event's time, `@once`'s start). So Airflow's
+/// own plan can only name a date between the copy's first and newest date; outside them it
+/// plans nothing. Every zone reads alike: the bounds are UTC instants of dates the timetable
+/// computed in its own zone. Without dates (not known), the range is kept.
+pub fn copy_bounds(
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    dates: &[DateTime<Utc>],
+    steered: bool,
+) -> (DateTime<Utc>, DateTime<Utc>) {
+    if !steered {
+        return (start, end);
+    }
+    match (dates.iter().min(), dates.iter().max()) {
+        (Some(&first), Some(&newest)) => (first, newest),
+        _ => (start, end),
+    }
 }
 
 /// The tasks a copy keeps, as `DAG.partial_subset` builds them.

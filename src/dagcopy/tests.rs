@@ -296,3 +296,94 @@ fn io_errors_name_the_path() -> TestResult {
     );
     Ok(())
 }
+
+fn at(text: &str) -> Result<DateTime<Utc>, Box<dyn std::error::Error>> {
+    Ok(DateTime::parse_from_rfc3339(text)?.with_timezone(&Utc))
+}
+
+#[test]
+fn copy_bounds_table() -> TestResult {
+    let d = |day| date(2024, 1, day);
+    let (start, end) = (d(1)?, d(10)?);
+    // (what, dates backfilld runs, steered, expected start, expected end)
+    let cases = [
+        (
+            "catchup keeps the range",
+            vec![d(2)?, d(3)?],
+            false,
+            d(1)?,
+            d(10)?,
+        ),
+        (
+            "steered: the newest date skipped ends the copy at the date before",
+            vec![d(1)?, d(3)?, d(4)?, d(5)?, d(6)?, d(7)?, d(8)?, d(9)?],
+            true,
+            d(1)?,
+            d(9)?,
+        ),
+        (
+            "steered: the oldest dates skipped start the copy at the first date run",
+            vec![d(3)?, d(10)?],
+            true,
+            d(3)?,
+            d(10)?,
+        ),
+        (
+            "steered newest first: the order does not matter",
+            vec![d(8)?, d(5)?, d(2)?],
+            true,
+            d(2)?,
+            d(8)?,
+        ),
+        (
+            "steered without dates keeps the range",
+            vec![],
+            true,
+            d(1)?,
+            d(10)?,
+        ),
+    ];
+    for (what, dates, steered, want_start, want_end) in cases {
+        assert_eq!(
+            copy_bounds(start, end, &dates, steered),
+            (want_start, want_end),
+            "{what}"
+        );
+    }
+    Ok(())
+}
+
+/// A Europe/Paris daily DAG across the spring DST change: the copy's bounds are the exact
+/// UTC instants of the dates the timetable computed in its zone, and so is the overlay's.
+#[test]
+fn copy_bounds_in_a_local_zone_are_the_logical_dates() -> TestResult {
+    use crate::schedule::Timetable;
+    let timetable = Timetable::from_serialized(&serde_json::json!({
+        "__type": "airflow.timetables.trigger.CronTriggerTimetable",
+        "__var": {"expression": "0 0 * * *", "timezone": "Europe/Paris", "interval": 0.0},
+    }))?;
+    // 2024-03-29 .. 2024-04-02 wall clock in Paris; DST starts on 03-31.
+    let (start, end) = (at("2024-03-28T23:00:00Z")?, at("2024-04-01T22:00:00Z")?);
+    let all = timetable.logical_dates(start, end, 100)?;
+    assert_eq!(all.len(), 5, "{all:?}");
+    // The newest date skipped (its origin run succeeded), and one inside: steered.
+    let kept: Vec<DateTime<Utc>> = all
+        .iter()
+        .copied()
+        .filter(|d| *d != all[2] && *d != all[4])
+        .collect();
+    let (first, newest) = copy_bounds(start, end, &kept, true);
+    assert_eq!(first, at("2024-03-28T23:00:00Z")?);
+    assert_eq!(newest, at("2024-03-31T22:00:00Z")?, "04-01 00:00 CEST");
+    let mut s = spec()?;
+    (s.start, s.end) = (first, newest);
+    let options = CopyOptions {
+        steered: true,
+        ..CopyOptions::default()
+    };
+    let doc = decoded_document(&render_with("", &s, &options))?;
+    assert_eq!(doc["start_date"], "2024-03-28T23:00:00+00:00");
+    assert_eq!(doc["end_date"], "2024-03-31T22:00:00+00:00");
+    assert_eq!(doc["catchup"], false);
+    Ok(())
+}

@@ -144,10 +144,17 @@ impl Engine {
         let origin = admit!(decide::origin(&req.dag_id, &facts));
         let dates = admit!(self.range_dates(&mut req, origin.serialized, limit));
         admit!(decide::some_dates(&req, &dates));
+        let mut planned = Vec::new();
         let dates = if decide::needs_origin_runs(req.reprocess) {
             let c = self.conn.get()?;
             let origin_runs = Airflow::new(&mut c.db, &c.schema).runs(&req.dag_id)?;
-            admit!(decide::reprocess(&mut req, dates, &origin_runs))
+            let all = dates.clone();
+            let kept = admit!(decide::reprocess(&mut req, dates, &origin_runs));
+            if let Ok(t) = crate::schedule::Timetable::from_serialized_dag(origin.serialized) {
+                let run_after = |d| t.run_info(d).ok().map(|i| i.run_after);
+                planned = decide::planned_skips(&all, &kept.dates, run_after, Utc::now());
+            }
+            kept
         } else {
             Reprocessed {
                 dates,
@@ -169,7 +176,13 @@ impl Engine {
                 Overlapping::Range
             ));
         }
-        Ok(decide::create(req, dates, origin, ident, &self.config))
+        let warning = decide::planned_skips_warning(&planned);
+        Ok(
+            decide::create(req, dates, origin, ident, &self.config).map(|mut new| {
+                new.options.warnings.extend(warning);
+                new
+            }),
+        )
     }
 }
 

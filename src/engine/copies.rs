@@ -265,11 +265,17 @@ pub(super) fn render_copy(row: &BackfillRow) -> String {
 
 /// The copy's overlay values from the stored row.
 pub(super) fn copy_spec(row: &BackfillRow) -> CopySpec {
+    let (start, end) = dagcopy::copy_bounds(
+        row.start,
+        row.end,
+        &row.logical_dates,
+        row.options.run_order.is_steered(),
+    );
     CopySpec {
         backfill_id: row.id.clone(),
         origin_dag_id: row.dag_id.clone(),
-        start: row.start,
-        end: row.end,
+        start,
+        end,
         max_active_runs: row.max_active_runs,
         params: row.params.clone(),
         description: row.description.clone(),

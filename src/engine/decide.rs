@@ -128,6 +128,52 @@ pub(super) fn reprocess(
     })
 }
 
+/// The dates `reprocess` skipped between the dates kept (`kept`) that Airflow would still plan
+/// by itself for the steered copy. With `catchup=False` Airflow plans the newest date already
+/// due, or the date after the copy's newest run, when it is between the copy's first and newest
+/// date (`dagcopy::copy_bounds`). A skipped date is safe once a later date of the range is due
+/// (Airflow's plan is then past it); one whose next date in the range (`all`, ascending) is
+/// not due yet at `now` (`run_after` of that date after `now`; `None`: unknown, not reported)
+/// is planned once it is due, and runs in the copy too.
+pub(super) fn planned_skips(
+    all: &[DateTime<Utc>],
+    kept: &[DateTime<Utc>],
+    run_after: impl Fn(DateTime<Utc>) -> Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Vec<DateTime<Utc>> {
+    let (Some(&first), Some(&last)) = (kept.iter().min(), kept.iter().max()) else {
+        return Vec::new();
+    };
+    let kept: std::collections::HashSet<&DateTime<Utc>> = kept.iter().collect();
+    all.windows(2)
+        .filter_map(|pair| match *pair {
+            [skipped, next] => (first < skipped
+                && skipped < last
+                && !kept.contains(&skipped)
+                && run_after(next).is_some_and(|at| at > now))
+            .then_some(skipped),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The warning for [`planned_skips`]' dates (`None` when there are none).
+pub(super) fn planned_skips_warning(dates: &[DateTime<Utc>]) -> Option<String> {
+    if dates.is_empty() {
+        return None;
+    }
+    let list: Vec<String> = dates.iter().map(|d| fmt_ts(*d)).collect();
+    Some(format!(
+        "reprocess skips {}, but a later date of the range is not due yet: Airflow plans {} by \
+         itself for the copy once due, so the copy runs {} too (end the range at the newest \
+         date already due to skip {})",
+        list.join(", "),
+        if dates.len() == 1 { "it" } else { "them" },
+        if dates.len() == 1 { "it" } else { "them" },
+        if dates.len() == 1 { "it" } else { "them" },
+    ))
+}
+
 /// Refused when the range's schedule has no logical date in it.
 pub(super) fn some_dates(req: &Request, dates: &[DateTime<Utc>]) -> Ruling<()> {
     if dates.is_empty() {

@@ -652,6 +652,7 @@ fn lifecycle_on_airflow2_sqlite() {
     );
 
     run_backwards_scenario(&af, &d);
+    newest_date_skipped_scenario(&af, &d);
 }
 
 /// `run_backwards`: backfilld names the copy's runs newest first, one at a time with
@@ -684,14 +685,101 @@ fn run_backwards_scenario(af: &Airflow, d: &Daemon) {
     );
 }
 
+/// A steered copy runs exactly backfilld's dates, not the one Airflow plans by itself: with
+/// `catchup=False` Airflow plans the newest date already due (2.11: yesterday, the latest
+/// complete interval; 3.x: today 00:00, `@daily` is a `CronTriggerTimetable`) whenever it is
+/// inside the copy's dates. Here the origin DAG already ran that date, so `reprocess = "failed"`
+/// skips it, and the backfill runs backwards (steered): the copy ends at the date before
+/// (`dagcopy::copy_bounds`), so Airflow plans nothing and only the two dates left run.
+fn newest_date_skipped_scenario(af: &Airflow, d: &Daemon) {
+    let started = Instant::now();
+    let today = chrono::Utc::now().date_naive();
+    let newest = if af.major.is_v3() {
+        today
+    } else {
+        today - chrono::Days::new(1)
+    };
+    let day = |back: u64| (newest - chrono::Days::new(back)).to_string();
+    af.cli_ok(&["dags", "test", DAG, &day(0)]);
+    let origin = runs(af, DAG);
+    assert!(
+        origin.contains(&(day(0), "success".to_owned())),
+        "{origin:?}"
+    );
+    // Reaching two dates past it, not due yet, the skipped date would be planned by Airflow
+    // (it is the newest due date): the outcome warns.
+    let ahead = (newest + chrono::Days::new(2)).to_string();
+    let dry = d.submit(
+        DAG,
+        &day(2),
+        &ahead,
+        &["--reprocess", "failed", "--dry-run"],
+    );
+    assert_eq!(dry["outcome"], "accepted", "{dry}");
+    let warned = format!("reprocess skips {}T00:00:00Z, but a later date", day(0));
+    assert!(
+        dry["warnings"].as_array().is_some_and(|w| w
+            .iter()
+            .any(|m| m.as_str().is_some_and(|m| m.starts_with(&warned)))),
+        "{dry}"
+    );
+    let out = d.submit(
+        DAG,
+        &day(2),
+        &day(0),
+        &[
+            "--reprocess",
+            "failed",
+            "--backwards",
+            "--max-active-runs",
+            "1",
+        ],
+    );
+    assert_eq!(out["outcome"], "accepted", "{out}");
+    assert_eq!(
+        out["skipped_dates"],
+        serde_json::json!([format!("{}T00:00:00Z", day(0))]),
+        "{out}"
+    );
+    assert!(
+        out["warnings"].is_null(),
+        "ending at the skipped date: {out}"
+    );
+    let id = out["backfill_id"].as_str().unwrap_or_default().to_owned();
+    let done = d.wait_finished(&id, BIG);
+    assert_eq!(done["state"], "success", "{done}");
+    assert_eq!(done["run_order"], "newest_first", "{done}");
+    assert_eq!(done["dates_total"], 2, "{done}");
+    assert_eq!(
+        af.run_dates_by(&id, "id"),
+        vec![day(1), day(2)],
+        "the copy ran exactly the dates backfilld lists, newest first, and not {}",
+        day(0)
+    );
+    assert_eq!(
+        af.query_i64(&format!(
+            "SELECT COUNT(*) FROM dag WHERE dag_id = '{id}' AND next_dagrun IS NOT NULL"
+        )),
+        0,
+        "Airflow plans no date of the copy by itself"
+    );
+    eprintln!(
+        "newest_date_skipped_scenario ({:?}): {:.1} s",
+        af.major,
+        started.elapsed().as_secs_f64()
+    );
+}
+
 /// The same life cycle on the newest Airflow 3 (3.3) with SQLite (`dag_run.logical_date`,
 /// task-instance ids, DAG versions, the 3.2+ tables a delete clears): pause, resume, cancel
-/// while running, delete, then running backwards. Airflow 3.1 runs it on PostgreSQL
+/// while running, delete, then running backwards, and a steered copy whose newest date is
+/// skipped ([`newest_date_skipped_scenario`]). Airflow 3.1 runs it on PostgreSQL
 /// (`lifecycle_on_postgres_and_mysql`); `BACKFILLD_IT_AIRFLOW3=newest` runs that on 3.3 too.
 #[test]
 fn lifecycle_on_airflow33_sqlite() {
     let mut af = Airflow::sqlite(AirflowMajor::V3Newest, "lifecycle_af33");
-    lifecycle_scenario(&mut af);
+    let d = lifecycle_scenario(&mut af);
+    newest_date_skipped_scenario(&af, &d);
 }
 
 /// Tables of Airflow's DB (any backend) with a `dag_id` column.
@@ -722,7 +810,7 @@ fn dag_id_tables_any(af: &Airflow) -> Vec<String> {
 /// Airflow's venv (backend-neutral SQL): the life-cycle statements backfilld sends (pause
 /// flags, Airflow-style mark failed, `airflow dags delete`-style removal) on each backend's
 /// types and quoting.
-fn lifecycle_scenario(af: &mut Airflow) {
+fn lifecycle_scenario(af: &mut Airflow) -> Daemon {
     af.start_scheduler();
     af.wait_parsed(DAG, BIG);
     let d = Daemon::start(af, &[]);
@@ -819,6 +907,7 @@ fn lifecycle_scenario(af: &mut Airflow) {
     );
 
     run_backwards_scenario(af, &d);
+    d
 }
 
 /// The server-DB life cycle on PostgreSQL with Airflow 3.1, then on MariaDB with Airflow 2.11

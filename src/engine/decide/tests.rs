@@ -540,3 +540,65 @@ fn create_table() {
     let d = create_with(&defaults, request(Reprocess::Completed), 1).map(|n| n.delete_after_days);
     assert_eq!(d, Ruling::Admit(Some(9)));
 }
+
+#[test]
+fn planned_skips_table() {
+    // A daily trigger timetable: a date's run may be created at the date itself. Now is day 6
+    // 12:00, so day 6 is the newest date already due.
+    let now = day(6) + chrono::TimeDelta::hours(12);
+    let run_after = |d: DateTime<Utc>| Some(d);
+    let all: Vec<DateTime<Utc>> = (1..=9).map(day).collect();
+    let days = |ds: &[u32]| ds.iter().map(|d| day(*d)).collect::<Vec<_>>();
+    // (what, dates kept, reported)
+    let cases = [
+        (
+            "every date kept",
+            days(&[1, 2, 3, 4, 5, 6, 7, 8, 9]),
+            vec![],
+        ),
+        (
+            "a skipped date older than the newest due one: Airflow's plan is past it",
+            days(&[1, 2, 4, 5, 6]),
+            vec![],
+        ),
+        (
+            "the newest due date skipped at the end: outside the copy",
+            days(&[1, 2, 3, 4, 5]),
+            vec![],
+        ),
+        (
+            "the newest due date skipped before dates not due: planned by Airflow",
+            days(&[1, 2, 3, 4, 5, 7, 8]),
+            days(&[6]),
+        ),
+        (
+            "a future date skipped between future dates: planned once due",
+            days(&[1, 2, 3, 4, 5, 6, 7, 9]),
+            days(&[8]),
+        ),
+        ("nothing kept", vec![], vec![]),
+    ];
+    for (what, kept, want) in cases {
+        assert_eq!(planned_skips(&all, &kept, run_after, now), want, "{what}");
+    }
+    // Unknown run times report nothing.
+    assert!(planned_skips(&all, &days(&[5, 7]), |_| None, now).is_empty());
+    // A data-interval timetable: a date's run may be created a day later, so day 5 is the
+    // newest date already due (the latest complete interval): skipping it before dates not
+    // due is reported, skipping day 4 (day 5 is due) is not, skipping day 6 is.
+    let interval = |d: DateTime<Utc>| Some(d + chrono::TimeDelta::days(1));
+    assert_eq!(
+        planned_skips(&all, &days(&[4, 6, 7]), interval, now),
+        days(&[5])
+    );
+    assert_eq!(
+        planned_skips(&all, &days(&[3, 5, 7]), interval, now),
+        days(&[6])
+    );
+    let text = planned_skips_warning(&days(&[6])).unwrap_or_default();
+    assert!(
+        text.starts_with("reprocess skips 2024-01-06T00:00:00Z, but a later date"),
+        "{text}"
+    );
+    assert!(planned_skips_warning(&[]).is_none());
+}
