@@ -440,6 +440,17 @@ impl<'a> Store<'a> {
         Ok((due, next))
     }
 
+    /// Refresh the planner statistics of `backfilld_backfill` after a bulk change (a seed
+    /// import): `ANALYZE` on PostgreSQL, whose autovacuum may be off or not there yet; MySQL
+    /// recalculates InnoDB's persistent statistics itself, and SQLite is left without
+    /// statistics tables in Airflow's file (nothing sent).
+    pub fn analyze(&mut self) -> Result<(), DbError> {
+        match self.db.dialect().0 {
+            crate::dburl::Backend::Postgres => self.db.batch("ANALYZE backfilld_backfill"),
+            crate::dburl::Backend::Sqlite | crate::dburl::Backend::Mysql => Ok(()),
+        }
+    }
+
     /// Every backfill with Airflow-side work of a life-cycle action outstanding.
     pub fn pending_ops(&mut self) -> Result<Vec<BackfillRow>, DbError> {
         // Without the origin source, which no action's Airflow-side work needs (a pass reads
