@@ -31,7 +31,7 @@ use crate::metadb::pass::Pass;
 use crate::metadb::store::{
     self, AuditEntry, BackfillOptions, BackfillRow, NewBackfill, PendingOp, RequestRecord, Store,
 };
-use crate::metadb::{DbError, MetaDb};
+use crate::metadb::{change, DbError, MetaDb};
 use crate::ordering::{self, Gate};
 use crate::paging::{self, PageKey};
 use crate::reconcile::{self, Observation, RunSummary};

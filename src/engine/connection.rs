@@ -10,6 +10,10 @@
 
 use super::*;
 
+/// The copy folder's live copies as `Store::live_copies` reads them: (backfill id, when its
+/// copy was written, whether it is backfilld's own copy and not an imported seed's).
+pub(super) type LiveCopies = Vec<(String, chrono::DateTime<Utc>, bool)>;
+
 /// An open connection and what was learnt when it was made. Dropped as a whole when the
 /// connection is lost, so nothing here outlives it.
 pub(super) struct Connected {
@@ -18,6 +22,11 @@ pub(super) struct Connected {
     pub(super) auth: AuthSource,
     /// What the last reconcile pass read (dropped with the connection: full pass after).
     pub(super) pass_cache: Option<pass_cache::PassCache>,
+    /// The copy folder's live copies (`Store::live_copies`), kept while backfilld's change
+    /// signal stays put (`metadb::change`).
+    pub(super) live_kept: change::Kept<Arc<LiveCopies>>,
+    /// When the next automatic deletion is due, kept while the change signal stays put.
+    pub(super) due_kept: change::Kept<Option<chrono::DateTime<Utc>>>,
     /// Origin DAGs' recent run durations for estimates (`eta`).
     pub(super) durations: eta::RecentDurations,
 }
@@ -148,6 +157,8 @@ impl Engine {
                 schema,
                 auth,
                 pass_cache: None,
+                live_kept: change::Kept::default(),
+                due_kept: change::Kept::default(),
                 durations: eta::RecentDurations::default(),
             };
             Ok((c, version))

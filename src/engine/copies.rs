@@ -34,7 +34,16 @@ impl Engine {
             self.verified_saved = kept;
             self.verified_loaded = true;
         }
-        let all = Store::new(&mut c.db).live_copies()?;
+        // Read again only when a backfill row was written since (`metadb::change`).
+        let seq = change::seq(&mut c.db)?;
+        let all = match c.live_kept.get(seq, pass_cache::STAMPS_EVERY) {
+            Some(all) => Arc::clone(all),
+            None => {
+                let all = Arc::new(Store::new(&mut c.db).live_copies()?);
+                c.live_kept.put(seq, Arc::clone(&all));
+                all
+            }
+        };
         let known: std::collections::HashSet<&str> =
             all.iter().map(|(id, _, _)| id.as_str()).collect();
         let live: Vec<(&str, chrono::DateTime<Utc>)> = all

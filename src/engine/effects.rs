@@ -10,7 +10,17 @@ impl Engine {
     pub(super) fn auto_delete(&mut self) -> Result<(), DbError> {
         let now = Utc::now();
         let c = self.conn.get()?;
-        let due = Store::new(&mut c.db).due_for_deletion(now)?;
+        // No row written since the last read and no deletion due by then: nothing to read.
+        let seq = change::seq(&mut c.db)?;
+        if let Some(next) = c.due_kept.get(seq, pass_cache::STAMPS_EVERY) {
+            if next.is_none_or(|at| now < at) {
+                return Ok(());
+            }
+        }
+        let (due, next) = Store::new(&mut c.db).due_for_deletion(now)?;
+        // While some are due (refused by the life-cycle rules, or failing), read every pass.
+        c.due_kept
+            .put(seq, if due.is_empty() { next } else { Some(now) });
         if due.is_empty() {
             return Ok(());
         }

@@ -10,7 +10,9 @@
 //! runs counted — only when nothing usable is kept: no kept cache in the DB, a kept watermark
 //! above the highest `dag_run.id` (the metadata DB was reset), more than `KEPT_MAX_NEW`
 //! backfills the kept counts do not cover, or a seed import just ran. Otherwise a pass reads
-//! the version stamps and only the rows whose stamp changed (a starting leader: every row),
+//! the version stamps — only when the change signal of backfilld's table moved
+//! (`metadb::change`), or at least every `STAMPS_EVERY` passes — and only the rows whose stamp
+//! changed (a starting leader: every row),
 //! then compares the copies' queued and running runs with the kept ones and looks up by `id`
 //! the runs that started, finished or are new, updating the kept counts with them. A copy's
 //! runs are counted again in full when its row is new, or a run went back from running to
@@ -24,6 +26,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 
+use crate::metadb::change;
 use crate::metadb::pass::{ActiveRun, KeptDelta, KeptMark, Pass, PassRow, RowVersion};
 use crate::metadb::DbError;
 use crate::reconcile::{RunState, RunSummary};
@@ -58,7 +61,19 @@ pub(super) struct PassCache {
     dirty: HashSet<String>,
     /// Every backfill may differ from `saved` (a cache just built or adopted).
     all_dirty: bool,
+    /// The change signal of `backfilld_backfill` (`metadb::change`) when the version stamps
+    /// were last read: while it reads the same, no row changed and the stamps are not read.
+    seq: Option<i64>,
+    /// Passes in a row that did not read the stamps (at most `STAMPS_EVERY - 1`).
+    stamps_skipped: usize,
+    /// Rows this leader's last write changed, read again by the next pass when the change
+    /// signal moved by that write alone ([`PassCache::wrote`]).
+    reread: BTreeSet<String>,
 }
+
+/// The version stamps are read at least every this many passes, even with the change signal
+/// unmoved (heals a write to `backfilld_backfill` made outside backfilld).
+pub(super) const STAMPS_EVERY: usize = 60;
 
 /// The kept cache as last written.
 #[derive(Debug)]
@@ -93,6 +108,7 @@ impl PassCache {
     /// the cache and how many backfills had their runs counted (all).
     pub(super) fn full(pass: &mut Pass<'_>, token: i64) -> Result<(PassCache, usize), DbError> {
         pass.snapshot(|pass| {
+            let seq = pass.change_seq()?;
             let top = pass.top_run_id()?;
             let mut cache = PassCache {
                 token,
@@ -107,6 +123,9 @@ impl PassCache {
                 roll: 0,
                 dirty: HashSet::new(),
                 all_dirty: true,
+                seq,
+                stamps_skipped: 0,
+                reread: BTreeSet::new(),
             };
             for (row, v) in pass.rows_of(None)? {
                 cache.insert(row, v);
@@ -131,6 +150,7 @@ impl PassCache {
         max_new: usize,
     ) -> Result<Option<(PassCache, usize)>, DbError> {
         pass.snapshot(|pass| {
+            let seq = pass.change_seq()?;
             let Some(mark) = pass.kept_mark()? else {
                 return Ok(None);
             };
@@ -152,6 +172,9 @@ impl PassCache {
                 roll: 0,
                 dirty: HashSet::new(),
                 all_dirty: true,
+                seq,
+                stamps_skipped: 0,
+                reread: BTreeSet::new(),
             };
             for (row, v) in pass.rows_of(None)? {
                 cache.insert(row, v);
@@ -299,6 +322,18 @@ impl PassCache {
         }
     }
 
+    /// This leader's pass wrote the rows `ids` and bumped the change signal to `after` (as
+    /// its transaction saw it, [`MetaDb::signal_now`](crate::metadb::MetaDb::signal_now)).
+    /// When that is one past what this cache's rows were read at, no one else wrote since:
+    /// the next pass reads those rows again by id instead of every version stamp. Otherwise
+    /// the signal moved further and the next pass reads the stamps.
+    pub(super) fn wrote(&mut self, after: Option<i64>, ids: impl Iterator<Item = String>) {
+        if let Some(to) = change::after_own_write(self.seq, after) {
+            self.seq = Some(to);
+            self.reread.extend(ids);
+        }
+    }
+
     fn mark(&self) -> KeptMark {
         let mut known: Vec<i64> = self.known.iter().copied().collect();
         known.sort_unstable();
@@ -328,6 +363,24 @@ impl PassCache {
     }
 
     fn refresh_in(&mut self, pass: &mut Pass<'_>, roll_every: usize) -> Result<usize, DbError> {
+        // No row written since the stamps were last read: only the runs may have changed.
+        let seq = pass.change_seq()?;
+        if change::may_skip(self.seq, seq, self.stamps_skipped, STAMPS_EVERY) {
+            self.stamps_skipped += 1;
+            // Only this leader's own last write: its rows are read again by id.
+            let ids: Vec<String> = std::mem::take(&mut self.reread).into_iter().collect();
+            for id in &ids {
+                self.remove(id);
+            }
+            for (row, v) in pass.rows_of(Some(&ids))? {
+                self.insert(row, v);
+            }
+            let dropped = ids.iter().any(|id| !self.versions.contains_key(id));
+            return self.refresh_runs(pass, BTreeMap::new(), dropped, Some(roll_every));
+        }
+        self.seq = seq;
+        self.stamps_skipped = 0;
+        self.reread.clear();
         // Rows: drop those no longer unfinished, read again those whose stamp changed.
         let versions = pass.versions()?;
         let gone: Vec<String> = self

@@ -303,7 +303,7 @@ impl Engine {
             && changes.is_empty()
             && unsaved.delta.is_empty())
         {
-            let (paused, unpaused) = c.db.transaction(|db| {
+            let (paused, unpaused, signal) = c.db.transaction(|db| {
                 if !Leases::new(db).fence(LEADER, &host, token, ttl_ms)? {
                     return Err(DbError::NotHolder(LEADER));
                 }
@@ -322,9 +322,11 @@ impl Engine {
                 if !unsaved.delta.is_empty() {
                     pass.keep(&unsaved.delta, now)?;
                 }
-                Ok::<_, DbError>((paused, unpaused))
+                let signal = db.signal_now()?;
+                Ok::<_, DbError>((paused, unpaused, signal))
             })?;
             cache.saved(unsaved);
+            cache.wrote(signal, changes.iter().map(|ch| ch.id.clone()));
             stats.paused = paused;
             stats.unpaused = unpaused;
         } else {

@@ -279,6 +279,12 @@ impl Engine {
         }
         if after.state == JobState::Finished {
             tracing::info!(job = job.id, "{}", after.summary());
+            // Thousands of rows just arrived: without fresh statistics PostgreSQL's planner
+            // takes the table for nearly empty and looks up a pass's few ids through the
+            // `deleted = 0` index, every live row (30-50 ms a statement at 10,000 backfills).
+            if let Err(e) = store::Store::new(&mut self.conn.get()?.db).analyze() {
+                tracing::warn!(error = %e, "cannot refresh the planner statistics of backfilld's table");
+            }
         }
         failpoint::hang_if_armed(failpoint::AFTER_IMPORT_BATCH);
         Ok(())

@@ -11,6 +11,7 @@
 
 pub mod airflow;
 pub mod audit;
+pub mod change;
 pub mod copycheck;
 pub mod fab;
 pub mod lease;
@@ -320,6 +321,9 @@ pub struct MetaDb {
     queries: u64,
     /// Open transactions: 0 none, 1 a transaction, more its nested savepoints.
     depth: u32,
+    /// The open transaction wrote `backfilld_backfill`: its commit bumps the change signal
+    /// ([`change`]).
+    changed: bool,
 }
 
 /// How long a SQLite statement waits for Airflow's lock before failing.
@@ -377,6 +381,7 @@ impl MetaDb {
             dialect: Dialect(url.backend()),
             queries: 0,
             depth: 0,
+            changed: false,
         })
     }
 
@@ -411,8 +416,22 @@ impl MetaDb {
         })
     }
 
-    /// Run a statement; returns the number of rows it touched.
+    /// Run a statement; returns the number of rows it touched. A write of
+    /// `backfilld_backfill` bumps the change signal ([`change`]): at the commit of the open
+    /// transaction, or right after the statement outside one.
     pub fn execute(&mut self, sql: &str, args: &[Arg]) -> Result<usize, DbError> {
+        let n = self.execute_plain(sql, args)?;
+        if change::writes_backfill(sql) {
+            if self.depth == 0 {
+                self.execute_plain(change::BUMP, &[])?;
+            } else {
+                self.changed = true;
+            }
+        }
+        Ok(n)
+    }
+
+    fn execute_plain(&mut self, sql: &str, args: &[Arg]) -> Result<usize, DbError> {
         self.queries += 1;
         let _timed = Timed::new(sql);
         Ok(match &mut self.conn {
@@ -428,8 +447,23 @@ impl MetaDb {
         })
     }
 
-    /// Run statements without binds (DDL).
+    /// Run statements without binds (DDL). A write of `backfilld_backfill` as the first
+    /// statement bumps the change signal as [`MetaDb::execute`] does.
     pub fn batch(&mut self, sql: &str) -> Result<(), DbError> {
+        self.batch_plain(sql)?;
+        if change::writes_backfill(sql) {
+            if self.depth == 0 {
+                self.execute_plain(change::BUMP, &[])?;
+            } else {
+                self.changed = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// [`MetaDb::batch`] without the change signal (the migrations: the signal's table may
+    /// not exist yet).
+    pub(crate) fn batch_plain(&mut self, sql: &str) -> Result<(), DbError> {
         self.queries += 1;
         let _timed = Timed::new(sql);
         match &mut self.conn {
@@ -461,6 +495,19 @@ impl MetaDb {
         }
     }
 
+    /// Bump the change signal now, if the open transaction wrote `backfilld_backfill` (its
+    /// commit then does not), and return the counter as this transaction sees it: the
+    /// transaction's last statement before `COMMIT`, so the counter's row is locked only for
+    /// the commit. `None` when nothing was written.
+    pub fn signal_now(&mut self) -> Result<Option<i64>, DbError> {
+        if self.depth == 0 || !self.changed {
+            return Ok(None);
+        }
+        self.execute_plain(change::BUMP, &[])?;
+        self.changed = false;
+        change::seq(self)
+    }
+
     /// Open a write transaction, or a savepoint inside the open one. Every `begin` is closed
     /// by one `commit` or `rollback`.
     pub fn begin(&mut self) -> Result<(), DbError> {
@@ -479,6 +526,13 @@ impl MetaDb {
         let depth = self.depth.saturating_sub(1);
         self.depth = depth;
         if depth == 0 {
+            // The change signal's bump last: its row lock is held only for the commit.
+            if std::mem::take(&mut self.changed) {
+                if let Err(e) = self.execute_plain(change::BUMP, &[]) {
+                    let _ = self.batch("ROLLBACK");
+                    return Err(e);
+                }
+            }
             let res = self.batch("COMMIT");
             if res.is_err() {
                 // SQLite keeps the transaction open after a failed COMMIT.
@@ -500,6 +554,7 @@ impl MetaDb {
         let depth = self.depth.saturating_sub(1);
         self.depth = depth;
         if depth == 0 {
+            self.changed = false;
             self.batch("ROLLBACK")
         } else {
             self.batch(&format!("ROLLBACK TO SAVEPOINT backfilld_{depth}"))?;

@@ -21,7 +21,7 @@ pub use migrations::*;
 pub use rows::*;
 
 /// Schema version this build expects.
-pub const SCHEMA_VERSION: i64 = 20;
+pub const SCHEMA_VERSION: i64 = 21;
 
 /// Most ids one `IN (...)` list binds (under every backend's bind limit).
 const IN_CHUNK: usize = 400;
@@ -410,9 +410,13 @@ impl<'a> Store<'a> {
             .collect())
     }
 
-    /// Ids of finished, undeleted backfills whose `delete_after_days` elapsed by `now`. Reads
-    /// only the columns that decide it (this runs every pass; history only grows).
-    pub fn due_for_deletion(&mut self, now: DateTime<Utc>) -> Result<Vec<String>, DbError> {
+    /// Ids of finished, undeleted backfills whose `delete_after_days` elapsed by `now`, and
+    /// the earliest instant after `now` at which another one's does (`None`: none will
+    /// without a write to the table). Reads only the columns that decide it.
+    pub fn due_for_deletion(
+        &mut self,
+        now: DateTime<Utc>,
+    ) -> Result<(Vec<String>, Option<DateTime<Utc>>), DbError> {
         let rows: Vec<RetentionSql> = self.db.load(
             "SELECT id, updated_at, run_end, delete_after_days FROM backfilld_backfill \
              WHERE deleted = 0 AND state IN ('success', 'failed', 'cancelled') \
@@ -420,16 +424,31 @@ impl<'a> Store<'a> {
             &[],
         )?;
         let mut due = Vec::new();
+        let mut next: Option<DateTime<Utc>> = None;
         for r in rows {
             let finished = match r.run_end.as_deref() {
                 Some(t) => parse_ts(t)?,
                 None => parse_ts(&r.updated_at)?,
             };
-            if finished + chrono::Duration::days(r.delete_after_days) <= now {
+            let at = finished + chrono::Duration::days(r.delete_after_days);
+            if at <= now {
                 due.push(r.id);
+            } else {
+                next = Some(next.map_or(at, |n| n.min(at)));
             }
         }
-        Ok(due)
+        Ok((due, next))
+    }
+
+    /// Refresh the planner statistics of `backfilld_backfill` after a bulk change (a seed
+    /// import): `ANALYZE` on PostgreSQL, whose autovacuum may be off or not there yet; MySQL
+    /// recalculates InnoDB's persistent statistics itself, and SQLite is left without
+    /// statistics tables in Airflow's file (nothing sent).
+    pub fn analyze(&mut self) -> Result<(), DbError> {
+        match self.db.dialect().0 {
+            crate::dburl::Backend::Postgres => self.db.batch("ANALYZE backfilld_backfill"),
+            crate::dburl::Backend::Sqlite | crate::dburl::Backend::Mysql => Ok(()),
+        }
     }
 
     /// Every backfill with Airflow-side work of a life-cycle action outstanding.

@@ -142,6 +142,13 @@ impl Pass<'_> {
         }
     }
 
+    /// The change signal of `backfilld_backfill` (`metadb::change`), read first in a
+    /// snapshot: the stamps read after it may be trusted while it reads the same. One
+    /// statement on a one-row table.
+    pub fn change_seq(&mut self) -> Result<Option<i64>, DbError> {
+        crate::metadb::change::seq(self.db)
+    }
+
     /// Every unfinished backfill's id with its version stamp. One statement.
     pub fn versions(&mut self) -> Result<HashMap<String, RowVersion>, DbError> {
         let rows: Vec<VersionSql> = self.db.load(

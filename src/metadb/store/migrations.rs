@@ -2,6 +2,7 @@
 //! start at once).
 
 use super::*;
+use crate::dburl::Backend;
 
 pub(super) fn migrations(d: Dialect) -> Vec<(i64, Vec<String>)> {
     let long = d.long_text();
@@ -333,6 +334,28 @@ pub(super) fn migrations(d: Dialect) -> Vec<(i64, Vec<String>)> {
                     .to_owned(),
             ],
         ),
+        (
+            // The change signal of `backfilld_backfill` (`metadb::change`): one row, bumped
+            // by every transaction that writes the table, so a pass reads the version stamps
+            // (and the live copies, the backfills due for deletion) only when it moved.
+            21,
+            vec![
+                "CREATE TABLE IF NOT EXISTS backfilld_change (
+                id BIGINT NOT NULL PRIMARY KEY,
+                seq BIGINT NOT NULL)"
+                    .to_owned(),
+                match d.0 {
+                    Backend::Sqlite => {
+                        "INSERT OR IGNORE INTO backfilld_change (id, seq) VALUES (1, 0)"
+                    }
+                    Backend::Postgres => {
+                        "INSERT INTO backfilld_change (id, seq) VALUES (1, 0) ON CONFLICT DO NOTHING"
+                    }
+                    Backend::Mysql => "INSERT IGNORE INTO backfilld_change (id, seq) VALUES (1, 0)",
+                }
+                .to_owned(),
+            ],
+        ),
     ]
 }
 
@@ -355,7 +378,7 @@ pub fn migrate(db: &mut MetaDb) -> Result<i64, DbError> {
             continue;
         }
         for sql in statements {
-            if let Err(e) = db.batch(&sql) {
+            if let Err(e) = db.batch_plain(&sql) {
                 // Another agent may have applied the same migration a moment ago.
                 if current_version(db)? >= version {
                     break;
