@@ -763,6 +763,38 @@ fn newest_date_skipped_scenario(af: &Airflow, d: &Daemon) {
         0,
         "Airflow plans no date of the copy by itself"
     );
+    // A range reaching one date past the newest due one, newest first (steered: backfilld
+    // creates the runs): the due dates run, the date whose interval has not ended gets no run
+    // (it is created once due, as a catchup copy's would be).
+    let next = (newest + chrono::Days::new(1)).to_string();
+    let id = d.submit_accepted(
+        DAG,
+        &day(1),
+        &next,
+        &[
+            "--reprocess",
+            "completed",
+            "--backwards",
+            "--max-active-runs",
+            "3",
+        ],
+    );
+    let due = wait_for("the due dates of a range reaching past them", BIG, || {
+        let ok = af.query_i64(&format!(
+            "SELECT COUNT(*) FROM dag_run WHERE dag_id = '{id}' AND state = 'success'"
+        ));
+        (ok >= 2).then_some(ok)
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(due, 2);
+    assert_eq!(
+        af.run_dates_by(&id, af.date_column()),
+        vec![day(1), day(0)],
+        "only the due dates have runs, not {next}\n{}",
+        d.log_text()
+    );
+    let (cancelled, code) = operate(d, "cancel", &id);
+    assert_eq!(code, Some(0), "{cancelled}");
     eprintln!(
         "newest_date_skipped_scenario ({:?}): {:.1} s",
         af.major,
