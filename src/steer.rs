@@ -449,9 +449,9 @@ mod tests {
     /// A date after every date of the tables: every date is due.
     const FAR: DateTime<Utc> = DateTime::<Utc>::MAX_UTC;
 
-    /// [`decide`] for an unpaused copy that may keep `ahead` runs queued beyond its room.
+    /// [`decide`] for a copy whose dates are all due.
     #[allow(clippy::too_many_arguments)]
-    fn stepped(
+    fn decided(
         kind: RunOrder,
         order: &[DateTime<Utc>],
         runs: &CopyRuns,
@@ -460,7 +460,8 @@ mod tests {
         ahead: u32,
         granted: u32,
         can_create: bool,
-    ) -> Step {
+        paused: bool,
+    ) -> Decision {
         let copy = CopyNow {
             kind,
             order,
@@ -470,41 +471,9 @@ mod tests {
             ahead,
             due_until: Some(FAR),
             can_create,
-            paused: false,
+            paused,
         };
-        let d = decide(&copy, granted);
-        assert!(!d.unpause, "an unpaused copy is never unpaused again");
-        d.step
-    }
-
-    /// [`decide`] for a paused copy: `None` when it stays paused (and does nothing).
-    fn released(
-        kind: RunOrder,
-        order: &[DateTime<Utc>],
-        runs: &CopyRuns,
-        named: Option<DateTime<Utc>>,
-        max_active_runs: u32,
-        granted: u32,
-        can_create: bool,
-    ) -> Option<Step> {
-        let copy = CopyNow {
-            kind,
-            order,
-            runs,
-            named,
-            max_active_runs,
-            ahead: 0,
-            due_until: Some(FAR),
-            can_create,
-            paused: true,
-        };
-        let d = decide(&copy, granted);
-        if d.unpause {
-            Some(d.step)
-        } else {
-            assert_eq!(d.step, Step::Wait, "a copy left paused does nothing");
-            None
-        }
+        decide(&copy, granted)
     }
 
     #[test]
@@ -681,8 +650,11 @@ mod tests {
         ];
         for (i, (kind, order, r, named, mar, granted, can, want)) in cases.into_iter().enumerate() {
             assert_eq!(
-                stepped(kind, order, &r, named.map(day), mar, 0, granted, can),
-                want,
+                decided(kind, order, &r, named.map(day), mar, 0, granted, can, false),
+                Decision {
+                    step: want,
+                    unpause: false
+                },
                 "case {i}"
             );
         }
@@ -802,8 +774,11 @@ mod tests {
         ];
         for (i, (kind, order, r, named, mar, granted, can, want)) in cases.into_iter().enumerate() {
             assert_eq!(
-                released(kind, order, &r, named.map(day), mar, granted, can),
-                want,
+                decided(kind, order, &r, named.map(day), mar, 0, granted, can, true),
+                Decision {
+                    unpause: want.is_some(),
+                    step: want.unwrap_or(Step::Wait),
+                },
                 "case {i}"
             );
         }
@@ -823,7 +798,7 @@ mod tests {
         let all = [day(1), day(2), day(3), day(4), day(5), day(6), day(7)];
         // 2 running, 2 allowed and 2 ahead: two more queued at once.
         assert_eq!(
-            stepped(
+            decided(
                 Catchup,
                 &all,
                 &runs(&[1, 2], 0, 2),
@@ -831,13 +806,15 @@ mod tests {
                 2,
                 2,
                 u32::MAX,
-                true
-            ),
+                true,
+                false
+            )
+            .step,
             Step::Create(vec![day(3), day(4)])
         );
         // The queue full: nothing more until a run ends.
         assert_eq!(
-            stepped(
+            decided(
                 Catchup,
                 &all,
                 &runs(&[1, 2, 3, 4], 2, 2),
@@ -845,13 +822,15 @@ mod tests {
                 2,
                 2,
                 u32::MAX,
-                true
-            ),
+                true,
+                false
+            )
+            .step,
             Step::Wait
         );
         // The named date counts as queued.
         assert_eq!(
-            stepped(
+            decided(
                 Catchup,
                 &all,
                 &runs(&[1, 2], 0, 2),
@@ -859,13 +838,15 @@ mod tests {
                 2,
                 2,
                 u32::MAX,
-                true
-            ),
+                true,
+                false
+            )
+            .step,
             Step::Create(vec![day(4)])
         );
         // Without a template nothing is queued ahead (the scheduler creates the runs).
         assert_eq!(
-            stepped(
+            decided(
                 OldestFirst,
                 &all,
                 &runs(&[1, 2], 0, 2),
@@ -873,8 +854,10 @@ mod tests {
                 2,
                 2,
                 u32::MAX,
+                false,
                 false
-            ),
+            )
+            .step,
             Step::Wait
         );
     }
