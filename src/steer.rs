@@ -189,6 +189,17 @@ impl CopyNow<'_> {
     fn is_due(&self, date: DateTime<Utc>) -> bool {
         self.due_until.is_some_and(|u| date <= u)
     }
+
+    /// Its due dates still waiting for a run: without a run, and not the named date when
+    /// that one counts as live (an unpaused copy's, which the scheduler creates at its next
+    /// loop; a paused copy's named date is still pending).
+    pub fn pending(&self) -> usize {
+        let live_named = self.named.filter(|_| !self.paused);
+        self.order
+            .iter()
+            .filter(|d| !self.runs.dates.contains(d) && Some(**d) != live_named && self.is_due(**d))
+            .count()
+    }
 }
 
 /// What the steering does to a copy now.
@@ -894,6 +905,22 @@ mod tests {
             Step::Create(vec![day(2), day(3)])
         );
         assert_eq!(decide(&copy(&all, None, true), 10).step, Step::Wait);
+        // Pending: due dates without a run (day 1 has one; days 4 and 5 are not due).
+        assert_eq!(copy(&all, Some(day(3)), true).pending(), 2);
+        // An unpaused copy's named date is live, a paused copy's still pending.
+        let named = CopyNow {
+            named: Some(day(2)),
+            ..copy(&all, Some(day(3)), true)
+        };
+        assert_eq!(named.pending(), 1);
+        assert_eq!(
+            CopyNow {
+                paused: true,
+                ..named
+            }
+            .pending(),
+            2
+        );
         // Newest first, the newest date not due: the newest due one is named.
         let back_copy = CopyNow {
             kind: RunOrder::NewestFirst,

@@ -253,28 +253,29 @@ impl Engine {
                 continue;
             };
             let copy_runs = runs.get(&copy.id).unwrap_or(&none);
-            // Only dates whose run is due now (as the scheduler would create it) count and
-            // may be named or created: a date still in its interval waits.
-            let due_until = steer::newest_due(&plan.order, now, |d| {
-                plan.runs.run_info(d).ok().map(|i| i.run_after)
-            });
             // A run named and not created yet counts as queued: the scheduler creates it at
             // its next loop. On a paused copy it is the date Airflow planned by itself, which
             // the scheduler creates only once the copy is unpaused: not live, still pending.
             let named = copy
                 .next_dagrun
                 .filter(|d| copy.next_dagrun_due && !copy_runs.dates.contains(d));
-            let counted = named.filter(|_| !copy.paused);
-            let pending = plan
-                .order
-                .iter()
-                .filter(|d| {
-                    !copy_runs.dates.contains(d)
-                        && Some(**d) != counted
-                        && due_until.is_some_and(|u| **d <= u)
-                })
-                .count();
-            ready.push((copy, plan, copy_runs, named, pending, due_until));
+            let view = steer::CopyNow {
+                kind: copy.order,
+                order: &plan.order,
+                runs: copy_runs,
+                named,
+                max_active_runs: copy.max_active_runs,
+                ahead: steer::queue_ahead(copy.order, budgeted, copy.max_active_runs),
+                // Only dates whose run is due now (as the scheduler would create it) count
+                // and may be named or created: a date still in its interval waits.
+                due_until: steer::newest_due(&plan.order, now, |d| {
+                    plan.runs.run_info(d).ok().map(|i| i.run_after)
+                }),
+                can_create: create_runs && templates.contains_key(&copy.id) && plan.can_create,
+                paused: copy.paused,
+            };
+            let pending = view.pending();
+            ready.push((copy, plan, view, pending));
         }
         // The budgets count every copy's live runs: the steered ones as just read, the others
         // from the live check.
@@ -285,14 +286,14 @@ impl Engine {
             *e = e.saturating_add(n);
         };
         let mut steered: Vec<turns::Steered> = Vec::with_capacity(ready.len());
-        for (copy, plan, copy_runs, named, pending, _) in &ready {
-            let queued = copy_runs.queued + u32::from(named.is_some() && !copy.paused);
-            add(&copy.dag_id, queued + copy_runs.running);
+        for (copy, _, view, pending) in &ready {
+            let queued = view.runs.queued + u32::from(view.named.is_some() && !copy.paused);
+            add(&copy.dag_id, queued + view.runs.running);
             steered.push(turns::Steered {
                 id: copy.id.clone(),
                 dag_id: copy.dag_id.clone(),
                 queued,
-                running: copy_runs.running,
+                running: view.runs.running,
                 pending: u32::try_from(*pending).unwrap_or(u32::MAX),
                 max_active_runs: copy.max_active_runs,
                 priority: copy.priority,
@@ -301,8 +302,8 @@ impl Engine {
                     .get(&copy.id)
                     .copied()
                     .unwrap_or(copy.submitted_at),
-                batch: create_runs && templates.contains_key(&copy.id) && plan.can_create,
-                ahead: steer::queue_ahead(copy.order, budgeted, copy.max_active_runs),
+                batch: view.can_create,
+                ahead: view.ahead,
             });
         }
         let counted: HashSet<&str> = ready.iter().map(|(copy, ..)| copy.id.as_str()).collect();
@@ -315,28 +316,13 @@ impl Engine {
         let mut due: Vec<(String, RunInfo)> = Vec::new();
         let mut release: HashSet<String> = HashSet::new();
         let mut create: Vec<(String, RunTemplate, Vec<RunInfo>)> = Vec::new();
-        for ((copy, plan, copy_runs, named, pending, due_until), grant) in ready.iter().zip(grants)
-        {
+        for ((copy, plan, view, pending), grant) in ready.iter().zip(grants) {
             st.watch |= *pending > 0;
             if let Some(why) = grant.waiting {
                 st.waiting.insert(copy.id.clone(), why);
             }
             let template = templates.get(&copy.id);
-            let can_create = create_runs && template.is_some() && plan.can_create;
-            let decision = steer::decide(
-                &steer::CopyNow {
-                    kind: copy.order,
-                    order: &plan.order,
-                    runs: copy_runs,
-                    named: *named,
-                    max_active_runs: copy.max_active_runs,
-                    ahead: steer::queue_ahead(copy.order, budgeted, copy.max_active_runs),
-                    due_until: *due_until,
-                    can_create,
-                    paused: copy.paused,
-                },
-                grant.runs,
-            );
+            let decision = steer::decide(view, grant.runs);
             if decision.unpause {
                 release.insert(copy.id.clone());
             }
