@@ -421,6 +421,13 @@ impl MetaDb {
     /// transaction, or right after the statement outside one.
     pub fn execute(&mut self, sql: &str, args: &[Arg]) -> Result<usize, DbError> {
         let n = self.execute_plain(sql, args)?;
+        self.signal_write(sql)?;
+        Ok(n)
+    }
+
+    /// After `sql` ran: when it wrote `backfilld_backfill`, bump the change signal now outside
+    /// a transaction, or mark the open one for the bump at its commit.
+    fn signal_write(&mut self, sql: &str) -> Result<(), DbError> {
         if change::writes_backfill(sql) {
             if self.depth == 0 {
                 self.execute_plain(change::BUMP, &[])?;
@@ -428,7 +435,7 @@ impl MetaDb {
                 self.changed = true;
             }
         }
-        Ok(n)
+        Ok(())
     }
 
     fn execute_plain(&mut self, sql: &str, args: &[Arg]) -> Result<usize, DbError> {
@@ -451,14 +458,7 @@ impl MetaDb {
     /// statement bumps the change signal as [`MetaDb::execute`] does.
     pub fn batch(&mut self, sql: &str) -> Result<(), DbError> {
         self.batch_plain(sql)?;
-        if change::writes_backfill(sql) {
-            if self.depth == 0 {
-                self.execute_plain(change::BUMP, &[])?;
-            } else {
-                self.changed = true;
-            }
-        }
-        Ok(())
+        self.signal_write(sql)
     }
 
     /// [`MetaDb::batch`] without the change signal (the migrations: the signal's table may
