@@ -197,7 +197,7 @@ fn venv() -> PathBuf {
     venv_named("af2")
 }
 
-/// The venv `name` of `scripts/airflow-venvs.sh` (`af2`, `af3`, `af33`).
+/// The venv `name` of `scripts/airflow-venvs.sh` (`af2`, `af30`, `af3`, `af32`, `af33`).
 fn venv_named(name: &str) -> PathBuf {
     let base = std::env::var_os("BACKFILLD_VENV_DIR")
         .map(PathBuf::from)

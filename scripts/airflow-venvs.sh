@@ -6,7 +6,7 @@
 # touched, so Airflow's version cannot change).
 # Idempotent: a venv whose stamp matches its pinned spec is kept as it is.
 # BACKFILLD_VENV_DIR overrides the cache directory (default ~/.cache/backfilld/venvs).
-# Usage: scripts/airflow-venvs.sh [af2|af3|af33|schemathesis|seedplugin ...]   (no argument: all of them)
+# Usage: scripts/airflow-venvs.sh [af2|af30|af3|af32|af33|schemathesis|seedplugin ...]   (no argument: all of them)
 set -euo pipefail
 
 dir="${BACKFILLD_VENV_DIR:-$HOME/.cache/backfilld/venvs}"
@@ -34,7 +34,19 @@ build() {
 }
 
 build af2 airflow "apache-airflow[postgres,mysql]==2.11.2"
+# Every Airflow 3 minor: 3.0 and 3.2 run the SQLite core scenario and schema detection only.
+# 3.0.6 needs SQLAlchemy 1.4 (sqlalchemy<2.0); the newest alembic, sqlalchemy-utils and
+# Flask-SQLAlchemy need SQLAlchemy 2, and pip backtracks for longer than CI can wait before it
+# finds the older ones, so their bounds are given here (the FAB provider 3.10.2 declares
+# apache-airflow>=3.0.2 and installs with them). 3.0.6 declares no upper bound on FastAPI, and
+# with a newer one its execution API refuses every task start (422 "Input should be a valid
+# dictionary" on PATCH .../run): it gets the bound 3.1.8 declares, fastapi<0.118.0.
+build af30 airflow "apache-airflow[postgres,mysql]==3.0.6 apache-airflow-providers-fab==3.10.2 sqlalchemy<2.0 alembic<1.20 sqlalchemy-utils<0.43 flask-sqlalchemy<3.1 fastapi<0.118.0"
 build af3 airflow "apache-airflow[postgres,mysql]==3.1.8 apache-airflow-providers-fab==3.10.2"
+# 3.2.2 declares no upper bound on FastAPI, and its api-server dies at start with FastAPI 0.137+
+# (pydantic "needs a discriminator field" on the execution API's routes); 3.3.2 declares
+# fastapi<0.137.0 itself, so 3.2 gets the same bound here.
+build af32 airflow "apache-airflow[postgres,mysql]==3.2.2 apache-airflow-providers-fab==3.10.2 fastapi<0.137.0"
 # The newest Airflow 3 release: the core scenarios, the schedule oracle and the corpus run on it too.
 build af33 airflow "apache-airflow[postgres,mysql]==3.3.2 apache-airflow-providers-fab==3.10.2"
 build schemathesis schemathesis "schemathesis==4.32.5"

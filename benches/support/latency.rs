@@ -60,7 +60,7 @@ pub struct LatencyArgs {
     pub trials: usize,
     /// Warm-up rounds before them, not counted.
     pub warmup: usize,
-    /// The venvs to measure (`af2`, `af3`, `af33`).
+    /// The venvs to measure (`af2`, `af30`, `af3`, `af32`, `af33`).
     pub venvs: Vec<String>,
     /// Another build's `backfilld`, measured as one more side ("before").
     pub before: Option<PathBuf>,

@@ -335,7 +335,7 @@ fn asset_events(major: AirflowMajor, name: &str) {
     };
     let table = match major {
         AirflowMajor::V2 => "dataset_event",
-        AirflowMajor::V3 | AirflowMajor::V3Newest => "asset_event",
+        _ => "asset_event",
     };
     let events = |id: &str| {
         af.count(

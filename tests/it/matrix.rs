@@ -1,8 +1,9 @@
 //! Issue 4's support matrix: the core end-to-end scenario (request → DAG copy → runs by a real
-//! scheduler → success, and a failing range → failed) on Airflow 2.11, 3.1 and the newest 3.x
-//! (3.3; FAB auth manager, with dag-processor and api-server), on SQLite and PostgreSQL. Airflow
-//! 2.11 + SQLite is `core_loop`. Every case runs the one [`core_scenario`]; cases that share a
-//! backend and major line run one after another inside one test.
+//! scheduler → success, and a failing range → failed) on Airflow 2.11 and every 3.x minor (3.0,
+//! 3.1, 3.2 and the newest, 3.3; FAB auth manager, with dag-processor and api-server), on SQLite,
+//! and on PostgreSQL for 2.11, 3.1 and 3.3. Airflow 2.11 + SQLite is `core_loop`. Every case
+//! runs the one [`core_scenario`]; cases that share a backend and major line run one after
+//! another inside one test.
 
 use std::time::{Duration, Instant};
 
@@ -155,8 +156,18 @@ fn core_scenario_sqlite(major: AirflowMajor, name: &str) {
 }
 
 #[test]
+fn core_scenario_airflow30_sqlite() {
+    core_scenario_sqlite(AirflowMajor::V30, "matrix_af30_sqlite");
+}
+
+#[test]
 fn core_scenario_airflow3_sqlite() {
     core_scenario_sqlite(AirflowMajor::V3, "matrix_af3_sqlite");
+}
+
+#[test]
+fn core_scenario_airflow32_sqlite() {
+    core_scenario_sqlite(AirflowMajor::V32, "matrix_af32_sqlite");
 }
 
 #[test]

@@ -663,7 +663,7 @@ fn run_oracle(major: AirflowMajor, cases: &[Case]) -> Vec<Value> {
     }
     let major_arg = match major {
         AirflowMajor::V2 => "2",
-        AirflowMajor::V3 | AirflowMajor::V3Newest => "3",
+        _ => "3",
     };
     let output = Command::new(venv.join("bin/python"))
         .arg("-c")

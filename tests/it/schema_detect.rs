@@ -1,7 +1,7 @@
 //! Issue 4: backfilld finds the Airflow schema generation from the live DB and refuses, with a
-//! clear message, a schema it does not know. (Each real schema, 2.11, 3.1 and 3.3 on SQLite and
-//! PostgreSQL, and MariaDB, is detected in `matrix`, `mysql` and `core_loop`; the 3.x schemas'
-//! optional features here.)
+//! clear message, a schema it does not know. (Each real schema, 2.11 and 3.0 to 3.3 on SQLite, 2.11, 3.1
+//! and 3.3 on PostgreSQL, and MariaDB, is detected in `matrix`, `mysql` and `core_loop`; the
+//! 3.x schemas' optional features here.)
 
 use backfilld::dburl::DbUrl;
 use backfilld::metadb::airflow::{AirflowSchema, Generation};
@@ -55,12 +55,15 @@ fn a_generation_missing_columns_backfilld_reads_is_refused() {
     assert!(e.contains("dag_version.version_number"), "{e}");
 }
 
-/// The real schemas `airflow db migrate` makes for Airflow 3.1 and the newest 3.x (3.3) are
-/// both detected as Airflow 3 with parse requests; only 3.3 revokes tokens (`revoked_token`).
+/// The real schemas `airflow db migrate` makes for every Airflow 3 minor (3.0, 3.1, 3.2 and the
+/// newest, 3.3) are all detected as Airflow 3 with parse requests; 3.2 and 3.3 revoke tokens
+/// (`revoked_token`) and name a run's partition (`dag_run.partition_key`).
 #[test]
 fn real_airflow3_schemas_are_detected() {
-    for (major, name, revokes) in [
+    for (major, name, from_3_2) in [
+        (AirflowMajor::V30, "schema_af30", false),
         (AirflowMajor::V3, "schema_af3", false),
+        (AirflowMajor::V32, "schema_af32", true),
         (AirflowMajor::V3Newest, "schema_af33", true),
     ] {
         let af = Airflow::sqlite(major, name);
@@ -69,6 +72,7 @@ fn real_airflow3_schemas_are_detected() {
         let schema = AirflowSchema::detect(&mut db).unwrap_or_else(|e| panic!("{major:?}: {e}"));
         assert_eq!(schema.generation, Generation::V3, "{major:?}");
         assert!(schema.has_parse_requests, "{major:?}");
-        assert_eq!(schema.has_revoked_tokens, revokes, "{major:?}");
+        assert_eq!(schema.has_revoked_tokens, from_3_2, "{major:?}");
+        assert_eq!(schema.has_run_partitions, from_3_2, "{major:?}");
     }
 }

@@ -9,16 +9,20 @@ use std::path::PathBuf;
 pub enum AirflowMajor {
     /// Airflow 2.11.x.
     V2,
+    /// Airflow 3.0.x with the FAB provider (the oldest 3.x minor).
+    V30,
     /// Airflow 3.1.x with the FAB provider.
     V3,
+    /// Airflow 3.2.x with the FAB provider.
+    V32,
     /// The newest Airflow 3 release (3.3.x) with the FAB provider.
     V3Newest,
 }
 
 impl AirflowMajor {
-    /// Whether this is an Airflow 3 release (3.1 or the newest 3.x).
+    /// Whether this is an Airflow 3 release (3.0, 3.1, 3.2 or the newest 3.x).
     pub fn is_v3(self) -> bool {
-        matches!(self, AirflowMajor::V3 | AirflowMajor::V3Newest)
+        !matches!(self, AirflowMajor::V2)
     }
 
     /// The release a test asking for `self` gets: [`AirflowMajor::V3`] becomes
@@ -47,7 +51,9 @@ pub fn airflow_venv(major: AirflowMajor) -> PathBuf {
         });
     let dir = base.join(match major.resolved() {
         AirflowMajor::V2 => "af2",
+        AirflowMajor::V30 => "af30",
         AirflowMajor::V3 => "af3",
+        AirflowMajor::V32 => "af32",
         AirflowMajor::V3Newest => "af33",
     });
     assert!(
@@ -374,7 +380,9 @@ impl Airflow {
     pub fn date_column(&self) -> &'static str {
         match self.major {
             AirflowMajor::V2 => "execution_date",
-            AirflowMajor::V3 | AirflowMajor::V3Newest => "logical_date",
+            AirflowMajor::V30 | AirflowMajor::V3 | AirflowMajor::V32 | AirflowMajor::V3Newest => {
+                "logical_date"
+            }
         }
     }
 
@@ -408,7 +416,10 @@ impl Airflow {
             (AirflowMajor::V2, MetaDbKind::Sqlite) => {
                 cmd.env("AIRFLOW__CORE__EXECUTOR", "SequentialExecutor");
             }
-            (AirflowMajor::V3 | AirflowMajor::V3Newest, MetaDbKind::Sqlite) => {
+            (
+                AirflowMajor::V30 | AirflowMajor::V3 | AirflowMajor::V32 | AirflowMajor::V3Newest,
+                MetaDbKind::Sqlite,
+            ) => {
                 // One task at a time: concurrent task starts on SQLite made the api-server fail
                 // them ("error occurred while trying to deserialize Dag", 500) under CI load.
                 cmd.env("AIRFLOW__CORE__EXECUTOR", "LocalExecutor")
