@@ -330,10 +330,12 @@ impl Engine {
             // The fence renewed the claim.
             renewed = Some((token, write_started));
             // The write leaves every copy's liveness as it was (`Pass::apply` writes neither
-            // `deleted` nor `copy_written_at`), and no deletion due unless a row finished.
+            // `deleted` nor `copy_written_at`); unless a row finished, it makes no deletion
+            // due and nothing to notify (the pass never sets `awaiting_approval`).
             c.live_kept.own_write(signal);
             if !changes.iter().any(|ch| ch.decision.state.is_terminal()) {
                 c.due_kept.own_write(signal);
+                c.quiet_kept.own_write(signal);
             }
             cache.saved(unsaved);
             cache.wrote(signal, changes.iter().map(|ch| ch.id.clone()));
