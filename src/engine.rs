@@ -151,6 +151,9 @@ pub struct Engine {
     /// After a lost connection, the next batch waits until then.
     import_retry_at: Option<Instant>,
     leader_token: Option<i64>,
+    /// When the leader claim was last renewed (a statement that renewed it began then), and
+    /// under which token: `lead` sends no renewal while it is fresh (`leader::renewal_due`).
+    renewed: Option<(i64, Instant)>,
     verified_copies: HashMap<String, CopyFingerprint>,
     /// `verified_copies` as last saved in the DB (`metadb::copycheck`).
     verified_saved: HashMap<String, CopyFingerprint>,
@@ -234,6 +237,7 @@ impl Engine {
             import_active: true,
             import_retry_at: None,
             leader_token: None,
+            renewed: None,
             verified_copies: HashMap::new(),
             verified_saved: HashMap::new(),
             verified_loaded: false,

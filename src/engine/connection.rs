@@ -27,6 +27,8 @@ pub(super) struct Connected {
     pub(super) live_kept: change::Kept<Arc<LiveCopies>>,
     /// When the next automatic deletion is due, kept while the change signal stays put.
     pub(super) due_kept: change::Kept<Option<chrono::DateTime<Utc>>>,
+    /// Kept while the change signal stays put after notifications found nothing to send.
+    pub(super) quiet_kept: change::Kept<()>,
     /// Origin DAGs' recent run durations for estimates (`eta`).
     pub(super) durations: eta::RecentDurations,
 }
@@ -159,6 +161,7 @@ impl Engine {
                 pass_cache: None,
                 live_kept: change::Kept::default(),
                 due_kept: change::Kept::default(),
+                quiet_kept: change::Kept::default(),
                 durations: eta::RecentDurations::default(),
             };
             Ok((c, version))
@@ -167,6 +170,10 @@ impl Engine {
 
     /// Drop the connection if `e` lost it; the next step reconnects.
     pub(super) fn lost(&mut self, e: &DbError) {
+        if matches!(e, DbError::NotHolder(_)) {
+            // A fenced write found the claim gone: the next pass asks the DB again.
+            self.renewed = None;
+        }
         self.conn.lost(e);
     }
 }

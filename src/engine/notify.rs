@@ -13,8 +13,9 @@ use std::time::Duration;
 
 use chrono::Utc;
 
-use super::Engine;
+use super::{pass_cache, Engine};
 use crate::config::{Config, SmtpSettings};
+use crate::metadb::change;
 use crate::metadb::store::Store;
 use crate::notification::{self, Delivery, Facts, Recipient};
 use crate::state::BackfillState;
@@ -133,8 +134,24 @@ impl Engine {
         let since = now
             - chrono::Duration::from_std(self.config.notifications.max_age)
                 .unwrap_or(chrono::Duration::days(1));
+        // Nothing to notify at the change signal's last value, and no write since: rows only
+        // leave that set (sent marks, age) unless `backfilld_backfill` is written.
+        let seq = match change::seq(&mut c.db) {
+            Ok(seq) => seq,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the change signal; retrying next pass");
+                return;
+            }
+        };
+        if c.quiet_kept.get(seq, pass_cache::STAMPS_EVERY).is_some() {
+            return;
+        }
+        let mut store = Store::new(&mut c.db);
         let rows = match store.unnotified(since) {
-            Ok(ids) if ids.is_empty() => return,
+            Ok(ids) if ids.is_empty() => {
+                c.quiet_kept.put(seq, ());
+                return;
+            }
             Ok(ids) => {
                 let ids: Vec<&str> = ids
                     .iter()

@@ -434,21 +434,24 @@ impl PassCache {
             .collect();
         let mut active = pass.active_runs()?;
         active.retain(|id, _| self.versions.contains_key(id));
-        let mut touched: BTreeSet<&str> = BTreeSet::new();
+        // The copies whose queued/running runs differ from the last pass's (computed once:
+        // the counts below and the kept cache's dirty set both need them).
+        let mut touched: BTreeSet<String> = BTreeSet::new();
         touched.extend(
             active
                 .iter()
                 .filter(|(id, runs)| self.active.get(*id) != Some(*runs))
-                .map(|(id, _)| id.as_str()),
+                .map(|(id, _)| id.clone()),
         );
         touched.extend(
             self.active
                 .keys()
-                .filter(|id| !active.contains_key(*id) && self.versions.contains_key(*id))
-                .map(String::as_str),
+                .filter(|id| !active.contains_key(*id))
+                .cloned(),
         );
         let none = Vec::new();
-        for copy in touched {
+        for copy in touched.iter().filter(|id| self.versions.contains_key(*id)) {
+            let copy = copy.as_str();
             let old = self.active.get(copy).unwrap_or(&none);
             let new = active.get(copy).unwrap_or(&none);
             let update = updates
@@ -495,12 +498,8 @@ impl PassCache {
             let take = n.div_ceil(every);
             let start = self.roll % n;
             self.roll = (start + take) % n;
-            let ids: Vec<&String> = self.rows.keys().map(|(_, id)| id).collect();
-            for i in 0..take {
-                if let Some(id) = ids.get((start + i) % n) {
-                    rolled.push((*id).clone());
-                }
-            }
+            let keys = self.rows.keys().map(|(_, id)| id);
+            rolled.extend(keys.clone().skip(start).chain(keys).take(take).cloned());
         }
         let looked_up: Vec<i64> = updates
             .values()
@@ -546,18 +545,7 @@ impl PassCache {
                 None => self.runs.remove(id),
             };
         }
-        self.dirty.extend(
-            active
-                .iter()
-                .filter(|(id, runs)| self.active.get(*id) != Some(*runs))
-                .map(|(id, _)| id.clone()),
-        );
-        self.dirty.extend(
-            self.active
-                .keys()
-                .filter(|id| !active.contains_key(*id))
-                .cloned(),
-        );
+        self.dirty.extend(touched);
         self.active = active;
         self.run_floor = self.run_seen;
         self.run_seen = top;

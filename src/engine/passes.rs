@@ -298,11 +298,13 @@ impl Engine {
         };
         let unsaved = cache.unsaved();
         phases.done("unsaved");
+        let mut renewed = None;
         if !(to_pause.is_empty()
             && to_unpause.is_empty()
             && changes.is_empty()
             && unsaved.delta.is_empty())
         {
+            let write_started = Instant::now();
             let (paused, unpaused, signal) = c.db.transaction(|db| {
                 if !Leases::new(db).fence(LEADER, &host, token, ttl_ms)? {
                     return Err(DbError::NotHolder(LEADER));
@@ -325,6 +327,16 @@ impl Engine {
                 let signal = db.signal_now()?;
                 Ok::<_, DbError>((paused, unpaused, signal))
             })?;
+            // The fence renewed the claim.
+            renewed = Some((token, write_started));
+            // The write leaves every copy's liveness as it was (`Pass::apply` writes neither
+            // `deleted` nor `copy_written_at`); unless a row finished, it makes no deletion
+            // due and nothing to notify (the pass never sets `awaiting_approval`).
+            c.live_kept.own_write(signal);
+            if !changes.iter().any(|ch| ch.decision.state.is_terminal()) {
+                c.due_kept.own_write(signal);
+                c.quiet_kept.own_write(signal);
+            }
             cache.saved(unsaved);
             cache.wrote(signal, changes.iter().map(|ch| ch.id.clone()));
             stats.paused = paused;
@@ -334,6 +346,9 @@ impl Engine {
             cache.saved(unsaved);
         }
         phases.done("write");
+        if renewed.is_some() {
+            self.renewed = renewed;
+        }
         self.steer.releasable = Some(releasable);
         phases.trace("reconcile_pass");
         if let Some(c) = self.conn.current() {

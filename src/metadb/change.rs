@@ -123,6 +123,18 @@ impl<T> Kept<T> {
         self.value = Some(value);
     }
 
+    /// This reader's own transaction bumped the counter to `after` (as it saw it) with a
+    /// write the caller knows leaves the kept value true: when no other write came between
+    /// ([`after_own_write`]), the kept value stays good at `after`; otherwise the next
+    /// [`Kept::get`] asks for a read, as it would have.
+    pub fn own_write(&mut self, after: Option<i64>) {
+        if self.value.is_some() {
+            if let Some(to) = after_own_write(self.seq, after) {
+                self.seq = Some(to);
+            }
+        }
+    }
+
     /// Forget the kept value: the next [`Kept::get`] asks for a read.
     pub fn clear(&mut self) {
         self.value = None;
@@ -159,8 +171,15 @@ mod tests {
         assert_eq!(k.get(Some(2), 3), None, "the counter moved");
         k.put(Some(2), "c");
         assert_eq!(k.get(Some(2), 3), Some(&"c"));
+        k.own_write(Some(3));
+        assert_eq!(k.get(Some(3), 3), Some(&"c"), "a lone own write keeps it");
+        k.own_write(Some(5));
+        assert_eq!(k.get(Some(5), 3), None, "another write came between");
+        k.put(Some(5), "c");
         k.clear();
-        assert_eq!(k.get(Some(2), 3), None, "cleared");
+        assert_eq!(k.get(Some(5), 3), None, "cleared");
+        k.own_write(Some(6));
+        assert_eq!(k.get(Some(6), 3), None, "nothing kept stays so");
         k.put(None, "d");
         assert_eq!(k.get(None, 3), None, "no counter: never kept");
     }
