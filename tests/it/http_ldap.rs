@@ -10,7 +10,10 @@
 //! success; a viewer is told they cannot backfill the DAG and is refused when submitting
 //! anyway (Airflow would not let them edit it); added to `editors` in LDAP, the same viewer
 //! may backfill it after signing in again (FAB synced the roles). backfilld's own password
-//! login stays off while Airflow uses `AUTH_LDAP`.
+//! login stays off while Airflow uses `AUTH_LDAP`; signed out, a user asking for a backfill's
+//! page in backfilld follows its login page's link to Airflow's sign-in page (at `[webserver]
+//! base_url` / `[api] base_url`, the proxy's front) and, signed in there with LDAP, is back
+//! on that page.
 //!
 //! Needs `slapd` and `ldap-utils` (OpenLDAP), `nginx`, `chromium` and `chromium-driver`;
 //! without them the test skips, except when `CI=true`, where it fails. python-ldap comes from
@@ -247,11 +250,18 @@ fn write_ldap_config(af: &Airflow, url: &str) {
     std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// Sign out of everything: delete the browser's cookies from a page that runs no script
+/// (backfilld's stylesheet), so no request still running from Airflow's pages sets a session
+/// cookie again after the deletion.
+fn sign_out(b: &Browser, origin: &str) {
+    b.goto(&format!("{origin}/backfills/static/style.css"));
+    b.cmd("DELETE", "/cookie", None);
+}
+
 /// Sign in on Airflow's own login page (FAB's, on both majors) with fresh cookies; whether
 /// Airflow let the browser past its login page.
 fn airflow_sign_in(b: &Browser, origin: &str, v3: bool, user: &str, password: &str) -> bool {
-    b.goto(&format!("{origin}/"));
-    b.cmd("DELETE", "/cookie", None);
+    sign_out(b, origin);
     b.goto(&format!(
         "{origin}/{}",
         if v3 { "auth/login/" } else { "login/" }
@@ -273,6 +283,63 @@ fn airflow_sign_in(b: &Browser, origin: &str, v3: bool, user: &str, password: &s
         assert!(
             std::time::Instant::now() < deadline,
             "signing in as {user}: still at {url}: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Signed out, the user asks for backfilld's page `page` (under `app`): backfilld's login
+/// page says it takes no passwords and links to Airflow's sign-in page, coming back to that
+/// page; signing in there with LDAP lands on it, signed in as `user`.
+fn sign_in_through_backfilld(
+    b: &Browser,
+    origin: &str,
+    v3: bool,
+    (app, page): (&str, &str),
+    (user, password): (&str, &str),
+) {
+    sign_out(b, origin);
+    let wanted = format!("{app}/{page}");
+    b.goto(&wanted);
+    assert!(
+        b.url().starts_with(&format!("{app}/login")),
+        "{}: {}",
+        b.url(),
+        page_text(b)
+    );
+    let text = page_text(b);
+    assert!(
+        text.contains("accepts no passwords") && text.contains("AUTH_LDAP"),
+        "{text}"
+    );
+    let href =
+        b.text("const a = document.getElementById('airflow-sign-in'); return a ? a.href : '';");
+    let path = wanted
+        .strip_prefix(origin)
+        .unwrap_or_else(|| panic!("{wanted}"));
+    let login = if v3 { "auth/login/" } else { "login/" };
+    assert_eq!(
+        href,
+        format!("{origin}/{login}?next={}", path.replace('/', "%2F")),
+        "{text}"
+    );
+    b.click("#airflow-sign-in");
+    wait_for("Airflow's sign-in page", Duration::from_secs(60), || {
+        b.text("return document.getElementById('username') ? 'y' : '';")
+            .eq("y")
+            .then_some(())
+    });
+    assert!(b.url().contains(&format!("/{login}?next=")), "{}", b.url());
+    b.type_into("#username", user);
+    b.type_into("#password", password);
+    b.click("input[type=submit]");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !(b.url() == wanted && who(b) == user) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "signed in on Airflow, {user} is not back on {wanted} but at {}: {}",
+            b.url(),
+            page_text(b)
         );
         std::thread::sleep(Duration::from_millis(500));
     }
@@ -335,18 +402,30 @@ fn ldap_scenario(major: AirflowMajor, name: &str) {
         .push(("PYTHONPATH".into(), pyldap.display().to_string()));
     write_ldap_config(&af, &slapd.url);
     let (front_port, bf_port) = (free_port(), free_port());
-    if v3 {
-        // Behind the proxy: Airflow 3's login redirects name the front.
-        af.extra_env.push((
-            "AIRFLOW__API__BASE_URL".into(),
+    // Where users reach Airflow: the proxy's front, for Airflow and backfilld alike (Airflow
+    // 3's login redirects name it; backfilld's login page links to Airflow's sign-in page
+    // there). Airflow 2 refuses a trailing slash.
+    let base_url = if v3 {
+        (
+            "AIRFLOW__API__BASE_URL",
             format!("http://127.0.0.1:{front_port}/"),
-        ));
-    }
+        )
+    } else {
+        (
+            "AIRFLOW__WEBSERVER__BASE_URL",
+            format!("http://127.0.0.1:{front_port}"),
+        )
+    };
+    af.extra_env
+        .push((base_url.0.to_owned(), base_url.1.clone()));
     // Viewer gets backfilld's own permissions too: what refuses the viewer is then Airflow's
     // DAG permissions alone (Viewer may read DAGs, not edit them).
     let daemon = Daemon::start_with(
         &af,
-        &[("AIRFLOW__API_AUTH__JWT_SECRET", "backfilld-it-jwt-secret")],
+        &[
+            ("AIRFLOW__API_AUTH__JWT_SECRET", "backfilld-it-jwt-secret"),
+            (base_url.0, &base_url.1),
+        ],
         &format!(
             "\n[http]\nlisten = \"127.0.0.1:{bf_port}\"\nairflow_sessions = true\nbase_path = \"/backfills\"\n\
              \n[authz]\npermitted_roles = [\"User\", \"Op\", \"Viewer\"]\n"
@@ -479,6 +558,16 @@ fn ldap_scenario(major: AirflowMajor, name: &str) {
     // carol's backfill ran.
     let done = daemon.wait_finished(&made, BIG);
     assert_eq!(done["state"], "success", "{done}\n{}", af.logs_tail());
+
+    // Signed out, carol opens her backfill's page in backfilld: its login page takes her to
+    // Airflow's sign-in page, and signing in there with LDAP brings her back to that page.
+    sign_in_through_backfilld(
+        &b,
+        &origin,
+        v3,
+        (&app, &format!("backfills/{made}")),
+        ("carol", "carol-ldap-pw"),
+    );
     b.goto(&format!("{app}/backfills/{made}"));
     b.screenshot(&crate::support::repo_dir().join(format!("target/it/{name}.png")));
 }
