@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Build (once) the Python venvs holding the real Airflow releases the tests run against,
-# schemathesis (the HTTP API's OpenAPI fuzzer) in a venv of its own, and the seed plugin
-# (li-airflow-backfill-plugin from PyPI, for the import-seed test) installed into a directory
-# of its own that the test puts on the af2 Airflow's PYTHONPATH (the shared af2 venv is not
-# touched, so Airflow's version cannot change).
+# schemathesis (the HTTP API's OpenAPI fuzzer) in a venv of its own, and two package
+# directories that only one test puts on its Airflow's PYTHONPATH (the shared venvs are not
+# touched, so Airflow's version cannot change): the seed plugin (li-airflow-backfill-plugin
+# from PyPI, for the import-seed test, on af2) and python-ldap (FAB's AUTH_LDAP, for the LDAP
+# sign-in test, on af2 and af33; built from source against libldap-dev and libsasl2-dev).
 # Idempotent: a venv whose stamp matches its pinned spec is kept as it is.
 # BACKFILLD_VENV_DIR overrides the cache directory (default ~/.cache/backfilld/venvs).
-# Usage: scripts/airflow-venvs.sh [af2|af30|af3|af32|af33|schemathesis|seedplugin ...]   (no argument: all of them)
+# Usage: scripts/airflow-venvs.sh [af2|af30|af3|af32|af33|schemathesis|seedplugin|pyldap ...]   (no argument: all of them)
 set -euo pipefail
 
 dir="${BACKFILLD_VENV_DIR:-$HOME/.cache/backfilld/venvs}"
@@ -51,9 +52,10 @@ build af32 airflow "apache-airflow[postgres,mysql]==3.2.2 apache-airflow-provide
 build af33 airflow "apache-airflow[postgres,mysql]==3.3.2 apache-airflow-providers-fab==3.10.2"
 build schemathesis schemathesis "schemathesis==4.32.5"
 
-# A pip --target install without dependencies (the plugin declares none; Airflow comes from
-# af2): the package and its dist-info (with the airflow.plugins entry point) land in one
-# directory, stamped like the venvs.
+# A pip --target install without dependencies (the seed plugin declares none, python-ldap's
+# two are pinned beside it; Airflow comes from the venv): the packages and their dist-info
+# (the seed plugin's with its airflow.plugins entry point) land in one directory, stamped like
+# the venvs.
 install_target() {
     local name=$1 marker=$2 pip=$3; shift 3
     if [ "${#wanted[@]}" -gt 0 ] && [[ " ${wanted[*]} " != *" $name "* ]]; then
@@ -72,3 +74,5 @@ install_target() {
 }
 
 install_target seedplugin linkedin/airflow/backfill/__init__.py "$dir/af2/bin/pip" "li-airflow-backfill-plugin==1.0.4"
+# One build serves af2 and af33: both venvs run the same python3 (the extension is built for it).
+install_target pyldap ldap/__init__.py "$dir/af2/bin/pip" "python-ldap==3.4.8 pyasn1==0.6.5 pyasn1-modules==0.4.2"

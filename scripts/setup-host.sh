@@ -9,7 +9,8 @@
 # Usage: scripts/setup-host.sh PURPOSE...
 #   demo      build the binaries, build the Airflow venvs (headers, pkg-config, python3-venv)
 #   test      demo + Chromium/chromedriver (browser test), nginx (reverse-proxy test), the
-#             PostgreSQL and MariaDB servers and clients scripts/test.sh runs
+#             PostgreSQL and MariaDB servers and clients scripts/test.sh runs, OpenLDAP's
+#             slapd and clients (LDAP sign-in test) and the headers python-ldap builds with
 #   packages  packaging/test-packages.sh: dpkg-dev, rpm, systemd, cargo-deb, cargo-generate-rpm
 #   fuzz      scripts/fuzz.sh: a C++ compiler (libFuzzer), cargo-fuzz
 #   ci        all of the above, and rustfmt and clippy
@@ -22,7 +23,8 @@ die() { echo "setup-host: $*" >&2; exit 1; }
 # What each purpose needs, in Debian's package names.
 build_pkgs=(gcc libc6-dev pkg-config cmake ca-certificates libpq-dev libmariadb-dev libmariadb-dev-compat)
 python_pkgs=(python3 python3-venv python3-dev sqlite3)
-test_pkgs=(chromium chromium-driver nginx postgresql postgresql-client mariadb-server mariadb-client)
+test_pkgs=(chromium chromium-driver nginx postgresql postgresql-client mariadb-server mariadb-client
+    slapd ldap-utils libldap-dev libsasl2-dev)
 packaging_pkgs=(dpkg-dev rpm systemd)
 fuzz_pkgs=(g++)
 
@@ -85,6 +87,10 @@ native_name() {
             postgresql) echo postgresql-server ;;
             postgresql-client) echo postgresql ;;
             mariadb-client) echo mariadb ;;
+            slapd) echo openldap-servers ;;
+            ldap-utils) echo openldap-clients ;;
+            libldap-dev) echo openldap-devel ;;
+            libsasl2-dev) echo cyrus-sasl-devel ;;
             *) echo "$pkg" ;;
         esac
     elif [ "$os_id" = ubuntu ] || [[ " $os_like " == *" ubuntu "* ]]; then

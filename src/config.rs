@@ -355,7 +355,8 @@ pub struct AirflowWeb {
 pub struct AirflowBaseUrls {
     /// `[webserver] base_url`, Airflow 2's webserver.
     pub v2: Option<String>,
-    /// `[api] base_url`, Airflow 3's api-server.
+    /// `[api] base_url`, Airflow 3's api-server (or, as Airflow 3 reads it when that is unset,
+    /// `[webserver] base_url`).
     pub v3: Option<String>,
 }
 
@@ -799,6 +800,7 @@ impl Config {
         config.http.base_path = config.http.base_path.trim_end_matches('/').to_owned();
         if !config.http.base_path.is_empty()
             && (!config.http.base_path.starts_with('/')
+                || config.http.base_path.contains("//")
                 || !config
                     .http
                     .base_path
@@ -807,7 +809,7 @@ impl Config {
         {
             return Err(bad(
                 "http.base_path",
-                "must start with / and hold only letters, digits, /, -, _ and .",
+                "must start with one / and hold only letters, digits, single /, -, _ and .",
             ));
         }
         notifications::check(&config.notifications).map_err(|(key, m)| bad(key, &m))?;

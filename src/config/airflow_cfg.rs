@@ -96,9 +96,10 @@ impl Config {
                 .map(|u| u.trim_end_matches('/').to_owned())
                 .filter(|u| !u.is_empty())
         };
+        // Airflow 3 reads a `[webserver] base_url` left from 2.x as `[api] base_url`.
         let base_urls = AirflowBaseUrls {
             v2: base_url("webserver"),
-            v3: base_url("api"),
+            v3: base_url("api").or_else(|| base_url("webserver")),
         };
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => Some(t),

@@ -93,6 +93,13 @@ fn airflow_ui_base_urls_come_from_airflow_cfg() {
         }
     );
     assert_eq!(config("[api]\nbase_url =\n"), AirflowBaseUrls::default());
+    assert_eq!(
+        config("[webserver]\nbase_url = http://af:8080\n"),
+        AirflowBaseUrls {
+            v2: Some("http://af:8080".into()),
+            v3: Some("http://af:8080".into()),
+        }
+    );
 }
 
 #[test]

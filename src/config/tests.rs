@@ -152,6 +152,33 @@ fn notifications_section() {
 }
 
 #[test]
+fn base_path_is_one_path_on_this_site() {
+    let parse = |path: &str| {
+        let text = format!("[airflow]\nhome = \"/a\"\n[http]\nbase_path = \"{path}\"\n");
+        Config::parse(Path::new("x"), &text).map(|c| c.http.base_path)
+    };
+    for (path, want) in [
+        ("", ""),
+        ("/", ""),
+        ("/backfills/", "/backfills"),
+        ("/a/b-c_d.e", "/a/b-c_d.e"),
+    ] {
+        assert_eq!(parse(path).ok().as_deref(), Some(want), "{path}");
+    }
+    for bad in [
+        "backfills",
+        "//evil.example",
+        "/a//b",
+        "/a b",
+        "/a?b",
+        "/\\\\evil",
+    ] {
+        let e = parse(bad).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("http.base_path"), "{bad}: {e}");
+    }
+}
+
+#[test]
 fn authz_resource_may_not_be_a_dag_resource() {
     for bad in ["DAGs", "DAG:sales", "", "a\nb"] {
         let text = format!("[airflow]\nhome = \"/a\"\n[authz]\nresource = {bad:?}\n");

@@ -139,6 +139,20 @@ pub enum WebCommand {
         /// DAG ids, sorted.
         reply: Reply<Vec<String>>,
     },
+    /// Which Airflow signs users in, for the link from the login page to its sign-in page.
+    SignIn {
+        /// Its major and auth manager.
+        reply: Reply<AirflowSignIn>,
+    },
+}
+
+/// The Airflow that signs users in (see [`WebCommand::SignIn`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AirflowSignIn {
+    /// Airflow 3 (its api-server), else Airflow 2 (its webserver).
+    pub airflow3: bool,
+    /// Through FAB: Airflow 2's webserver, or Airflow 3's FAB auth manager.
+    pub fab: bool,
 }
 
 /// Which page of a list the HTTP layer asks for.
@@ -396,6 +410,16 @@ impl Engine {
             }
             WebCommand::Dags { username, reply } => {
                 let answer = self.web_answer(|e| e.web_dags(&username));
+                let _ = reply.send(answer);
+            }
+            WebCommand::SignIn { reply } => {
+                let answer = self.web_answer(|e| {
+                    let c = e.conn.get()?;
+                    Ok(Ruling::Admit(AirflowSignIn {
+                        airflow3: c.schema.generation == Generation::V3,
+                        fab: matches!(c.auth, AuthSource::Fab),
+                    }))
+                });
                 let _ = reply.send(answer);
             }
             WebCommand::MetricsAccess { username, reply } => {

@@ -1,6 +1,7 @@
-//! Links from the web UI into Airflow's own UI: the DAG, a run, a task instance's log. The
-//! two majors route differently (2.x: Flask views, the grid and `/log`; 3.x: the React UI's
-//! `/dags/<id>/runs/<run_id>/tasks/<task_id>`). Pure: URLs from a base URL and ids.
+//! Links from the web UI into Airflow's own UI: the DAG, a run, a task instance's log, and
+//! FAB's sign-in page. The two majors route differently (2.x: Flask views, the grid and
+//! `/log`; 3.x: the React UI's `/dags/<id>/runs/<run_id>/tasks/<task_id>`). Pure: URLs from a
+//! base URL and ids.
 
 use crate::config::AirflowBaseUrls;
 
@@ -23,6 +24,14 @@ pub fn encode(s: &str) -> String {
         .collect()
 }
 
+/// Whether `path` is a path on this site: one leading `/` (`//` would name another host),
+/// then URL characters only (no `\`, which browsers read as `/`, no spaces or controls).
+fn same_site_path(path: &str) -> bool {
+    path.starts_with('/')
+        && !path.starts_with("//")
+        && path.bytes().all(|b| b.is_ascii_graphic() && b != b'\\')
+}
+
 impl<'a> AirflowUi<'a> {
     /// The UI of the major in use (`v3`: Airflow 3), if its base URL is configured.
     pub fn new(urls: &'a AirflowBaseUrls, v3: bool) -> Option<AirflowUi<'a>> {
@@ -30,6 +39,20 @@ impl<'a> AirflowUi<'a> {
         base.as_deref()
             .filter(|b| b.starts_with("http://") || b.starts_with("https://"))
             .map(|base| AirflowUi { base, v3 })
+    }
+
+    /// FAB's sign-in page, sending the browser to `next` after signing in: Airflow 2's
+    /// webserver `/login/` (FAB's auth view), Airflow 3's FAB auth manager `/auth/login/` on the
+    /// api-server (as `FabAuthManager.get_url_login` builds it), both with `?next=`, which FAB
+    /// follows only to its own host. `next` is a path on this site that backfilld built (see
+    /// the UI's login page); anything else is left out, so the link never names another site.
+    pub fn fab_login(&self, next: &str) -> String {
+        let page = if self.v3 { "auth/login/" } else { "login/" };
+        if same_site_path(next) {
+            format!("{}/{page}?next={}", self.base, encode(next))
+        } else {
+            format!("{}/{page}", self.base)
+        }
     }
 
     /// A DAG's page (2.x: its grid).
@@ -140,6 +163,57 @@ mod tests {
         };
         assert_eq!(AirflowUi::new(&odd, false), None);
         assert_eq!(AirflowUi::new(&urls(), true).map(|u| u.v3), Some(true));
+    }
+
+    #[test]
+    fn fab_sign_in_comes_back_to_this_site_only() {
+        let v2 = AirflowBaseUrls {
+            v2: Some("http://af2:8080".into()),
+            v3: None,
+        };
+        let v3 = AirflowBaseUrls {
+            v2: None,
+            v3: Some("https://af3.example/airflow".into()),
+        };
+        let cases: [(&AirflowBaseUrls, bool, &str, &str); 12] = [
+            (&v2, false, "/", "http://af2:8080/login/?next=%2F"),
+            (
+                &v2,
+                false,
+                "/backfills/backfills/sales_backfill_1",
+                "http://af2:8080/login/?next=%2Fbackfills%2Fbackfills%2Fsales_backfill_1",
+            ),
+            (
+                &v2,
+                false,
+                "/backfills/new?dag_id=sales&start=2024-01-01",
+                "http://af2:8080/login/?next=%2Fbackfills%2Fnew%3Fdag_id%3Dsales%26start%3D2024-01-01",
+            ),
+            (&v3, true, "/", "https://af3.example/airflow/auth/login/?next=%2F"),
+            (
+                &v3,
+                true,
+                "/backfills/backfills/a%20b",
+                "https://af3.example/airflow/auth/login/?next=%2Fbackfills%2Fbackfills%2Fa%2520b",
+            ),
+            (
+                &v3,
+                true,
+                "/backfills/new",
+                "https://af3.example/airflow/auth/login/?next=%2Fbackfills%2Fnew",
+            ),
+            // Never another site: no next rather than a foreign one.
+            (&v2, false, "//evil.example/", "http://af2:8080/login/"),
+            (&v2, false, "https://evil.example/", "http://af2:8080/login/"),
+            (&v3, true, "/\\evil.example/", "https://af3.example/airflow/auth/login/"),
+            (&v3, true, "backfills/", "https://af3.example/airflow/auth/login/"),
+            (&v3, true, "", "https://af3.example/airflow/auth/login/"),
+            (&v2, false, "/a b\n", "http://af2:8080/login/"),
+        ];
+        for (urls, is_v3, next, want) in cases {
+            let ui = AirflowUi::new(urls, is_v3).unwrap_or_else(|| panic!("no UI"));
+            assert_eq!(ui.fab_login(next), want, "next = {next:?}");
+        }
     }
 
     #[test]

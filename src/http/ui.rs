@@ -170,22 +170,104 @@ async fn script() -> Response {
 
 async fn login_form(AxState(state): AxState<State>, Query(q): Query<FormData>) -> Html<String> {
     let next = q.get("next").and_then(|n| next_page(n));
-    login_page(state.base(), state.password_logins_off(), None, next)
+    let sign_in = airflow_sign_in(&state, next).await;
+    login_page(
+        state.base(),
+        state.password_logins_off(),
+        None,
+        next,
+        sign_in.as_ref(),
+    )
 }
 
-/// The login form, or why there is none (`password_off`: password logins are off); `next`:
-/// the page to go to after it.
+/// Where a signed-out user signs in while backfilld takes no passwords.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum SignInLink {
+    /// Airflow's sign-in page, which comes back to backfilld's page after.
+    Link(String),
+    /// Why backfilld cannot link to it (the user signs in on Airflow's page by hand).
+    Unknown(String),
+}
+
+/// The link from the login page to Airflow's sign-in page (FAB's), coming back to `next` (a
+/// page under the UI's base, see [`next_page`]; the list without one): only while password
+/// logins are off and Airflow's sign-in carries over to backfilld (`[http] airflow_sessions`
+/// with what checks this major's sign-in); `None` otherwise. The page it comes back to is a
+/// path on this site that backfilld built, never one taken from the request as it came.
+async fn airflow_sign_in(state: &State, next: Option<&str>) -> Option<SignInLink> {
+    state.password_logins_off()?;
+    if !state.http.airflow_sessions {
+        return None;
+    }
+    let found = match state.ask(|reply| WebCommand::SignIn { reply }).await {
+        Ok(f) => f,
+        Err(e) => {
+            return Some(SignInLink::Unknown(format!(
+                "backfilld cannot tell which Airflow signs you in right now ({})",
+                e.detail
+            )))
+        }
+    };
+    let carries_over = if found.airflow3 {
+        state.tokens.is_some()
+    } else {
+        state.airflow_sessions.is_some()
+    };
+    let link = if !carries_over {
+        SignInLink::Unknown(
+            "backfilld cannot check Airflow's sign-in here (its log says why)".to_owned(),
+        )
+    } else if !found.fab {
+        SignInLink::Unknown(
+            "backfilld links only to FAB's sign-in page, and Airflow uses another auth manager"
+                .to_owned(),
+        )
+    } else {
+        match AirflowUi::new(&state.airflow_urls, found.airflow3) {
+            Some(ui) => SignInLink::Link(ui.fab_login(&format!(
+                "{}/{}",
+                state.base(),
+                next.unwrap_or("")
+            ))),
+            None => SignInLink::Unknown(format!(
+                "backfilld does not know where Airflow's UI is (set {} in airflow.cfg to an http(s) URL)",
+                if found.airflow3 {
+                    "[api] base_url"
+                } else {
+                    "[webserver] base_url"
+                }
+            )),
+        }
+    };
+    Some(link)
+}
+
+/// The login form, or why there is none (`password_off`: password logins are off) with the
+/// way to Airflow's sign-in page (`sign_in`); `next`: the page to go to after it.
 fn login_page(
     base: &str,
     password_off: Option<&str>,
     error: Option<&ApiError>,
     next: Option<&str>,
+    sign_in: Option<&SignInLink>,
 ) -> Html<String> {
     let body = match password_off {
         Some(why) => html! {
             h2 { "Log in" }
             @if let Some(e) = error { (error_box(e)) }
             p.error id="no-passwords" { "backfilld accepts no passwords: " (why) "." }
+            @match sign_in {
+                Some(SignInLink::Link(href)) => {
+                    p { a.button id="airflow-sign-in" href=(href) { "Sign in with Airflow" } }
+                    p.hint { "Airflow's sign-in page brings you back here after you sign in." }
+                }
+                Some(SignInLink::Unknown(why)) => {
+                    p.error id="no-sign-in-link" {
+                        "Sign in on Airflow's own page, then come back here: " (why) "."
+                    }
+                }
+                None => {}
+            }
         },
         None => html! {
             h2 { "Log in with your Airflow account" }
@@ -236,16 +318,21 @@ async fn login(
             )
                 .into_response()
         }
-        Err(e) => (
-            e.status,
-            login_page(
-                state.base(),
-                state.password_logins_off(),
-                Some(&e),
-                form.get("next").and_then(|n| next_page(n)),
-            ),
-        )
-            .into_response(),
+        Err(e) => {
+            let next = form.get("next").and_then(|n| next_page(n));
+            let sign_in = airflow_sign_in(&state, next).await;
+            (
+                e.status,
+                login_page(
+                    state.base(),
+                    state.password_logins_off(),
+                    Some(&e),
+                    next,
+                    sign_in.as_ref(),
+                ),
+            )
+                .into_response()
+        }
     }
 }
 

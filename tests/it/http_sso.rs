@@ -58,12 +58,14 @@ pub(crate) fn start_nginx(
     proc
 }
 
+/// `webserver_config.py` with CSRF on and `AUTH_TYPE = <auth_type>` (`AUTH_DB`, `AUTH_LDAP` or
+/// `AUTH_REMOTE_USER`, with the SSO proxy's header); a test may append more settings.
 pub(crate) fn write_webserver_config(af: &Airflow, auth_type: &str) {
     std::fs::write(
         af.home.join("webserver_config.py"),
         format!(
             "from __future__ import annotations\n\
-             from flask_appbuilder.const import AUTH_DB, AUTH_REMOTE_USER\n\
+             from flask_appbuilder.const import AUTH_DB, AUTH_LDAP, AUTH_REMOTE_USER\n\
              WTF_CSRF_ENABLED = True\nAUTH_TYPE = {auth_type}\n\
              AUTH_REMOTE_USER_ENV_VAR = \"HTTP_X_AIRFLOW_USER\"\n"
         ),

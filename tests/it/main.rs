@@ -14,6 +14,7 @@ mod guard_rails;
 mod http_api;
 mod http_auth;
 mod http_browser;
+mod http_ldap;
 mod http_sso;
 mod lifecycle;
 mod list_paging;

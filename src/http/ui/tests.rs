@@ -199,10 +199,16 @@ fn every_page_escapes_hostile_values() {
     let base = hostile("base");
     let s = session();
 
-    let Html(login) = login_page(&base, None, Some(&hostile_error("login_error")), None);
+    let Html(login) = login_page(&base, None, Some(&hostile_error("login_error")), None, None);
     assert_escaped(&login, &["base", "login_error", "login_error_code"]);
-    let Html(off) = login_page(&base, Some(&hostile("why_off")), None, None);
+    let Html(off) = login_page(&base, Some(&hostile("why_off")), None, None, None);
     assert_escaped(&off, &["base", "why_off"]);
+    let link = SignInLink::Link(hostile("sign_in_link"));
+    let Html(off) = login_page(&base, Some("off"), None, None, Some(&link));
+    assert_escaped(&off, &["base", "sign_in_link"]);
+    let unknown = SignInLink::Unknown(hostile("sign_in_why"));
+    let Html(off) = login_page(&base, Some("off"), None, None, Some(&unknown));
+    assert_escaped(&off, &["base", "sign_in_why"]);
 
     let b = backfill();
     let filter = ListFilter {
@@ -545,6 +551,32 @@ fn a_link_prefills_the_form() {
 }
 
 #[test]
+fn login_page_without_passwords_leads_to_airflow() {
+    let link = SignInLink::Link("https://af.example/login/?next=%2Fb%2Fnew".into());
+    let Html(page) = login_page("/b", Some("AUTH_LDAP"), None, Some("new"), Some(&link));
+    assert!(page.contains("id=\"no-passwords\""), "{page}");
+    assert!(
+        page.contains(
+            "<a class=\"button\" id=\"airflow-sign-in\" href=\"https://af.example/login/?next=%2Fb%2Fnew\">Sign in with Airflow</a>"
+        ),
+        "{page}"
+    );
+    assert!(!page.contains("type=\"password\""), "{page}");
+    let unknown = SignInLink::Unknown("no [webserver] base_url".into());
+    let Html(page) = login_page("/b", Some("AUTH_LDAP"), None, None, Some(&unknown));
+    assert!(!page.contains("airflow-sign-in"), "{page}");
+    assert!(
+        page.contains("id=\"no-sign-in-link\"") && page.contains("no [webserver] base_url"),
+        "{page}"
+    );
+    let Html(page) = login_page("/b", Some("AUTH_LDAP"), None, None, None);
+    assert!(
+        !page.contains("airflow-sign-in") && !page.contains("no-sign-in-link"),
+        "{page}"
+    );
+}
+
+#[test]
 fn after_login_only_pages_of_the_ui() {
     for ok in [
         "new",
@@ -567,7 +599,7 @@ fn after_login_only_pages_of_the_ui() {
     ] {
         assert_eq!(next_page(bad), None, "{bad}");
     }
-    let Html(login) = login_page("/b", None, None, Some("new?dag_id=sales"));
+    let Html(login) = login_page("/b", None, None, Some("new?dag_id=sales"), None);
     assert!(
         login.contains("name=\"next\" value=\"new?dag_id=sales\""),
         "{login}"
