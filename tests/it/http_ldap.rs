@@ -101,19 +101,7 @@ fn ldap_tools() -> Option<LdapTools> {
 
 /// python-ldap as installed by `scripts/airflow-venvs.sh` (`pip install --target`).
 fn python_ldap_dir() -> PathBuf {
-    let base = std::env::var_os("BACKFILLD_VENV_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
-            PathBuf::from(home).join(".cache/backfilld/venvs")
-        });
-    let dir = base.join("pyldap");
-    assert!(
-        dir.join("ldap/__init__.py").exists(),
-        "python-ldap is missing from {}: run scripts/airflow-venvs.sh first",
-        dir.display()
-    );
-    dir
+    crate::support::package_dir("pyldap", "ldap/__init__.py", "python-ldap")
 }
 
 /// The test's own slapd on a free loopback port, its config, database and log in `dir`;

@@ -27,19 +27,11 @@ const BIG: Duration = Duration::from_secs(600);
 
 /// The seed plugin as installed by `scripts/airflow-venvs.sh` (`pip install --target`).
 fn seed_plugin_dir() -> PathBuf {
-    let base = std::env::var_os("BACKFILLD_VENV_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
-            PathBuf::from(home).join(".cache/backfilld/venvs")
-        });
-    let dir = base.join("seedplugin");
-    assert!(
-        dir.join("linkedin/airflow/backfill/__init__.py").exists(),
-        "the seed plugin is missing from {}: run scripts/airflow-venvs.sh first",
-        dir.display()
-    );
-    dir
+    crate::support::package_dir(
+        "seedplugin",
+        "linkedin/airflow/backfill/__init__.py",
+        "the seed plugin",
+    )
 }
 
 /// Drives the seed plugin through its own API functions (what its REST API and system DAGs

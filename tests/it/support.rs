@@ -43,13 +43,7 @@ impl AirflowMajor {
 /// is missing: tests never skip for want of Airflow.
 #[allow(dead_code)]
 pub fn airflow_venv(major: AirflowMajor) -> PathBuf {
-    let base = std::env::var_os("BACKFILLD_VENV_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
-            PathBuf::from(home).join(".cache/backfilld/venvs")
-        });
-    let dir = base.join(match major.resolved() {
+    let dir = venv_cache().join(match major.resolved() {
         AirflowMajor::V2 => "af2",
         AirflowMajor::V30 => "af30",
         AirflowMajor::V3 => "af3",
@@ -59,6 +53,31 @@ pub fn airflow_venv(major: AirflowMajor) -> PathBuf {
     assert!(
         dir.join("bin/airflow").exists(),
         "Airflow venv {} is missing: run scripts/airflow-venvs.sh (or .ci/run) first",
+        dir.display()
+    );
+    dir
+}
+
+/// Where `scripts/airflow-venvs.sh` builds its venvs and package directories:
+/// `BACKFILLD_VENV_DIR`, by default `~/.cache/backfilld/venvs`.
+fn venv_cache() -> PathBuf {
+    std::env::var_os("BACKFILLD_VENV_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+            PathBuf::from(home).join(".cache/backfilld/venvs")
+        })
+}
+
+/// A package directory `scripts/airflow-venvs.sh` installs with `pip install --target`
+/// (`name`, e.g. `seedplugin`), for one test's `PYTHONPATH`. Panics (failing the test) when
+/// `marker`, a file of the package, is missing: tests never skip for want of it.
+#[allow(dead_code)]
+pub fn package_dir(name: &str, marker: &str, what: &str) -> PathBuf {
+    let dir = venv_cache().join(name);
+    assert!(
+        dir.join(marker).exists(),
+        "{what} is missing from {}: run scripts/airflow-venvs.sh first",
         dir.display()
     );
     dir
