@@ -14,11 +14,8 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::http_api::Client;
 use crate::http_browser::Browser;
-use crate::http_sso::{
-    page_text, proxy_browser_tools, start_nginx, start_webserver, who, write_webserver_config,
-};
+use crate::http_sso::{page_text, proxy_browser_tools, start_front, who, write_webserver_config};
 use crate::support::{free_port, wait_for, Airflow, AirflowMajor, Daemon};
 
 const BIG: Duration = Duration::from_secs(240);
@@ -110,17 +107,7 @@ fn plugin_scenario(major: AirflowMajor, name: &str) {
             "can_read",
         ]);
     }
-    let front = Client::new(front_port);
-    af.start_scheduler();
-    let airflow_port = if v3 { af.api_port } else { free_port() };
-    let _nginx = start_nginx(
-        &nginx,
-        &af.home.join("nginx"),
-        front_port,
-        bf_port,
-        airflow_port,
-    );
-    let _web = (!v3).then(|| start_webserver(&af, airflow_port, &front, 1));
+    let (_front, _nginx, _web) = start_front(&mut af, &nginx, front_port, bf_port);
     af.wait_parsed("sales", BIG);
     let origin = format!("http://127.0.0.1:{front_port}");
 

@@ -26,11 +26,9 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::http_api::{assert_problem, basic, Client};
+use crate::http_api::{assert_problem, basic};
 use crate::http_browser::{find_program, Browser};
-use crate::http_sso::{
-    page_text, proxy_browser_tools, start_nginx, start_webserver, who, write_webserver_config,
-};
+use crate::http_sso::{page_text, proxy_browser_tools, start_front, who, write_webserver_config};
 use crate::support::{free_port, wait_for, Airflow, AirflowMajor, Daemon, Proc};
 
 const BIG: Duration = Duration::from_secs(300);
@@ -361,14 +359,7 @@ fn create_form(b: &Browser, app: &str, dag: &str) -> (Vec<String>, String) {
         "return [...document.querySelectorAll('#dag_id option')].map(o => o.value);",
         json!([]),
     );
-    let offered = offered
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
+    let offered = crate::support::json_strings(&offered);
     let warning =
         b.text("const w = document.getElementById('unknown-dag'); return w ? w.textContent : '';");
     (offered, warning)
@@ -420,17 +411,7 @@ fn ldap_scenario(major: AirflowMajor, name: &str) {
         ),
     );
     af.reserialize();
-    let front = Client::new(front_port);
-    af.start_scheduler();
-    let airflow_port = if v3 { af.api_port } else { free_port() };
-    let _nginx = start_nginx(
-        &nginx,
-        &af.home.join("nginx"),
-        front_port,
-        bf_port,
-        airflow_port,
-    );
-    let _web = (!v3).then(|| start_webserver(&af, airflow_port, &front, 1));
+    let (front, _nginx, _web) = start_front(&mut af, &nginx, front_port, bf_port);
     af.wait_parsed("sales", BIG);
     let origin = format!("http://127.0.0.1:{front_port}");
     let app = format!("{origin}/backfills");

@@ -21,6 +21,30 @@ use crate::http_browser::{find_program, Browser};
 use crate::support::{free_port, wait_for, Airflow, AirflowMajor, Daemon, Proc};
 
 /// nginx in the foreground, one process, with its config and temp files in `dir`.
+/// Airflow behind one nginx front on `front_port`, backfilld (on `bf_port`) under
+/// `/backfills/` of it: the scheduler started (Airflow 3's api-server with it), Airflow 2's
+/// webserver started behind the front. Returns the front's client, nginx and the webserver.
+pub(crate) fn start_front(
+    af: &mut Airflow,
+    nginx: &Path,
+    front_port: u16,
+    bf_port: u16,
+) -> (Client, Proc, Option<Proc>) {
+    let front = Client::new(front_port);
+    af.start_scheduler();
+    let v3 = af.major.is_v3();
+    let airflow_port = if v3 { af.api_port } else { free_port() };
+    let proxy = start_nginx(
+        nginx,
+        &af.home.join("nginx"),
+        front_port,
+        bf_port,
+        airflow_port,
+    );
+    let web = (!v3).then(|| start_webserver(af, airflow_port, &front, 1));
+    (front, proxy, web)
+}
+
 pub(crate) fn start_nginx(
     nginx: &Path,
     dir: &Path,

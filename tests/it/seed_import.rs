@@ -197,14 +197,7 @@ fn import_seed_on_airflow2_postgres() {
             .to_string(),
         ],
     );
-    let ids: Vec<String> = ids
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
+    let ids = crate::support::json_strings(&ids);
     let [ok, bad, cancelled] = [&ids[0], &ids[1], &ids[2]];
     for id in [ok, bad] {
         wait_for(&format!("the seed's copy {id} to run 3 dates"), BIG, || {

@@ -83,6 +83,18 @@ pub fn package_dir(name: &str, marker: &str, what: &str) -> PathBuf {
     dir
 }
 
+/// The strings of a JSON array (other items and other values give none).
+#[allow(dead_code)]
+pub fn json_strings(v: &serde_json::Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
