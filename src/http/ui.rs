@@ -169,12 +169,20 @@ async fn script() -> Response {
 }
 
 async fn login_form(AxState(state): AxState<State>, Query(q): Query<FormData>) -> Html<String> {
-    let next = q.get("next").and_then(|n| next_page(n));
-    let sign_in = airflow_sign_in(&state, next).await;
+    login_page_for(&state, None, q.get("next").and_then(|n| next_page(n))).await
+}
+
+/// [`login_page`] as `state` shows it, with the way to Airflow's sign-in page when there is one.
+async fn login_page_for(
+    state: &State,
+    error: Option<&ApiError>,
+    next: Option<&str>,
+) -> Html<String> {
+    let sign_in = airflow_sign_in(state, next).await;
     login_page(
         state.base(),
         state.password_logins_off(),
-        None,
+        error,
         next,
         sign_in.as_ref(),
     )
@@ -320,18 +328,7 @@ async fn login(
         }
         Err(e) => {
             let next = form.get("next").and_then(|n| next_page(n));
-            let sign_in = airflow_sign_in(&state, next).await;
-            (
-                e.status,
-                login_page(
-                    state.base(),
-                    state.password_logins_off(),
-                    Some(&e),
-                    next,
-                    sign_in.as_ref(),
-                ),
-            )
-                .into_response()
+            (e.status, login_page_for(&state, Some(&e), next).await).into_response()
         }
     }
 }
