@@ -190,11 +190,16 @@ impl CopyNow<'_> {
         self.due_until.is_some_and(|u| date <= u)
     }
 
-    /// Its due dates still waiting for a run: without a run, and not the named date when
-    /// that one counts as live (an unpaused copy's, which the scheduler creates at its next
-    /// loop; a paused copy's named date is still pending).
+    /// The named date when it counts as live: an unpaused copy's, which the scheduler
+    /// creates at its next loop (a paused copy's named date is still pending).
+    pub fn live_named(&self) -> Option<DateTime<Utc>> {
+        self.named.filter(|_| !self.paused)
+    }
+
+    /// Its due dates still waiting for a run: without a run, and not the live named date
+    /// ([`CopyNow::live_named`]).
     pub fn pending(&self) -> usize {
-        let live_named = self.named.filter(|_| !self.paused);
+        let live_named = self.live_named();
         self.order
             .iter()
             .filter(|d| !self.runs.dates.contains(d) && Some(**d) != live_named && self.is_due(**d))

@@ -287,7 +287,7 @@ impl Engine {
         };
         let mut steered: Vec<turns::Steered> = Vec::with_capacity(ready.len());
         for (copy, _, view, pending) in &ready {
-            let queued = view.runs.queued + u32::from(view.named.is_some() && !copy.paused);
+            let queued = view.runs.queued + u32::from(view.live_named().is_some());
             add(&copy.dag_id, queued + view.runs.running);
             steered.push(turns::Steered {
                 id: copy.id.clone(),
