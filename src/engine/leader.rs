@@ -20,9 +20,7 @@ impl Engine {
 
     /// Take or keep the leader claim; whether this agent leads now.
     pub(super) fn lead(&mut self) -> bool {
-        let host = self.host.clone();
         let ttl_ms = self.lease_ttl_ms();
-        let now = store::stored_ts(Utc::now());
         let started = Instant::now();
         if let (Some(token), Some((renewed_token, at))) = (self.leader_token, self.renewed) {
             let ttl = Duration::from_millis(u64::try_from(ttl_ms).unwrap_or(u64::MAX));
@@ -30,6 +28,8 @@ impl Engine {
                 return self.conn.current().is_some();
             }
         }
+        let host = self.host.clone();
+        let now = store::stored_ts(Utc::now());
         let Some(c) = self.conn.current() else {
             return false;
         };
