@@ -332,6 +332,26 @@ fn sign_in_through_backfilld(
 }
 
 /// The roles FAB gave `user` (sorted), or `None` when FAB has no such user.
+/// `user` signs in on Airflow's page with their LDAP password (`<user>-ldap-pw`), and FAB
+/// holds exactly `roles` for them after it.
+fn signs_in_with_roles(b: &Browser, af: &Airflow, origin: &str, user: &str, roles: &[&str]) {
+    assert!(
+        airflow_sign_in(
+            b,
+            origin,
+            af.major.is_v3(),
+            user,
+            &format!("{user}-ldap-pw")
+        ),
+        "{user}'s LDAP sign-in failed\n{}",
+        af.logs_tail()
+    );
+    assert_eq!(
+        fab_roles(af, user),
+        Some(roles.iter().map(|r| (*r).to_owned()).collect())
+    );
+}
+
 fn fab_roles(af: &Airflow, user: &str) -> Option<Vec<String>> {
     if af.query_i64(&format!(
         "SELECT COUNT(*) FROM ab_user WHERE username = '{user}'"
@@ -446,15 +466,7 @@ fn ldap_scenario(major: AirflowMajor, name: &str) {
 
     // carol (LDAP group editors) signs in on Airflow's page: FAB registers her with the
     // mapped role, and backfilld's UI knows her with no second password.
-    assert!(
-        airflow_sign_in(&b, &origin, v3, "carol", "carol-ldap-pw"),
-        "carol's LDAP sign-in failed\n{}",
-        af.logs_tail()
-    );
-    assert_eq!(
-        fab_roles(&af, "carol"),
-        Some(vec!["Public".to_owned(), "User".to_owned()])
-    );
+    signs_in_with_roles(&b, &af, &origin, "carol", &["Public", "User"]);
     b.goto(&format!("{app}/"));
     assert_eq!(who(&b), "carol", "{}: {}", b.url(), page_text(&b));
     let made = b.create(&app, "sales", "2024-05-01", "2024-05-01", "");
@@ -463,15 +475,7 @@ fn ldap_scenario(major: AirflowMajor, name: &str) {
 
     // dave (LDAP group viewers) may read DAGs in Airflow, not edit them: backfilld's form
     // does not offer the DAG and says so, and a submission anyway is refused with the reason.
-    assert!(
-        airflow_sign_in(&b, &origin, v3, "dave", "dave-ldap-pw"),
-        "dave's LDAP sign-in failed\n{}",
-        af.logs_tail()
-    );
-    assert_eq!(
-        fab_roles(&af, "dave"),
-        Some(vec!["Public".to_owned(), "Viewer".to_owned()])
-    );
+    signs_in_with_roles(&b, &af, &origin, "dave", &["Public", "Viewer"]);
     let (offered, warning) = create_form(&b, &app, "sales");
     assert_eq!(who(&b), "dave", "{}", page_text(&b));
     assert!(!offered.contains(&"sales".to_owned()), "{offered:?}");
@@ -511,15 +515,7 @@ fn ldap_scenario(major: AirflowMajor, name: &str) {
         ),
         false,
     );
-    assert!(airflow_sign_in(&b, &origin, v3, "dave", "dave-ldap-pw"));
-    assert_eq!(
-        fab_roles(&af, "dave"),
-        Some(vec![
-            "Public".to_owned(),
-            "User".to_owned(),
-            "Viewer".to_owned()
-        ])
-    );
+    signs_in_with_roles(&b, &af, &origin, "dave", &["Public", "User", "Viewer"]);
     let (offered, warning) = create_form(&b, &app, "sales");
     assert!(offered.contains(&"sales".to_owned()), "{offered:?}");
     assert_eq!(warning, "", "{}", page_text(&b));
